@@ -1,0 +1,296 @@
+//! Control bodies: the serde types carried by every frame that is not a
+//! record batch, encoded with postcard (see docs/protocol.md for the bytes).
+//!
+//! Field order is part of the wire format: postcard encodes structs as their
+//! fields in declaration order, with no names. Append new fields only in a
+//! new protocol version.
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol versions this crate speaks.
+pub const PROTOCOL_VERSION_MIN: u16 = 1;
+pub const PROTOCOL_VERSION_MAX: u16 = 1;
+
+/// First frame of every connection, client to broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub min_version: u16,
+    pub max_version: u16,
+    /// Free text for logs ("billing-worker/1.2").
+    pub client_name: String,
+    /// A stable identity across reconnects; the broker assigns one if absent.
+    pub client_id: Option<String>,
+    pub token: Option<String>,
+}
+
+/// The broker's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloOk {
+    pub version: u16,
+    pub client_id: String,
+    /// Largest frame the broker accepts, header included.
+    pub max_frame: u32,
+    /// Largest record batch the broker accepts.
+    pub max_batch: u32,
+    /// The broker pings an idle connection after this long and closes it
+    /// after three intervals of silence.
+    pub heartbeat_ms: u32,
+}
+
+/// Stable error codes. Their numbers never change meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    BadFrame,
+    UnsupportedVersion,
+    HandshakeRequired,
+    UnknownTopic,
+    Unauthorized,
+    TooLarge,
+    Busy,
+    Internal,
+    InvalidArgument,
+    TopicExists,
+    UnknownSubscription,
+    SequenceGap,
+    StorageFull,
+    TopicUnavailable,
+    GroupActive,
+    ShuttingDown,
+    Unknown(u16),
+}
+
+impl ErrorCode {
+    pub fn as_u16(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            BadFrame => 1,
+            UnsupportedVersion => 2,
+            HandshakeRequired => 3,
+            UnknownTopic => 4,
+            Unauthorized => 5,
+            TooLarge => 6,
+            Busy => 7,
+            Internal => 8,
+            InvalidArgument => 9,
+            TopicExists => 10,
+            UnknownSubscription => 11,
+            SequenceGap => 12,
+            StorageFull => 13,
+            TopicUnavailable => 14,
+            GroupActive => 15,
+            ShuttingDown => 16,
+            Unknown(n) => n,
+        }
+    }
+    pub fn from_u16(n: u16) -> Self {
+        use ErrorCode::*;
+        match n {
+            1 => BadFrame,
+            2 => UnsupportedVersion,
+            3 => HandshakeRequired,
+            4 => UnknownTopic,
+            5 => Unauthorized,
+            6 => TooLarge,
+            7 => Busy,
+            8 => Internal,
+            9 => InvalidArgument,
+            10 => TopicExists,
+            11 => UnknownSubscription,
+            12 => SequenceGap,
+            13 => StorageFull,
+            14 => TopicUnavailable,
+            15 => GroupActive,
+            16 => ShuttingDown,
+            n => Unknown(n),
+        }
+    }
+    /// Whether retrying the same request later can succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Busy | ErrorCode::StorageFull | ErrorCode::ShuttingDown
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}({})", self, self.as_u16())
+    }
+}
+
+/// An error reply, or (with request id 0) a connection-level error sent just
+/// before the broker closes the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: u16,
+    pub message: String,
+}
+
+/// Sent by the broker before it closes connections on shutdown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoingAway {
+    pub reason: String,
+}
+
+/// The confirm of a publish: the batch is durable under the topic's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishOk {
+    pub base_offset: u64,
+    pub count: u32,
+    /// The batch was a retry of one already stored; the offsets are the
+    /// original ones.
+    pub duplicate: bool,
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum StartPosition {
+    /// The group's committed position (earliest for a new group; latest for
+    /// an ephemeral subscription).
+    #[default]
+    Resume,
+    Earliest,
+    Latest,
+    Offset(u64),
+    /// Milliseconds since the Unix epoch: the first record appended at or
+    /// after that time.
+    Timestamp(i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscribe {
+    pub topic: String,
+    /// Durable group name; `None` is an ephemeral subscription.
+    pub group: Option<String>,
+    pub start: StartPosition,
+    /// Most messages unacknowledged (group) or unconsumed (ephemeral) at once.
+    pub prefetch_messages: u32,
+    /// Most bytes of batches delivered and not yet released.
+    pub prefetch_bytes: u32,
+    /// How long a delivery may stay unacknowledged before it is redelivered;
+    /// 0 = the broker's default.
+    pub ack_timeout_ms: u32,
+    /// Deliveries before a message goes to the dead-letter topic; 0 = default.
+    pub max_deliveries: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribeOk {
+    pub subscription_id: u64,
+    /// The first offset this subscription will be offered.
+    pub start_offset: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsubscribe {
+    pub subscription_id: u64,
+}
+
+/// What an [`Ack`] does to the offsets it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AckKind {
+    /// Done with these offsets.
+    Ack,
+    /// Done with every offset up to and including the end of the one range.
+    AckUpTo,
+    /// Not done: redeliver after `delay_ms` (0 = now).
+    Nack { delay_ms: u32 },
+    /// Still working: push the deadline out by a full ack timeout.
+    Extend,
+    /// Never redeliver; counts as done.
+    Terminate,
+}
+
+/// Acknowledgement of deliveries, as inclusive offset ranges. With a request
+/// id other than 0 the broker replies `Ok` once the ack is recorded durably.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub subscription_id: u64,
+    pub kind: AckKind,
+    pub ranges: Vec<(u64, u64)>,
+}
+
+/// Gives an ephemeral subscription credit back as its messages are consumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flow {
+    pub subscription_id: u64,
+    pub messages: u32,
+    pub bytes: u32,
+}
+
+/// Durability of appends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FsyncPolicy {
+    /// Confirm after fdatasync (group-committed).
+    Always,
+    /// Confirm after write(2); fdatasync every `ms`.
+    Interval { ms: u32 },
+    /// Confirm after write(2); never fsync.
+    Never,
+}
+
+/// Settings of a topic; `None` means the broker's default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TopicConfig {
+    pub retention_bytes: Option<u64>,
+    pub retention_ms: Option<u64>,
+    pub segment_bytes: Option<u64>,
+    pub fsync: Option<FsyncPolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateTopic {
+    pub name: String,
+    pub config: TopicConfig,
+}
+
+/// Names one topic (delete, describe, list groups).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicName {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub name: String,
+    /// Every offset below this is done.
+    pub ack_floor: u64,
+    /// Messages not yet done: end offset minus ack floor, less acked ones.
+    pub lag: u64,
+    pub in_flight: u64,
+    pub redelivered: u64,
+    pub dead_lettered: u64,
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicInfo {
+    pub name: String,
+    pub config: TopicConfig,
+    pub first_offset: u64,
+    /// The offset the next record will get.
+    pub next_offset: u64,
+    pub bytes_on_disk: u64,
+    pub segments: u32,
+    /// Records appended per second since the broker started.
+    pub messages_per_sec: f64,
+    pub groups: Vec<GroupInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicList {
+    pub topics: Vec<TopicInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupList {
+    pub groups: Vec<GroupInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetGroup {
+    pub topic: String,
+    pub group: String,
+    pub to: StartPosition,
+}
