@@ -1,0 +1,153 @@
+//! Broker settings: one struct, filled from defaults, a TOML file and flags
+//! (in that order of precedence, lowest first).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use herald_protocol::FsyncPolicy;
+use serde::Deserialize;
+
+/// Everything `herald serve` can be told. Every bound the broker enforces is
+/// named here, so that memory per connection and per subscription is
+/// predictable.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Default durability for topics that do not override it.
+    pub fsync: FsyncPolicy,
+    /// Connections beyond this wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Largest frame accepted, header included. Also bounds a connection's
+    /// read buffer.
+    pub max_frame_bytes: usize,
+    /// Publishing to a missing topic creates it (with defaults) when true.
+    pub auto_create_topics: bool,
+    /// A connection must complete its Hello within this.
+    pub handshake_timeout: Duration,
+    /// Ping an idle peer after this; close it after three of them.
+    pub heartbeat: Duration,
+    /// Publishes awaiting their confirm, per connection. Past it the broker
+    /// stops reading that connection until confirms go out.
+    pub max_inflight_publishes: usize,
+    /// Replies queued for a connection's writer; past it the reader waits.
+    pub write_queue_frames: usize,
+    /// A peer that has not taken our bytes for this long is cut off.
+    pub write_stall_timeout: Duration,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions_per_connection: usize,
+    /// Upper bounds on a subscription's prefetch window.
+    pub max_prefetch_messages: u32,
+    pub max_prefetch_bytes: u32,
+    /// Defaults for groups.
+    pub ack_timeout: Duration,
+    pub max_deliveries: u32,
+    /// Delays before the 1st, 2nd, ... redelivery after a deadline passes;
+    /// the last one repeats.
+    pub redelivery_backoff: Vec<Duration>,
+    /// Suffix of a topic's dead-letter topic.
+    pub dlq_suffix: String,
+    /// Default segment size of new topics.
+    pub segment_bytes: u64,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+    /// Per-log in-memory tail cache.
+    pub tail_cache_bytes: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            data_dir: PathBuf::from("herald-data"),
+            fsync: FsyncPolicy::Always,
+            max_connections: 10_000,
+            max_frame_bytes: herald_protocol::DEFAULT_MAX_FRAME,
+            auto_create_topics: true,
+            handshake_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(10),
+            max_inflight_publishes: 1024,
+            write_queue_frames: 1024,
+            write_stall_timeout: Duration::from_secs(30),
+            max_subscriptions_per_connection: 256,
+            max_prefetch_messages: 100_000,
+            max_prefetch_bytes: 64 << 20,
+            ack_timeout: Duration::from_secs(30),
+            max_deliveries: 10,
+            redelivery_backoff: vec![
+                Duration::from_millis(0),
+                Duration::from_millis(100),
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+            ],
+            dlq_suffix: ".dlq".into(),
+            segment_bytes: 64 << 20,
+            retention_interval: Duration::from_secs(30),
+            tail_cache_bytes: 8 << 20,
+        }
+    }
+}
+
+/// The TOML file's shape: every field optional, same names as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub fsync: Option<String>,
+    pub max_connections: Option<usize>,
+    pub max_frame_bytes: Option<usize>,
+    pub no_auto_create: Option<bool>,
+    pub log_format: Option<String>,
+    pub ack_timeout_ms: Option<u64>,
+    pub max_deliveries: Option<u32>,
+    pub heartbeat_ms: Option<u64>,
+}
+
+/// Parses `always`, `never` or `interval:<ms>`.
+pub fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
+    match s {
+        "always" => Ok(FsyncPolicy::Always),
+        "never" => Ok(FsyncPolicy::Never),
+        _ => {
+            let ms = s
+                .strip_prefix("interval:")
+                .and_then(|v| v.trim_end_matches("ms").parse::<u32>().ok())
+                .filter(|ms| *ms > 0);
+            match ms {
+                Some(ms) => Ok(FsyncPolicy::Interval { ms }),
+                None => Err(format!(
+                    "invalid fsync policy {s:?}: expected always, never or interval:<ms> (e.g. interval:100)"
+                )),
+            }
+        }
+    }
+}
+
+/// The inverse of [`parse_fsync`], for display.
+pub fn fsync_name(p: FsyncPolicy) -> String {
+    match p {
+        FsyncPolicy::Always => "always".into(),
+        FsyncPolicy::Never => "never".into(),
+        FsyncPolicy::Interval { ms } => format!("interval:{ms}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsync_policies_parse() {
+        assert_eq!(parse_fsync("always"), Ok(FsyncPolicy::Always));
+        assert_eq!(parse_fsync("never"), Ok(FsyncPolicy::Never));
+        assert_eq!(
+            parse_fsync("interval:100"),
+            Ok(FsyncPolicy::Interval { ms: 100 })
+        );
+        assert!(parse_fsync("interval:0").is_err());
+        assert!(parse_fsync("sometimes").is_err());
+        assert_eq!(fsync_name(FsyncPolicy::Interval { ms: 5 }), "interval:5");
+    }
+}
