@@ -1,0 +1,252 @@
+//! Acknowledgements: coalescing many `msg.ack()` calls into few Ack frames,
+//! and the filter that hides redeliveries of messages this client already
+//! acked.
+//!
+//! One [`SubShared`] per subscription is shared by the [`crate::Subscription`]
+//! stream, every [`crate::Message`] it handed out, and the connection task.
+//! Messages record their acks here (cheap: a lock and a vector push); the
+//! connection task drains them into Ack frames about every millisecond, or at
+//! once when [`FLUSH_AT`] are pending.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use herald_protocol::AckKind;
+use tokio::sync::Notify;
+
+/// Pending ack operations at which the connection task is woken to flush at
+/// once instead of waiting for the next millisecond tick.
+pub(crate) const FLUSH_AT: usize = 256;
+/// Most ranges in one Ack frame, so a frame stays far below the frame limit
+/// (a range is at most ~20 bytes of postcard).
+pub(crate) const MAX_RANGES_PER_FRAME: usize = 8192;
+
+/// Wakes the connection task when acks are waiting. One per client.
+#[derive(Debug, Default)]
+pub(crate) struct AckSignal {
+    /// Woken when the first ack after a flush is recorded, or [`FLUSH_AT`]
+    /// are pending.
+    pub(crate) notify: Notify,
+    /// Set with the wake-up when a flush should not wait for the tick.
+    pub(crate) urgent: AtomicBool,
+}
+
+/// The ack state of one subscription.
+///
+/// ### Invariants
+/// - An offset in `acked` or below `floor` was acked (or terminated) by the
+///   application; the subscription never yields it again.
+/// - An offset leaves `acked` only after the broker confirmed the ack
+///   durable, and only once every delivery received before that
+///   confirmation has gone through the filter (the confirmation travels
+///   through the same channel as the deliveries, see
+///   [`crate::subscription`]).
+#[derive(Debug, Default)]
+pub(crate) struct AckState {
+    /// Operations recorded and not yet handed to the connection task, one
+    /// entry per kind, each with its offsets as inclusive ranges.
+    pending: Vec<(AckKind, Vec<(u64, u64)>)>,
+    /// Number of offsets recorded in `pending`.
+    pending_count: usize,
+    /// Acked offsets whose ack the broker has not yet confirmed durable.
+    acked: BTreeSet<u64>,
+    /// Everything below this was acked with `ack_up_to`.
+    floor: u64,
+    /// Highest offset handed to the application (ephemeral resume point).
+    pub(crate) last_delivered: Option<u64>,
+}
+
+impl AckState {
+    /// Whether the application already acked `offset`.
+    pub(crate) fn is_done(&self, offset: u64) -> bool {
+        offset < self.floor || self.acked.contains(&offset)
+    }
+
+    /// Records one operation; returns how many are now pending.
+    fn record(&mut self, kind: AckKind, offset: u64) -> usize {
+        if matches!(kind, AckKind::Ack | AckKind::Terminate) {
+            self.acked.insert(offset);
+        }
+        let ranges = match self.pending.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, r)) => r,
+            None => {
+                self.pending.push((kind, Vec::new()));
+                let last = self.pending.len() - 1;
+                &mut self.pending[last].1
+            }
+        };
+        match ranges.last_mut() {
+            Some((_, end)) if end.checked_add(1) == Some(offset) => *end = offset,
+            _ => ranges.push((offset, offset)),
+        }
+        self.pending_count += 1;
+        self.pending_count
+    }
+
+    fn record_up_to(&mut self, offset: u64) -> usize {
+        self.floor = self.floor.max(offset.saturating_add(1));
+        let keep = self.acked.split_off(&self.floor);
+        self.acked = keep;
+        self.pending.push((AckKind::AckUpTo, vec![(0, offset)]));
+        self.pending_count += 1;
+        self.pending_count
+    }
+
+    /// Takes every pending operation, ranges sorted and merged per kind.
+    pub(crate) fn drain(&mut self) -> Vec<(AckKind, Vec<(u64, u64)>)> {
+        self.pending_count = 0;
+        let mut out = std::mem::take(&mut self.pending);
+        for (kind, ranges) in &mut out {
+            if *kind != AckKind::AckUpTo {
+                *ranges = merge(std::mem::take(ranges));
+            }
+        }
+        out
+    }
+
+    /// Forgets acked offsets the broker confirmed durable: it will not
+    /// deliver them again.
+    pub(crate) fn prune(&mut self, ranges: &[(u64, u64)]) {
+        for &(a, b) in ranges {
+            if b.saturating_sub(a) as usize > self.acked.len() {
+                self.acked.retain(|o| *o < a || *o > b);
+            } else {
+                for o in a..=b {
+                    self.acked.remove(&o);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn has_pending(&self) -> bool {
+        self.pending_count > 0
+    }
+}
+
+/// Sorts ranges and merges overlapping or adjacent ones.
+pub(crate) fn merge(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (a, b) in ranges {
+        match out.last_mut() {
+            Some((_, end)) if a <= end.saturating_add(1) => *end = (*end).max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// State shared by a subscription's stream, its messages and the
+/// connection task.
+#[derive(Debug)]
+pub(crate) struct SubShared {
+    /// The client-local subscription id (stable across reconnects, unlike
+    /// the broker's).
+    pub(crate) local_id: u64,
+    /// Whether this is a group subscription (acks mean something).
+    pub(crate) group: bool,
+    /// A std mutex, not a tokio one: it is held for a few pushes and never
+    /// across an `.await`.
+    state: Mutex<AckState>,
+    signal: Arc<AckSignal>,
+    /// Set when the subscription is closed; later acks are refused.
+    pub(crate) closed: AtomicBool,
+}
+
+impl SubShared {
+    pub(crate) fn new(local_id: u64, group: bool, signal: Arc<AckSignal>) -> SubShared {
+        SubShared {
+            local_id,
+            group,
+            state: Mutex::new(AckState::default()),
+            signal,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// The ack state. A poisoned lock (a panic while held, which only a bug
+    /// here could cause) is recovered: the state is plain data, valid after
+    /// every statement.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, AckState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake(&self, pending: usize) {
+        if pending >= FLUSH_AT {
+            self.signal.urgent.store(true, Ordering::Release);
+            self.signal.notify.notify_one();
+        } else if pending == 1 {
+            self.signal.notify.notify_one();
+        }
+    }
+
+    /// Records an ack operation on one offset.
+    pub(crate) fn record(&self, kind: AckKind, offset: u64) {
+        if !self.group {
+            return;
+        }
+        let n = self.lock().record(kind, offset);
+        self.wake(n);
+    }
+
+    /// Records "everything up to and including `offset` is done".
+    pub(crate) fn record_up_to(&self, offset: u64) {
+        if !self.group {
+            return;
+        }
+        let n = self.lock().record_up_to(offset);
+        self.wake(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_acks_coalesce_into_ranges() {
+        let mut s = AckState::default();
+        for o in [1, 2, 3, 7, 8, 5] {
+            s.record(AckKind::Ack, o);
+        }
+        s.record(AckKind::Nack { delay_ms: 0 }, 4);
+        let d = s.drain();
+        assert_eq!(
+            d,
+            vec![
+                (AckKind::Ack, vec![(1, 3), (5, 5), (7, 8)]),
+                (AckKind::Nack { delay_ms: 0 }, vec![(4, 4)]),
+            ]
+        );
+        assert!(!s.has_pending());
+    }
+
+    #[test]
+    fn filter_hides_acked_until_confirmed() {
+        let mut s = AckState::default();
+        s.record(AckKind::Ack, 10);
+        s.record(AckKind::Nack { delay_ms: 0 }, 11);
+        assert!(s.is_done(10));
+        assert!(!s.is_done(11));
+        s.prune(&[(0, 10)]);
+        assert!(!s.is_done(10));
+    }
+
+    #[test]
+    fn ack_up_to_moves_the_floor() {
+        let mut s = AckState::default();
+        s.record(AckKind::Ack, 20);
+        s.record_up_to(9);
+        assert!(s.is_done(0) && s.is_done(9) && s.is_done(20));
+        assert!(!s.is_done(10));
+        let d = s.drain();
+        assert_eq!(d[1], (AckKind::AckUpTo, vec![(0, 9)]));
+    }
+
+    #[test]
+    fn merge_joins_adjacent_and_overlapping() {
+        assert_eq!(merge(vec![(5, 6), (1, 2), (3, 3), (6, 9)]), vec![(1, 9)]);
+        assert_eq!(merge(vec![(1, 1), (3, 3)]), vec![(1, 1), (3, 3)]);
+    }
+}

@@ -1,0 +1,103 @@
+//! Topic and group administration: thin calls returning the protocol's
+//! [`TopicInfo`] and [`GroupInfo`].
+
+use herald_protocol::{
+    CreateTopic, GroupInfo, Message as Wire, ResetGroup, StartPosition, TopicConfig, TopicInfo,
+    TopicName,
+};
+
+use crate::{Client, Error, Result};
+
+fn unexpected(m: Wire) -> Error {
+    Error::Protocol(format!("unexpected {:?} reply", m.opcode()))
+}
+
+impl Client {
+    /// Creates a topic.
+    ///
+    /// # Errors
+    /// [`Error::Broker`] with `TopicExists` if it exists (also when a
+    /// reconnect made the client re-send a create that had succeeded).
+    pub async fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
+        let msg = Wire::CreateTopic(CreateTopic {
+            name: name.into(),
+            config,
+        });
+        match self.inner.request(msg).await? {
+            Wire::TopicInfo(t) => Ok(t),
+            m => Err(unexpected(m)),
+        }
+    }
+
+    /// Deletes a topic and its data.
+    ///
+    /// # Errors
+    /// [`Error::Broker`] with `UnknownTopic` if there is no such topic.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        match self
+            .inner
+            .request(Wire::DeleteTopic(TopicName { name: name.into() }))
+            .await?
+        {
+            Wire::Ok => Ok(()),
+            m => Err(unexpected(m)),
+        }
+    }
+
+    /// Lists every topic.
+    ///
+    /// # Errors
+    /// As any request: [`Error::Timeout`], [`Error::ConnectionLost`].
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
+        match self.inner.request(Wire::ListTopics).await? {
+            Wire::TopicList(l) => Ok(l.topics),
+            m => Err(unexpected(m)),
+        }
+    }
+
+    /// Describes one topic (offsets, size, groups).
+    ///
+    /// # Errors
+    /// [`Error::Broker`] with `UnknownTopic`.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo> {
+        match self
+            .inner
+            .request(Wire::DescribeTopic(TopicName { name: name.into() }))
+            .await?
+        {
+            Wire::TopicInfo(t) => Ok(t),
+            m => Err(unexpected(m)),
+        }
+    }
+
+    /// The groups of a topic, with their positions and lag.
+    ///
+    /// # Errors
+    /// [`Error::Broker`] with `UnknownTopic`.
+    pub async fn list_groups(&self, topic: &str) -> Result<Vec<GroupInfo>> {
+        match self
+            .inner
+            .request(Wire::ListGroups(TopicName { name: topic.into() }))
+            .await?
+        {
+            Wire::GroupList(l) => Ok(l.groups),
+            m => Err(unexpected(m)),
+        }
+    }
+
+    /// Moves a group's committed position.
+    ///
+    /// # Errors
+    /// [`Error::Broker`] (`GroupActive` while members are subscribed).
+    pub async fn reset_group(&self, topic: &str, group: &str, to: StartPosition) -> Result<()> {
+        let msg = Wire::ResetGroup(ResetGroup {
+            topic: topic.into(),
+            group: group.into(),
+            to,
+        });
+        match self.inner.request(msg).await? {
+            Wire::Ok => Ok(()),
+            m => Err(unexpected(m)),
+        }
+    }
+}

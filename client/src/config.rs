@@ -1,0 +1,113 @@
+//! Client settings. Every queue and window the client keeps is bounded by a
+//! field here.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+/// What a publish does when the publish buffer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverflowPolicy {
+    /// Wait until confirms free room (the default).
+    #[default]
+    Wait,
+    /// Fail at once with [`crate::Error::BufferFull`].
+    Fail,
+}
+
+/// How reconnect attempts are spaced: exponential backoff with full jitter
+/// between `initial` and `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    /// Delay before the first reconnect attempt's successor (the first
+    /// attempt after a drop is made at once).
+    pub initial: Duration,
+    /// Upper bound of the delay.
+    pub max: Duration,
+    /// Attempts after a drop before giving up; `None` retries forever.
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(5),
+            max_attempts: None,
+        }
+    }
+}
+
+impl Backoff {
+    /// The pause after failed attempt number `attempt` (1-based): the
+    /// exponential ceiling `initial * 2^(attempt-1)` capped at `max`, of which
+    /// a random 50-100% is taken so that many clients restarted together do
+    /// not reconnect in lockstep.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(20);
+        let ceiling = self.initial.saturating_mul(1u32 << exp).min(self.max);
+        let jitter = rand::thread_rng().gen_range(0.5..=1.0);
+        ceiling.mul_f64(jitter)
+    }
+}
+
+/// Everything a [`crate::Client`] can be told; built by
+/// [`crate::ClientBuilder`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `host:port` of the broker.
+    pub addr: String,
+    /// Free text the broker logs ("billing-worker/1.2").
+    pub client_name: String,
+    /// A stable identity; when `None` the broker assigns one at the first
+    /// handshake and the client reuses it on every reconnect.
+    pub client_id: Option<String>,
+    /// Authentication token sent in the handshake.
+    pub token: Option<String>,
+    /// Reconnect pacing.
+    pub backoff: Backoff,
+    /// Deadline of one connect plus handshake.
+    pub connect_timeout: Duration,
+    /// Deadline of subscribe, unsubscribe and admin requests (publishes have
+    /// none: they are re-sent across reconnects until confirmed).
+    pub request_timeout: Duration,
+    /// Publishes accepted but not yet confirmed, counted in messages, across
+    /// all producers of the client. This is the buffer that fills while the
+    /// broker is unreachable.
+    pub max_buffered_messages: usize,
+    /// The same bound in payload bytes.
+    pub max_buffered_bytes: usize,
+    /// What a publish does when the buffer is full.
+    pub overflow: OverflowPolicy,
+    /// Most records in one batch.
+    pub max_batch_records: usize,
+    /// Most bytes in one batch (further capped by the broker's `max_batch`).
+    pub max_batch_bytes: usize,
+    /// Batches in flight per producer (sent, not yet confirmed).
+    pub max_inflight_batches: usize,
+    /// Bytes the connection may have queued for the socket before it stops
+    /// taking new commands, so a slow network pushes back on callers.
+    pub max_write_buffer: usize,
+}
+
+impl ClientConfig {
+    /// Defaults for a broker at `addr`.
+    pub fn new(addr: impl Into<String>) -> ClientConfig {
+        ClientConfig {
+            addr: addr.into(),
+            client_name: format!("herald-client/{}", env!("CARGO_PKG_VERSION")),
+            client_id: None,
+            token: None,
+            backoff: Backoff::default(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            max_buffered_messages: 100_000,
+            max_buffered_bytes: 64 << 20,
+            overflow: OverflowPolicy::Wait,
+            max_batch_records: 4096,
+            max_batch_bytes: 1 << 20,
+            max_inflight_batches: 32,
+            max_write_buffer: 4 << 20,
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! The connection task: the one owner of the socket. It dials, handshakes,
+//! moves frames between the socket and [`State`], and when the connection
+//! drops it reconnects with backoff and replays what was in flight.
+//!
+//! Every user-facing handle talks to it through the bounded command channel;
+//! nothing else touches the socket.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use herald_protocol::codec::FrameCodec;
+use herald_protocol::frame::FLAG_PUSH;
+use herald_protocol::{Frame, Hello, Message as Wire, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::{sleep, timeout, Instant};
+use tokio_util::codec::FramedRead;
+
+use crate::acks::AckSignal;
+use crate::command::Command;
+use crate::config::ClientConfig;
+use crate::state::State;
+use crate::ConnectionEvent;
+
+/// How long `close` waits for in-flight publishes and acks to be confirmed.
+const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long acks may wait to be coalesced into one frame.
+const ACK_LINGER: Duration = Duration::from_millis(1);
+/// Heartbeat used when the broker announces 0.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// What the handles and the connection task share besides the channel.
+#[derive(Debug)]
+pub(crate) struct ConnShared {
+    /// Largest batch the broker accepts (from the handshake).
+    pub(crate) max_batch: AtomicUsize,
+    /// The client id the broker knows us by (assigned at the first
+    /// handshake when not configured). A std mutex: read rarely, never held
+    /// across an await.
+    pub(crate) client_id: Mutex<Option<String>>,
+    pub(crate) acks: Arc<AckSignal>,
+}
+
+/// The read half, framed: cancel-safe inside `select!`.
+type Reader = FramedRead<OwnedReadHalf, FrameCodec>;
+
+/// How one connection ended.
+enum Ended {
+    /// It dropped; reconnect.
+    Dropped(String),
+    /// The client is done.
+    Closed,
+}
+
+/// The connection task's state; see the module docs.
+pub(crate) struct Connection {
+    cfg: ClientConfig,
+    cmd_rx: mpsc::Receiver<Command>,
+    events: broadcast::Sender<ConnectionEvent>,
+    shared: Arc<ConnShared>,
+    state: State,
+    /// Set by `Close`: answered once drained (or after the drain timeout).
+    closing: Option<(oneshot::Sender<()>, Instant)>,
+    /// Every command sender is gone; stop polling the channel.
+    inputs_closed: bool,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        cfg: ClientConfig,
+        cmd_rx: mpsc::Receiver<Command>,
+        events: broadcast::Sender<ConnectionEvent>,
+        shared: Arc<ConnShared>,
+    ) -> Connection {
+        Connection {
+            cfg,
+            cmd_rx,
+            events,
+            shared,
+            state: State::default(),
+            closing: None,
+            inputs_closed: false,
+        }
+    }
+
+    fn emit(&self, ev: ConnectionEvent) {
+        let _ = self.events.send(ev);
+    }
+
+    /// Runs until the client closes or reconnecting gives up. `ready` (for
+    /// an eager connect) is answered after the first attempt.
+    pub(crate) async fn run(mut self, mut ready: Option<oneshot::Sender<crate::Result<()>>>) {
+        let mut ever_connected = false;
+        loop {
+            let mut attempt: u32 = 0;
+            let (reader, writer, heartbeat) = loop {
+                if ever_connected || attempt > 0 {
+                    self.emit(ConnectionEvent::Reconnecting {
+                        attempt: attempt + 1,
+                    });
+                }
+                attempt += 1;
+                match self.dial().await {
+                    Ok(conn) => break conn,
+                    Err(reason) => {
+                        tracing::debug!(attempt, %reason, "connect failed");
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(Err(crate::Error::Connect {
+                                addr: self.cfg.addr.clone(),
+                                reason: reason.clone(),
+                            }));
+                            return self.finish("initial connect failed", false);
+                        }
+                        if self.cfg.backoff.max_attempts.is_some_and(|m| attempt >= m) {
+                            let why = format!("gave up after {attempt} attempts: {reason}");
+                            return self.finish(&why, true);
+                        }
+                        if !self.wait_offline(self.cfg.backoff.delay(attempt)).await {
+                            return self.finish("client closed", false);
+                        }
+                    }
+                }
+            };
+            self.emit(if ever_connected {
+                ConnectionEvent::Reconnected
+            } else {
+                ConnectionEvent::Connected
+            });
+            if let Some(r) = ready.take() {
+                let _ = r.send(Ok(()));
+            }
+            ever_connected = true;
+            self.state.restore();
+            match self.serve(reader, writer, heartbeat).await {
+                Ended::Closed => return self.finish("client closed", false),
+                Ended::Dropped(reason) => {
+                    tracing::info!(%reason, "connection dropped");
+                    self.state.on_disconnect();
+                    self.emit(ConnectionEvent::Disconnected { reason });
+                    if self.closing.is_some() {
+                        return self.finish("connection dropped while closing", false);
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(mut self, reason: &str, fail_subs: bool) {
+        self.state.shutdown(reason, fail_subs);
+        self.cmd_rx.close();
+        // Commands already queued are answered as lost (their senders see
+        // dropped oneshots) when the receiver drops.
+        if let Some((reply, _)) = self.closing.take() {
+            let _ = reply.send(());
+        }
+        self.emit(ConnectionEvent::Closed);
+    }
+
+    /// Connects and handshakes, within the connect timeout.
+    async fn dial(&mut self) -> Result<(Reader, OwnedWriteHalf, Duration), String> {
+        let d = self.cfg.connect_timeout;
+        match timeout(d, self.dial_inner()).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no handshake within {d:?}")),
+        }
+    }
+
+    async fn dial_inner(&mut self) -> Result<(Reader, OwnedWriteHalf, Duration), String> {
+        let stream = TcpStream::connect(&self.cfg.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (rd, mut wr) = stream.into_split();
+        let mut reader = FramedRead::new(rd, FrameCodec::default());
+        let client_id = self
+            .shared
+            .client_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let hello = Wire::Hello(Hello {
+            min_version: PROTOCOL_VERSION_MIN,
+            max_version: PROTOCOL_VERSION_MAX,
+            client_name: self.cfg.client_name.clone(),
+            client_id,
+            token: self.cfg.token.clone(),
+        });
+        let mut buf = bytes::BytesMut::new();
+        hello.encode(1, &mut buf);
+        wr.write_all(&buf).await.map_err(|e| e.to_string())?;
+        let frame = match reader.next().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("closed during handshake".into()),
+        };
+        match Wire::decode(&frame).map_err(|e| e.to_string())? {
+            Wire::HelloOk(ok) => {
+                *self
+                    .shared
+                    .client_id
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(ok.client_id);
+                reader.decoder_mut().set_max_frame(ok.max_frame as usize);
+                self.shared
+                    .max_batch
+                    .store(ok.max_batch as usize, Ordering::Relaxed);
+                let hb = match ok.heartbeat_ms {
+                    0 => DEFAULT_HEARTBEAT,
+                    ms => Duration::from_millis(u64::from(ms)),
+                };
+                Ok((reader, wr, hb))
+            }
+            Wire::Error(e) => Err(format!("handshake refused ({}): {}", e.code, e.message)),
+            m => Err(format!("unexpected {:?} in handshake", m.opcode())),
+        }
+    }
+
+    /// Waits out a backoff delay while still taking commands (publishes are
+    /// buffered, subscriptions registered). Returns false once closed.
+    async fn wait_offline(&mut self, delay: Duration) -> bool {
+        let until = sleep(delay);
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                _ = &mut until => return true,
+                cmd = self.cmd_rx.recv() => match cmd {
+                    Some(Command::Close { reply }) => {
+                        self.closing = Some((reply, Instant::now()));
+                        return false;
+                    }
+                    Some(c) => self.state.on_command(c),
+                    None => return false,
+                },
+            }
+        }
+    }
+
+    /// Moves frames until the connection drops or the client closes.
+    async fn serve(&mut self, mut reader: Reader, mut writer: OwnedWriteHalf, hb: Duration) -> Ended {
+        let mut last_rx = Instant::now();
+        let mut tick = tokio::time::interval((hb / 2).max(Duration::from_millis(10)));
+        let mut ack_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        let signal = self.shared.acks.clone();
+        loop {
+            if let Some((_, since)) = &self.closing {
+                if self.state.is_drained() || since.elapsed() > CLOSE_DRAIN_TIMEOUT {
+                    let _ = writer.flush().await;
+                    return Ended::Closed;
+                }
+            }
+            let room = self.state.out.len() < self.cfg.max_write_buffer;
+            tokio::select! {
+                frame = reader.next() => match frame {
+                    Some(Ok(f)) => {
+                        last_rx = Instant::now();
+                        if let Err(reason) = self.on_frame(f) {
+                            return Ended::Dropped(reason);
+                        }
+                    }
+                    Some(Err(e)) => return Ended::Dropped(e.to_string()),
+                    None => return Ended::Dropped("connection closed by the broker".into()),
+                },
+                res = writer.write_buf(&mut self.state.out), if !self.state.out.is_empty() => {
+                    match res {
+                        Ok(0) => return Ended::Dropped("socket closed for writing".into()),
+                        Ok(_) => {}
+                        Err(e) => return Ended::Dropped(e.to_string()),
+                    }
+                }
+                cmd = self.cmd_rx.recv(), if room && !self.inputs_closed => match cmd {
+                    Some(Command::Close { reply }) => {
+                        self.closing = Some((reply, Instant::now()));
+                        self.state.flush_acks();
+                    }
+                    Some(c) => {
+                        self.state.on_command(c);
+                        // Take whatever else is queued before writing, so
+                        // frames leave in as few writes as possible.
+                        while self.state.out.len() < self.cfg.max_write_buffer {
+                            match self.cmd_rx.try_recv() {
+                                Ok(Command::Close { reply }) => {
+                                    self.closing = Some((reply, Instant::now()));
+                                    self.state.flush_acks();
+                                    break;
+                                }
+                                Ok(c) => self.state.on_command(c),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => {
+                        // Every handle is gone: nobody can observe anything
+                        // further, but acks still deserve to be sent.
+                        self.inputs_closed = true;
+                        self.state.flush_acks();
+                        let (tx, _rx) = oneshot::channel();
+                        self.closing = Some((tx, Instant::now()));
+                    }
+                },
+                _ = signal.notify.notified() => {
+                    if signal.urgent.swap(false, Ordering::AcqRel) {
+                        self.state.flush_acks();
+                        ack_timer = None;
+                    } else if ack_timer.is_none() {
+                        ack_timer = Some(Box::pin(sleep(ACK_LINGER)));
+                    }
+                }
+                _ = async { if let Some(t) = ack_timer.as_mut() { t.await } }, if ack_timer.is_some() => {
+                    ack_timer = None;
+                    self.state.flush_acks();
+                }
+                _ = tick.tick() => {
+                    let idle = last_rx.elapsed();
+                    if idle > hb * 3 {
+                        return Ended::Dropped(format!("no frame from the broker for {idle:?}"));
+                    }
+                    if idle >= hb {
+                        self.state.send_ping();
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, f: Frame) -> Result<(), String> {
+        let id = f.header.request_id;
+        let push = f.header.flags & FLAG_PUSH != 0;
+        let msg = Wire::decode(&f).map_err(|e| format!("bad frame from broker: {e}"))?;
+        match msg {
+            Wire::Deliver(d) => self.state.on_deliver(d),
+            Wire::Ping => self.state.send_pong(id),
+            Wire::Pong => {}
+            Wire::GoingAway(g) => return Err(format!("broker going away: {}", g.reason)),
+            Wire::Error(e) if id == 0 => {
+                return Err(format!("broker error {}: {}", e.code, e.message))
+            }
+            m if !push => self.state.on_reply(id, m)?,
+            m => tracing::debug!(opcode = ?m.opcode(), "ignoring unexpected push"),
+        }
+        Ok(())
+    }
+}

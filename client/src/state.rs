@@ -1,0 +1,559 @@
+//! What the connection task remembers across connections: publishes not yet
+//! confirmed, subscriptions, acks not yet confirmed durable, requests
+//! awaiting replies. A connection drop keeps all of it; [`State::restore`]
+//! replays it on the next connection.
+//!
+//! Frames are appended to `out` only while a connection is live; the
+//! connection loop writes `out` to the socket.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+
+use bytes::BytesMut;
+use herald_protocol::batch::set_producer;
+use herald_protocol::message::put_publish;
+use herald_protocol::{
+    Ack, AckKind, ErrorCode, Flow, Message as Wire, PublishOk, StartPosition, Subscribe,
+    SubscribeOk, Unsubscribe,
+};
+use tokio::sync::oneshot;
+
+use crate::acks::MAX_RANGES_PER_FRAME;
+use crate::command::{Command, PublishBatch, SubItem, SubRegistration};
+use crate::{Error, Receipt, Result};
+
+/// The sequence state of one producer, owned here because sequence numbers
+/// must be assigned in the order batches reach the socket.
+struct ProducerSeq {
+    producer_id: u64,
+    next_seq: u64,
+}
+
+/// A publish awaiting its confirm.
+struct InFlight {
+    batch: PublishBatch,
+    /// Sealed under a producer identity that was retired after a rejection:
+    /// the broker will answer SequenceGap, and the batch is then re-sealed
+    /// under the current identity and re-sent.
+    stale: bool,
+}
+
+/// A subscription and its per-connection state.
+struct SubEntry {
+    reg: SubRegistration,
+    /// The broker's id on the current connection, once SubscribeOk came.
+    broker_id: Option<u64>,
+    /// Bumped on every (re)subscribe; tags deliveries and credit.
+    epoch: u64,
+    /// The first SubscribeOk's start offset (ephemeral resume fallback).
+    start_offset: Option<u64>,
+    /// The caller of the first subscribe, until it is answered.
+    reply: Option<oneshot::Sender<Result<u64>>>,
+    /// Acks sent on a connection that dropped before confirming them.
+    unsent_acks: Vec<(AckKind, Vec<(u64, u64)>)>,
+}
+
+/// A request awaiting its reply.
+enum Pending {
+    Subscribe { local_id: u64, epoch: u64 },
+    Unsubscribe { reply: Option<oneshot::Sender<Result<()>>> },
+    Ack { local_id: u64, kind: AckKind, ranges: Vec<(u64, u64)> },
+    Admin { msg: Wire, reply: oneshot::Sender<Result<Wire>> },
+}
+
+/// Why the connection must be dropped.
+pub(crate) type DropReason = String;
+
+/// Everything the connection task tracks; see the module docs.
+#[derive(Default)]
+pub(crate) struct State {
+    /// Frames waiting for the socket (only appended to while `live`).
+    pub(crate) out: BytesMut,
+    /// Whether a connection is up and handshaken.
+    pub(crate) live: bool,
+    next_request: u64,
+    producers: HashMap<u64, ProducerSeq>,
+    /// Keyed by request id, which grows monotonically, so iteration order is
+    /// send order and a reconnect re-sends in the original order.
+    publishes: BTreeMap<u64, InFlight>,
+    subs: HashMap<u64, SubEntry>,
+    by_broker_id: HashMap<u64, u64>,
+    requests: HashMap<u64, Pending>,
+}
+
+impl State {
+    fn request_id(&mut self) -> u64 {
+        self.next_request += 1;
+        self.next_request
+    }
+
+    fn send(&mut self, id: u64, msg: &Wire) {
+        if self.live {
+            msg.encode(id, &mut self.out);
+        }
+    }
+
+    /// Publishes not yet confirmed and acks not yet confirmed durable.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.publishes.is_empty()
+            && !self.requests.values().any(|p| matches!(p, Pending::Ack { .. }))
+            && self
+                .subs
+                .values()
+                .all(|s| s.unsent_acks.is_empty() && !s.reg.shared.lock().has_pending())
+    }
+
+    /// Handles one command; `Close` is handled by the caller.
+    pub(crate) fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Publish(b) => self.publish(b),
+            Command::Subscribe { reg, reply } => {
+                let local_id = reg.shared.local_id;
+                self.subs.insert(
+                    local_id,
+                    SubEntry {
+                        reg,
+                        broker_id: None,
+                        epoch: 0,
+                        start_offset: None,
+                        reply: Some(reply),
+                        unsent_acks: Vec::new(),
+                    },
+                );
+                if self.live {
+                    self.subscribe(local_id);
+                }
+            }
+            Command::Unsubscribe { local_id, reply } => self.unsubscribe(local_id, reply),
+            Command::Flow {
+                local_id,
+                epoch,
+                messages,
+                bytes,
+            } => {
+                let Some(s) = self.subs.get(&local_id) else { return };
+                if let (true, Some(subscription_id)) = (s.epoch == epoch, s.broker_id) {
+                    let m = Wire::Flow(Flow {
+                        subscription_id,
+                        messages,
+                        bytes,
+                    });
+                    self.send(0, &m);
+                }
+            }
+            Command::Request { msg, reply } => {
+                let id = self.request_id();
+                self.send(id, &msg);
+                self.requests.insert(id, Pending::Admin { msg, reply });
+            }
+            Command::Close { .. } => {}
+        }
+    }
+
+    fn publish(&mut self, mut batch: PublishBatch) {
+        let seq = self.producers.entry(batch.producer).or_insert(ProducerSeq {
+            producer_id: batch.producer_id,
+            next_seq: 0,
+        });
+        if (batch.producer_id, batch.base_sequence) != (seq.producer_id, seq.next_seq) {
+            reseal(&mut batch, seq.producer_id, seq.next_seq);
+        }
+        seq.next_seq += u64::from(batch.count);
+        let id = self.request_id();
+        if self.live {
+            put_publish(&mut self.out, id, &batch.topic, &batch.bytes);
+        }
+        self.publishes.insert(id, InFlight { batch, stale: false });
+    }
+
+    fn subscribe(&mut self, local_id: u64) {
+        let id = self.request_id();
+        let Some(s) = self.subs.get_mut(&local_id) else { return };
+        s.epoch += 1;
+        let first = s.reply.is_some() && s.start_offset.is_none();
+        let start = if first {
+            s.reg.start
+        } else if s.reg.group.is_some() {
+            StartPosition::Resume
+        } else {
+            // Ephemeral: carry on after the last record the app was given.
+            match (s.reg.shared.lock().last_delivered, s.start_offset) {
+                (Some(last), _) => StartPosition::Offset(last + 1),
+                (None, Some(start)) => StartPosition::Offset(start),
+                (None, None) => s.reg.start,
+            }
+        };
+        let msg = Wire::Subscribe(Subscribe {
+            topic: s.reg.topic.clone(),
+            group: s.reg.group.clone(),
+            start,
+            prefetch_messages: s.reg.prefetch_messages,
+            prefetch_bytes: s.reg.prefetch_bytes,
+            ack_timeout_ms: s.reg.ack_timeout_ms,
+            max_deliveries: s.reg.max_deliveries,
+        });
+        let epoch = s.epoch;
+        self.send(id, &msg);
+        self.requests.insert(id, Pending::Subscribe { local_id, epoch });
+    }
+
+    fn unsubscribe(&mut self, local_id: u64, reply: Option<oneshot::Sender<Result<()>>>) {
+        // Acks recorded before unsubscribing still count.
+        if let Some(s) = self.subs.get_mut(&local_id) {
+            if s.broker_id.is_some() && s.reg.shared.group && self.live {
+                let mut ops = std::mem::take(&mut s.unsent_acks);
+                ops.extend(s.reg.shared.lock().drain());
+                for (kind, ranges) in ops {
+                    for chunk in ranges.chunks(MAX_RANGES_PER_FRAME) {
+                        self.send_ack(local_id, kind, chunk.to_vec());
+                    }
+                }
+            }
+        }
+        let Some(s) = self.subs.remove(&local_id) else {
+            if let Some(r) = reply {
+                let _ = r.send(Ok(()));
+            }
+            return;
+        };
+        s.reg.shared.closed.store(true, Ordering::Release);
+        match s.broker_id {
+            Some(subscription_id) if self.live => {
+                self.by_broker_id.remove(&subscription_id);
+                let id = self.request_id();
+                self.send(id, &Wire::Unsubscribe(Unsubscribe { subscription_id }));
+                self.requests.insert(id, Pending::Unsubscribe { reply });
+            }
+            _ => {
+                if let Some(r) = reply {
+                    let _ = r.send(Ok(()));
+                }
+            }
+        }
+    }
+
+    /// Sends every ack recorded by the application, for subscriptions that
+    /// are subscribed on the current connection.
+    pub(crate) fn flush_acks(&mut self) {
+        if !self.live {
+            return;
+        }
+        let ready: Vec<u64> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.broker_id.is_some() && s.reg.shared.group)
+            .map(|(id, _)| *id)
+            .collect();
+        for local_id in ready {
+            let Some(s) = self.subs.get_mut(&local_id) else { continue };
+            let mut ops = std::mem::take(&mut s.unsent_acks);
+            ops.extend(s.reg.shared.lock().drain());
+            for (kind, ranges) in ops {
+                for chunk in ranges.chunks(MAX_RANGES_PER_FRAME) {
+                    self.send_ack(local_id, kind, chunk.to_vec());
+                }
+            }
+        }
+    }
+
+    fn send_ack(&mut self, local_id: u64, kind: AckKind, ranges: Vec<(u64, u64)>) {
+        let Some(subscription_id) = self.subs.get(&local_id).and_then(|s| s.broker_id) else {
+            return;
+        };
+        let id = self.request_id();
+        let msg = Wire::Ack(Ack {
+            subscription_id,
+            kind,
+            ranges,
+        });
+        self.send(id, &msg);
+        if let Wire::Ack(Ack { ranges, .. }) = msg {
+            self.requests.insert(id, Pending::Ack { local_id, kind, ranges });
+        }
+    }
+
+    /// Handles a pushed delivery.
+    pub(crate) fn on_deliver(&mut self, d: herald_protocol::Deliver) {
+        let Some(&local_id) = self.by_broker_id.get(&d.subscription_id) else { return };
+        let Some(s) = self.subs.get(&local_id) else { return };
+        let item = SubItem::Deliver {
+            epoch: s.epoch,
+            deliver: d,
+        };
+        if s.reg.tx.send(item).is_err() {
+            // The stream is gone without unsubscribing (dropped mid-flight).
+            self.unsubscribe(local_id, None);
+        }
+    }
+
+    /// Handles a reply (a frame with a request id).
+    ///
+    /// # Errors
+    /// A reply that makes no sense for its request: the connection is
+    /// dropped, as the stream of replies can no longer be trusted.
+    pub(crate) fn on_reply(&mut self, id: u64, msg: Wire) -> std::result::Result<(), DropReason> {
+        if let Some(inflight) = self.publishes.remove(&id) {
+            return self.on_publish_reply(id, inflight, msg);
+        }
+        let Some(pending) = self.requests.remove(&id) else {
+            tracing::debug!(id, "reply to an unknown request");
+            return Ok(());
+        };
+        match (pending, msg) {
+            (Pending::Subscribe { local_id, epoch }, Wire::SubscribeOk(ok)) => {
+                self.on_subscribed(local_id, epoch, ok)
+            }
+            (Pending::Subscribe { local_id, epoch }, Wire::Error(e)) => {
+                let err = Error::from_body(e.code, e.message);
+                match self.subs.get_mut(&local_id) {
+                    Some(s) if s.epoch == epoch => {
+                        if let Some(r) = s.reply.take() {
+                            let _ = r.send(Err(err));
+                        } else {
+                            let _ = s.reg.tx.send(SubItem::Failed(err));
+                        }
+                        self.unsubscribe(local_id, None);
+                    }
+                    _ => {}
+                }
+            }
+            (Pending::Unsubscribe { reply }, reply_msg) => {
+                if let Some(r) = reply {
+                    let _ = r.send(match reply_msg {
+                        Wire::Error(e) => Err(Error::from_body(e.code, e.message)),
+                        _ => Ok(()),
+                    });
+                }
+            }
+            (Pending::Ack { local_id, kind, ranges }, Wire::Ok) => {
+                let confirms = matches!(kind, AckKind::Ack | AckKind::Terminate);
+                if let (true, Some(s)) = (confirms, self.subs.get(&local_id)) {
+                    let _ = s.reg.tx.send(SubItem::AcksDurable(ranges));
+                }
+            }
+            (Pending::Ack { kind, .. }, Wire::Error(e)) => {
+                // The filter keeps these offsets; nothing else to do.
+                tracing::warn!(?kind, code = e.code, message = %e.message, "ack rejected");
+            }
+            (Pending::Admin { reply, .. }, Wire::Error(e)) => {
+                let _ = reply.send(Err(Error::from_body(e.code, e.message)));
+            }
+            (Pending::Admin { reply, .. }, m) => {
+                let _ = reply.send(Ok(m));
+            }
+            (_, m) => return Err(format!("unexpected {:?} reply to request {id}", m.opcode())),
+        }
+        Ok(())
+    }
+
+    fn on_subscribed(&mut self, local_id: u64, epoch: u64, ok: SubscribeOk) {
+        let Some(s) = self.subs.get_mut(&local_id) else {
+            // Unsubscribed meanwhile: tell the broker too.
+            let id = self.request_id();
+            let m = Wire::Unsubscribe(Unsubscribe {
+                subscription_id: ok.subscription_id,
+            });
+            self.send(id, &m);
+            self.requests.insert(id, Pending::Unsubscribe { reply: None });
+            return;
+        };
+        if s.epoch != epoch {
+            return;
+        }
+        s.broker_id = Some(ok.subscription_id);
+        s.start_offset.get_or_insert(ok.start_offset);
+        self.by_broker_id.insert(ok.subscription_id, local_id);
+        if let Some(r) = s.reply.take() {
+            if r.send(Ok(ok.start_offset)).is_err() {
+                // The subscriber gave up waiting (timeout).
+                self.unsubscribe(local_id, None);
+                return;
+            }
+        }
+        for (kind, ranges) in std::mem::take(&mut s.unsent_acks) {
+            for chunk in ranges.chunks(MAX_RANGES_PER_FRAME) {
+                self.send_ack(local_id, kind, chunk.to_vec());
+            }
+        }
+    }
+
+    fn on_publish_reply(
+        &mut self,
+        id: u64,
+        mut f: InFlight,
+        msg: Wire,
+    ) -> std::result::Result<(), DropReason> {
+        match msg {
+            Wire::PublishOk(PublishOk {
+                base_offset,
+                duplicate,
+                ..
+            }) => {
+                for (i, w) in f.batch.waiters.drain(..).enumerate() {
+                    let _ = w.send(Ok(Receipt {
+                        offset: base_offset + i as u64,
+                        duplicate,
+                    }));
+                }
+            }
+            Wire::Error(e) => {
+                let code = ErrorCode::from_u16(e.code);
+                if code == ErrorCode::ShuttingDown {
+                    // Not stored; the broker is going away. Keep it for the
+                    // next connection, where it is re-sent as is.
+                    self.publishes.insert(id, f);
+                } else if code == ErrorCode::SequenceGap && f.stale {
+                    let seq = self.producers.get_mut(&f.batch.producer);
+                    if let Some(seq) = seq {
+                        reseal(&mut f.batch, seq.producer_id, seq.next_seq);
+                        seq.next_seq += u64::from(f.batch.count);
+                    }
+                    f.stale = false;
+                    let new_id = self.request_id();
+                    if self.live {
+                        put_publish(&mut self.out, new_id, &f.batch.topic, &f.batch.bytes);
+                    }
+                    self.publishes.insert(new_id, f);
+                } else {
+                    self.retire_identity(&f);
+                    let err = Error::from_body(e.code, e.message);
+                    for w in f.batch.waiters.drain(..) {
+                        let _ = w.send(Err(err.clone()));
+                    }
+                }
+            }
+            m => return Err(format!("unexpected {:?} reply to a publish", m.opcode())),
+        }
+        Ok(())
+    }
+
+    /// A batch was rejected, so the broker's sequence for its producer did
+    /// not advance: every later batch under the same identity would be a
+    /// gap. The producer moves to a fresh identity, and the later batches
+    /// already sent are marked to be re-sealed when their gap comes back.
+    fn retire_identity(&mut self, f: &InFlight) {
+        let Some(seq) = self.producers.get_mut(&f.batch.producer) else { return };
+        if seq.producer_id != f.batch.producer_id {
+            return;
+        }
+        seq.producer_id = fresh_producer_id();
+        seq.next_seq = 0;
+        for other in self.publishes.values_mut() {
+            if other.batch.producer == f.batch.producer
+                && other.batch.producer_id == f.batch.producer_id
+                && other.batch.base_sequence > f.batch.base_sequence
+            {
+                other.stale = true;
+            }
+        }
+    }
+
+    /// The connection dropped: forget per-connection ids, keep the rest.
+    pub(crate) fn on_disconnect(&mut self) {
+        self.live = false;
+        self.out.clear();
+        self.by_broker_id.clear();
+        for s in self.subs.values_mut() {
+            s.broker_id = None;
+        }
+        let pending: Vec<(u64, Pending)> = self.requests.drain().collect();
+        for (id, p) in pending {
+            match p {
+                Pending::Subscribe { .. } => {}
+                Pending::Unsubscribe { reply } => {
+                    if let Some(r) = reply {
+                        let _ = r.send(Ok(()));
+                    }
+                }
+                Pending::Ack { local_id, kind, ranges } => {
+                    if let Some(s) = self.subs.get_mut(&local_id) {
+                        s.unsent_acks.push((kind, ranges));
+                    }
+                }
+                Pending::Admin { msg, reply } => {
+                    if !reply.is_closed() {
+                        self.requests.insert(id, Pending::Admin { msg, reply });
+                    }
+                }
+            }
+        }
+    }
+
+    /// A new connection is up: re-subscribe everything, re-send every
+    /// unconfirmed publish (same bytes, same order) and pending request.
+    pub(crate) fn restore(&mut self) {
+        self.live = true;
+        let subs: Vec<u64> = self.subs.keys().copied().collect();
+        for local_id in subs {
+            self.subscribe(local_id);
+        }
+        let out = &mut self.out;
+        for (id, f) in &self.publishes {
+            put_publish(out, *id, &f.batch.topic, &f.batch.bytes);
+        }
+        for (id, p) in &self.requests {
+            if let Pending::Admin { msg, .. } = p {
+                msg.encode(*id, out);
+            }
+        }
+    }
+
+    /// The client is finished: fail whatever is left.
+    pub(crate) fn shutdown(&mut self, reason: &str, fail_subs: bool) {
+        let err = Error::ConnectionLost(reason.to_string());
+        for (_, mut f) in std::mem::take(&mut self.publishes) {
+            for w in f.batch.waiters.drain(..) {
+                let _ = w.send(Err(err.clone()));
+            }
+        }
+        for (_, p) in self.requests.drain() {
+            match p {
+                Pending::Admin { reply, .. } => {
+                    let _ = reply.send(Err(err.clone()));
+                }
+                Pending::Unsubscribe { reply: Some(r) } => {
+                    let _ = r.send(Ok(()));
+                }
+                _ => {}
+            }
+        }
+        for (_, mut s) in self.subs.drain() {
+            s.reg.shared.closed.store(true, Ordering::Release);
+            if let Some(r) = s.reply.take() {
+                let _ = r.send(Err(err.clone()));
+            } else if fail_subs {
+                let _ = s.reg.tx.send(SubItem::Failed(err.clone()));
+            }
+        }
+    }
+}
+
+fn reseal(batch: &mut PublishBatch, producer_id: u64, base_sequence: u64) {
+    let mut bytes = BytesMut::from(&batch.bytes[..]);
+    set_producer(&mut bytes, producer_id, base_sequence);
+    batch.bytes = bytes.freeze();
+    batch.producer_id = producer_id;
+    batch.base_sequence = base_sequence;
+}
+
+/// A random nonzero producer id.
+pub(crate) fn fresh_producer_id() -> u64 {
+    loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+impl State {
+    /// Pings the broker (request id 0: the Pong is not matched).
+    pub(crate) fn send_ping(&mut self) {
+        self.send(0, &Wire::Ping);
+    }
+
+    /// Answers a broker ping.
+    pub(crate) fn send_pong(&mut self, id: u64) {
+        self.send(id, &Wire::Pong);
+    }
+}
