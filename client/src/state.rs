@@ -51,6 +51,9 @@ struct SubEntry {
     reply: Option<oneshot::Sender<Result<u64>>>,
     /// Acks sent on a connection that dropped before confirming them.
     unsent_acks: Vec<(AckKind, Vec<(u64, u64)>)>,
+    /// Unsubscribing: the Unsubscribe waits until the broker confirmed the
+    /// acks sent before it, so that leaving cannot overtake them.
+    leaving: Option<Option<oneshot::Sender<Result<()>>>>,
 }
 
 /// A request awaiting its reply.
@@ -118,6 +121,7 @@ impl State {
                         start_offset: None,
                         reply: Some(reply),
                         unsent_acks: Vec::new(),
+                        leaving: None,
                     },
                 );
                 if self.live {
@@ -198,25 +202,47 @@ impl State {
     }
 
     fn unsubscribe(&mut self, local_id: u64, reply: Option<oneshot::Sender<Result<()>>>) {
-        // Acks recorded before unsubscribing still count.
-        if let Some(s) = self.subs.get_mut(&local_id) {
-            if s.broker_id.is_some() && s.reg.shared.group && self.live {
-                let mut ops = std::mem::take(&mut s.unsent_acks);
-                ops.extend(s.reg.shared.lock().drain());
-                for (kind, ranges) in ops {
-                    for chunk in ranges.chunks(MAX_RANGES_PER_FRAME) {
-                        self.send_ack(local_id, kind, chunk.to_vec());
-                    }
-                }
-            }
-        }
-        let Some(s) = self.subs.remove(&local_id) else {
+        let Some(s) = self.subs.get_mut(&local_id) else {
             if let Some(r) = reply {
                 let _ = r.send(Ok(()));
             }
             return;
         };
         s.reg.shared.closed.store(true, Ordering::Release);
+        if s.leaving.is_some() {
+            if let Some(r) = reply {
+                let _ = r.send(Ok(()));
+            }
+            return;
+        }
+        s.leaving = Some(reply);
+        // Acks recorded before unsubscribing still count: send them, and
+        // leave once they are confirmed.
+        if s.broker_id.is_some() && s.reg.shared.group && self.live {
+            let mut ops = std::mem::take(&mut s.unsent_acks);
+            ops.extend(s.reg.shared.lock().drain());
+            for (kind, ranges) in ops {
+                for chunk in ranges.chunks(MAX_RANGES_PER_FRAME) {
+                    self.send_ack(local_id, kind, chunk.to_vec());
+                }
+            }
+        }
+        self.leave_if_acked(local_id);
+    }
+
+    /// Sends the Unsubscribe of a leaving subscription once none of its
+    /// acks awaits a confirm.
+    fn leave_if_acked(&mut self, local_id: u64) {
+        let acks_pending = self
+            .requests
+            .values()
+            .any(|p| matches!(p, Pending::Ack { local_id: l, .. } if *l == local_id));
+        let leaving = self.subs.get(&local_id).is_some_and(|s| s.leaving.is_some());
+        if acks_pending || !leaving {
+            return;
+        }
+        let Some(mut s) = self.subs.remove(&local_id) else { return };
+        let reply = s.leaving.take().flatten();
         match s.broker_id {
             Some(subscription_id) if self.live => {
                 self.by_broker_id.remove(&subscription_id);
@@ -330,10 +356,12 @@ impl State {
                 if let (true, Some(s)) = (confirms, self.subs.get(&local_id)) {
                     let _ = s.reg.tx.send(SubItem::AcksDurable(ranges));
                 }
+                self.leave_if_acked(local_id);
             }
-            (Pending::Ack { kind, .. }, Wire::Error(e)) => {
+            (Pending::Ack { local_id, kind, .. }, Wire::Error(e)) => {
                 // The filter keeps these offsets; nothing else to do.
                 tracing::warn!(?kind, code = e.code, message = %e.message, "ack rejected");
+                self.leave_if_acked(local_id);
             }
             (Pending::Admin { reply, .. }, Wire::Error(e)) => {
                 let _ = reply.send(Err(Error::from_body(e.code, e.message)));
@@ -453,6 +481,19 @@ impl State {
         self.live = false;
         self.out.clear();
         self.by_broker_id.clear();
+        let leaving: Vec<u64> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.leaving.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for local_id in leaving {
+            // Not restored: its unconfirmed acks are given up, and the group
+            // redelivers those messages (at least once, never lost).
+            if let Some(reply) = self.subs.remove(&local_id).and_then(|mut s| s.leaving.take().flatten()) {
+                let _ = reply.send(Ok(()));
+            }
+        }
         for s in self.subs.values_mut() {
             s.broker_id = None;
         }
