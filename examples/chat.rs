@@ -24,9 +24,15 @@ async fn main() -> anyhow::Result<()> {
     let (Some(room), Some(user)) = (args.first(), args.get(1)) else {
         bail!("usage: chat ROOM USER [ADDR]");
     };
-    let addr = args.get(2).cloned().unwrap_or_else(|| "127.0.0.1:7400".into());
+    let addr = args
+        .get(2)
+        .cloned()
+        .unwrap_or_else(|| "127.0.0.1:7400".into());
     let topic = format!("chat.{room}");
-    let client = Client::builder(addr.as_str()).client_id(format!("chat-{user}")).connect().await?;
+    let client = Client::builder(addr.as_str())
+        .client_id(format!("chat-{user}"))
+        .connect()
+        .await?;
 
     let mut events = client.events();
     tokio::spawn(async move {
@@ -48,7 +54,10 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(async move {
         while let Some(msg) = sub.next().await {
             let Ok(msg) = msg else { break };
-            let from = msg.header("from").map(String::from_utf8_lossy).unwrap_or_default();
+            let from = msg
+                .header("from")
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
             if from != me.as_str() {
                 println!("<{from}> {}", String::from_utf8_lossy(msg.payload()));
             }

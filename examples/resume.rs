@@ -22,7 +22,10 @@ const GROUP: &str = "resume-demo-consumer";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let addr = args.get(2).cloned().unwrap_or_else(|| "127.0.0.1:7400".into());
+    let addr = args
+        .get(2)
+        .cloned()
+        .unwrap_or_else(|| "127.0.0.1:7400".into());
     let client = Client::builder(addr.as_str())
         .client_id("resume-demo")
         .connect()
@@ -37,7 +40,10 @@ async fn main() -> anyhow::Result<()> {
                 last = Some(producer.send(format!("message {i}")).await?);
             }
             if let Some(last) = last {
-                println!("published {n} messages, the last at offset {}", last.await?.offset);
+                println!(
+                    "published {n} messages, the last at offset {}",
+                    last.await?.offset
+                );
             }
             client.close().await;
         }
@@ -57,7 +63,11 @@ async fn main() -> anyhow::Result<()> {
                     break;
                 };
                 let msg = msg?;
-                println!("offset {}: {}", msg.offset(), String::from_utf8_lossy(msg.payload()));
+                println!(
+                    "offset {}: {}",
+                    msg.offset(),
+                    String::from_utf8_lossy(msg.payload())
+                );
                 msg.ack().await?;
                 handled += 1;
                 if Some(handled) == crash_after {

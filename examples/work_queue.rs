@@ -22,7 +22,9 @@ const WORKERS: usize = 3;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:7400".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:7400".into());
     let topic = format!("jobs.{}", std::process::id());
     let done = Arc::new(Mutex::new(HashSet::new()));
 
@@ -46,7 +48,11 @@ async fn main() -> anyhow::Result<()> {
                     println!("worker 0 takes {job:?} and crashes before acking it");
                     panic!("worker 0 crashed");
                 }
-                let again = if msg.delivery_count() > 1 { " (redelivered)" } else { "" };
+                let again = if msg.delivery_count() > 1 {
+                    " (redelivered)"
+                } else {
+                    ""
+                };
                 println!("worker {w} does {job:?}{again}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 msg.ack().await?;

@@ -246,7 +246,10 @@ mod tests {
 
     #[test]
     fn merge_joins_adjacent_and_overlapping() {
-        assert_eq!(merge(vec![(5, 6), (1, 2), (3, 3), (6, 9)]), vec![(1, 3), (5, 9)]);
+        assert_eq!(
+            merge(vec![(5, 6), (1, 2), (3, 3), (6, 9)]),
+            vec![(1, 3), (5, 9)]
+        );
         assert_eq!(merge(vec![(1, 1), (3, 3)]), vec![(1, 1), (3, 3)]);
     }
 }

@@ -55,7 +55,8 @@ pub(crate) struct ClientInner {
 
 impl ClientInner {
     pub(crate) fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        self.next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) async fn command(&self, cmd: Command) -> Result<()> {
@@ -198,7 +199,13 @@ impl Client {
     /// [`Error::ConnectionLost`]; subscriptions end.
     pub async fn close(&self) {
         let (reply, done) = oneshot::channel();
-        if self.inner.cmd_tx.send(Command::Close { reply }).await.is_ok() {
+        if self
+            .inner
+            .cmd_tx
+            .send(Command::Close { reply })
+            .await
+            .is_ok()
+        {
             let _ = done.await;
         }
     }

@@ -240,7 +240,12 @@ impl Connection {
     }
 
     /// Moves frames until the connection drops or the client closes.
-    async fn serve(&mut self, mut reader: Reader, mut writer: OwnedWriteHalf, hb: Duration) -> Ended {
+    async fn serve(
+        &mut self,
+        mut reader: Reader,
+        mut writer: OwnedWriteHalf,
+        hb: Duration,
+    ) -> Ended {
         let mut last_rx = Instant::now();
         let mut tick = tokio::time::interval((hb / 2).max(Duration::from_millis(10)));
         let mut ack_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;

@@ -75,8 +75,14 @@ impl Record {
         if self.headers.len() > u16::MAX as usize {
             return Err(Error::InvalidArgument("more than 65535 headers".into()));
         }
-        if self.headers.iter().any(|(n, _)| n.len() > u16::MAX as usize) {
-            return Err(Error::InvalidArgument("header name over 65535 bytes".into()));
+        if self
+            .headers
+            .iter()
+            .any(|(n, _)| n.len() > u16::MAX as usize)
+        {
+            return Err(Error::InvalidArgument(
+                "header name over 65535 bytes".into(),
+            ));
         }
         Ok(())
     }
@@ -138,7 +144,10 @@ impl Message {
     }
     /// The value of the first header called `name`.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.record.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
+        self.record
+            .headers()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
     }
     /// The producer's timestamp, ms since the Unix epoch.
     pub fn timestamp(&self) -> i64 {

@@ -58,8 +58,16 @@ impl Budget {
         let closed = |_| Error::ConnectionLost("client closed".into());
         let permits = match self.policy {
             OverflowPolicy::Wait => vec![
-                self.messages.clone().acquire_owned().await.map_err(closed)?,
-                self.bytes.clone().acquire_many_owned(bytes).await.map_err(closed)?,
+                self.messages
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(closed)?,
+                self.bytes
+                    .clone()
+                    .acquire_many_owned(bytes)
+                    .await
+                    .map_err(closed)?,
             ],
             OverflowPolicy::Fail => {
                 let m = self.messages.clone().try_acquire_owned();
@@ -107,7 +115,10 @@ impl ProducerShared {
     }
     /// The batch size limit: ours, capped by the broker's.
     fn batch_limit(&self) -> usize {
-        let broker = self.conn.max_batch.load(std::sync::atomic::Ordering::Relaxed);
+        let broker = self
+            .conn
+            .max_batch
+            .load(std::sync::atomic::Ordering::Relaxed);
         if broker == 0 {
             self.max_batch_bytes
         } else {
@@ -275,7 +286,9 @@ async fn batcher(
             notified.await;
             continue;
         }
-        let Ok(slot) = inflight.clone().acquire_owned().await else { return };
+        let Ok(slot) = inflight.clone().acquire_owned().await else {
+            return;
+        };
         let limit = shared.batch_limit();
         let mut waiters = Vec::new();
         let mut permits = Permits {
@@ -291,7 +304,9 @@ async fn batcher(
                 {
                     break;
                 }
-                let Some(qd) = q.records.pop_front() else { break };
+                let Some(qd) = q.records.pop_front() else {
+                    break;
+                };
                 let headers: Vec<(&str, &[u8])> = qd
                     .record
                     .headers

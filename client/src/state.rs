@@ -58,10 +58,22 @@ struct SubEntry {
 
 /// A request awaiting its reply.
 enum Pending {
-    Subscribe { local_id: u64, epoch: u64 },
-    Unsubscribe { reply: Option<oneshot::Sender<Result<()>>> },
-    Ack { local_id: u64, kind: AckKind, ranges: Vec<(u64, u64)> },
-    Admin { msg: Wire, reply: oneshot::Sender<Result<Wire>> },
+    Subscribe {
+        local_id: u64,
+        epoch: u64,
+    },
+    Unsubscribe {
+        reply: Option<oneshot::Sender<Result<()>>>,
+    },
+    Ack {
+        local_id: u64,
+        kind: AckKind,
+        ranges: Vec<(u64, u64)>,
+    },
+    Admin {
+        msg: Wire,
+        reply: oneshot::Sender<Result<Wire>>,
+    },
 }
 
 /// Why the connection must be dropped.
@@ -99,7 +111,10 @@ impl State {
     /// Publishes not yet confirmed and acks not yet confirmed durable.
     pub(crate) fn is_drained(&self) -> bool {
         self.publishes.is_empty()
-            && !self.requests.values().any(|p| matches!(p, Pending::Ack { .. }))
+            && !self
+                .requests
+                .values()
+                .any(|p| matches!(p, Pending::Ack { .. }))
             && self
                 .subs
                 .values()
@@ -135,7 +150,9 @@ impl State {
                 messages,
                 bytes,
             } => {
-                let Some(s) = self.subs.get(&local_id) else { return };
+                let Some(s) = self.subs.get(&local_id) else {
+                    return;
+                };
                 if let (true, Some(subscription_id)) = (s.epoch == epoch, s.broker_id) {
                     let m = Wire::Flow(Flow {
                         subscription_id,
@@ -167,12 +184,20 @@ impl State {
         if self.live {
             put_publish(&mut self.out, id, &batch.topic, &batch.bytes);
         }
-        self.publishes.insert(id, InFlight { batch, stale: false });
+        self.publishes.insert(
+            id,
+            InFlight {
+                batch,
+                stale: false,
+            },
+        );
     }
 
     fn subscribe(&mut self, local_id: u64) {
         let id = self.request_id();
-        let Some(s) = self.subs.get_mut(&local_id) else { return };
+        let Some(s) = self.subs.get_mut(&local_id) else {
+            return;
+        };
         s.epoch += 1;
         let first = s.reply.is_some() && s.start_offset.is_none();
         let start = if first {
@@ -198,7 +223,8 @@ impl State {
         });
         let epoch = s.epoch;
         self.send(id, &msg);
-        self.requests.insert(id, Pending::Subscribe { local_id, epoch });
+        self.requests
+            .insert(id, Pending::Subscribe { local_id, epoch });
     }
 
     fn unsubscribe(&mut self, local_id: u64, reply: Option<oneshot::Sender<Result<()>>>) {
@@ -237,11 +263,16 @@ impl State {
             .requests
             .values()
             .any(|p| matches!(p, Pending::Ack { local_id: l, .. } if *l == local_id));
-        let leaving = self.subs.get(&local_id).is_some_and(|s| s.leaving.is_some());
+        let leaving = self
+            .subs
+            .get(&local_id)
+            .is_some_and(|s| s.leaving.is_some());
         if acks_pending || !leaving {
             return;
         }
-        let Some(mut s) = self.subs.remove(&local_id) else { return };
+        let Some(mut s) = self.subs.remove(&local_id) else {
+            return;
+        };
         let reply = s.leaving.take().flatten();
         match s.broker_id {
             Some(subscription_id) if self.live => {
@@ -271,7 +302,9 @@ impl State {
             .map(|(id, _)| *id)
             .collect();
         for local_id in ready {
-            let Some(s) = self.subs.get_mut(&local_id) else { continue };
+            let Some(s) = self.subs.get_mut(&local_id) else {
+                continue;
+            };
             let mut ops = std::mem::take(&mut s.unsent_acks);
             ops.extend(s.reg.shared.lock().drain());
             for (kind, ranges) in ops {
@@ -294,14 +327,25 @@ impl State {
         });
         self.send(id, &msg);
         if let Wire::Ack(Ack { ranges, .. }) = msg {
-            self.requests.insert(id, Pending::Ack { local_id, kind, ranges });
+            self.requests.insert(
+                id,
+                Pending::Ack {
+                    local_id,
+                    kind,
+                    ranges,
+                },
+            );
         }
     }
 
     /// Handles a pushed delivery.
     pub(crate) fn on_deliver(&mut self, d: herald_protocol::Deliver) {
-        let Some(&local_id) = self.by_broker_id.get(&d.subscription_id) else { return };
-        let Some(s) = self.subs.get(&local_id) else { return };
+        let Some(&local_id) = self.by_broker_id.get(&d.subscription_id) else {
+            return;
+        };
+        let Some(s) = self.subs.get(&local_id) else {
+            return;
+        };
         let item = SubItem::Deliver {
             epoch: s.epoch,
             deliver: d,
@@ -351,7 +395,14 @@ impl State {
                     });
                 }
             }
-            (Pending::Ack { local_id, kind, ranges }, Wire::Ok) => {
+            (
+                Pending::Ack {
+                    local_id,
+                    kind,
+                    ranges,
+                },
+                Wire::Ok,
+            ) => {
                 let confirms = matches!(kind, AckKind::Ack | AckKind::Terminate);
                 if let (true, Some(s)) = (confirms, self.subs.get(&local_id)) {
                     let _ = s.reg.tx.send(SubItem::AcksDurable(ranges));
@@ -382,7 +433,8 @@ impl State {
                 subscription_id: ok.subscription_id,
             });
             self.send(id, &m);
-            self.requests.insert(id, Pending::Unsubscribe { reply: None });
+            self.requests
+                .insert(id, Pending::Unsubscribe { reply: None });
             return;
         };
         if s.epoch != epoch {
@@ -460,7 +512,9 @@ impl State {
     /// gap. The producer moves to a fresh identity, and the later batches
     /// already sent are marked to be re-sealed when their gap comes back.
     fn retire_identity(&mut self, f: &InFlight) {
-        let Some(seq) = self.producers.get_mut(&f.batch.producer) else { return };
+        let Some(seq) = self.producers.get_mut(&f.batch.producer) else {
+            return;
+        };
         if seq.producer_id != f.batch.producer_id {
             return;
         }
@@ -490,7 +544,11 @@ impl State {
         for local_id in leaving {
             // Not restored: its unconfirmed acks are given up, and the group
             // redelivers those messages (at least once, never lost).
-            if let Some(reply) = self.subs.remove(&local_id).and_then(|mut s| s.leaving.take().flatten()) {
+            if let Some(reply) = self
+                .subs
+                .remove(&local_id)
+                .and_then(|mut s| s.leaving.take().flatten())
+            {
                 let _ = reply.send(Ok(()));
             }
         }
@@ -506,7 +564,11 @@ impl State {
                         let _ = r.send(Ok(()));
                     }
                 }
-                Pending::Ack { local_id, kind, ranges } => {
+                Pending::Ack {
+                    local_id,
+                    kind,
+                    ranges,
+                } => {
                     if let Some(s) = self.subs.get_mut(&local_id) {
                         s.unsent_acks.push((kind, ranges));
                     }

@@ -359,7 +359,9 @@ impl Stream for Subscription {
                         records: deliver.batch.records(),
                     });
                 }
-                Poll::Ready(Some(SubItem::AcksDurable(ranges))) => self.shared.lock().prune(&ranges),
+                Poll::Ready(Some(SubItem::AcksDurable(ranges))) => {
+                    self.shared.lock().prune(&ranges)
+                }
                 Poll::Ready(Some(SubItem::Failed(e))) => {
                     self.ended = true;
                     return Poll::Ready(Some(Err(e)));

@@ -30,9 +30,16 @@ async fn publish_then_consume_round_trip() -> anyhow::Result<()> {
     assert_eq!(receipt.offset, first.offset + 1);
     assert!(!receipt.duplicate);
 
-    let mut sub = client.subscribe("rt").group("g").start(Start::Earliest).await?;
+    let mut sub = client
+        .subscribe("rt")
+        .group("g")
+        .start(Start::Earliest)
+        .await?;
     let m = next(&mut sub).await;
-    assert_eq!((m.offset(), &m.payload()[..]), (first.offset, &b"plain"[..]));
+    assert_eq!(
+        (m.offset(), &m.payload()[..]),
+        (first.offset, &b"plain"[..])
+    );
     assert_eq!(m.key(), None);
     m.ack().await?;
     let m = next(&mut sub).await;
@@ -80,7 +87,11 @@ async fn group_ack_nack_and_ack_up_to() -> anyhow::Result<()> {
     for i in 0..10 {
         client.publish("jobs", format!("job {i}")).await?;
     }
-    let mut sub = client.subscribe("jobs").group("workers").start(Start::Earliest).await?;
+    let mut sub = client
+        .subscribe("jobs")
+        .group("workers")
+        .start(Start::Earliest)
+        .await?;
     let mut nacked = Vec::new();
     for _ in 0..10 {
         let m = next(&mut sub).await;
@@ -94,7 +105,11 @@ async fn group_ack_nack_and_ack_up_to() -> anyhow::Result<()> {
     let mut redelivered = Vec::new();
     while redelivered.len() < nacked.len() {
         let m = next(&mut sub).await;
-        assert!(m.delivery_count() >= 2, "offset {} is a redelivery", m.offset());
+        assert!(
+            m.delivery_count() >= 2,
+            "offset {} is a redelivery",
+            m.offset()
+        );
         redelivered.push(m.offset());
         m.ack().await?;
     }
@@ -103,7 +118,11 @@ async fn group_ack_nack_and_ack_up_to() -> anyhow::Result<()> {
     sub.unsubscribe().await?;
 
     // A second group commits everything with one ack_up_to.
-    let mut sub = client.subscribe("jobs").group("batch").start(Start::Earliest).await?;
+    let mut sub = client
+        .subscribe("jobs")
+        .group("batch")
+        .start(Start::Earliest)
+        .await?;
     let mut last = 0;
     for _ in 0..10 {
         last = next(&mut sub).await.offset();
@@ -112,9 +131,17 @@ async fn group_ack_nack_and_ack_up_to() -> anyhow::Result<()> {
     sub.unsubscribe().await?;
     client.publish("jobs", "after").await?;
     for group in ["workers", "batch"] {
-        let mut sub = client.subscribe("jobs").group(group).start(Start::Resume).await?;
+        let mut sub = client
+            .subscribe("jobs")
+            .group(group)
+            .start(Start::Resume)
+            .await?;
         let m = next(&mut sub).await;
-        assert_eq!(&m.payload()[..], b"after", "group {group} resumes after its acks");
+        assert_eq!(
+            &m.payload()[..],
+            b"after",
+            "group {group} resumes after its acks"
+        );
         m.ack().await?;
         sub.unsubscribe().await?;
     }
@@ -137,7 +164,11 @@ async fn ephemeral_flow_control_hundred_thousand() -> anyhow::Result<()> {
     if let Some(last) = last {
         within("the last receipt", last).await?;
     }
-    let mut sub = client.subscribe("firehose").start(Start::Earliest).prefetch(100).await?;
+    let mut sub = client
+        .subscribe("firehose")
+        .start(Start::Earliest)
+        .prefetch(100)
+        .await?;
     within("100,000 messages", async {
         for want in 0..N {
             let m = next(&mut sub).await;
@@ -170,7 +201,9 @@ async fn admin_calls() -> anyhow::Result<()> {
     );
     client.publish("made", "x").await?;
     let topics = client.list_topics().await?;
-    assert!(topics.iter().any(|t| t.name == "made" && t.next_offset == 1));
+    assert!(topics
+        .iter()
+        .any(|t| t.name == "made" && t.next_offset == 1));
     client.delete_topic("made").await?;
     assert!(client.describe_topic("made").await.is_err());
     Ok(())

@@ -30,7 +30,9 @@ async fn survives_broker_restart_under_load() -> anyhow::Result<()> {
         .reconnect_backoff(backoff.0, backoff.1)
         .connect()
         .await?;
-    pub_client.create_topic("restart", Default::default()).await?;
+    pub_client
+        .create_topic("restart", Default::default())
+        .await?;
     let mut pub_events = pub_client.events();
     let mut sub_events = sub_client.events();
 
@@ -75,16 +77,22 @@ async fn survives_broker_restart_under_load() -> anyhow::Result<()> {
         Ok::<_, Error>(offsets)
     });
 
-    within("the consumer to get going", seen_rx.wait_for(|n| *n >= 2_000)).await?;
+    within(
+        "the consumer to get going",
+        seen_rx.wait_for(|n| *n >= 2_000),
+    )
+    .await?;
     broker.restart().await;
     for events in [&mut pub_events, &mut sub_events] {
         let seen = wait_event(events, |e| *e == ConnectionEvent::Reconnected).await;
         assert!(
-            seen.iter().any(|e| matches!(e, ConnectionEvent::Disconnected { .. })),
+            seen.iter()
+                .any(|e| matches!(e, ConnectionEvent::Disconnected { .. })),
             "{seen:?}"
         );
         assert!(
-            seen.iter().any(|e| matches!(e, ConnectionEvent::Reconnecting { .. })),
+            seen.iter()
+                .any(|e| matches!(e, ConnectionEvent::Reconnecting { .. })),
             "{seen:?}"
         );
     }
@@ -93,7 +101,11 @@ async fn survives_broker_restart_under_load() -> anyhow::Result<()> {
     let (seen, twice) = within("every message consumed", consumer).await??;
     assert_eq!(offsets.len(), N as usize);
     let distinct: HashSet<u64> = offsets.iter().copied().collect();
-    assert_eq!(distinct.len(), N as usize, "each publish has its own offset");
+    assert_eq!(
+        distinct.len(),
+        N as usize,
+        "each publish has its own offset"
+    );
     let info = pub_client.describe_topic("restart").await?;
     assert_eq!(info.next_offset, u64::from(N), "nothing stored twice");
     assert!(twice.is_empty(), "the app saw offsets {twice:?} twice");
@@ -122,14 +134,20 @@ async fn buffer_limit_and_give_up_while_broker_down() -> anyhow::Result<()> {
     client.publish("down", "before").await?;
     let mut events = client.events();
     broker.stop().await;
-    wait_event(&mut events, |e| matches!(e, ConnectionEvent::Disconnected { .. })).await;
+    wait_event(&mut events, |e| {
+        matches!(e, ConnectionEvent::Disconnected { .. })
+    })
+    .await;
 
     let producer = client.producer("down");
     let mut pending = Vec::new();
     for i in 0..100 {
         pending.push(producer.send(format!("buffered {i}")).await?);
     }
-    assert!(matches!(producer.send("one too many").await, Err(Error::BufferFull)));
+    assert!(matches!(
+        producer.send("one too many").await,
+        Err(Error::BufferFull)
+    ));
 
     let seen = wait_event(&mut events, |e| *e == ConnectionEvent::Closed).await;
     let attempts: Vec<u32> = seen
@@ -141,7 +159,10 @@ async fn buffer_limit_and_give_up_while_broker_down() -> anyhow::Result<()> {
         .collect();
     assert_eq!(attempts, vec![1, 2, 3, 4], "{seen:?}");
     for p in pending {
-        assert!(matches!(within("a failed receipt", p).await, Err(Error::ConnectionLost(_))));
+        assert!(matches!(
+            within("a failed receipt", p).await,
+            Err(Error::ConnectionLost(_))
+        ));
     }
     Ok(())
 }
@@ -158,13 +179,20 @@ async fn publishes_buffered_while_down_are_delivered_after_restart() -> anyhow::
     let first = client.publish("later", "first").await?;
     let mut events = client.events();
     broker.stop().await;
-    wait_event(&mut events, |e| matches!(e, ConnectionEvent::Disconnected { .. })).await;
+    wait_event(&mut events, |e| {
+        matches!(e, ConnectionEvent::Disconnected { .. })
+    })
+    .await;
     let producer = client.producer("later");
     let mut pending = Vec::new();
     for i in 0..50 {
         pending.push(producer.send(format!("while down {i}")).await?);
     }
-    wait_event(&mut events, |e| matches!(e, ConnectionEvent::Reconnecting { attempt } if *attempt >= 2)).await;
+    wait_event(
+        &mut events,
+        |e| matches!(e, ConnectionEvent::Reconnecting { attempt } if *attempt >= 2),
+    )
+    .await;
     broker.start_again().await;
     wait_event(&mut events, |e| *e == ConnectionEvent::Reconnected).await;
     for (i, p) in pending.into_iter().enumerate() {

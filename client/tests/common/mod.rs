@@ -22,10 +22,12 @@ pub struct TestBroker {
 }
 
 async fn start_on(dir: &std::path::Path, addr: SocketAddr) -> BrokerHandle {
-    let mut cfg = herald_broker::config::BrokerConfig::default();
-    cfg.listen = addr;
-    cfg.data_dir = dir.into();
-    cfg.heartbeat = Duration::from_secs(2);
+    let cfg = herald_broker::config::BrokerConfig {
+        listen: addr,
+        data_dir: dir.into(),
+        heartbeat: Duration::from_secs(2),
+        ..Default::default()
+    };
     match herald_broker::server::start(cfg).await {
         Ok(h) => h,
         Err(e) => panic!("broker failed to start on {addr}: {e}"),
@@ -39,7 +41,11 @@ impl TestBroker {
             Ok(d) => d,
             Err(e) => panic!("tempdir: {e}"),
         };
-        let handle = start_on(dir.path(), "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!())).await;
+        let handle = start_on(
+            dir.path(),
+            "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        )
+        .await;
         let addr = handle.local_addr();
         TestBroker {
             handle: Some(handle),
