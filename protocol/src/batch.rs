@@ -177,7 +177,8 @@ impl BatchBuilder {
         }
         let len = Self::record_size(r) - 4;
         self.buf.reserve(len + 4);
-        self.buf.put_u32_le(u32::try_from(len).expect("record too large"));
+        self.buf
+            .put_u32_le(u32::try_from(len).expect("record too large"));
         self.buf.put_u32_le(self.count);
         let delta = r.timestamp.saturating_sub(self.first_ts);
         self.buf

@@ -118,7 +118,10 @@ pub struct Frame {
 /// A length above `max_frame` or below the header size, an unknown opcode or
 /// reserved bits set. The length check happens on the first four bytes, so a
 /// hostile peer cannot make the caller allocate.
-pub fn peek_header(src: &[u8], max_frame: usize) -> Result<Option<(FrameHeader, usize)>, WireError> {
+pub fn peek_header(
+    src: &[u8],
+    max_frame: usize,
+) -> Result<Option<(FrameHeader, usize)>, WireError> {
     if src.len() < 4 {
         return Ok(None);
     }
@@ -230,7 +233,11 @@ mod tests {
         let mut buf = BytesMut::new();
         put_frame(&mut buf, Opcode::Ok, 0, 9, b"abc");
         for cut in 0..buf.len() {
-            assert_eq!(peek_header(&buf[..cut], DEFAULT_MAX_FRAME), Ok(None), "cut {cut}");
+            assert_eq!(
+                peek_header(&buf[..cut], DEFAULT_MAX_FRAME),
+                Ok(None),
+                "cut {cut}"
+            );
         }
         let (h, total) = peek_header(&buf, DEFAULT_MAX_FRAME).unwrap().unwrap();
         assert_eq!(total, buf.len());
