@@ -236,3 +236,81 @@ pub fn raw_frame(op: Opcode, id: u64, body: &[u8]) -> BytesMut {
     frame::put_frame(&mut b, op, 0, id, body);
     b
 }
+
+/// A `herald serve` child process on a free port.
+pub struct Child {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Child {
+    /// Starts the real binary on `dir` and waits for its `listening on` line.
+    pub fn spawn(dir: &std::path::Path, extra: &[&str]) -> Child {
+        Self::spawn_on(dir, "127.0.0.1:0", extra)
+    }
+
+    pub fn spawn_on(dir: &std::path::Path, listen: &str, extra: &[&str]) -> Child {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["serve", "--listen", listen, "--data-dir"])
+            .arg(dir)
+            .args(extra)
+            .env("HERALD_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn herald");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            while let Some(Ok(l)) = lines.next() {
+                if let Some(a) = l.strip_prefix("listening on ") {
+                    let _ = tx.send(a.trim().to_owned());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(T)
+            .expect("herald did not print its address");
+        Child {
+            child,
+            addr: addr.parse().unwrap(),
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        unsafe_sigterm(self.child.id());
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "herald did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(10)); // polling a child's exit
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
