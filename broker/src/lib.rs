@@ -1,1 +1,34 @@
+//! `herald-broker` is the Herald daemon: it accepts client connections,
+//! appends published record batches to per-topic logs on disk, confirms them
+//! once durable, and delivers them to consumer groups and live subscribers
+//! with acknowledgement tracking, redelivery and dead letters. It also holds
+//! the `herald` command line (`src/main.rs`, `src/cli/`).
+//!
+//! # Layout
+//! - [`server`]: the listener, connection limit, shutdown order;
+//!   [`server::start`] returns a [`server::BrokerHandle`].
+//! - [`session`]: one connection: handshake, read loop, request dispatch.
+//! - [`outbox`]: the connection's writer task and its bounded queues.
+//! - [`topic`]: the [`topic::Registry`] of topics and the [`topic::Topic`]
+//!   (a log plus its groups).
+//! - [`group`]: consumer-group actors; [`group::acks`] tracks
+//!   acknowledgements, [`group::store`] persists them.
+//! - [`subscription`]: ephemeral (group-less) subscriptions.
+//! - [`storage`]: the segmented, checksummed log with group commit.
+//! - [`config`]: every setting and bound, in one struct.
+//!
+//! docs/architecture.md follows a message from socket to disk to subscriber.
 
+pub mod config;
+mod error;
+pub mod fsutil;
+pub mod group;
+pub mod outbox;
+pub mod server;
+pub mod session;
+pub mod storage;
+pub mod subscription;
+pub mod topic;
+
+pub use config::BrokerConfig;
+pub use error::BrokerError;

@@ -103,7 +103,12 @@ impl Log {
             duplicate: false,
         })
     }
-    pub fn read(&self, from: u64, max_bytes: usize, max_records: u32) -> Result<Vec<Batch>, StorageError> {
+    pub fn read(
+        &self,
+        from: u64,
+        max_bytes: usize,
+        max_records: u32,
+    ) -> Result<Vec<Batch>, StorageError> {
         let b = self.batches.lock().unwrap();
         let mut out = Vec::new();
         let (mut bytes, mut recs) = (0usize, 0u32);
@@ -122,8 +127,7 @@ impl Log {
     }
     pub fn offset_for_timestamp(&self, ts_ms: i64) -> Result<u64, StorageError> {
         let b = self.batches.lock().unwrap();
-        Ok(b
-            .iter()
+        Ok(b.iter()
             .find(|x| x.append_time() >= ts_ms)
             .map(|x| x.base_offset())
             .unwrap_or(*self.next.borrow()))

@@ -1,0 +1,178 @@
+//! `herald serve`: the broker daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use herald_broker::config::{parse_fsync, BrokerConfig, FileConfig};
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  herald serve\n  herald serve --listen 127.0.0.1:0 --data-dir /tmp/h --fsync never\n  HERALD_FSYNC=interval:50 herald serve --config herald.toml"
+)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port and prints it).
+    #[arg(long, env = "HERALD_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Folder for topics and group state.
+    #[arg(long, env = "HERALD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Durability: always (fsync before confirming, the default), interval:<ms>, never.
+    #[arg(long, env = "HERALD_FSYNC", value_parser = parse_fsync)]
+    fsync: Option<herald_protocol::FsyncPolicy>,
+    /// Most simultaneous connections.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Largest frame accepted, in bytes.
+    #[arg(long, env = "HERALD_MAX_FRAME_BYTES")]
+    max_frame_bytes: Option<usize>,
+    /// Do not create topics on first publish or subscribe.
+    #[arg(long, env = "HERALD_NO_AUTO_CREATE")]
+    no_auto_create: bool,
+    /// Log format.
+    #[arg(long, env = "HERALD_LOG_FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    /// Default ack timeout of groups, in milliseconds.
+    #[arg(long, env = "HERALD_ACK_TIMEOUT_MS")]
+    ack_timeout_ms: Option<u64>,
+    /// Heartbeat interval, in milliseconds.
+    #[arg(long, env = "HERALD_HEARTBEAT_MS")]
+    heartbeat_ms: Option<u64>,
+    /// A TOML file with the same settings (kebab-case keys); flags win.
+    #[arg(long, env = "HERALD_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn build_config(a: &ServeArgs) -> anyhow::Result<(BrokerConfig, String)> {
+    let file: FileConfig = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading config file {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing config file {}", p.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let mut c = BrokerConfig::default();
+    if let Some(v) = file.listen {
+        c.listen = v;
+    }
+    if let Some(v) = file.data_dir {
+        c.data_dir = v;
+    }
+    if let Some(v) = &file.fsync {
+        c.fsync = parse_fsync(v).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(v) = file.max_connections {
+        c.max_connections = v;
+    }
+    if let Some(v) = file.max_frame_bytes {
+        c.max_frame_bytes = v;
+    }
+    if file.no_auto_create == Some(true) {
+        c.auto_create_topics = false;
+    }
+    if let Some(v) = file.ack_timeout_ms {
+        c.ack_timeout = Duration::from_millis(v);
+    }
+    if let Some(v) = file.max_deliveries {
+        c.max_deliveries = v;
+    }
+    if let Some(v) = file.heartbeat_ms {
+        c.heartbeat = Duration::from_millis(v);
+    }
+    if let Some(v) = a.listen {
+        c.listen = v;
+    }
+    if let Some(v) = &a.data_dir {
+        c.data_dir = v.clone();
+    }
+    if let Some(v) = a.fsync {
+        c.fsync = v;
+    }
+    if let Some(v) = a.max_connections {
+        c.max_connections = v;
+    }
+    if let Some(v) = a.max_frame_bytes {
+        c.max_frame_bytes = v;
+    }
+    if a.no_auto_create {
+        c.auto_create_topics = false;
+    }
+    if let Some(v) = a.ack_timeout_ms {
+        c.ack_timeout = Duration::from_millis(v);
+    }
+    if let Some(v) = a.heartbeat_ms {
+        c.heartbeat = Duration::from_millis(v.max(10));
+    }
+    if !(4096..=(256 << 20)).contains(&c.max_frame_bytes) {
+        anyhow::bail!("--max-frame-bytes must be between 4096 and 268435456");
+    }
+    if c.max_connections == 0 {
+        anyhow::bail!("--max-connections must be at least 1");
+    }
+    let format = a
+        .log_format
+        .clone()
+        .or(file.log_format)
+        .unwrap_or_else(|| "text".into());
+    if format != "text" && format != "json" {
+        anyhow::bail!("log-format must be text or json, not {format:?}");
+    }
+    Ok((c, format))
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    let (config, format) = build_config(&a)?;
+    init_logging(&format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let data_dir = config.data_dir.clone();
+        let broker = herald_broker::server::start(config)
+            .await
+            .with_context(|| format!("starting the broker (data folder {})", data_dir.display()))?;
+        // Scripts and tests read this line to learn the real port.
+        println!("listening on {}", broker.local_addr());
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        wait_for_signal().await?;
+        tracing::info!("shutting down (a second signal exits at once)");
+        tokio::spawn(async {
+            if wait_for_signal().await.is_ok() {
+                eprintln!("herald: second signal, exiting now");
+                std::process::exit(130);
+            }
+        });
+        broker.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! The broker's error type, and how each error is told to a peer.
+
+use herald_protocol::{ErrorCode, Message};
+
+use crate::group::store::StoreError;
+use crate::storage::StorageError;
+
+/// Errors of broker operations. Each maps to a stable wire [`ErrorCode`].
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    #[error("topic {name:?} is unavailable: {reason}")]
+    TopicUnavailable { name: String, reason: String },
+    #[error("topic {0:?} already exists with different settings")]
+    TopicExists(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("unknown subscription {0}")]
+    UnknownSubscription(u64),
+    #[error("group {0:?} has active members")]
+    GroupActive(String),
+    #[error("limit reached: {0}")]
+    Busy(String),
+    #[error("broker is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    GroupStore(#[from] StoreError),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl BrokerError {
+    /// The code sent to the peer.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            BrokerError::UnknownTopic(_) => ErrorCode::UnknownTopic,
+            BrokerError::TopicUnavailable { .. } => ErrorCode::TopicUnavailable,
+            BrokerError::TopicExists(_) => ErrorCode::TopicExists,
+            BrokerError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            BrokerError::UnknownSubscription(_) => ErrorCode::UnknownSubscription,
+            BrokerError::GroupActive(_) => ErrorCode::GroupActive,
+            BrokerError::Busy(_) => ErrorCode::Busy,
+            BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
+            BrokerError::Storage(e) => match e {
+                StorageError::SequenceGap { .. } => ErrorCode::SequenceGap,
+                StorageError::Closed => ErrorCode::ShuttingDown,
+                e if e.is_storage_full() => ErrorCode::StorageFull,
+                StorageError::Corrupt { .. } => ErrorCode::TopicUnavailable,
+                _ => ErrorCode::Internal,
+            },
+            BrokerError::GroupStore(_) | BrokerError::Io(_) | BrokerError::Internal(_) => {
+                ErrorCode::Internal
+            }
+        }
+    }
+
+    /// The error frame for this error.
+    pub fn to_message(&self) -> Message {
+        Message::error(self.code(), self.to_string())
+    }
+}

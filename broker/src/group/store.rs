@@ -1,0 +1,90 @@
+//! Where a group's acknowledgement state lives on disk: one small file per
+//! group (`groups/<name>.state`), postcard-encoded and replaced atomically
+//! through [`crate::fsutil`].
+
+use std::path::{Path, PathBuf};
+
+use crate::fsutil;
+
+use serde::{Deserialize, Serialize};
+
+use super::acks::Snapshot;
+
+/// Everything a group persists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredGroup {
+    pub snapshot: Snapshot,
+    pub max_deliveries: u32,
+}
+
+/// Errors reading or writing group state.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("group state {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("group state {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Loads a group's state; `Ok(None)` when the group has never been saved.
+pub fn load(path: &Path) -> Result<Option<StoredGroup>, StoreError> {
+    let Some(body) = fsutil::read_checked(path).map_err(io(path))? else {
+        return Ok(None);
+    };
+    postcard::from_bytes(&body)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+}
+
+/// Replaces a group's state atomically; with `durable`, the new state
+/// survives a crash once this returns.
+pub fn save(path: &Path, state: &StoredGroup, durable: bool) -> Result<(), StoreError> {
+    let body = postcard::to_allocvec(state).map_err(|e| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    fsutil::write_atomic(path, &body, durable).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_load_and_detect_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g.state");
+        assert_eq!(load(&p).unwrap(), None);
+        let s = StoredGroup {
+            snapshot: Snapshot {
+                floor: 3,
+                next_fresh: 9,
+                undone: vec![(4, 5, 2)],
+                redelivered: 1,
+                dead_lettered: 0,
+            },
+            max_deliveries: 10,
+        };
+        save(&p, &s, true).unwrap();
+        use std::fs;
+        assert_eq!(load(&p).unwrap(), Some(s));
+        let mut b = fs::read(&p).unwrap();
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        fs::write(&p, b).unwrap();
+        assert!(load(&p).is_err());
+    }
+}

@@ -1,0 +1,576 @@
+//! One client connection: the handshake, the read loop, dispatch of each
+//! request, and cleanup. The socket's read half is owned here (through a
+//! cancel-safe `FramedRead`); its write half belongs to the writer task
+//! behind [`Outbox`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesOrdered, FuturesUnordered};
+use futures::StreamExt;
+use herald_protocol::codec::{CodecError, FrameCodec};
+use herald_protocol::{
+    ErrorCode, Frame, GroupList, Hello, HelloOk, Message, Opcode, PublishOk, StartPosition,
+    Subscribe, SubscribeOk, TopicList, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+};
+use tokio::net::TcpStream;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::BrokerConfig;
+use crate::group::{GroupHandle, Join};
+use crate::outbox::{self, Out, Outbox};
+use crate::subscription::{self, Credit};
+use crate::topic::Registry;
+use crate::BrokerError;
+
+/// State shared by every session of a broker.
+pub struct Shared {
+    pub config: Arc<BrokerConfig>,
+    pub registry: Arc<Registry>,
+    /// Cancelled when the broker shuts down.
+    pub shutdown: CancellationToken,
+    pub next_member: AtomicU64,
+}
+
+enum Sub {
+    Ephemeral {
+        credit: Arc<Credit>,
+        window: (u32, u32),
+        cancel: CancellationToken,
+    },
+    Group {
+        handle: GroupHandle,
+        member: u64,
+    },
+}
+
+type Reply = (u64, Message);
+
+struct Session {
+    shared: Arc<Shared>,
+    outbox: Outbox,
+    client_id: String,
+    subs: HashMap<u64, Sub>,
+    next_sub: u64,
+    /// Publishes waiting for durability, in arrival order: confirms leave in
+    /// the order the publishes came.
+    publishes: FuturesOrdered<BoxFuture<'static, Reply>>,
+    /// Other replies that wait on something (persisted acks, describe).
+    others: FuturesUnordered<BoxFuture<'static, Reply>>,
+}
+
+/// Why a session must end after a request.
+struct Close;
+
+/// Serves one connection until the peer leaves, misbehaves or the broker
+/// shuts down.
+pub async fn run(stream: TcpStream, shared: Arc<Shared>) {
+    let peer = stream.peer_addr().ok();
+    let _ = stream.set_nodelay(true);
+    let cfg = shared.config.clone();
+    let (read, write) = stream.into_split();
+    let (outbox, writer) = outbox::spawn(write, cfg.write_queue_frames, cfg.write_stall_timeout);
+    let mut frames =
+        FramedRead::with_capacity(read, FrameCodec::new(cfg.max_frame_bytes), 64 * 1024);
+
+    let client_id = match handshake(&mut frames, &outbox, &cfg).await {
+        Some(id) => id,
+        None => {
+            drop(outbox);
+            let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+            return;
+        }
+    };
+    tracing::debug!(?peer, %client_id, "session started");
+    let mut s = Session {
+        shared,
+        outbox,
+        client_id,
+        subs: HashMap::new(),
+        next_sub: 1,
+        publishes: FuturesOrdered::new(),
+        others: FuturesUnordered::new(),
+    };
+    s.serve(&mut frames).await;
+    s.cleanup().await;
+    drop(s);
+    let _ = tokio::time::timeout(cfg.write_stall_timeout, writer).await;
+    tracing::debug!(?peer, "session ended");
+}
+
+/// Reads the first frame, which must be a Hello with a version we speak.
+async fn handshake(
+    frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
+    outbox: &Outbox,
+    cfg: &BrokerConfig,
+) -> Option<String> {
+    let first = tokio::time::timeout(cfg.handshake_timeout, frames.next()).await;
+    let frame = match first {
+        Err(_) => {
+            outbox
+                .reply(
+                    0,
+                    &Message::error(
+                        ErrorCode::HandshakeRequired,
+                        "no Hello within the handshake timeout",
+                    ),
+                )
+                .await;
+            return None;
+        }
+        Ok(None) | Ok(Some(Err(CodecError::Io(_)))) => return None,
+        Ok(Some(Err(CodecError::Wire(e)))) => {
+            outbox.reply(0, &wire_error(&e)).await;
+            return None;
+        }
+        Ok(Some(Ok(f))) => f,
+    };
+    let id = frame.header.request_id;
+    if frame.header.opcode != Opcode::Hello {
+        outbox
+            .reply(
+                id,
+                &Message::error(
+                    ErrorCode::HandshakeRequired,
+                    "the first frame must be Hello",
+                ),
+            )
+            .await;
+        return None;
+    }
+    let hello: Hello = match Message::decode(&frame) {
+        Ok(Message::Hello(h)) => h,
+        Ok(_) => return None,
+        Err(e) => {
+            outbox.reply(id, &wire_error(&e)).await;
+            return None;
+        }
+    };
+    let lo = hello.min_version.max(PROTOCOL_VERSION_MIN);
+    let hi = hello.max_version.min(PROTOCOL_VERSION_MAX);
+    if lo > hi {
+        let msg = format!(
+            "client speaks versions {}..={}, broker speaks {}..={}",
+            hello.min_version, hello.max_version, PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX
+        );
+        outbox
+            .reply(id, &Message::error(ErrorCode::UnsupportedVersion, msg))
+            .await;
+        return None;
+    }
+    let client_id = match hello.client_id {
+        Some(c) if !c.is_empty() && c.len() <= 200 => c,
+        Some(_) => {
+            outbox
+                .reply(
+                    id,
+                    &Message::error(
+                        ErrorCode::InvalidArgument,
+                        "client id must be 1 to 200 bytes",
+                    ),
+                )
+                .await;
+            return None;
+        }
+        None => format!("c-{:016x}", rand::random::<u64>()),
+    };
+    let ok = HelloOk {
+        version: hi,
+        client_id: client_id.clone(),
+        max_frame: cfg.max_frame_bytes as u32,
+        max_batch: (cfg.max_frame_bytes - 1024) as u32,
+        heartbeat_ms: cfg.heartbeat.as_millis() as u32,
+    };
+    if !outbox.reply(id, &Message::HelloOk(ok)).await {
+        return None;
+    }
+    Some(client_id)
+}
+
+fn wire_error(e: &herald_protocol::WireError) -> Message {
+    let code = match e {
+        herald_protocol::WireError::FrameTooLarge { .. } => ErrorCode::TooLarge,
+        _ => ErrorCode::BadFrame,
+    };
+    Message::error(code, e.to_string())
+}
+
+impl Session {
+    async fn serve(&mut self, frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>) {
+        let cfg = self.shared.config.clone();
+        let shutdown = self.shared.shutdown.clone();
+        let mut tick = tokio::time::interval(cfg.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_read = Instant::now();
+        loop {
+            let can_read = self.publishes.len() < cfg.max_inflight_publishes;
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    self.drain().await;
+                    let bye = Message::GoingAway(herald_protocol::GoingAway { reason: "broker shutting down".into() });
+                    self.outbox.reply(0, &bye).await;
+                    return;
+                }
+                _ = self.outbox.closed() => return,
+                f = frames.next(), if can_read => {
+                    last_read = Instant::now();
+                    match f {
+                        None | Some(Err(CodecError::Io(_))) => { self.drain().await; return }
+                        Some(Err(CodecError::Wire(e))) => {
+                            tracing::debug!(client = %self.client_id, error = %e, "bad frame; closing");
+                            self.drain().await;
+                            self.outbox.reply(0, &wire_error(&e)).await;
+                            return;
+                        }
+                        Some(Ok(frame)) => {
+                            if self.handle(frame).await.is_err() {
+                                self.drain().await;
+                                return;
+                            }
+                        }
+                    }
+                }
+                Some((id, m)) = self.publishes.next(), if !self.publishes.is_empty() => {
+                    if !self.outbox.reply(id, &m).await { return }
+                }
+                Some((id, m)) = self.others.next(), if !self.others.is_empty() => {
+                    if !self.outbox.reply(id, &m).await { return }
+                }
+                _ = tick.tick() => {
+                    let idle = last_read.elapsed();
+                    if idle >= cfg.heartbeat * 3 {
+                        tracing::debug!(client = %self.client_id, "peer silent for three heartbeats; closing");
+                        return;
+                    }
+                    if idle >= cfg.heartbeat {
+                        self.outbox.reply(0, &Message::Ping).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for pending publishes and replies so nothing the peer was
+    /// promised is dropped.
+    async fn drain(&mut self) {
+        while let Some((id, m)) = self.publishes.next().await {
+            self.outbox.reply(id, &m).await;
+        }
+        while let Some((id, m)) = self.others.next().await {
+            self.outbox.reply(id, &m).await;
+        }
+    }
+
+    async fn cleanup(&mut self) {
+        for (_, sub) in self.subs.drain() {
+            match sub {
+                Sub::Ephemeral { cancel, .. } => cancel.cancel(),
+                Sub::Group { handle, member } => handle.leave(member).await,
+            }
+        }
+    }
+
+    async fn reply(&mut self, id: u64, m: Message) -> Result<(), Close> {
+        if self.outbox.reply(id, &m).await {
+            Ok(())
+        } else {
+            Err(Close)
+        }
+    }
+
+    async fn handle(&mut self, frame: Frame) -> Result<(), Close> {
+        let id = frame.header.request_id;
+        let msg = match Message::decode(&frame) {
+            Ok(m) => m,
+            Err(e) => {
+                self.reply(id, wire_error(&e)).await?;
+                return Err(Close);
+            }
+        };
+        let reg = self.shared.registry.clone();
+        match msg {
+            Message::Ping => self.reply(id, Message::Pong).await,
+            Message::Pong => Ok(()),
+            Message::Publish { topic, batch } => {
+                let max_batch = self.shared.config.max_frame_bytes - 1024;
+                if batch.len_bytes() > max_batch {
+                    let e = Message::error(
+                        ErrorCode::TooLarge,
+                        format!("batch of {} bytes exceeds {max_batch}", batch.len_bytes()),
+                    );
+                    return self.reply(id, e).await;
+                }
+                match reg.for_publish(&topic) {
+                    Err(e) => self.reply(id, e.to_message()).await,
+                    Ok(t) => {
+                        self.publishes.push_back(Box::pin(async move {
+                            let r = t.log.append(batch).await;
+                            let m = match r {
+                                Ok(o) => {
+                                    if !o.duplicate {
+                                        t.record_appended(o.count);
+                                    }
+                                    Message::PublishOk(PublishOk {
+                                        base_offset: o.base_offset,
+                                        count: o.count,
+                                        duplicate: o.duplicate,
+                                    })
+                                }
+                                Err(e) => BrokerError::from(e).to_message(),
+                            };
+                            (id, m)
+                        }));
+                        Ok(())
+                    }
+                }
+            }
+            Message::Subscribe(s) => {
+                let r = self.subscribe(id, s).await;
+                match r {
+                    Ok(()) => Ok(()),
+                    Err(e) => self.reply(id, e.to_message()).await,
+                }
+            }
+            Message::Unsubscribe(u) => {
+                match self.subs.remove(&u.subscription_id) {
+                    Some(Sub::Ephemeral { cancel, .. }) => cancel.cancel(),
+                    Some(Sub::Group { handle, member }) => handle.leave(member).await,
+                    None => {
+                        return self
+                            .reply(
+                                id,
+                                BrokerError::UnknownSubscription(u.subscription_id).to_message(),
+                            )
+                            .await
+                    }
+                }
+                self.reply(id, Message::Ok).await
+            }
+            Message::Ack(a) => match self.subs.get(&a.subscription_id) {
+                Some(Sub::Group { handle, member }) => {
+                    let (h, m) = (handle.clone(), *member);
+                    if id == 0 {
+                        if h.ack(m, a.kind, a.ranges, false).await.is_err() {
+                            return Err(Close);
+                        }
+                        Ok(())
+                    } else {
+                        self.others.push(Box::pin(async move {
+                            let r = h.ack(m, a.kind, a.ranges, true).await;
+                            (
+                                id,
+                                r.map(|_| Message::Ok).unwrap_or_else(|e| e.to_message()),
+                            )
+                        }));
+                        Ok(())
+                    }
+                }
+                Some(Sub::Ephemeral { .. }) => {
+                    if id != 0 {
+                        let e = BrokerError::InvalidArgument(
+                            "an ephemeral subscription takes no acks; use Flow".into(),
+                        );
+                        self.reply(id, e.to_message()).await
+                    } else {
+                        Ok(())
+                    }
+                }
+                None if id != 0 => {
+                    self.reply(
+                        id,
+                        BrokerError::UnknownSubscription(a.subscription_id).to_message(),
+                    )
+                    .await
+                }
+                None => Ok(()),
+            },
+            Message::Flow(f) => {
+                if let Some(Sub::Ephemeral { credit, window, .. }) =
+                    self.subs.get(&f.subscription_id)
+                {
+                    credit.grant(f.messages, f.bytes, *window);
+                }
+                Ok(())
+            }
+            Message::CreateTopic(c) => match reg.create(&c.name, &c.config, false) {
+                Ok(t) => {
+                    self.others.push(Box::pin(async move {
+                        (
+                            id,
+                            t.info()
+                                .await
+                                .map(Message::TopicInfo)
+                                .unwrap_or_else(|e| e.to_message()),
+                        )
+                    }));
+                    Ok(())
+                }
+                Err(e) => self.reply(id, e.to_message()).await,
+            },
+            Message::DeleteTopic(t) => {
+                self.others.push(Box::pin(async move {
+                    (
+                        id,
+                        reg.delete(&t.name)
+                            .await
+                            .map(|_| Message::Ok)
+                            .unwrap_or_else(|e| e.to_message()),
+                    )
+                }));
+                Ok(())
+            }
+            Message::ListTopics => {
+                self.others.push(Box::pin(async move {
+                    let mut topics = Vec::new();
+                    for t in reg.list() {
+                        match t.info().await {
+                            Ok(i) => topics.push(i),
+                            Err(e) => return (id, e.to_message()),
+                        }
+                    }
+                    (id, Message::TopicList(TopicList { topics }))
+                }));
+                Ok(())
+            }
+            Message::DescribeTopic(t) => match reg.get(&t.name) {
+                Ok(t) => {
+                    self.others.push(Box::pin(async move {
+                        (
+                            id,
+                            t.info()
+                                .await
+                                .map(Message::TopicInfo)
+                                .unwrap_or_else(|e| e.to_message()),
+                        )
+                    }));
+                    Ok(())
+                }
+                Err(e) => self.reply(id, e.to_message()).await,
+            },
+            Message::ListGroups(t) => match reg.get(&t.name) {
+                Ok(t) => {
+                    self.others.push(Box::pin(async move {
+                        let r = t
+                            .group_infos()
+                            .await
+                            .map(|groups| Message::GroupList(GroupList { groups }));
+                        (id, r.unwrap_or_else(|e| e.to_message()))
+                    }));
+                    Ok(())
+                }
+                Err(e) => self.reply(id, e.to_message()).await,
+            },
+            Message::ResetGroup(r) => {
+                let res = reg.get(&r.topic).and_then(|t| t.group(&r.group));
+                match res {
+                    Ok(g) => {
+                        self.others.push(Box::pin(async move {
+                            (
+                                id,
+                                g.reset(r.to)
+                                    .await
+                                    .map(|_| Message::Ok)
+                                    .unwrap_or_else(|e| e.to_message()),
+                            )
+                        }));
+                        Ok(())
+                    }
+                    Err(e) => self.reply(id, e.to_message()).await,
+                }
+            }
+            Message::Hello(_) => {
+                self.reply(
+                    id,
+                    Message::error(ErrorCode::InvalidArgument, "already handshaken"),
+                )
+                .await
+            }
+            other => {
+                let e = Message::error(
+                    ErrorCode::BadFrame,
+                    format!("{:?} is not a request", other.opcode()),
+                );
+                self.reply(id, e).await?;
+                Err(Close)
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, id: u64, s: Subscribe) -> Result<(), BrokerError> {
+        let cfg = &self.shared.config;
+        if self.subs.len() >= cfg.max_subscriptions_per_connection {
+            return Err(BrokerError::Busy(format!(
+                "at most {} subscriptions per connection",
+                cfg.max_subscriptions_per_connection
+            )));
+        }
+        let topic = self.shared.registry.for_publish(&s.topic)?;
+        let window = (
+            s.prefetch_messages.clamp(1, cfg.max_prefetch_messages),
+            s.prefetch_bytes.clamp(1, cfg.max_prefetch_bytes),
+        );
+        let sub_id = self.next_sub;
+        self.next_sub += 1;
+        match s.group {
+            Some(g) => {
+                let handle = topic.group(&g)?;
+                let member = self.shared.next_member.fetch_add(1, Ordering::Relaxed);
+                let join = Join {
+                    member,
+                    subscription_id: sub_id,
+                    request_id: id,
+                    client_id: self.client_id.clone(),
+                    outbox: self.outbox.clone(),
+                    start: s.start,
+                    prefetch_messages: window.0,
+                    prefetch_bytes: window.1,
+                    ack_timeout: (s.ack_timeout_ms > 0)
+                        .then(|| Duration::from_millis(s.ack_timeout_ms as u64)),
+                    max_deliveries: (s.max_deliveries > 0).then_some(s.max_deliveries),
+                };
+                handle.join(join).await?;
+                self.subs.insert(sub_id, Sub::Group { handle, member });
+            }
+            None => {
+                let log = &topic.log;
+                let start = match s.start {
+                    StartPosition::Resume | StartPosition::Latest => log.next_offset(),
+                    StartPosition::Earliest => log.first_offset(),
+                    StartPosition::Offset(o) => o.clamp(log.first_offset(), log.next_offset()),
+                    StartPosition::Timestamp(t) => log.offset_for_timestamp(t)?,
+                };
+                // SubscribeOk goes through the push queue so that it reaches
+                // the client before the first delivery.
+                let ok = Message::SubscribeOk(SubscribeOk {
+                    subscription_id: sub_id,
+                    start_offset: start,
+                });
+                let mut b = bytes::BytesMut::new();
+                ok.encode(id, &mut b);
+                self.outbox.push(Out::Frame(b.freeze()));
+                let cancel = self.shared.shutdown.child_token();
+                let credit = subscription::spawn(
+                    topic,
+                    sub_id,
+                    start,
+                    self.outbox.clone(),
+                    window,
+                    cancel.clone(),
+                );
+                self.subs.insert(
+                    sub_id,
+                    Sub::Ephemeral {
+                        credit,
+                        window,
+                        cancel,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,284 @@
+//! Every topic of the broker: opened from the data folder at start, created
+//! on demand, deleted, listed.
+//!
+//! Layout on disk: `<data-dir>/topics/<name>/topic.meta` (the settings),
+//! `.../log/` (the segments, see [`crate::storage`]) and `.../groups/`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+
+use dashmap::DashMap;
+use herald_protocol::{FsyncPolicy, TopicConfig};
+use tokio_util::sync::CancellationToken;
+
+use super::{name, Topic};
+use crate::config::BrokerConfig;
+use crate::fsutil;
+use crate::group::GroupDefaults;
+use crate::storage::{Log, LogConfig};
+use crate::BrokerError;
+
+/// The broker's topics. Lookups are lock-free (DashMap; guards are never
+/// held across an await: the `Arc<Topic>` is cloned out first).
+pub struct Registry {
+    root: PathBuf,
+    config: Arc<BrokerConfig>,
+    topics: DashMap<String, Arc<Topic>>,
+    /// Topics that failed to open, with the reason, so publishers get a
+    /// clear error instead of a silently recreated empty topic.
+    unavailable: DashMap<String, String>,
+    /// Serialises creation and deletion (rare), not lookups.
+    admin: Mutex<()>,
+    cancel: CancellationToken,
+    me: Weak<Registry>,
+}
+
+const META_FILE: &str = "topic.meta";
+
+impl Registry {
+    /// Opens every topic under `<data-dir>/topics`. A topic that fails to
+    /// open (corrupt log) is logged and marked unavailable; the others serve.
+    ///
+    /// # Errors
+    /// The data folder cannot be created or read.
+    pub fn open(
+        config: Arc<BrokerConfig>,
+        cancel: CancellationToken,
+    ) -> Result<Arc<Registry>, BrokerError> {
+        let root = config.data_dir.join("topics");
+        std::fs::create_dir_all(&root).map_err(|e| {
+            BrokerError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot create data folder {}: {e}", root.display()),
+            ))
+        })?;
+        let reg = Arc::new_cyclic(|me| Registry {
+            root: root.clone(),
+            config,
+            topics: DashMap::new(),
+            unavailable: DashMap::new(),
+            admin: Mutex::new(()),
+            cancel,
+            me: me.clone(),
+        });
+        for entry in std::fs::read_dir(&root)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !entry.path().join(META_FILE).exists() {
+                continue;
+            }
+            match reg.open_topic(&name, None) {
+                Ok(t) => {
+                    reg.topics.insert(name, t);
+                }
+                Err(e) => {
+                    tracing::error!(topic = %name, error = %e, "topic cannot be opened; serving the others");
+                    reg.unavailable.insert(name, e.to_string());
+                }
+            }
+        }
+        Ok(reg)
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    pub fn group_defaults(&self) -> GroupDefaults {
+        GroupDefaults {
+            ack_timeout: self.config.ack_timeout,
+            max_deliveries: self.config.max_deliveries,
+            backoff: self.config.redelivery_backoff.clone(),
+            dlq_suffix: self.config.dlq_suffix.clone(),
+        }
+    }
+
+    fn topic_dir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    fn log_config(&self, cfg: &TopicConfig) -> LogConfig {
+        LogConfig {
+            segment_bytes: cfg.segment_bytes.unwrap_or(self.config.segment_bytes),
+            fsync: cfg.fsync.unwrap_or(self.config.fsync),
+            retention_bytes: cfg.retention_bytes,
+            retention_ms: cfg.retention_ms,
+            tail_cache_bytes: self.config.tail_cache_bytes,
+            ..LogConfig::default()
+        }
+    }
+
+    /// Opens (or, with `create`, first writes the settings of) one topic.
+    fn open_topic(
+        &self,
+        name: &str,
+        create: Option<&TopicConfig>,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        let dir = self.topic_dir(name);
+        let meta = dir.join(META_FILE);
+        let cfg = match create {
+            Some(cfg) => {
+                std::fs::create_dir_all(&dir)?;
+                let body =
+                    postcard::to_allocvec(cfg).map_err(|e| BrokerError::Internal(e.to_string()))?;
+                fsutil::write_atomic(&meta, &body, true)?;
+                fsutil::sync_dir(&self.root)?;
+                cfg.clone()
+            }
+            None => read_meta(&meta)?,
+        };
+        let log = Log::open(dir.join("log"), self.log_config(&cfg))?;
+        Ok(Arc::new(Topic::new(
+            name.to_owned(),
+            cfg,
+            log,
+            dir,
+            self.cancel.child_token(),
+            self.me.clone(),
+        )))
+    }
+
+    /// The topic, if it exists and is usable.
+    pub fn get(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        if let Some(t) = self.topics.get(name) {
+            return Ok(t.value().clone());
+        }
+        if let Some(r) = self.unavailable.get(name) {
+            return Err(BrokerError::TopicUnavailable {
+                name: name.to_owned(),
+                reason: r.value().clone(),
+            });
+        }
+        Err(BrokerError::UnknownTopic(name.to_owned()))
+    }
+
+    /// The topic to publish to: created with defaults if missing and the
+    /// broker auto-creates.
+    pub fn for_publish(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        match self.get(name) {
+            Err(BrokerError::UnknownTopic(_)) if self.config.auto_create_topics => {
+                self.create(name, &TopicConfig::default(), true)
+            }
+            r => r,
+        }
+    }
+
+    /// Like [`Self::for_publish`] but creates even without auto-creation:
+    /// the broker's own topics (dead letters) always exist when needed.
+    pub fn for_publish_internal(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        match self.get(name) {
+            Err(BrokerError::UnknownTopic(_)) => self.create(name, &TopicConfig::default(), true),
+            r => r,
+        }
+    }
+
+    /// Creates a topic. Creating one that exists with the same settings
+    /// succeeds (idempotent); with other settings it is `TopicExists`, unless
+    /// `existing_ok` (auto-creation races).
+    pub fn create(
+        &self,
+        name: &str,
+        cfg: &TopicConfig,
+        existing_ok: bool,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        name::validate("topic", name)?;
+        validate_config(cfg)?;
+        if self.cancel.is_cancelled() {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let _g = self
+            .admin
+            .lock()
+            .map_err(|_| BrokerError::Internal("admin lock poisoned".into()))?;
+        if let Ok(t) = self.get(name) {
+            if existing_ok || &t.config == cfg {
+                return Ok(t);
+            }
+            return Err(BrokerError::TopicExists(name.to_owned()));
+        }
+        let t = self.open_topic(name, Some(cfg))?;
+        self.topics.insert(name.to_owned(), t.clone());
+        self.unavailable.remove(name);
+        tracing::info!(topic = %name, "topic created");
+        Ok(t)
+    }
+
+    /// Deletes a topic: its groups stop, its files go.
+    pub async fn delete(&self, name: &str) -> Result<(), BrokerError> {
+        let t = {
+            let _g = self
+                .admin
+                .lock()
+                .map_err(|_| BrokerError::Internal("admin lock poisoned".into()))?;
+            match self.topics.remove(name) {
+                Some((_, t)) => Some(t),
+                None => {
+                    if self.unavailable.remove(name).is_none() {
+                        return Err(BrokerError::UnknownTopic(name.to_owned()));
+                    }
+                    None
+                }
+            }
+        };
+        if let Some(t) = &t {
+            t.close().await;
+        }
+        let dir = self.topic_dir(name);
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
+            .await
+            .map_err(|e| BrokerError::Internal(e.to_string()))??;
+        fsutil::sync_dir(&self.root)?;
+        tracing::info!(topic = %name, "topic deleted");
+        Ok(())
+    }
+
+    /// Every usable topic, by name.
+    pub fn list(&self) -> Vec<Arc<Topic>> {
+        let mut v: Vec<Arc<Topic>> = self.topics.iter().map(|e| e.value().clone()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Applies retention to every topic; called by a background task.
+    pub fn apply_retention(&self) {
+        for t in self.list() {
+            if let Err(e) = t.log.apply_retention() {
+                tracing::warn!(topic = %t.name, error = %e, "retention");
+            }
+        }
+    }
+
+    /// Stops every group (persisting its state) and closes every log.
+    pub async fn close_all(&self) {
+        for t in self.list() {
+            t.close().await;
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+fn read_meta(path: &Path) -> Result<TopicConfig, BrokerError> {
+    let body = fsutil::read_checked(path)?
+        .ok_or_else(|| BrokerError::Internal(format!("{} is missing", path.display())))?;
+    postcard::from_bytes(&body)
+        .map_err(|e| BrokerError::Internal(format!("{}: {e}", path.display())))
+}
+
+fn validate_config(cfg: &TopicConfig) -> Result<(), BrokerError> {
+    if let Some(s) = cfg.segment_bytes {
+        if !(4096..=(1 << 32)).contains(&s) {
+            return Err(BrokerError::InvalidArgument(format!(
+                "segment size {s} must be between 4 KiB and 4 GiB"
+            )));
+        }
+    }
+    if let Some(FsyncPolicy::Interval { ms: 0 }) = cfg.fsync {
+        return Err(BrokerError::InvalidArgument(
+            "fsync interval must be at least 1 ms".into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! Acknowledgement semantics of groups through real TCP: ack, ack-up-to,
+//! nack with delay, extend, terminate, ack timeouts and dead letters.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use herald_protocol::*;
+
+fn sub(
+    topic: &str,
+    group: &str,
+    prefetch: u32,
+    ack_timeout_ms: u32,
+    max_deliveries: u32,
+) -> Subscribe {
+    Subscribe {
+        topic: topic.into(),
+        group: Some(group.into()),
+        start: StartPosition::Resume,
+        prefetch_messages: prefetch,
+        prefetch_bytes: 1 << 20,
+        ack_timeout_ms,
+        max_deliveries,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nack_with_delay_redelivers_after_the_delay_with_a_higher_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path()).await;
+    let mut c = Raw::connect(b.local_addr()).await;
+    c.publish("t", &[b"a", b"b"]).await;
+    let s = c.subscribe_with(sub("t", "g", 10, 60_000, 0)).await;
+    let got = c.take(2).await;
+    assert_eq!(got[0].0, 1);
+    let t0 = Instant::now();
+    c.ack(s, AckKind::Nack { delay_ms: 300 }, vec![(1, 1)])
+        .await;
+    c.ack(s, AckKind::Ack, vec![(0, 0)]).await;
+    let again = c.take(1).await;
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "redelivered too early"
+    );
+    assert_eq!((again[0].0, again[0].1.offset), (2, 1));
+    c.ack(s, AckKind::Ack, vec![(1, 1)]).await;
+    c.expect_quiet(Duration::from_millis(200)).await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_timeout_redelivers_to_another_member_and_extend_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path()).await;
+    let mut p = Raw::connect(b.local_addr()).await;
+    let mut m1 = Raw::connect(b.local_addr()).await;
+    let s1 = m1.subscribe_with(sub("t", "g", 1, 300, 0)).await;
+    p.publish("t", &[b"x"]).await;
+    let first = m1.take(1).await;
+    assert_eq!(first[0].0, 1);
+    // Keep it for longer than the timeout by extending.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await; // pacing the extends, not synchronisation
+        m1.ack(s1, AckKind::Extend, vec![(0, 0)]).await;
+    }
+    let mut m2 = Raw::connect(b.local_addr()).await;
+    m2.subscribe_with(sub("t", "g", 1, 300, 0)).await;
+    // m1 stops extending: after the deadline the message goes to a member.
+    let (again, who) = tokio::select! {
+        r = m2.take(1) => (r, 2),
+        r = m1.take(1) => (r, 1),
+    };
+    assert_eq!(
+        again[0].0, 2,
+        "delivery count of the redelivery (member {who})"
+    );
+    assert_eq!(again[0].1.offset, 0);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_deliveries_moves_a_message_to_the_dead_letter_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path()).await;
+    let mut c = Raw::connect(b.local_addr()).await;
+    c.publish("jobs", &[b"poison", b"fine"]).await;
+    let s = c.subscribe_with(sub("jobs", "w", 10, 60_000, 3)).await;
+    let got = c.take(2).await;
+    c.ack(s, AckKind::Ack, vec![(1, 1)]).await;
+    assert_eq!(got[0].0, 1);
+    for n in 2..=3 {
+        c.ack(s, AckKind::Nack { delay_ms: 0 }, vec![(0, 0)]).await;
+        let r = c.take(1).await;
+        assert_eq!((r[0].0, r[0].1.offset), (n, 0));
+    }
+    c.ack(s, AckKind::Nack { delay_ms: 0 }, vec![(0, 0)]).await;
+    // Third delivery was the last: it is dead-lettered, not delivered again.
+    let mut d = Raw::connect(b.local_addr()).await;
+    d.subscribe("jobs.dlq", None, StartPosition::Earliest, 10)
+        .await;
+    let dl = d.take(1).await;
+    let r = &dl[0].1;
+    assert_eq!(&r.payload[..], b"poison");
+    let h: std::collections::HashMap<_, _> = r.headers().collect();
+    assert_eq!(h["herald-dlq-original-offset"], b"0");
+    assert_eq!(h["herald-dlq-deliveries"], b"3");
+    assert_eq!(h["herald-dlq-topic"], b"jobs");
+    c.expect_quiet(Duration::from_millis(200)).await;
+    match c
+        .request(Message::ListGroups(TopicName {
+            name: "jobs".into(),
+        }))
+        .await
+    {
+        Message::GroupList(l) => {
+            assert_eq!(l.groups[0].dead_lettered, 1);
+            assert_eq!(l.groups[0].ack_floor, 2);
+            assert_eq!(l.groups[0].lag, 0);
+        }
+        m => panic!("{m:?}"),
+    }
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_and_ack_up_to_are_final() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path()).await;
+    let mut c = Raw::connect(b.local_addr()).await;
+    c.publish("t", &[b"0", b"1", b"2", b"3"]).await;
+    let s = c.subscribe_with(sub("t", "g", 10, 300, 0)).await;
+    c.take(4).await;
+    c.ack(s, AckKind::Terminate, vec![(0, 0)]).await;
+    c.ack(s, AckKind::AckUpTo, vec![(0, 2)]).await;
+    // Only offset 3 is redelivered after the timeout.
+    let again = c.take(1).await;
+    assert_eq!((again[0].0, again[0].1.offset), (2, 3));
+    c.ack(s, AckKind::Ack, vec![(3, 3)]).await;
+    c.expect_quiet(Duration::from_millis(500)).await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_state_survives_a_clean_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path()).await;
+    let addr = b.local_addr();
+    let mut c = Raw::connect(addr).await;
+    for i in 0..10u32 {
+        let m = i.to_string();
+        c.publish("t", &[m.as_bytes()]).await;
+    }
+    let s = c.subscribe_with(sub("t", "g", 100, 60_000, 0)).await;
+    c.take(10).await;
+    c.ack(s, AckKind::Ack, vec![(0, 3), (6, 6)]).await;
+    drop(c);
+    b.shutdown().await;
+    let b = start(dir.path()).await;
+    let mut c = Raw::connect(b.local_addr()).await;
+    c.subscribe_with(sub("t", "g", 100, 60_000, 0)).await;
+    let got: Vec<u64> = c.take(5).await.iter().map(|(_, r)| r.offset).collect();
+    assert_eq!(got, vec![4, 5, 7, 8, 9]);
+    c.expect_quiet(Duration::from_millis(200)).await;
+    b.shutdown().await;
+}

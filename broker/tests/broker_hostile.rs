@@ -1,0 +1,208 @@
+//! Bad peers are cut off alone: garbage, oversized lengths, a wrong first
+//! frame, a bad body. Every other connection keeps working.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use herald_protocol::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads what the broker sends until it closes; returns the error frame's
+/// code if one came.
+async fn error_then_close(mut s: TcpStream) -> Option<ErrorCode> {
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(T, s.read_to_end(&mut buf)).await;
+    assert!(r.is_ok(), "broker did not close the connection");
+    let mut b = bytes::BytesMut::from(&buf[..]);
+    let f = frame::decode_frame(&mut b, DEFAULT_MAX_FRAME).ok()??;
+    match Message::decode(&f).ok()? {
+        Message::Error(e) => Some(ErrorCode::from_u16(e.code)),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peers_are_closed_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path()).await;
+    let addr = b.local_addr();
+    let mut good = Raw::connect(addr).await;
+    good.publish("t", &[b"before"]).await;
+
+    // Garbage instead of a frame.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(error_then_close(s).await.is_some());
+
+    // A length prefix far past the limit: rejected before any body arrives.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&[0xff, 0xff, 0xff, 0x7f]).await.unwrap();
+    assert_eq!(error_then_close(s).await, Some(ErrorCode::TooLarge));
+
+    // A first frame that is not Hello.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&raw_frame(Opcode::Ping, 1, &[])).await.unwrap();
+    assert_eq!(
+        error_then_close(s).await,
+        Some(ErrorCode::HandshakeRequired)
+    );
+
+    // An unsupported version.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut m = bytes::BytesMut::new();
+    Message::Hello(Hello {
+        min_version: 7,
+        max_version: 9,
+        client_name: "x".into(),
+        client_id: None,
+        token: None,
+    })
+    .encode(1, &mut m);
+    s.write_all(&m).await.unwrap();
+    assert_eq!(
+        error_then_close(s).await,
+        Some(ErrorCode::UnsupportedVersion)
+    );
+
+    // After a good handshake, a Publish whose batch has a bad CRC.
+    let mut bad = Raw::connect(addr).await;
+    let mut bytes = batch(&[b"payload"], 0, 0).into_bytes().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    let mut body = vec![1, 0, b't'];
+    body.extend_from_slice(&bytes);
+    bad.framed
+        .get_mut()
+        .write_all(&raw_frame(Opcode::Publish, 5, &body))
+        .await
+        .unwrap();
+    let f = bad.recv().await.expect("an error frame");
+    match Message::decode(&f).unwrap() {
+        Message::Error(e) => assert_eq!(ErrorCode::from_u16(e.code), ErrorCode::BadFrame),
+        m => panic!("{m:?}"),
+    }
+    let closed = tokio::time::timeout(T, bad.framed.next()).await.unwrap();
+    assert!(closed.is_none() || closed.unwrap().is_err());
+
+    // Random bytes of every size.
+    for n in [1usize, 3, 15, 16, 17, 100, 5000] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let junk: Vec<u8> = (0..n).map(|i| (i * 31 + 7) as u8).collect();
+        s.write_all(&junk).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut sink = Vec::new();
+        let r = tokio::time::timeout(T, s.read_to_end(&mut sink)).await;
+        assert!(r.is_ok());
+    }
+
+    // The good connection never noticed.
+    let ok = good.publish("t", &[b"after"]).await;
+    assert_eq!(ok.base_offset, 1);
+    match good.request(Message::Ping).await {
+        Message::Pong => {}
+        m => panic!("{m:?}"),
+    }
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_dropped_after_the_handshake_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.handshake_timeout = Duration::from_millis(200);
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    let s = TcpStream::connect(b.local_addr()).await.unwrap();
+    assert_eq!(
+        error_then_close(s).await,
+        Some(ErrorCode::HandshakeRequired)
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_admin_validates_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path()).await;
+    let mut c = Raw::connect(b.local_addr()).await;
+    let cfg = TopicConfig {
+        retention_bytes: Some(1 << 30),
+        ..Default::default()
+    };
+    let create = |n: &str, cfg: &TopicConfig| {
+        Message::CreateTopic(CreateTopic {
+            name: n.into(),
+            config: cfg.clone(),
+        })
+    };
+    match c.request(create("orders", &cfg)).await {
+        Message::TopicInfo(i) => assert_eq!(i.config, cfg),
+        m => panic!("{m:?}"),
+    }
+    assert!(matches!(
+        c.request(create("orders", &cfg)).await,
+        Message::TopicInfo(_)
+    ));
+    match c.request(create("orders", &TopicConfig::default())).await {
+        Message::Error(e) => assert_eq!(ErrorCode::from_u16(e.code), ErrorCode::TopicExists),
+        m => panic!("{m:?}"),
+    }
+    match c.request(create("bad/name", &cfg)).await {
+        Message::Error(e) => {
+            assert_eq!(ErrorCode::from_u16(e.code), ErrorCode::InvalidArgument);
+            assert!(e.message.contains("bad/name"), "{}", e.message);
+        }
+        m => panic!("{m:?}"),
+    }
+    c.publish("orders", &[b"x", b"y"]).await;
+    match c
+        .request(Message::DescribeTopic(TopicName {
+            name: "orders".into(),
+        }))
+        .await
+    {
+        Message::TopicInfo(i) => assert_eq!(i.next_offset, 2),
+        m => panic!("{m:?}"),
+    }
+    match c.request(Message::ListTopics).await {
+        Message::TopicList(l) => assert_eq!(
+            l.topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            vec!["orders"]
+        ),
+        m => panic!("{m:?}"),
+    }
+    assert_eq!(
+        c.request(Message::DeleteTopic(TopicName {
+            name: "orders".into()
+        }))
+        .await,
+        Message::Ok
+    );
+    match c
+        .request(Message::DescribeTopic(TopicName {
+            name: "orders".into(),
+        }))
+        .await
+    {
+        Message::Error(e) => assert_eq!(ErrorCode::from_u16(e.code), ErrorCode::UnknownTopic),
+        m => panic!("{m:?}"),
+    }
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_auto_create_refuses_unknown_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.auto_create_topics = false;
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    let mut c = Raw::connect(b.local_addr()).await;
+    let e = c.publish_seq("nope", &[b"x"], 0, 0).await.unwrap_err();
+    assert_eq!(ErrorCode::from_u16(e.code), ErrorCode::UnknownTopic);
+    b.shutdown().await;
+}
