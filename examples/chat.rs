@@ -1,4 +1,3 @@
-<<<<<<< HEAD
 //! A terminal chat on top of topics: every line typed is published to topic
 //! `chat.<room>`, and every participant reads the room through a group named
 //! after themselves, so a user who leaves and comes back first sees what
@@ -90,6 +89,3 @@ async fn main() -> anyhow::Result<()> {
     client.close().await;
     Ok(())
 }
-=======
-fn main() {}
->>>>>>> main
