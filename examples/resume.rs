@@ -8,7 +8,7 @@
 //! cargo run -p herald-examples --example resume -- consume 30   # "crashes" after 30 messages
 //! cargo run -p herald-examples --example resume -- consume      # carries on from message 31
 //! ```
-//! An optional last argument is the broker address (default 127.0.0.1:7400).
+//! The broker address comes from `HERALD_ADDR` (default 127.0.0.1:7400).
 
 use std::time::Duration;
 
@@ -80,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
             }
             client.close().await;
         }
-        _ => bail!("usage: resume produce [N] [ADDR] | resume consume [CRASH_AFTER] [ADDR]"),
+        _ => bail!("usage: resume produce [N] | resume consume [CRASH_AFTER]"),
     }
     Ok(())
 }
