@@ -22,10 +22,7 @@ const GROUP: &str = "resume-demo-consumer";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let addr = args
-        .get(2)
-        .cloned()
-        .unwrap_or_else(|| "127.0.0.1:7400".into());
+    let addr = std::env::var("HERALD_ADDR").unwrap_or_else(|_| "127.0.0.1:7400".into());
     let client = Client::builder(addr.as_str())
         .client_id("resume-demo")
         .connect()
