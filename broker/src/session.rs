@@ -353,20 +353,16 @@ impl Session {
             Message::Ack(a) => match self.subs.get(&a.subscription_id) {
                 Some(Sub::Group { handle, member }) => {
                     let (h, m) = (handle.clone(), *member);
-                    if id == 0 {
-                        if h.ack(m, a.kind, a.ranges, false).await.is_err() {
-                            return Err(Close);
+                    match h.ack(m, a.kind, a.ranges, id != 0).await {
+                        Err(_) => Err(Close),
+                        Ok(None) => Ok(()),
+                        Ok(Some(persisted)) => {
+                            self.others.push(Box::pin(async move {
+                                let r = persisted.await.unwrap_or(Err(BrokerError::ShuttingDown));
+                                (id, r.map(|_| Message::Ok).unwrap_or_else(|e| e.to_message()))
+                            }));
+                            Ok(())
                         }
-                        Ok(())
-                    } else {
-                        self.others.push(Box::pin(async move {
-                            let r = h.ack(m, a.kind, a.ranges, true).await;
-                            (
-                                id,
-                                r.map(|_| Message::Ok).unwrap_or_else(|e| e.to_message()),
-                            )
-                        }));
-                        Ok(())
                     }
                 }
                 Some(Sub::Ephemeral { .. }) => {

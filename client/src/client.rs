@@ -162,9 +162,19 @@ impl Client {
     /// A pipelined, idempotent producer for `topic`: many sends in flight,
     /// each re-sent after a reconnect and stored exactly once.
     pub fn producer(&self, topic: &str) -> Producer {
+        self.producer_with_id(topic, crate::state::fresh_producer_id())
+    }
+
+    /// A producer with a chosen producer id. Its sequence numbers start at
+    /// 0, so running the same input again with the same id stores nothing
+    /// twice: the broker answers the repeats as duplicates with their
+    /// original offsets. An id of 0 means a fresh random id.
+    pub fn producer_with_id(&self, topic: &str, producer_id: u64) -> Producer {
         let i = &self.inner;
+        let producer_id = if producer_id == 0 { crate::state::fresh_producer_id() } else { producer_id };
         Producer::spawn(
             i.next_id(),
+            producer_id,
             topic,
             &i.cfg,
             i.budget.clone(),

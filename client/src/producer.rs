@@ -22,7 +22,6 @@ use crate::command::{Command, Permits, PublishBatch};
 use crate::config::{ClientConfig, OverflowPolicy};
 use crate::connection::ConnShared;
 use crate::message::now_ms;
-use crate::state::fresh_producer_id;
 use crate::{Error, Receipt, Record, Result};
 
 /// The client-wide publish buffer: messages and bytes accepted by `send`
@@ -168,6 +167,7 @@ impl std::fmt::Debug for Producer {
 impl Producer {
     pub(crate) fn spawn(
         local_id: u64,
+        producer_id: u64,
         topic: &str,
         cfg: &ClientConfig,
         budget: Arc<Budget>,
@@ -184,7 +184,7 @@ impl Producer {
             max_batch_bytes: cfg.max_batch_bytes.max(BATCH_HEADER_LEN + 64),
         });
         let inflight = Arc::new(Semaphore::new(cfg.max_inflight_batches.max(1)));
-        tokio::spawn(batcher(local_id, shared.clone(), inflight, cmd_tx));
+        tokio::spawn(batcher(local_id, producer_id, shared.clone(), inflight, cmd_tx));
         Producer {
             inner: Arc::new(CloseOnDrop(shared)),
         }
@@ -266,11 +266,11 @@ impl Future for PendingReceipt {
 /// task, keeping at most `inflight` batches unconfirmed.
 async fn batcher(
     local_id: u64,
+    producer_id: u64,
     shared: Arc<ProducerShared>,
     inflight: Arc<Semaphore>,
     cmd_tx: mpsc::Sender<Command>,
 ) {
-    let producer_id = fresh_producer_id();
     let mut next_seq: u64 = 0;
     let mut builder = BatchBuilder::new();
     loop {

@@ -105,15 +105,17 @@ impl GroupHandle {
         let _ = self.tx.send(Cmd::Leave(member)).await;
     }
 
-    /// Records an ack-like operation. With `wait`, resolves once the new
-    /// state is persisted under the topic's durability policy.
+    /// Queues an ack-like operation. The returned receiver (with `wait`)
+    /// resolves once the new state is persisted under the topic's
+    /// durability policy. Queuing happens before this returns, so a later
+    /// command from the same session (an Unsubscribe) cannot overtake it.
     pub async fn ack(
         &self,
         member: MemberId,
         kind: AckKind,
         ranges: Vec<(u64, u64)>,
         wait: bool,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<Option<oneshot::Receiver<Result<(), BrokerError>>>, BrokerError> {
         let (tx, rx) = oneshot::channel();
         let done = if wait { Some(tx) } else { None };
         self.tx
@@ -125,11 +127,7 @@ impl GroupHandle {
             })
             .await
             .map_err(|_| gone())?;
-        if wait {
-            rx.await.map_err(|_| gone())?
-        } else {
-            Ok(())
-        }
+        Ok(wait.then_some(rx))
     }
 
     pub async fn info(&self) -> Result<GroupInfo, BrokerError> {

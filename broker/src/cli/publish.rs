@@ -1,0 +1,161 @@
+//! `herald pub`: publish arguments, stdin lines or generated payloads, each
+//! confirmed; exits 0 only when every message is confirmed.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Args;
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+use herald_client::{PendingReceipt, Producer, Record};
+use serde_json::json;
+use tokio::io::AsyncBufReadExt;
+
+use super::common::{parse_size, runtime, ServerArgs};
+
+/// Confirms awaited at once; bounds memory for endless stdin.
+const MAX_PENDING: usize = 50_000;
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  herald pub orders '{\"id\":1}' '{\"id\":2}'\n  seq 1 1000000 | herald pub numbers\n  herald pub bench --count 100000 --size 100\n  herald pub orders --key customer-7 --header source=cli hello\n  tail -f app.log | herald pub logs --json")]
+pub struct PubArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The topic (created with defaults if missing, unless the broker forbids it).
+    topic: String,
+    /// Messages to publish; without any, each line of stdin is one message.
+    messages: Vec<String>,
+    /// Key of every message.
+    #[arg(long)]
+    key: Option<String>,
+    /// A header `name=value` on every message (repeatable).
+    #[arg(long = "header", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// Producer id for idempotent publishing: re-running the same input with
+    /// the same id stores nothing twice. Default: a fresh id per run.
+    #[arg(long)]
+    producer_id: Option<u64>,
+    /// Publish N generated messages instead (see --size).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Size of generated messages.
+    #[arg(long, value_parser = parse_size, default_value = "100")]
+    size: u64,
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("header {s:?} must be name=value"))
+}
+
+struct Out {
+    json: bool,
+    w: std::io::BufWriter<std::io::Stdout>,
+    confirmed: u64,
+}
+
+impl Out {
+    fn confirmed(&mut self, seq: u64, r: herald_client::Receipt) -> anyhow::Result<()> {
+        self.confirmed += 1;
+        if self.json {
+            writeln!(self.w, "{}", json!({"seq": seq, "offset": r.offset, "duplicate": r.duplicate}))?;
+        }
+        Ok(())
+    }
+}
+
+pub fn run(a: PubArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async move {
+        let client = herald_client::Client::builder(a.server.server.clone())
+            .client_name("herald-pub")
+            .max_reconnect_attempts(Some(100))
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach a broker at {} (start one with `herald serve`, or pass --server)", a.server.server))?;
+        let producer = match a.producer_id {
+            Some(id) => client.producer_with_id(&a.topic, id),
+            None => client.producer(&a.topic),
+        };
+        let key = a.key.clone().map(Bytes::from);
+        let make = |payload: Bytes| {
+            let mut r = Record::new(payload);
+            if let Some(k) = &key {
+                r = r.key(k.clone());
+            }
+            for (n, v) in &a.headers {
+                r = r.header(n.clone(), Bytes::from(v.clone()));
+            }
+            r
+        };
+        let mut out = Out { json: a.server.json, w: std::io::BufWriter::new(std::io::stdout()), confirmed: 0 };
+        let mut pending = Pending::new();
+        let mut seq = 0u64;
+        if let Some(n) = a.count {
+            let payload = Bytes::from(vec![b'x'; a.size as usize]);
+            for _ in 0..n {
+                send(&producer, make(payload.clone()), &mut seq, &mut pending).await?;
+                drain(&mut pending, &mut out, MAX_PENDING).await?;
+            }
+        } else if !a.messages.is_empty() {
+            for m in &a.messages {
+                send(&producer, make(Bytes::from(m.clone())), &mut seq, &mut pending).await?;
+            }
+        } else {
+            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            while let Some(line) = lines.next_line().await.context("reading stdin")? {
+                send(&producer, make(Bytes::from(line)), &mut seq, &mut pending).await?;
+                drain(&mut pending, &mut out, MAX_PENDING).await?;
+            }
+        }
+        drain(&mut pending, &mut out, 0).await?;
+        out.w.flush()?;
+        if !a.server.json {
+            eprintln!("published {} messages to {}", out.confirmed, a.topic);
+        }
+        client.close().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+type Pending = FuturesOrdered<futures::future::BoxFuture<'static, (u64, herald_client::Result<herald_client::Receipt>)>>;
+
+/// Queues one record and keeps its receipt in `pending`.
+async fn send(producer: &Producer, rec: Record, seq: &mut u64, pending: &mut Pending) -> anyhow::Result<()> {
+    let p: PendingReceipt = producer.send_record(rec).await.context("publishing")?;
+    let n = *seq;
+    *seq += 1;
+    pending.push_back(Box::pin(async move { (n, p.await) }));
+    Ok(())
+}
+
+/// Takes finished confirms (waiting while more than `keep` are open), and
+/// flushes output whenever nothing more is ready, so a script sees each
+/// confirm within milliseconds.
+async fn drain(pending: &mut Pending, out: &mut Out, keep: usize) -> anyhow::Result<()> {
+    loop {
+        let next = if pending.len() > keep {
+            pending.next().await
+        } else {
+            match futures::FutureExt::now_or_never(pending.next()) {
+                Some(n) => n,
+                None => {
+                    out.w.flush()?;
+                    return Ok(());
+                }
+            }
+        };
+        match next {
+            None => {
+                out.w.flush()?;
+                return Ok(());
+            }
+            Some((seq, r)) => {
+                let r = r.with_context(|| format!("message {seq} was not confirmed"))?;
+                out.confirmed(seq, r)?;
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! `herald topics`: list, create, delete, describe.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use herald_client::{TopicConfig, TopicInfo};
+use herald_broker::config::{fsync_name, parse_fsync};
+use serde_json::json;
+
+use super::common::{human_bytes, parse_duration, parse_size, runtime, ServerArgs};
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  herald topics list\n  herald topics create orders --retention-bytes 10GiB --retention 7d --fsync always\n  herald topics describe orders --json\n  herald topics delete orders")]
+pub struct TopicsArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(subcommand)]
+    cmd: TopicsCmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicsCmd {
+    /// List every topic.
+    List,
+    /// Create a topic (succeeds if it exists with the same settings).
+    Create {
+        name: String,
+        /// Delete old segments past this total size (e.g. 10GiB).
+        #[arg(long, value_parser = parse_size)]
+        retention_bytes: Option<u64>,
+        /// Delete segments older than this (e.g. 7d).
+        #[arg(long, value_parser = parse_duration)]
+        retention: Option<std::time::Duration>,
+        /// Segment file size (e.g. 64MiB).
+        #[arg(long, value_parser = parse_size)]
+        segment_bytes: Option<u64>,
+        /// always, interval:<ms> or never (default: the broker's).
+        #[arg(long, value_parser = parse_fsync)]
+        fsync: Option<herald_protocol::FsyncPolicy>,
+    },
+    /// Delete a topic and its data.
+    Delete { name: String },
+    /// Offsets, size on disk, rate and groups of a topic.
+    Describe { name: String },
+}
+
+fn info_json(t: &TopicInfo) -> serde_json::Value {
+    json!({
+        "name": t.name,
+        "first_offset": t.first_offset,
+        "next_offset": t.next_offset,
+        "bytes_on_disk": t.bytes_on_disk,
+        "segments": t.segments,
+        "messages_per_sec": t.messages_per_sec,
+        "retention_bytes": t.config.retention_bytes,
+        "retention_ms": t.config.retention_ms,
+        "segment_bytes": t.config.segment_bytes,
+        "fsync": t.config.fsync.map(fsync_name),
+        "groups": t.groups.iter().map(super::groups::group_json).collect::<Vec<_>>(),
+    })
+}
+
+fn print_info(t: &TopicInfo) {
+    println!("topic {}", t.name);
+    println!("  offsets        {} .. {} ({} messages)", t.first_offset, t.next_offset, t.next_offset - t.first_offset);
+    println!("  on disk        {} in {} segments", human_bytes(t.bytes_on_disk), t.segments);
+    println!("  rate           {:.1} msg/s since start", t.messages_per_sec);
+    let c = &t.config;
+    println!(
+        "  settings       retention {} / {}, segment {}, fsync {}",
+        c.retention_bytes.map(human_bytes).unwrap_or_else(|| "unlimited".into()),
+        c.retention_ms.map(|ms| humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()).unwrap_or_else(|| "forever".into()),
+        c.segment_bytes.map(human_bytes).unwrap_or_else(|| "default".into()),
+        c.fsync.map(fsync_name).unwrap_or_else(|| "broker default".into())
+    );
+    for g in &t.groups {
+        println!("  group {:<20} lag {:>10}  in-flight {:>6}  members {}", g.name, g.lag, g.in_flight, g.members.len());
+    }
+}
+
+pub fn run(a: TopicsArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async move {
+        let client = a.server.connect().await?;
+        match a.cmd {
+            TopicsCmd::List => {
+                let topics = client.list_topics().await?;
+                for t in &topics {
+                    if a.server.json {
+                        println!("{}", info_json(t));
+                    } else {
+                        println!("{:<30} {:>12} messages {:>12}", t.name, t.next_offset - t.first_offset, human_bytes(t.bytes_on_disk));
+                    }
+                }
+                if topics.is_empty() && !a.server.json {
+                    eprintln!("no topics");
+                }
+            }
+            TopicsCmd::Create { name, retention_bytes, retention, segment_bytes, fsync } => {
+                let cfg = TopicConfig {
+                    retention_bytes,
+                    retention_ms: retention.map(|d| d.as_millis() as u64),
+                    segment_bytes,
+                    fsync,
+                };
+                let t = client.create_topic(&name, cfg).await?;
+                if a.server.json {
+                    println!("{}", info_json(&t));
+                } else {
+                    println!("created topic {}", t.name);
+                }
+            }
+            TopicsCmd::Delete { name } => {
+                client.delete_topic(&name).await?;
+                if a.server.json {
+                    println!("{}", json!({"deleted": name}));
+                } else {
+                    println!("deleted topic {name}");
+                }
+            }
+            TopicsCmd::Describe { name } => {
+                let t = client.describe_topic(&name).await?;
+                if a.server.json {
+                    println!("{}", info_json(&t));
+                } else {
+                    print_info(&t);
+                }
+            }
+        }
+        client.close().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
