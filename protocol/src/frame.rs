@@ -118,12 +118,16 @@ pub struct Frame {
 /// A length above `max_frame` or below the header size, an unknown opcode or
 /// reserved bits set. The length check happens on the first four bytes, so a
 /// hostile peer cannot make the caller allocate.
-pub fn peek_header(src: &[u8], max_frame: usize) -> Result<Option<(FrameHeader, usize)>, WireError> {
+pub fn peek_header(
+    src: &[u8],
+    max_frame: usize,
+) -> Result<Option<(FrameHeader, usize)>, WireError> {
     if src.len() < 4 {
         return Ok(None);
     }
     let len = u32::from_le_bytes([src[0], src[1], src[2], src[3]]) as usize;
-    let total = len + 4;
+    // Saturating: on a 32-bit target `u32::MAX + 4` would overflow usize.
+    let total = len.saturating_add(4);
     if total > max_frame {
         return Err(WireError::FrameTooLarge {
             size: total,
@@ -172,7 +176,8 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Frame
         }
         None => {
             if buf.len() >= 4 {
-                let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize + 4;
+                let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                let len = len.saturating_add(4);
                 // Bounded: peek_header already rejected len > max_frame.
                 buf.reserve(len.saturating_sub(buf.len()));
             }
@@ -230,7 +235,11 @@ mod tests {
         let mut buf = BytesMut::new();
         put_frame(&mut buf, Opcode::Ok, 0, 9, b"abc");
         for cut in 0..buf.len() {
-            assert_eq!(peek_header(&buf[..cut], DEFAULT_MAX_FRAME), Ok(None), "cut {cut}");
+            assert_eq!(
+                peek_header(&buf[..cut], DEFAULT_MAX_FRAME),
+                Ok(None),
+                "cut {cut}"
+            );
         }
         let (h, total) = peek_header(&buf, DEFAULT_MAX_FRAME).unwrap().unwrap();
         assert_eq!(total, buf.len());

@@ -144,7 +144,13 @@ pub fn decode_deliver(body: &Bytes) -> Result<Deliver, WireError> {
 
 /// Writes a Publish frame: header, topic, then the batch bytes.
 pub fn put_publish(buf: &mut BytesMut, request_id: u64, topic: &str, batch: &[u8]) {
-    put_header(buf, Opcode::Publish, 0, request_id, 2 + topic.len() + batch.len());
+    put_header(
+        buf,
+        Opcode::Publish,
+        0,
+        request_id,
+        2 + topic.len() + batch.len(),
+    );
     buf.put_u16_le(topic.len() as u16);
     buf.put_slice(topic.as_bytes());
     buf.put_slice(batch);
