@@ -278,8 +278,12 @@ impl Batch {
         u32_at(&self.bytes, OFF_COUNT)
     }
     /// Offset of the last record.
+    ///
+    /// Saturates at `u64::MAX`: the base offset lies outside the CRC, and a
+    /// hostile or corrupt stamp near the top of the range must not panic.
     pub fn last_offset(&self) -> u64 {
-        self.base_offset() + self.record_count() as u64 - 1
+        self.base_offset()
+            .saturating_add(u64::from(self.record_count()).saturating_sub(1))
     }
     pub fn first_timestamp(&self) -> i64 {
         u64_at(&self.bytes, OFF_FIRST_TS) as i64
@@ -479,9 +483,11 @@ impl Iterator for Records {
             p += 4 + vl;
         }
         self.pos = start + len;
+        // Saturating, like `Batch::last_offset`: a stamp or first timestamp
+        // at the end of its range is valid framing and must not panic.
         Some(Record {
-            offset: self.base_offset + delta,
-            timestamp: self.first_ts + ts_delta,
+            offset: self.base_offset.saturating_add(delta),
+            timestamp: self.first_ts.saturating_add(ts_delta),
             key: self.bytes.slice(key_at..key_at + key_len),
             headers: self.bytes.slice(h_at..p),
             header_count: hcount,

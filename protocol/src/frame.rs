@@ -126,7 +126,8 @@ pub fn peek_header(
         return Ok(None);
     }
     let len = u32::from_le_bytes([src[0], src[1], src[2], src[3]]) as usize;
-    let total = len + 4;
+    // Saturating: on a 32-bit target `u32::MAX + 4` would overflow usize.
+    let total = len.saturating_add(4);
     if total > max_frame {
         return Err(WireError::FrameTooLarge {
             size: total,
@@ -175,7 +176,8 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Frame
         }
         None => {
             if buf.len() >= 4 {
-                let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize + 4;
+                let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                let len = len.saturating_add(4);
                 // Bounded: peek_header already rejected len > max_frame.
                 buf.reserve(len.saturating_sub(buf.len()));
             }

@@ -1,0 +1,474 @@
+//! Pinned bytes: one test per frame type, holding the whole frame as hex.
+//!
+//! The postcard bodies were written out by hand from postcard's documented
+//! encoding, not captured from the encoder, so these tests also check what
+//! docs/protocol.md says (its examples are copied from here). If one fails,
+//! the wire format changed: that needs a new protocol version, not a new
+//! literal.
+//!
+//! Layout of every literal: `length | opcode flags reserved | request id |
+//! body`.
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use common::{hex, one_frame};
+use herald_protocol::batch::stamp;
+use herald_protocol::*;
+
+/// Encodes `msg` with `request_id`, compares with `want`, and decodes `want`
+/// back to `msg`.
+fn pin(msg: Message, request_id: u64, want: &str) {
+    let want = hex(want);
+    let mut buf = BytesMut::new();
+    msg.encode(request_id, &mut buf);
+    assert_eq!(
+        hex_string(&buf),
+        hex_string(&want),
+        "encoding of {:?}",
+        msg.opcode()
+    );
+    let frame = one_frame(BytesMut::from(&want[..]), DEFAULT_MAX_FRAME);
+    assert_eq!(frame.header.request_id, request_id);
+    assert_eq!(Message::decode(&frame).unwrap(), msg);
+}
+
+fn hex_string(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The batch of one record pinned in `batch.rs`: key "k", header h=v,
+/// payload "hi", timestamp 1000, producer 7, sequence 3.
+const BATCH: &str = "
+    0000000000000000 0000000000000000  55000000 713fe3e0
+    01 00 0000  01000000  e803000000000000  0700000000000000  0300000000000000
+    19000000 00000000 00000000 01000000 6b  0100 0100 68 01000000 76  6869";
+
+fn one_record_batch() -> Batch {
+    let mut b = BatchBuilder::new();
+    b.push(&RecordRef {
+        key: b"k",
+        headers: &[("h", b"v")],
+        payload: b"hi",
+        timestamp: 1000,
+    });
+    Batch::validate(b.finish(7, 3)).unwrap()
+}
+
+#[test]
+fn the_pinned_batch() {
+    assert_eq!(
+        hex_string(one_record_batch().bytes()),
+        hex_string(&hex(BATCH))
+    );
+}
+
+#[test]
+fn hello() {
+    pin(
+        Message::Hello(Hello {
+            min_version: 1,
+            max_version: 1,
+            client_name: "cli".into(),
+            client_id: Some("c1".into()),
+            token: None,
+        }),
+        1,
+        "17000000 01 00 0000 0100000000000000 | 01 01 03636c69 01026331 00",
+    );
+}
+
+#[test]
+fn hello_ok() {
+    // 8 MiB = 2^23 -> 80 80 80 04; 1 MiB = 2^20 -> 80 80 40; 5000 -> 88 27.
+    pin(
+        Message::HelloOk(HelloOk {
+            version: 1,
+            client_id: "c1".into(),
+            max_frame: 8 << 20,
+            max_batch: 1 << 20,
+            heartbeat_ms: 5000,
+        }),
+        1,
+        "19000000 02 00 0000 0100000000000000 | 01 026331 80808004 808040 8827",
+    );
+}
+
+#[test]
+fn error() {
+    pin(
+        Message::error(ErrorCode::UnknownTopic, "no such topic"),
+        9,
+        "1b000000 03 00 0000 0900000000000000 | 04 0d 6e6f20737563682074 6f706963",
+    );
+}
+
+#[test]
+fn ping_and_pong() {
+    pin(Message::Ping, 2, "0c000000 04 00 0000 0200000000000000");
+    pin(Message::Pong, 2, "0c000000 05 00 0000 0200000000000000");
+}
+
+#[test]
+fn going_away_is_pushed() {
+    // PUSH flag set and request id 0, whatever id the caller passes.
+    pin(
+        Message::GoingAway(GoingAway {
+            reason: "shutdown".into(),
+        }),
+        0,
+        "15000000 06 01 0000 0000000000000000 | 08 73687574646f776e",
+    );
+    let mut buf = BytesMut::new();
+    Message::GoingAway(GoingAway {
+        reason: "shutdown".into(),
+    })
+    .encode(99, &mut buf);
+    assert_eq!(&buf[5..16], &hex("01 0000 0000000000000000")[..]);
+}
+
+#[test]
+fn ok() {
+    pin(Message::Ok, 3, "0c000000 07 00 0000 0300000000000000");
+}
+
+#[test]
+fn publish() {
+    pin(
+        Message::Publish {
+            topic: "t".into(),
+            batch: one_record_batch(),
+        },
+        4,
+        &format!("64000000 10 00 0000 0400000000000000 | 0100 74 | {BATCH}"),
+    );
+}
+
+#[test]
+fn publish_ok() {
+    pin(
+        Message::PublishOk(PublishOk {
+            base_offset: 1000,
+            count: 1,
+            duplicate: false,
+        }),
+        4,
+        "10000000 11 00 0000 0400000000000000 | e807 01 00",
+    );
+}
+
+#[test]
+fn subscribe() {
+    // start = Offset(300): variant 3, then 300 -> ac 02; 65536 -> 80 80 04.
+    pin(
+        Message::Subscribe(Subscribe {
+            topic: "t".into(),
+            group: Some("g".into()),
+            start: StartPosition::Offset(300),
+            prefetch_messages: 100,
+            prefetch_bytes: 65536,
+            ack_timeout_ms: 0,
+            max_deliveries: 5,
+        }),
+        5,
+        "1a000000 20 00 0000 0500000000000000 | 0174 010167 03ac02 64 808004 00 05",
+    );
+}
+
+#[test]
+fn subscribe_ok() {
+    pin(
+        Message::SubscribeOk(SubscribeOk {
+            subscription_id: 1,
+            start_offset: 300,
+        }),
+        5,
+        "0f000000 21 00 0000 0500000000000000 | 01 ac02",
+    );
+}
+
+#[test]
+fn unsubscribe() {
+    pin(
+        Message::Unsubscribe(Unsubscribe { subscription_id: 1 }),
+        6,
+        "0d000000 22 00 0000 0600000000000000 | 01",
+    );
+}
+
+#[test]
+fn deliver() {
+    // The pinned batch as the broker stored it: base offset 16, append time
+    // 2000. Stamping leaves the CRC alone.
+    let mut m = BytesMut::from(&one_record_batch().bytes()[..]);
+    stamp(&mut m, 16, 2000);
+    let batch = Batch::validate(m.freeze()).unwrap();
+    let stored = BATCH.replacen(
+        "0000000000000000 0000000000000000",
+        "1000000000000000 d007000000000000",
+        1,
+    );
+    pin(
+        Message::Deliver(Deliver {
+            subscription_id: 1,
+            first_offset: 16,
+            last_offset: 16,
+            delivery_count: 1,
+            batch,
+        }),
+        0,
+        &format!(
+            "7d000000 23 01 0000 0000000000000000 |
+             0100000000000000 1000000000000000 1000000000000000 01000000 | {stored}"
+        ),
+    );
+}
+
+#[test]
+fn ack() {
+    // Nack is variant 2 with its delay (250 -> fa 01); ranges are a
+    // length-prefixed list of (u64, u64).
+    pin(
+        Message::Ack(Ack {
+            subscription_id: 1,
+            kind: AckKind::Nack { delay_ms: 250 },
+            ranges: vec![(16, 16), (18, 20)],
+        }),
+        0,
+        "15000000 24 00 0000 0000000000000000 | 01 02fa01 02 1010 1214",
+    );
+}
+
+#[test]
+fn ack_kind_indices() {
+    let kinds = [
+        (AckKind::Ack, "00"),
+        (AckKind::AckUpTo, "01"),
+        (AckKind::Nack { delay_ms: 0 }, "0200"),
+        (AckKind::Extend, "03"),
+        (AckKind::Terminate, "04"),
+    ];
+    for (kind, k) in kinds {
+        let body = format!("07 {k} 01 0102");
+        let len = 12 + hex(&body).len();
+        pin(
+            Message::Ack(Ack {
+                subscription_id: 7,
+                kind,
+                ranges: vec![(1, 2)],
+            }),
+            1,
+            &format!("{len:02x}000000 24 00 0000 0100000000000000 | {body}"),
+        );
+    }
+}
+
+#[test]
+fn flow() {
+    pin(
+        Message::Flow(Flow {
+            subscription_id: 1,
+            messages: 10,
+            bytes: 4096,
+        }),
+        0,
+        "10000000 25 00 0000 0000000000000000 | 01 0a 8020",
+    );
+}
+
+#[test]
+fn create_topic() {
+    // retention_bytes Some(2^30) -> 01 80 80 80 80 04; fsync
+    // Some(Interval { ms: 100 }) -> 01 01 64.
+    pin(
+        Message::CreateTopic(CreateTopic {
+            name: "t".into(),
+            config: TopicConfig {
+                retention_bytes: Some(1 << 30),
+                retention_ms: None,
+                segment_bytes: None,
+                fsync: Some(FsyncPolicy::Interval { ms: 100 }),
+            },
+        }),
+        7,
+        "19000000 30 00 0000 0700000000000000 | 0174 018080808004 00 00 010164",
+    );
+}
+
+#[test]
+fn fsync_policy_indices() {
+    for (policy, p) in [
+        (FsyncPolicy::Always, "00"),
+        (FsyncPolicy::Interval { ms: 1 }, "0101"),
+        (FsyncPolicy::Never, "02"),
+    ] {
+        let body = format!("0174 00 00 00 01{p}");
+        let len = 12 + hex(&body).len();
+        pin(
+            Message::CreateTopic(CreateTopic {
+                name: "t".into(),
+                config: TopicConfig {
+                    fsync: Some(policy),
+                    ..TopicConfig::default()
+                },
+            }),
+            1,
+            &format!("{len:02x}000000 30 00 0000 0100000000000000 | {body}"),
+        );
+    }
+}
+
+#[test]
+fn delete_topic() {
+    pin(
+        Message::DeleteTopic(TopicName { name: "t".into() }),
+        8,
+        "0e000000 31 00 0000 0800000000000000 | 0174",
+    );
+}
+
+#[test]
+fn list_topics() {
+    pin(
+        Message::ListTopics,
+        9,
+        "0c000000 32 00 0000 0900000000000000",
+    );
+}
+
+#[test]
+fn describe_topic() {
+    pin(
+        Message::DescribeTopic(TopicName { name: "t".into() }),
+        10,
+        "0e000000 33 00 0000 0a00000000000000 | 0174",
+    );
+}
+
+fn group() -> GroupInfo {
+    GroupInfo {
+        name: "g".into(),
+        ack_floor: 16,
+        lag: 3,
+        in_flight: 1,
+        redelivered: 0,
+        dead_lettered: 0,
+        members: vec!["c1".into()],
+    }
+}
+const GROUP: &str = "0167 10 03 01 00 00 01026331";
+
+fn topic() -> TopicInfo {
+    TopicInfo {
+        name: "t".into(),
+        config: TopicConfig::default(),
+        first_offset: 0,
+        next_offset: 300,
+        bytes_on_disk: 4096,
+        segments: 1,
+        messages_per_sec: 1.5,
+        groups: vec![group()],
+    }
+}
+/// 1.5 is 0x3ff8000000000000, written little-endian.
+const TOPIC: &str = "0174 00000000 00 ac02 8020 01 000000000000f83f 01";
+
+#[test]
+fn topic_info() {
+    pin(
+        Message::TopicInfo(topic()),
+        10,
+        &format!("2c000000 34 00 0000 0a00000000000000 | {TOPIC} {GROUP}"),
+    );
+}
+
+#[test]
+fn topic_list() {
+    pin(
+        Message::TopicList(TopicList {
+            topics: vec![topic()],
+        }),
+        9,
+        &format!("2d000000 35 00 0000 0900000000000000 | 01 {TOPIC} {GROUP}"),
+    );
+}
+
+#[test]
+fn list_groups() {
+    pin(
+        Message::ListGroups(TopicName { name: "t".into() }),
+        11,
+        "0e000000 36 00 0000 0b00000000000000 | 0174",
+    );
+}
+
+#[test]
+fn group_list() {
+    pin(
+        Message::GroupList(GroupList {
+            groups: vec![group()],
+        }),
+        11,
+        &format!("18000000 37 00 0000 0b00000000000000 | 01 {GROUP}"),
+    );
+}
+
+#[test]
+fn reset_group() {
+    // Timestamp(-1000): variant 4, then zigzag(-1000) = 1999 -> cf 0f.
+    pin(
+        Message::ResetGroup(ResetGroup {
+            topic: "t".into(),
+            group: "g".into(),
+            to: StartPosition::Timestamp(-1000),
+        }),
+        12,
+        "13000000 38 00 0000 0c00000000000000 | 0174 0167 04cf0f",
+    );
+}
+
+#[test]
+fn start_position_indices() {
+    for (to, p) in [
+        (StartPosition::Resume, "00"),
+        (StartPosition::Earliest, "01"),
+        (StartPosition::Latest, "02"),
+        (StartPosition::Offset(u64::MAX), "03ffffffffffffffffff01"),
+        (StartPosition::Timestamp(1), "0402"),
+        (StartPosition::Timestamp(i64::MIN), "04ffffffffffffffffff01"),
+    ] {
+        let body = format!("0174 0167 {p}");
+        let len = 12 + hex(&body).len();
+        pin(
+            Message::ResetGroup(ResetGroup {
+                topic: "t".into(),
+                group: "g".into(),
+                to,
+            }),
+            1,
+            &format!("{len:02x}000000 38 00 0000 0100000000000000 | {body}"),
+        );
+    }
+}
+
+/// Every opcode has a pinned frame above; this keeps the list honest.
+#[test]
+fn every_opcode_is_pinned() {
+    let pinned: Vec<u8> = vec![
+        0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25,
+        0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38,
+    ];
+    let known: Vec<u8> = (0..=255u8)
+        .filter(|b| Opcode::from_u8(*b).is_ok())
+        .collect();
+    assert_eq!(known, pinned);
+}
+
+/// A Bytes-backed batch compares by content, so a pinned literal can stand
+/// in for one built by the builder.
+#[test]
+fn batch_from_literal_validates() {
+    let b = Batch::validate(Bytes::from(hex(BATCH))).unwrap();
+    assert_eq!(b, one_record_batch());
+    assert_eq!(b.crc(), 0xe0e3_3f71);
+}
