@@ -359,7 +359,10 @@ impl Session {
                         Ok(Some(persisted)) => {
                             self.others.push(Box::pin(async move {
                                 let r = persisted.await.unwrap_or(Err(BrokerError::ShuttingDown));
-                                (id, r.map(|_| Message::Ok).unwrap_or_else(|e| e.to_message()))
+                                (
+                                    id,
+                                    r.map(|_| Message::Ok).unwrap_or_else(|e| e.to_message()),
+                                )
                             }));
                             Ok(())
                         }

@@ -171,7 +171,11 @@ impl Client {
     /// original offsets. An id of 0 means a fresh random id.
     pub fn producer_with_id(&self, topic: &str, producer_id: u64) -> Producer {
         let i = &self.inner;
-        let producer_id = if producer_id == 0 { crate::state::fresh_producer_id() } else { producer_id };
+        let producer_id = if producer_id == 0 {
+            crate::state::fresh_producer_id()
+        } else {
+            producer_id
+        };
         Producer::spawn(
             i.next_id(),
             producer_id,

@@ -184,7 +184,13 @@ impl Producer {
             max_batch_bytes: cfg.max_batch_bytes.max(BATCH_HEADER_LEN + 64),
         });
         let inflight = Arc::new(Semaphore::new(cfg.max_inflight_batches.max(1)));
-        tokio::spawn(batcher(local_id, producer_id, shared.clone(), inflight, cmd_tx));
+        tokio::spawn(batcher(
+            local_id,
+            producer_id,
+            shared.clone(),
+            inflight,
+            cmd_tx,
+        ));
         Producer {
             inner: Arc::new(CloseOnDrop(shared)),
         }

@@ -11,7 +11,12 @@ use herald_client::{Client, StartPosition};
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
     /// Broker address.
-    #[arg(long, env = "HERALD_SERVER", default_value = "127.0.0.1:7400", global = true)]
+    #[arg(
+        long,
+        env = "HERALD_SERVER",
+        default_value = "127.0.0.1:7400",
+        global = true
+    )]
     pub server: String,
     /// Print one JSON object per line instead of text.
     #[arg(long, global = true)]
@@ -26,7 +31,12 @@ impl ServerArgs {
             .max_reconnect_attempts(Some(3))
             .connect()
             .await
-            .with_context(|| format!("cannot reach a broker at {} (start one with `herald serve`, or pass --server)", self.server))
+            .with_context(|| {
+                format!(
+                    "cannot reach a broker at {} (start one with `herald serve`, or pass --server)",
+                    self.server
+                )
+            })
     }
 }
 
@@ -48,7 +58,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Parses `30s`, `5m`, `100ms`, `7d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e} (e.g. 100ms, 30s, 7d)"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("invalid duration {s:?}: {e} (e.g. 100ms, 30s, 7d)"))
 }
 
 /// Parses `resume`, `earliest`, `latest`, an offset, or an RFC 3339 time.

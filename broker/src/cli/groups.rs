@@ -9,7 +9,9 @@ use serde_json::json;
 use super::common::{parse_start, runtime, ServerArgs};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  herald groups orders\n  herald groups orders billing --reset-to earliest\n  herald groups orders billing --reset-to 1500")]
+#[command(
+    after_help = "Examples:\n  herald groups orders\n  herald groups orders billing --reset-to earliest\n  herald groups orders billing --reset-to 1500"
+)]
 pub struct GroupsArgs {
     #[command(flatten)]
     server: ServerArgs,
@@ -57,11 +59,20 @@ pub fn run(a: GroupsArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", group_json(g));
             }
         } else {
-            println!("{:<24} {:>12} {:>12} {:>10} {:>12} {:>10}  members", "group", "ack floor", "lag", "in-flight", "redelivered", "dead");
+            println!(
+                "{:<24} {:>12} {:>12} {:>10} {:>12} {:>10}  members",
+                "group", "ack floor", "lag", "in-flight", "redelivered", "dead"
+            );
             for g in &shown {
                 println!(
                     "{:<24} {:>12} {:>12} {:>10} {:>12} {:>10}  {}",
-                    g.name, g.ack_floor, g.lag, g.in_flight, g.redelivered, g.dead_lettered, g.members.join(",")
+                    g.name,
+                    g.ack_floor,
+                    g.lag,
+                    g.in_flight,
+                    g.redelivered,
+                    g.dead_lettered,
+                    g.members.join(",")
                 );
             }
         }

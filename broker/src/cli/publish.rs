@@ -19,7 +19,9 @@ use super::common::{parse_size, runtime, ServerArgs};
 const MAX_PENDING: usize = 50_000;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  herald pub orders '{\"id\":1}' '{\"id\":2}'\n  seq 1 1000000 | herald pub numbers\n  herald pub bench --count 100000 --size 100\n  herald pub orders --key customer-7 --header source=cli hello\n  tail -f app.log | herald pub logs --json")]
+#[command(
+    after_help = "Examples:\n  herald pub orders '{\"id\":1}' '{\"id\":2}'\n  seq 1 1000000 | herald pub numbers\n  herald pub bench --count 100000 --size 100\n  herald pub orders --key customer-7 --header source=cli hello\n  tail -f app.log | herald pub logs --json"
+)]
 pub struct PubArgs {
     #[command(flatten)]
     server: ServerArgs,
@@ -61,7 +63,11 @@ impl Out {
     fn confirmed(&mut self, seq: u64, r: herald_client::Receipt) -> anyhow::Result<()> {
         self.confirmed += 1;
         if self.json {
-            writeln!(self.w, "{}", json!({"seq": seq, "offset": r.offset, "duplicate": r.duplicate}))?;
+            writeln!(
+                self.w,
+                "{}",
+                json!({"seq": seq, "offset": r.offset, "duplicate": r.duplicate})
+            )?;
         }
         Ok(())
     }
@@ -74,7 +80,12 @@ pub fn run(a: PubArgs) -> anyhow::Result<ExitCode> {
             .max_reconnect_attempts(Some(100))
             .connect()
             .await
-            .with_context(|| format!("cannot reach a broker at {} (start one with `herald serve`, or pass --server)", a.server.server))?;
+            .with_context(|| {
+                format!(
+                    "cannot reach a broker at {} (start one with `herald serve`, or pass --server)",
+                    a.server.server
+                )
+            })?;
         let producer = match a.producer_id {
             Some(id) => client.producer_with_id(&a.topic, id),
             None => client.producer(&a.topic),
@@ -90,7 +101,11 @@ pub fn run(a: PubArgs) -> anyhow::Result<ExitCode> {
             }
             r
         };
-        let mut out = Out { json: a.server.json, w: std::io::BufWriter::new(std::io::stdout()), confirmed: 0 };
+        let mut out = Out {
+            json: a.server.json,
+            w: std::io::BufWriter::new(std::io::stdout()),
+            confirmed: 0,
+        };
         let mut pending = Pending::new();
         let mut seq = 0u64;
         if let Some(n) = a.count {
@@ -101,7 +116,13 @@ pub fn run(a: PubArgs) -> anyhow::Result<ExitCode> {
             }
         } else if !a.messages.is_empty() {
             for m in &a.messages {
-                send(&producer, make(Bytes::from(m.clone())), &mut seq, &mut pending).await?;
+                send(
+                    &producer,
+                    make(Bytes::from(m.clone())),
+                    &mut seq,
+                    &mut pending,
+                )
+                .await?;
             }
         } else {
             let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -120,10 +141,17 @@ pub fn run(a: PubArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-type Pending = FuturesOrdered<futures::future::BoxFuture<'static, (u64, herald_client::Result<herald_client::Receipt>)>>;
+type Pending = FuturesOrdered<
+    futures::future::BoxFuture<'static, (u64, herald_client::Result<herald_client::Receipt>)>,
+>;
 
 /// Queues one record and keeps its receipt in `pending`.
-async fn send(producer: &Producer, rec: Record, seq: &mut u64, pending: &mut Pending) -> anyhow::Result<()> {
+async fn send(
+    producer: &Producer,
+    rec: Record,
+    seq: &mut u64,
+    pending: &mut Pending,
+) -> anyhow::Result<()> {
     let p: PendingReceipt = producer.send_record(rec).await.context("publishing")?;
     let n = *seq;
     *seq += 1;

@@ -12,7 +12,9 @@ use serde_json::json;
 use super::common::{parse_duration, parse_start, runtime, ServerArgs};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  herald sub orders                                 # live, ephemeral\n  herald sub orders --group billing                 # durable: resumes where billing left off\n  herald sub orders --from earliest --count 10 --json\n  herald sub orders --group audit --from 2026-12-01T00:00:00Z --timeout 5s")]
+#[command(
+    after_help = "Examples:\n  herald sub orders                                 # live, ephemeral\n  herald sub orders --group billing                 # durable: resumes where billing left off\n  herald sub orders --from earliest --count 10 --json\n  herald sub orders --group audit --from 2026-12-01T00:00:00Z --timeout 5s"
+)]
 pub struct SubArgs {
     #[command(flatten)]
     server: ServerArgs,
@@ -41,7 +43,10 @@ pub struct SubArgs {
 pub fn run(a: SubArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
         let client = a.server.connect().await?;
-        let mut b = client.subscribe(&a.topic).start(a.from).prefetch(a.prefetch);
+        let mut b = client
+            .subscribe(&a.topic)
+            .start(a.from)
+            .prefetch(a.prefetch);
         if let Some(g) = &a.group {
             b = b.group(g.clone());
         }
@@ -62,7 +67,10 @@ pub fn run(a: SubArgs) -> anyhow::Result<ExitCode> {
                 let payload = msg.payload();
                 let (field, value) = match std::str::from_utf8(payload) {
                     Ok(s) => ("payload", s.to_owned()),
-                    Err(_) => ("payload_base64", base64::engine::general_purpose::STANDARD.encode(payload)),
+                    Err(_) => (
+                        "payload_base64",
+                        base64::engine::general_purpose::STANDARD.encode(payload),
+                    ),
                 };
                 let headers: serde_json::Map<String, serde_json::Value> = msg
                     .headers()

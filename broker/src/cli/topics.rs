@@ -3,14 +3,16 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use herald_client::{TopicConfig, TopicInfo};
 use herald_broker::config::{fsync_name, parse_fsync};
+use herald_client::{TopicConfig, TopicInfo};
 use serde_json::json;
 
 use super::common::{human_bytes, parse_duration, parse_size, runtime, ServerArgs};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  herald topics list\n  herald topics create orders --retention-bytes 10GiB --retention 7d --fsync always\n  herald topics describe orders --json\n  herald topics delete orders")]
+#[command(
+    after_help = "Examples:\n  herald topics list\n  herald topics create orders --retention-bytes 10GiB --retention 7d --fsync always\n  herald topics describe orders --json\n  herald topics delete orders"
+)]
 pub struct TopicsArgs {
     #[command(flatten)]
     server: ServerArgs,
@@ -62,19 +64,45 @@ fn info_json(t: &TopicInfo) -> serde_json::Value {
 
 fn print_info(t: &TopicInfo) {
     println!("topic {}", t.name);
-    println!("  offsets        {} .. {} ({} messages)", t.first_offset, t.next_offset, t.next_offset - t.first_offset);
-    println!("  on disk        {} in {} segments", human_bytes(t.bytes_on_disk), t.segments);
-    println!("  rate           {:.1} msg/s since start", t.messages_per_sec);
+    println!(
+        "  offsets        {} .. {} ({} messages)",
+        t.first_offset,
+        t.next_offset,
+        t.next_offset - t.first_offset
+    );
+    println!(
+        "  on disk        {} in {} segments",
+        human_bytes(t.bytes_on_disk),
+        t.segments
+    );
+    println!(
+        "  rate           {:.1} msg/s since start",
+        t.messages_per_sec
+    );
     let c = &t.config;
     println!(
         "  settings       retention {} / {}, segment {}, fsync {}",
-        c.retention_bytes.map(human_bytes).unwrap_or_else(|| "unlimited".into()),
-        c.retention_ms.map(|ms| humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()).unwrap_or_else(|| "forever".into()),
-        c.segment_bytes.map(human_bytes).unwrap_or_else(|| "default".into()),
-        c.fsync.map(fsync_name).unwrap_or_else(|| "broker default".into())
+        c.retention_bytes
+            .map(human_bytes)
+            .unwrap_or_else(|| "unlimited".into()),
+        c.retention_ms
+            .map(|ms| humantime::format_duration(std::time::Duration::from_millis(ms)).to_string())
+            .unwrap_or_else(|| "forever".into()),
+        c.segment_bytes
+            .map(human_bytes)
+            .unwrap_or_else(|| "default".into()),
+        c.fsync
+            .map(fsync_name)
+            .unwrap_or_else(|| "broker default".into())
     );
     for g in &t.groups {
-        println!("  group {:<20} lag {:>10}  in-flight {:>6}  members {}", g.name, g.lag, g.in_flight, g.members.len());
+        println!(
+            "  group {:<20} lag {:>10}  in-flight {:>6}  members {}",
+            g.name,
+            g.lag,
+            g.in_flight,
+            g.members.len()
+        );
     }
 }
 
@@ -88,14 +116,25 @@ pub fn run(a: TopicsArgs) -> anyhow::Result<ExitCode> {
                     if a.server.json {
                         println!("{}", info_json(t));
                     } else {
-                        println!("{:<30} {:>12} messages {:>12}", t.name, t.next_offset - t.first_offset, human_bytes(t.bytes_on_disk));
+                        println!(
+                            "{:<30} {:>12} messages {:>12}",
+                            t.name,
+                            t.next_offset - t.first_offset,
+                            human_bytes(t.bytes_on_disk)
+                        );
                     }
                 }
                 if topics.is_empty() && !a.server.json {
                     eprintln!("no topics");
                 }
             }
-            TopicsCmd::Create { name, retention_bytes, retention, segment_bytes, fsync } => {
+            TopicsCmd::Create {
+                name,
+                retention_bytes,
+                retention,
+                segment_bytes,
+                fsync,
+            } => {
                 let cfg = TopicConfig {
                     retention_bytes,
                     retention_ms: retention.map(|d| d.as_millis() as u64),
