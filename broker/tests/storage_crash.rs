@@ -238,7 +238,8 @@ fn sigkill_loses_no_confirmed_append() {
         let mut lines = Vec::new();
         while lines.len() < kill_after && Instant::now() < deadline {
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(l) => lines.push(l),
+                Ok(l) if l.starts_with("CONFIRMED ") => lines.push(l),
+                Ok(_) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(_) => break,
             }
@@ -263,6 +264,10 @@ fn sigkill_loses_no_confirmed_append() {
         assert!(
             new >= 20,
             "round {round}: child confirmed only {new} appends"
+        );
+        eprintln!(
+            "round {round}: {new} confirmed before SIGKILL, {} in total",
+            confirmed.len()
         );
         rt.block_on(async {
             let log = Log::open(dir.path(), child_config()).expect("reopen after kill");

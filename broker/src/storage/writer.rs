@@ -410,9 +410,7 @@ impl Writer {
         let paths = SegmentPaths::new(&self.shared.dir, base);
         let dir = self.shared.dir.clone();
         let p = paths.clone();
-        let file = tokio::task::spawn_blocking(move || create_segment(&dir, &p))
-            .await
-            .unwrap_or_else(|_| Err(StorageError::Closed))?;
+        let file = blocking(move || create_segment(&dir, &p)).await?;
         let file = {
             let mut st = self.shared.lock();
             st.segments.push(empty_entry(base, paths.clone(), file));
@@ -445,13 +443,12 @@ impl Writer {
         };
         let file = self.active.file.clone();
         let paths = self.active.paths.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        let result = blocking(move || {
             file.sync_data()
                 .map_err(|e| StorageError::io(&paths.log, e))?;
             persist_index(&paths, &entries)
         })
-        .await
-        .unwrap_or_else(|_| Err(StorageError::Closed));
+        .await;
         if result.is_ok() {
             self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
             self.dirty = false;
@@ -463,9 +460,7 @@ impl Writer {
     async fn finish(&mut self) -> Result<(), StorageError> {
         self.seal_active().await?;
         let dir = self.shared.dir.clone();
-        tokio::task::spawn_blocking(move || segment::sync_dir(&dir))
-            .await
-            .unwrap_or_else(|_| Err(StorageError::Closed))
+        blocking(move || segment::sync_dir(&dir)).await
     }
 
     /// The `Interval` policy's periodic fsync.
@@ -487,6 +482,16 @@ impl Writer {
             Err(e) => tracing::error!(error = %e, "interval fsync task failed"),
         }
     }
+}
+
+/// Runs blocking file work off the async threads. A join error only happens
+/// when the runtime is shutting down, which for the log means closed.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or(Err(StorageError::Closed))
 }
 
 /// Sends every held-back answer: the outcomes, or `err` for all.
