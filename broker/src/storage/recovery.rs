@@ -101,7 +101,10 @@ pub fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, StorageError
             if !last || stored_index.is_some() {
                 tracing::info!(segment = %paths.log.display(), "rebuilding index from the log");
             }
-            persist_index(&paths, &scan.index)?;
+            // Derived data: on failure the next open rebuilds it again.
+            if let Err(e) = persist_index(&paths, &scan.index) {
+                tracing::warn!(error = %e, "could not rewrite the segment index");
+            }
         }
         segments.push(SegmentEntry {
             base_offset: base,

@@ -446,7 +446,13 @@ impl Writer {
         let result = blocking(move || {
             file.sync_data()
                 .map_err(|e| StorageError::io(&paths.log, e))?;
-            persist_index(&paths, &entries)
+            // The index is derived data, rebuilt on open if missing: failing
+            // to write it (say, on a full disk) must not fail the roll or
+            // the close.
+            if let Err(e) = persist_index(&paths, &entries) {
+                tracing::warn!(error = %e, "could not write the segment index; it will be rebuilt on open");
+            }
+            Ok(())
         })
         .await;
         if result.is_ok() {
