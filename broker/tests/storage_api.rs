@@ -274,3 +274,42 @@ async fn watch_sees_confirmed_offsets_and_reads_are_bounded() {
     log.close().await.expect("close");
     log.close().await.expect("close twice");
 }
+
+#[tokio::test]
+async fn segment_ms_rolls_by_age() {
+    let dir = tmpdir();
+    let cfg = LogConfig {
+        segment_ms: Some(0),
+        ..config(FsyncPolicy::Never)
+    };
+    let log = Log::open(dir.path(), cfg).expect("open");
+    for _ in 0..3 {
+        log.append(batch(&[b"x"])).await.expect("append");
+    }
+    assert_eq!(
+        log.stats().segments,
+        3,
+        "each append finds the segment too old"
+    );
+    assert_eq!(read_all(&log, 0).len(), 3);
+    log.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn interval_policy_confirms_then_fsyncs_on_its_timer() {
+    let dir = tempfile::TempDir::new().expect("tmp");
+    let log = Log::open(dir.path(), config(FsyncPolicy::Interval { ms: 1 })).expect("open");
+    for _ in 0..10 {
+        log.append(batch(&[b"x"])).await.expect("append");
+    }
+    assert_eq!(log.next_offset(), 10);
+    // The timer is the only signal there is; wait for it, bounded.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while log.fsync_count() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the interval fsync never ran");
+    log.close().await.expect("close");
+}

@@ -7,6 +7,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use common::{batch, read_all};
@@ -61,32 +63,50 @@ async fn storage_full_fails_cleanly_and_recovers() {
         ..LogConfig::default()
     };
     let log = Log::open(&dir, cfg.clone()).expect("open");
+    // Eight appenders, so the writes that hit ENOSPC carry several batches
+    // and a partial write can leave whole batches behind unless it is cut
+    // back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for t in 0..8u32 {
+        let log = log.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            let mut full = false;
+            for i in 0..2000u32 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let payload = Bytes::from(format!("{t}-{i:06}-{}", "z".repeat(900)));
+                match log.append(batch(&[&payload])).await {
+                    Ok(out) => mine.push((out.base_offset, payload)),
+                    Err(e) if e.is_storage_full() => {
+                        full = true;
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    Err(e) => panic!("unexpected error: {e}"),
+                }
+            }
+            (mine, full)
+        }));
+    }
     let mut confirmed: Vec<(u64, Bytes)> = Vec::new();
     let mut full = false;
-    for i in 0..1000u32 {
-        let payload = Bytes::from(format!("{i:06}-{}", "z".repeat(7000)));
-        match log.append(batch(&[&payload])).await {
-            Ok(out) => {
-                assert_eq!(out.base_offset, confirmed.len() as u64);
-                confirmed.push((out.base_offset, payload));
-            }
-            Err(e) if e.is_storage_full() => {
-                full = true;
-                break;
-            }
-            Err(e) => panic!("unexpected error: {e}"),
-        }
+    for t in tasks {
+        let (mine, f) = t.await.expect("appender");
+        confirmed.extend(mine);
+        full |= f;
     }
+    confirmed.sort_by_key(|r| r.0);
+    assert!(
+        confirmed.iter().enumerate().all(|(i, r)| r.0 == i as u64),
+        "confirmed offsets are not 0..n"
+    );
     assert!(full, "2 MiB never filled up");
     assert!(!confirmed.is_empty());
     let next = confirmed.len() as u64;
     assert_eq!(log.next_offset(), next, "a failed append moved next_offset");
-    let again = log.append(batch(&[&[1u8; 7000][..]])).await;
-    assert!(
-        again.as_ref().is_err_and(|e| e.is_storage_full()),
-        "{again:?}"
-    );
-    assert_eq!(log.next_offset(), next);
     assert_eq!(read_all(&log, 0), confirmed);
     log.close().await.expect("close on a full disk");
     drop(log);
@@ -98,6 +118,12 @@ async fn storage_full_fails_cleanly_and_recovers() {
         confirmed,
         "reopen shows exactly the confirmed data"
     );
+    let again = log.append(batch(&[&[1u8; 20_000][..]])).await;
+    assert!(
+        again.as_ref().is_err_and(|e| e.is_storage_full()),
+        "{again:?}"
+    );
+    assert_eq!(log.next_offset(), next);
     std::fs::remove_file(&filler).expect("free space");
     let out = log
         .append(batch(&[b"after freeing space"]))

@@ -528,6 +528,7 @@ fn answer(items: Vec<Item>, err: Option<&StorageError>) {
 
 /// A failed write: the error, and whether the file was cut back to its
 /// previous length.
+#[derive(Debug)]
 struct WriteFailure {
     error: std::io::Error,
     cut_back: bool,
@@ -586,4 +587,39 @@ fn create_segment(dir: &std::path::Path, paths: &SegmentPaths) -> Result<File, S
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn failed_write_is_cut_back() {
+        let file = tempfile::tempfile().expect("tempfile");
+        file.write_all_at(b"committed", 0).expect("write");
+        // A read-only handle makes the write fail; the cut back must still
+        // be attempted (it fails too here, and says so).
+        let ro = std::fs::File::open("/proc/self/exe").expect("open");
+        let err = write_durably(&ro, b"more", 9, None, true)
+            .err()
+            .expect("fails");
+        assert!(!err.cut_back);
+        // On a writable file a successful write lands where asked.
+        write_durably(&file, b"-next", 9, Some(9), true).expect("write");
+        let mut buf = [0u8; 14];
+        file.read_exact_at(&mut buf, 0).expect("read");
+        assert_eq!(&buf, b"committed-next");
+    }
+
+    #[test]
+    fn enospc_maps_to_storage_full() {
+        let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+            return;
+        };
+        let err = write_durably(&full, b"x", 0, None, false)
+            .err()
+            .expect("ENOSPC");
+        assert!(StorageError::io(Path::new("/dev/full"), err.error).is_storage_full());
+    }
 }
