@@ -5,6 +5,8 @@
 //! - `config`: [`LogConfig`] and the [`FsyncPolicy`].
 //! - `writer`: the per-log writer task that owns the active segment and does
 //!   group commit.
+//! - `durable`: the writer's blocking file work (the durable write, new
+//!   segments).
 //! - `reader`: reads through the tail cache or `pread` + sparse index, and
 //!   time lookups.
 //! - `segment`: file naming, batch headers, scanning.
@@ -22,6 +24,7 @@
 //! readers see a batch only after `append` has confirmed it.
 
 mod config;
+mod durable;
 mod error;
 mod index;
 mod producer;
