@@ -1,42 +1,69 @@
-//! TEMPORARY in-memory stand-in for the storage engine, so the broker can be
-//! built and tested while the real engine lands. Same API.
+//! The storage engine: one append-only log per topic, in segment files.
+//!
+//! # Layout
+//! - [`Log`] (this file): the API the broker uses, shared as `Arc<Log>`.
+//! - `config`: [`LogConfig`] and the [`FsyncPolicy`].
+//! - `writer`: the per-log writer task that owns the active segment and does
+//!   group commit.
+//! - `durable`: the writer's blocking file work (the durable write, new
+//!   segments).
+//! - `reader`: reads through the tail cache or `pread` + sparse index, and
+//!   time lookups.
+//! - `segment`: file naming, batch headers, scanning.
+//! - `index`: the sparse offset and time indexes.
+//! - `recovery`: opening a folder, truncating a torn tail, rebuilding
+//!   indexes and producer state.
+//! - `producer`: idempotent-producer windows.
+//! - `retention`: deleting old segments.
+//! - `error`: [`StorageError`].
+//!
+//! `docs/storage.md` describes the files, the recovery rules and what a crash
+//! can lose under each policy.
+//!
+//! **Architecture Invariant:** only the writer task writes segment data, and
+//! readers see a batch only after `append` has confirmed it.
+
+mod config;
+mod durable;
+mod error;
+mod index;
+mod producer;
+mod reader;
+mod recovery;
+mod retention;
+mod segment;
+mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use herald_protocol::Batch;
-pub use herald_protocol::FsyncPolicy;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
-#[derive(Debug, Clone)]
-pub struct LogConfig {
-    pub segment_bytes: u64,
-    pub segment_ms: Option<u64>,
-    pub fsync: FsyncPolicy,
-    pub retention_bytes: Option<u64>,
-    pub retention_ms: Option<u64>,
-    pub index_interval_bytes: usize,
-    pub tail_cache_bytes: usize,
-}
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            segment_bytes: 64 << 20,
-            segment_ms: None,
-            fsync: FsyncPolicy::Always,
-            retention_bytes: None,
-            retention_ms: None,
-            index_interval_bytes: 4096,
-            tail_cache_bytes: 8 << 20,
-        }
-    }
-}
+pub use config::{LogConfig, MAX_SEGMENT_BYTES};
+pub use error::StorageError;
+pub use herald_protocol::FsyncPolicy;
+pub use producer::{MAX_PRODUCERS, PRODUCER_WINDOW};
+pub use reader::MAX_READ_BYTES;
+pub use writer::{GROUP_MAX_BYTES, QUEUE_DEPTH};
+
+use reader::TailCache;
+use segment::SegmentEntry;
+use writer::{Active, Request, Writer};
+
+/// The result of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendOutcome {
+    /// Offset of the batch's first record (`u64::MAX` for a duplicate too old
+    /// to know where it went).
     pub base_offset: u64,
     pub count: u32,
+    /// The batch was a retry of one already stored; nothing was appended.
     pub duplicate: bool,
 }
+
+/// A snapshot of a log's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogStats {
     pub first_offset: u64,
@@ -44,121 +71,243 @@ pub struct LogStats {
     pub bytes_on_disk: u64,
     pub segments: u32,
 }
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error("io error on {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("storage full")]
-    StorageFull { path: PathBuf },
-    #[error("corrupt {path} at {position}: {reason}")]
-    Corrupt {
-        path: PathBuf,
-        position: u64,
-        reason: String,
-    },
-    #[error("sequence gap for producer {producer_id}: expected {expected}, got {got}")]
-    SequenceGap {
-        producer_id: u64,
-        expected: u64,
-        got: u64,
-    },
-    #[error("closed")]
-    Closed,
-}
-impl StorageError {
-    pub fn is_storage_full(&self) -> bool {
-        matches!(self, StorageError::StorageFull { .. })
-    }
-}
-pub struct Log {
+
+/// What readers, retention and the writer share.
+pub(crate) struct Shared {
     dir: PathBuf,
     config: LogConfig,
-    batches: Mutex<Vec<Batch>>,
-    next: watch::Sender<u64>,
+    /// A std mutex, not a tokio one: nothing awaits while it is held, and
+    /// every holder does only in-memory work (no I/O).
+    state: Mutex<LogState>,
+    /// Publishes the confirmed next offset.
+    next_tx: watch::Sender<u64>,
+    /// fdatasyncs of segment data done so far (group commits, interval
+    /// syncs, rolls, close).
+    fsyncs: AtomicU64,
 }
+
+/// The segment list and what readers may see.
+pub(crate) struct LogState {
+    /// Oldest first; the last is the active segment. Never empty.
+    segments: Vec<SegmentEntry>,
+    /// One past the last confirmed record.
+    next_offset: u64,
+    tail: TailCache,
+}
+
+impl LogState {
+    fn first_offset(&self) -> u64 {
+        self.segments
+            .first()
+            .map_or(self.next_offset, |s| s.base_offset)
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, LogState> {
+        // A panic while holding the lock cannot leave the state half updated
+        // in a way readers would misread (updates are plain field stores),
+        // so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// One topic's log. `Send + Sync`; share it as `Arc<Log>`.
+pub struct Log {
+    shared: Arc<Shared>,
+    /// To the writer task; bounded by [`QUEUE_DEPTH`], so appenders wait when
+    /// the disk falls behind.
+    tx: mpsc::Sender<Request>,
+    /// Set by `close`; later appends fail fast with `Closed`.
+    closed: AtomicBool,
+}
+
 impl Log {
+    /// Opens (creating the folder if needed) and recovers the log in `dir`,
+    /// then spawns its writer task.
+    ///
+    /// Recovery does blocking file I/O on the calling thread.
+    ///
+    /// # Errors
+    /// I/O errors, or [`StorageError::Corrupt`] when a closed segment is
+    /// damaged (a damaged tail of the last segment is truncated instead).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (the writer is started with `tokio::spawn`).
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Arc<Log>, StorageError> {
-        Ok(Arc::new(Log {
-            dir: dir.as_ref().to_path_buf(),
+        let dir = dir.as_ref().to_path_buf();
+        let rec = recovery::recover(&dir, &config)?;
+        let active = Active::recovered(
+            &rec.active,
+            config.effective_index_interval(),
+            rec.active_first_time,
+        );
+        let next_offset = rec.active.next_offset;
+        let mut segments = rec.closed;
+        segments.push(rec.active);
+        let (next_tx, _) = watch::channel(next_offset);
+        let shared = Arc::new(Shared {
+            dir,
+            state: Mutex::new(LogState {
+                segments,
+                next_offset,
+                tail: TailCache::new(config.tail_cache_bytes),
+            }),
             config,
-            batches: Mutex::new(Vec::new()),
-            next: watch::channel(0).0,
+            next_tx,
+            fsyncs: AtomicU64::new(0),
+        });
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let writer = Writer::new(shared.clone(), rx, active, rec.producers, rec.last_time);
+        tokio::spawn(writer.run());
+        Ok(Arc::new(Log {
+            shared,
+            tx,
+            closed: AtomicBool::new(false),
         }))
     }
+
+    /// Appends one batch: assigns its offsets, stamps `base_offset` and the
+    /// append time, writes it as is. Resolves once durable under the policy
+    /// (`Always`: after fdatasync; otherwise after write(2)).
+    ///
+    /// Batches with a non-zero producer id are deduplicated: a retry of one
+    /// of the producer's last [`PRODUCER_WINDOW`] batches returns the
+    /// original offsets with `duplicate = true`; an older sequence is also a
+    /// duplicate (offset `u64::MAX` if unknown); a sequence past the expected
+    /// one is a gap.
+    ///
+    /// # Errors
+    /// [`StorageError::SequenceGap`]; [`StorageError::StorageFull`] (nothing
+    /// was appended); other I/O errors; [`StorageError::Closed`].
     pub async fn append(&self, batch: Batch) -> Result<AppendOutcome, StorageError> {
-        let mut b = self.batches.lock().unwrap();
-        let base = *self.next.borrow();
-        let mut m = bytes::BytesMut::from(&batch.bytes()[..]);
-        herald_protocol::batch::stamp(&mut m, base, 0);
-        let batch = Batch::from_trusted(m.freeze());
-        let count = batch.record_count();
-        b.push(batch);
-        self.next.send_replace(base + count as u64);
-        Ok(AppendOutcome {
-            base_offset: base,
-            count,
-            duplicate: false,
-        })
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StorageError::Closed);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Append { batch, reply })
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        rx.await.map_err(|_| StorageError::Closed)?
     }
+
+    /// Batches holding offsets `>= from`, in order, up to about `max_bytes`
+    /// and `max_records` (at least one batch if any exists; the first may
+    /// start before `from`). Only confirmed data is returned. `from` below
+    /// the first offset reads from the first offset; at the end the result
+    /// is empty.
+    ///
+    /// # Errors
+    /// I/O errors, and [`StorageError::Corrupt`] if a batch read from disk
+    /// fails its CRC.
     pub fn read(
         &self,
         from: u64,
         max_bytes: usize,
         max_records: u32,
     ) -> Result<Vec<Batch>, StorageError> {
-        let b = self.batches.lock().unwrap();
-        let mut out = Vec::new();
-        let (mut bytes, mut recs) = (0usize, 0u32);
-        for x in b.iter() {
-            if x.last_offset() < from {
-                continue;
-            }
-            if !out.is_empty() && (bytes + x.len_bytes() > max_bytes || recs >= max_records) {
-                break;
-            }
-            bytes += x.len_bytes();
-            recs += x.record_count();
-            out.push(x.clone());
-        }
-        Ok(out)
+        reader::read(&self.shared, from, max_bytes, max_records)
     }
+
+    /// First offset whose batch's append time is `>= ts_ms`, or
+    /// [`Log::next_offset`] if none.
+    ///
+    /// # Errors
+    /// I/O errors while scanning headers.
     pub fn offset_for_timestamp(&self, ts_ms: i64) -> Result<u64, StorageError> {
-        let b = self.batches.lock().unwrap();
-        Ok(b.iter()
-            .find(|x| x.append_time() >= ts_ms)
-            .map(|x| x.base_offset())
-            .unwrap_or(*self.next.borrow()))
+        reader::offset_for_timestamp(&self.shared, ts_ms)
     }
+
     pub fn first_offset(&self) -> u64 {
-        0
+        self.shared.lock().first_offset()
     }
+
+    /// One past the last confirmed (visible) record.
     pub fn next_offset(&self) -> u64 {
-        *self.next.borrow()
+        self.shared.lock().next_offset
     }
+
+    /// A watch of [`Log::next_offset`], updated whenever newly confirmed data
+    /// becomes readable.
     pub fn watch_next_offset(&self) -> watch::Receiver<u64> {
-        self.next.subscribe()
+        self.shared.next_tx.subscribe()
     }
+
     pub fn stats(&self) -> LogStats {
+        let st = self.shared.lock();
         LogStats {
-            first_offset: 0,
-            next_offset: self.next_offset(),
-            bytes_on_disk: 0,
-            segments: 1,
+            first_offset: st.first_offset(),
+            next_offset: st.next_offset,
+            bytes_on_disk: st.segments.iter().map(|s| s.size).sum(),
+            segments: st.segments.len() as u32,
         }
     }
+
+    /// Deletes whole closed segments past retention; returns how many.
+    ///
+    /// # Errors
+    /// Failing to delete a file or to fsync the folder.
     pub fn apply_retention(&self) -> Result<u32, StorageError> {
-        Ok(0)
+        retention::apply(&self.shared)
     }
+
+    /// Forces the active segment to roll (no-op while it is empty).
+    ///
+    /// # Errors
+    /// I/O errors sealing the old segment or creating the new one;
+    /// [`StorageError::Closed`].
+    pub async fn roll(&self) -> Result<(), StorageError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Roll { reply })
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Flushes and fsyncs everything written, writes the index files and
+    /// stops the writer; later appends get [`StorageError::Closed`].
+    /// Closing twice is a no-op.
+    ///
+    /// # Errors
+    /// The final fsync failing.
     pub async fn close(&self) -> Result<(), StorageError> {
-        Ok(())
+        self.closed.store(true, Ordering::Release);
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Request::Close { reply }).await.is_err() {
+            return Ok(());
+        }
+        rx.await.unwrap_or(Ok(()))
     }
+
     pub fn config(&self) -> &LogConfig {
-        &self.config
+        &self.shared.config
     }
+
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.shared.dir
+    }
+
+    /// Data fsyncs done so far; shows group commit at work (many appends per
+    /// fsync under `Always`).
+    pub fn fsync_count(&self) -> u64 {
+        self.shared.fsyncs.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.shared.dir)
+            .field("stats", &self.stats())
+            .finish()
     }
 }

@@ -1,0 +1,57 @@
+//! Per-log settings.
+
+pub use herald_protocol::FsyncPolicy;
+
+/// Largest segment the 32-bit file positions of the offset index can address
+/// with room for one oversized batch past the roll point.
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
+
+/// Settings of one log. `Default` gives the broker's defaults.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Roll the active segment when the next batch would take it past this
+    /// many bytes (a lone batch bigger than this still goes in an empty
+    /// segment). Clamped to [`MAX_SEGMENT_BYTES`].
+    pub segment_bytes: u64,
+    /// Roll the active segment once its first batch is this old (checked on
+    /// append).
+    pub segment_ms: Option<u64>,
+    /// When an append is confirmed; see `docs/storage.md`.
+    pub fsync: FsyncPolicy,
+    /// Delete the oldest closed segments while the rest still holds at least
+    /// this many bytes.
+    pub retention_bytes: Option<u64>,
+    /// Delete closed segments whose newest batch is older than this.
+    pub retention_ms: Option<u64>,
+    /// One sparse index entry per this many bytes of log.
+    pub index_interval_bytes: usize,
+    /// Bytes of recent batches kept in memory for readers at the tail.
+    pub tail_cache_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 64 * 1024 * 1024,
+            segment_ms: None,
+            fsync: FsyncPolicy::Always,
+            retention_bytes: None,
+            retention_ms: None,
+            index_interval_bytes: 4096,
+            tail_cache_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl LogConfig {
+    /// The roll threshold actually used.
+    pub(crate) fn effective_segment_bytes(&self) -> u64 {
+        self.segment_bytes.clamp(1, MAX_SEGMENT_BYTES)
+    }
+
+    /// The index interval actually used (0 would mean an entry per batch,
+    /// which is what 1 means too).
+    pub(crate) fn effective_index_interval(&self) -> u64 {
+        self.index_interval_bytes.max(1) as u64
+    }
+}

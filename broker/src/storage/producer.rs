@@ -1,0 +1,194 @@
+//! Idempotent-producer state: which sequence each producer is at, and where
+//! its recent batches went, so a retried batch is answered with its original
+//! offsets instead of being stored twice.
+//!
+//! Sequence numbers count records: after a batch with `base_sequence` s and
+//! `record_count` n, the next expected base sequence is s + n.
+
+use std::collections::{HashMap, VecDeque};
+
+/// Recent batches remembered per producer.
+pub const PRODUCER_WINDOW: usize = 64;
+/// Producers remembered per log; past this, the one that appended least
+/// recently is forgotten (and would be accepted at any sequence).
+pub const MAX_PRODUCERS: usize = 65_536;
+
+/// One stored batch of a producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stored {
+    base_sequence: u64,
+    count: u32,
+    base_offset: u64,
+}
+
+/// The window of one producer.
+#[derive(Debug, Clone, Default)]
+pub struct ProducerState {
+    /// Oldest first, at most [`PRODUCER_WINDOW`].
+    window: VecDeque<Stored>,
+}
+
+impl ProducerState {
+    fn next_expected(&self) -> Option<u64> {
+        self.window
+            .back()
+            .map(|s| s.base_sequence + u64::from(s.count))
+    }
+
+    fn last_offset(&self) -> u64 {
+        self.window.back().map_or(0, |s| s.base_offset)
+    }
+
+    /// Judges a batch starting at sequence `seq` with `count` records.
+    pub fn check(&self, seq: u64, count: u32) -> Verdict {
+        let Some(expected) = self.next_expected() else {
+            return Verdict::Accept;
+        };
+        if seq == expected {
+            return Verdict::Accept;
+        }
+        if seq > expected {
+            return Verdict::Gap { expected };
+        }
+        match self.window.iter().rev().find(|s| s.base_sequence == seq) {
+            Some(s) => Verdict::Duplicate {
+                base_offset: s.base_offset,
+                count: s.count,
+            },
+            // Older than the window, or not the start of a stored batch:
+            // certainly seen before, offsets unknown.
+            None => Verdict::Duplicate {
+                base_offset: u64::MAX,
+                count,
+            },
+        }
+    }
+
+    /// Remembers a stored batch, forgetting the oldest past the window.
+    pub fn record(&mut self, seq: u64, count: u32, base_offset: u64) {
+        if self.window.len() == PRODUCER_WINDOW {
+            self.window.pop_front();
+        }
+        self.window.push_back(Stored {
+            base_sequence: seq,
+            count,
+            base_offset,
+        });
+    }
+}
+
+/// What to do with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Store it.
+    Accept,
+    /// Already stored: answer with these offsets (`base_offset` is
+    /// `u64::MAX` when the batch is older than the window).
+    Duplicate { base_offset: u64, count: u32 },
+    /// The producer skipped sequence numbers.
+    Gap { expected: u64 },
+}
+
+/// All producers of one log. Owned by the writer task.
+#[derive(Debug, Default, Clone)]
+pub struct ProducerMap {
+    producers: HashMap<u64, ProducerState>,
+}
+
+impl ProducerMap {
+    /// Judges a batch from `producer_id` (non-zero) starting at sequence
+    /// `seq`, with `count` records.
+    pub fn check(&self, producer_id: u64, seq: u64, count: u32) -> Verdict {
+        self.producers
+            .get(&producer_id)
+            .map_or(Verdict::Accept, |p| p.check(seq, count))
+    }
+
+    /// The state of one producer.
+    pub fn get(&self, producer_id: u64) -> Option<&ProducerState> {
+        self.producers.get(&producer_id)
+    }
+
+    /// Replaces the state of one producer (merging a committed overlay).
+    pub fn insert(&mut self, producer_id: u64, state: ProducerState) {
+        if !self.producers.contains_key(&producer_id) && self.producers.len() >= MAX_PRODUCERS {
+            self.evict_oldest();
+        }
+        self.producers.insert(producer_id, state);
+    }
+
+    /// Records a stored batch.
+    pub fn record(&mut self, producer_id: u64, seq: u64, count: u32, base_offset: u64) {
+        if !self.producers.contains_key(&producer_id) && self.producers.len() >= MAX_PRODUCERS {
+            self.evict_oldest();
+        }
+        self.producers
+            .entry(producer_id)
+            .or_default()
+            .record(seq, count, base_offset);
+    }
+
+    fn evict_oldest(&mut self) {
+        let oldest = self
+            .producers
+            .iter()
+            .min_by_key(|(_, p)| p.last_offset())
+            .map(|(id, _)| *id);
+        if let Some(id) = oldest {
+            self.producers.remove(&id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_duplicate_gap() {
+        let mut m = ProducerMap::default();
+        assert_eq!(m.check(7, 100, 3), Verdict::Accept);
+        m.record(7, 100, 3, 0);
+        assert_eq!(m.check(7, 103, 2), Verdict::Accept);
+        m.record(7, 103, 2, 3);
+        assert_eq!(
+            m.check(7, 100, 3),
+            Verdict::Duplicate {
+                base_offset: 0,
+                count: 3
+            }
+        );
+        assert_eq!(
+            m.check(7, 103, 2),
+            Verdict::Duplicate {
+                base_offset: 3,
+                count: 2
+            }
+        );
+        assert_eq!(m.check(7, 106, 1), Verdict::Gap { expected: 105 });
+        assert_eq!(m.check(8, 999, 1), Verdict::Accept);
+    }
+
+    #[test]
+    fn window_is_bounded() {
+        let mut m = ProducerMap::default();
+        for i in 0..200u64 {
+            m.record(1, i, 1, i);
+        }
+        assert_eq!(
+            m.check(1, 150, 1),
+            Verdict::Duplicate {
+                base_offset: 150,
+                count: 1
+            }
+        );
+        assert_eq!(
+            m.check(1, 5, 1),
+            Verdict::Duplicate {
+                base_offset: u64::MAX,
+                count: 1
+            }
+        );
+        assert_eq!(m.producers[&1].window.len(), PRODUCER_WINDOW);
+    }
+}

@@ -1,0 +1,517 @@
+//! The per-log writer task: the only code that writes the active segment.
+//!
+//! `append` sends a request through a bounded channel. The task takes the
+//! first request, drains whatever else is already queued (up to
+//! [`GROUP_MAX_BYTES`]), checks idempotence, assigns offsets, stamps the
+//! batches into one buffer and writes it with a single `pwrite`. Under
+//! `Always` it then runs `fdatasync` on a blocking thread; appends that
+//! arrive meanwhile queue up and the next fsync covers them all (group
+//! commit). Only then are the appends answered and the new data published to
+//! readers, the tail cache and the `next_offset` watch.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use herald_protocol::batch::stamp;
+use herald_protocol::{Batch, FsyncPolicy};
+use tokio::sync::{mpsc, oneshot};
+
+use super::durable::{blocking, create_segment, write_durably, WriteFailure};
+use super::error::StorageError;
+use super::index::IndexBuilder;
+use super::producer::{ProducerMap, ProducerState, Verdict};
+use super::recovery::{empty_entry, persist_index};
+use super::segment::{self, SegmentEntry, SegmentPaths};
+use super::{now_ms, AppendOutcome, Shared};
+
+/// Requests waiting for the writer; `append` waits when it is full.
+pub const QUEUE_DEPTH: usize = 1024;
+/// Bytes of batches one group takes from the queue before writing.
+pub const GROUP_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
+
+/// What the writer is asked to do.
+pub enum Request {
+    Append {
+        batch: Batch,
+        reply: Reply<AppendOutcome>,
+    },
+    Roll {
+        reply: Reply<()>,
+    },
+    Close {
+        reply: Reply<()>,
+    },
+}
+
+/// The active segment as the writer sees it (including written but not yet
+/// confirmed bytes, which the shared entry does not show).
+pub struct Active {
+    base_offset: u64,
+    paths: SegmentPaths,
+    file: Arc<File>,
+    size: u64,
+    next_offset: u64,
+    builder: IndexBuilder,
+    /// Append time of the first batch, for `segment_ms`.
+    first_time: Option<i64>,
+}
+
+impl Active {
+    /// The writer's view of the recovered active segment.
+    pub fn recovered(seg: &SegmentEntry, interval: u64, first_time: Option<i64>) -> Self {
+        Active {
+            base_offset: seg.base_offset,
+            paths: seg.paths.clone(),
+            file: seg.file.clone(),
+            size: seg.size,
+            next_offset: seg.next_offset,
+            builder: IndexBuilder::resume(interval, &seg.index),
+            first_time,
+        }
+    }
+}
+
+/// One answer held back until its chunk is durable.
+enum Item {
+    New {
+        reply: Reply<AppendOutcome>,
+        base_offset: u64,
+        count: u32,
+        start: usize,
+        len: usize,
+        time: i64,
+    },
+    Duplicate {
+        reply: Reply<AppendOutcome>,
+        outcome: AppendOutcome,
+    },
+}
+
+/// Batches bound for one segment in one write.
+struct Chunk {
+    buf: BytesMut,
+    next_offset: u64,
+    items: Vec<Item>,
+    /// Producer state as it will be once this chunk is stored; merged into
+    /// the writer's map only if the write succeeds.
+    overlay: HashMap<u64, ProducerState>,
+}
+
+impl Chunk {
+    fn new(next_offset: u64) -> Self {
+        Chunk {
+            buf: BytesMut::new(),
+            next_offset,
+            items: Vec::new(),
+            overlay: HashMap::new(),
+        }
+    }
+
+    fn verdict(&self, producers: &ProducerMap, batch: &Batch) -> Verdict {
+        let (pid, seq, n) = (
+            batch.producer_id(),
+            batch.base_sequence(),
+            batch.record_count(),
+        );
+        if pid == 0 {
+            return Verdict::Accept;
+        }
+        match self.overlay.get(&pid) {
+            Some(p) => p.check(seq, n),
+            None => producers.check(pid, seq, n),
+        }
+    }
+}
+
+/// The writer task's state.
+pub struct Writer {
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Request>,
+    active: Active,
+    producers: ProducerMap,
+    /// Newest stamped append time; stamps never go backwards, so the time
+    /// index stays sorted even if the clock does.
+    last_time: i64,
+    /// Written since the last fsync (Interval and Never).
+    dirty: bool,
+    /// A failed write could not be truncated away: retry before writing.
+    truncate_to: Option<u64>,
+}
+
+impl Writer {
+    pub fn new(
+        shared: Arc<Shared>,
+        rx: mpsc::Receiver<Request>,
+        active: Active,
+        producers: ProducerMap,
+        last_time: i64,
+    ) -> Self {
+        Writer {
+            shared,
+            rx,
+            active,
+            producers,
+            last_time,
+            dirty: false,
+            truncate_to: None,
+        }
+    }
+
+    /// The task body: runs until `close` or until every `Log` handle is gone.
+    pub async fn run(mut self) {
+        let interval_ms = match self.shared.config.fsync {
+            FsyncPolicy::Interval { ms } => Some(u64::from(ms.max(1))),
+            _ => None,
+        };
+        let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms.unwrap_or(1000)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let req = tokio::select! {
+                req = self.rx.recv() => req,
+                _ = ticker.tick(), if interval_ms.is_some() => {
+                    self.interval_sync().await;
+                    continue;
+                }
+            };
+            let Some(req) = req else { break };
+            let control = match req {
+                Request::Append { batch, reply } => self.gather_and_commit(batch, reply).await,
+                other => Some(other),
+            };
+            match control {
+                None => {}
+                Some(Request::Roll { reply }) => {
+                    let _ = reply.send(self.roll().await);
+                }
+                Some(Request::Close { reply }) => {
+                    let _ = reply.send(self.finish().await);
+                    return;
+                }
+                Some(Request::Append { reply, .. }) => {
+                    let _ = reply.send(Err(StorageError::Closed));
+                }
+            }
+        }
+        if let Err(e) = self.finish().await {
+            tracing::error!(error = %e, "flushing the log on shutdown failed");
+        }
+    }
+
+    /// Drains the queue behind a first append and commits the group.
+    /// Returns a non-append request met while draining, to run next.
+    async fn gather_and_commit(
+        &mut self,
+        batch: Batch,
+        reply: Reply<AppendOutcome>,
+    ) -> Option<Request> {
+        let mut bytes = batch.len_bytes();
+        let mut group = vec![(batch, reply)];
+        let mut control = None;
+        while bytes < GROUP_MAX_BYTES {
+            match self.rx.try_recv() {
+                Ok(Request::Append { batch, reply }) => {
+                    bytes += batch.len_bytes();
+                    group.push((batch, reply));
+                }
+                Ok(other) => {
+                    control = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        self.commit_group(group).await;
+        control
+    }
+
+    async fn commit_group(&mut self, group: Vec<(Batch, Reply<AppendOutcome>)>) {
+        let now = now_ms().max(self.last_time);
+        self.last_time = now;
+        let mut chunk = Chunk::new(self.active.next_offset);
+        for (batch, reply) in group {
+            if self.needs_roll(&chunk, &batch, now) {
+                let full = std::mem::replace(&mut chunk, Chunk::new(0));
+                self.commit_chunk(full).await;
+                if let Err(e) = self.roll().await {
+                    let _ = reply.send(Err(e));
+                    chunk = Chunk::new(self.active.next_offset);
+                    continue;
+                }
+                chunk = Chunk::new(self.active.next_offset);
+            }
+            match chunk.verdict(&self.producers, &batch) {
+                Verdict::Accept => {}
+                Verdict::Duplicate { base_offset, count } => {
+                    let outcome = AppendOutcome {
+                        base_offset,
+                        count,
+                        duplicate: true,
+                    };
+                    chunk.items.push(Item::Duplicate { reply, outcome });
+                    continue;
+                }
+                Verdict::Gap { expected } => {
+                    let _ = reply.send(Err(StorageError::SequenceGap {
+                        producer_id: batch.producer_id(),
+                        expected,
+                        got: batch.base_sequence(),
+                    }));
+                    continue;
+                }
+            }
+            let base_offset = chunk.next_offset;
+            let count = batch.record_count();
+            let pid = batch.producer_id();
+            if pid != 0 {
+                let state = chunk
+                    .overlay
+                    .entry(pid)
+                    .or_insert_with(|| self.producers.get(pid).cloned().unwrap_or_default());
+                state.record(batch.base_sequence(), count, base_offset);
+            }
+            let start = chunk.buf.len();
+            chunk.buf.put_slice(batch.bytes());
+            stamp(&mut chunk.buf[start..], base_offset, now);
+            chunk.next_offset += u64::from(count);
+            chunk.items.push(Item::New {
+                reply,
+                base_offset,
+                count,
+                start,
+                len: batch.len_bytes(),
+                time: now,
+            });
+        }
+        self.commit_chunk(chunk).await;
+    }
+
+    /// Whether `batch` must go into a new segment.
+    fn needs_roll(&self, chunk: &Chunk, batch: &Batch, now: i64) -> bool {
+        let size = self.active.size + chunk.buf.len() as u64;
+        if size == 0 {
+            return false;
+        }
+        let cfg = &self.shared.config;
+        let too_big = size + batch.len_bytes() as u64 > cfg.effective_segment_bytes();
+        let rel_end = chunk.next_offset + u64::from(batch.record_count()) - self.active.base_offset;
+        let too_old = match (cfg.segment_ms, self.active.first_time) {
+            (Some(ms), Some(first)) => now.saturating_sub(first) >= ms as i64,
+            _ => false,
+        };
+        too_big || too_old || rel_end > u64::from(u32::MAX)
+    }
+
+    /// Writes a chunk (and fsyncs it under `Always`), then publishes it and
+    /// answers its appends. On failure the segment is cut back and every
+    /// append of the chunk fails; nothing is published.
+    async fn commit_chunk(&mut self, chunk: Chunk) {
+        let Chunk {
+            buf,
+            next_offset,
+            items,
+            overlay,
+        } = chunk;
+        if buf.is_empty() {
+            answer(items, None);
+            return;
+        }
+        let data = buf.freeze();
+        let pre = self.active.size;
+        let always = self.shared.config.fsync == FsyncPolicy::Always;
+        let file = self.active.file.clone();
+        let path = self.active.paths.log.clone();
+        let truncate_to = self.truncate_to;
+        let to_write = data.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            write_durably(&file, &to_write, pre, truncate_to, always)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()).into()));
+        match result {
+            Err(WriteFailure { error, cut_back }) => {
+                self.truncate_to = if cut_back { None } else { Some(pre) };
+                let err = StorageError::io(&path, error);
+                tracing::warn!(error = %err, "append failed; segment cut back to {pre} bytes");
+                answer(items, Some(&err));
+            }
+            Ok(()) => {
+                self.truncate_to = None;
+                if always {
+                    self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.dirty = true;
+                }
+                for (pid, state) in overlay {
+                    self.producers.insert(pid, state);
+                }
+                self.publish(&data, &items, next_offset);
+                answer(items, None);
+            }
+        }
+    }
+
+    /// Makes a written chunk visible: the segment entry, the index, the
+    /// tail cache, then the watch.
+    fn publish(&mut self, data: &Bytes, items: &[Item], next_offset: u64) {
+        let a = &mut self.active;
+        let mut entries = Vec::new();
+        let mut max_time = i64::MIN;
+        let mut batches = Vec::new();
+        for item in items {
+            if let Item::New {
+                base_offset,
+                start,
+                len,
+                time,
+                ..
+            } = item
+            {
+                let rel = (base_offset - a.base_offset) as u32;
+                if let Some(e) = a.builder.observe(rel, a.size + *start as u64, *time) {
+                    entries.push(e);
+                }
+                a.first_time.get_or_insert(*time);
+                max_time = max_time.max(*time);
+                batches.push(Batch::from_trusted(data.slice(*start..*start + *len)));
+            }
+        }
+        a.size += data.len() as u64;
+        a.next_offset = next_offset;
+        {
+            let mut st = self.shared.lock();
+            if let Some(seg) = st.segments.last_mut() {
+                seg.size = a.size;
+                seg.next_offset = next_offset;
+                seg.index.extend(entries);
+                seg.max_time = seg.max_time.max(max_time);
+            }
+            st.next_offset = next_offset;
+            for b in batches {
+                st.tail.push(b);
+            }
+        }
+        self.shared.next_tx.send_replace(next_offset);
+    }
+
+    /// Closes the active segment (fsync, index files) and starts a new one
+    /// at the next offset. A no-op while the active segment is empty.
+    async fn roll(&mut self) -> Result<(), StorageError> {
+        if self.active.size == 0 {
+            return Ok(());
+        }
+        self.seal_active().await?;
+        let base = self.active.next_offset;
+        let paths = SegmentPaths::new(&self.shared.dir, base);
+        let dir = self.shared.dir.clone();
+        let p = paths.clone();
+        let file = blocking(move || create_segment(&dir, &p)).await?;
+        let file = {
+            let mut st = self.shared.lock();
+            st.segments.push(empty_entry(base, paths.clone(), file));
+            st.segments.last().map(|s| s.file.clone())
+        };
+        let Some(file) = file else {
+            return Err(StorageError::Closed);
+        };
+        self.active = Active {
+            base_offset: base,
+            paths,
+            file,
+            size: 0,
+            next_offset: base,
+            builder: IndexBuilder::new(self.shared.config.effective_index_interval()),
+            first_time: None,
+        };
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Fsyncs the active segment and writes its index files.
+    async fn seal_active(&mut self) -> Result<(), StorageError> {
+        let entries = {
+            let st = self.shared.lock();
+            st.segments
+                .last()
+                .map(|s| s.index.clone())
+                .unwrap_or_default()
+        };
+        let file = self.active.file.clone();
+        let paths = self.active.paths.clone();
+        let result = blocking(move || {
+            file.sync_data()
+                .map_err(|e| StorageError::io(&paths.log, e))?;
+            // The index is derived data, rebuilt on open if missing: failing
+            // to write it (say, on a full disk) must not fail the roll or
+            // the close.
+            if let Err(e) = persist_index(&paths, &entries) {
+                tracing::warn!(error = %e, "could not write the segment index; it will be rebuilt on open");
+            }
+            Ok(())
+        })
+        .await;
+        if result.is_ok() {
+            self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+            self.dirty = false;
+        }
+        result
+    }
+
+    /// Final flush on close or shutdown.
+    async fn finish(&mut self) -> Result<(), StorageError> {
+        self.seal_active().await?;
+        let dir = self.shared.dir.clone();
+        blocking(move || segment::sync_dir(&dir)).await
+    }
+
+    /// The `Interval` policy's periodic fsync.
+    async fn interval_sync(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        let file = self.active.file.clone();
+        let path = self.active.paths.log.clone();
+        let result = tokio::task::spawn_blocking(move || file.sync_data()).await;
+        match result {
+            Ok(Ok(())) => {
+                self.dirty = false;
+                self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Err(e)) => {
+                tracing::error!(path = %path.display(), error = %e, "interval fsync failed")
+            }
+            Err(e) => tracing::error!(error = %e, "interval fsync task failed"),
+        }
+    }
+}
+
+/// Sends every held-back answer: the outcomes, or `err` for all.
+fn answer(items: Vec<Item>, err: Option<&StorageError>) {
+    for item in items {
+        let (reply, ok) = match item {
+            Item::New {
+                reply,
+                base_offset,
+                count,
+                ..
+            } => (
+                reply,
+                AppendOutcome {
+                    base_offset,
+                    count,
+                    duplicate: false,
+                },
+            ),
+            Item::Duplicate { reply, outcome } => (reply, outcome),
+        };
+        let _ = reply.send(match err {
+            Some(e) => Err(e.duplicate()),
+            None => Ok(ok),
+        });
+    }
+}
