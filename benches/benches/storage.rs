@@ -1,6 +1,3 @@
-<<<<<<< HEAD
-fn main() {}
-=======
 //! Storage engine throughput: appends (by fsync policy, message size and
 //! concurrency) and reads (tail cache vs segment files).
 //!
@@ -145,4 +142,3 @@ fn read(c: &mut Criterion) {
 
 criterion_group!(benches, append, read);
 criterion_main!(benches);
->>>>>>> storage

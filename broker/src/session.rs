@@ -307,8 +307,14 @@ impl Session {
                 match reg.for_publish(&topic) {
                     Err(e) => self.reply(id, e.to_message()).await,
                     Ok(t) => {
+                        // Queue now, in arrival order; await the confirm
+                        // in `publishes` so later frames keep flowing.
+                        let queued = t.log.enqueue(batch).await;
                         self.publishes.push_back(Box::pin(async move {
-                            let r = t.log.append(batch).await;
+                            let r = match queued {
+                                Ok(p) => p.wait().await,
+                                Err(e) => Err(e),
+                            };
                             let m = match r {
                                 Ok(o) => {
                                     if !o.duplicate {

@@ -129,6 +129,18 @@ pub struct Log {
     closed: AtomicBool,
 }
 
+/// A queued append; [`PendingAppend::wait`] resolves once it is durable
+/// under the log's policy.
+#[derive(Debug)]
+pub struct PendingAppend(oneshot::Receiver<Result<AppendOutcome, StorageError>>);
+
+impl PendingAppend {
+    /// Waits for the confirm (or the failure) of the append.
+    pub async fn wait(self) -> Result<AppendOutcome, StorageError> {
+        self.0.await.map_err(|_| StorageError::Closed)?
+    }
+}
+
 impl Log {
     /// Opens (creating the folder if needed) and recovers the log in `dir`,
     /// then spawns its writer task.
@@ -188,6 +200,18 @@ impl Log {
     /// [`StorageError::SequenceGap`]; [`StorageError::StorageFull`] (nothing
     /// was appended); other I/O errors; [`StorageError::Closed`].
     pub async fn append(&self, batch: Batch) -> Result<AppendOutcome, StorageError> {
+        self.enqueue(batch).await?.wait().await
+    }
+
+    /// The first half of [`Log::append`]: queues the batch for the writer
+    /// and returns once it is queued (waiting only while the queue is full).
+    /// Batches are appended in the order they were queued, so a caller that
+    /// queues in arrival order (a session pipelining a producer's batches)
+    /// keeps that order without awaiting each confirm.
+    ///
+    /// # Errors
+    /// [`StorageError::Closed`] once the log is closed.
+    pub async fn enqueue(&self, batch: Batch) -> Result<PendingAppend, StorageError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StorageError::Closed);
         }
@@ -196,7 +220,7 @@ impl Log {
             .send(Request::Append { batch, reply })
             .await
             .map_err(|_| StorageError::Closed)?;
-        rx.await.map_err(|_| StorageError::Closed)?
+        Ok(PendingAppend(rx))
     }
 
     /// Batches holding offsets `>= from`, in order, up to about `max_bytes`
