@@ -57,7 +57,6 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the persistent storage engine: main's log is still the in-memory stand-in, so a restart loses data; run with --ignored once it lands"]
 async fn client_survives_broker_sigkills() -> anyhow::Result<()> {
     tokio::time::timeout(DEADLINE, run()).await?
 }

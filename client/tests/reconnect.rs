@@ -18,7 +18,6 @@ const N: u32 = 20_000;
 /// stored twice, the app sees every message exactly once, and both clients
 /// report Disconnected, Reconnecting and Reconnected.
 #[tokio::test]
-#[ignore = "needs the persistent storage engine: main's log is still the in-memory stand-in, so a restart loses data; run with --ignored once it lands"]
 async fn survives_broker_restart_under_load() -> anyhow::Result<()> {
     let mut broker = TestBroker::start().await;
     let backoff = (Duration::from_millis(20), Duration::from_millis(200));
@@ -171,7 +170,6 @@ async fn buffer_limit_and_give_up_while_broker_down() -> anyhow::Result<()> {
 /// Publishes made while the broker is down wait in the buffer (policy
 /// Wait) and are stored once it is back, in order.
 #[tokio::test]
-#[ignore = "needs the persistent storage engine: main's log is still the in-memory stand-in, so a restart loses data; run with --ignored once it lands"]
 async fn publishes_buffered_while_down_are_delivered_after_restart() -> anyhow::Result<()> {
     let mut broker = TestBroker::start().await;
     let client = Client::builder(broker.addr())
