@@ -12,7 +12,10 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("herald: error: {e:#}");
+            match cli::hint(&e) {
+                Some(h) => eprintln!("herald: error: {e:#} ({h})"),
+                None => eprintln!("herald: error: {e:#}"),
+            }
             ExitCode::from(1)
         }
     }

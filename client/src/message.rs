@@ -105,7 +105,9 @@ pub(crate) fn now_ms() -> i64 {
 /// Proof that the broker stored a publish durably.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Receipt {
-    /// The offset the record was stored at.
+    /// The offset the record was stored at; `u64::MAX` for a duplicate
+    /// whose original offsets the broker no longer knows (older than its
+    /// window of recent batches, or re-sent with other batch boundaries).
     pub offset: u64,
     /// The broker recognised a re-sent batch (after a reconnect) and
     /// answered with the offsets it stored the first time.

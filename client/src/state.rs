@@ -471,7 +471,14 @@ impl State {
             }) => {
                 for (i, w) in f.batch.waiters.drain(..).enumerate() {
                     let _ = w.send(Ok(Receipt {
-                        offset: base_offset + i as u64,
+                        // A duplicate the broker no longer has the offsets
+                        // of comes back as u64::MAX ("unknown"); keep it so
+                        // rather than overflow.
+                        offset: if base_offset == u64::MAX {
+                            u64::MAX
+                        } else {
+                            base_offset + i as u64
+                        },
                         duplicate,
                     }));
                 }

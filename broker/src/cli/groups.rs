@@ -54,6 +54,16 @@ pub fn run(a: GroupsArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .filter(|g| a.group.as_deref().is_none_or(|n| n == g.name))
             .collect();
+        if shown.is_empty() {
+            if let Some(g) = &a.group {
+                client.close().await;
+                anyhow::bail!(
+                    "topic {} has no group {g} (see `herald groups {}`)",
+                    a.topic,
+                    a.topic
+                );
+            }
+        }
         if a.server.json {
             for g in &shown {
                 println!("{}", group_json(g));
@@ -77,11 +87,6 @@ pub fn run(a: GroupsArgs) -> anyhow::Result<ExitCode> {
             }
         }
         client.close().await;
-        if shown.is_empty() {
-            if let Some(g) = &a.group {
-                anyhow::bail!("topic {} has no group {g}", a.topic);
-            }
-        }
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -38,6 +38,30 @@ pub enum Command {
     Groups(groups::GroupsArgs),
 }
 
+/// What to do about a broker's refusal, for the one error line on stderr.
+pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
+    use herald_protocol::ErrorCode;
+    let herald_client::Error::Broker { code, .. } = e.downcast_ref::<herald_client::Error>()?
+    else {
+        return None;
+    };
+    Some(match code {
+        ErrorCode::UnknownTopic => {
+            "see `herald topics list`, or create it with `herald topics create NAME`"
+        }
+        ErrorCode::GroupActive => {
+            "stop the group's consumers first; `herald groups TOPIC` lists them"
+        }
+        ErrorCode::TopicExists => {
+            "it exists with other settings; see `herald topics describe NAME`"
+        }
+        ErrorCode::Unauthorized => "the broker refused this client",
+        ErrorCode::StorageFull => "the broker's disk is full; free space or lower retention",
+        ErrorCode::ShuttingDown => "the broker is shutting down; retry once it is back",
+        _ => return None,
+    })
+}
+
 /// Runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {

@@ -60,13 +60,28 @@ struct Out {
 }
 
 impl Out {
+    /// Records the outcome of message `seq`; a failure ends the command.
+    fn take(
+        &mut self,
+        seq: u64,
+        r: herald_client::Result<herald_client::Receipt>,
+    ) -> anyhow::Result<()> {
+        let r = r.with_context(|| format!("message {seq} was not confirmed"))?;
+        self.confirmed(seq, r)
+    }
+
     fn confirmed(&mut self, seq: u64, r: herald_client::Receipt) -> anyhow::Result<()> {
         self.confirmed += 1;
         if self.json {
             writeln!(
                 self.w,
                 "{}",
-                json!({"seq": seq, "offset": r.offset, "duplicate": r.duplicate})
+                json!({
+                    "seq": seq,
+                    // null: a duplicate whose first offsets the broker forgot.
+                    "offset": (r.offset != u64::MAX).then_some(r.offset),
+                    "duplicate": r.duplicate,
+                })
             )?;
         }
         Ok(())
@@ -125,9 +140,27 @@ pub fn run(a: PubArgs) -> anyhow::Result<ExitCode> {
                 .await?;
             }
         } else {
-            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-            while let Some(line) = lines.next_line().await.context("reading stdin")? {
-                send(&producer, make(Bytes::from(line)), &mut seq, &mut pending).await?;
+            // Confirms are taken while waiting for the next line too: with
+            // a slow or idle stdin (`tail -f`), each one is printed as it
+            // arrives rather than when the next line or EOF comes.
+            // Lines are bytes, not text: any payload that has no newline can
+            // be piped in. A trailing `\r` is dropped, as `lines()` would.
+            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).split(b'\n');
+            loop {
+                tokio::select! {
+                    // `next_segment` keeps a half-read line in the `Split`
+                    // itself, so losing the race to a confirm drops nothing.
+                    line = lines.next_segment(), if pending.len() < MAX_PENDING => {
+                        let Some(mut line) = line.context("reading stdin")? else { break };
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
+                        }
+                        send(&producer, make(Bytes::from(line)), &mut seq, &mut pending).await?;
+                    }
+                    Some((n, r)) = pending.next(), if !pending.is_empty() => {
+                        out.take(n, r)?;
+                    }
+                }
                 drain(&mut pending, &mut out, MAX_PENDING).await?;
             }
         }
@@ -180,10 +213,7 @@ async fn drain(pending: &mut Pending, out: &mut Out, keep: usize) -> anyhow::Res
                 out.w.flush()?;
                 return Ok(());
             }
-            Some((seq, r)) => {
-                let r = r.with_context(|| format!("message {seq} was not confirmed"))?;
-                out.confirmed(seq, r)?;
-            }
+            Some((seq, r)) => out.take(seq, r)?,
         }
     }
 }

@@ -46,7 +46,12 @@ pub fn run(a: SubArgs) -> anyhow::Result<ExitCode> {
         let mut b = client
             .subscribe(&a.topic)
             .start(a.from)
-            .prefetch(a.prefetch);
+            // No more in flight than will be printed: the rest would only
+            // be released at exit and counted as redelivered.
+            .prefetch(
+                a.count
+                    .map_or(a.prefetch, |c| a.prefetch.min(c.max(1) as u32)),
+            );
         if let Some(g) = &a.group {
             b = b.group(g.clone());
         }
