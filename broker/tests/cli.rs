@@ -48,6 +48,10 @@ fn help_of_every_subcommand_has_examples() {
         &["pub", "--help"],
         &["sub", "--help"],
         &["topics", "--help"],
+        &["topics", "list", "--help"],
+        &["topics", "create", "--help"],
+        &["topics", "describe", "--help"],
+        &["topics", "delete", "--help"],
         &["groups", "--help"],
     ] {
         let out = run(args).ok();
@@ -493,6 +497,26 @@ fn serve_takes_a_config_file_and_env_vars_and_rejects_bad_flags() {
         "HERALD_DATA_DIR unused"
     );
     p.kill();
+
+    // A busy port: the address of a broker that is still running.
+    let (_running, busy) = serve(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().join("a").to_str().unwrap(),
+        ],
+        &[],
+    );
+    let out = run(&[
+        "serve",
+        "--listen",
+        &busy.to_string(),
+        "--data-dir",
+        dir.path().join("b").to_str().unwrap(),
+    ])
+    .failed();
+    assert_eq!(out.stderr.trim_end().lines().count(), 1, "{}", out.stderr);
 
     let bad_file = dir.path().join("bad.toml");
     std::fs::write(&bad_file, "data_dir = \"/tmp/x\"\n").unwrap();

@@ -49,7 +49,16 @@ fn pub_from_stdin_survives_a_broker_kill_and_restart() {
     let d = run_at(second.addr, &["topics", "describe", "t", "--json"], b"").ok();
     assert_eq!(d.json()[0]["next_offset"], N, "stored count");
     let n = N.to_string();
-    let args = ["sub", "t", "--from", "earliest", "--count", &n, "--timeout", "5s"];
+    let args = [
+        "sub",
+        "t",
+        "--from",
+        "earliest",
+        "--count",
+        &n,
+        "--timeout",
+        "5s",
+    ];
     let out = run_at(second.addr, &args, b"").ok();
     let mut seen = vec![0u32; N as usize + 1];
     for l in out.stdout.lines() {

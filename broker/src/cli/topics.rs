@@ -23,8 +23,14 @@ pub struct TopicsArgs {
 #[derive(Debug, Subcommand)]
 enum TopicsCmd {
     /// List every topic.
+    #[command(
+        after_help = "Examples:\n  herald topics list\n  herald topics list --json --server 10.0.0.5:7400"
+    )]
     List,
     /// Create a topic (succeeds if it exists with the same settings).
+    #[command(
+        after_help = "Examples:\n  herald topics create orders\n  herald topics create orders --retention-bytes 10GiB --retention 7d --segment-bytes 64MiB --fsync interval:100"
+    )]
     Create {
         name: String,
         /// Delete old segments past this total size (e.g. 10GiB).
@@ -41,8 +47,12 @@ enum TopicsCmd {
         fsync: Option<herald_protocol::FsyncPolicy>,
     },
     /// Delete a topic and its data.
+    #[command(after_help = "Examples:\n  herald topics delete orders")]
     Delete { name: String },
     /// Offsets, size on disk, rate and groups of a topic.
+    #[command(
+        after_help = "Examples:\n  herald topics describe orders\n  herald topics describe orders --json"
+    )]
     Describe { name: String },
 }
 
