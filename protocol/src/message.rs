@@ -17,8 +17,8 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::batch::Batch;
 use crate::control::*;
-use crate::rooms::*;
 use crate::frame::{put_frame, put_header, Frame, Opcode, FLAG_PUSH};
+use crate::rooms::*;
 use crate::WireError;
 
 /// Every message of protocol version 1.

@@ -101,8 +101,10 @@ fn emit_target() -> impl Strategy<Value = EmitTarget> {
     prop_oneof![
         s().prop_map(EmitTarget::Room),
         s().prop_map(EmitTarget::RoomExceptSender),
-        (vec(s(), 0..4), any::<bool>())
-            .prop_map(|(rooms, except_sender)| EmitTarget::Rooms { rooms, except_sender }),
+        (vec(s(), 0..4), any::<bool>()).prop_map(|(rooms, except_sender)| EmitTarget::Rooms {
+            rooms,
+            except_sender
+        }),
         s().prop_map(EmitTarget::Client),
         Just(EmitTarget::All),
     ]
