@@ -374,3 +374,26 @@ async fn limits_and_bad_arguments_have_clear_errors() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn rooms_are_rejoined_after_a_reconnect() -> anyhow::Result<()> {
+    let mut b = TestBroker::start_with(|c| c.presence_grace = GRACE).await;
+    let alice = client(&b, "alice").await;
+    alice.join("lobby").await?;
+    let mut ia = inbox(&alice).await;
+    let mut events = alice.events();
+    // A restart forgets every non-durable room.
+    b.restart().await;
+    common::wait_event(&mut events, |e| {
+        matches!(e, herald_client::ConnectionEvent::Reconnected)
+    })
+    .await;
+    // Requests keep their order on the connection: once this answers, the
+    // rejoin sent on reconnect has been applied.
+    let members = alice.members("lobby").await?;
+    assert_eq!(members.len(), 1);
+    let bob = client(&b, "bob").await;
+    assert_eq!(bob.emit(Target::room("lobby"), "hi", "").await?.recipients, 1);
+    assert_eq!(next_event(&mut ia).await.name(), "hi");
+    Ok(())
+}
