@@ -95,7 +95,10 @@ async fn main() -> anyhow::Result<()> {
         let r = match cmd {
             "" => Ok(()),
             "/msg" => match rest.split_once(' ') {
-                Some((to, text)) => client.emit_to_client(to, "dm", text.to_owned()).await.map(|_| ()),
+                Some((to, text)) => client
+                    .emit_to_client(to, "dm", text.to_owned())
+                    .await
+                    .map(|_| ()),
                 None => {
                     println!("* usage: /msg USER TEXT");
                     Ok(())

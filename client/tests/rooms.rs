@@ -393,7 +393,10 @@ async fn rooms_are_rejoined_after_a_reconnect() -> anyhow::Result<()> {
     let members = alice.members("lobby").await?;
     assert_eq!(members.len(), 1);
     let bob = client(&b, "bob").await;
-    assert_eq!(bob.emit(Target::room("lobby"), "hi", "").await?.recipients, 1);
+    assert_eq!(
+        bob.emit(Target::room("lobby"), "hi", "").await?.recipients,
+        1
+    );
     assert_eq!(next_event(&mut ia).await.name(), "hi");
     Ok(())
 }
