@@ -370,8 +370,10 @@ impl Session {
                 Some(Sub::Group { handle, member }) => {
                     let (h, m) = (handle.clone(), *member);
                     match h.ack(m, a.kind, a.ranges, id != 0).await {
-                        Err(_) => Err(Close),
-                        Ok(None) => Ok(()),
+                        // The group is gone (topic deleted, shutting down):
+                        // say so if asked; the connection itself is fine.
+                        Err(e) if id != 0 => self.reply(id, e.to_message()).await,
+                        Err(_) | Ok(None) => Ok(()),
                         Ok(Some(persisted)) => {
                             self.others.push(Box::pin(async move {
                                 let r = persisted.await.unwrap_or(Err(BrokerError::ShuttingDown));
