@@ -1,36 +1,54 @@
-//! A terminal chat on top of topics: every line typed is published to topic
-//! `chat.<room>`, and every participant reads the room through a group named
-//! after themselves, so a user who leaves and comes back first sees what
-//! they missed.
+//! A terminal chat on rooms: every user is a client id, joins durable rooms,
+//! broadcasts lines to the current room, sends direct messages, and sees
+//! who comes and goes. A user who quits and comes back first sees what they
+//! missed, in order: it waited in their inbox.
 //!
-//! Run a broker (`cargo run --release --bin herald -- serve`), then in two
-//! terminals:
+//! Run a broker (`cargo run --release --bin herald -- serve`), then in
+//! several terminals:
 //!
 //! ```text
 //! cargo run -p herald-examples --example chat -- lobby alice
 //! cargo run -p herald-examples --example chat -- lobby bob
 //! ```
 //! An optional third argument is the broker address (default
-//! 127.0.0.1:7400).
+//! 127.0.0.1:7400). Commands: `/msg USER TEXT`, `/join ROOM` (and make it
+//! the current room), `/leave ROOM`, `/who`, `/quit` (leaves the current room),
+//! Ctrl-D (goes away but stays a member: come back to catch up).
 
 use anyhow::bail;
 use futures::StreamExt;
-use herald_client::{Client, ConnectionEvent, Record, Start};
+use herald_client::{Client, ConnectionEvent, Event};
 use tokio::sync::mpsc;
+
+fn show(ev: &Event) {
+    let text = String::from_utf8_lossy(ev.payload());
+    let room = ev.room().unwrap_or("-");
+    match (ev.is_presence(), ev.name()) {
+        (true, "join") => println!("* {} joined {room}", ev.sender()),
+        (true, "leave") => println!("* {} left {room}", ev.sender()),
+        (true, "connect") => println!("* {} is back in {room}", ev.sender()),
+        (true, "disconnect") => println!("* {} went away from {room}", ev.sender()),
+        (false, "dm") => println!("(direct) <{}> {text}", ev.sender()),
+        (false, _) => println!("[{room}] <{}> {text}", ev.sender()),
+        (true, other) => println!("* {other} {} {room}", ev.sender()),
+    }
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (Some(room), Some(user)) = (args.first(), args.get(1)) else {
+    let (Some(first_room), Some(user)) = (args.first(), args.get(1)) else {
         bail!("usage: chat ROOM USER [ADDR]");
     };
     let addr = args
         .get(2)
         .cloned()
         .unwrap_or_else(|| "127.0.0.1:7400".into());
-    let topic = format!("chat.{room}");
+    // The user name is the client id: it is how others address direct
+    // messages, and what makes the inbox this user's across runs.
     let client = Client::builder(addr.as_str())
-        .client_id(format!("chat-{user}"))
+        .client_id(user.clone())
+        .client_name("herald-chat")
         .connect()
         .await?;
 
@@ -45,29 +63,22 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
-    let mut sub = client
-        .subscribe(&topic)
-        .group(format!("user.{user}"))
-        .start(Start::Resume)
-        .await?;
-    let me = user.clone();
+    let mut room = first_room.clone();
+    client.join_durable(&room).await?;
+    println!("* you are {user} in {room}; /msg USER TEXT, /join ROOM, /leave ROOM, /who, /quit");
+
+    // What arrived while this user was away comes first, then live events.
+    let mut inbox = client.inbox().await?;
     tokio::spawn(async move {
-        while let Some(msg) = sub.next().await {
-            let Ok(msg) = msg else { break };
-            let from = msg
-                .header("from")
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
-            if from != me.as_str() {
-                println!("<{from}> {}", String::from_utf8_lossy(msg.payload()));
-            }
-            if msg.ack().await.is_err() {
+        while let Some(ev) = inbox.next().await {
+            let Ok(ev) = ev else { break };
+            show(&ev);
+            if ev.ack().await.is_err() {
                 break;
             }
         }
     });
 
-    println!("* you are {user} in {room}; type lines, Ctrl-D to leave");
     // Terminal input is blocking I/O: read it on its own thread.
     let (tx, mut lines) = mpsc::channel::<String>(16);
     std::thread::spawn(move || {
@@ -79,12 +90,43 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     while let Some(line) = lines.recv().await {
-        if line.trim().is_empty() {
-            continue;
+        let line = line.trim();
+        let (cmd, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let r = match cmd {
+            "" => Ok(()),
+            "/msg" => match rest.split_once(' ') {
+                Some((to, text)) => client
+                    .emit_to_client(to, "dm", text.to_owned())
+                    .await
+                    .map(|_| ()),
+                None => {
+                    println!("* usage: /msg USER TEXT");
+                    Ok(())
+                }
+            },
+            "/join" if !rest.is_empty() => {
+                room = rest.to_owned();
+                client.join_durable(&room).await
+            }
+            "/leave" if !rest.is_empty() => client.leave(rest).await,
+            "/who" => client.members(&room).await.map(|members| {
+                for m in members {
+                    let state = if m.online { "online" } else { "away" };
+                    println!("* {} ({state})", m.client_id);
+                }
+            }),
+            "/quit" => {
+                client.leave(&room).await?;
+                break;
+            }
+            _ => client
+                .broadcast(&room, "message", line.to_owned())
+                .await
+                .map(|_| ()),
+        };
+        if let Err(e) = r {
+            println!("* {e}");
         }
-        client
-            .publish_record(&topic, Record::new(line).header("from", user.clone()))
-            .await?;
     }
     client.close().await;
     Ok(())

@@ -54,6 +54,23 @@ pub struct BrokerConfig {
     pub retention_interval: Duration,
     /// Per-log in-memory tail cache.
     pub tail_cache_bytes: usize,
+    /// A client whose last session ended and that reconnects (same client
+    /// id) within this keeps its rooms, and its rooms see no
+    /// disconnect/leave (nor connect) presence events.
+    pub presence_grace: Duration,
+    /// Rooms one client id may be a member of (its own id room not
+    /// counted). Past it Join fails with `Busy`.
+    pub max_rooms_per_connection: usize,
+    /// Members one room may have. Past it Join fails with `Busy`.
+    pub max_members_per_room: usize,
+    /// Events an inbox may hold unacknowledged. A direct emit or reply to a
+    /// full inbox fails with `Busy`; room emits skip full inboxes and count
+    /// them in `EmitOk.skipped`.
+    pub max_inbox_pending: u64,
+    /// Retention of inbox topics (`_inbox.<client id>`): what a client that
+    /// never comes back costs at most.
+    pub inbox_retention: Duration,
+    pub inbox_retention_bytes: u64,
 }
 
 impl Default for BrokerConfig {
@@ -85,6 +102,12 @@ impl Default for BrokerConfig {
             segment_bytes: 64 << 20,
             retention_interval: Duration::from_secs(30),
             tail_cache_bytes: 8 << 20,
+            presence_grace: Duration::from_secs(5),
+            max_rooms_per_connection: 128,
+            max_members_per_room: 10_000,
+            max_inbox_pending: 100_000,
+            inbox_retention: Duration::from_secs(7 * 24 * 3600),
+            inbox_retention_bytes: 256 << 20,
         }
     }
 }
@@ -103,6 +126,10 @@ pub struct FileConfig {
     pub ack_timeout_ms: Option<u64>,
     pub max_deliveries: Option<u32>,
     pub heartbeat_ms: Option<u64>,
+    pub presence_grace_ms: Option<u64>,
+    pub max_rooms_per_connection: Option<usize>,
+    pub max_members_per_room: Option<usize>,
+    pub max_inbox_pending: Option<u64>,
 }
 
 /// Parses `always`, `never` or `interval:<ms>`.

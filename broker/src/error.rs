@@ -20,6 +20,8 @@ pub enum BrokerError {
     UnknownSubscription(u64),
     #[error("group {0:?} has active members")]
     GroupActive(String),
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
     #[error("limit reached: {0}")]
     Busy(String),
     #[error("broker is shutting down")]
@@ -45,6 +47,7 @@ impl BrokerError {
             BrokerError::UnknownSubscription(_) => ErrorCode::UnknownSubscription,
             BrokerError::GroupActive(_) => ErrorCode::GroupActive,
             BrokerError::Busy(_) => ErrorCode::Busy,
+            BrokerError::Unauthorized(_) => ErrorCode::Unauthorized,
             BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
             BrokerError::Storage(e) => match e {
                 StorageError::SequenceGap { .. } => ErrorCode::SequenceGap,

@@ -14,6 +14,8 @@
 //! - [`group`]: consumer-group actors; [`group::acks`] tracks
 //!   acknowledgements, [`group::store`] persists them.
 //! - [`subscription`]: ephemeral (group-less) subscriptions.
+//! - [`rooms`]: rooms, presence and per-client inboxes (emit, broadcast,
+//!   direct messages, request/reply), built on topics and groups.
 //! - [`storage`]: the segmented, checksummed log with group commit.
 //! - [`config`]: every setting and bound, in one struct.
 //!
@@ -24,6 +26,7 @@ mod error;
 pub mod fsutil;
 pub mod group;
 pub mod outbox;
+pub mod rooms;
 pub mod server;
 pub mod session;
 pub mod storage;

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::BrokerConfig;
+use crate::rooms::Rooms;
 use crate::session::{self, Shared};
 use crate::topic::Registry;
 use crate::BrokerError;
@@ -49,9 +50,16 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
             .map_err(|e| BrokerError::Internal(e.to_string()))??
     };
     let shutdown = CancellationToken::new();
+    let rooms = {
+        let (c, r, s) = (config.clone(), registry.clone(), shutdown.clone());
+        tokio::task::spawn_blocking(move || Rooms::open(c, r, s))
+            .await
+            .map_err(|e| BrokerError::Internal(e.to_string()))??
+    };
     let shared = Arc::new(Shared {
         config: config.clone(),
         registry: registry.clone(),
+        rooms,
         shutdown: shutdown.clone(),
         next_member: AtomicU64::new(1),
     });

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::BrokerConfig;
 use crate::group::{GroupHandle, Join};
 use crate::outbox::{self, Out, Outbox};
+use crate::rooms::{inbox, presence, requests, Rooms};
 use crate::subscription::{self, Credit};
 use crate::topic::Registry;
 use crate::BrokerError;
@@ -31,6 +32,8 @@ use crate::BrokerError;
 pub struct Shared {
     pub config: Arc<BrokerConfig>,
     pub registry: Arc<Registry>,
+    /// Rooms, presence and inboxes.
+    pub rooms: Arc<Rooms>,
     /// Cancelled when the broker shuts down.
     pub shutdown: CancellationToken,
     pub next_member: AtomicU64,
@@ -86,6 +89,12 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>) {
         }
     };
     tracing::debug!(?peer, %client_id, "session started");
+    let notices = shared.rooms.connect(&client_id);
+    if !notices.is_empty() {
+        let rooms = shared.rooms.clone();
+        tokio::spawn(async move { presence::deliver(&rooms, notices).await });
+    }
+    let rooms = shared.rooms.clone();
     let mut s = Session {
         shared,
         outbox,
@@ -97,6 +106,7 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>) {
     };
     s.serve(&mut frames).await;
     s.cleanup().await;
+    rooms.disconnect(&s.client_id);
     drop(s);
     let _ = tokio::time::timeout(cfg.write_stall_timeout, writer).await;
     tracing::debug!(?peer, "session ended");
@@ -360,8 +370,10 @@ impl Session {
                 Some(Sub::Group { handle, member }) => {
                     let (h, m) = (handle.clone(), *member);
                     match h.ack(m, a.kind, a.ranges, id != 0).await {
-                        Err(_) => Err(Close),
-                        Ok(None) => Ok(()),
+                        // The group is gone (topic deleted, shutting down):
+                        // say so if asked; the connection itself is fine.
+                        Err(e) if id != 0 => self.reply(id, e.to_message()).await,
+                        Err(_) | Ok(None) => Ok(()),
                         Ok(Some(persisted)) => {
                             self.others.push(Box::pin(async move {
                                 let r = persisted.await.unwrap_or(Err(BrokerError::ShuttingDown));
@@ -487,6 +499,11 @@ impl Session {
                     Err(e) => self.reply(id, e.to_message()).await,
                 }
             }
+            Message::Join(_)
+            | Message::Leave(_)
+            | Message::Emit(_)
+            | Message::Members(_)
+            | Message::Reply(_) => self.handle_room(id, msg).await,
             Message::Hello(_) => {
                 self.reply(
                     id,
@@ -505,6 +522,62 @@ impl Session {
         }
     }
 
+    /// Room requests (see [`crate::rooms::requests`]). Membership changes
+    /// and appends are queued before the next frame is read, so the
+    /// session's requests take effect in the order they came; replies wait
+    /// in `others` (join, leave) or `publishes` (emit, reply: confirms in
+    /// order).
+    async fn handle_room(&mut self, id: u64, msg: Message) -> Result<(), Close> {
+        let rooms = self.shared.rooms.clone();
+        let client = self.client_id.clone();
+        let pending = match msg {
+            Message::Join(j) => requests::join(&rooms, &client, j).await,
+            Message::Leave(l) => requests::leave(&rooms, &client, l).await,
+            Message::Members(m) => {
+                let r = requests::members(&rooms, &client, m);
+                return self.reply(id, r.unwrap_or_else(|e| e.to_message())).await;
+            }
+            Message::Emit(e) => {
+                let r = requests::emit(&rooms, &client, e).await;
+                return self.confirm_fanout(id, r, true).await;
+            }
+            Message::Reply(r) => {
+                let r = requests::reply(&rooms, &client, r).await;
+                return self.confirm_fanout(id, r, false).await;
+            }
+            _ => return Ok(()),
+        };
+        match pending {
+            Ok(p) => {
+                self.others.push(Box::pin(async move { (id, p.await) }));
+                Ok(())
+            }
+            Err(e) => self.reply(id, e.to_message()).await,
+        }
+    }
+
+    async fn confirm_fanout(
+        &mut self,
+        id: u64,
+        r: Result<crate::rooms::inbox::Fanout, BrokerError>,
+        emit_ok: bool,
+    ) -> Result<(), Close> {
+        match r {
+            Ok(f) => {
+                self.publishes.push_back(Box::pin(async move {
+                    let m = match f.wait().await {
+                        Ok(ok) if emit_ok => Message::EmitOk(ok),
+                        Ok(_) => Message::Ok,
+                        Err(e) => e.to_message(),
+                    };
+                    (id, m)
+                }));
+                Ok(())
+            }
+            Err(e) => self.reply(id, e.to_message()).await,
+        }
+    }
+
     async fn subscribe(&mut self, id: u64, s: Subscribe) -> Result<(), BrokerError> {
         let cfg = &self.shared.config;
         if self.subs.len() >= cfg.max_subscriptions_per_connection {
@@ -513,7 +586,18 @@ impl Session {
                 cfg.max_subscriptions_per_connection
             )));
         }
-        let topic = self.shared.registry.for_publish(&s.topic)?;
+        let topic = match s.topic.strip_prefix(inbox::INBOX_PREFIX) {
+            // Inboxes are created with their own retention, and each is
+            // read only by its owner.
+            Some(owner) if owner == self.client_id => inbox::topic(&self.shared.rooms, owner)?,
+            Some(_) => {
+                return Err(BrokerError::Unauthorized(format!(
+                    "{:?} is another client's inbox",
+                    s.topic
+                )))
+            }
+            None => self.shared.registry.for_publish(&s.topic)?,
+        };
         let window = (
             s.prefetch_messages.clamp(1, cfg.max_prefetch_messages),
             s.prefetch_bytes.clamp(1, cfg.max_prefetch_bytes),

@@ -51,6 +51,8 @@ pub(crate) struct ClientInner {
     /// held only to look up or insert.
     producers: Mutex<HashMap<String, Producer>>,
     next_id: AtomicU64,
+    /// The inbox reader, started by the first inbox, `on` or request call.
+    pub(crate) inbox: tokio::sync::OnceCell<Arc<crate::inbox::InboxHub>>,
 }
 
 impl ClientInner {
@@ -115,6 +117,7 @@ impl Client {
             conn,
             producers: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            inbox: tokio::sync::OnceCell::new(),
         };
         (
             Client {

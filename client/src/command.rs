@@ -51,9 +51,23 @@ pub(crate) enum Command {
 /// Permits a queued publish holds until it is confirmed or failed: room in
 /// the client's publish buffer and, for a batch, one of its producer's
 /// in-flight slots. Dropping them frees the room.
-#[derive(Debug, Default)]
+///
+/// Counted rather than held one by one, so that a batch of thousands of
+/// records releases its room with two additions instead of thousands of
+/// semaphore operations.
+#[derive(Debug)]
 pub(crate) struct Permits {
-    pub(crate) permits: Vec<OwnedSemaphorePermit>,
+    pub(crate) budget: Arc<crate::producer::Budget>,
+    pub(crate) messages: usize,
+    pub(crate) bytes: usize,
+    /// The producer's in-flight slot, for a sealed batch.
+    pub(crate) _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Permits {
+    fn drop(&mut self) {
+        self.budget.release(self.messages, self.bytes);
+    }
 }
 
 /// One sealed batch on its way to the broker.

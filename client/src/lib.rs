@@ -41,6 +41,9 @@
 //! - `events`: [`ConnectionEvent`], [`Events`]; `error`: [`Error`];
 //!   `config`: [`ClientConfig`], [`Backoff`], [`OverflowPolicy`]; `admin`:
 //!   topic and group administration on [`Client`].
+//! - `rooms`: rooms and events on [`Client`] (join, emit, broadcast,
+//!   members, request/reply), [`Target`]; `inbox`: the client's inbox
+//!   reader, [`Inbox`], [`Event`] (docs/rooms.md).
 //!
 //! docs/client.md describes the delivery guarantees.
 
@@ -54,8 +57,10 @@ mod config;
 mod connection;
 mod error;
 mod events;
+mod inbox;
 mod message;
 mod producer;
+mod rooms;
 mod state;
 mod subscription;
 
@@ -63,10 +68,14 @@ pub use client::{Client, ClientBuilder};
 pub use config::{Backoff, ClientConfig, OverflowPolicy};
 pub use error::{Error, Result};
 pub use events::{ConnectionEvent, Events};
+pub use inbox::{Event, EventKind, Inbox, INBOX_BUFFER};
 pub use message::{Message, Receipt, Record};
 pub use producer::{PendingReceipt, Producer};
+pub use rooms::{EmitReceipt, Target};
 pub use subscription::{SubscribeBuilder, Subscription, DEFAULT_PREFETCH, DEFAULT_PREFETCH_BYTES};
 
 /// Where a subscription starts; the protocol's [`StartPosition`].
 pub use herald_protocol::StartPosition as Start;
-pub use herald_protocol::{ErrorCode, GroupInfo, StartPosition, TopicConfig, TopicInfo};
+pub use herald_protocol::{
+    ErrorCode, GroupInfo, RoomMember, StartPosition, TopicConfig, TopicInfo,
+};

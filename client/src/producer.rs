@@ -28,8 +28,8 @@ use crate::{Error, Receipt, Record, Result};
 /// and not yet confirmed or failed.
 #[derive(Debug)]
 pub(crate) struct Budget {
-    messages: Arc<Semaphore>,
-    bytes: Arc<Semaphore>,
+    messages: Semaphore,
+    bytes: Semaphore,
     max_bytes: usize,
     policy: OverflowPolicy,
 }
@@ -38,14 +38,16 @@ impl Budget {
     pub(crate) fn new(cfg: &ClientConfig) -> Budget {
         let cap = |n: usize| n.clamp(1, Semaphore::MAX_PERMITS);
         Budget {
-            messages: Arc::new(Semaphore::new(cap(cfg.max_buffered_messages))),
-            bytes: Arc::new(Semaphore::new(cap(cfg.max_buffered_bytes))),
+            messages: Semaphore::new(cap(cfg.max_buffered_messages)),
+            bytes: Semaphore::new(cap(cfg.max_buffered_bytes)),
             max_bytes: cap(cfg.max_buffered_bytes),
             policy: cfg.overflow,
         }
     }
 
-    async fn acquire(&self, bytes: usize) -> Result<Permits> {
+    /// Takes room for one record of `bytes` bytes; the caller counts it
+    /// into a [`Permits`] that gives it back.
+    async fn acquire(&self, bytes: usize) -> Result<usize> {
         let bytes = u32::try_from(bytes.max(1))
             .map_err(|_| Error::InvalidArgument("record over 4 GiB".into()))?;
         if bytes as usize > self.max_bytes {
@@ -55,38 +57,50 @@ impl Budget {
             )));
         }
         let closed = |_| Error::ConnectionLost("client closed".into());
-        let permits = match self.policy {
-            OverflowPolicy::Wait => vec![
-                self.messages
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(closed)?,
-                self.bytes
-                    .clone()
-                    .acquire_many_owned(bytes)
-                    .await
-                    .map_err(closed)?,
-            ],
+        match self.policy {
+            OverflowPolicy::Wait => {
+                self.messages.acquire().await.map_err(closed)?.forget();
+                match self.bytes.acquire_many(bytes).await {
+                    Ok(p) => p.forget(),
+                    Err(e) => {
+                        self.messages.add_permits(1);
+                        return Err(closed(e));
+                    }
+                }
+            }
             OverflowPolicy::Fail => {
-                let m = self.messages.clone().try_acquire_owned();
-                let b = self.bytes.clone().try_acquire_many_owned(bytes);
+                let m = self.messages.try_acquire();
+                let b = self.bytes.try_acquire_many(bytes);
                 match (m, b) {
-                    (Ok(m), Ok(b)) => vec![m, b],
+                    (Ok(m), Ok(b)) => {
+                        m.forget();
+                        b.forget();
+                    }
                     _ => return Err(Error::BufferFull),
                 }
             }
-        };
-        Ok(Permits { permits })
+        }
+        Ok(bytes as usize)
+    }
+
+    /// Gives back room taken by [`Budget::acquire`].
+    pub(crate) fn release(&self, messages: usize, bytes: usize) {
+        if messages > 0 {
+            self.messages.add_permits(messages);
+        }
+        if bytes > 0 {
+            self.bytes.add_permits(bytes);
+        }
     }
 }
 
 /// A record waiting for the batcher.
 struct Queued {
     record: Record,
-    timestamp: i64,
+    timestamp: Option<i64>,
     waiter: oneshot::Sender<Result<Receipt>>,
-    permits: Permits,
+    /// Bytes of the publish buffer this record holds (and one message).
+    bytes: usize,
 }
 
 #[derive(Default)]
@@ -230,19 +244,22 @@ impl Producer {
                 "record of {size} bytes does not fit a batch of at most {limit} bytes"
             )));
         }
-        let permits = shared.budget.acquire(size).await?;
+        let bytes = shared.budget.acquire(size).await?;
         let (tx, rx) = oneshot::channel();
-        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        // Records without a time of their own get their batch's time: one
+        // clock read per batch rather than per record.
+        let timestamp = record.timestamp;
         {
             let mut q = shared.lock();
             if q.closed {
+                shared.budget.release(1, bytes);
                 return Err(Error::ConnectionLost("producer closed".into()));
             }
             q.records.push_back(Queued {
                 record,
                 timestamp,
                 waiter: tx,
-                permits,
+                bytes,
             });
         }
         shared.notify.notify_one();
@@ -298,8 +315,12 @@ async fn batcher(
         let limit = shared.batch_limit();
         let mut waiters = Vec::new();
         let mut permits = Permits {
-            permits: vec![slot],
+            budget: shared.budget.clone(),
+            messages: 0,
+            bytes: 0,
+            _slot: Some(slot),
         };
+        let batch_time = now_ms();
         {
             let mut q = shared.lock();
             while let Some(next) = q.records.front() {
@@ -323,10 +344,11 @@ async fn batcher(
                     key: &qd.record.key,
                     headers: &headers,
                     payload: &qd.record.payload,
-                    timestamp: qd.timestamp,
+                    timestamp: qd.timestamp.unwrap_or(batch_time),
                 });
                 waiters.push(qd.waiter);
-                permits.permits.extend(qd.permits.permits);
+                permits.messages += 1;
+                permits.bytes += qd.bytes;
             }
         }
         if builder.is_empty() {
@@ -348,7 +370,10 @@ async fn batcher(
         if cmd_tx.send(Command::Publish(batch)).await.is_err() {
             // The connection task is gone; the waiters were dropped with
             // the batch and report the loss. Fail whatever is still queued.
-            shared.lock().records.clear();
+            let mut q = shared.lock();
+            let (n, bytes) = (q.records.len(), q.records.iter().map(|r| r.bytes).sum());
+            q.records.clear();
+            shared.budget.release(n, bytes);
             return;
         }
     }

@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use herald_protocol::batch::set_producer;
 use herald_protocol::message::put_publish;
 use herald_protocol::{
-    Ack, AckKind, ErrorCode, Flow, Message as Wire, PublishOk, StartPosition, Subscribe,
+    Ack, AckKind, ErrorCode, Flow, JoinRoom, Message as Wire, PublishOk, StartPosition, Subscribe,
     SubscribeOk, Unsubscribe,
 };
 use tokio::sync::oneshot;
@@ -74,6 +74,8 @@ enum Pending {
         msg: Wire,
         reply: oneshot::Sender<Result<Wire>>,
     },
+    /// A Join re-sent after a reconnect; nobody waits for it.
+    Rejoin,
 }
 
 /// Why the connection must be dropped.
@@ -94,6 +96,9 @@ pub(crate) struct State {
     subs: HashMap<u64, SubEntry>,
     by_broker_id: HashMap<u64, u64>,
     requests: HashMap<u64, Pending>,
+    /// Rooms joined (and not left), with their durability: joined again
+    /// after every reconnect, in case the broker's grace period ran out.
+    rooms: BTreeMap<String, bool>,
 }
 
 impl State {
@@ -417,9 +422,22 @@ impl State {
             (Pending::Admin { reply, .. }, Wire::Error(e)) => {
                 let _ = reply.send(Err(Error::from_body(e.code, e.message)));
             }
-            (Pending::Admin { reply, .. }, m) => {
+            (Pending::Admin { msg, reply }, m) => {
+                match (&msg, &m) {
+                    (Wire::Join(j), Wire::Ok) => {
+                        self.rooms.insert(j.room.clone(), j.durable);
+                    }
+                    (Wire::Leave(l), Wire::Ok) => {
+                        self.rooms.remove(&l.room);
+                    }
+                    _ => {}
+                }
                 let _ = reply.send(Ok(m));
             }
+            (Pending::Rejoin, Wire::Error(e)) => {
+                tracing::warn!(code = e.code, message = %e.message, "rejoining a room failed");
+            }
+            (Pending::Rejoin, _) => {}
             (_, m) => return Err(format!("unexpected {:?} reply to request {id}", m.opcode())),
         }
         Ok(())
@@ -565,7 +583,7 @@ impl State {
         let pending: Vec<(u64, Pending)> = self.requests.drain().collect();
         for (id, p) in pending {
             match p {
-                Pending::Subscribe { .. } => {}
+                Pending::Subscribe { .. } | Pending::Rejoin => {}
                 Pending::Unsubscribe { reply } => {
                     if let Some(r) = reply {
                         let _ = r.send(Ok(()));
@@ -601,6 +619,13 @@ impl State {
         for (id, f) in &self.publishes {
             put_publish(out, *id, &f.batch.topic, &f.batch.bytes);
         }
+        let rooms: Vec<(String, bool)> = self.rooms.iter().map(|(r, d)| (r.clone(), *d)).collect();
+        for (room, durable) in rooms {
+            let id = self.request_id();
+            self.send(id, &Wire::Join(JoinRoom { room, durable }));
+            self.requests.insert(id, Pending::Rejoin);
+        }
+        let out = &mut self.out;
         for (id, p) in &self.requests {
             if let Pending::Admin { msg, .. } = p {
                 msg.encode(*id, out);

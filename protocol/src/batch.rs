@@ -216,8 +216,10 @@ impl BatchBuilder {
             let crc = crc32c::crc32c(&b[CRC_START..]);
             b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
         }
-        let cap = self.buf.capacity().max(BATCH_HEADER_LEN);
-        let out = std::mem::replace(&mut self.buf, BytesMut::with_capacity(cap)).freeze();
+        // Hand out the filled part and keep building in the rest of the
+        // same allocation: one allocation serves many batches, and once the
+        // batches handed out are dropped `reserve` can reclaim it.
+        let out = self.buf.split().freeze();
         self.reset();
         out
     }

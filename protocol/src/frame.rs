@@ -58,6 +58,13 @@ pub enum Opcode {
     ListGroups = 0x36,
     GroupList = 0x37,
     ResetGroup = 0x38,
+    Join = 0x40,
+    Leave = 0x41,
+    Emit = 0x42,
+    EmitOk = 0x43,
+    Members = 0x44,
+    MemberList = 0x45,
+    Reply = 0x46,
 }
 
 impl Opcode {
@@ -89,6 +96,13 @@ impl Opcode {
             0x36 => ListGroups,
             0x37 => GroupList,
             0x38 => ResetGroup,
+            0x40 => Join,
+            0x41 => Leave,
+            0x42 => Emit,
+            0x43 => EmitOk,
+            0x44 => Members,
+            0x45 => MemberList,
+            0x46 => Reply,
             other => return Err(WireError::UnknownOpcode(other)),
         };
         Result::Ok(op)

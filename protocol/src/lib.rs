@@ -12,6 +12,8 @@
 //! - [`control`]: the serde bodies (handshake, subscribe, ack, topic admin,
 //!   errors), encoded with postcard.
 //! - [`message`]: frames parsed into the [`Message`] enum and back.
+//! - [`rooms`]: the bodies of rooms, events, presence and replies, and the
+//!   header names of inbox records.
 //! - `codec` (feature `codec`, on by default): the tokio-util
 //!   `Decoder`/`Encoder`, a thin wrapper for `Framed`.
 //!
@@ -24,9 +26,13 @@ pub mod control;
 mod error;
 pub mod frame;
 pub mod message;
+pub mod rooms;
 
 pub use batch::{Batch, BatchBuilder, Record, RecordRef};
 pub use control::*;
 pub use error::{BatchError, WireError};
 pub use frame::{Frame, FrameHeader, Opcode, DEFAULT_MAX_FRAME, HEADER_LEN};
 pub use message::{Deliver, Message};
+pub use rooms::{
+    Emit, EmitOk, EmitTarget, JoinRoom, MemberList, ReplyTo, RoomMember, RoomName, RESERVED_EVENTS,
+};

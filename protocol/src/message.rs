@@ -18,6 +18,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::batch::Batch;
 use crate::control::*;
 use crate::frame::{put_frame, put_header, Frame, Opcode, FLAG_PUSH};
+use crate::rooms::*;
 use crate::WireError;
 
 /// Every message of protocol version 1.
@@ -47,6 +48,13 @@ pub enum Message {
     ListGroups(TopicName),
     GroupList(GroupList),
     ResetGroup(ResetGroup),
+    Join(JoinRoom),
+    Leave(RoomName),
+    Emit(Emit),
+    EmitOk(EmitOk),
+    Members(RoomName),
+    MemberList(MemberList),
+    Reply(ReplyTo),
 }
 
 /// A pushed delivery: a stored batch and the part of it meant for this
@@ -224,6 +232,13 @@ impl Message {
             Opcode::ListGroups => Message::ListGroups(from_postcard("list_groups", b)?),
             Opcode::GroupList => Message::GroupList(from_postcard("group_list", b)?),
             Opcode::ResetGroup => Message::ResetGroup(from_postcard("reset_group", b)?),
+            Opcode::Join => Message::Join(from_postcard("join", b)?),
+            Opcode::Leave => Message::Leave(from_postcard("leave", b)?),
+            Opcode::Emit => Message::Emit(from_postcard("emit", b)?),
+            Opcode::EmitOk => Message::EmitOk(from_postcard("emit_ok", b)?),
+            Opcode::Members => Message::Members(from_postcard("members", b)?),
+            Opcode::MemberList => Message::MemberList(from_postcard("member_list", b)?),
+            Opcode::Reply => Message::Reply(from_postcard("reply", b)?),
         })
     }
 
@@ -254,6 +269,13 @@ impl Message {
             Message::ListGroups(_) => Opcode::ListGroups,
             Message::GroupList(_) => Opcode::GroupList,
             Message::ResetGroup(_) => Opcode::ResetGroup,
+            Message::Join(_) => Opcode::Join,
+            Message::Leave(_) => Opcode::Leave,
+            Message::Emit(_) => Opcode::Emit,
+            Message::EmitOk(_) => Opcode::EmitOk,
+            Message::Members(_) => Opcode::Members,
+            Message::MemberList(_) => Opcode::MemberList,
+            Message::Reply(_) => Opcode::Reply,
         }
     }
 
@@ -301,6 +323,13 @@ impl Message {
             Message::ListGroups(v) => put_postcard(buf, op, flags, id, v),
             Message::GroupList(v) => put_postcard(buf, op, flags, id, v),
             Message::ResetGroup(v) => put_postcard(buf, op, flags, id, v),
+            Message::Join(v) => put_postcard(buf, op, flags, id, v),
+            Message::Leave(v) => put_postcard(buf, op, flags, id, v),
+            Message::Emit(v) => put_postcard(buf, op, flags, id, v),
+            Message::EmitOk(v) => put_postcard(buf, op, flags, id, v),
+            Message::Members(v) => put_postcard(buf, op, flags, id, v),
+            Message::MemberList(v) => put_postcard(buf, op, flags, id, v),
+            Message::Reply(v) => put_postcard(buf, op, flags, id, v),
         }
     }
 

@@ -451,12 +451,138 @@ fn start_position_indices() {
     }
 }
 
+#[test]
+fn join() {
+    pin(
+        Message::Join(JoinRoom {
+            room: "r".into(),
+            durable: true,
+        }),
+        1,
+        "0f000000 40 00 0000 0100000000000000 | 0172 01",
+    );
+}
+
+#[test]
+fn leave() {
+    pin(
+        Message::Leave(RoomName { room: "r".into() }),
+        2,
+        "0e000000 41 00 0000 0200000000000000 | 0172",
+    );
+}
+
+#[test]
+fn emit() {
+    // Target Rooms (variant 2): ["a", "b"], except_sender; event "ev",
+    // payload "hi", correlation 300 = ac 02.
+    pin(
+        Message::Emit(Emit {
+            target: EmitTarget::Rooms {
+                rooms: vec!["a".into(), "b".into()],
+                except_sender: true,
+            },
+            event: "ev".into(),
+            payload: b"hi".to_vec(),
+            correlation: 300,
+        }),
+        3,
+        "1b000000 42 00 0000 0300000000000000 | 02 02 0161 0162 01 | 026576 | 026869 | ac02",
+    );
+}
+
+#[test]
+fn emit_target_indices() {
+    for (target, t) in [
+        (EmitTarget::Room("r".into()), "00 0172"),
+        (EmitTarget::RoomExceptSender("r".into()), "01 0172"),
+        (
+            EmitTarget::Rooms {
+                rooms: vec![],
+                except_sender: false,
+            },
+            "02 00 00",
+        ),
+        (EmitTarget::Client("c".into()), "03 0163"),
+        (EmitTarget::All, "04"),
+    ] {
+        // event "e", empty payload, no correlation.
+        let body = format!("{t} | 0165 | 00 | 00");
+        let len = 12 + hex(&body).len();
+        pin(
+            Message::Emit(Emit {
+                target,
+                event: "e".into(),
+                payload: vec![],
+                correlation: 0,
+            }),
+            1,
+            &format!("{len:02x}000000 42 00 0000 0100000000000000 | {body}"),
+        );
+    }
+}
+
+#[test]
+fn emit_ok() {
+    pin(
+        Message::EmitOk(EmitOk {
+            recipients: 3,
+            skipped: 1,
+        }),
+        3,
+        "0e000000 43 00 0000 0300000000000000 | 03 01",
+    );
+}
+
+#[test]
+fn members() {
+    pin(
+        Message::Members(RoomName { room: "r".into() }),
+        4,
+        "0e000000 44 00 0000 0400000000000000 | 0172",
+    );
+}
+
+#[test]
+fn member_list() {
+    pin(
+        Message::MemberList(MemberList {
+            members: vec![
+                RoomMember {
+                    client_id: "a".into(),
+                    online: true,
+                },
+                RoomMember {
+                    client_id: "b".into(),
+                    online: false,
+                },
+            ],
+        }),
+        4,
+        "13000000 45 00 0000 0400000000000000 | 02 | 0161 01 | 0162 00",
+    );
+}
+
+#[test]
+fn reply() {
+    pin(
+        Message::Reply(ReplyTo {
+            to_client: "a".into(),
+            correlation: 300,
+            payload: b"ok".to_vec(),
+        }),
+        5,
+        "13000000 46 00 0000 0500000000000000 | 0161 | ac02 | 026f6b",
+    );
+}
+
 /// Every opcode has a pinned frame above; this keeps the list honest.
 #[test]
 fn every_opcode_is_pinned() {
     let pinned: Vec<u8> = vec![
         0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25,
-        0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38,
+        0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x40, 0x41, 0x42, 0x43, 0x44, 0x45,
+        0x46,
     ];
     let known: Vec<u8> = (0..=255u8)
         .filter(|b| Opcode::from_u8(*b).is_ok())

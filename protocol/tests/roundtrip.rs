@@ -97,6 +97,19 @@ fn topic_info() -> impl Strategy<Value = TopicInfo> {
         })
 }
 
+fn emit_target() -> impl Strategy<Value = EmitTarget> {
+    prop_oneof![
+        s().prop_map(EmitTarget::Room),
+        s().prop_map(EmitTarget::RoomExceptSender),
+        (vec(s(), 0..4), any::<bool>()).prop_map(|(rooms, except_sender)| EmitTarget::Rooms {
+            rooms,
+            except_sender
+        }),
+        s().prop_map(EmitTarget::Client),
+        Just(EmitTarget::All),
+    ]
+}
+
 fn deliver() -> impl Strategy<Value = Deliver> {
     arb_batch(50).prop_flat_map(|(bytes, recs)| {
         let n = recs.len() as u64;
@@ -252,6 +265,39 @@ proptest! {
     #[test]
     fn reset_group(topic in s(), group in s(), to in start(), rid in any::<u64>()) {
         round_trip(&Message::ResetGroup(ResetGroup { topic, group, to }), rid)?;
+    }
+
+    #[test]
+    fn join_and_room_name_bodies(room in s(), durable in any::<bool>(), rid in any::<u64>()) {
+        round_trip(&Message::Join(JoinRoom { room: room.clone(), durable }), rid)?;
+        round_trip(&Message::Leave(RoomName { room: room.clone() }), rid)?;
+        round_trip(&Message::Members(RoomName { room }), rid)?;
+    }
+
+    #[test]
+    fn emit(target in emit_target(), event in s(), payload in vec(any::<u8>(), 0..64),
+            correlation in any::<u64>(), rid in any::<u64>()) {
+        round_trip(&Message::Emit(Emit { target, event, payload, correlation }), rid)?;
+    }
+
+    #[test]
+    fn emit_ok(recipients in any::<u32>(), skipped in any::<u32>(), rid in any::<u64>()) {
+        round_trip(&Message::EmitOk(EmitOk { recipients, skipped }), rid)?;
+    }
+
+    #[test]
+    fn member_list(m in vec((s(), any::<bool>()), 0..6), rid in any::<u64>()) {
+        let members = m
+            .into_iter()
+            .map(|(client_id, online)| RoomMember { client_id, online })
+            .collect();
+        round_trip(&Message::MemberList(MemberList { members }), rid)?;
+    }
+
+    #[test]
+    fn reply(to_client in s(), correlation in any::<u64>(), payload in vec(any::<u8>(), 0..64),
+             rid in any::<u64>()) {
+        round_trip(&Message::Reply(ReplyTo { to_client, correlation, payload }), rid)?;
     }
 
     /// Several frames in one buffer come out one by one, in order.

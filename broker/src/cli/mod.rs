@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch to one module per subcommand.
 
+mod bench;
 mod common;
 mod groups;
 mod publish;
@@ -36,6 +37,8 @@ pub enum Command {
     Topics(topics::TopicsArgs),
     /// Lag and health of a topic's consumer groups.
     Groups(groups::GroupsArgs),
+    /// Load generator: throughput and latency of the whole system.
+    Bench(bench::BenchArgs),
 }
 
 /// What to do about a broker's refusal, for the one error line on stderr.
@@ -70,5 +73,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sub(a) => subscribe::run(a),
         Command::Topics(a) => topics::run(a),
         Command::Groups(a) => groups::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

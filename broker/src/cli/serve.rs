@@ -83,6 +83,18 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<(BrokerConfig, String)> {
     if let Some(v) = file.heartbeat_ms {
         c.heartbeat = Duration::from_millis(v);
     }
+    if let Some(v) = file.presence_grace_ms {
+        c.presence_grace = Duration::from_millis(v);
+    }
+    if let Some(v) = file.max_rooms_per_connection {
+        c.max_rooms_per_connection = v;
+    }
+    if let Some(v) = file.max_members_per_room {
+        c.max_members_per_room = v;
+    }
+    if let Some(v) = file.max_inbox_pending {
+        c.max_inbox_pending = v;
+    }
     if let Some(v) = a.listen {
         c.listen = v;
     }

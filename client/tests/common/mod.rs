@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
+use herald_broker::config::BrokerConfig;
 use herald_broker::server::BrokerHandle;
 use herald_client::{ConnectionEvent, Events};
 
@@ -19,15 +20,22 @@ pub struct TestBroker {
     handle: Option<BrokerHandle>,
     dir: tempfile::TempDir,
     addr: SocketAddr,
+    /// Applied to the configuration at every start.
+    tweak: fn(&mut BrokerConfig),
 }
 
-async fn start_on(dir: &std::path::Path, addr: SocketAddr) -> BrokerHandle {
-    let cfg = herald_broker::config::BrokerConfig {
+async fn start_on(
+    dir: &std::path::Path,
+    addr: SocketAddr,
+    tweak: fn(&mut BrokerConfig),
+) -> BrokerHandle {
+    let mut cfg = BrokerConfig {
         listen: addr,
         data_dir: dir.into(),
         heartbeat: Duration::from_secs(2),
         ..Default::default()
     };
+    tweak(&mut cfg);
     match herald_broker::server::start(cfg).await {
         Ok(h) => h,
         Err(e) => panic!("broker failed to start on {addr}: {e}"),
@@ -37,6 +45,11 @@ async fn start_on(dir: &std::path::Path, addr: SocketAddr) -> BrokerHandle {
 impl TestBroker {
     /// Starts on an ephemeral port.
     pub async fn start() -> TestBroker {
+        TestBroker::start_with(|_| {}).await
+    }
+
+    /// Starts on an ephemeral port with a modified configuration.
+    pub async fn start_with(tweak: fn(&mut BrokerConfig)) -> TestBroker {
         let dir = match tempfile::tempdir() {
             Ok(d) => d,
             Err(e) => panic!("tempdir: {e}"),
@@ -44,6 +57,7 @@ impl TestBroker {
         let handle = start_on(
             dir.path(),
             "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+            tweak,
         )
         .await;
         let addr = handle.local_addr();
@@ -51,6 +65,7 @@ impl TestBroker {
             handle: Some(handle),
             dir,
             addr,
+            tweak,
         }
     }
 
@@ -69,7 +84,7 @@ impl TestBroker {
     /// Starts again on the same port and data folder.
     pub async fn start_again(&mut self) {
         assert!(self.handle.is_none(), "broker still running");
-        self.handle = Some(start_on(self.dir.path(), self.addr).await);
+        self.handle = Some(start_on(self.dir.path(), self.addr, self.tweak).await);
     }
 
     /// Stop, then start on the same port and folder.

@@ -1,0 +1,532 @@
+//! `herald bench`: the load generator. Measures the whole system through
+//! the client library, against any broker or an embedded one.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::{BufMut, Bytes, BytesMut};
+use clap::{Args, ValueEnum};
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use herald_client::{Client, StartPosition, TopicConfig};
+use herald_protocol::FsyncPolicy;
+use serde_json::json;
+
+use super::common::{parse_size, runtime};
+use herald_broker::config::{fsync_name, parse_fsync};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Publish, each message confirmed.
+    Pub,
+    /// Consume and ack a pre-filled backlog with one group.
+    Sub,
+    /// Publish and consume at once; publish-to-deliver latency.
+    Pubsub,
+    /// Publish to N ephemeral subscribers, each receiving everything.
+    Fanout,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  herald bench pub --embedded --count 1000000 --size 100\n  herald bench pub --server 127.0.0.1:7400 --size 1024 --count 200000 --json\n  herald bench sub --embedded --count 500000\n  herald bench pubsub --embedded --rate 20000 --count 200000 --fsync never\n  herald bench fanout --embedded --consumers 4 --count 1000000"
+)]
+pub struct BenchArgs {
+    mode: Mode,
+    /// Broker address (ignored with --embedded).
+    #[arg(long, env = "HERALD_SERVER", default_value = "127.0.0.1:7400")]
+    server: String,
+    /// Start a broker in this process on a temporary folder.
+    #[arg(long)]
+    embedded: bool,
+    /// Messages in total (per subscriber for fanout: every subscriber gets all).
+    #[arg(long, default_value_t = 1_000_000)]
+    count: u64,
+    /// Payload size.
+    #[arg(long, value_parser = parse_size, default_value = "100")]
+    size: u64,
+    /// Publishing tasks, each with its own producer.
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Consuming tasks (members of one group for sub/pubsub; subscribers for fanout).
+    #[arg(long, default_value_t = 1)]
+    consumers: usize,
+    /// Groups for sub/pubsub (each gets every message).
+    #[arg(long, default_value_t = 1)]
+    groups: usize,
+    /// Most records per batch (the client library's batching).
+    #[arg(long, default_value_t = 4096)]
+    batch: usize,
+    /// Fixed publish rate in messages/s for latency runs (0 = as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Durability of the bench topic (created with it): always, interval:<ms>, never.
+    #[arg(long, value_parser = parse_fsync, default_value = "always")]
+    fsync: FsyncPolicy,
+    /// Consumer prefetch window.
+    #[arg(long, default_value_t = 10_000)]
+    prefetch: u32,
+    /// Topic name (default: a fresh one).
+    #[arg(long)]
+    topic: Option<String>,
+    /// Print one JSON result object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Receipts a producer task keeps open before it waits; bounds memory.
+const MAX_OPEN_RECEIPTS: usize = 20_000;
+
+struct Lat(Histogram<u64>);
+
+impl Lat {
+    fn new() -> Lat {
+        Lat(Histogram::new_with_bounds(1, 60_000_000, 3)
+            .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!())))
+    }
+    fn record(&mut self, us: u64) {
+        let _ = self.0.record(us.max(1));
+    }
+    fn json(&self) -> serde_json::Value {
+        let h = &self.0;
+        json!({
+            "samples": h.len(),
+            "p50_us": h.value_at_quantile(0.5),
+            "p90_us": h.value_at_quantile(0.9),
+            "p99_us": h.value_at_quantile(0.99),
+            "p999_us": h.value_at_quantile(0.999),
+            "max_us": h.max(),
+        })
+    }
+    fn line(&self) -> String {
+        let h = &self.0;
+        format!(
+            "p50 {} us  p90 {} us  p99 {} us  p99.9 {} us  max {} us",
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.9),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max()
+        )
+    }
+}
+
+/// Microseconds since an epoch shared by producer and consumer (one process).
+fn now_us(epoch: Instant) -> u64 {
+    epoch.elapsed().as_micros() as u64
+}
+
+/// A payload of `size` bytes starting with the send time (8 bytes) and a
+/// sequence (8 bytes), as peerbench does.
+fn payload(size: usize, t_us: u64, seq: u64) -> Bytes {
+    let mut b = BytesMut::with_capacity(size.max(16));
+    b.put_u64_le(t_us);
+    b.put_u64_le(seq);
+    b.resize(size.max(16), b'x');
+    b.freeze()
+}
+
+fn sent_at(p: &[u8]) -> u64 {
+    if p.len() < 8 {
+        return 0;
+    }
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&p[..8]);
+    u64::from_le_bytes(a)
+}
+
+fn progress(total: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(total);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta}")
+    {
+        pb.set_style(style);
+    }
+    pb
+}
+
+pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async move {
+        let tmp;
+        let mut embedded = None;
+        let server = if a.embedded {
+            tmp = tempfile::Builder::new()
+                .prefix("herald-bench-")
+                .tempdir()
+                .context("temporary folder")?;
+            let cfg = herald_broker::BrokerConfig {
+                listen: "127.0.0.1:0".parse()?,
+                data_dir: tmp.path().to_path_buf(),
+                fsync: a.fsync,
+                ..Default::default()
+            };
+            let b = herald_broker::server::start(cfg).await?;
+            let addr = b.local_addr().to_string();
+            embedded = Some(b);
+            addr
+        } else {
+            a.server.clone()
+        };
+        let connect = || {
+            Client::builder(server.clone())
+                .client_name("herald-bench")
+                .batching(a.batch, 1 << 20, 32)
+                .connect()
+        };
+        let admin = connect()
+            .await
+            .with_context(|| format!("cannot reach a broker at {server}"))?;
+        let topic = a
+            .topic
+            .clone()
+            .unwrap_or_else(|| format!("bench-{:08x}", rand::random::<u32>()));
+        admin
+            .create_topic(
+                &topic,
+                TopicConfig {
+                    fsync: Some(a.fsync),
+                    ..Default::default()
+                },
+            )
+            .await
+            .context("creating the bench topic")?;
+        let epoch = Instant::now();
+        let result = match a.mode {
+            Mode::Pub => {
+                let (secs, lat) = publish(&a, &connect, &topic, epoch, true).await?;
+                json!({"published": a.count, "secs": secs, "confirm_latency": lat.json()})
+                    .with_rates(a.count, a.size, secs, &lat, "publish-to-confirm")
+            }
+            Mode::Sub => {
+                publish(&a, &connect, &topic, epoch, false).await?;
+                let t0 = Instant::now();
+                let (n, lat) = consume_groups(&a, &connect, &topic, epoch, a.count).await?;
+                let secs = t0.elapsed().as_secs_f64();
+                json!({"consumed": n, "secs": secs}).with_rates(n, a.size, secs, &lat, "")
+            }
+            Mode::Pubsub => {
+                let t0 = Instant::now();
+                let consumers = {
+                    let a2 = BenchArgs { ..a.clone_args() };
+                    let connect2 = connect;
+                    let topic2 = topic.clone();
+                    async move { consume_groups(&a2, &connect2, &topic2, epoch, a2.count).await }
+                };
+                let (p, c) = tokio::join!(publish(&a, &connect, &topic, epoch, true), consumers);
+                let (_, confirm) = p?;
+                let (n, deliver) = c?;
+                let secs = t0.elapsed().as_secs_f64();
+                json!({"consumed": n, "secs": secs, "confirm_latency": confirm.json()}).with_rates(
+                    n,
+                    a.size,
+                    secs,
+                    &deliver,
+                    "publish-to-deliver",
+                )
+            }
+            Mode::Fanout => {
+                let t0 = Instant::now();
+                let subs = fanout_subscribers(&a, &connect, &topic, epoch).await?;
+                let (p, c) = tokio::join!(publish(&a, &connect, &topic, epoch, false), subs);
+                p?;
+                let (n, lat) = c?;
+                let secs = t0.elapsed().as_secs_f64();
+                json!({"deliveries": n, "subscribers": a.consumers, "secs": secs}).with_rates(
+                    n,
+                    a.size,
+                    secs,
+                    &lat,
+                    "publish-to-deliver",
+                )
+            }
+        };
+        let mut result = result;
+        result["mode"] = json!(format!("{:?}", a.mode).to_lowercase());
+        result["size"] = json!(a.size);
+        result["fsync"] = json!(fsync_name(a.fsync));
+        result["producers"] = json!(a.producers);
+        result["consumers"] = json!(a.consumers);
+        if a.json {
+            println!("{result}");
+        } else {
+            print_human(&result);
+        }
+        admin.close().await;
+        if let Some(b) = embedded {
+            b.shutdown().await;
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+impl BenchArgs {
+    fn clone_args(&self) -> BenchArgs {
+        BenchArgs {
+            mode: self.mode,
+            server: self.server.clone(),
+            embedded: self.embedded,
+            count: self.count,
+            size: self.size,
+            producers: self.producers,
+            consumers: self.consumers,
+            groups: self.groups,
+            batch: self.batch,
+            rate: self.rate,
+            fsync: self.fsync,
+            prefetch: self.prefetch,
+            topic: self.topic.clone(),
+            json: self.json,
+        }
+    }
+}
+
+trait WithRates {
+    fn with_rates(
+        self,
+        n: u64,
+        size: u64,
+        secs: f64,
+        lat: &Lat,
+        lat_name: &str,
+    ) -> serde_json::Value;
+}
+
+impl WithRates for serde_json::Value {
+    fn with_rates(
+        mut self,
+        n: u64,
+        size: u64,
+        secs: f64,
+        lat: &Lat,
+        lat_name: &str,
+    ) -> serde_json::Value {
+        let secs = secs.max(1e-9);
+        self["msgs_per_sec"] = json!(n as f64 / secs);
+        self["mib_per_sec"] = json!(n as f64 * size as f64 / secs / (1 << 20) as f64);
+        if !lat_name.is_empty() && !lat.0.is_empty() {
+            self["latency_kind"] = json!(lat_name);
+            self["latency"] = lat.json();
+            self["latency_line"] = json!(lat.line());
+        }
+        self
+    }
+}
+
+fn print_human(r: &serde_json::Value) {
+    println!(
+        "{} {} B x {}: {:.0} msgs/s, {:.1} MiB/s in {:.2} s (fsync {})",
+        r["mode"].as_str().unwrap_or(""),
+        r["size"],
+        r.get("published")
+            .or(r.get("consumed"))
+            .or(r.get("deliveries"))
+            .cloned()
+            .unwrap_or_default(),
+        r["msgs_per_sec"].as_f64().unwrap_or(0.0),
+        r["mib_per_sec"].as_f64().unwrap_or(0.0),
+        r["secs"].as_f64().unwrap_or(0.0),
+        r["fsync"].as_str().unwrap_or(""),
+    );
+    if let Some(l) = r.get("latency_line").and_then(|v| v.as_str()) {
+        println!("  {}: {l}", r["latency_kind"].as_str().unwrap_or("latency"));
+    }
+    if let Some(c) = r.get("confirm_latency") {
+        if r.get("latency_kind").and_then(|v| v.as_str()) != Some("publish-to-confirm")
+            && c["samples"].as_u64().unwrap_or(0) > 0
+        {
+            println!(
+                "  publish-to-confirm: p50 {} us  p99 {} us  max {} us",
+                c["p50_us"], c["p99_us"], c["max_us"]
+            );
+        }
+    }
+}
+
+/// Publishes `a.count` messages over `a.producers` producers; returns the
+/// elapsed seconds and the publish-to-confirm histogram.
+async fn publish<F, Fut>(
+    a: &BenchArgs,
+    connect: &F,
+    topic: &str,
+    epoch: Instant,
+    track: bool,
+) -> anyhow::Result<(f64, Lat)>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = herald_client::Result<Client>>,
+{
+    let per = a.count / a.producers as u64;
+    let extra = a.count % a.producers as u64;
+    let pb = progress(a.count);
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..a.producers {
+        let n = per + if (p as u64) < extra { 1 } else { 0 };
+        let client = connect().await?;
+        let producer = client.producer(topic);
+        let size = a.size as usize;
+        let rate = a.rate / a.producers as u64;
+        let pb = pb.clone();
+        // Receipts are awaited in order by a second task: awaiting an
+        // already-resolved receipt costs no wake-up, unlike polling a set
+        // of hundreds of thousands of futures.
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<(u64, herald_client::PendingReceipt)>(MAX_OPEN_RECEIPTS);
+        let waiter = tokio::spawn(async move {
+            let mut lat = Lat::new();
+            while let Some((t, r)) = rx.recv().await {
+                r.await?;
+                if track && t > 0 {
+                    lat.record(now_us(epoch) - t);
+                }
+                pb.inc(1);
+            }
+            Ok::<Lat, anyhow::Error>(lat)
+        });
+        tasks.push(tokio::spawn(async move {
+            let start = Instant::now();
+            for i in 0..n {
+                if rate > 0 {
+                    let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                // Clock reads cost as much as a send: at full speed only
+                // every 16th message carries a time (and is measured).
+                let t = if rate > 0 || i % 16 == 0 {
+                    now_us(epoch).max(1)
+                } else {
+                    0
+                };
+                let r = producer.send(payload(size, t, i)).await?;
+                if tx.send((t, r)).await.is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            let lat = waiter.await.context("receipt task")??;
+            client.close().await;
+            Ok::<Lat, anyhow::Error>(lat)
+        }));
+    }
+    let mut all = Lat::new();
+    for t in tasks {
+        let l = t.await.context("producer task")??;
+        let _ = all.0.add(&l.0);
+    }
+    pb.finish_and_clear();
+    Ok((t0.elapsed().as_secs_f64(), all))
+}
+
+/// Consumes `count` messages per group with `a.consumers` members per
+/// group, acking each; returns total messages and publish-to-deliver latency.
+async fn consume_groups<F, Fut>(
+    a: &BenchArgs,
+    connect: &F,
+    topic: &str,
+    epoch: Instant,
+    count: u64,
+) -> anyhow::Result<(u64, Lat)>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = herald_client::Result<Client>>,
+{
+    let mut tasks = Vec::new();
+    for g in 0..a.groups {
+        let remaining = Arc::new(AtomicU64::new(count));
+        for _ in 0..a.consumers {
+            let client = connect().await?;
+            let mut sub = client
+                .subscribe(topic)
+                .group(format!("bench-{g}"))
+                .start(StartPosition::Earliest)
+                .prefetch(a.prefetch)
+                .await?;
+            let remaining = remaining.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Lat::new();
+                let mut n = 0u64;
+                while remaining.load(Ordering::Acquire) > 0 {
+                    let next = tokio::time::timeout(Duration::from_secs(30), sub.next()).await;
+                    let Ok(Some(m)) = next else { break };
+                    let m = m?;
+                    let sent = sent_at(m.payload());
+                    if sent > 0 {
+                        lat.record(now_us(epoch).saturating_sub(sent));
+                    }
+                    m.ack().await?;
+                    n += 1;
+                    if remaining.fetch_sub(1, Ordering::AcqRel) <= 1 {
+                        break;
+                    }
+                }
+                client.close().await;
+                Ok::<(u64, Lat), anyhow::Error>((n, lat))
+            }));
+        }
+    }
+    let mut total = 0;
+    let mut all = Lat::new();
+    for t in tasks {
+        let (n, l) = t.await.context("consumer task")??;
+        total += n;
+        let _ = all.0.add(&l.0);
+    }
+    Ok((total, all))
+}
+
+/// Subscribes `a.consumers` ephemeral subscribers (each on its own
+/// connection) and returns a future that completes when each got `count`.
+async fn fanout_subscribers<F, Fut>(
+    a: &BenchArgs,
+    connect: &F,
+    topic: &str,
+    epoch: Instant,
+) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<(u64, Lat)>>>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = herald_client::Result<Client>>,
+{
+    let mut tasks = Vec::new();
+    for _ in 0..a.consumers {
+        let client = connect().await?;
+        let mut sub = client
+            .subscribe(topic)
+            .start(StartPosition::Latest)
+            .prefetch(a.prefetch)
+            .await?;
+        let count = a.count;
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Lat::new();
+            let mut n = 0u64;
+            while n < count {
+                let next = tokio::time::timeout(Duration::from_secs(30), sub.next()).await;
+                let Ok(Some(m)) = next else { break };
+                let m = m?;
+                let sent = sent_at(m.payload());
+                if sent > 0 && n % 16 == 0 {
+                    lat.record(now_us(epoch).saturating_sub(sent));
+                }
+                n += 1;
+            }
+            client.close().await;
+            Ok::<(u64, Lat), anyhow::Error>((n, lat))
+        }));
+    }
+    Ok(async move {
+        let mut total = 0;
+        let mut all = Lat::new();
+        for t in tasks {
+            let (n, l) = t.await.context("subscriber task")??;
+            total += n;
+            let _ = all.0.add(&l.0);
+        }
+        Ok((total, all))
+    })
+}

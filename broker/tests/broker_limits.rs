@@ -1,0 +1,144 @@
+//! Idempotent publishing, heartbeats and a peer that stops reading, through
+//! real TCP.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::StreamExt;
+use herald_protocol::*;
+use tokio::io::AsyncReadExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_batch_is_stored_once_and_a_gap_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path()).await;
+    let mut c = Raw::connect(b.local_addr()).await;
+    let pid = 0xfeed;
+    let first = c.publish_seq("t", &[b"a", b"b"], pid, 0).await.unwrap();
+    assert_eq!(
+        (first.base_offset, first.count, first.duplicate),
+        (0, 2, false)
+    );
+    let second = c.publish_seq("t", &[b"c"], pid, 2).await.unwrap();
+    assert_eq!(second.base_offset, 2);
+    // The same first batch again (a retry after a lost confirm).
+    let again = c.publish_seq("t", &[b"a", b"b"], pid, 0).await.unwrap();
+    assert_eq!(
+        (again.base_offset, again.count, again.duplicate),
+        (0, 2, true)
+    );
+    // A gap: sequence 5 when 3 is expected.
+    let gap = c.publish_seq("t", &[b"x"], pid, 5).await.unwrap_err();
+    assert_eq!(ErrorCode::from_u16(gap.code), ErrorCode::SequenceGap);
+    // The retry is recognised after a restart too.
+    drop(c);
+    b.shutdown().await;
+    let b = start(dir.path()).await;
+    let mut c = Raw::connect(b.local_addr()).await;
+    let again = c.publish_seq("t", &[b"c"], pid, 2).await.unwrap();
+    assert_eq!((again.base_offset, again.duplicate), (2, true));
+    match c
+        .request(Message::DescribeTopic(TopicName { name: "t".into() }))
+        .await
+    {
+        Message::TopicInfo(i) => assert_eq!(i.next_offset, 3),
+        m => panic!("{m:?}"),
+    }
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_is_pinged_then_closed_and_a_live_one_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.heartbeat = Duration::from_millis(100);
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    let mut silent = Raw::connect(b.local_addr()).await;
+    let t0 = Instant::now();
+    let mut pings = 0;
+    loop {
+        match tokio::time::timeout(T, silent.framed.next()).await.unwrap() {
+            Some(Ok(f)) if f.header.opcode == Opcode::Ping => pings += 1,
+            Some(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    assert!(pings >= 1, "the broker pinged before giving up");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "closed too early: {:?}",
+        t0.elapsed()
+    );
+    // A peer that answers stays connected well past three intervals.
+    let mut live = Raw::connect(b.local_addr()).await;
+    let until = Instant::now() + Duration::from_millis(600);
+    while Instant::now() < until {
+        match tokio::time::timeout(Duration::from_millis(700), live.framed.next()).await {
+            Ok(Some(Ok(f))) if f.header.opcode == Opcode::Ping => {
+                live.send_no_reply(Message::Pong).await
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(_) => panic!("live peer was closed"),
+            Err(_) => {}
+        }
+    }
+    assert_eq!(live.request(Message::Ping).await, Message::Pong);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_is_cut_off_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.write_stall_timeout = Duration::from_millis(300);
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    let mut p = Raw::connect(b.local_addr()).await;
+    let big = vec![b'z'; 256 * 1024];
+    for _ in 0..40 {
+        p.publish("t", &[&big]).await;
+    }
+    // A subscriber with a huge window that never reads its socket.
+    let mut stuck = Raw::connect(b.local_addr()).await;
+    stuck
+        .subscribe_with(Subscribe {
+            topic: "t".into(),
+            group: None,
+            start: StartPosition::Earliest,
+            prefetch_messages: 100_000,
+            prefetch_bytes: 64 << 20,
+            ack_timeout_ms: 0,
+            max_deliveries: 0,
+        })
+        .await;
+    let mut raw = stuck.framed.into_inner();
+    // Others keep working meanwhile.
+    let mut other = Raw::connect(b.local_addr()).await;
+    other
+        .subscribe("t", None, StartPosition::Earliest, 100)
+        .await;
+    assert_eq!(other.take(40).await.len(), 40);
+    // After the stall timeout the broker gives up on the stuck peer: reading
+    // now drains what was buffered and then hits the end of the stream.
+    tokio::time::sleep(Duration::from_millis(600)).await; // let the stall timeout pass (what is tested)
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0usize;
+    let closed = tokio::time::timeout(T, async {
+        loop {
+            match raw.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(closed);
+    assert!(
+        total < 40 * 256 * 1024,
+        "the stuck peer was not cut off ({total} bytes)"
+    );
+    assert_eq!(p.publish("t", &[b"still fine"]).await.base_offset, 40);
+    b.shutdown().await;
+}

@@ -1,0 +1,345 @@
+//! The client's inbox: the group subscription of `_inbox.<client id>`
+//! (group `inbox`), read by one background task per client that
+//!
+//! - resolves [`crate::Client::request`] futures with the replies,
+//! - runs the handlers registered with [`crate::Client::on`] (and acks),
+//! - and queues every other event for the [`Inbox`] stream.
+//!
+//! Being a group subscription, it resumes after a reconnect where it left
+//! off: nothing acked is seen again, nothing unacked is lost.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use herald_protocol::rooms::headers;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::client::ClientInner;
+use crate::{Client, Error, Message, Result, Start, Subscription};
+
+/// Events read from the inbox and not yet taken by the [`Inbox`] stream.
+/// When full the reader waits, its deliveries stay unacked, and the
+/// broker's prefetch window stops the flow: nothing is dropped.
+pub const INBOX_BUFFER: usize = 256;
+
+/// The group that reads an inbox.
+const INBOX_GROUP: &str = "inbox";
+
+type Handler = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// What the client's inbox reader shares with the client.
+pub(crate) struct InboxHub {
+    /// Requests waiting for their reply, by correlation id.
+    waiters: Mutex<HashMap<u64, oneshot::Sender<Bytes>>>,
+    handlers: Mutex<HashMap<String, Handler>>,
+    /// The stream's end, while no [`Inbox`] holds it.
+    rx: Mutex<Option<mpsc::Receiver<Result<Event>>>>,
+    /// Random start: a reply left in the inbox by an earlier run of this
+    /// client cannot match a new request.
+    next_correlation: AtomicU64,
+}
+
+impl std::fmt::Debug for InboxHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InboxHub")
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl InboxHub {
+    /// A fresh correlation id and the receiver of its reply.
+    pub(crate) fn expect_reply(&self) -> (u64, oneshot::Receiver<Bytes>) {
+        let c = loop {
+            let c = self.next_correlation.fetch_add(1, Ordering::Relaxed);
+            if c != 0 {
+                break c;
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiters).insert(c, tx);
+        (c, rx)
+    }
+
+    /// Forgets the waiter of `correlation` when the guard drops (timeout,
+    /// cancelled request); a late reply is then acked and dropped.
+    pub(crate) fn forget_on_drop(self: &Arc<Self>, correlation: u64) -> impl Drop {
+        struct Forget(Arc<InboxHub>, u64);
+        impl Drop for Forget {
+            fn drop(&mut self) {
+                lock(&self.0.waiters).remove(&self.1);
+            }
+        }
+        Forget(self.clone(), correlation)
+    }
+}
+
+/// Whether an inbox record is an application event or presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Emitted by a client.
+    Event,
+    /// `join`, `leave`, `connect` or `disconnect`, published by the broker;
+    /// [`Event::sender`] is the client whose presence changed.
+    Presence,
+}
+
+/// One event from the inbox. Ack it once handled ([`Event::ack`]);
+/// unacked events are delivered again (after the ack timeout, or after a
+/// reconnect).
+#[derive(Debug, Clone)]
+pub struct Event {
+    msg: Message,
+    name: String,
+    kind: EventKind,
+    sender: String,
+    room: Option<String>,
+    reply_to: Option<(String, u64)>,
+    client: Weak<ClientInner>,
+}
+
+fn header(m: &Message, name: &str) -> Option<String> {
+    m.header(name)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+impl Event {
+    fn parse(msg: Message, client: Weak<ClientInner>) -> (Event, Option<u64>) {
+        let name = msg
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
+        let kind_h = header(&msg, headers::KIND).unwrap_or_default();
+        let correlation = header(&msg, headers::CORRELATION).and_then(|c| c.parse::<u64>().ok());
+        let reply = (kind_h == headers::KIND_REPLY)
+            .then_some(correlation)
+            .flatten();
+        let reply_to = header(&msg, headers::REPLY_TO).zip(correlation);
+        let ev = Event {
+            name,
+            kind: if kind_h == headers::KIND_PRESENCE {
+                EventKind::Presence
+            } else {
+                EventKind::Event
+            },
+            sender: header(&msg, headers::SENDER).unwrap_or_default(),
+            room: header(&msg, headers::ROOM),
+            reply_to,
+            msg,
+            client,
+        };
+        (ev, reply)
+    }
+
+    /// The event name (for presence: `join`, `leave`, `connect`,
+    /// `disconnect`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The payload.
+    pub fn payload(&self) -> &Bytes {
+        self.msg.payload()
+    }
+    /// Application event or presence.
+    pub fn kind(&self) -> EventKind {
+        self.kind
+    }
+    /// Whether this is a presence event.
+    pub fn is_presence(&self) -> bool {
+        self.kind == EventKind::Presence
+    }
+    /// The client id that emitted it (for presence: whose presence changed).
+    pub fn sender(&self) -> &str {
+        &self.sender
+    }
+    /// The room it came through; `None` for direct and emit-all events.
+    pub fn room(&self) -> Option<&str> {
+        self.room.as_deref()
+    }
+    /// Whether the sender waits for a reply ([`crate::Client::request`]).
+    pub fn expects_reply(&self) -> bool {
+        self.reply_to.is_some()
+    }
+    /// The underlying inbox message (offset, timestamp, delivery count).
+    pub fn message(&self) -> &Message {
+        &self.msg
+    }
+
+    /// Done with this event: it is not delivered again.
+    ///
+    /// # Errors
+    /// [`Error::ConnectionLost`] once the client is closed.
+    pub async fn ack(&self) -> Result<()> {
+        self.msg.ack().await
+    }
+
+    /// Answers a request; resolves once the reply is durable in the
+    /// requester's inbox. The first reply wins; later ones are dropped by
+    /// the requester.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the event expects no reply;
+    /// [`Error::ConnectionLost`] if the client is gone; broker errors.
+    pub async fn reply(&self, payload: impl Into<Bytes>) -> Result<()> {
+        let Some((to, correlation)) = &self.reply_to else {
+            return Err(Error::InvalidArgument("this event expects no reply".into()));
+        };
+        let inner = self
+            .client
+            .upgrade()
+            .ok_or_else(|| Error::ConnectionLost("client dropped".into()))?;
+        Client { inner }
+            .send_reply(to, *correlation, payload.into())
+            .await
+    }
+}
+
+/// The stream of this client's events, from [`Client::inbox`]. Dropping it
+/// keeps the events not yet read for the next [`Client::inbox`] call.
+pub struct Inbox {
+    rx: Option<mpsc::Receiver<Result<Event>>>,
+    hub: Arc<InboxHub>,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inbox")
+    }
+}
+
+impl Inbox {
+    /// The next event; `None` once the client is closed.
+    pub async fn recv(&mut self) -> Option<Result<Event>> {
+        self.next().await
+    }
+}
+
+impl Stream for Inbox {
+    type Item = Result<Event>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.rx.as_mut() {
+            Some(rx) => rx.poll_recv(cx),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        if let Some(rx) = self.rx.take() {
+            *lock(&self.hub.rx) = Some(rx);
+        }
+    }
+}
+
+impl Client {
+    /// The inbox reader, started on first use.
+    pub(crate) async fn hub(&self) -> Result<Arc<InboxHub>> {
+        self.inner
+            .inbox
+            .get_or_try_init(|| self.start_inbox())
+            .await
+            .cloned()
+    }
+
+    async fn start_inbox(&self) -> Result<Arc<InboxHub>> {
+        let id = self.client_id().ok_or_else(|| {
+            Error::InvalidArgument("the client id is not known yet (not connected)".into())
+        })?;
+        let sub = self
+            .subscribe(&format!("_inbox.{id}"))
+            .group(INBOX_GROUP)
+            // Resume: a new inbox group starts at the earliest record, an
+            // existing one where its acks left it (an explicit start would
+            // reposition it).
+            .start(Start::Resume)
+            .await?;
+        let (tx, rx) = mpsc::channel(INBOX_BUFFER);
+        let hub = Arc::new(InboxHub {
+            waiters: Mutex::new(HashMap::new()),
+            handlers: Mutex::new(HashMap::new()),
+            rx: Mutex::new(Some(rx)),
+            next_correlation: AtomicU64::new(rand::random()),
+        });
+        tokio::spawn(read_inbox(
+            sub,
+            tx,
+            hub.clone(),
+            Arc::downgrade(&self.inner),
+        ));
+        Ok(hub)
+    }
+
+    /// The stream of events sent to this client: room events, direct
+    /// events, presence. Starts the inbox reader on first use; only one
+    /// [`Inbox`] exists at a time.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if another [`Inbox`] is alive or the
+    /// client id is not known yet; subscribe errors.
+    pub async fn inbox(&self) -> Result<Inbox> {
+        let hub = self.hub().await?;
+        let rx = lock(&hub.rx)
+            .take()
+            .ok_or_else(|| Error::InvalidArgument("the inbox is already taken".into()))?;
+        Ok(Inbox { rx: Some(rx), hub })
+    }
+
+    /// Runs `handler` for every event named `event` (presence names
+    /// included), instead of yielding it from [`Inbox`]; the event is acked
+    /// once the handler returns. A second handler for the same name
+    /// replaces the first. Keep handlers short (spawn for long work): the
+    /// inbox reader waits for them.
+    ///
+    /// # Errors
+    /// As [`Client::inbox`] when the reader is started.
+    pub async fn on<F>(&self, event: &str, handler: F) -> Result<()>
+    where
+        F: Fn(Event) + Send + Sync + 'static,
+    {
+        let hub = self.hub().await?;
+        lock(&hub.handlers).insert(event.to_owned(), Arc::new(handler));
+        Ok(())
+    }
+}
+
+async fn read_inbox(
+    mut sub: Subscription,
+    tx: mpsc::Sender<Result<Event>>,
+    hub: Arc<InboxHub>,
+    client: Weak<ClientInner>,
+) {
+    while let Some(item) = sub.next().await {
+        let msg = match item {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        };
+        let (ev, reply) = Event::parse(msg, client.clone());
+        if let Some(correlation) = reply {
+            if let Some(w) = lock(&hub.waiters).remove(&correlation) {
+                let _ = w.send(ev.payload().clone());
+            }
+            let _ = ev.ack().await;
+            continue;
+        }
+        let handler = lock(&hub.handlers).get(ev.name()).cloned();
+        if let Some(h) = handler {
+            h(ev.clone());
+            let _ = ev.ack().await;
+            continue;
+        }
+        if tx.send(Ok(ev)).await.is_err() {
+            return;
+        }
+    }
+}

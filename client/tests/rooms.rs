@@ -1,0 +1,403 @@
+//! Rooms, emits, inboxes, presence, request/reply and limits, through real
+//! TCP against an in-process broker.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{within, TestBroker};
+use futures::StreamExt;
+use herald_client::{Client, Error, ErrorCode, Event, Inbox, Target};
+
+/// How long "nothing else arrives" is watched for.
+const QUIET: Duration = Duration::from_millis(300);
+/// The presence grace period of the brokers that test it.
+const GRACE: Duration = Duration::from_millis(500);
+
+async fn client(b: &TestBroker, id: &str) -> Client {
+    match Client::builder(b.addr()).client_id(id).connect().await {
+        Ok(c) => c,
+        Err(e) => panic!("connect {id}: {e}"),
+    }
+}
+
+async fn inbox(c: &Client) -> Inbox {
+    match c.inbox().await {
+        Ok(i) => i,
+        Err(e) => panic!("inbox: {e}"),
+    }
+}
+
+/// The next event (presence included), acked.
+async fn next_any(inbox: &mut Inbox) -> Event {
+    let ev = within("an event", inbox.next()).await;
+    match ev {
+        Some(Ok(ev)) => {
+            if let Err(e) = ev.ack().await {
+                panic!("ack: {e}");
+            }
+            ev
+        }
+        Some(Err(e)) => panic!("inbox failed: {e}"),
+        None => panic!("inbox ended"),
+    }
+}
+
+/// The next application event, skipping (and acking) presence.
+async fn next_event(inbox: &mut Inbox) -> Event {
+    loop {
+        let ev = next_any(inbox).await;
+        if !ev.is_presence() {
+            return ev;
+        }
+    }
+}
+
+/// Asserts that no application event arrives within [`QUIET`].
+async fn quiet(inbox: &mut Inbox, who: &str) {
+    let r = tokio::time::timeout(QUIET, next_event(inbox)).await;
+    if let Ok(ev) = r {
+        panic!("{who} got an unexpected event {:?}", ev.name());
+    }
+}
+
+/// Asserts that no event at all (presence included) arrives within `d`.
+async fn silent(inbox: &mut Inbox, d: Duration, who: &str) {
+    if let Ok(ev) = tokio::time::timeout(d, next_any(inbox)).await {
+        panic!(
+            "{who} got an unexpected {:?} from {:?}",
+            ev.name(),
+            ev.sender()
+        );
+    }
+}
+
+async fn names_until(inbox: &mut Inbox, last: &str) -> Vec<String> {
+    let mut v = Vec::new();
+    loop {
+        let ev = next_event(inbox).await;
+        v.push(ev.name().to_owned());
+        if ev.name() == last {
+            return v;
+        }
+    }
+}
+
+fn busy_naming(r: Result<impl std::fmt::Debug, Error>, limit: &str) {
+    match r {
+        Err(Error::Broker { code, message }) => {
+            assert_eq!(code, ErrorCode::Busy, "{message}");
+            assert!(message.contains(limit), "{message:?} should name {limit}");
+        }
+        other => panic!("expected Busy naming {limit}, got {other:?}"),
+    }
+}
+
+fn invalid(r: Result<impl std::fmt::Debug, Error>) {
+    match r {
+        Err(e) => assert_eq!(e.code(), Some(ErrorCode::InvalidArgument), "{e}"),
+        Ok(v) => panic!("expected InvalidArgument, got {v:?}"),
+    }
+}
+
+#[tokio::test]
+async fn each_emit_target_reaches_exactly_its_clients() -> anyhow::Result<()> {
+    let b = TestBroker::start().await;
+    let (a, bb, c, d) = (
+        client(&b, "a").await,
+        client(&b, "b").await,
+        client(&b, "c").await,
+        client(&b, "d").await,
+    );
+    a.join("r1").await?;
+    bb.join("r1").await?;
+    bb.join("r2").await?;
+    c.join("r2").await?;
+    let (mut ia, mut ib, mut ic, mut id) = (
+        inbox(&a).await,
+        inbox(&bb).await,
+        inbox(&c).await,
+        inbox(&d).await,
+    );
+
+    assert_eq!(a.emit(Target::room("r1"), "e1", "1").await?.recipients, 2);
+    assert_eq!(a.broadcast("r1", "e2", "2").await?.recipients, 1);
+    assert_eq!(
+        a.emit_to_rooms(&["r1", "r2"], "e3", "3").await?.recipients,
+        3
+    );
+    assert_eq!(a.emit_to_client("d", "e4", "4").await?.recipients, 1);
+    // The room of a client's own id holds that client.
+    assert_eq!(c.emit(Target::room("d"), "e5", "5").await?.recipients, 1);
+    assert_eq!(
+        bb.emit(Target::rooms_except_sender(["r1", "r2"]), "e6", "6")
+            .await?
+            .recipients,
+        2
+    );
+    assert_eq!(a.emit_all("e7", "7").await?.recipients, 4);
+
+    assert_eq!(names_until(&mut ia, "e7").await, ["e1", "e3", "e6", "e7"]);
+    assert_eq!(names_until(&mut ib, "e7").await, ["e1", "e2", "e3", "e7"]);
+    assert_eq!(names_until(&mut ic, "e7").await, ["e3", "e6", "e7"]);
+    assert_eq!(names_until(&mut id, "e7").await, ["e4", "e5", "e7"]);
+    for (i, who) in [
+        (&mut ia, "a"),
+        (&mut ib, "b"),
+        (&mut ic, "c"),
+        (&mut id, "d"),
+    ] {
+        quiet(i, who).await;
+    }
+
+    // What an event says about itself.
+    c.emit(Target::room("r2"), "chat message", "hi").await?;
+    let ev = next_event(&mut ib).await;
+    assert_eq!(
+        (ev.name(), ev.sender(), ev.room(), &ev.payload()[..]),
+        ("chat message", "c", Some("r2"), &b"hi"[..])
+    );
+    assert!(!ev.expects_reply());
+    Ok(())
+}
+
+#[tokio::test]
+async fn durable_member_gets_what_it_missed_once_in_order() -> anyhow::Result<()> {
+    let b = TestBroker::start().await;
+    let alice = client(&b, "alice").await;
+    alice.join_durable("news").await?;
+    let bob = client(&b, "bob").await;
+    bob.join_durable("news").await?;
+    {
+        let mut ib = inbox(&bob).await;
+        alice.emit(Target::room("news"), "before", "").await?;
+        assert_eq!(next_event(&mut ib).await.name(), "before");
+    }
+    bob.close().await;
+
+    for i in 0..10 {
+        let r = alice
+            .emit(Target::room_except_sender("news"), "missed", format!("{i}"))
+            .await?;
+        assert_eq!(r.recipients, 1, "the offline durable member still counts");
+    }
+    let bob = client(&b, "bob").await;
+    let mut ib = inbox(&bob).await;
+    for i in 0..10 {
+        let ev = next_event(&mut ib).await;
+        assert_eq!(ev.name(), "missed");
+        assert_eq!(ev.payload(), format!("{i}").as_bytes());
+    }
+    alice.broadcast("news", "live", "").await?;
+    assert_eq!(next_event(&mut ib).await.name(), "live");
+    quiet(&mut ib, "bob").await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn direct_message_waits_for_a_client_across_a_restart() -> anyhow::Result<()> {
+    let mut b = TestBroker::start().await;
+    let alice = client(&b, "alice").await;
+    let r = alice
+        .emit_to_client("carol", "hello", "while you were out")
+        .await?;
+    assert_eq!(r.recipients, 1);
+    alice.close().await;
+    b.restart().await;
+
+    let carol = client(&b, "carol").await;
+    let mut ic = inbox(&carol).await;
+    let ev = next_event(&mut ic).await;
+    assert_eq!(
+        (ev.name(), ev.sender(), ev.room(), &ev.payload()[..]),
+        ("hello", "alice", None, &b"while you were out"[..])
+    );
+    quiet(&mut ic, "carol").await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn presence_events_and_the_grace_period() -> anyhow::Result<()> {
+    let b = TestBroker::start_with(|c| c.presence_grace = GRACE).await;
+    let alice = client(&b, "alice").await;
+    alice.join("lobby").await?;
+    alice.join_durable("desk").await?;
+    let mut ia = inbox(&alice).await;
+
+    let bob = client(&b, "bob").await;
+    bob.join("lobby").await?;
+    bob.join_durable("desk").await?;
+    for room in ["lobby", "desk"] {
+        let ev = next_any(&mut ia).await;
+        assert_eq!(
+            (ev.name(), ev.sender(), ev.room()),
+            ("join", "bob", Some(room))
+        );
+        assert!(ev.is_presence());
+    }
+    let members = alice.members("lobby").await?;
+    let ids: Vec<(&str, bool)> = members
+        .iter()
+        .map(|m| (m.client_id.as_str(), m.online))
+        .collect();
+    assert_eq!(ids, [("alice", true), ("bob", true)]);
+
+    // Back within the grace period: no disconnect, leave, connect or join.
+    bob.close().await;
+    let bob = client(&b, "bob").await;
+    bob.join("lobby").await?;
+    // Watch past the grace period: a timer that was not cancelled fires.
+    silent(&mut ia, GRACE + QUIET, "alice").await;
+
+    // Away for longer: the non-durable room loses bob, the durable one
+    // keeps him as an offline member.
+    bob.close().await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let ev = next_any(&mut ia).await;
+        assert_eq!(ev.sender(), "bob");
+        seen.push((ev.name().to_owned(), ev.room().unwrap_or("").to_owned()));
+    }
+    seen.sort();
+    let want: Vec<(String, String)> = [
+        ("disconnect", "desk"),
+        ("disconnect", "lobby"),
+        ("leave", "lobby"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(seen, want);
+    let lobby = alice.members("lobby").await?;
+    assert_eq!(lobby.len(), 1);
+    let desk = alice.members("desk").await?;
+    assert!(desk.iter().any(|m| m.client_id == "bob" && !m.online));
+
+    // Coming back connects him to the durable room.
+    let _bob = client(&b, "bob").await;
+    let ev = next_any(&mut ia).await;
+    assert_eq!(
+        (ev.name(), ev.sender(), ev.room()),
+        ("connect", "bob", Some("desk"))
+    );
+    invalid(bob_members_of_lobby(&_bob).await);
+    Ok(())
+}
+
+async fn bob_members_of_lobby(bob: &Client) -> Result<Vec<herald_client::RoomMember>, Error> {
+    bob.members("lobby").await
+}
+
+#[tokio::test]
+async fn request_reply_timeout_and_across_a_reconnect() -> anyhow::Result<()> {
+    let mut b = TestBroker::start().await;
+    let alice = client(&b, "alice").await;
+    let bob = client(&b, "bob").await;
+    bob.on("ping", |ev: Event| {
+        tokio::spawn(async move {
+            let answer = [b"pong:".as_slice(), ev.payload()].concat();
+            let _ = ev.reply(answer).await;
+        });
+    })
+    .await?;
+
+    let r = alice
+        .request("bob", "ping", "1", Duration::from_secs(10))
+        .await?;
+    assert_eq!(&r[..], b"pong:1");
+
+    let t = alice
+        .request("nobody", "ping", "2", Duration::from_millis(300))
+        .await;
+    assert!(matches!(t, Err(Error::Timeout)), "{t:?}");
+
+    // The responder is offline and the broker restarts while the request
+    // waits: the request waits in its inbox, the reply in the requester's.
+    let a2 = alice.clone();
+    let waiting = tokio::spawn(async move {
+        a2.request("late", "ping", "3", Duration::from_secs(15))
+            .await
+    });
+    b.restart().await;
+    let late = client(&b, "late").await;
+    late.on("ping", |ev: Event| {
+        tokio::spawn(async move {
+            let _ = ev.reply("late pong").await;
+        });
+    })
+    .await?;
+    let r = within("the late reply", waiting).await??;
+    assert_eq!(&r[..], b"late pong");
+    Ok(())
+}
+
+#[tokio::test]
+async fn limits_and_bad_arguments_have_clear_errors() -> anyhow::Result<()> {
+    let b = TestBroker::start_with(|c| {
+        c.max_rooms_per_connection = 2;
+        c.max_members_per_room = 2;
+        c.max_inbox_pending = 3;
+    })
+    .await;
+    let a = client(&b, "a").await;
+    a.join("r1").await?;
+    a.join("r2").await?;
+    a.join("r2").await?; // already a member: not counted again
+    busy_naming(a.join("r3").await, "max_rooms_per_connection");
+
+    let bb = client(&b, "b").await;
+    bb.join("r1").await?;
+    let c = client(&b, "c").await;
+    busy_naming(c.join("r1").await, "max_members_per_room");
+
+    let zed = client(&b, "zed").await;
+    zed.join_durable("zroom").await?;
+    zed.close().await;
+    for i in 0..3 {
+        a.emit_to_client("zed", "note", format!("{i}")).await?;
+    }
+    busy_naming(
+        a.emit_to_client("zed", "note", "4").await,
+        "max_inbox_pending",
+    );
+    // A room emit skips the full inbox instead of failing.
+    let r = a.emit(Target::room("zroom"), "note", "5").await?;
+    assert_eq!((r.recipients, r.skipped), (0, 1));
+
+    invalid(a.emit(Target::room("r1"), "join", "").await);
+    invalid(a.emit(Target::room("a b"), "e", "").await);
+    invalid(a.join("bad/room").await);
+    invalid(a.join_durable("r1").await); // r1 is not durable
+    let other = a.subscribe("_inbox.b").group("inbox").await;
+    assert_eq!(
+        other.err().and_then(|e| e.code()),
+        Some(ErrorCode::Unauthorized)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn rooms_are_rejoined_after_a_reconnect() -> anyhow::Result<()> {
+    let mut b = TestBroker::start_with(|c| c.presence_grace = GRACE).await;
+    let alice = client(&b, "alice").await;
+    alice.join("lobby").await?;
+    let mut ia = inbox(&alice).await;
+    let mut events = alice.events();
+    // A restart forgets every non-durable room.
+    b.restart().await;
+    common::wait_event(&mut events, |e| {
+        matches!(e, herald_client::ConnectionEvent::Reconnected)
+    })
+    .await;
+    // Requests keep their order on the connection: once this answers, the
+    // rejoin sent on reconnect has been applied.
+    let members = alice.members("lobby").await?;
+    assert_eq!(members.len(), 1);
+    let bob = client(&b, "bob").await;
+    assert_eq!(
+        bob.emit(Target::room("lobby"), "hi", "").await?.recipients,
+        1
+    );
+    assert_eq!(next_event(&mut ia).await.name(), "hi");
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! Control bodies of rooms, events, presence and inboxes (opcodes
+//! `0x40..=0x47`), encoded with postcard like every other control body.
+//! docs/protocol.md section 6.6 gives their bytes; docs/rooms.md what they
+//! mean.
+//!
+//! Field order is part of the wire format (postcard writes fields in
+//! declaration order, with no names).
+
+use serde::{Deserialize, Serialize};
+
+/// Joins a room (`0x40`). Reply: `Ok`.
+///
+/// Whether a room is durable is fixed by the join that creates it; a later
+/// join asking for the other kind is refused with `InvalidArgument`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRoom {
+    pub room: String,
+    /// A durable room keeps its member set on disk: a member stays a member
+    /// while offline (and across broker restarts) and its inbox collects
+    /// what the room is sent meanwhile.
+    pub durable: bool,
+}
+
+/// Names one room: the body of Leave (`0x41`, reply `Ok`) and Members
+/// (`0x44`, reply `MemberList`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomName {
+    pub room: String,
+}
+
+/// Who an [`Emit`] goes to. The broker resolves it to a set of client ids
+/// (deduplicated) and appends the event once to each one's inbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EmitTarget {
+    /// Every member of the room (the room named after a client id also
+    /// holds that client).
+    Room(String),
+    /// Every member of the room except the sender (Socket.IO "broadcast").
+    RoomExceptSender(String),
+    /// The union of the rooms' members, each client once.
+    Rooms {
+        rooms: Vec<String>,
+        except_sender: bool,
+    },
+    /// One client id, connected or not: its durable inbox.
+    Client(String),
+    /// Every connected client (the sender included).
+    All,
+}
+
+/// Emits a named event (`0x42`). Reply: [`EmitOk`] once every inbox append
+/// is durable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Emit {
+    pub target: EmitTarget,
+    /// The event name (1 to 200 bytes); `connect`, `disconnect`, `join` and
+    /// `leave` are reserved for presence.
+    pub event: String,
+    pub payload: Vec<u8>,
+    /// Nonzero: the sender expects a reply with this correlation id (chosen
+    /// by the sender, unique among its own outstanding requests); the
+    /// recipients see `herald-reply-to` and `herald-correlation` headers.
+    pub correlation: u64,
+}
+
+/// The confirm of an [`Emit`] (`0x43`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmitOk {
+    /// Inboxes the event was appended to.
+    pub recipients: u32,
+    /// Room members left out because their inbox was at its pending limit.
+    pub skipped: u32,
+}
+
+/// One member of a room, in a [`MemberList`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomMember {
+    pub client_id: String,
+    /// Connected now (or within its reconnect grace period).
+    pub online: bool,
+}
+
+/// The answer to Members (`0x45`), sorted by client id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberList {
+    pub members: Vec<RoomMember>,
+}
+
+/// Answers a request (`0x46`): appended to `to_client`'s inbox as a reply
+/// carrying `correlation`. Reply: `Ok` once durable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyTo {
+    pub to_client: String,
+    pub correlation: u64,
+    pub payload: Vec<u8>,
+}
+
+/// Header names of inbox records. Every inbox record has `herald-kind` and
+/// `herald-sender`; the key of the record is the event name.
+pub mod headers {
+    /// `event`, `presence` or `reply`.
+    pub const KIND: &str = "herald-kind";
+    /// The client id that emitted (for presence: whose presence changed).
+    pub const SENDER: &str = "herald-sender";
+    /// The room the event was sent to (absent for direct and `All` emits).
+    pub const ROOM: &str = "herald-room";
+    /// Where a reply should go (only on events that expect one).
+    pub const REPLY_TO: &str = "herald-reply-to";
+    /// The correlation id, decimal, on requests and replies.
+    pub const CORRELATION: &str = "herald-correlation";
+
+    /// Value of [`KIND`] for an emitted event.
+    pub const KIND_EVENT: &str = "event";
+    /// Value of [`KIND`] for a presence event.
+    pub const KIND_PRESENCE: &str = "presence";
+    /// Value of [`KIND`] for a reply.
+    pub const KIND_REPLY: &str = "reply";
+}
+
+/// Event names the broker uses for presence; emits may not use them.
+pub const RESERVED_EVENTS: [&str; 4] = ["connect", "disconnect", "join", "leave"];
