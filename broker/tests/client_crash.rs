@@ -86,7 +86,9 @@ async fn run() -> anyhow::Result<()> {
     let (progress_tx, progress) = watch::channel(0usize);
     let consumer = tokio::spawn(async move {
         let mut seen = HashSet::new();
+        let mut first_at = std::collections::HashMap::new();
         let mut twice = 0usize;
+        let mut examples = Vec::new();
         while seen.len() < N as usize {
             let m = match sub.next().await {
                 Some(m) => m?,
@@ -94,11 +96,20 @@ async fn run() -> anyhow::Result<()> {
             };
             if !seen.insert(m.payload().clone()) {
                 twice += 1;
+                if examples.len() < 5 {
+                    examples.push((
+                        first_at.get(m.payload()).copied(),
+                        m.offset(),
+                        m.delivery_count(),
+                    ));
+                }
+            } else {
+                first_at.insert(m.payload().clone(), m.offset());
             }
             m.ack().await?;
             let _ = progress_tx.send(seen.len());
         }
-        Ok::<_, Error>((seen, twice))
+        Ok::<_, Error>((seen, twice, examples))
     });
 
     let producer = pub_client.producer("crash");
@@ -125,11 +136,14 @@ async fn run() -> anyhow::Result<()> {
     }
 
     let confirmed = publisher.await??;
-    let (seen, twice) = consumer.await??;
+    let (seen, twice, examples) = consumer.await??;
     let _ = child.kill();
     let _ = child.wait();
 
-    assert_eq!(twice, 0, "the app saw messages twice");
+    assert_eq!(
+        twice, 0,
+        "the app saw messages twice: (first offset, offset again, delivery count) {examples:?}"
+    );
     let offsets: HashSet<u64> = confirmed.iter().map(|(_, o)| *o).collect();
     assert_eq!(
         offsets.len(),

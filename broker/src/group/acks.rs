@@ -94,6 +94,8 @@ pub struct Snapshot {
     pub undone: Vec<(u64, u64, u32)>,
     pub redelivered: u64,
     pub dead_lettered: u64,
+    /// Acked ranges at or above `next_fresh`.
+    pub done_ahead: Vec<(u64, u64)>,
 }
 
 /// The tracker. See the module doc for its invariants.
@@ -103,9 +105,17 @@ pub struct AckTracker {
     next_fresh: u64,
     chunks: BTreeMap<u64, Chunk>,
     pending: BTreeMap<u64, Pending>,
+    /// Acked offsets at or above `next_fresh`: a client that reconnects
+    /// re-sends acks for messages the (restarted) broker has not delivered
+    /// again yet. Fresh delivery skips them. Start -> inclusive end.
+    done_ahead: BTreeMap<u64, u64>,
     pub redelivered: u64,
     pub dead_lettered: u64,
 }
+
+/// Most separate ranges kept in `done_ahead`; acks past it are dropped
+/// (the messages are then delivered again: at least once, never lost).
+pub const MAX_DONE_AHEAD_RANGES: usize = 65_536;
 
 impl AckTracker {
     /// A tracker whose first delivery will be `start`.
@@ -115,6 +125,7 @@ impl AckTracker {
             next_fresh: start,
             chunks: BTreeMap::new(),
             pending: BTreeMap::new(),
+            done_ahead: BTreeMap::new(),
             redelivered: 0,
             dead_lettered: 0,
         }
@@ -126,6 +137,11 @@ impl AckTracker {
         t.next_fresh = s.next_fresh.max(s.floor);
         t.redelivered = s.redelivered;
         t.dead_lettered = s.dead_lettered;
+        for &(a, b) in &s.done_ahead {
+            if a <= b && a >= t.next_fresh {
+                t.done_ahead.insert(a, b);
+            }
+        }
         for &(a, b, d) in &s.undone {
             if a <= b && a >= t.floor && b < t.next_fresh {
                 t.pending.insert(
@@ -174,6 +190,7 @@ impl AckTracker {
     pub fn reset(&mut self, offset: u64) {
         self.chunks.clear();
         self.pending.clear();
+        self.done_ahead.clear();
         self.floor = offset;
         self.next_fresh = offset;
     }
@@ -262,8 +279,12 @@ impl AckTracker {
     }
 
     /// Applies an ack-like operation from `member` over `ranges`, returning
-    /// the credit released per member (only `member` for acks; with
-    /// `AckUpTo` the single range's end is the bound).
+    /// the credit released per member.
+    ///
+    /// Ack and Terminate count whoever holds the offset (the acking client
+    /// may have reconnected as a new member), remove it from pending, and
+    /// remember it if it was not delivered yet. AckUpTo covers `member`'s
+    /// own deliveries up to the bound; Nack and Extend act on `member`'s own.
     pub fn apply(
         &mut self,
         member: MemberId,
@@ -271,20 +292,21 @@ impl AckTracker {
         ranges: &[(u64, u64)],
         now: Instant,
         ack_timeout: Duration,
-    ) -> Released {
-        let mut rel = Released::default();
+    ) -> Vec<(MemberId, Released)> {
+        let mut rel = Vec::new();
         match kind {
             AckKind::AckUpTo => {
                 let upto = ranges.iter().map(|r| r.1).max().unwrap_or(0);
-                self.resolve(member, 0, upto, &mut rel, |_, _| {});
+                self.resolve(Some(member), 0, upto, &mut rel, |_, _| {});
             }
             AckKind::Ack | AckKind::Terminate => {
                 for &(a, b) in ranges {
                     if a > b {
                         continue;
                     }
-                    self.resolve(member, a, b, &mut rel, |_, _| {});
+                    self.resolve(None, a, b, &mut rel, |_, _| {});
                     self.remove_pending(a, b);
+                    self.add_done_ahead(a, b);
                 }
             }
             AckKind::Nack { delay_ms } => {
@@ -294,7 +316,7 @@ impl AckTracker {
                     if a > b {
                         continue;
                     }
-                    self.resolve(member, a, b, &mut rel, |o, d| back.push((o, d)));
+                    self.resolve(Some(member), a, b, &mut rel, |o, d| back.push((o, d)));
                 }
                 self.push_pending_offsets(&back, ready_at);
             }
@@ -310,6 +332,52 @@ impl AckTracker {
         }
         self.recompute_floor();
         rel
+    }
+
+    /// Remembers the part of `a..=b` at or above `next_fresh`.
+    fn add_done_ahead(&mut self, a: u64, b: u64) {
+        let a = a.max(self.next_fresh);
+        if a > b || self.done_ahead.len() >= MAX_DONE_AHEAD_RANGES {
+            return;
+        }
+        // Merge with overlapping or adjacent ranges.
+        let (mut lo, mut hi) = (a, b);
+        let touching: Vec<u64> = self
+            .done_ahead
+            .range(..=b.saturating_add(1))
+            .filter(|(_, e)| e.saturating_add(1) >= a)
+            .map(|(s, _)| *s)
+            .collect();
+        for st in touching {
+            if let Some(e) = self.done_ahead.remove(&st) {
+                lo = lo.min(st);
+                hi = hi.max(e);
+            }
+        }
+        self.done_ahead.insert(lo, hi);
+    }
+
+    /// If `offset` (a fresh offset about to be delivered) was acked ahead,
+    /// skips `next_fresh` past that acked range and returns true.
+    pub fn skip_done_ahead(&mut self, offset: u64) -> bool {
+        let Some((&a, &b)) = self.done_ahead.range(..=offset).next_back() else {
+            return false;
+        };
+        if b < offset {
+            return false;
+        }
+        self.done_ahead.remove(&a);
+        if b >= self.next_fresh {
+            self.next_fresh = b + 1;
+        }
+        self.recompute_floor();
+        true
+    }
+
+    /// The first acked-ahead offset above `offset`, which a fresh delivery
+    /// starting at `offset` must stop before.
+    pub fn next_done_ahead(&self, offset: u64) -> Option<u64> {
+        self.done_ahead.range(offset..).next().map(|(a, _)| *a)
     }
 
     /// Deadlines that passed: their unresolved offsets go back to pending
@@ -409,38 +477,48 @@ impl AckTracker {
         }
     }
 
-    /// Resolves the unresolved offsets of `member`'s chunks that overlap
-    /// `a..=b`. Acks for offsets held by another member (after a redelivery)
-    /// are ignored: that member's outcome decides.
+    /// Resolves the unresolved offsets of chunks that overlap `a..=b` (only
+    /// `member`'s chunks when given), crediting each chunk's holder.
     fn resolve(
         &mut self,
-        member: MemberId,
+        member: Option<MemberId>,
         a: u64,
         b: u64,
-        rel: &mut Released,
+        rel: &mut Vec<(MemberId, Released)>,
         mut on_resolved: impl FnMut(u64, u32),
     ) {
         let starts: Vec<u64> = self
             .chunks
             .range(..=b)
-            .filter(|(_, c)| c.last >= a && c.member == member)
+            .filter(|(_, c)| c.last >= a && member.is_none_or(|m| c.member == m))
             .map(|(s, _)| *s)
             .collect();
         for first in starts {
             let Some(c) = self.chunks.get_mut(&first) else {
                 continue;
             };
+            let mut r = Released::default();
             let lo = a.max(first) - first;
             let hi = b.min(c.last) - first;
             for i in lo..=hi {
                 if c.resolve(i) {
-                    rel.messages += 1;
+                    r.messages += 1;
                     on_resolved(first + i, c.delivery);
                 }
             }
+            let holder = c.member;
             if c.unresolved == 0 {
-                rel.bytes += c.bytes;
+                r.bytes += c.bytes;
                 self.chunks.remove(&first);
+            }
+            if r != Released::default() {
+                match rel.iter_mut().find(|(m, _)| *m == holder) {
+                    Some((_, acc)) => {
+                        acc.messages += r.messages;
+                        acc.bytes += r.bytes;
+                    }
+                    None => rel.push((holder, r)),
+                }
             }
         }
     }
@@ -488,6 +566,7 @@ impl AckTracker {
             undone,
             redelivered: self.redelivered,
             dead_lettered: self.dead_lettered,
+            done_ahead: self.done_ahead.iter().map(|(a, b)| (*a, *b)).collect(),
         }
     }
 }
@@ -510,10 +589,13 @@ mod tests {
         let r = t.apply(1, AckKind::Ack, &[(10, 19)], now, Duration::from_secs(1));
         assert_eq!(
             r,
-            Released {
-                messages: 10,
-                bytes: 100
-            }
+            vec![(
+                1,
+                Released {
+                    messages: 10,
+                    bytes: 100
+                }
+            )]
         );
         assert_eq!(t.floor(), 0);
         t.apply(1, AckKind::Ack, &[(0, 4)], now, Duration::from_secs(1));
@@ -523,7 +605,7 @@ mod tests {
         assert_eq!(t.in_flight(), 0);
         // A duplicate ack releases nothing.
         let r = t.apply(1, AckKind::Ack, &[(0, 19)], now, Duration::from_secs(1));
-        assert_eq!(r, Released::default());
+        assert!(r.is_empty());
     }
 
     #[test]
@@ -619,6 +701,44 @@ mod tests {
         t.apply(1, AckKind::Ack, &[(0, 1)], now, Duration::ZERO);
         assert_eq!(t.floor(), 2);
         assert!(t.take_ready(now, 10).is_none());
+    }
+
+    #[test]
+    fn acks_ahead_of_delivery_are_skipped_and_survive_a_snapshot() {
+        let now = Instant::now();
+        let mut t = AckTracker::new(0);
+        // A reconnecting client acks 5..=7 before the broker delivers them.
+        t.apply(9, AckKind::Ack, &[(5, 7)], now, Duration::ZERO);
+        let s = t.snapshot();
+        assert_eq!(s.done_ahead, vec![(5, 7)]);
+        let mut r = AckTracker::restore(&s, now);
+        assert!(!r.skip_done_ahead(0));
+        assert_eq!(r.next_done_ahead(0), Some(5));
+        r.deliver(0, 4, 1, now + Duration::from_secs(5), 1, 1);
+        assert!(r.skip_done_ahead(5));
+        assert_eq!(r.next_fresh(), 8);
+        r.apply(1, AckKind::Ack, &[(0, 4)], now, Duration::ZERO);
+        assert_eq!(r.floor(), 8);
+    }
+
+    #[test]
+    fn an_ack_counts_whoever_holds_the_offset() {
+        let now = Instant::now();
+        let mut t = AckTracker::new(0);
+        t.deliver(0, 1, 1, now + Duration::from_secs(5), 2, 10);
+        // Member 2 is the same client after a reconnect.
+        let r = t.apply(2, AckKind::Ack, &[(0, 1)], now, Duration::ZERO);
+        assert_eq!(
+            r,
+            vec![(
+                1,
+                Released {
+                    messages: 2,
+                    bytes: 10
+                }
+            )]
+        );
+        assert_eq!(t.floor(), 2);
     }
 
     #[test]

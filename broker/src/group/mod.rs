@@ -362,9 +362,10 @@ impl Group {
                     .member_mut(member)
                     .map(|m| m.ack_timeout)
                     .unwrap_or(self.defaults.ack_timeout);
-                let rel = self.tracker.apply(member, kind, &ranges, now, timeout);
-                if let Some(m) = self.member_mut(member) {
-                    m.release(rel);
+                for (holder, rel) in self.tracker.apply(member, kind, &ranges, now, timeout) {
+                    if let Some(m) = self.member_mut(holder) {
+                        m.release(rel);
+                    }
                 }
                 if !matches!(kind, AckKind::Extend) {
                     self.dirty = true;
@@ -544,13 +545,23 @@ impl Group {
                 break;
             }
             for b in batches {
-                let credit = self.members[mi].credit() as u64;
-                let from = self.tracker.next_fresh().max(b.base_offset());
-                if credit == 0 || from > b.last_offset() {
-                    break;
+                loop {
+                    let credit = self.members[mi].credit() as u64;
+                    let from = self.tracker.next_fresh().max(b.base_offset());
+                    if credit == 0 || from > b.last_offset() {
+                        break;
+                    }
+                    // Offsets acked before they were (re)delivered are skipped.
+                    if self.tracker.skip_done_ahead(from) {
+                        self.dirty = true;
+                        continue;
+                    }
+                    let mut last = b.last_offset().min(from + credit - 1);
+                    if let Some(next_acked) = self.tracker.next_done_ahead(from) {
+                        last = last.min(next_acked - 1);
+                    }
+                    self.send(mi, from, last, 1, b.clone(), now);
                 }
-                let last = b.last_offset().min(from + credit - 1);
-                self.send(mi, from, last, 1, b, now);
             }
         }
     }

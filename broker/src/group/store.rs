@@ -75,6 +75,7 @@ mod tests {
                 undone: vec![(4, 5, 2)],
                 redelivered: 1,
                 dead_lettered: 0,
+                done_ahead: vec![(12, 14)],
             },
             max_deliveries: 10,
         };
