@@ -50,6 +50,11 @@ impl ProducerState {
         if seq > expected {
             return Verdict::Gap { expected };
         }
+        if seq + u64::from(count) > expected {
+            // Starts in what was stored but runs past it: part of it is new.
+            // Calling it a duplicate would confirm records never stored.
+            return Verdict::Gap { expected };
+        }
         match self.window.iter().rev().find(|s| s.base_sequence == seq) {
             Some(s) => Verdict::Duplicate {
                 base_offset: s.base_offset,
@@ -166,6 +171,8 @@ mod tests {
             }
         );
         assert_eq!(m.check(7, 106, 1), Verdict::Gap { expected: 105 });
+        // Overlapping the end of what is stored: refused, not a duplicate.
+        assert_eq!(m.check(7, 104, 3), Verdict::Gap { expected: 105 });
         assert_eq!(m.check(8, 999, 1), Verdict::Accept);
     }
 
