@@ -3,12 +3,6 @@
 
 mod cli;
 
-/// mimalloc: the broker's and the load generator's hot paths allocate
-/// buffers and small task state at high rates; glibc's malloc showed as the
-/// top cost in profiles of `herald bench pub`.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::process::ExitCode;
 
 use clap::Parser;

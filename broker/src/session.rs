@@ -28,6 +28,11 @@ use crate::subscription::{self, Credit};
 use crate::topic::Registry;
 use crate::BrokerError;
 
+/// Initial read buffer of a connection. Small, so idle connections cost
+/// little; it grows to the largest frame the peer sends (bounded by
+/// `max_frame_bytes`).
+const READ_BUFFER_INITIAL: usize = 1024;
+
 /// State shared by every session of a broker.
 pub struct Shared {
     pub config: Arc<BrokerConfig>,
@@ -78,7 +83,7 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>) {
     let (read, write) = stream.into_split();
     let (outbox, writer) = outbox::spawn(write, cfg.write_queue_frames, cfg.write_stall_timeout);
     let mut frames =
-        FramedRead::with_capacity(read, FrameCodec::new(cfg.max_frame_bytes), 64 * 1024);
+        FramedRead::with_capacity(read, FrameCodec::new(cfg.max_frame_bytes), READ_BUFFER_INITIAL);
 
     let client_id = match handshake(&mut frames, &outbox, &cfg).await {
         Some(id) => id,
