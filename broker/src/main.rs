@@ -11,6 +11,9 @@ fn main() -> ExitCode {
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => code,
+        // A closed stdout (`herald sub t | head -1`) ends the command
+        // quietly, as it does for other command-line tools.
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(141),
         Err(e) => {
             match cli::hint(&e) {
                 Some(h) => eprintln!("herald: error: {e:#} ({h})"),
@@ -19,4 +22,11 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -82,8 +82,11 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>) {
     let cfg = shared.config.clone();
     let (read, write) = stream.into_split();
     let (outbox, writer) = outbox::spawn(write, cfg.write_queue_frames, cfg.write_stall_timeout);
-    let mut frames =
-        FramedRead::with_capacity(read, FrameCodec::new(cfg.max_frame_bytes), READ_BUFFER_INITIAL);
+    let mut frames = FramedRead::with_capacity(
+        read,
+        FrameCodec::new(cfg.max_frame_bytes),
+        READ_BUFFER_INITIAL,
+    );
 
     let client_id = match handshake(&mut frames, &outbox, &cfg).await {
         Some(id) => id,

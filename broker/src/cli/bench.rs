@@ -1,6 +1,7 @@
 //! `herald bench`: the load generator. Measures the whole system through
 //! the client library, against any broker or an embedded one.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -254,9 +255,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         result["producers"] = json!(a.producers);
         result["consumers"] = json!(a.consumers);
         if a.json {
-            println!("{result}");
+            writeln!(std::io::stdout(), "{result}")?;
         } else {
-            print_human(&result);
+            print_human(&result)?;
         }
         admin.close().await;
         if let Some(b) = embedded {
@@ -319,8 +320,10 @@ impl WithRates for serde_json::Value {
     }
 }
 
-fn print_human(r: &serde_json::Value) {
-    println!(
+fn print_human(r: &serde_json::Value) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "{} {} B x {}: {:.0} msgs/s, {:.1} MiB/s in {:.2} s (fsync {})",
         r["mode"].as_str().unwrap_or(""),
         r["size"],
@@ -333,20 +336,26 @@ fn print_human(r: &serde_json::Value) {
         r["mib_per_sec"].as_f64().unwrap_or(0.0),
         r["secs"].as_f64().unwrap_or(0.0),
         r["fsync"].as_str().unwrap_or(""),
-    );
+    )?;
     if let Some(l) = r.get("latency_line").and_then(|v| v.as_str()) {
-        println!("  {}: {l}", r["latency_kind"].as_str().unwrap_or("latency"));
+        writeln!(
+            out,
+            "  {}: {l}",
+            r["latency_kind"].as_str().unwrap_or("latency")
+        )?;
     }
     if let Some(c) = r.get("confirm_latency") {
         if r.get("latency_kind").and_then(|v| v.as_str()) != Some("publish-to-confirm")
             && c["samples"].as_u64().unwrap_or(0) > 0
         {
-            println!(
+            writeln!(
+                out,
                 "  publish-to-confirm: p50 {} us  p99 {} us  max {} us",
                 c["p50_us"], c["p99_us"], c["max_us"]
-            );
+            )?;
         }
     }
+    Ok(())
 }
 
 /// Publishes `a.count` messages over `a.producers` producers; returns the
