@@ -11,8 +11,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use herald_protocol::message::DELIVER_PREFIX_LEN;
-use herald_protocol::{Message, HEADER_LEN};
+use herald_protocol::Message;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -22,10 +21,14 @@ use tokio_util::sync::CancellationToken;
 pub enum Out {
     /// A whole encoded frame.
     Frame(Bytes),
-    /// A delivery: its fixed prefix and the stored batch, kept apart so the
-    /// batch is copied only into the socket buffer.
+    /// A delivery: the Deliver fields and the stored batch. The frame is
+    /// written straight into the socket buffer, so the batch is copied once
+    /// and nothing is allocated per delivery.
     Deliver {
-        prefix: [u8; HEADER_LEN + DELIVER_PREFIX_LEN],
+        subscription_id: u64,
+        first: u64,
+        last: u64,
+        delivery: u32,
         batch: Bytes,
     },
 }
@@ -58,18 +61,13 @@ impl Outbox {
 
     /// Queues a Deliver frame for `batch`, restricted to `first..=last`.
     pub fn deliver(&self, sub: u64, first: u64, last: u64, delivery: u32, batch: Bytes) -> bool {
-        let mut prefix = [0u8; HEADER_LEN + DELIVER_PREFIX_LEN];
-        let mut b = BytesMut::with_capacity(prefix.len());
-        herald_protocol::message::put_deliver_prefix(
-            &mut b,
-            sub,
+        self.push(Out::Deliver {
+            subscription_id: sub,
             first,
             last,
             delivery,
-            batch.len(),
-        );
-        prefix.copy_from_slice(&b);
-        self.push(Out::Deliver { prefix, batch })
+            batch,
+        })
     }
 
     pub fn is_closed(&self) -> bool {
@@ -110,8 +108,21 @@ where
 fn append(buf: &mut BytesMut, out: Out) {
     match out {
         Out::Frame(f) => buf.extend_from_slice(&f),
-        Out::Deliver { prefix, batch } => {
-            buf.extend_from_slice(&prefix);
+        Out::Deliver {
+            subscription_id,
+            first,
+            last,
+            delivery,
+            batch,
+        } => {
+            herald_protocol::message::put_deliver_prefix(
+                buf,
+                subscription_id,
+                first,
+                last,
+                delivery,
+                batch.len(),
+            );
             buf.extend_from_slice(&batch);
         }
     }

@@ -31,7 +31,7 @@ use crate::BrokerError;
 /// Initial read buffer of a connection. Small, so idle connections cost
 /// little; it grows to the largest frame the peer sends (bounded by
 /// `max_frame_bytes`).
-const READ_BUFFER_INITIAL: usize = 1024;
+const READ_BUFFER_INITIAL: usize = 512;
 
 /// State shared by every session of a broker.
 pub struct Shared {
