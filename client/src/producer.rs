@@ -24,6 +24,9 @@ use crate::connection::ConnShared;
 use crate::message::now_ms;
 use crate::{Error, Receipt, Record, Result};
 
+/// Longest topic name the broker accepts.
+pub const MAX_TOPIC_LEN: usize = 200;
+
 /// The client-wide publish buffer: messages and bytes accepted by `send`
 /// and not yet confirmed or failed.
 #[derive(Debug)]
@@ -236,6 +239,12 @@ impl Producer {
     pub async fn send_record(&self, record: impl Into<Record>) -> Result<PendingReceipt> {
         let record = record.into();
         let shared = &self.inner.0;
+        if shared.topic.is_empty() || shared.topic.len() > MAX_TOPIC_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "topic name must be 1 to {MAX_TOPIC_LEN} bytes, got {}",
+                shared.topic.len()
+            )));
+        }
         record.validate()?;
         let size = record.encoded_len();
         let limit = shared.batch_limit();

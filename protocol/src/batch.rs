@@ -331,6 +331,15 @@ pub fn check(b: &[u8]) -> Result<(), BatchError> {
     if b[OFF_MAGIC] != BATCH_MAGIC {
         return Err(BatchError::BadMagic(b[OFF_MAGIC]));
     }
+    let (attributes, reserved) = (b[OFF_MAGIC + 1], u16_at(b, OFF_MAGIC + 2));
+    if attributes != 0 || reserved != 0 {
+        // Reserved for compression and later versions: a batch that uses
+        // them cannot be read correctly by this version.
+        return Err(BatchError::Reserved {
+            attributes,
+            reserved,
+        });
+    }
     let stored = u32_at(b, OFF_CRC);
     let computed = crc32c::crc32c(&b[CRC_START..]);
     if stored != computed {
@@ -558,6 +567,20 @@ mod tests {
         assert_eq!(r[0].offset, 42);
         assert_eq!(&r[0].payload[..], b"payload");
         assert_eq!(r[0].headers().collect::<Vec<_>>(), vec![("h", &b"v"[..])]);
+    }
+
+    #[test]
+    fn reserved_fields_are_rejected_even_with_a_valid_crc() {
+        for at in [25usize, 26, 27] {
+            let mut m = one(b"x").to_vec();
+            m[at] = 1;
+            let crc = crc32c::crc32c(&m[CRC_START..]);
+            m[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+            assert!(
+                matches!(check(&m), Err(BatchError::Reserved { .. })),
+                "byte {at}"
+            );
+        }
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub enum BatchError {
     LengthMismatch { declared: usize, actual: usize },
     #[error("unsupported batch magic {0}")]
     BadMagic(u8),
+    #[error("reserved batch fields set: attributes 0x{attributes:02x}, reserved 0x{reserved:04x}")]
+    Reserved { attributes: u8, reserved: u16 },
     #[error("crc mismatch: stored 0x{stored:08x}, computed 0x{computed:08x}")]
     Crc { stored: u32, computed: u32 },
     #[error("batch declares {0} records; a batch holds 1 to 1048576")]

@@ -151,6 +151,10 @@ pub fn decode_deliver(body: &Bytes) -> Result<Deliver, WireError> {
 }
 
 /// Writes a Publish frame: header, topic, then the batch bytes.
+///
+/// # Panics
+/// If `topic` is longer than 65535 bytes (its length field is a u16); the
+/// broker accepts names of at most 200, and clients check before sending.
 pub fn put_publish(buf: &mut BytesMut, request_id: u64, topic: &str, batch: &[u8]) {
     put_header(
         buf,
