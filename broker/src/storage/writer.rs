@@ -216,6 +216,12 @@ impl Writer {
         let mut bytes = batch.len_bytes();
         let mut group = vec![(batch, reply)];
         let mut control = None;
+        if self.shared.config.fsync == FsyncPolicy::Always {
+            // Appenders answered by the previous group are about to send
+            // their next batch: one yield lets them queue it, so it shares
+            // this fsync instead of waiting for the next one.
+            tokio::task::yield_now().await;
+        }
         while bytes < GROUP_MAX_BYTES {
             match self.rx.try_recv() {
                 Ok(Request::Append { batch, reply }) => {
