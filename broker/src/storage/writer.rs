@@ -145,6 +145,9 @@ pub struct Writer {
     dirty: bool,
     /// A failed write could not be truncated away: retry before writing.
     truncate_to: Option<u64>,
+    /// Appends in the previous group: more than one means concurrent
+    /// appenders, worth a yield before gathering the next group.
+    last_group: usize,
 }
 
 impl Writer {
@@ -163,6 +166,7 @@ impl Writer {
             last_time,
             dirty: false,
             truncate_to: None,
+            last_group: 0,
         }
     }
 
@@ -216,10 +220,11 @@ impl Writer {
         let mut bytes = batch.len_bytes();
         let mut group = vec![(batch, reply)];
         let mut control = None;
-        if self.shared.config.fsync == FsyncPolicy::Always {
-            // Appenders answered by the previous group are about to send
-            // their next batch: one yield lets them queue it, so it shares
-            // this fsync instead of waiting for the next one.
+        if self.shared.config.fsync == FsyncPolicy::Always && self.last_group > 1 {
+            // Several appenders shared the previous fsync; those just
+            // answered are about to send their next batch. One yield lets
+            // them queue it, so it shares this fsync instead of waiting for
+            // the next one. A lone appender (last group of one) pays nothing.
             tokio::task::yield_now().await;
         }
         while bytes < GROUP_MAX_BYTES {
@@ -235,6 +240,7 @@ impl Writer {
                 Err(_) => break,
             }
         }
+        self.last_group = group.len();
         self.commit_group(group).await;
         control
     }
