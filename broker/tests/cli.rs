@@ -530,3 +530,48 @@ fn serve_takes_a_config_file_and_env_vars_and_rejects_bad_flags() {
         assert!(!out.stderr.is_empty(), "{args:?} said nothing");
     }
 }
+
+/// `herald bench` runs every mode end to end on an embedded broker and
+/// reports what it measured.
+#[test]
+fn bench_modes_run_and_report_json() {
+    for (mode, extra, key, want) in [
+        ("pub", vec!["--count", "2000"], "published", 2000),
+        ("sub", vec!["--count", "2000"], "consumed", 2000),
+        (
+            "pubsub",
+            vec!["--count", "500", "--rate", "5000"],
+            "consumed",
+            500,
+        ),
+        (
+            "fanout",
+            vec!["--count", "1000", "--consumers", "2"],
+            "deliveries",
+            2000,
+        ),
+        (
+            "rooms",
+            vec!["--count", "50", "--consumers", "3"],
+            "deliveries",
+            150,
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["bench", mode, "--embedded", "--json", "--fsync", "never"])
+            .args(&extra)
+            .output()
+            .expect("run herald bench");
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(v[key].as_u64(), Some(want), "{mode}: {v}");
+        assert!(
+            v["msgs_per_sec"].as_f64().unwrap_or(0.0) > 0.0,
+            "{mode}: {v}"
+        );
+    }
+}

@@ -29,11 +29,14 @@ enum Mode {
     Pubsub,
     /// Publish to N ephemeral subscribers, each receiving everything.
     Fanout,
+    /// Emit events to a durable room of N members (each gets every event
+    /// in its inbox and acks it); deliveries/s and emit-to-deliver latency.
+    Rooms,
 }
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  herald bench pub --embedded --count 1000000 --size 100\n  herald bench pub --server 127.0.0.1:7400 --size 1024 --count 200000 --json\n  herald bench sub --embedded --count 500000\n  herald bench pubsub --embedded --rate 20000 --count 200000 --fsync never\n  herald bench fanout --embedded --consumers 4 --count 1000000"
+    after_help = "Examples:\n  herald bench pub --embedded --count 1000000 --size 100\n  herald bench pub --server 127.0.0.1:7400 --size 1024 --count 200000 --json\n  herald bench sub --embedded --count 500000\n  herald bench pubsub --embedded --rate 20000 --count 200000 --fsync never\n  herald bench fanout --embedded --consumers 4 --count 1000000\n  herald bench rooms --embedded --consumers 10 --producers 4 --count 10000"
 )]
 pub struct BenchArgs {
     mode: Mode,
@@ -231,6 +234,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
                     &deliver,
                     "publish-to-deliver",
                 )
+            }
+            Mode::Rooms => {
+                let t0 = Instant::now();
+                let (n, lat) = rooms(&a, &connect, epoch).await?;
+                let secs = t0.elapsed().as_secs_f64();
+                json!({"deliveries": n, "members": a.consumers, "emitted": a.count, "secs": secs})
+                    .with_rates(n, a.size, secs, &lat, "emit-to-deliver")
             }
             Mode::Fanout => {
                 let t0 = Instant::now();
@@ -538,4 +548,78 @@ where
         }
         Ok((total, all))
     })
+}
+
+/// `a.consumers` clients join a durable room; `a.producers` emitters send
+/// `a.count` events in all; every member receives each in its inbox.
+async fn rooms<F, Fut>(a: &BenchArgs, connect: &F, epoch: Instant) -> anyhow::Result<(u64, Lat)>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = herald_client::Result<Client>>,
+{
+    let room = format!("bench-room-{:08x}", rand::random::<u32>());
+    let mut members = Vec::new();
+    for _ in 0..a.consumers {
+        let client = connect().await?;
+        client.join_durable(&room).await?;
+        let mut inbox = client.inbox().await?;
+        let count = a.count;
+        members.push(tokio::spawn(async move {
+            let mut lat = Lat::new();
+            let mut n = 0u64;
+            while n < count {
+                let next = tokio::time::timeout(Duration::from_secs(30), inbox.next()).await;
+                let Ok(Some(ev)) = next else { break };
+                let ev = ev?;
+                if !ev.is_presence() {
+                    let sent = sent_at(ev.payload());
+                    if sent > 0 {
+                        lat.record(now_us(epoch).saturating_sub(sent));
+                    }
+                    n += 1;
+                }
+                ev.ack().await?;
+            }
+            client.close().await;
+            Ok::<(u64, Lat), anyhow::Error>((n, lat))
+        }));
+    }
+    let per = a.count / a.producers as u64;
+    let mut emitters = Vec::new();
+    for p in 0..a.producers {
+        let n = per
+            + if (p as u64) < a.count % a.producers as u64 {
+                1
+            } else {
+                0
+            };
+        let client = connect().await?;
+        let room = room.clone();
+        let size = a.size as usize;
+        emitters.push(tokio::spawn(async move {
+            for i in 0..n {
+                let t = now_us(epoch).max(1);
+                client
+                    .emit(
+                        herald_client::Target::room(room.clone()),
+                        "bench",
+                        payload(size, t, i),
+                    )
+                    .await?;
+            }
+            client.close().await;
+            Ok::<(), anyhow::Error>(())
+        }));
+    }
+    for e in emitters {
+        e.await.context("emitter task")??;
+    }
+    let mut total = 0;
+    let mut all = Lat::new();
+    for m in members {
+        let (n, l) = m.await.context("member task")??;
+        total += n;
+        let _ = all.0.add(&l.0);
+    }
+    Ok((total, all))
 }
