@@ -300,6 +300,18 @@ impl Session {
         }
     }
 
+    /// Answers request `id` once `work` is done, without holding up the
+    /// read loop (admin requests wait on group actors and the disk).
+    fn later<F>(&mut self, id: u64, work: F) -> Result<(), Close>
+    where
+        F: std::future::Future<Output = Result<Message, BrokerError>> + Send + 'static,
+    {
+        self.others.push(Box::pin(async move {
+            (id, work.await.unwrap_or_else(|e| e.to_message()))
+        }));
+        Ok(())
+    }
+
     async fn handle(&mut self, frame: Frame) -> Result<(), Close> {
         let id = frame.header.request_id;
         let msg = match Message::decode(&frame) {
@@ -382,16 +394,10 @@ impl Session {
                         // say so if asked; the connection itself is fine.
                         Err(e) if id != 0 => self.reply(id, e.to_message()).await,
                         Err(_) | Ok(None) => Ok(()),
-                        Ok(Some(persisted)) => {
-                            self.others.push(Box::pin(async move {
-                                let r = persisted.await.unwrap_or(Err(BrokerError::ShuttingDown));
-                                (
-                                    id,
-                                    r.map(|_| Message::Ok).unwrap_or_else(|e| e.to_message()),
-                                )
-                            }));
-                            Ok(())
-                        }
+                        Ok(Some(persisted)) => self.later(id, async move {
+                            let r = persisted.await.unwrap_or(Err(BrokerError::ShuttingDown));
+                            r.map(|_| Message::Ok)
+                        }),
                     }
                 }
                 Some(Sub::Ephemeral { .. }) => {
@@ -422,91 +428,37 @@ impl Session {
                 Ok(())
             }
             Message::CreateTopic(c) => match reg.create(&c.name, &c.config, false) {
-                Ok(t) => {
-                    self.others.push(Box::pin(async move {
-                        (
-                            id,
-                            t.info()
-                                .await
-                                .map(Message::TopicInfo)
-                                .unwrap_or_else(|e| e.to_message()),
-                        )
-                    }));
-                    Ok(())
-                }
+                Ok(t) => self.later(id, async move { t.info().await.map(Message::TopicInfo) }),
                 Err(e) => self.reply(id, e.to_message()).await,
             },
             Message::DeleteTopic(t) => {
-                self.others.push(Box::pin(async move {
-                    (
-                        id,
-                        reg.delete(&t.name)
-                            .await
-                            .map(|_| Message::Ok)
-                            .unwrap_or_else(|e| e.to_message()),
-                    )
-                }));
-                Ok(())
+                self.later(
+                    id,
+                    async move { reg.delete(&t.name).await.map(|_| Message::Ok) },
+                )
             }
-            Message::ListTopics => {
-                self.others.push(Box::pin(async move {
-                    let mut topics = Vec::new();
-                    for t in reg.list() {
-                        match t.info().await {
-                            Ok(i) => topics.push(i),
-                            Err(e) => return (id, e.to_message()),
-                        }
-                    }
-                    (id, Message::TopicList(TopicList { topics }))
-                }));
-                Ok(())
-            }
-            Message::DescribeTopic(t) => match reg.get(&t.name) {
-                Ok(t) => {
-                    self.others.push(Box::pin(async move {
-                        (
-                            id,
-                            t.info()
-                                .await
-                                .map(Message::TopicInfo)
-                                .unwrap_or_else(|e| e.to_message()),
-                        )
-                    }));
-                    Ok(())
+            Message::ListTopics => self.later(id, async move {
+                let mut topics = Vec::new();
+                for t in reg.list() {
+                    topics.push(t.info().await?);
                 }
+                Ok(Message::TopicList(TopicList { topics }))
+            }),
+            Message::DescribeTopic(t) => match reg.get(&t.name) {
+                Ok(t) => self.later(id, async move { t.info().await.map(Message::TopicInfo) }),
                 Err(e) => self.reply(id, e.to_message()).await,
             },
             Message::ListGroups(t) => match reg.get(&t.name) {
-                Ok(t) => {
-                    self.others.push(Box::pin(async move {
-                        let r = t
-                            .group_infos()
-                            .await
-                            .map(|groups| Message::GroupList(GroupList { groups }));
-                        (id, r.unwrap_or_else(|e| e.to_message()))
-                    }));
-                    Ok(())
-                }
+                Ok(t) => self.later(id, async move {
+                    let groups = t.group_infos().await?;
+                    Ok(Message::GroupList(GroupList { groups }))
+                }),
                 Err(e) => self.reply(id, e.to_message()).await,
             },
-            Message::ResetGroup(r) => {
-                let res = reg.get(&r.topic).and_then(|t| t.group(&r.group));
-                match res {
-                    Ok(g) => {
-                        self.others.push(Box::pin(async move {
-                            (
-                                id,
-                                g.reset(r.to)
-                                    .await
-                                    .map(|_| Message::Ok)
-                                    .unwrap_or_else(|e| e.to_message()),
-                            )
-                        }));
-                        Ok(())
-                    }
-                    Err(e) => self.reply(id, e.to_message()).await,
-                }
-            }
+            Message::ResetGroup(r) => match reg.get(&r.topic).and_then(|t| t.group(&r.group)) {
+                Ok(g) => self.later(id, async move { g.reset(r.to).await.map(|_| Message::Ok) }),
+                Err(e) => self.reply(id, e.to_message()).await,
+            },
             Message::Join(_)
             | Message::Leave(_)
             | Message::Emit(_)
