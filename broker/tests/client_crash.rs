@@ -82,6 +82,9 @@ async fn run() -> anyhow::Result<()> {
         .group("g")
         .start(Start::Earliest)
         .prefetch(2000)
+        // Deliveries a killed broker had out come back after this, not the
+        // default 30 s, so a run that needs them stays short.
+        .ack_timeout(Duration::from_secs(5))
         .await?;
     let (progress_tx, progress) = watch::channel(0usize);
     let consumer = tokio::spawn(async move {
