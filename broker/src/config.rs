@@ -54,6 +54,9 @@ pub struct BrokerConfig {
     pub retention_interval: Duration,
     /// Per-log in-memory tail cache.
     pub tail_cache_bytes: usize,
+    /// Under `always`, append with `O_DIRECT` where the filesystem allows
+    /// (false: through the page cache, like the other policies).
+    pub direct_io: bool,
     /// A client whose last session ended and that reconnects (same client
     /// id) within this keeps its rooms, and its rooms see no
     /// disconnect/leave (nor connect) presence events.
@@ -102,6 +105,7 @@ impl Default for BrokerConfig {
             segment_bytes: 64 << 20,
             retention_interval: Duration::from_secs(30),
             tail_cache_bytes: 8 << 20,
+            direct_io: true,
             presence_grace: Duration::from_secs(5),
             max_rooms_per_connection: 128,
             max_members_per_room: 10_000,
@@ -122,6 +126,7 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub max_frame_bytes: Option<usize>,
     pub no_auto_create: Option<bool>,
+    pub buffered_io: Option<bool>,
     pub log_format: Option<String>,
     pub ack_timeout_ms: Option<u64>,
     pub max_deliveries: Option<u32>,

@@ -314,3 +314,92 @@ async fn interval_policy_confirms_then_fsyncs_on_its_timer() {
     .expect("the interval fsync never ran");
     log.close().await.expect("close");
 }
+
+/// Under `always`, appends go through `O_DIRECT` where the filesystem
+/// allows it. While the segment is active its file ends in zero padding to
+/// a whole block. A closed segment ends exactly at its last batch. A copy
+/// of the folder taken while the log is open is what a crash leaves: it
+/// reopens with every batch and takes appends on its unaligned tail. The
+/// folder is on disk, not in RAM, so a misaligned direct write would fail.
+#[tokio::test]
+async fn direct_appends_pad_the_active_segment_and_a_crash_image_recovers() {
+    const BLOCK: u64 = 4096;
+    let dir = tempfile::TempDir::new().expect("tmp");
+    let log = Log::open(dir.path(), config(FsyncPolicy::Always)).expect("open");
+    let mut expect = Vec::new();
+    // Big batches take the direct path, small ones the page cache: the two
+    // alternate, and the last append is a big one.
+    let size = |i: usize| {
+        if i % 3 == 0 {
+            70_000 + 37 * i
+        } else {
+            37 * i + 1
+        }
+    };
+    for i in 0..40usize {
+        let p = vec![b'a' + (i % 26) as u8; size(i)];
+        log.append(batch(&[&p])).await.expect("append");
+        expect.push(p);
+    }
+    let logical = log.stats().bytes_on_disk;
+    let seg = common::log_files(dir.path()).remove(0);
+    let on_disk = std::fs::metadata(&seg).expect("stat").len();
+    let direct = on_disk != logical;
+    if direct {
+        assert_eq!(on_disk % BLOCK, 0, "direct writes are whole blocks");
+        assert!(on_disk > logical && on_disk - logical < BLOCK);
+        assert!(logical % BLOCK != 0, "the test wants an unaligned end");
+    }
+
+    let image = tempfile::TempDir::new().expect("tmp");
+    common::copy_dir(dir.path(), image.path());
+    let copy = Log::open(image.path(), config(FsyncPolicy::Always)).expect("reopen image");
+    assert_eq!(copy.next_offset(), 40);
+    let image_seg = common::log_files(image.path()).remove(0);
+    assert_eq!(std::fs::metadata(&image_seg).expect("stat").len(), logical);
+    for i in 40..80usize {
+        let p = vec![b'A' + (i % 26) as u8; size(i) + 5];
+        copy.append(batch(&[&p]))
+            .await
+            .expect("append after reopen");
+        expect.push(p);
+    }
+    let got = read_all(&copy, 0);
+    assert_eq!(got.len(), expect.len());
+    for ((off, payload), want) in got.iter().zip(&expect) {
+        assert_eq!(&payload[..], &want[..], "offset {off}");
+    }
+    let copy_logical = copy.stats().bytes_on_disk;
+    copy.close().await.expect("close");
+    assert_eq!(
+        std::fs::metadata(&image_seg).expect("stat").len(),
+        copy_logical,
+        "closing cuts the padding off"
+    );
+
+    log.close().await.expect("close");
+    assert_eq!(std::fs::metadata(&seg).expect("stat").len(), logical);
+}
+
+/// `direct_io: false` (`herald serve --buffered-io`) writes through the
+/// page cache: the file always ends at the last batch.
+#[tokio::test]
+async fn buffered_io_under_always_leaves_no_padding() {
+    let dir = tempfile::TempDir::new().expect("tmp");
+    let cfg = LogConfig {
+        direct_io: false,
+        ..config(FsyncPolicy::Always)
+    };
+    let log = Log::open(dir.path(), cfg).expect("open");
+    for i in 0..10usize {
+        log.append(batch(&[&vec![b'x'; 100 + i][..]]))
+            .await
+            .expect("append");
+        let seg = common::log_files(dir.path()).remove(0);
+        assert_eq!(
+            std::fs::metadata(&seg).expect("stat").len(),
+            log.stats().bytes_on_disk
+        );
+    }
+    log.close().await.expect("close");
+}

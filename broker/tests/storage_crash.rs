@@ -166,7 +166,7 @@ const CHILD_ROUND: &str = "HERALD_CRASH_ROUND";
 
 fn child_config() -> LogConfig {
     LogConfig {
-        segment_bytes: 16 * 1024,
+        segment_bytes: 256 * 1024,
         ..config(FsyncPolicy::Always)
     }
 }
@@ -188,7 +188,10 @@ async fn crash_child() {
         tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
             while Instant::now() < deadline {
-                let payload = format!("r{round}-t{t}-{i}-{}", "x".repeat((i % 200) as usize));
+                // Every 50th append is big enough for a direct write, so
+                // kills land on both write paths.
+                let pad = if i % 50 == 7 { 70_000 } else { i % 200 };
+                let payload = format!("r{round}-t{t}-{i}-{}", "x".repeat(pad as usize));
                 let out = log
                     .append(batch(&[payload.as_bytes()]))
                     .await

@@ -26,6 +26,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => prop::collection::vec(0usize..300, 1..5).prop_map(Op::Append),
+        // Big enough for a direct write under `always`.
+        1 => prop::collection::vec(20_000usize..40_000, 2..4).prop_map(Op::Append),
         4 => (any::<u64>(), 0usize..3000, 0u32..12).prop_map(|(pick, max_bytes, max_records)| Op::Read {
             pick,
             max_bytes,
@@ -50,14 +52,24 @@ struct Model {
     first: u64,
 }
 
-async fn run(ops: Vec<Op>, tail_cache_bytes: usize) -> Result<(), TestCaseError> {
-    let dir = tmpdir();
+async fn run(
+    ops: Vec<Op>,
+    tail_cache_bytes: usize,
+    fsync: FsyncPolicy,
+) -> Result<(), TestCaseError> {
+    // `always` writes with O_DIRECT: on disk, where a misaligned write
+    // fails, rather than in RAM.
+    let dir = if fsync == FsyncPolicy::Always {
+        tempfile::TempDir::new().expect("tmp")
+    } else {
+        tmpdir()
+    };
     let cfg = LogConfig {
         segment_bytes: 2048,
         index_interval_bytes: 256,
         tail_cache_bytes,
         retention_bytes: Some(3000),
-        fsync: FsyncPolicy::Never,
+        fsync,
         ..LogConfig::default()
     };
     let mut log = Log::open(dir.path(), cfg.clone()).expect("open");
@@ -142,11 +154,15 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     #[test]
-    fn log_matches_model(ops in prop::collection::vec(op(), 1..60), cache in prop_oneof![Just(0usize), Just(4096)]) {
+    fn log_matches_model(
+        ops in prop::collection::vec(op(), 1..60),
+        cache in prop_oneof![Just(0usize), Just(4096)],
+        fsync in prop_oneof![Just(FsyncPolicy::Never), Just(FsyncPolicy::Always)],
+    ) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        rt.block_on(run(ops, cache))?;
+        rt.block_on(run(ops, cache, fsync))?;
     }
 }

@@ -294,6 +294,21 @@ impl Future for PendingReceipt {
     }
 }
 
+/// Bytes of records the next batch will take from `records`, by the same
+/// rule the batcher's loop applies (at least one record, then up to the
+/// record and byte limits).
+fn batch_bytes(records: &VecDeque<Queued>, max_records: usize, limit: usize) -> usize {
+    let mut total = BATCH_HEADER_LEN;
+    for (n, qd) in records.iter().enumerate() {
+        let size = qd.record.encoded_len();
+        if n > 0 && (n >= max_records || total + size > limit) {
+            break;
+        }
+        total += size;
+    }
+    total - BATCH_HEADER_LEN
+}
+
 /// Packs queued records into batches and hands them to the connection
 /// task, keeping at most `inflight` batches unconfirmed.
 async fn batcher(
@@ -332,6 +347,7 @@ async fn batcher(
         let batch_time = now_ms();
         {
             let mut q = shared.lock();
+            builder.reserve(batch_bytes(&q.records, shared.max_batch_records, limit));
             while let Some(next) = q.records.front() {
                 let size = next.record.encoded_len();
                 if !builder.is_empty()

@@ -147,6 +147,13 @@ impl BatchBuilder {
         self.count == 0
     }
 
+    /// Makes room for `additional` more bytes of records in one allocation,
+    /// so a batch whose size the caller knows does not grow by doubling
+    /// (a copy of everything pushed so far each time).
+    pub fn reserve(&mut self, additional: usize) {
+        self.buf.reserve(additional);
+    }
+
     /// Bytes the batch would have if finished now.
     pub fn encoded_len(&self) -> usize {
         self.buf.len()

@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Do not create topics on first publish or subscribe.
     #[arg(long, env = "HERALD_NO_AUTO_CREATE")]
     no_auto_create: bool,
+    /// Under fsync always, write through the page cache instead of with
+    /// O_DIRECT (which Herald uses where the filesystem allows it).
+    #[arg(long, env = "HERALD_BUFFERED_IO")]
+    buffered_io: bool,
     /// Log format.
     #[arg(long, env = "HERALD_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -74,6 +78,9 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<(BrokerConfig, String)> {
     if file.no_auto_create == Some(true) {
         c.auto_create_topics = false;
     }
+    if file.buffered_io == Some(true) {
+        c.direct_io = false;
+    }
     if let Some(v) = file.ack_timeout_ms {
         c.ack_timeout = Duration::from_millis(v);
     }
@@ -112,6 +119,9 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<(BrokerConfig, String)> {
     }
     if a.no_auto_create {
         c.auto_create_topics = false;
+    }
+    if a.buffered_io {
+        c.direct_io = false;
     }
     if let Some(v) = a.ack_timeout_ms {
         c.ack_timeout = Duration::from_millis(v);

@@ -27,6 +27,10 @@ pub struct LogConfig {
     pub index_interval_bytes: usize,
     /// Bytes of recent batches kept in memory for readers at the tail.
     pub tail_cache_bytes: usize,
+    /// Under `Always`, write with `O_DIRECT` where the filesystem allows
+    /// (see `storage/direct.rs`); the other policies always write through
+    /// the page cache.
+    pub direct_io: bool,
 }
 
 impl Default for LogConfig {
@@ -39,6 +43,7 @@ impl Default for LogConfig {
             retention_ms: None,
             index_interval_bytes: 4096,
             tail_cache_bytes: 8 * 1024 * 1024,
+            direct_io: true,
         }
     }
 }

@@ -36,12 +36,15 @@ impl From<std::io::Error> for WriteFailure {
     }
 }
 
-/// The blocking part of a commit: one `pwrite` at `pre`, then `fdatasync`
-/// when `sync`. On failure the file is truncated back to `pre` so a
-/// partially written batch can never be recovered.
+/// The blocking part of a commit: one `pwrite` of `data` at `at`, then
+/// `fdatasync` when `sync`. The log was `pre` bytes long (`at` is earlier
+/// when a direct write re-writes the partial last block). On failure the
+/// file is truncated back to `pre` so a partially written batch can never
+/// be recovered.
 pub fn write_durably(
     file: &File,
     data: &[u8],
+    at: u64,
     pre: u64,
     truncate_to: Option<u64>,
     sync: bool,
@@ -49,9 +52,9 @@ pub fn write_durably(
     if let Some(len) = truncate_to {
         file.set_len(len)?;
     }
-    let result =
-        file.write_all_at(data, pre)
-            .and_then(|()| if sync { file.sync_data() } else { Ok(()) });
+    let result = file
+        .write_all_at(data, at)
+        .and_then(|()| if sync { file.sync_data() } else { Ok(()) });
     result.map_err(|error| WriteFailure {
         cut_back: file.set_len(pre).is_ok(),
         error,
@@ -93,10 +96,10 @@ mod tests {
         // A read-only handle makes the write fail; the cut back must still
         // be attempted (it fails too here, and says so).
         let ro = std::fs::File::open("/proc/self/exe").expect("open");
-        let err = write_durably(&ro, b"more", 9, None, true).expect_err("fails");
+        let err = write_durably(&ro, b"more", 9, 9, None, true).expect_err("fails");
         assert!(!err.cut_back);
         // On a writable file a successful write lands where asked.
-        write_durably(&file, b"-next", 9, Some(9), true).expect("write");
+        write_durably(&file, b"-next", 9, 9, Some(9), true).expect("write");
         let mut buf = [0u8; 14];
         file.read_exact_at(&mut buf, 0).expect("read");
         assert_eq!(&buf, b"committed-next");
@@ -107,7 +110,7 @@ mod tests {
         let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
             return;
         };
-        let err = write_durably(&full, b"x", 0, None, false).expect_err("ENOSPC");
+        let err = write_durably(&full, b"x", 0, 0, None, false).expect_err("ENOSPC");
         assert!(StorageError::io(Path::new("/dev/full"), err.error).is_storage_full());
     }
 }

@@ -7,6 +7,7 @@
 //!   group commit.
 //! - `durable`: the writer's blocking file work (the durable write, new
 //!   segments).
+//! - `direct`: `O_DIRECT` appends under `always`, block-aligned.
 //! - `reader`: reads through the tail cache or `pread` + sparse index, and
 //!   time lookups.
 //! - `segment`: file naming, batch headers, scanning.
@@ -24,6 +25,7 @@
 //! readers see a batch only after `append` has confirmed it.
 
 mod config;
+mod direct;
 mod durable;
 mod error;
 mod index;
@@ -156,11 +158,7 @@ impl Log {
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Arc<Log>, StorageError> {
         let dir = dir.as_ref().to_path_buf();
         let rec = recovery::recover(&dir, &config)?;
-        let active = Active::recovered(
-            &rec.active,
-            config.effective_index_interval(),
-            rec.active_first_time,
-        );
+        let active = Active::recovered(&rec.active, &config, rec.active_first_time)?;
         let next_offset = rec.active.next_offset;
         let mut segments = rec.closed;
         segments.push(rec.active);

@@ -16,7 +16,8 @@
 //!   `herald_protocol::batch::check`, CRC included). Everything from its
 //!   first bad batch on is a torn or corrupt tail from a crash: it is
 //!   truncated, with a `tracing::warn!` saying how many bytes and from which
-//!   offset.
+//!   offset; less than a block of zeros is the padding a direct write
+//!   leaves, dropped without a warning.
 //! - Indexes are rebuilt from the headers seen during the scan; index files
 //!   that are missing or disagree are rewritten.
 //! - Producer state is replayed from the headers of every batch, in order.
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use herald_protocol::batch::{check, BATCH_HEADER_LEN};
 
 use super::config::LogConfig;
+use super::direct::ALIGN;
 use super::error::StorageError;
 use super::index::{self, IndexBuilder, IndexEntry};
 use super::producer::ProducerMap;
@@ -228,20 +230,36 @@ fn scan_segment(
                 reason,
             });
         }
-        tracing::warn!(
-            segment = %path.display(),
-            position = pos,
-            bytes = len - pos,
-            from_offset = scan.next_offset,
-            %reason,
-            "truncating a torn or corrupt tail: {} bytes at position {pos}, offsets from {} on",
-            len - pos,
-            scan.next_offset,
-        );
+        if is_padding(file, pos, len).map_err(|e| StorageError::io(path, e))? {
+            // What a direct write leaves past the last batch (see
+            // `storage/direct.rs`): not damage, nothing to report.
+            tracing::debug!(segment = %path.display(), bytes = len - pos, "dropping zero padding");
+        } else {
+            tracing::warn!(
+                segment = %path.display(),
+                position = pos,
+                bytes = len - pos,
+                from_offset = scan.next_offset,
+                %reason,
+                "truncating a torn or corrupt tail: {} bytes at position {pos}, offsets from {} on",
+                len - pos,
+                scan.next_offset,
+            );
+        }
         file.set_len(pos).map_err(|e| StorageError::io(path, e))?;
         file.sync_all().map_err(|e| StorageError::io(path, e))?;
     }
     Ok(scan)
+}
+
+/// Whether `pos..len` is shorter than a direct-write block and all zeros.
+fn is_padding(file: &File, pos: u64, len: u64) -> std::io::Result<bool> {
+    if len - pos >= ALIGN as u64 {
+        return Ok(false);
+    }
+    let mut rest = vec![0u8; (len - pos) as usize];
+    file.read_exact_at(&mut rest, pos)?;
+    Ok(rest.iter().all(|&b| b == 0))
 }
 
 /// The stored index of a segment, if both files are present and well formed.

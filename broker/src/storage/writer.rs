@@ -15,11 +15,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use herald_protocol::batch::stamp;
 use herald_protocol::{Batch, FsyncPolicy};
 use tokio::sync::{mpsc, oneshot};
 
+use super::config::LogConfig;
+use super::direct::{DirectFile, WriteBuf, DIRECT_MIN_BYTES};
 use super::durable::{blocking, create_segment, write_durably, WriteFailure};
 use super::error::StorageError;
 use super::index::IndexBuilder;
@@ -63,27 +65,49 @@ pub struct Active {
     builder: IndexBuilder,
     /// Append time of the first batch, for `segment_ms`.
     first_time: Option<i64>,
+    /// Where appends go under `always` when the filesystem allows it (see
+    /// `direct`); `None` writes through `file`.
+    direct: Option<DirectFile>,
 }
 
 impl Active {
     /// The writer's view of the recovered active segment.
-    pub fn recovered(seg: &SegmentEntry, interval: u64, first_time: Option<i64>) -> Self {
-        Active {
+    pub fn recovered(
+        seg: &SegmentEntry,
+        config: &LogConfig,
+        first_time: Option<i64>,
+    ) -> Result<Self, StorageError> {
+        Ok(Active {
             base_offset: seg.base_offset,
             paths: seg.paths.clone(),
             file: seg.file.clone(),
             size: seg.size,
             next_offset: seg.next_offset,
-            builder: IndexBuilder::resume(interval, &seg.index),
+            builder: IndexBuilder::resume(config.effective_index_interval(), &seg.index),
             first_time,
-        }
+            direct: open_direct(config, &seg.paths, &seg.file, seg.size)?,
+        })
     }
+}
+
+/// The direct handle of a segment, when the policy and filesystem want one.
+fn open_direct(
+    config: &LogConfig,
+    paths: &SegmentPaths,
+    file: &File,
+    size: u64,
+) -> Result<Option<DirectFile>, StorageError> {
+    if config.fsync != FsyncPolicy::Always || !config.direct_io {
+        return Ok(None);
+    }
+    DirectFile::open(&paths.log, file, size).map_err(|e| StorageError::io(&paths.log, e))
 }
 
 /// One answer held back until its chunk is durable.
 enum Item {
     New {
         reply: Reply<AppendOutcome>,
+        batch: Batch,
         base_offset: u64,
         count: u32,
         start: usize,
@@ -98,7 +122,8 @@ enum Item {
 
 /// Batches bound for one segment in one write.
 struct Chunk {
-    buf: BytesMut,
+    /// Bytes of the new batches.
+    len: usize,
     next_offset: u64,
     items: Vec<Item>,
     /// Producer state as it will be once this chunk is stored; merged into
@@ -109,7 +134,7 @@ struct Chunk {
 impl Chunk {
     fn new(next_offset: u64) -> Self {
         Chunk {
-            buf: BytesMut::new(),
+            len: 0,
             next_offset,
             items: Vec::new(),
             overlay: HashMap::new(),
@@ -290,16 +315,17 @@ impl Writer {
                     .or_insert_with(|| self.producers.get(pid).cloned().unwrap_or_default());
                 state.record(batch.base_sequence(), count, base_offset);
             }
-            let start = chunk.buf.len();
-            chunk.buf.put_slice(batch.bytes());
-            stamp(&mut chunk.buf[start..], base_offset, now);
+            let start = chunk.len;
+            let len = batch.len_bytes();
+            chunk.len += len;
             chunk.next_offset += u64::from(count);
             chunk.items.push(Item::New {
                 reply,
+                batch,
                 base_offset,
                 count,
                 start,
-                len: batch.len_bytes(),
+                len,
                 time: now,
             });
         }
@@ -308,7 +334,7 @@ impl Writer {
 
     /// Whether `batch` must go into a new segment.
     fn needs_roll(&self, chunk: &Chunk, batch: &Batch, now: i64) -> bool {
-        let size = self.active.size + chunk.buf.len() as u64;
+        let size = self.active.size + chunk.len as u64;
         if size == 0 {
             return false;
         }
@@ -327,35 +353,64 @@ impl Writer {
     /// append of the chunk fails; nothing is published.
     async fn commit_chunk(&mut self, chunk: Chunk) {
         let Chunk {
-            buf,
+            len,
             next_offset,
             items,
             overlay,
         } = chunk;
-        if buf.is_empty() {
+        if len == 0 {
             answer(items, None);
             return;
         }
-        let data = buf.freeze();
         let pre = self.active.size;
+        let direct = self
+            .active
+            .direct
+            .as_ref()
+            .filter(|_| len >= DIRECT_MIN_BYTES);
+        let lead: &[u8] = direct.map_or(&[], |d| &d.tail);
+        let aligned = direct.is_some();
+        // The one copy of the group: into a buffer sized up front, stamped
+        // in place. Its frozen slices become the tail cache's batches.
+        let mut buf = WriteBuf::new(lead, len, aligned);
+        let lead_len = lead.len();
+        for item in &items {
+            if let Item::New {
+                batch,
+                base_offset,
+                time,
+                ..
+            } = item
+            {
+                stamp(buf.put(batch.bytes()), *base_offset, *time);
+            }
+        }
+        let (frozen, skip, write_len) = buf.finish(aligned);
+        let data = frozen.slice(skip + lead_len..skip + lead_len + len);
+        let to_write = frozen.slice(skip..skip + write_len);
+        let at = pre - lead_len as u64;
         let always = self.shared.config.fsync == FsyncPolicy::Always;
-        let file = self.active.file.clone();
+        let file = direct.map_or_else(|| self.active.file.clone(), |d| d.file.clone());
         let path = self.active.paths.log.clone();
         let truncate_to = self.truncate_to;
-        let to_write = data.clone();
         // With an fsync to wait for, hand the write to a blocking thread so
         // the runtime keeps serving. Without one, a write into the page
         // cache of a small group is quicker than the hand-off (a thread
         // wake-up each way), which dominated publish latency under `never`.
         let result = if always || to_write.len() > INLINE_WRITE_MAX {
             tokio::task::spawn_blocking(move || {
-                write_durably(&file, &to_write, pre, truncate_to, always)
+                write_durably(&file, &to_write, at, pre, truncate_to, always)
             })
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()).into()))
         } else {
-            write_durably(&file, &to_write, pre, truncate_to, always)
+            write_durably(&file, &to_write, at, pre, truncate_to, always)
         };
+        if result.is_ok() {
+            if let Some(d) = self.active.direct.as_mut() {
+                d.advance(&data, pre + len as u64);
+            }
+        }
         match result {
             Err(WriteFailure { error, cut_back }) => {
                 self.truncate_to = if cut_back { None } else { Some(pre) };
@@ -433,7 +488,13 @@ impl Writer {
         let paths = SegmentPaths::new(&self.shared.dir, base);
         let dir = self.shared.dir.clone();
         let p = paths.clone();
-        let file = blocking(move || create_segment(&dir, &p)).await?;
+        let config = self.shared.config.clone();
+        let (file, direct) = blocking(move || {
+            let file = create_segment(&dir, &p)?;
+            let direct = open_direct(&config, &p, &file, 0)?;
+            Ok((file, direct))
+        })
+        .await?;
         let file = {
             let mut st = self.shared.lock();
             st.segments.push(empty_entry(base, paths.clone(), file));
@@ -450,6 +511,7 @@ impl Writer {
             next_offset: base,
             builder: IndexBuilder::new(self.shared.config.effective_index_interval()),
             first_time: None,
+            direct,
         };
         self.dirty = false;
         Ok(())
@@ -466,7 +528,15 @@ impl Writer {
         };
         let file = self.active.file.clone();
         let paths = self.active.paths.clone();
+        // Direct writes leave zero padding past the end; a closed segment
+        // ends exactly at its last batch.
+        let cut_to = (self.active.direct.is_some() || self.truncate_to.is_some())
+            .then_some(self.active.size);
         let result = blocking(move || {
+            if let Some(len) = cut_to {
+                file.set_len(len)
+                    .map_err(|e| StorageError::io(&paths.log, e))?;
+            }
             file.sync_data()
                 .map_err(|e| StorageError::io(&paths.log, e))?;
             // The index is derived data, rebuilt on open if missing: failing
@@ -481,6 +551,7 @@ impl Writer {
         if result.is_ok() {
             self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
             self.dirty = false;
+            self.truncate_to = None;
         }
         result
     }

@@ -104,6 +104,7 @@ impl Registry {
             retention_bytes: cfg.retention_bytes,
             retention_ms: cfg.retention_ms,
             tail_cache_bytes: self.config.tail_cache_bytes,
+            direct_io: self.config.direct_io,
             ..LogConfig::default()
         }
     }
