@@ -2,6 +2,7 @@
 # W2 (200,000 x 1 KiB, every publish fsynced) against the disk's synced
 # sequential bandwidth (fio, 1 MiB writes, fdatasync every 16 MiB), measured
 # alternately on the same file system so each ratio compares one sitting.
+# fio runs buffered (the issue's reference) and with --direct=1.
 # Usage: scripts/w2-vs-disk.sh [PAIRS]   (needs fio: apt-get install fio)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,12 @@ for i in $(seq "$PAIRS"); do
   disk=$(fio --name=w2disk --directory="$DIR" --rw=write --ioengine=psync --bs=1M --size=1G --fdatasync=16 \
     --output-format=json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["write"]["bw_bytes"]/1e6)')
   rm -f "$DIR"/w2disk*
+  # The same with O_DIRECT, which is how Herald writes big groups under
+  # `always` (docs/storage.md): the device's own synced bandwidth.
+  direct=$(fio --name=w2disk --directory="$DIR" --rw=write --ioengine=psync --bs=1M --size=1G --fdatasync=16 --direct=1 \
+    --output-format=json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["write"]["bw_bytes"]/1e6)')
+  rm -f "$DIR"/w2disk*
   herald=$(./target/release/herald bench pub --server 127.0.0.1:$PORT --count 200000 --size 1024 --json \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["mib_per_sec"]*1.048576)')
-  python3 -c "print('pair $i: disk %.0f MB/s, herald W2 %.0f MB/s, ratio %.0f%%' % ($disk, $herald, 100*$herald/$disk))"
+  python3 -c "print('pair $i: disk %.0f MB/s (direct %.0f), herald W2 %.0f MB/s, ratio %.0f%% (of direct %.0f%%)' % ($disk, $direct, $herald, 100*$herald/$disk, 100*$herald/$direct))"
 done
