@@ -82,9 +82,11 @@ async fn run() -> anyhow::Result<()> {
         .group("g")
         .start(Start::Earliest)
         .prefetch(2000)
-        // Deliveries a killed broker had out come back after this, not the
-        // default 30 s, so a run that needs them stays short.
-        .ack_timeout(Duration::from_secs(5))
+        // Longer than the whole run may take: a restarted broker redelivers
+        // what was in flight at once, so nothing should ever wait for an
+        // ack deadline. A message that does (an ack the client failed to
+        // re-send) makes the run miss DEADLINE instead of merely slowing it.
+        .ack_timeout(2 * DEADLINE)
         .await?;
     let (progress_tx, progress) = watch::channel(0usize);
     let consumer = tokio::spawn(async move {

@@ -307,15 +307,21 @@ impl State {
             .map(|(id, _)| *id)
             .collect();
         for local_id in ready {
-            let Some(s) = self.subs.get_mut(&local_id) else {
-                continue;
-            };
-            let mut ops = std::mem::take(&mut s.unsent_acks);
-            ops.extend(s.reg.shared.lock().drain());
-            for (kind, ranges) in ops {
-                for chunk in ranges.chunks(MAX_RANGES_PER_FRAME) {
-                    self.send_ack(local_id, kind, chunk.to_vec());
-                }
+            self.flush_sub_acks(local_id);
+        }
+    }
+
+    /// Sends one subscription's acks: those a lost connection left
+    /// unconfirmed, then those the app made since the last flush.
+    fn flush_sub_acks(&mut self, local_id: u64) {
+        let Some(s) = self.subs.get_mut(&local_id) else {
+            return;
+        };
+        let mut ops = std::mem::take(&mut s.unsent_acks);
+        ops.extend(s.reg.shared.lock().drain());
+        for (kind, ranges) in ops {
+            for chunk in ranges.chunks(MAX_RANGES_PER_FRAME) {
+                self.send_ack(local_id, kind, chunk.to_vec());
             }
         }
     }
@@ -468,10 +474,13 @@ impl State {
                 return;
             }
         }
-        for (kind, ranges) in std::mem::take(&mut s.unsent_acks) {
-            for chunk in ranges.chunks(MAX_RANGES_PER_FRAME) {
-                self.send_ack(local_id, kind, chunk.to_vec());
-            }
+        // Everything acked while there was no subscription to ack on goes
+        // now. Waiting for the next flush is not enough: the signal that
+        // asked for it may have come and gone while the connection was
+        // down, and redeliveries the filter hides make no new acks. The
+        // broker would hold those messages until their ack deadline.
+        if s.reg.shared.group {
+            self.flush_sub_acks(local_id);
         }
     }
 
@@ -690,5 +699,102 @@ impl State {
     /// Answers a broker ping.
     pub(crate) fn send_pong(&mut self, id: u64) {
         self.send(id, &Wire::Pong);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::BytesMut;
+    use herald_protocol::frame::decode_frame;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::acks::{AckSignal, SubShared};
+
+    /// Every frame waiting in `out`, decoded (and `out` emptied).
+    fn sent(state: &mut State) -> Vec<(u64, Wire)> {
+        let mut buf = std::mem::take(&mut state.out);
+        let mut frames = Vec::new();
+        while let Some(f) = decode_frame(&mut buf, 1 << 20).expect("well-formed frame") {
+            frames.push((f.header.request_id, Wire::decode(&f).expect("decodes")));
+        }
+        frames
+    }
+
+    /// The request id of the one Subscribe in `frames`.
+    fn subscribe_id(frames: &[(u64, Wire)]) -> u64 {
+        let ids: Vec<u64> = frames
+            .iter()
+            .filter(|(_, m)| matches!(m, Wire::Subscribe(_)))
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(ids.len(), 1, "{frames:?}");
+        ids[0]
+    }
+
+    /// Acks the app makes while the connection is down are sent right after
+    /// the resubscribe is confirmed, without waiting for another flush: the
+    /// wake-up they caused was spent while there was no subscription, and
+    /// the redeliveries the filter hides make no new acks. (Without this the
+    /// broker held those messages until their ack deadline.)
+    #[test]
+    fn acks_recorded_while_down_go_out_on_resubscribe() {
+        let mut state = State {
+            live: true,
+            ..State::default()
+        };
+        let shared = Arc::new(SubShared::new(1, true, Arc::new(AckSignal::default())));
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (reply, _answer) = oneshot::channel();
+        let reg = SubRegistration {
+            shared: shared.clone(),
+            topic: "t".into(),
+            group: Some("g".into()),
+            start: StartPosition::Resume,
+            prefetch_messages: 10,
+            prefetch_bytes: 1 << 20,
+            ack_timeout_ms: 0,
+            max_deliveries: 0,
+            tx,
+        };
+        state.on_command(Command::Subscribe { reg, reply });
+        let id = subscribe_id(&sent(&mut state));
+        let ok = |sub| {
+            Wire::SubscribeOk(SubscribeOk {
+                subscription_id: sub,
+                start_offset: 0,
+            })
+        };
+        state.on_reply(id, ok(7)).expect("subscribed");
+
+        state.on_disconnect();
+        shared.record(AckKind::Ack, 3);
+        shared.record(AckKind::Ack, 4);
+        // The flush the first ack asked for finds no connection.
+        state.flush_acks();
+        state.restore();
+        let id = subscribe_id(&sent(&mut state));
+        // ... and none, again, before the broker answers the resubscribe.
+        state.flush_acks();
+        assert!(sent(&mut state).is_empty());
+
+        state.on_reply(id, ok(8)).expect("resubscribed");
+        let acks: Vec<Ack> = sent(&mut state)
+            .into_iter()
+            .filter_map(|(_, m)| match m {
+                Wire::Ack(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            acks,
+            vec![Ack {
+                subscription_id: 8,
+                kind: AckKind::Ack,
+                ranges: vec![(3, 4)],
+            }]
+        );
     }
 }
