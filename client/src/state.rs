@@ -706,7 +706,6 @@ impl State {
 mod tests {
     use std::sync::Arc;
 
-    use bytes::BytesMut;
     use herald_protocol::frame::decode_frame;
     use tokio::sync::mpsc;
 
