@@ -315,6 +315,21 @@ async fn interval_policy_confirms_then_fsyncs_on_its_timer() {
     log.close().await.expect("close");
 }
 
+/// Whether files in `dir` can be opened with `O_DIRECT`.
+fn supports_o_direct(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let probe = dir.join("probe");
+    let ok = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe)
+        .is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
+
 /// Under `always`, appends go through `O_DIRECT` where the filesystem
 /// allows it. While the segment is active its file ends in zero padding to
 /// a whole block. A closed segment ends exactly at its last batch. A copy
@@ -345,6 +360,11 @@ async fn direct_appends_pad_the_active_segment_and_a_crash_image_recovers() {
     let seg = common::log_files(dir.path()).remove(0);
     let on_disk = std::fs::metadata(&seg).expect("stat").len();
     let direct = on_disk != logical;
+    assert_eq!(
+        direct,
+        supports_o_direct(dir.path()),
+        "direct writes are used exactly where the filesystem has them"
+    );
     if direct {
         assert_eq!(on_disk % BLOCK, 0, "direct writes are whole blocks");
         assert!(on_disk > logical && on_disk - logical < BLOCK);

@@ -159,9 +159,22 @@ fn init_logging(format: &str) {
     }
 }
 
+/// Lifts the soft limit on open files to the hard one. Every topic holds
+/// its segment files open (and an `O_DIRECT` handle on its active one once
+/// it takes big writes), and a connection is a descriptor too; the soft
+/// limit is often 1024, which would cap the broker at a few hundred topics
+/// while the hard limit allows far more.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
+}
+
 pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let (config, format) = build_config(&a)?;
     init_logging(&format);
+    raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

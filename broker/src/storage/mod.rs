@@ -158,7 +158,7 @@ impl Log {
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Arc<Log>, StorageError> {
         let dir = dir.as_ref().to_path_buf();
         let rec = recovery::recover(&dir, &config)?;
-        let active = Active::recovered(&rec.active, &config, rec.active_first_time)?;
+        let active = Active::recovered(&rec.active, &config, rec.active_first_time);
         let next_offset = rec.active.next_offset;
         let mut segments = rec.closed;
         segments.push(rec.active);

@@ -65,19 +65,37 @@ pub struct Active {
     builder: IndexBuilder,
     /// Append time of the first batch, for `segment_ms`.
     first_time: Option<i64>,
-    /// Where appends go under `always` when the filesystem allows it (see
-    /// `direct`); `None` writes through `file`.
-    direct: Option<DirectFile>,
+    /// The `O_DIRECT` handle big groups go through under `always` (see
+    /// `direct`).
+    direct: Direct,
+}
+
+/// Whether and how the active segment takes direct writes.
+enum Direct {
+    /// Not for this log (another policy, turned off, or the filesystem or
+    /// the fd limit said no): everything goes through the page cache.
+    Off,
+    /// Allowed, not opened yet. Opened by the first group big enough, so
+    /// the many topics that only ever see small groups hold one file
+    /// descriptor each, not two.
+    Unopened,
+    Open(DirectFile),
+}
+
+impl Direct {
+    fn for_config(config: &LogConfig) -> Direct {
+        if config.fsync == FsyncPolicy::Always && config.direct_io {
+            Direct::Unopened
+        } else {
+            Direct::Off
+        }
+    }
 }
 
 impl Active {
     /// The writer's view of the recovered active segment.
-    pub fn recovered(
-        seg: &SegmentEntry,
-        config: &LogConfig,
-        first_time: Option<i64>,
-    ) -> Result<Self, StorageError> {
-        Ok(Active {
+    pub fn recovered(seg: &SegmentEntry, config: &LogConfig, first_time: Option<i64>) -> Self {
+        Active {
             base_offset: seg.base_offset,
             paths: seg.paths.clone(),
             file: seg.file.clone(),
@@ -85,22 +103,28 @@ impl Active {
             next_offset: seg.next_offset,
             builder: IndexBuilder::resume(config.effective_index_interval(), &seg.index),
             first_time,
-            direct: open_direct(config, &seg.paths, &seg.file, seg.size)?,
-        })
+            direct: Direct::for_config(config),
+        }
     }
-}
 
-/// The direct handle of a segment, when the policy and filesystem want one.
-fn open_direct(
-    config: &LogConfig,
-    paths: &SegmentPaths,
-    file: &File,
-    size: u64,
-) -> Result<Option<DirectFile>, StorageError> {
-    if config.fsync != FsyncPolicy::Always || !config.direct_io {
-        return Ok(None);
+    /// Opens the direct handle if allowed and not open yet; if it cannot
+    /// be had, direct writes stay off for this segment.
+    fn open_direct(&mut self) {
+        if let Direct::Unopened = self.direct {
+            self.direct = match DirectFile::open(&self.paths.log, &self.file, self.size) {
+                Ok(Some(d)) => Direct::Open(d),
+                Ok(None) => Direct::Off,
+                Err(e) => {
+                    tracing::warn!(
+                        segment = %self.paths.log.display(),
+                        error = %e,
+                        "cannot open the segment for direct writes; writing through the page cache"
+                    );
+                    Direct::Off
+                }
+            };
+        }
     }
-    DirectFile::open(&paths.log, file, size).map_err(|e| StorageError::io(&paths.log, e))
 }
 
 /// One answer held back until its chunk is durable.
@@ -363,11 +387,13 @@ impl Writer {
             return;
         }
         let pre = self.active.size;
-        let direct = self
-            .active
-            .direct
-            .as_ref()
-            .filter(|_| len >= DIRECT_MIN_BYTES);
+        if len >= DIRECT_MIN_BYTES {
+            self.active.open_direct();
+        }
+        let direct = match &self.active.direct {
+            Direct::Open(d) if len >= DIRECT_MIN_BYTES => Some(d),
+            _ => None,
+        };
         let lead: &[u8] = direct.map_or(&[], |d| &d.tail);
         let aligned = direct.is_some();
         // The one copy of the group: into a buffer sized up front, stamped
@@ -407,7 +433,7 @@ impl Writer {
             write_durably(&file, &to_write, at, pre, truncate_to, always)
         };
         if result.is_ok() {
-            if let Some(d) = self.active.direct.as_mut() {
+            if let Direct::Open(d) = &mut self.active.direct {
                 d.advance(&data, pre + len as u64);
             }
         }
@@ -488,13 +514,7 @@ impl Writer {
         let paths = SegmentPaths::new(&self.shared.dir, base);
         let dir = self.shared.dir.clone();
         let p = paths.clone();
-        let config = self.shared.config.clone();
-        let (file, direct) = blocking(move || {
-            let file = create_segment(&dir, &p)?;
-            let direct = open_direct(&config, &p, &file, 0)?;
-            Ok((file, direct))
-        })
-        .await?;
+        let file = blocking(move || create_segment(&dir, &p)).await?;
         let file = {
             let mut st = self.shared.lock();
             st.segments.push(empty_entry(base, paths.clone(), file));
@@ -511,7 +531,7 @@ impl Writer {
             next_offset: base,
             builder: IndexBuilder::new(self.shared.config.effective_index_interval()),
             first_time: None,
-            direct,
+            direct: Direct::for_config(&self.shared.config),
         };
         self.dirty = false;
         Ok(())
@@ -530,7 +550,7 @@ impl Writer {
         let paths = self.active.paths.clone();
         // Direct writes leave zero padding past the end; a closed segment
         // ends exactly at its last batch.
-        let cut_to = (self.active.direct.is_some() || self.truncate_to.is_some())
+        let cut_to = (matches!(self.active.direct, Direct::Open(_)) || self.truncate_to.is_some())
             .then_some(self.active.size);
         let result = blocking(move || {
             if let Some(len) = cut_to {
