@@ -1,4 +1,4 @@
-//! `seq 1 200000 | herald pub t` survives a SIGKILL of the broker and its
+//! `seq 1 1000000 | herald pub t` survives a SIGKILL of the broker and its
 //! restart on the same port and data folder: the command finishes with
 //! exit 0 and every line is stored exactly once.
 
@@ -11,9 +11,9 @@ use std::time::Duration;
 use common::Child;
 use common_cli::{herald, run_at, Proc};
 
-const N: u64 = 200_000;
+const N: u64 = 1_000_000;
 /// Confirms seen before the broker is killed: well into the run.
-const KILL_AFTER: usize = 20_000;
+const KILL_AFTER: usize = 100_000;
 
 #[test]
 fn pub_from_stdin_survives_a_broker_kill_and_restart() {
@@ -25,7 +25,7 @@ fn pub_from_stdin_survives_a_broker_kill_and_restart() {
     c.arg(addr.to_string());
     let mut p = Proc::spawn(c);
     let mut stdin = p.stdin.take().unwrap();
-    // Like `seq 1 200000`: the writer blocks whenever pub stops reading.
+    // Like `seq 1 1000000`: the writer blocks whenever pub stops reading.
     let writer = std::thread::spawn(move || {
         let mut w = std::io::BufWriter::new(&mut stdin);
         for i in 1..=N {
