@@ -252,9 +252,11 @@ fn scan_segment(
     Ok(scan)
 }
 
-/// Whether `pos..len` is shorter than a direct-write block and all zeros.
+/// Whether `pos..len` is the padding of a direct write: all zeros, shorter
+/// than a block, and ending on a block boundary (a direct write always
+/// does; zeros ending elsewhere are a torn tail worth a warning).
 fn is_padding(file: &File, pos: u64, len: u64) -> std::io::Result<bool> {
-    if len - pos >= ALIGN as u64 {
+    if len - pos >= ALIGN as u64 || len % ALIGN as u64 != 0 {
         return Ok(false);
     }
     let mut rest = vec![0u8; (len - pos) as usize];

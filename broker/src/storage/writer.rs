@@ -387,56 +387,29 @@ impl Writer {
             return;
         }
         let pre = self.active.size;
-        if len >= DIRECT_MIN_BYTES {
-            self.active.open_direct();
-        }
-        let direct = match &self.active.direct {
-            Direct::Open(d) if len >= DIRECT_MIN_BYTES => Some(d),
-            _ => None,
-        };
-        let lead: &[u8] = direct.map_or(&[], |d| &d.tail);
-        let aligned = direct.is_some();
-        // The one copy of the group: into a buffer sized up front, stamped
-        // in place. Its frozen slices become the tail cache's batches.
-        let mut buf = WriteBuf::new(lead, len, aligned);
-        let lead_len = lead.len();
-        for item in &items {
-            if let Item::New {
-                batch,
-                base_offset,
-                time,
-                ..
-            } = item
-            {
-                stamp(buf.put(batch.bytes()), *base_offset, *time);
+        let (mut result, mut data, direct) = self.write_chunk(&items, len).await;
+        if let (true, Err(f)) = (direct, &result) {
+            if f.error.raw_os_error() == Some(libc::EINVAL) {
+                // The filesystem took the O_DIRECT open but not an aligned
+                // write (a block size above 4 KiB, some stacked or FUSE
+                // filesystems): this segment goes through the page cache.
+                tracing::warn!(
+                    segment = %self.active.paths.log.display(),
+                    error = %f.error,
+                    "direct write refused; writing through the page cache"
+                );
+                self.truncate_to = if f.cut_back { None } else { Some(pre) };
+                self.active.direct = Direct::Off;
+                (result, data, _) = self.write_chunk(&items, len).await;
             }
         }
-        let (frozen, skip, write_len) = buf.finish(aligned);
-        let data = frozen.slice(skip + lead_len..skip + lead_len + len);
-        let to_write = frozen.slice(skip..skip + write_len);
-        let at = pre - lead_len as u64;
-        let always = self.shared.config.fsync == FsyncPolicy::Always;
-        let file = direct.map_or_else(|| self.active.file.clone(), |d| d.file.clone());
-        let path = self.active.paths.log.clone();
-        let truncate_to = self.truncate_to;
-        // With an fsync to wait for, hand the write to a blocking thread so
-        // the runtime keeps serving. Without one, a write into the page
-        // cache of a small group is quicker than the hand-off (a thread
-        // wake-up each way), which dominated publish latency under `never`.
-        let result = if always || to_write.len() > INLINE_WRITE_MAX {
-            tokio::task::spawn_blocking(move || {
-                write_durably(&file, &to_write, at, pre, truncate_to, always)
-            })
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()).into()))
-        } else {
-            write_durably(&file, &to_write, at, pre, truncate_to, always)
-        };
         if result.is_ok() {
             if let Direct::Open(d) = &mut self.active.direct {
                 d.advance(&data, pre + len as u64);
             }
         }
+        let path = self.active.paths.log.clone();
+        let always = self.shared.config.fsync == FsyncPolicy::Always;
         match result {
             Err(WriteFailure { error, cut_back }) => {
                 self.truncate_to = if cut_back { None } else { Some(pre) };
@@ -458,6 +431,64 @@ impl Writer {
                 answer(items, None);
             }
         }
+    }
+
+    /// Copies the chunk's new batches into one buffer, stamping each, and
+    /// writes it (and fsyncs under `Always`): directly when the group is big
+    /// and a direct handle can be had, else through the page cache. Returns
+    /// the outcome, the batches' bytes as written (for the tail cache) and
+    /// whether the write was direct.
+    async fn write_chunk(
+        &mut self,
+        items: &[Item],
+        len: usize,
+    ) -> (Result<(), WriteFailure>, Bytes, bool) {
+        let pre = self.active.size;
+        if len >= DIRECT_MIN_BYTES {
+            self.active.open_direct();
+        }
+        let direct = match &self.active.direct {
+            Direct::Open(d) if len >= DIRECT_MIN_BYTES => Some(d),
+            _ => None,
+        };
+        let lead: &[u8] = direct.map_or(&[], |d| &d.tail);
+        let aligned = direct.is_some();
+        // The one copy of the group: into a buffer sized up front, stamped
+        // in place. Its frozen slices become the tail cache's batches.
+        let mut buf = WriteBuf::new(lead, len, aligned);
+        let lead_len = lead.len();
+        for item in items {
+            if let Item::New {
+                batch,
+                base_offset,
+                time,
+                ..
+            } = item
+            {
+                stamp(buf.put(batch.bytes()), *base_offset, *time);
+            }
+        }
+        let (frozen, skip, write_len) = buf.finish(aligned);
+        let data = frozen.slice(skip + lead_len..skip + lead_len + len);
+        let to_write = frozen.slice(skip..skip + write_len);
+        let at = pre - lead_len as u64;
+        let always = self.shared.config.fsync == FsyncPolicy::Always;
+        let file = direct.map_or_else(|| self.active.file.clone(), |d| d.file.clone());
+        let truncate_to = self.truncate_to;
+        // With an fsync to wait for, hand the write to a blocking thread so
+        // the runtime keeps serving. Without one, a write into the page
+        // cache of a small group is quicker than the hand-off (a thread
+        // wake-up each way), which dominated publish latency under `never`.
+        let result = if always || to_write.len() > INLINE_WRITE_MAX {
+            tokio::task::spawn_blocking(move || {
+                write_durably(&file, &to_write, at, pre, truncate_to, always)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()).into()))
+        } else {
+            write_durably(&file, &to_write, at, pre, truncate_to, always)
+        };
+        (result, data, aligned)
     }
 
     /// Makes a written chunk visible: the segment entry, the index, the
@@ -548,15 +579,14 @@ impl Writer {
         };
         let file = self.active.file.clone();
         let paths = self.active.paths.clone();
-        // Direct writes leave zero padding past the end; a closed segment
-        // ends exactly at its last batch.
-        let cut_to = (matches!(self.active.direct, Direct::Open(_)) || self.truncate_to.is_some())
-            .then_some(self.active.size);
+        // Direct writes leave zero padding past the end (and a failed cut
+        // back may have left more); a closed segment ends exactly at its
+        // last batch, whatever path its writes took. Cutting to the size it
+        // already has is cheap.
+        let size = self.active.size;
         let result = blocking(move || {
-            if let Some(len) = cut_to {
-                file.set_len(len)
-                    .map_err(|e| StorageError::io(&paths.log, e))?;
-            }
+            file.set_len(size)
+                .map_err(|e| StorageError::io(&paths.log, e))?;
             file.sync_data()
                 .map_err(|e| StorageError::io(&paths.log, e))?;
             // The index is derived data, rebuilt on open if missing: failing
