@@ -232,6 +232,46 @@ impl BatchBuilder {
     }
 }
 
+/// The fixed header fields of a batch, read without validating it: what
+/// the broker's storage scan needs from each header it reads off disk (the
+/// CRC and the records are checked separately, and only where needed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderFields {
+    pub base_offset: u64,
+    pub append_time: i64,
+    pub batch_len: u32,
+    pub magic: u8,
+    pub record_count: u32,
+    pub producer_id: u64,
+    pub base_sequence: u64,
+}
+
+impl HeaderFields {
+    /// Reads the first [`BATCH_HEADER_LEN`] bytes of `b`; `None` if `b` is
+    /// shorter.
+    pub fn parse(b: &[u8]) -> Option<HeaderFields> {
+        if b.len() < BATCH_HEADER_LEN {
+            return None;
+        }
+        Some(HeaderFields {
+            base_offset: u64_at(b, OFF_BASE_OFFSET),
+            append_time: u64_at(b, OFF_APPEND_TIME) as i64,
+            batch_len: u32_at(b, OFF_BATCH_LEN),
+            magic: b[OFF_MAGIC],
+            record_count: u32_at(b, OFF_COUNT),
+            producer_id: u64_at(b, OFF_PRODUCER),
+            base_sequence: u64_at(b, OFF_SEQUENCE),
+        })
+    }
+
+    /// One past the last offset in the batch (saturating: the base offset
+    /// is outside the CRC).
+    pub fn next_offset(&self) -> u64 {
+        self.base_offset
+            .saturating_add(u64::from(self.record_count))
+    }
+}
+
 /// Rewrites the producer id and base sequence of a sealed batch and fixes its
 /// CRC. Used when a batch built ahead of time is assigned its sequence.
 pub fn set_producer(batch: &mut [u8], producer_id: u64, base_sequence: u64) {

@@ -191,7 +191,7 @@ fn scan_segment(
             break;
         }
         let h = read_header(file, pos).map_err(|e| StorageError::io(path, e))?;
-        if let Err(reason) = h.check_framing(pos, len, scan.next_offset) {
+        if let Err(reason) = segment::check_framing(&h, pos, len, scan.next_offset) {
             stop = Some(reason);
             break;
         }

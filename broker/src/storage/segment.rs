@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use herald_protocol::batch::{BATCH_HEADER_LEN, BATCH_MAGIC, MAX_RECORDS_PER_BATCH};
+use herald_protocol::batch::{HeaderFields, BATCH_HEADER_LEN, BATCH_MAGIC, MAX_RECORDS_PER_BATCH};
 
 use super::error::StorageError;
 use super::index::IndexEntry;
@@ -71,88 +71,45 @@ pub struct SegmentEntry {
     pub max_time: i64,
 }
 
-/// The fixed header fields the storage layer looks at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
-    pub base_offset: u64,
-    pub append_time: i64,
-    pub batch_len: u32,
-    pub magic: u8,
-    pub record_count: u32,
-    pub producer_id: u64,
-    pub base_sequence: u64,
-}
+/// The fixed header fields the storage layer looks at (the layout is the
+/// protocol crate's).
+pub type Header = HeaderFields;
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
-impl Header {
-    /// Parses the first [`BATCH_HEADER_LEN`] bytes of `b`.
-    ///
-    /// # Panics
-    /// If `b` is shorter than the header.
-    pub fn parse(b: &[u8]) -> Header {
-        Header {
-            base_offset: u64_at(b, 0),
-            append_time: u64_at(b, 8) as i64,
-            batch_len: u32_at(b, 16),
-            magic: b[24],
-            record_count: u32_at(b, 28),
-            producer_id: u64_at(b, 40),
-            base_sequence: u64_at(b, 48),
-        }
+/// The cheap framing checks: what can be told from the header alone about
+/// a batch at `pos` in a file of `file_len` bytes that should start at
+/// offset `expected`. `Err` holds the reason.
+pub fn check_framing(h: &Header, pos: u64, file_len: u64, expected: u64) -> Result<(), String> {
+    let len = u64::from(h.batch_len);
+    if len < MIN_BATCH_LEN {
+        return Err(format!(
+            "batch_len {len} is below the minimum {MIN_BATCH_LEN}"
+        ));
     }
-
-    /// One past the last offset in the batch.
-    pub fn next_offset(&self) -> u64 {
-        self.base_offset + u64::from(self.record_count)
+    if pos + len > file_len {
+        return Err(format!(
+            "batch of {len} bytes runs past the end of the file ({file_len} bytes)"
+        ));
     }
-
-    /// The cheap framing checks: what can be told from the header alone
-    /// about a batch at `pos` in a file of `file_len` bytes that should start
-    /// at offset `expected`. `Err` holds the reason.
-    pub fn check_framing(&self, pos: u64, file_len: u64, expected: u64) -> Result<(), String> {
-        let len = u64::from(self.batch_len);
-        if len < MIN_BATCH_LEN {
-            return Err(format!(
-                "batch_len {len} is below the minimum {MIN_BATCH_LEN}"
-            ));
-        }
-        if pos + len > file_len {
-            return Err(format!(
-                "batch of {len} bytes runs past the end of the file ({file_len} bytes)"
-            ));
-        }
-        if self.magic != BATCH_MAGIC {
-            return Err(format!("bad magic {}", self.magic));
-        }
-        if self.record_count == 0 || self.record_count > MAX_RECORDS_PER_BATCH {
-            return Err(format!("bad record count {}", self.record_count));
-        }
-        if self.base_offset != expected {
-            return Err(format!(
-                "base offset {} where {expected} was expected",
-                self.base_offset
-            ));
-        }
-        Ok(())
+    if h.magic != BATCH_MAGIC {
+        return Err(format!("bad magic {}", h.magic));
     }
+    if h.record_count == 0 || h.record_count > MAX_RECORDS_PER_BATCH {
+        return Err(format!("bad record count {}", h.record_count));
+    }
+    if h.base_offset != expected {
+        return Err(format!(
+            "base offset {} where {expected} was expected",
+            h.base_offset
+        ));
+    }
+    Ok(())
 }
 
 /// Reads the header of the batch at `pos`.
 pub fn read_header(file: &File, pos: u64) -> io::Result<Header> {
     let mut h = [0u8; BATCH_HEADER_LEN];
     file.read_exact_at(&mut h, pos)?;
-    Ok(Header::parse(&h))
+    Header::parse(&h).ok_or_else(|| io::Error::other("short batch header"))
 }
 
 /// Opens a segment's `.log` for reading and writing (created if `create`).
