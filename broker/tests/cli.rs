@@ -575,3 +575,52 @@ fn bench_modes_run_and_report_json() {
         );
     }
 }
+
+/// `herald serve` lifts its soft limit on open files to the hard one: each
+/// topic holds files open, and a soft limit of 256 would cap the broker at
+/// a couple of hundred topics.
+#[test]
+fn serve_raises_the_open_files_soft_limit() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Child::command(dir.path(), "127.0.0.1:0", &[]);
+    let mut hard: libc::rlimit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut hard) },
+        0
+    );
+    let hard = hard.rlim_max;
+    if hard <= 256 {
+        eprintln!("hard open-files limit {hard} is too low to tell; skipped");
+        return;
+    }
+    // SAFETY: setrlimit is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(move || {
+            let l = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let b = Child::start(cmd);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", b.child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("an open-files line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (soft, max) = (fields[3], fields[4]);
+    assert_eq!(soft, max, "{line}");
+    assert_eq!(soft, hard.to_string(), "{line}");
+    b.kill();
+}

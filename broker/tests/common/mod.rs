@@ -250,12 +250,23 @@ impl Child {
     }
 
     pub fn spawn_on(dir: &std::path::Path, listen: &str, extra: &[&str]) -> Child {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["serve", "--listen", listen, "--data-dir"])
+        Self::start(Self::command(dir, listen, extra))
+    }
+
+    /// The `herald serve` command line `spawn_on` runs, to adjust first.
+    pub fn command(dir: &std::path::Path, listen: &str, extra: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+        c.args(["serve", "--listen", listen, "--data-dir"])
             .arg(dir)
             .args(extra)
-            .env("HERALD_LOG", "warn")
+            .env("HERALD_LOG", "warn");
+        c
+    }
+
+    /// Runs a `herald serve` command and waits for its `listening on` line.
+    pub fn start(mut cmd: std::process::Command) -> Child {
+        use std::io::BufRead;
+        let mut child = cmd
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()
