@@ -74,6 +74,11 @@ pub struct BrokerConfig {
     /// never comes back costs at most.
     pub inbox_retention: Duration,
     pub inbox_retention_bytes: u64,
+    /// Bytes of record data the broker may hold in memory at once (pending
+    /// publishes, tail caches, deliveries queued for sockets); see
+    /// [`crate::memory`]. Past it, producers are slowed and the slowest
+    /// readers paused instead of the broker growing.
+    pub max_memory: usize,
 }
 
 impl Default for BrokerConfig {
@@ -112,6 +117,7 @@ impl Default for BrokerConfig {
             max_inbox_pending: 100_000,
             inbox_retention: Duration::from_secs(7 * 24 * 3600),
             inbox_retention_bytes: 256 << 20,
+            max_memory: crate::memory::default_budget(),
         }
     }
 }
@@ -135,6 +141,8 @@ pub struct FileConfig {
     pub max_rooms_per_connection: Option<usize>,
     pub max_members_per_room: Option<usize>,
     pub max_inbox_pending: Option<u64>,
+    /// A size: `512MiB`, `2GiB`, or bytes.
+    pub max_memory: Option<String>,
 }
 
 /// Parses `always`, `never` or `interval:<ms>`.

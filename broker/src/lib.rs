@@ -18,6 +18,8 @@
 //!   direct messages, request/reply), built on topics and groups.
 //! - [`storage`]: the segmented, checksummed log with group commit.
 //! - [`config`]: every setting and bound, in one struct.
+//! - [`memory`]: the broker-wide memory budget and who waits when it is
+//!   spent.
 //!
 //! docs/architecture.md follows a message from socket to disk to subscriber.
 
@@ -25,6 +27,7 @@ pub mod config;
 mod error;
 pub mod fsutil;
 pub mod group;
+pub mod memory;
 pub mod outbox;
 pub mod rooms;
 pub mod server;

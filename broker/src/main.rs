@@ -10,6 +10,19 @@ mod cli;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read before `main`: freed pages go back to the
+/// system within about a second (jemalloc keeps them for ten by default),
+/// purged by its background thread, so that the broker's resident memory
+/// follows its memory budget (`--max-memory`) rather than the last ten
+/// seconds of churn: measured with a thousand stalled subscribers, resident
+/// memory was twice the data the budget counted with the defaults.
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: Option<&'static libc::c_char> = Some(
+    // SAFETY: a pointer to the first byte of a 'static C string.
+    unsafe { &*c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr() },
+);
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -6,8 +6,14 @@
 //! Pushed deliveries go through an unbounded channel whose content is
 //! bounded by credit: a subscription never has more than its prefetch window
 //! out, so the queue never holds more than the windows of the connection's
-//! subscriptions.
+//! subscriptions. The bytes waiting in that queue are counted
+//! ([`Outbox::queued_bytes`]) so that deliveries to a connection that falls
+//! behind are the first to pause when the broker's memory budget is nearly
+//! spent, and the bytes the writer has copied for the socket are counted
+//! against that budget while they wait for it (see [`crate::memory`]).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -15,6 +21,8 @@ use herald_protocol::Message;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::memory::{Charge, Level, MemoryBudget};
 
 /// A frame queued for the writer.
 #[derive(Debug)]
@@ -40,10 +48,34 @@ pub struct Outbox {
     pushes: mpsc::UnboundedSender<Out>,
     /// Cancelled when the writer is gone (peer closed, stalled, error).
     closed: CancellationToken,
+    /// Bytes pushed and not yet taken by the writer.
+    queued: Arc<AtomicUsize>,
+}
+
+impl Out {
+    /// Bytes this item puts on the wire (about: the Deliver prefix is not
+    /// counted).
+    fn len(&self) -> usize {
+        match self {
+            Out::Frame(f) => f.len(),
+            Out::Deliver { batch, .. } => batch.len(),
+        }
+    }
 }
 
 /// Flush the coalescing buffer once it holds this much.
 const WRITE_CHUNK: usize = 256 * 1024;
+/// Deliveries bigger than this are written from the stored batch instead
+/// of being copied once memory is short (see `append`).
+const COPY_MAX: usize = 16 * 1024;
+/// The writer's buffer between bursts.
+const IDLE_BUFFER: usize = 16 * 1024;
+/// Most replies coalesced into one write. Replies are small (a confirm is
+/// about 25 bytes), so a byte bound alone would let one blocked write hold
+/// ten thousand confirms that a peer which never reads them has not taken;
+/// with this, what such a peer can leave unread is the reply queue, this
+/// many, and what the kernel holds (see `session::UNSENT_LIMIT`).
+const MAX_REPLIES_PER_WRITE: usize = 256;
 
 impl Outbox {
     /// Sends a reply, waiting while the bounded queue is full.
@@ -56,7 +88,20 @@ impl Outbox {
 
     /// Queues a pushed frame (bounded by the caller's credit).
     pub fn push(&self, out: Out) -> bool {
-        self.pushes.send(out).is_ok()
+        let n = out.len();
+        self.queued.fetch_add(n, Ordering::Relaxed);
+        if self.pushes.send(out).is_ok() {
+            true
+        } else {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Bytes of pushed frames waiting for the writer: how far behind this
+    /// connection's reader is.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// Queues a Deliver frame for `batch`, restricted to `first..=last`.
@@ -83,21 +128,35 @@ impl Outbox {
 /// Starts the writer task for `sink`; it ends when every [`Outbox`] clone is
 /// dropped (after flushing), on a write error, or when the peer has not
 /// accepted bytes for `stall`.
-pub fn spawn<W>(sink: W, queue: usize, stall: Duration) -> (Outbox, tokio::task::JoinHandle<()>)
+pub fn spawn<W>(
+    sink: W,
+    queue: usize,
+    stall: Duration,
+    memory: Arc<MemoryBudget>,
+) -> (Outbox, tokio::task::JoinHandle<()>)
 where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (rtx, rrx) = mpsc::channel(queue.max(1));
     let (ptx, prx) = mpsc::unbounded_channel();
     let closed = CancellationToken::new();
+    let queued = Arc::new(AtomicUsize::new(0));
     let outbox = Outbox {
         replies: rtx,
         pushes: ptx,
         closed: closed.clone(),
+        queued: queued.clone(),
+    };
+    let writer = Writer {
+        replies: rrx,
+        pushes: prx,
+        queued,
+        memory,
+        stall,
     };
     let task = tokio::spawn(async move {
         let guard = closed.drop_guard();
-        if let Err(e) = run(sink, rrx, prx, stall).await {
+        if let Err(e) = writer.run(sink).await {
             tracing::debug!(error = %e, "connection writer stopped");
         }
         drop(guard);
@@ -105,9 +164,19 @@ where
     (outbox, task)
 }
 
-fn append(buf: &mut BytesMut, out: Out) {
-    match out {
-        Out::Frame(f) => buf.extend_from_slice(&f),
+/// Adds `out` to the write buffer, counting what it copies in `charge`.
+/// A delivery bigger than [`COPY_MAX`] is copied only while the memory
+/// budget is below its lowest level: past it, its prefix goes in the
+/// buffer and its batch is returned, to be written straight from the
+/// stored bytes after the buffer. A thousand stalled peers then hold
+/// references to shared batches, not a copy each.
+fn append(buf: &mut BytesMut, out: Out, charge: &mut Charge) -> Option<Bytes> {
+    let before = buf.len();
+    let direct = match out {
+        Out::Frame(f) => {
+            buf.extend_from_slice(&f);
+            None
+        }
         Out::Deliver {
             subscription_id,
             first,
@@ -123,50 +192,92 @@ fn append(buf: &mut BytesMut, out: Out) {
                 delivery,
                 batch.len(),
             );
-            buf.extend_from_slice(&batch);
+            if batch.len() > COPY_MAX && !charge.budget().admits(Level::SlowDelivery) {
+                Some(batch)
+            } else {
+                buf.extend_from_slice(&batch);
+                None
+            }
         }
-    }
+    };
+    charge.add(buf.len() - before);
+    direct
 }
 
-async fn run<W: AsyncWrite + Unpin>(
-    mut sink: W,
-    mut replies: mpsc::Receiver<Out>,
-    mut pushes: mpsc::UnboundedReceiver<Out>,
+/// The writer task's state.
+struct Writer {
+    replies: mpsc::Receiver<Out>,
+    pushes: mpsc::UnboundedReceiver<Out>,
+    queued: Arc<AtomicUsize>,
+    memory: Arc<MemoryBudget>,
     stall: Duration,
-) -> std::io::Result<()> {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let (mut replies_open, mut pushes_open) = (true, true);
-    while replies_open || pushes_open {
-        let first = tokio::select! {
-            biased;
-            r = replies.recv(), if replies_open => match r { Some(o) => o, None => { replies_open = false; continue } },
-            p = pushes.recv(), if pushes_open => match p { Some(o) => o, None => { pushes_open = false; continue } },
-        };
-        append(&mut buf, first);
-        // Coalesce whatever else is ready into one write.
-        while buf.len() < WRITE_CHUNK {
-            if let Ok(o) = replies.try_recv() {
-                append(&mut buf, o);
-            } else if let Ok(o) = pushes.try_recv() {
-                append(&mut buf, o);
-            } else {
-                break;
+}
+
+impl Writer {
+    /// A pushed item leaves the queue.
+    fn took(&self, o: &Out) {
+        self.queued.fetch_sub(o.len(), Ordering::Relaxed);
+    }
+
+    async fn run<W: AsyncWrite + Unpin>(mut self, mut sink: W) -> std::io::Result<()> {
+        let mut buf = BytesMut::with_capacity(IDLE_BUFFER);
+        let (mut replies_open, mut pushes_open) = (true, true);
+        while replies_open || pushes_open {
+            let first = tokio::select! {
+                biased;
+                r = self.replies.recv(), if replies_open => match r { Some(o) => o, None => { replies_open = false; continue } },
+                p = self.pushes.recv(), if pushes_open => match p {
+                    Some(o) => { self.took(&o); o }
+                    None => { pushes_open = false; continue }
+                },
+            };
+            // The copy waits for the socket: count it while it does.
+            let mut charge = self.memory.charge(0);
+            let mut direct = append(&mut buf, first, &mut charge);
+            // Coalesce whatever else is ready into one write.
+            let mut replies = 1;
+            while direct.is_none() && buf.len() < WRITE_CHUNK && replies < MAX_REPLIES_PER_WRITE {
+                if let Ok(o) = self.replies.try_recv() {
+                    replies += 1;
+                    direct = append(&mut buf, o, &mut charge);
+                } else if let Ok(o) = self.pushes.try_recv() {
+                    self.took(&o);
+                    direct = append(&mut buf, o, &mut charge);
+                } else {
+                    break;
+                }
+            }
+            self.write(&mut sink, &buf).await?;
+            if let Some(batch) = direct {
+                self.write(&mut sink, &batch).await?;
+            }
+            drop(charge);
+            buf.clear();
+            // Give a big buffer back, and any buffer while memory is short:
+            // an idle connection should not keep what a burst needed.
+            if buf.capacity() > 4 * WRITE_CHUNK
+                || (buf.capacity() > IDLE_BUFFER && !self.memory.admits(Level::Delivery))
+            {
+                buf = BytesMut::with_capacity(IDLE_BUFFER);
             }
         }
-        match tokio::time::timeout(stall, sink.write_all(&buf)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "peer stopped reading",
-                ))
-            }
-        }
-        buf.clear();
-        if buf.capacity() > 4 * WRITE_CHUNK {
-            buf = BytesMut::with_capacity(64 * 1024);
+        let _ = tokio::time::timeout(self.stall, sink.shutdown()).await;
+        Ok(())
+    }
+
+    /// Writes all of `bytes`, or fails once the peer has taken nothing for
+    /// the stall timeout.
+    async fn write<W: AsyncWrite + Unpin>(
+        &self,
+        sink: &mut W,
+        bytes: &[u8],
+    ) -> std::io::Result<()> {
+        match tokio::time::timeout(self.stall, sink.write_all(bytes)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "peer stopped reading",
+            )),
         }
     }
-    let _ = tokio::time::timeout(stall, sink.shutdown()).await;
-    Ok(())
 }

@@ -65,7 +65,12 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     });
     let sessions = TaskTracker::new();
     let background = tokio::spawn(accept_loop(listener, shared, sessions.clone()));
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "broker started");
+    tracing::info!(
+        %addr,
+        data_dir = %config.data_dir.display(),
+        memory_budget_mib = config.max_memory >> 20,
+        "broker started"
+    );
     Ok(BrokerHandle {
         addr,
         shutdown,

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::BrokerConfig;
 use crate::group::{GroupHandle, Join};
+use crate::memory::Level;
 use crate::outbox::{self, Out, Outbox};
 use crate::rooms::{inbox, presence, requests, Rooms};
 use crate::subscription::{self, Credit};
@@ -32,6 +33,42 @@ use crate::BrokerError;
 /// little; it grows to the largest frame the peer sends (bounded by
 /// `max_frame_bytes`).
 const READ_BUFFER_INITIAL: usize = 512;
+
+/// Bytes the kernel may hold unsent for one connection
+/// (`TCP_NOTSENT_LOWAT`). Without it the send buffer grows to several MiB,
+/// and a peer that reads nothing could leave a hundred thousand confirms
+/// there while the broker went on reading its publishes. With it, a peer
+/// that stops reading blocks the writer within this many bytes (plus what
+/// its own receive window takes), the reply queue fills, and the session
+/// stops reading that peer. 128 KiB keeps a fast reader's pipe full on a
+/// LAN.
+const UNSENT_LIMIT: usize = 128 * 1024;
+
+/// Caps the unsent bytes the kernel keeps for `stream` (Linux
+/// `TCP_NOTSENT_LOWAT`); elsewhere, or if refused, the default stays.
+fn limit_unsent(stream: &TcpStream, bytes: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let v = bytes.min(i32::MAX as usize) as libc::c_int;
+        // SAFETY: a valid socket descriptor and a c_int option value of the
+        // size given.
+        let r = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NOTSENT_LOWAT,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "TCP_NOTSENT_LOWAT");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (stream, bytes);
+}
 
 /// State shared by every session of a broker.
 pub struct Shared {
@@ -79,9 +116,15 @@ struct Close;
 pub async fn run(stream: TcpStream, shared: Arc<Shared>) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
+    limit_unsent(&stream, UNSENT_LIMIT);
     let cfg = shared.config.clone();
     let (read, write) = stream.into_split();
-    let (outbox, writer) = outbox::spawn(write, cfg.write_queue_frames, cfg.write_stall_timeout);
+    let (outbox, writer) = outbox::spawn(
+        write,
+        cfg.write_queue_frames,
+        cfg.write_stall_timeout,
+        shared.registry.memory().clone(),
+    );
     let mut frames = FramedRead::with_capacity(
         read,
         FrameCodec::new(cfg.max_frame_bytes),
@@ -224,8 +267,13 @@ impl Session {
         let mut tick = tokio::time::interval(cfg.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_read = Instant::now();
+        let memory = self.shared.registry.memory().clone();
+        // A publish read while the memory budget is spent waits here, and
+        // nothing more is read from this connection until it fits: the
+        // producer is slowed by TCP instead of the broker growing.
+        let mut parked: Option<Frame> = None;
         loop {
-            let can_read = self.publishes.len() < cfg.max_inflight_publishes;
+            let can_read = self.publishes.len() < cfg.max_inflight_publishes && parked.is_none();
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     self.drain().await;
@@ -245,10 +293,22 @@ impl Session {
                             return;
                         }
                         Some(Ok(frame)) => {
+                            if frame.header.opcode == Opcode::Publish && !memory.admits(Level::Publish) {
+                                parked = Some(frame);
+                                continue;
+                            }
                             if self.handle(frame).await.is_err() {
                                 self.drain().await;
                                 return;
                             }
+                        }
+                    }
+                }
+                _ = memory.until_admitted(Level::Publish), if parked.is_some() => {
+                    if let Some(frame) = parked.take() {
+                        if self.handle(frame).await.is_err() {
+                            self.drain().await;
+                            return;
                         }
                     }
                 }
@@ -312,8 +372,13 @@ impl Session {
         Ok(())
     }
 
-    async fn handle(&mut self, frame: Frame) -> Result<(), Close> {
+    async fn handle(&mut self, mut frame: Frame) -> Result<(), Close> {
         let id = frame.header.request_id;
+        if frame.header.opcode == Opcode::Publish {
+            // The batch is a slice of this body: counted until the last
+            // reference (pending append, tail cache, delivery) is gone.
+            frame.body = self.shared.registry.memory().charged(frame.body);
+        }
         let msg = match Message::decode(&frame) {
             Ok(m) => m,
             Err(e) => {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::memory::MemoryBudget;
 use crate::outbox::Outbox;
 use crate::topic::Topic;
 
@@ -59,6 +60,9 @@ pub fn spawn(
     let c = credit.clone();
     tokio::spawn(async move {
         let log = topic.log.clone();
+        let memory = topic
+            .registry()
+            .map_or_else(MemoryBudget::unlimited, |r| r.memory().clone());
         let mut watch = log.watch_next_offset();
         let mut next = start;
         loop {
@@ -69,6 +73,15 @@ pub fn spawn(
             if m <= 0 || b <= 0 {
                 tokio::select! {
                     _ = c.notify.notified() => continue,
+                    _ = cancel.cancelled() => break,
+                    _ = outbox.closed() => break,
+                }
+            }
+            // Past the memory budget, wait (the slowest readers first).
+            let level = MemoryBudget::delivery_level(outbox.queued_bytes());
+            if !memory.admits(level) {
+                tokio::select! {
+                    _ = memory.recheck(level) => continue,
                     _ = cancel.cancelled() => break,
                     _ = outbox.closed() => break,
                 }

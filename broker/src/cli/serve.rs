@@ -45,6 +45,11 @@ pub struct ServeArgs {
     /// Heartbeat interval, in milliseconds.
     #[arg(long, env = "HERALD_HEARTBEAT_MS")]
     heartbeat_ms: Option<u64>,
+    /// Bytes of record data the broker may hold in memory (e.g. 512MiB,
+    /// 4GiB); default a quarter of the machine's memory. At the budget,
+    /// producers are slowed and the slowest readers paused.
+    #[arg(long, env = "HERALD_MAX_MEMORY", value_parser = super::common::parse_size)]
+    max_memory: Option<u64>,
     /// A TOML file with the same settings (kebab-case keys); flags win.
     #[arg(long, env = "HERALD_CONFIG")]
     config: Option<PathBuf>,
@@ -102,6 +107,9 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<(BrokerConfig, String)> {
     if let Some(v) = file.max_inbox_pending {
         c.max_inbox_pending = v;
     }
+    if let Some(v) = &file.max_memory {
+        c.max_memory = super::common::parse_size(v).map_err(anyhow::Error::msg)? as usize;
+    }
     if let Some(v) = a.listen {
         c.listen = v;
     }
@@ -128,6 +136,15 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<(BrokerConfig, String)> {
     }
     if let Some(v) = a.heartbeat_ms {
         c.heartbeat = Duration::from_millis(v.max(10));
+    }
+    if let Some(v) = a.max_memory {
+        c.max_memory = v as usize;
+    }
+    if c.max_memory < herald_broker::memory::MIN_BUDGET {
+        anyhow::bail!(
+            "--max-memory must be at least {} MiB",
+            herald_broker::memory::MIN_BUDGET >> 20
+        );
     }
     if !(4096..=(256 << 20)).contains(&c.max_frame_bytes) {
         anyhow::bail!("--max-frame-bytes must be between 4096 and 268435456");

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
+use crate::memory::{Level, MemoryBudget};
 use crate::outbox::Outbox;
 use crate::topic::Topic;
 use crate::BrokerError;
@@ -207,6 +208,12 @@ struct Group {
     waiting_current: Vec<oneshot::Sender<Result<(), BrokerError>>>,
     /// Ack callers waiting for the next persist.
     waiting_next: Vec<oneshot::Sender<Result<(), BrokerError>>>,
+    /// The broker's memory budget: members are skipped while it is spent.
+    memory: Arc<MemoryBudget>,
+    /// The level a member with credit was skipped at, for memory, in the
+    /// last dispatch (the most lenient one if several): the actor waits
+    /// until it is admitted again.
+    memory_wait: Option<Level>,
 }
 
 /// Loads the group's state and starts its actor.
@@ -241,6 +248,9 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(GROUP_QUEUE);
     let stopped = CancellationToken::new();
     let cancel = topic.cancel.clone();
+    let memory = topic
+        .registry()
+        .map_or_else(MemoryBudget::unlimited, |r| r.memory().clone());
     let g = Group {
         name,
         topic,
@@ -258,6 +268,8 @@ pub fn spawn(
         persist_due: None,
         waiting_current: Vec::new(),
         waiting_next: Vec::new(),
+        memory,
+        memory_wait: None,
     };
     let guard = stopped.clone().drop_guard();
     tokio::spawn(async move {
@@ -292,6 +304,7 @@ impl Group {
                 _ = sleep_until(timer.map(tokio::time::Instant::from_std).unwrap_or_else(far_future)), if timer.is_some() => {
                     self.expire();
                 }
+                _ = self.memory.recheck(self.memory_wait.unwrap_or(Level::Delivery)), if self.memory_wait.is_some() => {}
                 _ = sleep_until(self.persist_due.map(tokio::time::Instant::from_std).unwrap_or_else(far_future)), if self.persist_due.is_some() => {
                     self.persist_due = None;
                 }
@@ -489,11 +502,21 @@ impl Group {
 
     /// Picks the next member (round robin) that has credit and a live
     /// connection.
+    /// Members whose connection is behind while the memory budget is
+    /// nearly spent are skipped (see [`crate::memory`]).
     fn pick_member(&mut self) -> Option<usize> {
         let n = self.members.len();
         for k in 0..n {
             let i = (self.next_member + k) % n;
-            if self.members[i].credit() > 0 && !self.members[i].outbox.is_closed() {
+            let m = &self.members[i];
+            if m.credit() > 0 && !m.outbox.is_closed() {
+                let level = MemoryBudget::delivery_level(m.outbox.queued_bytes());
+                if !self.memory.admits(level) {
+                    if self.memory_wait != Some(Level::Delivery) {
+                        self.memory_wait = Some(level);
+                    }
+                    continue;
+                }
                 self.next_member = (i + 1) % n;
                 return Some(i);
             }
@@ -503,6 +526,7 @@ impl Group {
 
     /// Hands out what is due and what is new, as far as credit goes.
     async fn dispatch(&mut self) {
+        self.memory_wait = None;
         if self.members.is_empty() {
             return;
         }

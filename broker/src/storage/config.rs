@@ -1,6 +1,10 @@
 //! Per-log settings.
 
+use std::sync::Arc;
+
 pub use herald_protocol::FsyncPolicy;
+
+use crate::memory::MemoryBudget;
 
 /// Largest segment the 32-bit file positions of the offset index can address
 /// with room for one oversized batch past the roll point.
@@ -31,6 +35,10 @@ pub struct LogConfig {
     /// (see `storage/direct.rs`); the other policies always write through
     /// the page cache.
     pub direct_io: bool,
+    /// The broker's memory budget: buffers read from disk are counted
+    /// against it, and the tail cache lets go of old batches when it is
+    /// nearly spent (see [`crate::memory`]). `None` counts nothing.
+    pub memory: Option<Arc<MemoryBudget>>,
 }
 
 impl Default for LogConfig {
@@ -44,6 +52,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             tail_cache_bytes: 8 * 1024 * 1024,
             direct_io: true,
+            memory: None,
         }
     }
 }

@@ -40,8 +40,10 @@ impl TailCache {
         }
     }
 
-    /// Adds a newly confirmed batch.
-    pub fn push(&mut self, batch: Batch) {
+    /// Adds a newly confirmed batch. With `keep_old` false (the memory
+    /// budget is nearly spent) only this newest batch is kept, so the
+    /// cache stops pinning memory while still serving readers at the tail.
+    pub fn push(&mut self, batch: Batch, keep_old: bool) {
         if batch.len_bytes() > self.limit {
             self.batches.clear();
             self.bytes = 0;
@@ -49,7 +51,8 @@ impl TailCache {
         }
         self.bytes += batch.len_bytes();
         self.batches.push_back(batch);
-        while self.bytes > self.limit {
+        let limit = if keep_old { self.limit } else { 0 };
+        while self.bytes > limit && self.batches.len() > 1 {
             match self.batches.pop_front() {
                 Some(b) => self.bytes -= b.len_bytes(),
                 None => break,
@@ -168,7 +171,10 @@ pub fn read(
     let mut buf = BytesMut::zeroed(want);
     file.read_exact_at(&mut buf, pos)
         .map_err(|e| StorageError::io(&path, e))?;
-    let buf = buf.freeze();
+    let buf = match &shared.config.memory {
+        Some(m) => m.charged(buf.freeze()),
+        None => buf.freeze(),
+    };
     let mut out = Vec::new();
     let mut budget = Budget::new(max_bytes, max_records);
     let mut at = 0usize;
@@ -248,7 +254,7 @@ mod tests {
         let one = batch(0, 1).len_bytes();
         let mut c = TailCache::new(one * 3);
         for i in 0..5 {
-            c.push(batch(i, 1));
+            c.push(batch(i, 1), true);
         }
         assert_eq!(c.batches.len(), 3);
         assert!(c.read(1, usize::MAX, u32::MAX).is_none());
@@ -259,7 +265,13 @@ mod tests {
         );
         let got = c.read(2, 1, u32::MAX).unwrap_or_default();
         assert_eq!(got.len(), 1, "at least one batch even over max_bytes");
-        c.push(batch(5, 100));
+        c.push(batch(5, 1), false);
+        assert_eq!(
+            c.batches.len(),
+            1,
+            "under memory pressure only the newest is kept"
+        );
+        c.push(batch(6, 100), true);
         assert!(c.batches.is_empty(), "an oversized batch empties the cache");
     }
 

@@ -494,6 +494,11 @@ impl Writer {
     /// Makes a written chunk visible: the segment entry, the index, the
     /// tail cache, then the watch.
     fn publish(&mut self, data: &Bytes, items: &[Item], next_offset: u64) {
+        // The tail cache keeps slices of this group's buffer: count it
+        // against the broker's memory budget for as long as any is alive.
+        let memory = self.shared.config.memory.as_ref();
+        let data = &memory.map_or_else(|| data.clone(), |m| m.charged(data.clone()));
+        let keep_old = memory.is_none_or(|m| m.admits(crate::memory::Level::Cache));
         let a = &mut self.active;
         let mut entries = Vec::new();
         let mut max_time = i64::MIN;
@@ -528,7 +533,7 @@ impl Writer {
             }
             st.next_offset = next_offset;
             for b in batches {
-                st.tail.push(b);
+                st.tail.push(b, keep_old);
             }
         }
         self.shared.next_tx.send_replace(next_offset);

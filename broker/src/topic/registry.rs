@@ -15,6 +15,7 @@ use super::{name, Topic};
 use crate::config::BrokerConfig;
 use crate::fsutil;
 use crate::group::GroupDefaults;
+use crate::memory::MemoryBudget;
 use crate::storage::{Log, LogConfig};
 use crate::BrokerError;
 
@@ -31,6 +32,8 @@ pub struct Registry {
     admin: Mutex<()>,
     cancel: CancellationToken,
     me: Weak<Registry>,
+    /// The broker's memory budget, shared by every log and session.
+    memory: Arc<MemoryBudget>,
 }
 
 const META_FILE: &str = "topic.meta";
@@ -52,9 +55,11 @@ impl Registry {
                 format!("cannot create data folder {}: {e}", root.display()),
             ))
         })?;
+        let memory = MemoryBudget::new(config.max_memory);
         let reg = Arc::new_cyclic(|me| Registry {
             root: root.clone(),
             config,
+            memory,
             topics: DashMap::new(),
             unavailable: DashMap::new(),
             admin: Mutex::new(()),
@@ -84,6 +89,11 @@ impl Registry {
         &self.config
     }
 
+    /// The broker's memory budget.
+    pub fn memory(&self) -> &Arc<MemoryBudget> {
+        &self.memory
+    }
+
     pub fn group_defaults(&self) -> GroupDefaults {
         GroupDefaults {
             ack_timeout: self.config.ack_timeout,
@@ -105,6 +115,7 @@ impl Registry {
             retention_ms: cfg.retention_ms,
             tail_cache_bytes: self.config.tail_cache_bytes,
             direct_io: self.config.direct_io,
+            memory: Some(self.memory.clone()),
             ..LogConfig::default()
         }
     }
