@@ -17,9 +17,15 @@
 //! # What happens at the budget
 //! Each use may proceed only below its own level, so that what frees memory
 //! keeps moving while what only takes it stops first:
+//! - connection writers copy big deliveries into their write buffers only
+//!   below [`Level::Copy`] (20%), and write them from the stored batch
+//!   otherwise;
 //! - deliveries to a connection that already has more than
 //!   [`SLOW_QUEUE_BYTES`] queued (the slowest readers) pause at
-//!   [`Level::SlowDelivery`], 40% of the budget;
+//!   [`Level::SlowDelivery`], 40% of the budget, counted both in memory
+//!   and in bytes queued for sockets (per reference: queued deliveries of
+//!   shared batches cost bookkeeping and keep batches alive that the cache
+//!   has let go);
 //! - other deliveries pause at [`Level::Delivery`];
 //! - tail caches stop keeping old batches past [`Level::Cache`];
 //! - a session stops reading publishes past [`Level::Publish`] (the whole
@@ -41,8 +47,12 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 /// A connection with more than this queued for its socket is a slow reader
-/// (see [`Level::SlowDelivery`]).
+/// (see [`Level::SlowDelivery`]), and no read for one delivery round takes
+/// more; both shrink when many connections share a small budget (see
+/// [`MemoryBudget::allowance`]).
 pub const SLOW_QUEUE_BYTES: usize = 1 << 20;
+/// The least [`MemoryBudget::allowance`] gets.
+pub const MIN_ALLOWANCE: usize = 16 << 10;
 
 /// A reader paused for memory looks again this often, besides being woken
 /// when a level is crossed: its own queue may have drained (making it a
@@ -56,6 +66,11 @@ pub const MIN_BUDGET: usize = 32 << 20;
 /// The fill levels below which each use may proceed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
+    /// A connection's writer copies big deliveries into its write buffer
+    /// (fewer system calls) only below this: 20%. Past it, it writes them
+    /// from the stored batch, so that a thousand blocked writers do not
+    /// hold a copy each.
+    Copy,
     /// Deliveries to a connection that has a backlog: 40%.
     SlowDelivery,
     /// Tail caches keep old batches below this: 50%.
@@ -69,6 +84,7 @@ pub enum Level {
 impl Level {
     fn of(self, limit: usize) -> usize {
         match self {
+            Level::Copy => limit / 5,
             Level::SlowDelivery => limit / 10 * 4,
             Level::Cache => limit / 2,
             Level::Delivery => limit / 10 * 7,
@@ -83,6 +99,14 @@ impl Level {
 pub struct MemoryBudget {
     limit: usize,
     used: AtomicUsize,
+    /// Bytes queued for sockets in every connection's outbox, counted per
+    /// reference: a batch queued for a thousand connections counts a
+    /// thousand times. This is the outbound backlog; it costs bookkeeping
+    /// per queued delivery and pins batches the tail cache has let go, so
+    /// the slowest readers stop at [`Level::SlowDelivery`] of it too.
+    queued: AtomicUsize,
+    /// Connections alive (their writers), to share the budget among.
+    connections: AtomicUsize,
     /// Tasks waiting in [`MemoryBudget::until_admitted`]; releases wake
     /// them only when there are some.
     waiting: AtomicUsize,
@@ -115,6 +139,16 @@ impl Drop for Charge {
     }
 }
 
+/// A connection counted by [`MemoryBudget::connection`].
+#[derive(Debug)]
+pub struct ConnectionGuard(Arc<MemoryBudget>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A buffer that owns its charge (see [`MemoryBudget::charged`]).
 struct Charged {
     bytes: Bytes,
@@ -132,6 +166,8 @@ impl MemoryBudget {
         Arc::new(MemoryBudget {
             limit: limit.max(1),
             used: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             freed: Notify::new(),
         })
@@ -177,17 +213,50 @@ impl MemoryBudget {
 
     /// Whether a use at `level` may proceed now.
     pub fn admits(&self, level: Level) -> bool {
-        self.used() < level.of(self.limit)
+        let at = level.of(self.limit);
+        self.used() < at && (level != Level::SlowDelivery || self.queued() < at)
+    }
+
+    /// Bytes queued for sockets (see the field).
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// `bytes` more are queued for a socket.
+    pub fn queue(&self, bytes: usize) {
+        self.queued.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// `bytes` left a socket's queue.
+    pub fn dequeue(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// What one connection may have queued before it counts as a slow
+    /// reader, and the most one delivery round reads for it: its share of
+    /// the delivery level, between [`MIN_ALLOWANCE`] and
+    /// [`SLOW_QUEUE_BYTES`]. Every connection may take that much before
+    /// the broker can tell a stalled reader from a fast one, so with a
+    /// thousand connections and a small budget the share must be small.
+    pub fn allowance(&self) -> usize {
+        let n = self.connections.load(Ordering::Relaxed).max(1);
+        (Level::Delivery.of(self.limit) / 2 / n).clamp(MIN_ALLOWANCE, SLOW_QUEUE_BYTES)
     }
 
     /// The level of a delivery to a connection with `queued` bytes waiting
     /// for its socket.
-    pub fn delivery_level(queued: usize) -> Level {
-        if queued > SLOW_QUEUE_BYTES {
+    pub fn delivery_level(&self, queued: usize) -> Level {
+        if queued > self.allowance() {
             Level::SlowDelivery
         } else {
             Level::Delivery
         }
+    }
+
+    /// Counts a connection while the returned guard lives.
+    pub fn connection(self: &Arc<Self>) -> ConnectionGuard {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(self.clone())
     }
 
     /// Resolves once a use at `level` may be admitted: when it is, or after
@@ -286,11 +355,13 @@ mod tests {
         assert!(!b.admits(Level::Publish));
         drop((c, d, e));
         assert!(b.admits(Level::SlowDelivery));
-        assert_eq!(
-            MemoryBudget::delivery_level(SLOW_QUEUE_BYTES + 1),
-            Level::SlowDelivery
-        );
-        assert_eq!(MemoryBudget::delivery_level(0), Level::Delivery);
+        b.queue(400);
+        assert!(!b.admits(Level::SlowDelivery), "a long outbound backlog");
+        assert!(b.admits(Level::Delivery));
+        b.dequeue(400);
+        assert!(b.admits(Level::SlowDelivery));
+        assert_eq!(b.delivery_level(SLOW_QUEUE_BYTES + 1), Level::SlowDelivery);
+        assert_eq!(b.delivery_level(0), Level::Delivery);
     }
 
     #[tokio::test]
@@ -306,6 +377,21 @@ mod tests {
             .await
             .expect("woken")
             .expect("task");
+    }
+
+    #[test]
+    fn the_allowance_is_a_share_of_the_budget() {
+        let b = MemoryBudget::new(1 << 30);
+        assert_eq!(b.allowance(), SLOW_QUEUE_BYTES);
+        let guards: Vec<_> = (0..1000).map(|_| b.connection()).collect();
+        let share = (1usize << 30) / 10 * 7 / 2 / 1000;
+        assert_eq!(b.allowance(), share);
+        assert_eq!(b.delivery_level(share + 1), Level::SlowDelivery);
+        drop(guards);
+        assert_eq!(b.allowance(), SLOW_QUEUE_BYTES);
+        let tiny = MemoryBudget::new(1 << 20);
+        let _g: Vec<_> = (0..1000).map(|_| tiny.connection()).collect();
+        assert_eq!(tiny.allowance(), MIN_ALLOWANCE);
     }
 
     #[test]

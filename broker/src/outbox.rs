@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use herald_protocol::Message;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -50,6 +50,8 @@ pub struct Outbox {
     closed: CancellationToken,
     /// Bytes pushed and not yet taken by the writer.
     queued: Arc<AtomicUsize>,
+    /// The broker's budget, where the backlog of every connection adds up.
+    memory: Arc<MemoryBudget>,
 }
 
 impl Out {
@@ -90,10 +92,12 @@ impl Outbox {
     pub fn push(&self, out: Out) -> bool {
         let n = out.len();
         self.queued.fetch_add(n, Ordering::Relaxed);
+        self.memory.queue(n);
         if self.pushes.send(out).is_ok() {
             true
         } else {
             self.queued.fetch_sub(n, Ordering::Relaxed);
+            self.memory.dequeue(n);
             false
         }
     }
@@ -146,7 +150,9 @@ where
         pushes: ptx,
         closed: closed.clone(),
         queued: queued.clone(),
+        memory: memory.clone(),
     };
+    let counted = memory.connection();
     let writer = Writer {
         replies: rrx,
         pushes: prx,
@@ -156,6 +162,7 @@ where
     };
     let task = tokio::spawn(async move {
         let guard = closed.drop_guard();
+        let _counted = counted;
         if let Err(e) = writer.run(sink).await {
             tracing::debug!(error = %e, "connection writer stopped");
         }
@@ -166,9 +173,9 @@ where
 
 /// Adds `out` to the write buffer, counting what it copies in `charge`.
 /// A delivery bigger than [`COPY_MAX`] is copied only while the memory
-/// budget is below its lowest level: past it, its prefix goes in the
-/// buffer and its batch is returned, to be written straight from the
-/// stored bytes after the buffer. A thousand stalled peers then hold
+/// budget is below [`Level::Copy`]: past it, its prefix goes in the buffer
+/// and its batch is returned, to be written straight from the stored bytes
+/// together with the buffer (one vectored write). A thousand stalled peers then hold
 /// references to shared batches, not a copy each.
 fn append(buf: &mut BytesMut, out: Out, charge: &mut Charge) -> Option<Bytes> {
     let before = buf.len();
@@ -192,7 +199,7 @@ fn append(buf: &mut BytesMut, out: Out, charge: &mut Charge) -> Option<Bytes> {
                 delivery,
                 batch.len(),
             );
-            if batch.len() > COPY_MAX && !charge.budget().admits(Level::SlowDelivery) {
+            if batch.len() > COPY_MAX && !charge.budget().admits(Level::Copy) {
                 Some(batch)
             } else {
                 buf.extend_from_slice(&batch);
@@ -213,44 +220,67 @@ struct Writer {
     stall: Duration,
 }
 
+impl Drop for Writer {
+    /// Whatever is still queued or was being written leaves the broker's
+    /// backlog with the connection.
+    fn drop(&mut self) {
+        self.pushes.close();
+        while self.pushes.try_recv().is_ok() {}
+        let n = self.queued.swap(0, Ordering::Relaxed);
+        self.memory.dequeue(n);
+    }
+}
+
 impl Writer {
-    /// A pushed item leaves the queue.
-    fn took(&self, o: &Out) {
-        self.queued.fetch_sub(o.len(), Ordering::Relaxed);
+    /// Pushed items of `bytes` are on the wire: they leave the backlog.
+    /// (They count until written, not until taken from the queue: a
+    /// writer blocked on a stalled peer still holds what it took.)
+    fn written(&self, bytes: usize) {
+        if bytes > 0 {
+            self.queued.fetch_sub(bytes, Ordering::Relaxed);
+            self.memory.dequeue(bytes);
+        }
     }
 
     async fn run<W: AsyncWrite + Unpin>(mut self, mut sink: W) -> std::io::Result<()> {
         let mut buf = BytesMut::with_capacity(IDLE_BUFFER);
         let (mut replies_open, mut pushes_open) = (true, true);
         while replies_open || pushes_open {
-            let first = tokio::select! {
+            // `taken`: bytes of pushed items in this write (replies are
+            // not counted in the backlog).
+            let (first, mut taken) = tokio::select! {
                 biased;
-                r = self.replies.recv(), if replies_open => match r { Some(o) => o, None => { replies_open = false; continue } },
+                r = self.replies.recv(), if replies_open => match r { Some(o) => (o, 0), None => { replies_open = false; continue } },
                 p = self.pushes.recv(), if pushes_open => match p {
-                    Some(o) => { self.took(&o); o }
+                    Some(o) => { let n = o.len(); (o, n) }
                     None => { pushes_open = false; continue }
                 },
             };
             // The copy waits for the socket: count it while it does.
             let mut charge = self.memory.charge(0);
             let mut direct = append(&mut buf, first, &mut charge);
-            // Coalesce whatever else is ready into one write.
+            // Coalesce whatever else is ready into one write; once memory
+            // is short, no more deliveries are copied than the first (a
+            // thousand blocked writers would each hold a buffer full).
             let mut replies = 1;
             while direct.is_none() && buf.len() < WRITE_CHUNK && replies < MAX_REPLIES_PER_WRITE {
                 if let Ok(o) = self.replies.try_recv() {
                     replies += 1;
                     direct = append(&mut buf, o, &mut charge);
+                } else if !self.memory.admits(Level::SlowDelivery) {
+                    break;
                 } else if let Ok(o) = self.pushes.try_recv() {
-                    self.took(&o);
+                    taken += o.len();
                     direct = append(&mut buf, o, &mut charge);
                 } else {
                     break;
                 }
             }
-            self.write(&mut sink, &buf).await?;
-            if let Some(batch) = direct {
-                self.write(&mut sink, &batch).await?;
+            match direct {
+                None => self.write(&mut sink, &mut &buf[..]).await?,
+                Some(batch) => self.write(&mut sink, &mut (&buf[..]).chain(batch)).await?,
             }
+            self.written(taken);
             drop(charge);
             buf.clear();
             // Give a big buffer back, and any buffer while memory is short:
@@ -265,14 +295,14 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes all of `bytes`, or fails once the peer has taken nothing for
-    /// the stall timeout.
-    async fn write<W: AsyncWrite + Unpin>(
+    /// Writes all of `bytes` (vectored where the sink supports it), or
+    /// fails once the peer has not taken it all within the stall timeout.
+    async fn write<W: AsyncWrite + Unpin, B: Buf>(
         &self,
         sink: &mut W,
-        bytes: &[u8],
+        bytes: &mut B,
     ) -> std::io::Result<()> {
-        match tokio::time::timeout(self.stall, sink.write_all(bytes)).await {
+        match tokio::time::timeout(self.stall, sink.write_all_buf(bytes)).await {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,

@@ -78,7 +78,7 @@ pub fn spawn(
                 }
             }
             // Past the memory budget, wait (the slowest readers first).
-            let level = MemoryBudget::delivery_level(outbox.queued_bytes());
+            let level = memory.delivery_level(outbox.queued_bytes());
             if !memory.admits(level) {
                 tokio::select! {
                     _ = memory.recheck(level) => continue,
@@ -87,7 +87,8 @@ pub fn spawn(
                 }
             }
             next = next.max(log.first_offset());
-            let batches = match log.read(next, (b as usize).min(MAX_READ_BYTES), m as u32) {
+            let max_bytes = (b as usize).min(MAX_READ_BYTES).min(memory.allowance());
+            let batches = match log.read(next, max_bytes, m as u32) {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(topic = %topic.name, error = %e, "ephemeral subscription read failed");

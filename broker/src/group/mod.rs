@@ -502,6 +502,13 @@ impl Group {
 
     /// Picks the next member (round robin) that has credit and a live
     /// connection.
+    /// Most bytes read for one member in one round: the memory budget's
+    /// per-connection allowance, so that a thousand members reading at
+    /// once stay within the budget.
+    fn read_limit(&self) -> usize {
+        MAX_READ_BYTES.min(self.memory.allowance())
+    }
+
     /// Members whose connection is behind while the memory budget is
     /// nearly spent are skipped (see [`crate::memory`]).
     fn pick_member(&mut self) -> Option<usize> {
@@ -510,7 +517,7 @@ impl Group {
             let i = (self.next_member + k) % n;
             let m = &self.members[i];
             if m.credit() > 0 && !m.outbox.is_closed() {
-                let level = MemoryBudget::delivery_level(m.outbox.queued_bytes());
+                let level = self.memory.delivery_level(m.outbox.queued_bytes());
                 if !self.memory.admits(level) {
                     if self.memory_wait != Some(Level::Delivery) {
                         self.memory_wait = Some(level);
@@ -578,7 +585,7 @@ impl Group {
             }
             let m = &self.members[mi];
             let budget =
-                (m.prefetch_bytes.saturating_sub(m.out_bytes) as usize).clamp(1, MAX_READ_BYTES);
+                (m.prefetch_bytes.saturating_sub(m.out_bytes) as usize).clamp(1, self.read_limit());
             let batches = match log.read(fresh, budget, credit as u32) {
                 Ok(v) => v,
                 Err(e) => {
