@@ -18,6 +18,7 @@
 //!   direct messages, request/reply), built on topics and groups.
 //! - [`storage`]: the segmented, checksummed log with group commit.
 //! - [`config`]: every setting and bound, in one struct.
+//! - [`lockfile`]: the data folder's lock (one broker per folder).
 //!
 //! docs/architecture.md follows a message from socket to disk to subscriber.
 
@@ -25,6 +26,7 @@ pub mod config;
 mod error;
 pub mod fsutil;
 pub mod group;
+pub mod lockfile;
 pub mod outbox;
 pub mod rooms;
 pub mod server;
