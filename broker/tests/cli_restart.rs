@@ -76,6 +76,9 @@ fn pub_from_stdin_survives_a_broker_kill_and_restart() {
 #[test]
 fn sub_rides_through_a_broker_kill_and_restart() {
     const HALF: usize = 500;
+    /// Reconnect attempts the sub makes while the broker is down (the old
+    /// CLI gave up after 3, about 0.1 s).
+    const REFUSED: usize = 6;
     let dir = tempfile::tempdir().unwrap();
     let first = Child::spawn(dir.path(), &[]);
     let addr = first.addr;
@@ -93,9 +96,25 @@ fn sub_rides_through_a_broker_kill_and_restart() {
     let p = Proc::spawn(c);
     let mut seen: Vec<String> = (0..HALF).map(|_| p.line()).collect();
     // The sub has printed the first half and waits for more: kill the
-    // broker under it, start it again on the same port and folder, and
-    // publish the second half there.
+    // broker under it. While it is down, something on its port takes each
+    // connection and closes it, as a broker still starting would not
+    // answer: the sub must go on through at least REFUSED attempts. Then
+    // start the broker again on the same port and folder, and publish the
+    // second half there.
     first.kill();
+    let down = std::net::TcpListener::bind(addr).unwrap();
+    let (tx, refused) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in 0..REFUSED {
+            drop(down.accept().unwrap());
+        }
+        // Free the port before saying so: the broker binds it next.
+        drop(down);
+        let _ = tx.send(());
+    });
+    refused
+        .recv_timeout(common_cli::T)
+        .expect("the sub stopped reconnecting while the broker was down");
     let second = Child::spawn_on(dir.path(), &addr.to_string(), &[]);
     run_at(second.addr, &["pub", "t"], &lines(HALF + 1)).ok();
 
