@@ -8,7 +8,8 @@
 //! cargo run -p herald-examples --example resume -- consume 30   # "crashes" after 30 messages
 //! cargo run -p herald-examples --example resume -- consume      # carries on from message 31
 //! ```
-//! The broker address comes from `HERALD_ADDR` (default 127.0.0.1:7400).
+//! The broker address is `--server HOST:PORT`, else `HERALD_SERVER`, else
+//! 127.0.0.1:7400, as for the `herald` command line.
 
 use std::time::Duration;
 
@@ -21,8 +22,7 @@ const GROUP: &str = "resume-demo-consumer";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let addr = std::env::var("HERALD_ADDR").unwrap_or_else(|_| "127.0.0.1:7400".into());
+    let (addr, args) = herald_examples::args()?;
     let client = Client::builder(addr.as_str())
         .client_id("resume-demo")
         .connect()
@@ -77,7 +77,9 @@ async fn main() -> anyhow::Result<()> {
             }
             client.close().await;
         }
-        _ => bail!("usage: resume produce [N] | resume consume [CRASH_AFTER]"),
+        _ => bail!(
+            "usage: resume produce [N] | resume consume [CRASH_AFTER]  (and --server HOST:PORT)"
+        ),
     }
     Ok(())
 }
