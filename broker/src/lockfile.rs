@@ -12,8 +12,9 @@
 //! the holder's pid as text, only so that a refused broker can say who holds
 //! the folder.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::BrokerError;
@@ -53,15 +54,15 @@ impl DataDirLock {
             .truncate(false)
             .open(&path)
             .map_err(failed)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
+        match try_lock(&file) {
+            Ok(true) => {}
+            Ok(false) => {
                 return Err(BrokerError::DataDirInUse {
                     dir: dir.to_path_buf(),
                     holder: holder(&mut file),
                 })
             }
-            Err(TryLockError::Error(e)) => return Err(failed(e)),
+            Err(e) => return Err(failed(e)),
         }
         // Ours now: replace whatever pid a previous holder left.
         let pid = format!("{}\n", std::process::id());
@@ -74,6 +75,25 @@ impl DataDirLock {
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`: `Ok(false)` when another open file holds it.
+/// (`File::try_lock` does the same from Rust 1.89; the workspace still
+/// supports 1.85.) flock, not fcntl: its lock belongs to the open file, so a
+/// second broker in the same process is refused too.
+fn try_lock(file: &File) -> std::io::Result<bool> {
+    // SAFETY: flock only reads the descriptor, which `file` keeps open for
+    // the duration of the call.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
     }
 }
 
