@@ -50,6 +50,15 @@ pub fn split_server(
     Ok((server, rest))
 }
 
+/// `1 message`, `2 messages`: a count with its noun.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +84,11 @@ mod tests {
         assert_eq!(split(&[], None), (DEFAULT_SERVER.into(), vec![]));
         assert_eq!(split(&[], Some("")), (DEFAULT_SERVER.into(), vec![]));
         assert!(split_server(["--server".to_string()], None).is_err());
+    }
+
+    #[test]
+    fn counts_agree_in_number() {
+        assert_eq!(count(1, "message"), "1 message");
+        assert_eq!(count(30, "message"), "30 messages");
     }
 }

@@ -38,7 +38,8 @@ async fn main() -> anyhow::Result<()> {
             }
             if let Some(last) = last {
                 println!(
-                    "published {n} messages, the last at offset {}",
+                    "published {}, the last at offset {}",
+                    herald_examples::count(n, "message"),
                     last.await?.offset
                 );
             }
@@ -71,7 +72,10 @@ async fn main() -> anyhow::Result<()> {
                     // Give the batched acks a moment to reach the broker,
                     // then die without any cleanup, like a killed process.
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    println!("crashing after {handled} messages");
+                    println!(
+                        "crashing after {}",
+                        herald_examples::count(handled, "message")
+                    );
                     std::process::exit(1);
                 }
             }
