@@ -109,7 +109,7 @@ fn error_room_unavailable() {
     pin(
         Message::error(ErrorCode::RoomUnavailable, "lobby"),
         9,
-        "17000000 03 00 0000 0900000000000000 | 14 05 6c6f626279",
+        "13000000 03 00 0000 0900000000000000 | 14 05 6c6f626279",
     );
     assert_eq!(ErrorCode::RoomUnavailable.as_u16(), 20);
     assert_eq!(ErrorCode::from_u16(20), ErrorCode::RoomUnavailable);
