@@ -107,7 +107,7 @@ impl ReconnectArgs {
             let Some(limit) = limit else {
                 return std::future::pending().await;
             };
-            // Some(deadline) while disconnected.
+            // When the connection dropped; None while connected.
             let mut down_since: Option<tokio::time::Instant> = None;
             let mut last_reason = String::new();
             loop {
