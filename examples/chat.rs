@@ -10,8 +10,8 @@
 //! cargo run -p herald-examples --example chat -- lobby alice
 //! cargo run -p herald-examples --example chat -- lobby bob
 //! ```
-//! An optional third argument is the broker address (default
-//! 127.0.0.1:7400). Commands: `/msg USER TEXT`, `/join ROOM` (and make it
+//! The broker address is `--server HOST:PORT`, else `HERALD_SERVER`, else
+//! 127.0.0.1:7400, as for the `herald` command line. Commands: `/msg USER TEXT`, `/join ROOM` (and make it
 //! the current room), `/leave ROOM`, `/who`, `/quit` (leaves the current room),
 //! Ctrl-D (goes away but stays a member: come back to catch up).
 
@@ -36,14 +36,10 @@ fn show(ev: &Event) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (addr, args) = herald_examples::args()?;
     let (Some(first_room), Some(user)) = (args.first(), args.get(1)) else {
-        bail!("usage: chat ROOM USER [ADDR]");
+        bail!("usage: chat ROOM USER [--server HOST:PORT]");
     };
-    let addr = args
-        .get(2)
-        .cloned()
-        .unwrap_or_else(|| "127.0.0.1:7400".into());
     // The user name is the client id: it is how others address direct
     // messages, and what makes the inbox this user's across runs.
     let client = Client::builder(addr.as_str())

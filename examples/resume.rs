@@ -8,7 +8,8 @@
 //! cargo run -p herald-examples --example resume -- consume 30   # "crashes" after 30 messages
 //! cargo run -p herald-examples --example resume -- consume      # carries on from message 31
 //! ```
-//! The broker address comes from `HERALD_ADDR` (default 127.0.0.1:7400).
+//! The broker address is `--server HOST:PORT`, else `HERALD_SERVER`, else
+//! 127.0.0.1:7400, as for the `herald` command line.
 
 use std::time::Duration;
 
@@ -21,8 +22,7 @@ const GROUP: &str = "resume-demo-consumer";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let addr = std::env::var("HERALD_ADDR").unwrap_or_else(|_| "127.0.0.1:7400".into());
+    let (addr, args) = herald_examples::args()?;
     let client = Client::builder(addr.as_str())
         .client_id("resume-demo")
         .connect()
@@ -38,7 +38,8 @@ async fn main() -> anyhow::Result<()> {
             }
             if let Some(last) = last {
                 println!(
-                    "published {n} messages, the last at offset {}",
+                    "published {}, the last at offset {}",
+                    herald_examples::count(n, "message"),
                     last.await?.offset
                 );
             }
@@ -71,13 +72,18 @@ async fn main() -> anyhow::Result<()> {
                     // Give the batched acks a moment to reach the broker,
                     // then die without any cleanup, like a killed process.
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    println!("crashing after {handled} messages");
+                    println!(
+                        "crashing after {}",
+                        herald_examples::count(handled, "message")
+                    );
                     std::process::exit(1);
                 }
             }
             client.close().await;
         }
-        _ => bail!("usage: resume produce [N] | resume consume [CRASH_AFTER]"),
+        _ => bail!(
+            "usage: resume produce [N] | resume consume [CRASH_AFTER]  (and --server HOST:PORT)"
+        ),
     }
     Ok(())
 }

@@ -6,8 +6,10 @@
 //! Run a broker (`cargo run --release --bin herald -- serve`), then:
 //!
 //! ```text
-//! cargo run -p herald-examples --example work_queue -- 127.0.0.1:7400
+//! cargo run -p herald-examples --example work_queue
 //! ```
+//! The broker address is `--server HOST:PORT`, else `HERALD_SERVER`, else
+//! 127.0.0.1:7400, as for the `herald` command line.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -22,9 +24,10 @@ const WORKERS: usize = 3;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:7400".into());
+    let (addr, args) = herald_examples::args()?;
+    if !args.is_empty() {
+        anyhow::bail!("usage: work_queue [--server HOST:PORT]");
+    }
     let topic = format!("jobs.{}", std::process::id());
     let done = Arc::new(Mutex::new(HashSet::new()));
 

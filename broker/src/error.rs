@@ -34,6 +34,28 @@ pub enum BrokerError {
     Io(#[from] std::io::Error),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A durable room whose member file could not be read at start.
+    #[error("room {name:?} is unavailable: {reason}")]
+    RoomUnavailable { name: String, reason: String },
+    /// The listener could not be bound. The cause is part of the message and
+    /// not a `source`, so an error chain prints it once.
+    #[error("cannot listen on {addr}: {error}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        error: std::io::Error,
+    },
+    /// Another broker holds the data folder's lock.
+    #[error("data folder {} is in use by another broker ({holder})", dir.display())]
+    DataDirInUse {
+        dir: std::path::PathBuf,
+        holder: String,
+    },
+    /// The data folder's lock could not be taken at all.
+    #[error("cannot lock data folder {}: {error}", dir.display())]
+    DataDirLock {
+        dir: std::path::PathBuf,
+        error: std::io::Error,
+    },
 }
 
 impl BrokerError {
@@ -56,9 +78,13 @@ impl BrokerError {
                 StorageError::Corrupt { .. } => ErrorCode::TopicUnavailable,
                 _ => ErrorCode::Internal,
             },
-            BrokerError::GroupStore(_) | BrokerError::Io(_) | BrokerError::Internal(_) => {
-                ErrorCode::Internal
-            }
+            BrokerError::RoomUnavailable { .. } => ErrorCode::RoomUnavailable,
+            BrokerError::GroupStore(_)
+            | BrokerError::Io(_)
+            | BrokerError::Internal(_)
+            | BrokerError::Listen { .. }
+            | BrokerError::DataDirInUse { .. }
+            | BrokerError::DataDirLock { .. } => ErrorCode::Internal,
         }
     }
 

@@ -20,6 +20,7 @@
 //! - [`config`]: every setting and bound, in one struct.
 //! - [`memory`]: the broker-wide memory budget and who waits when it is
 //!   spent.
+//! - [`lockfile`]: the data folder's lock (one broker per folder).
 //!
 //! docs/architecture.md follows a message from socket to disk to subscriber.
 
@@ -28,6 +29,7 @@ mod error;
 pub mod fsutil;
 pub mod group;
 pub mod memory;
+pub mod lockfile;
 pub mod outbox;
 pub mod rooms;
 pub mod server;

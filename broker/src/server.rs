@@ -2,6 +2,10 @@
 //! session per connection, runs retention, and shuts everything down in
 //! order.
 //!
+//! Start order: lock the data folder (one broker per folder, see
+//! [`crate::lockfile`]) before anything in it is opened; bind; open topics,
+//! then rooms.
+//!
 //! Shutdown order: stop accepting; sessions stop reading, wait for their
 //! in-flight publishes to be confirmed, send GoingAway and close; then every
 //! group persists its state and every log is fsynced and closed.
@@ -16,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::BrokerConfig;
+use crate::lockfile::DataDirLock;
 use crate::rooms::Rooms;
 use crate::session::{self, Shared};
 use crate::topic::Registry;
@@ -28,19 +33,24 @@ pub struct BrokerHandle {
     sessions: TaskTracker,
     registry: Arc<Registry>,
     background: tokio::task::JoinHandle<()>,
+    /// Held until [`BrokerHandle::shutdown`] has closed every log (or the
+    /// handle is dropped); the kernel releases it if the process dies.
+    _lock: DataDirLock,
 }
 
 /// Binds the listener, opens the data folder and starts serving.
 ///
 /// # Errors
-/// The address cannot be bound (busy port) or the data folder is unusable.
+/// Another broker holds the data folder ([`BrokerError::DataDirInUse`]),
+/// the address cannot be bound (busy port) or the data folder is unusable.
 pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
-    let listener = TcpListener::bind(config.listen).await.map_err(|e| {
-        BrokerError::Io(std::io::Error::new(
-            e.kind(),
-            format!("cannot listen on {}: {e}", config.listen),
-        ))
-    })?;
+    let lock = DataDirLock::acquire(&config.data_dir)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| BrokerError::Listen {
+            addr: config.listen,
+            error,
+        })?;
     let addr = listener.local_addr()?;
     let config = Arc::new(config);
     let registry = {
@@ -77,6 +87,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         sessions,
         registry,
         background,
+        _lock: lock,
     })
 }
 

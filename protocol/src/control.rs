@@ -56,6 +56,9 @@ pub enum ErrorCode {
     TopicUnavailable,
     GroupActive,
     ShuttingDown,
+    /// A durable room whose member file is damaged: the room serves no
+    /// request until an operator repairs it; other rooms are unaffected.
+    RoomUnavailable,
     Unknown(u16),
 }
 
@@ -79,6 +82,7 @@ impl ErrorCode {
             TopicUnavailable => 14,
             GroupActive => 15,
             ShuttingDown => 16,
+            RoomUnavailable => 20,
             Unknown(n) => n,
         }
     }
@@ -101,6 +105,7 @@ impl ErrorCode {
             14 => TopicUnavailable,
             15 => GroupActive,
             16 => ShuttingDown,
+            20 => RoomUnavailable,
             n => Unknown(n),
         }
     }

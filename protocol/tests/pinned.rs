@@ -103,6 +103,19 @@ fn error() {
     );
 }
 
+/// Code 20, RoomUnavailable: a durable room whose member file is damaged.
+#[test]
+fn error_room_unavailable() {
+    pin(
+        Message::error(ErrorCode::RoomUnavailable, "lobby"),
+        9,
+        "13000000 03 00 0000 0900000000000000 | 14 05 6c6f626279",
+    );
+    assert_eq!(ErrorCode::RoomUnavailable.as_u16(), 20);
+    assert_eq!(ErrorCode::from_u16(20), ErrorCode::RoomUnavailable);
+    assert!(!ErrorCode::RoomUnavailable.is_retryable());
+}
+
 #[test]
 fn ping_and_pong() {
     pin(Message::Ping, 2, "0c000000 04 00 0000 0200000000000000");

@@ -16,7 +16,7 @@ use herald_client::{Client, StartPosition, TopicConfig};
 use herald_protocol::FsyncPolicy;
 use serde_json::json;
 
-use super::common::{parse_size, runtime};
+use super::common::{parse_server, parse_size, runtime, DEFAULT_SERVER};
 use herald_broker::config::{fsync_name, parse_fsync};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -40,8 +40,8 @@ enum Mode {
 )]
 pub struct BenchArgs {
     mode: Mode,
-    /// Broker address (ignored with --embedded).
-    #[arg(long, env = "HERALD_SERVER", default_value = "127.0.0.1:7400")]
+    /// Broker address, HOST:PORT (ignored with --embedded).
+    #[arg(long, env = "HERALD_SERVER", default_value = DEFAULT_SERVER, value_parser = parse_server)]
     server: String,
     /// Start a broker in this process on a temporary folder.
     #[arg(long)]

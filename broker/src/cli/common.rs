@@ -1,20 +1,32 @@
-//! What the client subcommands share: the `--server` flag, connecting,
-//! output in text or JSON lines, and parsing of sizes and positions.
+//! What the client subcommands share: the `--server` flag, connecting
+//! (failing fast for one-shot commands, riding through restarts for `pub`
+//! and `sub`), output to stdout, and parsing of sizes and positions.
 
+use std::fmt;
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use herald_client::{Client, StartPosition};
+use futures::StreamExt;
+use herald_client::{Client, ConnectionEvent, StartPosition};
+
+/// Default broker address of every client subcommand and of the examples.
+pub const DEFAULT_SERVER: &str = "127.0.0.1:7400";
+
+/// Reconnect attempts of one-shot commands (`topics`, `groups`) after a
+/// drop: an operator's command should fail within seconds, not wait.
+const ONE_SHOT_RECONNECTS: u32 = 3;
 
 /// Flags every client subcommand takes.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
-    /// Broker address.
+    /// Broker address, HOST:PORT.
     #[arg(
         long,
         env = "HERALD_SERVER",
-        default_value = "127.0.0.1:7400",
+        default_value = DEFAULT_SERVER,
+        value_parser = parse_server,
         global = true
     )]
     pub server: String,
@@ -24,11 +36,25 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
-    /// Connects, failing after a few attempts with a message saying what to do.
+    /// Connects for a one-shot command: the first attempt must succeed, and
+    /// a drop later is retried only a few times.
     pub async fn connect(&self) -> anyhow::Result<Client> {
+        self.connect_as("herald-cli", Some(ONE_SHOT_RECONNECTS))
+            .await
+    }
+
+    /// Connects for a long-running command (`pub`, `sub`): the first
+    /// attempt must succeed (a wrong address fails at once), but later
+    /// drops are retried forever like the client library does; see
+    /// [`ReconnectArgs`] for a limit.
+    pub async fn connect_riding(&self, name: &str) -> anyhow::Result<Client> {
+        self.connect_as(name, None).await
+    }
+
+    async fn connect_as(&self, name: &str, reconnects: Option<u32>) -> anyhow::Result<Client> {
         Client::builder(self.server.clone())
-            .client_name("herald-cli")
-            .max_reconnect_attempts(Some(3))
+            .client_name(name)
+            .max_reconnect_attempts(reconnects)
             .connect()
             .await
             .with_context(|| {
@@ -37,6 +63,107 @@ impl ServerArgs {
                     self.server
                 )
             })
+    }
+}
+
+/// Checks that `s` is `HOST:PORT` before anything tries to connect, so a
+/// typo such as `--server 7400` is reported as such rather than as a
+/// missing broker.
+pub fn parse_server(s: &str) -> Result<String, String> {
+    // clap prefixes this with "invalid value '7400' for '--server <SERVER>'".
+    let bad = || format!("expected HOST:PORT (e.g. {DEFAULT_SERVER})");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let host_ok = !host.is_empty()
+        && !host.chars().any(char::is_whitespace)
+        && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')));
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && host_ok => Ok(s.to_owned()),
+        _ => Err(bad()),
+    }
+}
+
+/// How long `pub` and `sub` keep reconnecting to a broker that went away.
+#[derive(Debug, Clone, Args)]
+pub struct ReconnectArgs {
+    /// Give up (exit 1) once the broker has been unreachable this long
+    /// (e.g. 30s). Default: keep reconnecting, riding through restarts.
+    #[arg(long, value_parser = parse_duration, env = "HERALD_GIVE_UP_AFTER")]
+    pub give_up_after: Option<Duration>,
+}
+
+impl ReconnectArgs {
+    /// Resolves with an error once `client` has been without a connection
+    /// for `--give-up-after` (never without the flag, or while connected).
+    /// Start it right after connecting so it sees every drop.
+    pub fn give_up(
+        &self,
+        client: &Client,
+        server: &str,
+    ) -> impl std::future::Future<Output = anyhow::Error> + Send + 'static {
+        let mut events = client.events();
+        let limit = self.give_up_after;
+        let server = server.to_owned();
+        async move {
+            let Some(limit) = limit else {
+                return std::future::pending().await;
+            };
+            // When the connection dropped; None while connected.
+            let mut down_since: Option<tokio::time::Instant> = None;
+            let mut last_reason = String::new();
+            loop {
+                let deadline = down_since.map(|t| t + limit);
+                let ev = match deadline {
+                    Some(d) => match tokio::time::timeout_at(d, events.next()).await {
+                        Ok(ev) => ev,
+                        Err(_) => {
+                            return anyhow::anyhow!(
+                                "gave up: no broker at {server} for {} ({last_reason}; --give-up-after)",
+                                humantime::format_duration(limit)
+                            )
+                        }
+                    },
+                    None => events.next().await,
+                };
+                match ev {
+                    Some(ConnectionEvent::Disconnected { reason }) => {
+                        last_reason = reason;
+                        down_since.get_or_insert_with(tokio::time::Instant::now);
+                    }
+                    Some(ConnectionEvent::Reconnected | ConnectionEvent::Connected) => {
+                        down_since = None;
+                    }
+                    Some(_) => {}
+                    // The client closed: the command is finishing anyway.
+                    None => return std::future::pending().await,
+                }
+            }
+        }
+    }
+}
+
+/// Writes one line to stdout, returning the error instead of panicking as
+/// `println!` does: a closed pipe (`herald sub t | head -1`) then ends the
+/// command quietly (see `main`).
+pub fn write_line(args: fmt::Arguments<'_>) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args)?;
+    out.write_all(b"\n")
+}
+
+/// `println!` for command output, returning an `io::Result`.
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::cli::common::write_line(format_args!($($t)*))
+    };
+}
+pub(crate) use outln;
+
+/// `1 message`, `2 messages`: a count with its noun.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
@@ -108,5 +235,38 @@ mod tests {
             Ok(StartPosition::Timestamp(1000))
         );
         assert!(parse_start("soon").is_err());
+    }
+
+    #[test]
+    fn server_addresses() {
+        for ok in [
+            "127.0.0.1:7400",
+            "localhost:1",
+            "broker.example:65535",
+            "[::1]:7400",
+        ] {
+            assert_eq!(parse_server(ok), Ok(ok.to_owned()));
+        }
+        for bad in [
+            "7400",
+            "host:",
+            ":7400",
+            ":x",
+            "host:0",
+            "host:70000",
+            "::1:7400",
+            "a b:1",
+            "",
+        ] {
+            let e = parse_server(bad).unwrap_err();
+            assert!(e.contains("expected HOST:PORT"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn counts_agree_in_number() {
+        assert_eq!(count(0, "message"), "0 messages");
+        assert_eq!(count(1, "message"), "1 message");
+        assert_eq!(count(2, "message"), "2 messages");
     }
 }

@@ -1,5 +1,7 @@
 //! `herald pub`: publish arguments, stdin lines or generated payloads, each
-//! confirmed; exits 0 only when every message is confirmed.
+//! confirmed; exits 0 only when every message is confirmed. Like the client
+//! library it rides through broker restarts, re-sending what was not yet
+//! confirmed (unless `--give-up-after`).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -13,7 +15,7 @@ use herald_client::{PendingReceipt, Producer, Record};
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 
-use super::common::{parse_size, runtime, ServerArgs};
+use super::common::{count, parse_size, runtime, ReconnectArgs, ServerArgs};
 
 /// Confirms awaited at once; bounds memory for endless stdin.
 const MAX_PENDING: usize = 50_000;
@@ -25,6 +27,8 @@ const MAX_PENDING: usize = 50_000;
 pub struct PubArgs {
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    reconnect: ReconnectArgs,
     /// The topic (created with defaults if missing, unless the broker forbids it).
     topic: String,
     /// Messages to publish; without any, each line of stdin is one message.
@@ -89,89 +93,97 @@ impl Out {
 }
 
 pub fn run(a: PubArgs) -> anyhow::Result<ExitCode> {
-    runtime()?.block_on(async move {
-        let client = herald_client::Client::builder(a.server.server.clone())
-            .client_name("herald-pub")
-            .max_reconnect_attempts(Some(100))
-            .connect()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach a broker at {} (start one with `herald serve`, or pass --server)",
-                    a.server.server
-                )
-            })?;
-        let producer = match a.producer_id {
-            Some(id) => client.producer_with_id(&a.topic, id),
-            None => client.producer(&a.topic),
+    let rt = runtime()?;
+    let result = rt.block_on(async move {
+        let client = a.server.connect_riding("herald-pub").await?;
+        let give_up = a.reconnect.give_up(&client, &a.server.server);
+        let confirmed = tokio::select! {
+            r = publish(&a, &client) => r?,
+            e = give_up => return Err(e),
         };
-        let key = a.key.clone().map(Bytes::from);
-        let make = |payload: Bytes| {
-            let mut r = Record::new(payload);
-            if let Some(k) = &key {
-                r = r.key(k.clone());
-            }
-            for (n, v) in &a.headers {
-                r = r.header(n.clone(), Bytes::from(v.clone()));
-            }
-            r
-        };
-        let mut out = Out {
-            json: a.server.json,
-            w: std::io::BufWriter::new(std::io::stdout()),
-            confirmed: 0,
-        };
-        let mut pending = Pending::new();
-        let mut seq = 0u64;
-        if let Some(n) = a.count {
-            let payload = Bytes::from(vec![b'x'; a.size as usize]);
-            for _ in 0..n {
-                send(&producer, make(payload.clone()), &mut seq, &mut pending).await?;
-                drain(&mut pending, &mut out, MAX_PENDING).await?;
-            }
-        } else if !a.messages.is_empty() {
-            for m in &a.messages {
-                send(
-                    &producer,
-                    make(Bytes::from(m.clone())),
-                    &mut seq,
-                    &mut pending,
-                )
-                .await?;
-            }
-        } else {
-            // Confirms are taken while waiting for the next line too: with
-            // a slow or idle stdin (`tail -f`), each one is printed as it
-            // arrives rather than when the next line or EOF comes.
-            // Lines are bytes, not text: any payload that has no newline can
-            // be piped in. A trailing `\r` is dropped, as `lines()` would.
-            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).split(b'\n');
-            loop {
-                tokio::select! {
-                    // `next_segment` keeps a half-read line in the `Split`
-                    // itself, so losing the race to a confirm drops nothing.
-                    line = lines.next_segment(), if pending.len() < MAX_PENDING => {
-                        let Some(mut line) = line.context("reading stdin")? else { break };
-                        if line.last() == Some(&b'\r') {
-                            line.pop();
-                        }
-                        send(&producer, make(Bytes::from(line)), &mut seq, &mut pending).await?;
-                    }
-                    Some((n, r)) = pending.next(), if !pending.is_empty() => {
-                        out.take(n, r)?;
-                    }
-                }
-                drain(&mut pending, &mut out, MAX_PENDING).await?;
-            }
-        }
-        drain(&mut pending, &mut out, 0).await?;
-        out.w.flush()?;
         if !a.server.json {
-            eprintln!("published {} messages to {}", out.confirmed, a.topic);
+            eprintln!("published {} to {}", count(confirmed, "message"), a.topic);
         }
         client.close().await;
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // stdin is read on a blocking thread that returns only at the next line
+    // or EOF; a runtime dropped the usual way would wait for it, so a pub
+    // that fails while stdin stays open (`tail -f log | herald pub t`)
+    // would never exit.
+    rt.shutdown_background();
+    result
+}
+
+/// Publishes everything the arguments ask for; returns how many messages
+/// were confirmed (all of them: the first failure is an error).
+async fn publish(a: &PubArgs, client: &herald_client::Client) -> anyhow::Result<u64> {
+    let producer = match a.producer_id {
+        Some(id) => client.producer_with_id(&a.topic, id),
+        None => client.producer(&a.topic),
+    };
+    let key = a.key.clone().map(Bytes::from);
+    let make = |payload: Bytes| {
+        let mut r = Record::new(payload);
+        if let Some(k) = &key {
+            r = r.key(k.clone());
+        }
+        for (n, v) in &a.headers {
+            r = r.header(n.clone(), Bytes::from(v.clone()));
+        }
+        r
+    };
+    let mut out = Out {
+        json: a.server.json,
+        w: std::io::BufWriter::new(std::io::stdout()),
+        confirmed: 0,
+    };
+    let mut pending = Pending::new();
+    let mut seq = 0u64;
+    if let Some(n) = a.count {
+        let payload = Bytes::from(vec![b'x'; a.size as usize]);
+        for _ in 0..n {
+            send(&producer, make(payload.clone()), &mut seq, &mut pending).await?;
+            drain(&mut pending, &mut out, MAX_PENDING).await?;
+        }
+    } else if !a.messages.is_empty() {
+        for m in &a.messages {
+            send(
+                &producer,
+                make(Bytes::from(m.clone())),
+                &mut seq,
+                &mut pending,
+            )
+            .await?;
+        }
+    } else {
+        // Confirms are taken while waiting for the next line too: with
+        // a slow or idle stdin (`tail -f`), each one is printed as it
+        // arrives rather than when the next line or EOF comes.
+        // Lines are bytes, not text: any payload that has no newline can
+        // be piped in. A trailing `\r` is dropped, as `lines()` would.
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).split(b'\n');
+        loop {
+            tokio::select! {
+                // `next_segment` keeps a half-read line in the `Split`
+                // itself, so losing the race to a confirm drops nothing.
+                line = lines.next_segment(), if pending.len() < MAX_PENDING => {
+                    let Some(mut line) = line.context("reading stdin")? else { break };
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    send(&producer, make(Bytes::from(line)), &mut seq, &mut pending).await?;
+                }
+                Some((n, r)) = pending.next(), if !pending.is_empty() => {
+                    out.take(n, r)?;
+                }
+            }
+            drain(&mut pending, &mut out, MAX_PENDING).await?;
+        }
+    }
+    drain(&mut pending, &mut out, 0).await?;
+    out.w.flush()?;
+    Ok(out.confirmed)
 }
 
 type Pending = FuturesOrdered<

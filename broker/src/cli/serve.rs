@@ -9,6 +9,8 @@ use anyhow::Context;
 use clap::Args;
 use herald_broker::config::{parse_fsync, BrokerConfig, FileConfig};
 
+use super::common::outln;
+
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  herald serve\n  herald serve --listen 127.0.0.1:0 --data-dir /tmp/h --fsync never\n  HERALD_FSYNC=interval:50 herald serve --config herald.toml"
@@ -163,11 +165,15 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<(BrokerConfig, String)> {
     Ok((c, format))
 }
 
+/// Logs go to stderr, coloured only when stderr is a terminal: escape codes
+/// in a log file or a pipe to a collector are noise.
 fn init_logging(format: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if format == "json" {
         b.json().init();
@@ -201,10 +207,9 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         let broker = herald_broker::server::start(config)
             .await
             .with_context(|| format!("starting the broker (data folder {})", data_dir.display()))?;
-        // Scripts and tests read this line to learn the real port.
-        println!("listening on {}", broker.local_addr());
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
+        // Scripts and tests read this line to learn the real port. Nobody
+        // reading stdout (closed) is no reason to stop serving.
+        let _ = outln!("listening on {}", broker.local_addr());
         wait_for_signal().await?;
         tracing::info!("shutting down (a second signal exits at once)");
         tokio::spawn(async {

@@ -59,11 +59,17 @@ struct Online {
 ///   contains `c`.
 /// - A non-durable room's members are all in `online`.
 /// - No room is empty (an empty room is removed, its file deleted).
+/// - A room in `damaged` is not in `rooms`, and its file is never written.
 #[derive(Debug, Default)]
 struct State {
     rooms: HashMap<String, Room>,
     memberships: HashMap<String, BTreeSet<String>>,
     online: HashMap<String, Online>,
+    /// Durable rooms whose member file could not be read at start, with the
+    /// reason: unavailable (error `RoomUnavailable`) until an operator
+    /// repairs the file and restarts the broker (docs/operations.md).
+    /// Serving them as empty would silently drop their members' events.
+    damaged: HashMap<String, String>,
 }
 
 impl State {
@@ -108,6 +114,20 @@ impl State {
     fn is_durable(&self, room: &str) -> bool {
         self.rooms.get(room).is_some_and(|r| r.durable)
     }
+
+    /// Refuses any request naming a room whose member file is damaged.
+    fn check_available(&self, room: &str) -> Result<(), BrokerError> {
+        match self.damaged.get(room) {
+            None => Ok(()),
+            Some(reason) => Err(BrokerError::RoomUnavailable {
+                name: room.to_owned(),
+                reason: format!(
+                    "its member file is damaged ({reason}); an operator must repair it \
+                     (see docs/operations.md)"
+                ),
+            }),
+        }
+    }
 }
 
 /// Where an emit goes: each recipient once, with the room it gets the
@@ -133,10 +153,11 @@ pub struct Rooms {
 }
 
 impl Rooms {
-    /// Loads the durable rooms from `<data-dir>/rooms`.
+    /// Loads the durable rooms from `<data-dir>/rooms`. A room whose member
+    /// file is damaged is logged and unavailable; the others are served.
     ///
     /// # Errors
-    /// The folder cannot be created or read, or a member file is damaged.
+    /// The folder cannot be created or listed.
     pub fn open(
         config: Arc<BrokerConfig>,
         registry: Arc<Registry>,
@@ -144,10 +165,21 @@ impl Rooms {
     ) -> Result<Arc<Rooms>, BrokerError> {
         let dir = config.data_dir.join("rooms");
         let mut state = State::default();
-        for (room, members) in store::load_all(&dir)? {
+        let loaded = store::load_all(&dir)?;
+        for (room, members) in loaded.rooms {
             for m in members {
                 state.add(&room, &m, true);
             }
+        }
+        for d in loaded.damaged {
+            tracing::error!(
+                room = %d.room,
+                file = %d.path.display(),
+                error = %d.reason,
+                "room member file is damaged; the room is unavailable until it is repaired \
+                 (docs/operations.md), the other rooms are served"
+            );
+            state.damaged.insert(d.room, d.reason);
         }
         Ok(Arc::new(Rooms {
             config,
@@ -269,6 +301,7 @@ impl Rooms {
         inbox::validate_client_id(client)?;
         let notices = {
             let mut st = self.lock();
+            st.check_available(room)?;
             if let Some(r) = st.rooms.get(room) {
                 if r.durable != durable {
                     let (is, asked) = if r.durable {
@@ -313,10 +346,12 @@ impl Rooms {
     /// Removes `client` from `room` (a no-op if it is not a member).
     ///
     /// # Errors
-    /// The durable member file cannot be written.
+    /// The room is unavailable, or its durable member file cannot be
+    /// written.
     pub async fn leave(&self, client: &str, room: &str) -> Result<Vec<Notice>, BrokerError> {
         let (notices, durable) = {
             let mut st = self.lock();
+            st.check_available(room)?;
             let durable = st.is_durable(room);
             if !st.remove(room, client) {
                 return Ok(Vec::new());
@@ -335,9 +370,11 @@ impl Rooms {
     /// The members of `room`, for a client that is one of them.
     ///
     /// # Errors
-    /// `InvalidArgument` if `client` is not a member.
+    /// `RoomUnavailable` if its file is damaged, `InvalidArgument` if
+    /// `client` is not a member.
     pub fn members(&self, client: &str, room: &str) -> Result<Vec<RoomMember>, BrokerError> {
         let st = self.lock();
+        st.check_available(room)?;
         let mut ids: BTreeSet<String> = st
             .rooms
             .get(room)
@@ -363,12 +400,15 @@ impl Rooms {
     /// The client ids an emit from `sender` to `target` reaches.
     ///
     /// # Errors
-    /// A bad room name or client id.
+    /// A bad room name or client id, or a room that is unavailable (the
+    /// whole emit is refused rather than delivered to some of its
+    /// recipients).
     pub fn resolve(&self, sender: &str, target: &EmitTarget) -> Result<Recipients, BrokerError> {
         let st = self.lock();
         let mut out = Recipients::new();
         let mut add_room = |room: &str, except_sender: bool| -> Result<(), BrokerError> {
             name::validate("room", room)?;
+            st.check_available(room)?;
             let members = st.rooms.get(room).map(|r| r.members.iter());
             // The room named after a client id holds that client.
             let own = st.online.contains_key(room).then_some(room);

@@ -16,7 +16,7 @@ use crate::config::BrokerConfig;
 use crate::fsutil;
 use crate::group::GroupDefaults;
 use crate::memory::MemoryBudget;
-use crate::storage::{Log, LogConfig};
+use crate::storage::{Log, LogConfig, MAX_SEGMENT_BYTES};
 use crate::BrokerError;
 
 /// The broker's topics. Lookups are lock-free (DashMap; guards are never
@@ -37,6 +37,8 @@ pub struct Registry {
 }
 
 const META_FILE: &str = "topic.meta";
+/// Smallest segment size a topic may be created with.
+const MIN_SEGMENT_BYTES: u64 = 4096;
 
 impl Registry {
     /// Opens every topic under `<data-dir>/topics`. A topic that fails to
@@ -280,10 +282,14 @@ fn read_meta(path: &Path) -> Result<TopicConfig, BrokerError> {
 }
 
 fn validate_config(cfg: &TopicConfig) -> Result<(), BrokerError> {
+    // The log clamps larger sizes to MAX_SEGMENT_BYTES; accepting them
+    // would store a setting that is silently not the one used.
     if let Some(s) = cfg.segment_bytes {
-        if !(4096..=(1 << 32)).contains(&s) {
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&s) {
             return Err(BrokerError::InvalidArgument(format!(
-                "segment size {s} must be between 4 KiB and 4 GiB"
+                "segment size {s} must be between {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES} bytes \
+                 (4 KiB to {} MiB)",
+                MAX_SEGMENT_BYTES >> 20
             )));
         }
     }

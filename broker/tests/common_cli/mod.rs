@@ -128,16 +128,40 @@ pub struct Proc {
     pub child: std::process::Child,
     pub stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
+    /// All of stderr once it closes, when spawned with [`Proc::spawn_with_stderr`].
+    stderr: Option<mpsc::Receiver<String>>,
 }
 
 impl Proc {
-    pub fn spawn(mut cmd: Command) -> Proc {
+    pub fn spawn(cmd: Command) -> Proc {
+        Self::spawn_inner(cmd, false)
+    }
+
+    /// Like [`Proc::spawn`], keeping stderr for [`Proc::finish_with_stderr`].
+    pub fn spawn_with_stderr(cmd: Command) -> Proc {
+        Self::spawn_inner(cmd, true)
+    }
+
+    fn spawn_inner(mut cmd: Command, keep_stderr: bool) -> Proc {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if keep_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("spawn herald");
+        let stderr = child.stderr.take().map(|mut err| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = err.read_to_string(&mut s);
+                let _ = tx.send(s);
+            });
+            rx
+        });
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
@@ -153,6 +177,7 @@ impl Proc {
             child,
             stdin,
             lines,
+            stderr,
         }
     }
 
@@ -183,6 +208,29 @@ impl Proc {
         }
         let status = self.child.wait().expect("wait");
         (status, rest)
+    }
+
+    /// Waits (stdin left open) for the process to exit within `d`; returns
+    /// its status and stderr. Needs [`Proc::spawn_with_stderr`].
+    pub fn finish_with_stderr(mut self, d: Duration) -> (ExitStatus, String) {
+        let deadline = Instant::now() + d;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("herald did not exit in {d:?}"),
+            }
+        }
+        let status = self.child.wait().expect("wait");
+        let left = deadline.saturating_duration_since(Instant::now());
+        let err = self
+            .stderr
+            .take()
+            .expect("spawned with spawn_with_stderr")
+            .recv_timeout(left)
+            .unwrap_or_default();
+        (status, err)
     }
 
     /// SIGKILL and reap.
