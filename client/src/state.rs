@@ -18,7 +18,7 @@ use herald_protocol::{
 };
 use tokio::sync::oneshot;
 
-use crate::acks::MAX_RANGES_PER_FRAME;
+use crate::acks::{AckOp, AckWaiter, MAX_RANGES_PER_FRAME};
 use crate::command::{Command, PublishBatch, SubItem, SubRegistration};
 use crate::{Error, Receipt, Result};
 
@@ -50,7 +50,11 @@ struct SubEntry {
     /// The caller of the first subscribe, until it is answered.
     reply: Option<oneshot::Sender<Result<u64>>>,
     /// Acks sent on a connection that dropped before confirming them.
-    unsent_acks: Vec<(AckKind, Vec<(u64, u64)>)>,
+    unsent_acks: Vec<AckOp>,
+    /// Acks the broker refused to confirm because it could not write them
+    /// (full disk). It keeps them in memory and retries; they are sent
+    /// again after a reconnect in case the broker restarted meanwhile.
+    rejected_acks: Vec<(AckKind, Vec<(u64, u64)>)>,
     /// Unsubscribing: the Unsubscribe waits until the broker confirmed the
     /// acks sent before it, so that leaving cannot overtake them.
     leaving: Option<Option<oneshot::Sender<Result<()>>>>,
@@ -69,6 +73,8 @@ enum Pending {
         local_id: u64,
         kind: AckKind,
         ranges: Vec<(u64, u64)>,
+        /// Callers of `ack_confirmed` whose offset this frame carries.
+        waiters: Vec<AckWaiter>,
     },
     Admin {
         msg: Wire,
@@ -141,6 +147,7 @@ impl State {
                         start_offset: None,
                         reply: Some(reply),
                         unsent_acks: Vec::new(),
+                        rejected_acks: Vec::new(),
                         leaving: None,
                     },
                 );
@@ -250,13 +257,7 @@ impl State {
         // Acks recorded before unsubscribing still count: send them, and
         // leave once they are confirmed.
         if s.broker_id.is_some() && s.reg.shared.group && self.live {
-            let mut ops = std::mem::take(&mut s.unsent_acks);
-            ops.extend(s.reg.shared.lock().drain());
-            for (kind, ranges) in ops {
-                for chunk in ranges.chunks(MAX_RANGES_PER_FRAME) {
-                    self.send_ack(local_id, kind, chunk.to_vec());
-                }
-            }
+            self.flush_sub_acks(local_id);
         }
         self.leave_if_acked(local_id);
     }
@@ -278,6 +279,7 @@ impl State {
         let Some(mut s) = self.subs.remove(&local_id) else {
             return;
         };
+        s.reg.shared.lock().drop_waiters();
         let reply = s.leaving.take().flatten();
         match s.broker_id {
             Some(subscription_id) if self.live => {
@@ -318,23 +320,28 @@ impl State {
             return;
         };
         let mut ops = std::mem::take(&mut s.unsent_acks);
-        ops.extend(s.reg.shared.lock().drain());
-        for (kind, ranges) in ops {
-            for chunk in ranges.chunks(MAX_RANGES_PER_FRAME) {
-                self.send_ack(local_id, kind, chunk.to_vec());
+        ops.extend(s.reg.shared.lock().drain_ops());
+        for op in ops {
+            for part in op.split(MAX_RANGES_PER_FRAME) {
+                self.send_ack(local_id, part);
             }
         }
     }
 
-    fn send_ack(&mut self, local_id: u64, kind: AckKind, ranges: Vec<(u64, u64)>) {
-        let Some(subscription_id) = self.subs.get(&local_id).and_then(|s| s.broker_id) else {
+    fn send_ack(&mut self, local_id: u64, op: AckOp) {
+        let Some(s) = self.subs.get_mut(&local_id) else {
+            return;
+        };
+        let Some(subscription_id) = s.broker_id else {
+            // Not subscribed on this connection: sent after the resubscribe.
+            s.unsent_acks.push(op);
             return;
         };
         let id = self.request_id();
         let msg = Wire::Ack(Ack {
             subscription_id,
-            kind,
-            ranges,
+            kind: op.kind,
+            ranges: op.ranges,
         });
         self.send(id, &msg);
         if let Wire::Ack(Ack { ranges, .. }) = msg {
@@ -342,8 +349,9 @@ impl State {
                 id,
                 Pending::Ack {
                     local_id,
-                    kind,
+                    kind: op.kind,
                     ranges,
+                    waiters: op.waiters,
                 },
             );
         }
@@ -411,18 +419,39 @@ impl State {
                     local_id,
                     kind,
                     ranges,
+                    waiters,
                 },
                 Wire::Ok,
             ) => {
+                for (_, w) in waiters {
+                    let _ = w.send(Ok(()));
+                }
                 let confirms = matches!(kind, AckKind::Ack | AckKind::Terminate);
                 if let (true, Some(s)) = (confirms, self.subs.get(&local_id)) {
                     let _ = s.reg.tx.send(SubItem::AcksDurable(ranges));
                 }
                 self.leave_if_acked(local_id);
             }
-            (Pending::Ack { local_id, kind, .. }, Wire::Error(e)) => {
-                // The filter keeps these offsets; nothing else to do.
+            (
+                Pending::Ack {
+                    local_id,
+                    kind,
+                    ranges,
+                    waiters,
+                },
+                Wire::Error(e),
+            ) => {
+                // The filter keeps these offsets.
                 tracing::warn!(?kind, code = e.code, message = %e.message, "ack rejected");
+                let code = ErrorCode::from_u16(e.code);
+                for (_, w) in waiters {
+                    let _ = w.send(Err(Error::from_body(e.code, e.message.clone())));
+                }
+                let unwritten = matches!(code, ErrorCode::StorageFull | ErrorCode::Internal);
+                let done = matches!(kind, AckKind::Ack | AckKind::Terminate | AckKind::AckUpTo);
+                if let (true, true, Some(s)) = (unwritten, done, self.subs.get_mut(&local_id)) {
+                    s.rejected_acks.push((kind, ranges));
+                }
                 self.leave_if_acked(local_id);
             }
             (Pending::Admin { reply, .. }, Wire::Error(e)) => {
@@ -578,16 +607,24 @@ impl State {
         for local_id in leaving {
             // Not restored: its unconfirmed acks are given up, and the group
             // redelivers those messages (at least once, never lost).
-            if let Some(reply) = self
-                .subs
-                .remove(&local_id)
-                .and_then(|mut s| s.leaving.take().flatten())
-            {
+            let Some(mut s) = self.subs.remove(&local_id) else {
+                continue;
+            };
+            s.reg.shared.lock().drop_waiters();
+            if let Some(reply) = s.leaving.take().flatten() {
                 let _ = reply.send(Ok(()));
             }
         }
         for s in self.subs.values_mut() {
             s.broker_id = None;
+            // The broker may have restarted without writing these.
+            for (kind, ranges) in std::mem::take(&mut s.rejected_acks) {
+                s.unsent_acks.push(AckOp {
+                    kind,
+                    ranges,
+                    waiters: Vec::new(),
+                });
+            }
         }
         let pending: Vec<(u64, Pending)> = self.requests.drain().collect();
         for (id, p) in pending {
@@ -602,9 +639,14 @@ impl State {
                     local_id,
                     kind,
                     ranges,
+                    waiters,
                 } => {
                     if let Some(s) = self.subs.get_mut(&local_id) {
-                        s.unsent_acks.push((kind, ranges));
+                        s.unsent_acks.push(AckOp {
+                            kind,
+                            ranges,
+                            waiters,
+                        });
                     }
                 }
                 Pending::Admin { msg, reply } => {
@@ -663,6 +705,7 @@ impl State {
         }
         for (_, mut s) in self.subs.drain() {
             s.reg.shared.closed.store(true, Ordering::Release);
+            s.reg.shared.lock().drop_waiters();
             if let Some(r) = s.reply.take() {
                 let _ = r.send(Err(err.clone()));
             } else if fail_subs {

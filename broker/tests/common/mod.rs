@@ -134,6 +134,21 @@ impl Raw {
         }
     }
 
+    /// Creates a topic with the broker's defaults (subscribing does not
+    /// create one).
+    pub async fn create_topic(&mut self, name: &str) {
+        match self
+            .request(Message::CreateTopic(CreateTopic {
+                name: name.into(),
+                config: TopicConfig::default(),
+            }))
+            .await
+        {
+            Message::TopicInfo(_) => {}
+            m => panic!("create topic {name}: {m:?}"),
+        }
+    }
+
     pub async fn subscribe(
         &mut self,
         topic: &str,
