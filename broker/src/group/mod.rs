@@ -417,7 +417,10 @@ impl Group {
             } else {
                 // The group exists on disk before it delivers anything, so
                 // a restart cannot forget it (and its acks) later.
-                self.persist.save_now(self.stored()).await?;
+                if let Err(e) = self.persist.save_now(self.stored()).await {
+                    tracing::warn!(group = %self.name, error = %e, "a new group's state cannot be written; its first member is refused");
+                    return Err(e.into());
+                }
                 self.known = true;
             }
         }

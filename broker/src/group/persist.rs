@@ -132,6 +132,8 @@ impl Persister {
                 }
             }
             Err(e) => {
+                // Its changes are still to be written.
+                self.dirty = true;
                 self.failed(&e);
                 for w in self.current.drain(..) {
                     let _ = w.send(Err(BrokerError::GroupStore(e.duplicate())));
@@ -140,13 +142,10 @@ impl Persister {
         }
     }
 
+    /// Counts a failed write and schedules the next attempt; the first
+    /// failure of an outage is logged at ERROR, the retries at DEBUG.
     fn failed(&mut self, e: &StoreError) {
-        self.dirty = true;
-        self.failures = self.failures.saturating_add(1);
-        let backoff = RETRY_FIRST
-            .saturating_mul(1 << self.failures.saturating_sub(1).min(16))
-            .min(RETRY_MAX);
-        self.not_before = Instant::now() + backoff;
+        let backoff = self.back_off();
         if self.failures == 1 {
             tracing::error!(group = %self.group, error = %e, retry_in = ?backoff,
                 "persisting group state failed; acks stay in memory and the write is retried");
@@ -155,10 +154,23 @@ impl Persister {
         }
     }
 
+    /// Counts a failure; returns the delay before the next attempt.
+    fn back_off(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let backoff = RETRY_FIRST
+            .saturating_mul(1 << self.failures.saturating_sub(1).min(16))
+            .min(RETRY_MAX);
+        self.not_before = Instant::now() + backoff;
+        backoff
+    }
+
     /// Writes `state` now (after the running write, if any) and returns
     /// once it is on disk. Every waiter whose change `state` includes is
     /// answered. Used where the caller must not go on before the state is
-    /// written: a new group's first member, shutdown.
+    /// written: a new group's first member, shutdown. A failure leaves the
+    /// dirty flag as it was: `state` may hold a change the caller undoes
+    /// (a new group's first member that is refused), which must not be
+    /// written by a later retry.
     pub async fn save_now(&mut self, state: StoredGroup) -> Result<(), StoreError> {
         if self.running.is_some() {
             let r = self.finished().await;
@@ -181,7 +193,11 @@ impl Persister {
                     let _ = w.send(Ok(()));
                 }
             }
-            Err(e) => self.failed(e),
+            Err(e) => {
+                // The caller reports it (a refused subscription, shutdown).
+                self.back_off();
+                tracing::debug!(group = %self.group, error = %e, "writing group state failed");
+            }
         }
         r
     }
@@ -228,6 +244,17 @@ mod tests {
         assert_eq!(store::load(&path).unwrap(), Some(StoredGroup::default()));
     }
 
+    #[tokio::test]
+    async fn a_failed_last_write_is_not_reported_as_ok() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("g.state");
+        let mut p = Persister::new("g".into(), path, false);
+        let (tx, rx) = oneshot::channel();
+        p.wait(tx);
+        p.close(StoredGroup::default()).await;
+        assert!(rx.await.unwrap().is_err());
+    }
+
     #[test]
     fn backoff_is_bounded() {
         let mut p = Persister::new("g".into(), PathBuf::from("/nonexistent/g.state"), false);
@@ -237,6 +264,7 @@ mod tests {
         };
         for _ in 0..100 {
             p.failed(&e);
+            p.back_off();
         }
         assert!(p.not_before <= Instant::now() + RETRY_MAX);
     }
