@@ -205,8 +205,10 @@ impl Persister {
     /// The actor is ending: writes `state` a last time and answers every
     /// waiter with the outcome.
     pub async fn close(&mut self, state: StoredGroup) {
+        // Written even when no ack is pending: deliveries (the next fresh
+        // offset, delivery counts) do not mark the state dirty.
         if let Err(e) = self.save_now(state).await {
-            tracing::error!(group = %self.group, error = %e, "saving group state at shutdown failed; acks since the last successful write are lost");
+            tracing::error!(group = %self.group, error = %e, "saving group state at shutdown failed; the group resumes from its last written state");
             for w in self.next.drain(..) {
                 let _ = w.send(Err(BrokerError::GroupStore(e.duplicate())));
             }

@@ -62,9 +62,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| {
         // A checksum mismatch or a truncated file is damage, not I/O.
         if source.kind() == std::io::ErrorKind::InvalidData {
+            // The message names the file already; say it once.
+            let text = source.to_string();
+            let prefix = format!("{}: ", path.display());
             StoreError::Corrupt {
                 path: path.to_path_buf(),
-                reason: source.to_string(),
+                reason: text.strip_prefix(&prefix).unwrap_or(&text).to_owned(),
             }
         } else {
             StoreError::Io {
