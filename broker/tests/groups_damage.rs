@@ -84,14 +84,19 @@ fn a_damaged_group_file_is_loud_local_and_repairable_by_reset() {
         .ok()
         .json();
     let gs = d[0]["groups"].as_array().unwrap().clone();
-    assert!(find(&gs, "g")["damaged"].as_str().unwrap().contains("g.state"));
+    assert!(find(&gs, "g")["damaged"]
+        .as_str()
+        .unwrap()
+        .contains("g.state"));
     let all = groups(b.addr, "t");
     assert!(find(&all, "g")["damaged"].is_string());
     assert_eq!(find(&all, "ok")["damaged"], Value::Null);
     assert_eq!(find(&all, "ok")["ack_floor"], 1);
     let table = run_at(b.addr, &["groups", "t"], b"").ok().stdout;
     assert!(table.contains("DAMAGED"), "{table}");
-    let described = run_at(b.addr, &["topics", "describe", "t"], b"").ok().stdout;
+    let described = run_at(b.addr, &["topics", "describe", "t"], b"")
+        .ok()
+        .stdout;
     assert!(described.contains("DAMAGED"), "{described}");
 
     // Subscribing to it is refused, naming the file and what to do.
@@ -126,7 +131,10 @@ fn a_damaged_group_file_is_loud_local_and_repairable_by_reset() {
     assert_eq!(warned[0]["fields"]["kept"], aside[0].to_str().unwrap());
     let g = groups(b.addr, "t");
     let g = find(&g, "g");
-    assert_eq!((g["damaged"].clone(), g["ack_floor"].clone()), (Value::Null, 1.into()));
+    assert_eq!(
+        (g["damaged"].clone(), g["ack_floor"].clone()),
+        (Value::Null, 1.into())
+    );
     assert_eq!(run_at(b.addr, &sub_g, b"").ok().lines(), ["b", "c"]);
     assert!(b.terminate().success());
 

@@ -103,7 +103,10 @@ async fn publish(client: &Client, topic: &str, n: u64) {
         .await
         .expect("create");
     for i in 0..n {
-        client.publish(topic, format!("m{i}")).await.expect("publish");
+        client
+            .publish(topic, format!("m{i}"))
+            .await
+            .expect("publish");
     }
 }
 
@@ -190,7 +193,9 @@ async fn full_disk_acks(base: &Path, mnt: &Path) {
 
     let b = broker(&data, "127.0.0.1:0", &base.join("broker2.log"));
     let client = connect(b.addr).await;
-    let old = group(&client, "t", "old").await.expect("group old survives");
+    let old = group(&client, "t", "old")
+        .await
+        .expect("group old survives");
     assert_eq!(old.ack_floor, 16, "every confirmed ack survived the kill");
     assert!(group(&client, "t", "new").await.is_none());
     let mut sub = client

@@ -215,7 +215,9 @@ impl Message {
             return Err(Error::ConnectionLost("subscription closed".into()));
         };
         answer.await.map_err(|_| {
-            Error::ConnectionLost("the subscription closed before the broker confirmed the ack".into())
+            Error::ConnectionLost(
+                "the subscription closed before the broker confirmed the ack".into(),
+            )
         })?
     }
 

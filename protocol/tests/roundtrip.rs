@@ -63,8 +63,8 @@ fn config() -> impl Strategy<Value = TopicConfig> {
 }
 
 fn group_info() -> impl Strategy<Value = GroupInfo> {
-    (s(), any::<[u64; 5]>(), vec(s(), 0..4), of(s())).prop_map(
-        |(name, n, members, damaged)| GroupInfo {
+    (s(), any::<[u64; 5]>(), vec(s(), 0..4), of(s())).prop_map(|(name, n, members, damaged)| {
+        GroupInfo {
             name,
             ack_floor: n[0],
             lag: n[1],
@@ -73,8 +73,8 @@ fn group_info() -> impl Strategy<Value = GroupInfo> {
             dead_lettered: n[4],
             members,
             damaged,
-        },
-    )
+        }
+    })
 }
 
 /// `messages_per_sec` is an f64: only finite values compare equal to

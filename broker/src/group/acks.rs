@@ -777,13 +777,29 @@ mod tests {
         // More in the log than delivered.
         assert_eq!(t.lag(15), 10);
         // A nacked offset is pending: still not done.
-        t.apply(1, AckKind::Nack { delay_ms: 0 }, &[(5, 5)], now, Duration::ZERO);
+        t.apply(
+            1,
+            AckKind::Nack { delay_ms: 0 },
+            &[(5, 5)],
+            now,
+            Duration::ZERO,
+        );
         assert_eq!(t.lag(10), 5);
         // Acks ahead of delivery count as done.
         t.apply(2, AckKind::Ack, &[(12, 13)], now, Duration::ZERO);
         assert_eq!(t.lag(15), 8);
-        assert_eq!(t.lag(13), 7, "0, 5, 6, 8, 9, 10, 11: of 12..=13 only 12 is in the log");
-        t.apply(1, AckKind::Ack, &[(0, 0), (5, 6), (8, 9)], now, Duration::ZERO);
+        assert_eq!(
+            t.lag(13),
+            7,
+            "0, 5, 6, 8, 9, 10, 11: of 12..=13 only 12 is in the log"
+        );
+        t.apply(
+            1,
+            AckKind::Ack,
+            &[(0, 0), (5, 6), (8, 9)],
+            now,
+            Duration::ZERO,
+        );
         assert_eq!(t.floor(), 10);
         assert_eq!(t.lag(10), 0);
         assert_eq!(t.lag(15), 3, "10, 11, 14");

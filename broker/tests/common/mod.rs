@@ -285,10 +285,7 @@ impl Child {
 
     /// Like [`Child::start`], with the broker's log going to `stderr` (a
     /// file the test reads afterwards).
-    pub fn start_with_stderr(
-        mut cmd: std::process::Command,
-        stderr: std::process::Stdio,
-    ) -> Child {
+    pub fn start_with_stderr(mut cmd: std::process::Command, stderr: std::process::Stdio) -> Child {
         use std::io::BufRead;
         let mut child = cmd
             .stdout(std::process::Stdio::piped())
