@@ -123,7 +123,7 @@ impl Topic {
             Err(e) => {
                 let reason = e.to_string();
                 tracing::error!(topic = %self.name, group = %name, file = %path.display(), error = %reason, "group state cannot be loaded; the group is unavailable until it is reset");
-                self.mark_damaged(name, reason.clone());
+                self.remember_damage(name, &e);
                 return Err(unavailable(name, reason));
             }
         };
@@ -142,9 +142,13 @@ impl Topic {
         self.damaged.lock().ok()?.get(name).cloned()
     }
 
-    fn mark_damaged(&self, name: &str, reason: String) {
-        if let Ok(mut d) = self.damaged.lock() {
-            d.insert(name.to_owned(), reason);
+    /// Remembers a damaged file. A read error (EIO, too many open files)
+    /// is not remembered: the next use tries again.
+    fn remember_damage(&self, name: &str, e: &store::StoreError) {
+        if let store::StoreError::Corrupt { .. } = e {
+            if let Ok(mut d) = self.damaged.lock() {
+                d.insert(name.to_owned(), e.to_string());
+            }
         }
     }
 
@@ -155,9 +159,8 @@ impl Topic {
         for name in self.stored_group_names() {
             let path = self.state_path(&name);
             if let Err(e) = store::load(&path) {
-                let reason = e.to_string();
-                tracing::error!(topic = %self.name, group = %name, file = %path.display(), error = %reason, "group state is damaged; the group is unavailable until it is reset (`herald groups TOPIC GROUP --reset-to POSITION`)");
-                self.mark_damaged(&name, reason);
+                tracing::error!(topic = %self.name, group = %name, file = %path.display(), error = %e, "group state is damaged or unreadable; the group is unavailable until it is reset (`herald groups TOPIC GROUP --reset-to POSITION`)");
+                self.remember_damage(&name, &e);
             }
         }
     }
