@@ -53,8 +53,11 @@ struct SubEntry {
     unsent_acks: Vec<AckOp>,
     /// Acks the broker refused to confirm because it could not write them
     /// (full disk). It keeps them in memory and retries; they are sent
-    /// again after a reconnect in case the broker restarted meanwhile.
-    rejected_acks: Vec<(AckKind, Vec<(u64, u64)>)>,
+    /// again after a reconnect in case the broker restarted meanwhile, and
+    /// forgotten once a later ack (a higher request id) on the same
+    /// connection is confirmed: the broker applies acks in the order they
+    /// arrive, so the state it wrote for that one holds these too.
+    rejected_acks: Vec<(u64, AckKind, Vec<(u64, u64)>)>,
     /// Unsubscribing: the Unsubscribe waits until the broker confirmed the
     /// acks sent before it, so that leaving cannot overtake them.
     leaving: Option<Option<oneshot::Sender<Result<()>>>>,
@@ -426,9 +429,20 @@ impl State {
                 for (_, w) in waiters {
                     let _ = w.send(Ok(()));
                 }
-                let confirms = matches!(kind, AckKind::Ack | AckKind::Terminate);
-                if let (true, Some(s)) = (confirms, self.subs.get(&local_id)) {
-                    let _ = s.reg.tx.send(SubItem::AcksDurable(ranges));
+                if let Some(s) = self.subs.get_mut(&local_id) {
+                    // The state the broker wrote for this ack holds every
+                    // ack it applied before, the ones it refused to
+                    // confirm earlier on this connection included.
+                    let (earlier, later): (Vec<_>, Vec<_>) = std::mem::take(&mut s.rejected_acks)
+                        .into_iter()
+                        .partition(|(rid, _, _)| *rid < id);
+                    s.rejected_acks = later;
+                    let durable = earlier.into_iter().map(|(_, k, r)| (k, r));
+                    for (k, r) in durable.chain([(kind, ranges)]) {
+                        if matches!(k, AckKind::Ack | AckKind::Terminate) {
+                            let _ = s.reg.tx.send(SubItem::AcksDurable(r));
+                        }
+                    }
                 }
                 self.leave_if_acked(local_id);
             }
@@ -450,7 +464,7 @@ impl State {
                 let unwritten = matches!(code, ErrorCode::StorageFull | ErrorCode::Internal);
                 let done = matches!(kind, AckKind::Ack | AckKind::Terminate | AckKind::AckUpTo);
                 if let (true, true, Some(s)) = (unwritten, done, self.subs.get_mut(&local_id)) {
-                    s.rejected_acks.push((kind, ranges));
+                    s.rejected_acks.push((id, kind, ranges));
                 }
                 self.leave_if_acked(local_id);
             }
@@ -618,7 +632,7 @@ impl State {
         for s in self.subs.values_mut() {
             s.broker_id = None;
             // The broker may have restarted without writing these.
-            for (kind, ranges) in std::mem::take(&mut s.rejected_acks) {
+            for (_, kind, ranges) in std::mem::take(&mut s.rejected_acks) {
                 s.unsent_acks.push(AckOp {
                     kind,
                     ranges,
@@ -838,5 +852,94 @@ mod tests {
                 ranges: vec![(3, 4)],
             }]
         );
+    }
+
+    /// The Ack frames in `frames`, with their request ids.
+    fn acks(frames: Vec<(u64, Wire)>) -> Vec<(u64, Ack)> {
+        frames
+            .into_iter()
+            .filter_map(|(id, m)| match m {
+                Wire::Ack(a) => Some((id, a)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn storage_full() -> Wire {
+        Wire::error(ErrorCode::StorageFull, "disk full")
+    }
+
+    /// An ack the broker could not write (full disk) is reported to its
+    /// awaiting caller, re-sent after a reconnect, and forgotten (made
+    /// durable for the filter) once a later ack is confirmed.
+    #[tokio::test]
+    async fn refused_acks_are_reported_resent_and_settled_by_a_later_confirm() {
+        let mut state = State {
+            live: true,
+            ..State::default()
+        };
+        let shared = Arc::new(SubShared::new(1, true, Arc::new(AckSignal::default())));
+        let (tx, mut items) = mpsc::unbounded_channel();
+        let (reply, _answer) = oneshot::channel();
+        let reg = SubRegistration {
+            shared: shared.clone(),
+            topic: "t".into(),
+            group: Some("g".into()),
+            start: StartPosition::Resume,
+            prefetch_messages: 10,
+            prefetch_bytes: 1 << 20,
+            ack_timeout_ms: 0,
+            max_deliveries: 0,
+            tx,
+        };
+        state.on_command(Command::Subscribe { reg, reply });
+        let id = subscribe_id(&sent(&mut state));
+        let ok = |sub| {
+            Wire::SubscribeOk(SubscribeOk {
+                subscription_id: sub,
+                start_offset: 0,
+            })
+        };
+        state.on_reply(id, ok(7)).expect("subscribed");
+
+        let answer = shared.record_awaited(3).expect("a group subscription");
+        state.flush_acks();
+        let sent_acks = acks(sent(&mut state));
+        assert_eq!(sent_acks.len(), 1);
+        state
+            .on_reply(sent_acks[0].0, storage_full())
+            .expect("reply");
+        let e = answer.await.expect("answered").unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::StorageFull));
+        assert!(shared.lock().is_done(3), "the filter keeps a refused ack");
+
+        // A reconnect re-sends it.
+        state.on_disconnect();
+        state.restore();
+        let id = subscribe_id(&sent(&mut state));
+        state.on_reply(id, ok(8)).expect("resubscribed");
+        let resent = acks(sent(&mut state));
+        assert_eq!(resent.len(), 1);
+        assert_eq!(resent[0].1.ranges, vec![(3, 3)]);
+        state.on_reply(resent[0].0, storage_full()).expect("reply");
+
+        // A later ack confirmed on this connection settles it.
+        shared.record(AckKind::Ack, 4);
+        state.flush_acks();
+        let later = acks(sent(&mut state));
+        state.on_reply(later[0].0, Wire::Ok).expect("reply");
+        let mut durable = Vec::new();
+        while let Ok(item) = items.try_recv() {
+            if let SubItem::AcksDurable(r) = item {
+                durable.extend(r);
+            }
+        }
+        assert_eq!(durable, vec![(3, 3), (4, 4)]);
+        // Nothing is left to re-send after another reconnect.
+        state.on_disconnect();
+        state.restore();
+        let id = subscribe_id(&sent(&mut state));
+        state.on_reply(id, ok(9)).expect("resubscribed");
+        assert!(acks(sent(&mut state)).is_empty());
     }
 }
