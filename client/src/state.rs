@@ -38,6 +38,10 @@ struct InFlight {
     stale: bool,
 }
 
+/// An Ack frame the broker refused to confirm: its request id, kind and
+/// ranges.
+type RefusedAck = (u64, AckKind, Vec<(u64, u64)>);
+
 /// A subscription and its per-connection state.
 struct SubEntry {
     reg: SubRegistration,
@@ -57,7 +61,7 @@ struct SubEntry {
     /// forgotten once a later ack (a higher request id) on the same
     /// connection is confirmed: the broker applies acks in the order they
     /// arrive, so the state it wrote for that one holds these too.
-    rejected_acks: Vec<(u64, AckKind, Vec<(u64, u64)>)>,
+    rejected_acks: Vec<RefusedAck>,
     /// Unsubscribing: the Unsubscribe waits until the broker confirmed the
     /// acks sent before it, so that leaving cannot overtake them.
     leaving: Option<Option<oneshot::Sender<Result<()>>>>,
