@@ -30,6 +30,13 @@ async fn main() -> anyhow::Result<()> {
     }
     let topic = format!("jobs.{}", std::process::id());
     let done = Arc::new(Mutex::new(HashSet::new()));
+    // Subscribing does not create a topic (a misspelled one would be
+    // waited on forever), so the queue is created before the workers join.
+    let admin = Client::connect(addr.as_str()).await.context("connect")?;
+    admin
+        .create_topic(&topic, Default::default())
+        .await
+        .context("create the topic")?;
 
     let mut workers = Vec::new();
     for w in 0..WORKERS {
@@ -70,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
         }));
     }
 
-    let client = Client::connect(addr.as_str()).await?;
+    let client = admin;
     let producer = client.producer(&topic);
     let mut receipts = Vec::new();
     for i in 0..JOBS {

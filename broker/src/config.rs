@@ -23,7 +23,14 @@ pub struct BrokerConfig {
     /// read buffer.
     pub max_frame_bytes: usize,
     /// Publishing to a missing topic creates it (with defaults) when true.
+    /// False disables every creation on a client's behalf (publish and
+    /// subscribe); the broker's own topics (dead letters, inboxes) are still
+    /// created.
     pub auto_create_topics: bool,
+    /// Subscribing to a missing topic creates it too (needs
+    /// `auto_create_topics`). Off by default: a typo in a subscriber's
+    /// topic would create an empty topic and wait on it forever.
+    pub auto_create_on_subscribe: bool,
     /// A connection must complete its Hello within this.
     pub handshake_timeout: Duration,
     /// Ping an idle peer after this; close it after three of them.
@@ -90,6 +97,7 @@ impl Default for BrokerConfig {
             max_connections: 10_000,
             max_frame_bytes: herald_protocol::DEFAULT_MAX_FRAME,
             auto_create_topics: true,
+            auto_create_on_subscribe: false,
             handshake_timeout: Duration::from_secs(10),
             heartbeat: Duration::from_secs(10),
             max_inflight_publishes: 1024,
@@ -132,6 +140,7 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub max_frame_bytes: Option<usize>,
     pub no_auto_create: Option<bool>,
+    pub auto_create_on_subscribe: Option<bool>,
     pub buffered_io: Option<bool>,
     pub log_format: Option<String>,
     pub ack_timeout_ms: Option<u64>,

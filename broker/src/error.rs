@@ -20,6 +20,12 @@ pub enum BrokerError {
     UnknownSubscription(u64),
     #[error("group {0:?} has active members")]
     GroupActive(String),
+    #[error("topic {topic:?} has no group {group:?}")]
+    UnknownGroup { topic: String, group: String },
+    /// The group's state file is damaged or unreadable; `reason` names the
+    /// file. Resetting the group replaces it.
+    #[error("group {group:?} is unavailable: {reason}; resetting the group replaces its state")]
+    GroupUnavailable { group: String, reason: String },
     #[error("unauthorized: {0}")]
     Unauthorized(String),
     #[error("limit reached: {0}")]
@@ -68,6 +74,8 @@ impl BrokerError {
             BrokerError::InvalidArgument(_) => ErrorCode::InvalidArgument,
             BrokerError::UnknownSubscription(_) => ErrorCode::UnknownSubscription,
             BrokerError::GroupActive(_) => ErrorCode::GroupActive,
+            BrokerError::UnknownGroup { .. } => ErrorCode::UnknownGroup,
+            BrokerError::GroupUnavailable { .. } => ErrorCode::GroupUnavailable,
             BrokerError::Busy(_) => ErrorCode::Busy,
             BrokerError::Unauthorized(_) => ErrorCode::Unauthorized,
             BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
@@ -79,6 +87,9 @@ impl BrokerError {
                 _ => ErrorCode::Internal,
             },
             BrokerError::RoomUnavailable { .. } => ErrorCode::RoomUnavailable,
+            BrokerError::GroupStore(e) if e.is_storage_full() => ErrorCode::StorageFull,
+            BrokerError::GroupStore(StoreError::Corrupt { .. }) => ErrorCode::GroupUnavailable,
+            BrokerError::Io(e) if crate::fsutil::is_storage_full(e) => ErrorCode::StorageFull,
             BrokerError::GroupStore(_)
             | BrokerError::Io(_)
             | BrokerError::Internal(_)

@@ -9,21 +9,34 @@ use std::path::Path;
 
 /// Replaces `path` with `body` atomically; with `durable`, fsyncs the file
 /// and its folder before returning.
+///
+/// On failure the old content is untouched and the temporary is removed
+/// (best effort), so a full disk leaves no half-written files behind.
 pub fn write_atomic(path: &Path, body: &[u8], durable: bool) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
-    {
+    let written = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(&crc32c::crc32c(body).to_le_bytes())?;
         f.write_all(body)?;
         if durable {
             f.sync_data()?;
         }
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    fs::rename(&tmp, path)?;
     if durable {
         sync_dir(path.parent().unwrap_or(Path::new(".")))?;
     }
     Ok(())
+}
+
+/// True for ENOSPC and EDQUOT: out of space (or quota), which freeing space
+/// cures, unlike other I/O errors.
+pub fn is_storage_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(c) if c == libc::ENOSPC || c == libc::EDQUOT)
 }
 
 /// fsyncs a folder, so that files created or renamed in it survive a crash.

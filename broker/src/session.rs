@@ -26,7 +26,7 @@ use crate::memory::Level;
 use crate::outbox::{self, Out, Outbox};
 use crate::rooms::{inbox, presence, requests, Rooms};
 use crate::subscription::{self, Credit};
-use crate::topic::Registry;
+use crate::topic::{position, Registry};
 use crate::BrokerError;
 
 /// Initial read buffer of a connection. Small, so idle connections cost
@@ -520,8 +520,10 @@ impl Session {
                 }),
                 Err(e) => self.reply(id, e.to_message()).await,
             },
-            Message::ResetGroup(r) => match reg.get(&r.topic).and_then(|t| t.group(&r.group)) {
-                Ok(g) => self.later(id, async move { g.reset(r.to).await.map(|_| Message::Ok) }),
+            Message::ResetGroup(r) => match reg.get(&r.topic) {
+                Ok(t) => self.later(id, async move {
+                    t.reset_group(&r.group, r.to).await.map(|_| Message::Ok)
+                }),
                 Err(e) => self.reply(id, e.to_message()).await,
             },
             Message::Join(_)
@@ -621,7 +623,7 @@ impl Session {
                     s.topic
                 )))
             }
-            None => self.shared.registry.for_publish(&s.topic)?,
+            None => self.shared.registry.for_subscribe(&s.topic)?,
         };
         let window = (
             s.prefetch_messages.clamp(1, cfg.max_prefetch_messages),
@@ -652,10 +654,8 @@ impl Session {
             None => {
                 let log = &topic.log;
                 let start = match s.start {
-                    StartPosition::Resume | StartPosition::Latest => log.next_offset(),
-                    StartPosition::Earliest => log.first_offset(),
-                    StartPosition::Offset(o) => o.clamp(log.first_offset(), log.next_offset()),
-                    StartPosition::Timestamp(t) => log.offset_for_timestamp(t)?,
+                    StartPosition::Resume => log.next_offset(),
+                    p => position::resolve(log, p)?,
                 };
                 // SubscribeOk goes through the push queue so that it reaches
                 // the client before the first delivery.

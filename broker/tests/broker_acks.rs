@@ -56,6 +56,7 @@ async fn ack_timeout_redelivers_to_another_member_and_extend_holds_it() {
     let b = start(dir.path()).await;
     let mut p = Raw::connect(b.local_addr()).await;
     let mut m1 = Raw::connect(b.local_addr()).await;
+    p.create_topic("t").await;
     let s1 = m1.subscribe_with(sub("t", "g", 1, 300, 0)).await;
     p.publish("t", &[b"x"]).await;
     let first = m1.take(1).await;

@@ -74,6 +74,7 @@ async fn groups_fan_out_and_members_share() {
     let mut a1 = Raw::connect(b.local_addr()).await;
     let mut a2 = Raw::connect(b.local_addr()).await;
     let mut other = Raw::connect(b.local_addr()).await;
+    p.create_topic("work").await;
     let s1 = a1
         .subscribe("work", Some("a"), StartPosition::Resume, 10)
         .await;

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use herald_protocol::AckKind;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
+
+use crate::Result;
 
 /// Pending ack operations at which the connection task is woken to flush at
 /// once instead of waiting for the next millisecond tick.
@@ -21,6 +23,45 @@ pub(crate) const FLUSH_AT: usize = 256;
 /// Most ranges in one Ack frame, so a frame stays far below the frame limit
 /// (a range is at most ~20 bytes of postcard).
 pub(crate) const MAX_RANGES_PER_FRAME: usize = 8192;
+
+/// A caller of [`crate::Message::ack_confirmed`]: the offset it acked and
+/// where the broker's answer goes.
+pub(crate) type AckWaiter = (u64, oneshot::Sender<Result<()>>);
+
+/// Ack operations of one kind on their way to the broker, with the callers
+/// waiting for the broker's answer about them.
+#[derive(Debug)]
+pub(crate) struct AckOp {
+    pub(crate) kind: AckKind,
+    pub(crate) ranges: Vec<(u64, u64)>,
+    pub(crate) waiters: Vec<AckWaiter>,
+}
+
+impl AckOp {
+    /// Splits into pieces of at most `max` ranges (one Ack frame each),
+    /// each with the waiters whose offset it covers.
+    pub(crate) fn split(self, max: usize) -> Vec<AckOp> {
+        let mut waiters = self.waiters;
+        let mut out = Vec::new();
+        for chunk in self.ranges.chunks(max.max(1)) {
+            let (mine, rest): (Vec<AckWaiter>, Vec<AckWaiter>) = waiters
+                .into_iter()
+                .partition(|(o, _)| chunk.iter().any(|&(a, b)| (a..=b).contains(o)));
+            waiters = rest;
+            out.push(AckOp {
+                kind: self.kind,
+                ranges: chunk.to_vec(),
+                waiters: mine,
+            });
+        }
+        // A waiter whose offset no range covers (cannot happen: it was
+        // recorded with its offset) is answered rather than dropped.
+        for (_, w) in waiters {
+            let _ = w.send(Ok(()));
+        }
+        out
+    }
+}
 
 /// Wakes the connection task when acks are waiting. One per client.
 #[derive(Debug, Default)]
@@ -55,6 +96,8 @@ pub(crate) struct AckState {
     floor: u64,
     /// Highest offset handed to the application (ephemeral resume point).
     pub(crate) last_delivered: Option<u64>,
+    /// Callers of `ack_confirmed` whose ack is in `pending`.
+    waiters: Vec<AckWaiter>,
 }
 
 impl AckState {
@@ -105,6 +148,29 @@ impl AckState {
         out
     }
 
+    /// Takes every pending operation like [`Self::drain`], with the callers
+    /// waiting for them (attached to the `Ack` operation).
+    pub(crate) fn drain_ops(&mut self) -> Vec<AckOp> {
+        let mut waiters = std::mem::take(&mut self.waiters);
+        let mut ops: Vec<AckOp> = self
+            .drain()
+            .into_iter()
+            .map(|(kind, ranges)| AckOp {
+                kind,
+                ranges,
+                waiters: Vec::new(),
+            })
+            .collect();
+        if let Some(op) = ops.iter_mut().find(|o| o.kind == AckKind::Ack) {
+            op.waiters = std::mem::take(&mut waiters);
+        }
+        for (_, w) in waiters {
+            // Only possible if the Ack was drained without its waiter.
+            let _ = w.send(Ok(()));
+        }
+        ops
+    }
+
     /// Forgets acked offsets the broker confirmed durable: it will not
     /// deliver them again.
     pub(crate) fn prune(&mut self, ranges: &[(u64, u64)]) {
@@ -117,6 +183,12 @@ impl AckState {
                 }
             }
         }
+    }
+
+    /// The subscription is gone: callers still waiting hear
+    /// `ConnectionLost` (their sender is dropped).
+    pub(crate) fn drop_waiters(&mut self) {
+        self.waiters.clear();
     }
 
     pub(crate) fn has_pending(&self) -> bool {
@@ -190,6 +262,28 @@ impl SubShared {
         self.wake(n);
     }
 
+    /// Records an ack of `offset` whose caller waits for the broker's
+    /// answer; `None` on an ephemeral subscription (nothing to confirm), or
+    /// once the subscription is closed (the waiter would never be
+    /// answered: a closed subscription's waiters are dropped by
+    /// [`AckState::drop_waiters`] after `closed` is set).
+    pub(crate) fn record_awaited(&self, offset: u64) -> Option<oneshot::Receiver<Result<()>>> {
+        if !self.group {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        let n = {
+            let mut st = self.lock();
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            st.waiters.push((offset, tx));
+            st.record(AckKind::Ack, offset)
+        };
+        self.wake(n);
+        Some(rx)
+    }
+
     /// Records "everything up to and including `offset` is done".
     pub(crate) fn record_up_to(&self, offset: u64) {
         if !self.group {
@@ -242,6 +336,26 @@ mod tests {
         assert!(!s.is_done(10));
         let d = s.drain();
         assert_eq!(d[1], (AckKind::AckUpTo, vec![(0, 9)]));
+    }
+
+    #[test]
+    fn awaited_acks_travel_with_the_frame_that_carries_their_offset() {
+        let mut s = AckState::default();
+        let (tx1, _rx1) = oneshot::channel();
+        let (tx9, _rx9) = oneshot::channel();
+        s.waiters.push((1, tx1));
+        s.record(AckKind::Ack, 1);
+        s.waiters.push((9, tx9));
+        s.record(AckKind::Ack, 9);
+        s.record(AckKind::Nack { delay_ms: 0 }, 5);
+        let ops = s.drain_ops();
+        let ack = ops.into_iter().find(|o| o.kind == AckKind::Ack).unwrap();
+        assert_eq!(ack.waiters.len(), 2);
+        let parts = ack.split(1);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].ranges, vec![(1, 1)]);
+        assert_eq!(parts[0].waiters[0].0, 1);
+        assert_eq!(parts[1].waiters[0].0, 9);
     }
 
     #[test]

@@ -186,6 +186,41 @@ impl Message {
         self.record(AckKind::Ack)
     }
 
+    /// Done with this message, and wait until the broker has recorded the
+    /// ack durably (the group will not deliver the message again, even
+    /// after a broker restart).
+    ///
+    /// Like [`Message::ack`] the ack travels with the others (within about
+    /// a millisecond), so awaiting many of these concurrently costs no more
+    /// frames; each one waits for the broker's next state write (a few
+    /// milliseconds). Returns at once on ephemeral subscriptions.
+    ///
+    /// # Errors
+    /// [`Error::Broker`] when the broker could not write the ack:
+    /// `StorageFull` (its disk is full) or `Internal` (another I/O failure).
+    /// The ack is not lost: the broker keeps it in memory and keeps trying
+    /// to write it, this client re-sends it after a reconnect, and the
+    /// subscription never yields the message again; but until it is
+    /// written a broker crash would deliver it again.
+    /// [`Error::ConnectionLost`] when the subscription or the client closed
+    /// before the broker answered.
+    pub async fn ack_confirmed(&self) -> Result<()> {
+        if self.sub.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::ConnectionLost("subscription closed".into()));
+        }
+        if !self.sub.group {
+            return Ok(());
+        }
+        let Some(answer) = self.sub.record_awaited(self.record.offset) else {
+            return Err(Error::ConnectionLost("subscription closed".into()));
+        };
+        answer.await.map_err(|_| {
+            Error::ConnectionLost(
+                "the subscription closed before the broker confirmed the ack".into(),
+            )
+        })?
+    }
+
     /// Not done: redeliver after `delay` (to this or another member).
     ///
     /// # Errors

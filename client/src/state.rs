@@ -18,7 +18,7 @@ use herald_protocol::{
 };
 use tokio::sync::oneshot;
 
-use crate::acks::MAX_RANGES_PER_FRAME;
+use crate::acks::{AckOp, AckWaiter, MAX_RANGES_PER_FRAME};
 use crate::command::{Command, PublishBatch, SubItem, SubRegistration};
 use crate::{Error, Receipt, Result};
 
@@ -38,6 +38,10 @@ struct InFlight {
     stale: bool,
 }
 
+/// An Ack frame the broker refused to confirm: its request id, kind and
+/// ranges.
+type RefusedAck = (u64, AckKind, Vec<(u64, u64)>);
+
 /// A subscription and its per-connection state.
 struct SubEntry {
     reg: SubRegistration,
@@ -50,7 +54,14 @@ struct SubEntry {
     /// The caller of the first subscribe, until it is answered.
     reply: Option<oneshot::Sender<Result<u64>>>,
     /// Acks sent on a connection that dropped before confirming them.
-    unsent_acks: Vec<(AckKind, Vec<(u64, u64)>)>,
+    unsent_acks: Vec<AckOp>,
+    /// Acks the broker refused to confirm because it could not write them
+    /// (full disk). It keeps them in memory and retries; they are sent
+    /// again after a reconnect in case the broker restarted meanwhile, and
+    /// forgotten once a later ack (a higher request id) on the same
+    /// connection is confirmed: the broker applies acks in the order they
+    /// arrive, so the state it wrote for that one holds these too.
+    rejected_acks: Vec<RefusedAck>,
     /// Unsubscribing: the Unsubscribe waits until the broker confirmed the
     /// acks sent before it, so that leaving cannot overtake them.
     leaving: Option<Option<oneshot::Sender<Result<()>>>>,
@@ -69,6 +80,8 @@ enum Pending {
         local_id: u64,
         kind: AckKind,
         ranges: Vec<(u64, u64)>,
+        /// Callers of `ack_confirmed` whose offset this frame carries.
+        waiters: Vec<AckWaiter>,
     },
     Admin {
         msg: Wire,
@@ -141,6 +154,7 @@ impl State {
                         start_offset: None,
                         reply: Some(reply),
                         unsent_acks: Vec::new(),
+                        rejected_acks: Vec::new(),
                         leaving: None,
                     },
                 );
@@ -250,13 +264,7 @@ impl State {
         // Acks recorded before unsubscribing still count: send them, and
         // leave once they are confirmed.
         if s.broker_id.is_some() && s.reg.shared.group && self.live {
-            let mut ops = std::mem::take(&mut s.unsent_acks);
-            ops.extend(s.reg.shared.lock().drain());
-            for (kind, ranges) in ops {
-                for chunk in ranges.chunks(MAX_RANGES_PER_FRAME) {
-                    self.send_ack(local_id, kind, chunk.to_vec());
-                }
-            }
+            self.flush_sub_acks(local_id);
         }
         self.leave_if_acked(local_id);
     }
@@ -278,6 +286,7 @@ impl State {
         let Some(mut s) = self.subs.remove(&local_id) else {
             return;
         };
+        s.reg.shared.lock().drop_waiters();
         let reply = s.leaving.take().flatten();
         match s.broker_id {
             Some(subscription_id) if self.live => {
@@ -318,23 +327,28 @@ impl State {
             return;
         };
         let mut ops = std::mem::take(&mut s.unsent_acks);
-        ops.extend(s.reg.shared.lock().drain());
-        for (kind, ranges) in ops {
-            for chunk in ranges.chunks(MAX_RANGES_PER_FRAME) {
-                self.send_ack(local_id, kind, chunk.to_vec());
+        ops.extend(s.reg.shared.lock().drain_ops());
+        for op in ops {
+            for part in op.split(MAX_RANGES_PER_FRAME) {
+                self.send_ack(local_id, part);
             }
         }
     }
 
-    fn send_ack(&mut self, local_id: u64, kind: AckKind, ranges: Vec<(u64, u64)>) {
-        let Some(subscription_id) = self.subs.get(&local_id).and_then(|s| s.broker_id) else {
+    fn send_ack(&mut self, local_id: u64, op: AckOp) {
+        let Some(s) = self.subs.get_mut(&local_id) else {
+            return;
+        };
+        let Some(subscription_id) = s.broker_id else {
+            // Not subscribed on this connection: sent after the resubscribe.
+            s.unsent_acks.push(op);
             return;
         };
         let id = self.request_id();
         let msg = Wire::Ack(Ack {
             subscription_id,
-            kind,
-            ranges,
+            kind: op.kind,
+            ranges: op.ranges,
         });
         self.send(id, &msg);
         if let Wire::Ack(Ack { ranges, .. }) = msg {
@@ -342,8 +356,9 @@ impl State {
                 id,
                 Pending::Ack {
                     local_id,
-                    kind,
+                    kind: op.kind,
                     ranges,
+                    waiters: op.waiters,
                 },
             );
         }
@@ -411,18 +426,50 @@ impl State {
                     local_id,
                     kind,
                     ranges,
+                    waiters,
                 },
                 Wire::Ok,
             ) => {
-                let confirms = matches!(kind, AckKind::Ack | AckKind::Terminate);
-                if let (true, Some(s)) = (confirms, self.subs.get(&local_id)) {
-                    let _ = s.reg.tx.send(SubItem::AcksDurable(ranges));
+                for (_, w) in waiters {
+                    let _ = w.send(Ok(()));
+                }
+                if let Some(s) = self.subs.get_mut(&local_id) {
+                    // The state the broker wrote for this ack holds every
+                    // ack it applied before, the ones it refused to
+                    // confirm earlier on this connection included.
+                    let (earlier, later): (Vec<_>, Vec<_>) = std::mem::take(&mut s.rejected_acks)
+                        .into_iter()
+                        .partition(|(rid, _, _)| *rid < id);
+                    s.rejected_acks = later;
+                    let durable = earlier.into_iter().map(|(_, k, r)| (k, r));
+                    for (k, r) in durable.chain([(kind, ranges)]) {
+                        if matches!(k, AckKind::Ack | AckKind::Terminate) {
+                            let _ = s.reg.tx.send(SubItem::AcksDurable(r));
+                        }
+                    }
                 }
                 self.leave_if_acked(local_id);
             }
-            (Pending::Ack { local_id, kind, .. }, Wire::Error(e)) => {
-                // The filter keeps these offsets; nothing else to do.
+            (
+                Pending::Ack {
+                    local_id,
+                    kind,
+                    ranges,
+                    waiters,
+                },
+                Wire::Error(e),
+            ) => {
+                // The filter keeps these offsets.
                 tracing::warn!(?kind, code = e.code, message = %e.message, "ack rejected");
+                let code = ErrorCode::from_u16(e.code);
+                for (_, w) in waiters {
+                    let _ = w.send(Err(Error::from_body(e.code, e.message.clone())));
+                }
+                let unwritten = matches!(code, ErrorCode::StorageFull | ErrorCode::Internal);
+                let done = matches!(kind, AckKind::Ack | AckKind::Terminate | AckKind::AckUpTo);
+                if let (true, true, Some(s)) = (unwritten, done, self.subs.get_mut(&local_id)) {
+                    s.rejected_acks.push((id, kind, ranges));
+                }
                 self.leave_if_acked(local_id);
             }
             (Pending::Admin { reply, .. }, Wire::Error(e)) => {
@@ -578,16 +625,24 @@ impl State {
         for local_id in leaving {
             // Not restored: its unconfirmed acks are given up, and the group
             // redelivers those messages (at least once, never lost).
-            if let Some(reply) = self
-                .subs
-                .remove(&local_id)
-                .and_then(|mut s| s.leaving.take().flatten())
-            {
+            let Some(mut s) = self.subs.remove(&local_id) else {
+                continue;
+            };
+            s.reg.shared.lock().drop_waiters();
+            if let Some(reply) = s.leaving.take().flatten() {
                 let _ = reply.send(Ok(()));
             }
         }
         for s in self.subs.values_mut() {
             s.broker_id = None;
+            // The broker may have restarted without writing these.
+            for (_, kind, ranges) in std::mem::take(&mut s.rejected_acks) {
+                s.unsent_acks.push(AckOp {
+                    kind,
+                    ranges,
+                    waiters: Vec::new(),
+                });
+            }
         }
         let pending: Vec<(u64, Pending)> = self.requests.drain().collect();
         for (id, p) in pending {
@@ -602,9 +657,14 @@ impl State {
                     local_id,
                     kind,
                     ranges,
+                    waiters,
                 } => {
                     if let Some(s) = self.subs.get_mut(&local_id) {
-                        s.unsent_acks.push((kind, ranges));
+                        s.unsent_acks.push(AckOp {
+                            kind,
+                            ranges,
+                            waiters,
+                        });
                     }
                 }
                 Pending::Admin { msg, reply } => {
@@ -663,6 +723,7 @@ impl State {
         }
         for (_, mut s) in self.subs.drain() {
             s.reg.shared.closed.store(true, Ordering::Release);
+            s.reg.shared.lock().drop_waiters();
             if let Some(r) = s.reply.take() {
                 let _ = r.send(Err(err.clone()));
             } else if fail_subs {
@@ -795,5 +856,94 @@ mod tests {
                 ranges: vec![(3, 4)],
             }]
         );
+    }
+
+    /// The Ack frames in `frames`, with their request ids.
+    fn acks(frames: Vec<(u64, Wire)>) -> Vec<(u64, Ack)> {
+        frames
+            .into_iter()
+            .filter_map(|(id, m)| match m {
+                Wire::Ack(a) => Some((id, a)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn storage_full() -> Wire {
+        Wire::error(ErrorCode::StorageFull, "disk full")
+    }
+
+    /// An ack the broker could not write (full disk) is reported to its
+    /// awaiting caller, re-sent after a reconnect, and forgotten (made
+    /// durable for the filter) once a later ack is confirmed.
+    #[tokio::test]
+    async fn refused_acks_are_reported_resent_and_settled_by_a_later_confirm() {
+        let mut state = State {
+            live: true,
+            ..State::default()
+        };
+        let shared = Arc::new(SubShared::new(1, true, Arc::new(AckSignal::default())));
+        let (tx, mut items) = mpsc::unbounded_channel();
+        let (reply, _answer) = oneshot::channel();
+        let reg = SubRegistration {
+            shared: shared.clone(),
+            topic: "t".into(),
+            group: Some("g".into()),
+            start: StartPosition::Resume,
+            prefetch_messages: 10,
+            prefetch_bytes: 1 << 20,
+            ack_timeout_ms: 0,
+            max_deliveries: 0,
+            tx,
+        };
+        state.on_command(Command::Subscribe { reg, reply });
+        let id = subscribe_id(&sent(&mut state));
+        let ok = |sub| {
+            Wire::SubscribeOk(SubscribeOk {
+                subscription_id: sub,
+                start_offset: 0,
+            })
+        };
+        state.on_reply(id, ok(7)).expect("subscribed");
+
+        let answer = shared.record_awaited(3).expect("a group subscription");
+        state.flush_acks();
+        let sent_acks = acks(sent(&mut state));
+        assert_eq!(sent_acks.len(), 1);
+        state
+            .on_reply(sent_acks[0].0, storage_full())
+            .expect("reply");
+        let e = answer.await.expect("answered").unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::StorageFull));
+        assert!(shared.lock().is_done(3), "the filter keeps a refused ack");
+
+        // A reconnect re-sends it.
+        state.on_disconnect();
+        state.restore();
+        let id = subscribe_id(&sent(&mut state));
+        state.on_reply(id, ok(8)).expect("resubscribed");
+        let resent = acks(sent(&mut state));
+        assert_eq!(resent.len(), 1);
+        assert_eq!(resent[0].1.ranges, vec![(3, 3)]);
+        state.on_reply(resent[0].0, storage_full()).expect("reply");
+
+        // A later ack confirmed on this connection settles it.
+        shared.record(AckKind::Ack, 4);
+        state.flush_acks();
+        let later = acks(sent(&mut state));
+        state.on_reply(later[0].0, Wire::Ok).expect("reply");
+        let mut durable = Vec::new();
+        while let Ok(item) = items.try_recv() {
+            if let SubItem::AcksDurable(r) = item {
+                durable.extend(r);
+            }
+        }
+        assert_eq!(durable, vec![(3, 3), (4, 4)]);
+        // Nothing is left to re-send after another reconnect.
+        state.on_disconnect();
+        state.restore();
+        let id = subscribe_id(&sent(&mut state));
+        state.on_reply(id, ok(9)).expect("resubscribed");
+        assert!(acks(sent(&mut state)).is_empty());
     }
 }

@@ -56,6 +56,12 @@ pub enum ErrorCode {
     TopicUnavailable,
     GroupActive,
     ShuttingDown,
+    /// No group of that name on the topic (reset, or anything that names
+    /// an existing group).
+    UnknownGroup,
+    /// The group exists but cannot serve: its state file is damaged or
+    /// unreadable. Resetting the group replaces that state.
+    GroupUnavailable,
     /// A durable room whose member file is damaged: the room serves no
     /// request until an operator repairs it; other rooms are unaffected.
     RoomUnavailable,
@@ -82,6 +88,8 @@ impl ErrorCode {
             TopicUnavailable => 14,
             GroupActive => 15,
             ShuttingDown => 16,
+            UnknownGroup => 18,
+            GroupUnavailable => 19,
             RoomUnavailable => 20,
             Unknown(n) => n,
         }
@@ -105,6 +113,8 @@ impl ErrorCode {
             14 => TopicUnavailable,
             15 => GroupActive,
             16 => ShuttingDown,
+            18 => UnknownGroup,
+            19 => GroupUnavailable,
             20 => RoomUnavailable,
             n => Unknown(n),
         }
@@ -261,12 +271,17 @@ pub struct GroupInfo {
     pub name: String,
     /// Every offset below this is done.
     pub ack_floor: u64,
-    /// Messages not yet done: end offset minus ack floor, less acked ones.
+    /// Messages not yet done: end offset minus ack floor, less the offsets
+    /// above the floor that are already done (acked out of order).
     pub lag: u64,
     pub in_flight: u64,
     pub redelivered: u64,
     pub dead_lettered: u64,
     pub members: Vec<String>,
+    /// Why the group cannot serve (its state file is damaged or
+    /// unreadable); the counters above are then zero. `None` for a healthy
+    /// group.
+    pub damaged: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -117,6 +117,43 @@ fn error_room_unavailable() {
 }
 
 #[test]
+fn group_error_codes() {
+    // 18 = UnknownGroup, 19 = GroupUnavailable.
+    pin(
+        Message::error(ErrorCode::UnknownGroup, "g"),
+        9,
+        "0f000000 03 00 0000 0900000000000000 | 12 01 67",
+    );
+    pin(
+        Message::error(ErrorCode::GroupUnavailable, "g"),
+        9,
+        "0f000000 03 00 0000 0900000000000000 | 13 01 67",
+    );
+    assert_eq!(ErrorCode::from_u16(18), ErrorCode::UnknownGroup);
+    assert_eq!(ErrorCode::from_u16(19), ErrorCode::GroupUnavailable);
+    assert!(!ErrorCode::GroupUnavailable.is_retryable());
+}
+
+#[test]
+fn damaged_group_info() {
+    let g = GroupInfo {
+        name: "g".into(),
+        ack_floor: 0,
+        lag: 0,
+        in_flight: 0,
+        redelivered: 0,
+        dead_lettered: 0,
+        members: vec![],
+        damaged: Some("bad".into()),
+    };
+    pin(
+        Message::GroupList(GroupList { groups: vec![g] }),
+        11,
+        "1a000000 37 00 0000 0b00000000000000 | 01 0167 00 00 00 00 00 00 01 03626164",
+    );
+}
+
+#[test]
 fn ping_and_pong() {
     pin(Message::Ping, 2, "0c000000 04 00 0000 0200000000000000");
     pin(Message::Pong, 2, "0c000000 05 00 0000 0200000000000000");
@@ -367,9 +404,10 @@ fn group() -> GroupInfo {
         redelivered: 0,
         dead_lettered: 0,
         members: vec!["c1".into()],
+        damaged: None,
     }
 }
-const GROUP: &str = "0167 10 03 01 00 00 01026331";
+const GROUP: &str = "0167 10 03 01 00 00 01026331 00";
 
 fn topic() -> TopicInfo {
     TopicInfo {
@@ -391,7 +429,7 @@ fn topic_info() {
     pin(
         Message::TopicInfo(topic()),
         10,
-        &format!("2c000000 34 00 0000 0a00000000000000 | {TOPIC} {GROUP}"),
+        &format!("2d000000 34 00 0000 0a00000000000000 | {TOPIC} {GROUP}"),
     );
 }
 
@@ -402,7 +440,7 @@ fn topic_list() {
             topics: vec![topic()],
         }),
         9,
-        &format!("2d000000 35 00 0000 0900000000000000 | 01 {TOPIC} {GROUP}"),
+        &format!("2e000000 35 00 0000 0900000000000000 | 01 {TOPIC} {GROUP}"),
     );
 }
 
@@ -422,7 +460,7 @@ fn group_list() {
             groups: vec![group()],
         }),
         11,
-        &format!("18000000 37 00 0000 0b00000000000000 | 01 {GROUP}"),
+        &format!("19000000 37 00 0000 0b00000000000000 | 01 {GROUP}"),
     );
 }
 

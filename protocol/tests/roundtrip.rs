@@ -63,14 +63,17 @@ fn config() -> impl Strategy<Value = TopicConfig> {
 }
 
 fn group_info() -> impl Strategy<Value = GroupInfo> {
-    (s(), any::<[u64; 5]>(), vec(s(), 0..4)).prop_map(|(name, n, members)| GroupInfo {
-        name,
-        ack_floor: n[0],
-        lag: n[1],
-        in_flight: n[2],
-        redelivered: n[3],
-        dead_lettered: n[4],
-        members,
+    (s(), any::<[u64; 5]>(), vec(s(), 0..4), of(s())).prop_map(|(name, n, members, damaged)| {
+        GroupInfo {
+            name,
+            ack_floor: n[0],
+            lag: n[1],
+            in_flight: n[2],
+            redelivered: n[3],
+            dead_lettered: n[4],
+            members,
+            damaged,
+        }
     })
 }
 

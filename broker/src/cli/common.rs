@@ -212,6 +212,22 @@ pub fn parse_start(s: &str) -> Result<StartPosition, String> {
     })
 }
 
+/// Parses a position to reset a group to: `earliest`, `latest`, an offset
+/// or an RFC 3339 time. `resume` is refused: it names no position (a reset
+/// to it would change nothing).
+pub fn parse_reset_position(s: &str) -> Result<StartPosition, String> {
+    match parse_start(s) {
+        Ok(StartPosition::Resume) => Err(
+            "resume is not a position to reset to: use earliest, latest, an offset or an RFC 3339 time"
+                .into(),
+        ),
+        Ok(p) => Ok(p),
+        Err(_) => Err(format!(
+            "invalid position {s:?}: expected earliest, latest, an offset or an RFC 3339 time"
+        )),
+    }
+}
+
 /// Renders a byte count for people.
 pub fn human_bytes(n: u64) -> String {
     bytesize::ByteSize::b(n).to_string_as(true)
@@ -235,6 +251,8 @@ mod tests {
             Ok(StartPosition::Timestamp(1000))
         );
         assert!(parse_start("soon").is_err());
+        assert_eq!(parse_reset_position("latest"), Ok(StartPosition::Latest));
+        assert!(parse_reset_position("resume").is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use clap::Args;
 use herald_client::GroupInfo;
 use serde_json::json;
 
-use super::common::{parse_start, runtime, ServerArgs};
+use super::common::{parse_reset_position, runtime, ServerArgs};
 
 #[derive(Debug, Args)]
 #[command(
@@ -19,8 +19,10 @@ pub struct GroupsArgs {
     topic: String,
     /// One group (required with --reset-to).
     group: Option<String>,
-    /// Move the group to earliest, latest or an offset (only while it has no members).
-    #[arg(long, value_parser = parse_start, requires = "group")]
+    /// Move the group to earliest, latest, an offset or an RFC 3339 time
+    /// (only while it has no members). Also replaces the state of a group
+    /// listed as damaged.
+    #[arg(long, value_parser = parse_reset_position, requires = "group")]
     reset_to: Option<herald_client::StartPosition>,
 }
 
@@ -33,6 +35,7 @@ pub fn group_json(g: &GroupInfo) -> serde_json::Value {
         "redelivered": g.redelivered,
         "dead_lettered": g.dead_lettered,
         "members": g.members,
+        "damaged": g.damaged,
     })
 }
 
@@ -74,6 +77,10 @@ pub fn run(a: GroupsArgs) -> anyhow::Result<ExitCode> {
                 "group", "ack floor", "lag", "in-flight", "redelivered", "dead"
             );
             for g in &shown {
+                if let Some(why) = &g.damaged {
+                    println!("{:<24} DAMAGED: {why}", g.name);
+                    continue;
+                }
                 println!(
                     "{:<24} {:>12} {:>12} {:>10} {:>12} {:>10}  {}",
                     g.name,

@@ -58,6 +58,10 @@ pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
         ErrorCode::TopicExists => {
             "it exists with other settings; see `herald topics describe NAME`"
         }
+        ErrorCode::UnknownGroup => "see `herald groups TOPIC` for the topic's groups",
+        ErrorCode::GroupUnavailable => {
+            "its state file is damaged; `herald groups TOPIC GROUP --reset-to POSITION` replaces it (the damaged file is kept aside)"
+        }
         ErrorCode::Unauthorized => "the broker refused this client",
         ErrorCode::StorageFull => "the broker's disk is full; free space or lower retention",
         ErrorCode::ShuttingDown => "the broker is shutting down; retry once it is back",

@@ -31,9 +31,15 @@ pub struct ServeArgs {
     /// Largest frame accepted, in bytes.
     #[arg(long, env = "HERALD_MAX_FRAME_BYTES")]
     max_frame_bytes: Option<usize>,
-    /// Do not create topics on first publish or subscribe.
+    /// Never create a topic on a client's behalf (publish or subscribe);
+    /// only `herald topics create` does.
     #[arg(long, env = "HERALD_NO_AUTO_CREATE")]
     no_auto_create: bool,
+    /// Also create a missing topic when a client subscribes to it (by
+    /// default only a publish creates one, and subscribing to a missing
+    /// topic fails with UnknownTopic).
+    #[arg(long, env = "HERALD_AUTO_CREATE_ON_SUBSCRIBE")]
+    auto_create_on_subscribe: bool,
     /// Under fsync always, write through the page cache instead of with
     /// O_DIRECT (which Herald uses where the filesystem allows it).
     #[arg(long, env = "HERALD_BUFFERED_IO")]
@@ -85,6 +91,9 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<(BrokerConfig, String)> {
     if file.no_auto_create == Some(true) {
         c.auto_create_topics = false;
     }
+    if let Some(v) = file.auto_create_on_subscribe {
+        c.auto_create_on_subscribe = v;
+    }
     if file.buffered_io == Some(true) {
         c.direct_io = false;
     }
@@ -129,6 +138,12 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<(BrokerConfig, String)> {
     }
     if a.no_auto_create {
         c.auto_create_topics = false;
+    }
+    if a.auto_create_on_subscribe {
+        c.auto_create_on_subscribe = true;
+    }
+    if c.auto_create_on_subscribe && !c.auto_create_topics {
+        anyhow::bail!("--auto-create-on-subscribe contradicts --no-auto-create (no-auto-create covers subscribe too)");
     }
     if a.buffered_io {
         c.direct_io = false;

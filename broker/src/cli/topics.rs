@@ -106,6 +106,10 @@ fn print_info(t: &TopicInfo) {
             .unwrap_or_else(|| "broker default".into())
     );
     for g in &t.groups {
+        if let Some(why) = &g.damaged {
+            println!("  group {:<20} DAMAGED: {why}", g.name);
+            continue;
+        }
         println!(
             "  group {:<20} lag {:>10}  in-flight {:>6}  members {}",
             g.name,

@@ -172,6 +172,28 @@ impl AckTracker {
         self.pending.iter().map(|(a, p)| p.last - a + 1).sum()
     }
 
+    /// Offsets below `end` (the log's next offset) that are not done: `end`
+    /// minus the floor, less the offsets above the floor already done (acked
+    /// out of order, terminated or dead-lettered, whether delivered or acked
+    /// ahead of delivery).
+    pub fn lag(&self, end: u64) -> u64 {
+        if end <= self.floor {
+            return 0;
+        }
+        // Below `next_fresh` every offset is done, out with a member
+        // (unresolved in a chunk) or pending; above it, none was delivered.
+        let delivered_undone = self.in_flight() + self.pending_count();
+        let fresh = self.next_fresh.max(self.floor);
+        let acked_ahead: u64 = self
+            .done_ahead
+            .iter()
+            .filter(|(a, b)| **a < end && **b >= fresh)
+            .map(|(a, b)| (*b).min(end - 1) - (*a).max(fresh) + 1)
+            .sum();
+        let undelivered = end.saturating_sub(fresh).saturating_sub(acked_ahead);
+        (delivered_undone + undelivered).min(end - self.floor)
+    }
+
     /// Moves the start of fresh deliveries (group reset, retention skipping
     /// deleted offsets). Only valid with nothing in flight or pending below.
     pub fn skip_to(&mut self, offset: u64) {
@@ -739,6 +761,49 @@ mod tests {
             )]
         );
         assert_eq!(t.floor(), 2);
+    }
+
+    #[test]
+    fn lag_counts_only_offsets_not_done() {
+        let now = Instant::now();
+        let dl = now + Duration::from_secs(30);
+        let mut t = AckTracker::new(0);
+        assert_eq!(t.lag(10), 10);
+        t.deliver(0, 9, 1, dl, 1, 100);
+        // Acks out of order: 0 is still out, so the floor stays at 0.
+        t.apply(1, AckKind::Ack, &[(1, 4), (7, 7)], now, Duration::ZERO);
+        assert_eq!(t.floor(), 0);
+        assert_eq!(t.lag(10), 5, "0, 5, 6, 8, 9 are not done");
+        // More in the log than delivered.
+        assert_eq!(t.lag(15), 10);
+        // A nacked offset is pending: still not done.
+        t.apply(
+            1,
+            AckKind::Nack { delay_ms: 0 },
+            &[(5, 5)],
+            now,
+            Duration::ZERO,
+        );
+        assert_eq!(t.lag(10), 5);
+        // Acks ahead of delivery count as done.
+        t.apply(2, AckKind::Ack, &[(12, 13)], now, Duration::ZERO);
+        assert_eq!(t.lag(15), 8);
+        assert_eq!(
+            t.lag(13),
+            7,
+            "0, 5, 6, 8, 9, 10, 11: of 12..=13 only 12 is in the log"
+        );
+        t.apply(
+            1,
+            AckKind::Ack,
+            &[(0, 0), (5, 6), (8, 9)],
+            now,
+            Duration::ZERO,
+        );
+        assert_eq!(t.floor(), 10);
+        assert_eq!(t.lag(10), 0);
+        assert_eq!(t.lag(15), 3, "10, 11, 14");
+        assert_eq!(t.lag(3), 0, "an end below the floor");
     }
 
     #[test]

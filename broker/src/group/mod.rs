@@ -7,6 +7,7 @@
 
 pub mod acks;
 mod dlq;
+mod persist;
 pub mod store;
 
 use std::path::PathBuf;
@@ -20,18 +21,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::memory::{Level, MemoryBudget};
 use crate::outbox::Outbox;
-use crate::topic::Topic;
+use crate::topic::{position, Topic};
 use crate::BrokerError;
 use acks::{AckTracker, MemberId, Released};
+use persist::Persister;
 use store::StoredGroup;
 
 /// Commands queued for a group actor before senders wait.
 const GROUP_QUEUE: usize = 4096;
-/// Group state is persisted at most this often. Each persist is a write, an
-/// fsync, a rename and a folder fsync; at the client's ack pace (a flush
-/// every millisecond) they competed with the log's own fsyncs on the same
-/// disk and showed in the publish-to-deliver p99.
-const PERSIST_MIN_INTERVAL: Duration = Duration::from_millis(5);
 /// Most bytes read from the log for one delivery round to one member.
 const MAX_READ_BYTES: usize = 1 << 20;
 
@@ -80,8 +77,20 @@ enum Cmd {
         ranges: Vec<(u64, u64)>,
         done: Option<oneshot::Sender<Result<(), BrokerError>>>,
     },
-    Info(oneshot::Sender<GroupInfo>),
+    Info(oneshot::Sender<Option<GroupInfo>>),
     Reset(StartPosition, oneshot::Sender<Result<(), BrokerError>>),
+}
+
+/// Where a group actor's state comes from.
+pub enum Origin {
+    /// Its state file, loaded.
+    Loaded(StoredGroup),
+    /// No state file: the group exists once its first member joined and
+    /// that state was written.
+    New,
+    /// Replacing a damaged state file that was set aside: the group exists
+    /// and is about to be reset.
+    Replacing,
 }
 
 /// Handle to a group actor.
@@ -136,13 +145,21 @@ impl GroupHandle {
         Ok(wait.then_some(rx))
     }
 
-    pub async fn info(&self) -> Result<GroupInfo, BrokerError> {
+    /// The group's figures; `None` for a group that does not exist (an
+    /// actor whose first member's join failed).
+    pub async fn info(&self) -> Result<Option<GroupInfo>, BrokerError> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Cmd::Info(tx)).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())
     }
 
-    /// Moves the group's position; refused while it has members.
+    /// Moves the group's position; refused while it has members. Returns
+    /// once the new position is on disk.
+    ///
+    /// # Errors
+    /// `UnknownGroup` for a group that does not exist, `GroupActive`,
+    /// `InvalidArgument` for a position out of range (or `Resume`), and the
+    /// write's error.
     pub async fn reset(&self, to: StartPosition) -> Result<(), BrokerError> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Cmd::Reset(to, tx)).await.map_err(|_| gone())?;
@@ -184,30 +201,19 @@ impl Member {
     }
 }
 
-type PersistResult = Result<(), String>;
-
 struct Group {
     name: String,
     topic: Arc<Topic>,
     tracker: AckTracker,
-    /// Whether the tracker has ever been saved or loaded: a new group takes
-    /// its first member's start position.
+    /// Whether the group exists: its state was loaded, or written once. A
+    /// new group takes its first member's start position, and is written
+    /// before that member gets anything.
     known: bool,
     members: Vec<Member>,
     next_member: usize,
     defaults: GroupDefaults,
     max_deliveries: u32,
-    path: PathBuf,
-    durable: bool,
-    dirty: bool,
-    persisting: Option<tokio::task::JoinHandle<PersistResult>>,
-    /// When the last persist started, and when the next may start.
-    last_persist: Instant,
-    persist_due: Option<Instant>,
-    /// Ack callers waiting for the persist that is running.
-    waiting_current: Vec<oneshot::Sender<Result<(), BrokerError>>>,
-    /// Ack callers waiting for the next persist.
-    waiting_next: Vec<oneshot::Sender<Result<(), BrokerError>>>,
+    persist: Persister,
     /// The broker's memory budget: members are skipped while it is spent.
     memory: Arc<MemoryBudget>,
     /// The level a member with credit was skipped at, for memory, in the
@@ -216,17 +222,18 @@ struct Group {
     memory_wait: Option<Level>,
 }
 
-/// Loads the group's state and starts its actor.
+/// Starts the actor of group `name`, whose state file is `path`.
 pub fn spawn(
     topic: Arc<Topic>,
     name: String,
     path: PathBuf,
     defaults: GroupDefaults,
-) -> Result<GroupHandle, BrokerError> {
-    let stored = store::load(&path)?;
+    origin: Origin,
+) -> GroupHandle {
     let now = Instant::now();
-    let (tracker, known, max_deliveries) = match &stored {
-        Some(s) => (
+    let first = topic.log.first_offset();
+    let (tracker, known, max_deliveries) = match origin {
+        Origin::Loaded(s) => (
             AckTracker::restore(&s.snapshot, now),
             true,
             if s.max_deliveries > 0 {
@@ -235,11 +242,8 @@ pub fn spawn(
                 defaults.max_deliveries
             },
         ),
-        None => (
-            AckTracker::new(topic.log.first_offset()),
-            false,
-            defaults.max_deliveries,
-        ),
+        Origin::New => (AckTracker::new(first), false, defaults.max_deliveries),
+        Origin::Replacing => (AckTracker::new(first), true, defaults.max_deliveries),
     };
     let durable = matches!(
         topic.log.config().fsync,
@@ -252,6 +256,7 @@ pub fn spawn(
         .registry()
         .map_or_else(MemoryBudget::unlimited, |r| r.memory().clone());
     let g = Group {
+        persist: Persister::new(name.clone(), path, durable),
         name,
         topic,
         tracker,
@@ -260,14 +265,6 @@ pub fn spawn(
         next_member: 0,
         defaults,
         max_deliveries,
-        path,
-        durable,
-        dirty: false,
-        persisting: None,
-        last_persist: Instant::now() - PERSIST_MIN_INTERVAL,
-        persist_due: None,
-        waiting_current: Vec::new(),
-        waiting_next: Vec::new(),
         memory,
         memory_wait: None,
     };
@@ -276,7 +273,7 @@ pub fn spawn(
         g.run(rx, cancel).await;
         drop(guard);
     });
-    Ok(GroupHandle { tx, stopped })
+    GroupHandle { tx, stopped }
 }
 
 impl Group {
@@ -284,16 +281,17 @@ impl Group {
         let mut watch = self.topic.log.watch_next_offset();
         loop {
             let timer = self.tracker.next_timer();
+            let persist_due = self.persist.due();
             let has_members = !self.members.is_empty();
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
-                    self.handle(cmd);
+                    self.handle(cmd).await;
                     // Take whatever else is queued before dispatching once.
                     for _ in 0..1024 {
                         match rx.try_recv() {
-                            Ok(c) => self.handle(c),
+                            Ok(c) => self.handle(c).await,
                             Err(_) => break,
                         }
                     }
@@ -305,79 +303,37 @@ impl Group {
                     self.expire();
                 }
                 _ = self.memory.recheck(self.memory_wait.unwrap_or(Level::Delivery)), if self.memory_wait.is_some() => {}
-                _ = sleep_until(self.persist_due.map(tokio::time::Instant::from_std).unwrap_or_else(far_future)), if self.persist_due.is_some() => {
-                    self.persist_due = None;
-                }
-                r = async { self.persisting.as_mut().expect("guarded").await }, if self.persisting.is_some() => {
-                    self.persisting = None;
-                    let r = r.unwrap_or_else(|e| Err(e.to_string()));
-                    for w in self.waiting_current.drain(..) {
-                        let _ = w.send(r.clone().map_err(BrokerError::Internal));
-                    }
-                    if let Err(e) = r {
-                        tracing::error!(group = %self.name, error = %e, "persisting group state failed");
-                    }
+                _ = sleep_until(persist_due.map(tokio::time::Instant::from_std).unwrap_or_else(far_future)), if persist_due.is_some() => {}
+                r = self.persist.finished(), if self.persist.is_running() => {
+                    self.persist.on_finished(r);
                 }
             }
             self.dispatch().await;
-            self.maybe_persist();
+            let tracker = &self.tracker;
+            let max_deliveries = self.max_deliveries;
+            self.persist.maybe_start(|| stored(tracker, max_deliveries));
         }
-        // Final save on the way out (shutdown or topic deletion).
-        if let Some(p) = self.persisting.take() {
-            let _ = p.await;
-        }
-        let state = self.stored();
-        if let Err(e) = store::save(&self.path, &state, self.durable) {
-            tracing::error!(group = %self.name, error = %e, "saving group state at shutdown");
-        }
-        for w in self
-            .waiting_current
-            .drain(..)
-            .chain(self.waiting_next.drain(..))
-        {
-            let _ = w.send(Ok(()));
+        // Final save on the way out (shutdown or topic deletion). A group
+        // that never came to exist leaves no file behind.
+        if self.known {
+            let state = self.stored();
+            self.persist.close(state).await;
         }
     }
 
     fn stored(&self) -> StoredGroup {
-        StoredGroup {
-            snapshot: self.tracker.snapshot(),
-            max_deliveries: self.max_deliveries,
-        }
-    }
-
-    fn maybe_persist(&mut self) {
-        if !self.dirty || self.persisting.is_some() {
-            return;
-        }
-        let now = Instant::now();
-        let next = self.last_persist + PERSIST_MIN_INTERVAL;
-        if now < next {
-            self.persist_due = Some(next);
-            return;
-        }
-        self.last_persist = now;
-        self.persist_due = None;
-        self.dirty = false;
-        self.known = true;
-        let state = self.stored();
-        let path = self.path.clone();
-        let durable = self.durable;
-        self.waiting_current = std::mem::take(&mut self.waiting_next);
-        self.persisting = Some(tokio::task::spawn_blocking(move || {
-            store::save(&path, &state, durable).map_err(|e| e.to_string())
-        }));
+        stored(&self.tracker, self.max_deliveries)
     }
 
     fn member_mut(&mut self, id: MemberId) -> Option<&mut Member> {
         self.members.iter_mut().find(|m| m.id == id)
     }
 
-    fn handle(&mut self, cmd: Cmd) {
+    async fn handle(&mut self, cmd: Cmd) {
         let now = Instant::now();
         match cmd {
             Cmd::Join(j, reply) => {
-                let r = self.join(*j);
+                let r = self.join(*j).await;
                 let _ = reply.send(r);
             }
             Cmd::Leave(id) => {
@@ -402,52 +358,58 @@ impl Group {
                     }
                 }
                 if !matches!(kind, AckKind::Extend) {
-                    self.dirty = true;
+                    self.persist.mark_dirty();
                 }
                 if let Some(d) = done {
-                    self.dirty = true;
-                    self.waiting_next.push(d);
+                    self.persist.wait(d);
                 }
             }
             Cmd::Info(reply) => {
-                let end = self.topic.log.next_offset();
-                let floor = self.tracker.floor();
-                let _ = reply.send(GroupInfo {
-                    name: self.name.clone(),
-                    ack_floor: floor,
-                    lag: end.saturating_sub(floor),
-                    in_flight: self.tracker.in_flight(),
-                    redelivered: self.tracker.redelivered,
-                    dead_lettered: self.tracker.dead_lettered,
-                    members: self.members.iter().map(|m| m.client_id.clone()).collect(),
-                });
+                let _ = reply.send(self.info());
             }
-            Cmd::Reset(to, reply) => {
-                let r = if self.members.is_empty() {
-                    let o = self.resolve_start(to);
-                    self.tracker.reset(o);
-                    self.dirty = true;
-                    Ok(())
-                } else {
-                    Err(BrokerError::GroupActive(self.name.clone()))
-                };
-                let _ = reply.send(r);
-            }
+            Cmd::Reset(to, reply) => match self.reset(to) {
+                // Answered once the new position is on disk.
+                Ok(()) => self.persist.wait(reply),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
         }
     }
 
-    fn resolve_start(&self, start: StartPosition) -> u64 {
-        let log = &self.topic.log;
-        match start {
-            StartPosition::Resume => self.tracker.floor(),
-            StartPosition::Earliest => log.first_offset(),
-            StartPosition::Latest => log.next_offset(),
-            StartPosition::Offset(o) => o.clamp(log.first_offset(), log.next_offset()),
-            StartPosition::Timestamp(t) => log.offset_for_timestamp(t).unwrap_or(log.next_offset()),
+    fn info(&self) -> Option<GroupInfo> {
+        if !self.known && self.members.is_empty() {
+            return None;
         }
+        let end = self.topic.log.next_offset();
+        Some(GroupInfo {
+            name: self.name.clone(),
+            ack_floor: self.tracker.floor(),
+            lag: self.tracker.lag(end),
+            in_flight: self.tracker.in_flight(),
+            redelivered: self.tracker.redelivered,
+            dead_lettered: self.tracker.dead_lettered,
+            members: self.members.iter().map(|m| m.client_id.clone()).collect(),
+            damaged: None,
+        })
     }
 
-    fn join(&mut self, j: Join) -> Result<u64, BrokerError> {
+    fn reset(&mut self, to: StartPosition) -> Result<(), BrokerError> {
+        if !self.known {
+            return Err(BrokerError::UnknownGroup {
+                topic: self.topic.name.clone(),
+                group: self.name.clone(),
+            });
+        }
+        if !self.members.is_empty() {
+            return Err(BrokerError::GroupActive(self.name.clone()));
+        }
+        let o = position::resolve(&self.topic.log, to)?;
+        self.tracker.reset(o);
+        Ok(())
+    }
+
+    async fn join(&mut self, j: Join) -> Result<u64, BrokerError> {
         if self.members.iter().any(|m| m.id == j.member) {
             return Err(BrokerError::InvalidArgument("already a member".into()));
         }
@@ -458,12 +420,22 @@ impl Group {
         if self.members.is_empty() && (!self.known || explicit) {
             let o = match j.start {
                 StartPosition::Resume => self.topic.log.first_offset(),
-                s => self.resolve_start(s),
+                s => position::resolve(&self.topic.log, s)?,
             };
             if !self.known || o != self.tracker.floor() {
                 self.tracker.reset(o);
             }
-            self.dirty = true;
+            if self.known {
+                self.persist.mark_dirty();
+            } else {
+                // The group exists on disk before it delivers anything, so
+                // a restart cannot forget it (and its acks) later.
+                if let Err(e) = self.persist.save_now(self.stored()).await {
+                    tracing::warn!(group = %self.name, error = %e, "a new group's state cannot be written; its first member is refused");
+                    return Err(e.into());
+                }
+                self.known = true;
+            }
         }
         if let Some(m) = j.max_deliveries {
             self.max_deliveries = m;
@@ -605,7 +577,7 @@ impl Group {
                     }
                     // Offsets acked before they were (re)delivered are skipped.
                     if self.tracker.skip_done_ahead(from) {
-                        self.dirty = true;
+                        self.persist.mark_dirty();
                         continue;
                     }
                     let mut last = b.last_offset().min(from + credit - 1);
@@ -644,7 +616,7 @@ impl Group {
         {
             Ok(()) => {
                 self.tracker.mark_dead_lettered(first, last);
-                self.dirty = true;
+                self.persist.mark_dirty();
             }
             Err(e) => {
                 tracing::error!(group = %self.name, error = %e, "dead-lettering failed; will retry");
@@ -661,6 +633,13 @@ fn backoff_for(list: &[Duration], delivery: u32) -> Duration {
     match list.len() {
         0 => Duration::ZERO,
         n => list[(delivery.saturating_sub(1) as usize).min(n - 1)],
+    }
+}
+
+fn stored(tracker: &AckTracker, max_deliveries: u32) -> StoredGroup {
+    StoredGroup {
+        snapshot: tracker.snapshot(),
+        max_deliveries,
     }
 }
 

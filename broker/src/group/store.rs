@@ -29,14 +29,60 @@ pub enum StoreError {
     Corrupt { path: PathBuf, reason: String },
 }
 
+impl StoreError {
+    /// True for ENOSPC / EDQUOT: the state was not written, and may be once
+    /// space is freed.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => fsutil::is_storage_full(source),
+            StoreError::Corrupt { .. } => false,
+        }
+    }
+
+    /// A copy for answering every ack that waited on one failed write
+    /// (`io::Error` is not `Clone`).
+    pub fn duplicate(&self) -> StoreError {
+        match self {
+            StoreError::Io { path, source } => StoreError::Io {
+                path: path.clone(),
+                source: match source.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            StoreError::Corrupt { path, reason } => StoreError::Corrupt {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        // A checksum mismatch or a truncated file is damage, not I/O.
+        if source.kind() == std::io::ErrorKind::InvalidData {
+            // The message names the file already; say it once.
+            let text = source.to_string();
+            let prefix = format!("{}: ", path.display());
+            StoreError::Corrupt {
+                path: path.to_path_buf(),
+                reason: text.strip_prefix(&prefix).unwrap_or(&text).to_owned(),
+            }
+        } else {
+            StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
     }
 }
 
 /// Loads a group's state; `Ok(None)` when the group has never been saved.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] for a file that fails its checksum or does not
+/// decode; [`StoreError::Io`] when it cannot be read.
 pub fn load(path: &Path) -> Result<Option<StoredGroup>, StoreError> {
     let Some(body) = fsutil::read_checked(path).map_err(io(path))? else {
         return Ok(None);

@@ -121,7 +121,9 @@ pub fn topic(rooms: &Rooms, client: &str) -> Result<Arc<Topic>, BrokerError> {
 /// The group cannot be started or has stopped.
 pub async fn pending(topic: &Arc<Topic>) -> Result<u64, BrokerError> {
     let info = topic.group(INBOX_GROUP)?.info().await?;
-    let from = info.ack_floor.max(topic.log.first_offset());
+    // No group yet: its reader never subscribed, everything is pending.
+    let floor = info.map_or(0, |i| i.ack_floor);
+    let from = floor.max(topic.log.first_offset());
     Ok(topic.log.next_offset().saturating_sub(from))
 }
 

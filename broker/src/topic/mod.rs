@@ -4,6 +4,7 @@
 //! delete, list). A [`Topic`] owns its [`Log`] and its groups' actors.
 
 pub mod name;
+pub mod position;
 pub mod registry;
 
 use std::collections::HashMap;
@@ -12,10 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-use herald_protocol::{GroupInfo, TopicConfig, TopicInfo};
+use herald_protocol::{GroupInfo, StartPosition, TopicConfig, TopicInfo};
 use tokio_util::sync::CancellationToken;
 
-use crate::group::{self, GroupHandle};
+use crate::group::{self, store, GroupHandle, Origin};
 use crate::storage::Log;
 use crate::BrokerError;
 pub use registry::Registry;
@@ -29,6 +30,10 @@ pub struct Topic {
     dir: PathBuf,
     /// Group actors by name. A std Mutex: nothing awaits while it is held.
     groups: Mutex<HashMap<String, GroupHandle>>,
+    /// Groups whose state file is damaged or unreadable, with the reason.
+    /// They are listed as damaged, refuse members, and are replaced by a
+    /// reset. Found at open and whenever a state file fails to load.
+    damaged: Mutex<HashMap<String, String>>,
     /// Stops this topic's group actors (child of the broker's token).
     pub cancel: CancellationToken,
     registry: Weak<Registry>,
@@ -51,6 +56,7 @@ impl Topic {
             log,
             dir,
             groups: Mutex::new(HashMap::new()),
+            damaged: Mutex::new(HashMap::new()),
             cancel,
             registry,
             started: Instant::now(),
@@ -71,27 +77,106 @@ impl Topic {
         self.dir.join("groups")
     }
 
-    /// The actor of group `name`, started (and its state loaded) on first use.
+    fn state_path(&self, group: &str) -> PathBuf {
+        self.groups_dir().join(format!("{group}.state"))
+    }
+
+    /// The actor of group `name`, started (and its state loaded) on first
+    /// use; a group without state is created by its first member.
+    ///
+    /// # Errors
+    /// `GroupUnavailable` when its state file is damaged or unreadable.
     pub fn group(self: &Arc<Self>, name: &str) -> Result<GroupHandle, BrokerError> {
         name::validate("group", name)?;
+        self.group_actor(name, true)?
+            .ok_or_else(|| BrokerError::Internal("group actor not started".into()))
+    }
+
+    /// The actor of an existing group (one with a state file or a running
+    /// actor); `None` if there is no such group. Never creates anything.
+    fn existing_group(self: &Arc<Self>, name: &str) -> Result<Option<GroupHandle>, BrokerError> {
+        self.group_actor(name, false)
+    }
+
+    fn group_actor(
+        self: &Arc<Self>,
+        name: &str,
+        create: bool,
+    ) -> Result<Option<GroupHandle>, BrokerError> {
+        if let Some(reason) = self.damage_of(name) {
+            return Err(unavailable(name, reason));
+        }
         let mut groups = self.groups.lock().map_err(|_| poisoned())?;
         if let Some(g) = groups.get(name) {
             if !g.is_stopped() {
-                return Ok(g.clone());
+                return Ok(Some(g.clone()));
             }
         }
-        let dir = self.groups_dir();
-        std::fs::create_dir_all(&dir)?;
+        let path = self.state_path(name);
+        let origin = match store::load(&path) {
+            Ok(Some(s)) => Origin::Loaded(s),
+            Ok(None) if !create => return Ok(None),
+            Ok(None) => {
+                std::fs::create_dir_all(self.groups_dir())?;
+                Origin::New
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::error!(topic = %self.name, group = %name, file = %path.display(), error = %reason, "group state cannot be loaded; the group is unavailable until it is reset");
+                self.remember_damage(name, &e);
+                return Err(unavailable(name, reason));
+            }
+        };
+        let h = self.spawn_group(name, path, origin);
+        groups.insert(name.to_owned(), h.clone());
+        Ok(Some(h))
+    }
+
+    fn spawn_group(self: &Arc<Self>, name: &str, path: PathBuf, origin: Origin) -> GroupHandle {
         let reg = self.registry();
         let defaults = reg.as_ref().map(|r| r.group_defaults()).unwrap_or_default();
-        let h = group::spawn(
-            self.clone(),
-            name.to_owned(),
-            dir.join(format!("{name}.state")),
-            defaults,
-        )?;
-        groups.insert(name.to_owned(), h.clone());
-        Ok(h)
+        group::spawn(self.clone(), name.to_owned(), path, defaults, origin)
+    }
+
+    fn damage_of(&self, name: &str) -> Option<String> {
+        self.damaged.lock().ok()?.get(name).cloned()
+    }
+
+    /// Remembers a damaged file. A read error (EIO, too many open files)
+    /// is not remembered: the next use tries again.
+    fn remember_damage(&self, name: &str, e: &store::StoreError) {
+        if let store::StoreError::Corrupt { .. } = e {
+            if let Ok(mut d) = self.damaged.lock() {
+                d.insert(name.to_owned(), e.to_string());
+            }
+        }
+    }
+
+    /// Checks every group state file at open: each damaged or unreadable
+    /// one is logged at ERROR with its file and reason, and its group is
+    /// marked unavailable. The others load when first used.
+    pub(crate) fn check_groups(&self) {
+        for name in self.stored_group_names() {
+            let path = self.state_path(&name);
+            if let Err(e) = store::load(&path) {
+                tracing::error!(topic = %self.name, group = %name, file = %path.display(), error = %e, "group state is damaged or unreadable; the group is unavailable until it is reset (`herald groups TOPIC GROUP --reset-to POSITION`)");
+                self.remember_damage(&name, &e);
+            }
+        }
+    }
+
+    /// Names of groups with a state file (damaged ones included).
+    fn stored_group_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(self.groups_dir()) {
+            for e in rd.flatten() {
+                let f = e.file_name().to_string_lossy().to_string();
+                if let Some(n) = f.strip_suffix(".state") {
+                    names.push(n.to_owned());
+                }
+            }
+        }
+        names
     }
 
     /// Names of groups with stored state or a running actor.
@@ -101,27 +186,91 @@ impl Topic {
             .lock()
             .map(|g| g.keys().cloned().collect())
             .unwrap_or_default();
-        if let Ok(rd) = std::fs::read_dir(self.groups_dir()) {
-            for e in rd.flatten() {
-                let f = e.file_name().to_string_lossy().to_string();
-                if let Some(n) = f.strip_suffix(".state") {
-                    if !names.iter().any(|x| x == n) {
-                        names.push(n.to_owned());
-                    }
-                }
+        for n in self.stored_group_names() {
+            if !names.contains(&n) {
+                names.push(n);
             }
         }
         names.sort();
         names
     }
 
-    /// Lag, in-flight and member figures of every group.
+    /// Lag, in-flight and member figures of every group; a damaged group
+    /// is listed with the reason instead.
     pub async fn group_infos(self: &Arc<Self>) -> Result<Vec<GroupInfo>, BrokerError> {
         let mut out = Vec::new();
         for n in self.group_names() {
-            out.push(self.group(&n)?.info().await?);
+            match self.existing_group(&n) {
+                Ok(Some(g)) => out.extend(g.info().await?),
+                Ok(None) => {}
+                Err(BrokerError::GroupUnavailable { reason, .. }) => {
+                    out.push(damaged_info(&n, reason))
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
+    }
+
+    /// Moves group `name` to `to` (see [`GroupHandle::reset`]). A group
+    /// whose state file is damaged gets a fresh state at `to`; the damaged
+    /// file is kept aside as `<name>.state.damaged-<unix ms>`.
+    ///
+    /// # Errors
+    /// `UnknownGroup` if the topic has no such group (nothing is created),
+    /// and those of [`GroupHandle::reset`].
+    pub async fn reset_group(
+        self: &Arc<Self>,
+        name: &str,
+        to: StartPosition,
+    ) -> Result<(), BrokerError> {
+        name::validate("group", name)?;
+        let handle = match self.existing_group(name) {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                return Err(BrokerError::UnknownGroup {
+                    topic: self.name.clone(),
+                    group: name.to_owned(),
+                })
+            }
+            Err(BrokerError::GroupUnavailable { .. }) => {
+                // Refuse a bad position before touching the damaged file.
+                position::resolve(&self.log, to)?;
+                self.replace_damaged(name)?
+            }
+            Err(e) => return Err(e),
+        };
+        handle.reset(to).await
+    }
+
+    /// Sets a damaged state file aside and starts the group afresh.
+    fn replace_damaged(self: &Arc<Self>, name: &str) -> Result<GroupHandle, BrokerError> {
+        let mut groups = self.groups.lock().map_err(|_| poisoned())?;
+        let path = self.state_path(name);
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let aside = self
+            .groups_dir()
+            .join(format!("{name}.state.damaged-{stamp}"));
+        match std::fs::rename(&path, &aside) {
+            Ok(()) => {
+                crate::fsutil::sync_dir(&self.groups_dir())?;
+                tracing::warn!(topic = %self.name, group = %name, kept = %aside.display(), "replacing damaged group state by a reset; the damaged file is kept aside");
+            }
+            // Already gone (removed by hand): nothing to keep.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(topic = %self.name, group = %name, "replacing damaged group state by a reset");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if let Ok(mut d) = self.damaged.lock() {
+            d.remove(name);
+        }
+        let h = self.spawn_group(name, path, Origin::Replacing);
+        groups.insert(name.to_owned(), h.clone());
+        Ok(h)
     }
 
     /// What describe shows.
@@ -159,6 +308,27 @@ impl Topic {
 
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
+    }
+}
+
+fn unavailable(group: &str, reason: String) -> BrokerError {
+    BrokerError::GroupUnavailable {
+        group: group.to_owned(),
+        reason,
+    }
+}
+
+/// How a damaged group is listed: its name and why, no figures.
+fn damaged_info(name: &str, reason: String) -> GroupInfo {
+    GroupInfo {
+        name: name.to_owned(),
+        ack_floor: 0,
+        lag: 0,
+        in_flight: 0,
+        redelivered: 0,
+        dead_lettered: 0,
+        members: Vec::new(),
+        damaged: Some(reason),
     }
 }
 

@@ -142,14 +142,18 @@ impl Registry {
             None => read_meta(&meta)?,
         };
         let log = Log::open(dir.join("log"), self.log_config(&cfg))?;
-        Ok(Arc::new(Topic::new(
+        let topic = Arc::new(Topic::new(
             name.to_owned(),
             cfg,
             log,
             dir,
             self.cancel.child_token(),
             self.me.clone(),
-        )))
+        ));
+        if create.is_none() {
+            topic.check_groups();
+        }
+        Ok(topic)
     }
 
     /// The topic, if it exists and is usable.
@@ -171,6 +175,21 @@ impl Registry {
     pub fn for_publish(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
         match self.get(name) {
             Err(BrokerError::UnknownTopic(_)) if self.config.auto_create_topics => {
+                self.create(name, &TopicConfig::default(), true)
+            }
+            r => r,
+        }
+    }
+
+    /// The topic to subscribe to: created with defaults if missing only
+    /// when the broker auto-creates topics *and* auto-creates on subscribe
+    /// (off by default: a misspelled topic would otherwise be created and
+    /// waited on forever).
+    pub fn for_subscribe(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        match self.get(name) {
+            Err(BrokerError::UnknownTopic(_))
+                if self.config.auto_create_topics && self.config.auto_create_on_subscribe =>
+            {
                 self.create(name, &TopicConfig::default(), true)
             }
             r => r,

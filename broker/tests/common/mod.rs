@@ -134,6 +134,21 @@ impl Raw {
         }
     }
 
+    /// Creates a topic with the broker's defaults (subscribing does not
+    /// create one).
+    pub async fn create_topic(&mut self, name: &str) {
+        match self
+            .request(Message::CreateTopic(CreateTopic {
+                name: name.into(),
+                config: TopicConfig::default(),
+            }))
+            .await
+        {
+            Message::TopicInfo(_) => {}
+            m => panic!("create topic {name}: {m:?}"),
+        }
+    }
+
     pub async fn subscribe(
         &mut self,
         topic: &str,
@@ -264,11 +279,17 @@ impl Child {
     }
 
     /// Runs a `herald serve` command and waits for its `listening on` line.
-    pub fn start(mut cmd: std::process::Command) -> Child {
+    pub fn start(cmd: std::process::Command) -> Child {
+        Self::start_with_stderr(cmd, std::process::Stdio::inherit())
+    }
+
+    /// Like [`Child::start`], with the broker's log going to `stderr` (a
+    /// file the test reads afterwards).
+    pub fn start_with_stderr(mut cmd: std::process::Command, stderr: std::process::Stdio) -> Child {
         use std::io::BufRead;
         let mut child = cmd
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn herald");
         let stdout = child.stdout.take().unwrap();

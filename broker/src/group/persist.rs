@@ -1,0 +1,273 @@
+//! When and how a group actor writes its state, and who waits for it.
+//!
+//! Writes are group-committed: every change made while one write runs goes
+//! into the next, at most every [`PERSIST_MIN_INTERVAL`]. A write that fails
+//! (a full disk) leaves the state dirty and is retried after a backoff that
+//! grows to [`RETRY_MAX`], so a broker on a full disk neither forgets an ack
+//! in memory nor spins on the disk. Whoever waits for a write (an Ack with a
+//! request id, a reset) hears `Ok` only once its change is on disk, and the
+//! error otherwise; it is never told `Ok` for state that is not written.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::store::{self, StoreError, StoredGroup};
+use crate::BrokerError;
+
+/// Group state is persisted at most this often. Each persist is a write, an
+/// fsync, a rename and a folder fsync; at the client's ack pace (a flush
+/// every millisecond) they competed with the log's own fsyncs on the same
+/// disk and showed in the publish-to-deliver p99.
+pub const PERSIST_MIN_INTERVAL: Duration = Duration::from_millis(5);
+/// Delay before retrying after the first failed write; it doubles with
+/// every further failure up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+/// Longest delay between two attempts on a disk that stays full.
+pub const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Told when the write that carries a change finished.
+pub type Waiter = oneshot::Sender<Result<(), BrokerError>>;
+
+/// The persistence side of one group actor.
+pub struct Persister {
+    group: String,
+    path: PathBuf,
+    /// fsync the file and folder (the topic's policy is `always`).
+    durable: bool,
+    /// Changed since the last write started.
+    dirty: bool,
+    running: Option<JoinHandle<Result<(), StoreError>>>,
+    /// No write starts before this (the minimum interval, or a retry's
+    /// backoff).
+    not_before: Instant,
+    /// Consecutive failed writes.
+    failures: u32,
+    /// Waiting for the write that is running.
+    current: Vec<Waiter>,
+    /// Waiting for the next write.
+    next: Vec<Waiter>,
+}
+
+impl Persister {
+    pub fn new(group: String, path: PathBuf, durable: bool) -> Persister {
+        Persister {
+            group,
+            path,
+            durable,
+            dirty: false,
+            running: None,
+            not_before: Instant::now(),
+            failures: 0,
+            current: Vec::new(),
+            next: Vec::new(),
+        }
+    }
+
+    /// Something changed: it goes into the next write.
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Something changed and `w` waits until it is on disk.
+    pub fn wait(&mut self, w: Waiter) {
+        self.dirty = true;
+        self.next.push(w);
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// When the actor must wake to start a write that is due but not yet
+    /// allowed; `None` when nothing waits for time.
+    pub fn due(&self) -> Option<Instant> {
+        (self.dirty && self.running.is_none()).then_some(self.not_before)
+    }
+
+    /// Starts a write of `state()` if the state is dirty, no write runs and
+    /// the interval (or backoff) has passed.
+    pub fn maybe_start(&mut self, state: impl FnOnce() -> StoredGroup) {
+        if !self.dirty || self.running.is_some() || Instant::now() < self.not_before {
+            return;
+        }
+        self.dirty = false;
+        self.not_before = Instant::now() + PERSIST_MIN_INTERVAL;
+        self.current = std::mem::take(&mut self.next);
+        let (path, durable, state) = (self.path.clone(), self.durable, state());
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            store::save(&path, &state, durable)
+        }));
+    }
+
+    /// Resolves when the running write ends. Only call while
+    /// [`Self::is_running`]; otherwise it never resolves.
+    pub async fn finished(&mut self) -> Result<(), StoreError> {
+        let Some(h) = self.running.as_mut() else {
+            return std::future::pending().await;
+        };
+        let r = h.await;
+        self.running = None;
+        r.unwrap_or_else(|e| {
+            Err(StoreError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(format!("group state writer task: {e}")),
+            })
+        })
+    }
+
+    /// Answers the waiters of a write that ended; a failure makes the state
+    /// dirty again and schedules a retry.
+    pub fn on_finished(&mut self, r: Result<(), StoreError>) {
+        match r {
+            Ok(()) => {
+                if self.failures > 0 {
+                    tracing::info!(group = %self.group, failures = self.failures, "group state written again");
+                }
+                self.failures = 0;
+                for w in self.current.drain(..) {
+                    let _ = w.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                // Its changes are still to be written.
+                self.dirty = true;
+                self.failed(&e);
+                for w in self.current.drain(..) {
+                    let _ = w.send(Err(BrokerError::GroupStore(e.duplicate())));
+                }
+            }
+        }
+    }
+
+    /// Counts a failed write and schedules the next attempt; the first
+    /// failure of an outage is logged at ERROR, the retries at DEBUG.
+    fn failed(&mut self, e: &StoreError) {
+        let backoff = self.back_off();
+        if self.failures == 1 {
+            tracing::error!(group = %self.group, error = %e, retry_in = ?backoff,
+                "persisting group state failed; acks stay in memory and the write is retried");
+        } else {
+            tracing::debug!(group = %self.group, error = %e, failures = self.failures, "persisting group state failed again");
+        }
+    }
+
+    /// Counts a failure; returns the delay before the next attempt.
+    fn back_off(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let backoff = RETRY_FIRST
+            .saturating_mul(1 << self.failures.saturating_sub(1).min(16))
+            .min(RETRY_MAX);
+        self.not_before = Instant::now() + backoff;
+        backoff
+    }
+
+    /// Writes `state` now (after the running write, if any) and returns
+    /// once it is on disk. Every waiter whose change `state` includes is
+    /// answered. Used where the caller must not go on before the state is
+    /// written: a new group's first member, shutdown. A failure leaves the
+    /// dirty flag as it was: `state` may hold a change the caller undoes
+    /// (a new group's first member that is refused), which must not be
+    /// written by a later retry.
+    pub async fn save_now(&mut self, state: StoredGroup) -> Result<(), StoreError> {
+        if self.running.is_some() {
+            let r = self.finished().await;
+            self.on_finished(r);
+        }
+        let (path, durable) = (self.path.clone(), self.durable);
+        let r = tokio::task::spawn_blocking(move || store::save(&path, &state, durable))
+            .await
+            .unwrap_or_else(|e| {
+                Err(StoreError::Io {
+                    path: self.path.clone(),
+                    source: std::io::Error::other(format!("group state writer task: {e}")),
+                })
+            });
+        match &r {
+            Ok(()) => {
+                self.dirty = false;
+                self.failures = 0;
+                for w in self.next.drain(..) {
+                    let _ = w.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                // The caller reports it (a refused subscription, shutdown).
+                self.back_off();
+                tracing::debug!(group = %self.group, error = %e, "writing group state failed");
+            }
+        }
+        r
+    }
+
+    /// The actor is ending: writes `state` a last time and answers every
+    /// waiter with the outcome.
+    pub async fn close(&mut self, state: StoredGroup) {
+        // Written even when no ack is pending: deliveries (the next fresh
+        // offset, delivery counts) do not mark the state dirty.
+        if let Err(e) = self.save_now(state).await {
+            tracing::error!(group = %self.group, error = %e, "saving group state at shutdown failed; the group resumes from its last written state");
+            for w in self.next.drain(..) {
+                let _ = w.send(Err(BrokerError::GroupStore(e.duplicate())));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_write_stays_dirty_and_backs_off() {
+        let dir = tempfile::tempdir().unwrap();
+        // The folder does not exist: every write fails.
+        let path = dir.path().join("missing").join("g.state");
+        let mut p = Persister::new("g".into(), path.clone(), false);
+        let (tx, rx) = oneshot::channel();
+        p.wait(tx);
+        p.maybe_start(StoredGroup::default);
+        assert!(p.is_running());
+        let r = p.finished().await;
+        p.on_finished(r);
+        assert!(rx.await.unwrap().is_err(), "never Ok for a failed write");
+        let due = p.due().expect("still dirty");
+        assert!(due > Instant::now() + RETRY_FIRST / 2, "no hot retry");
+        // Once the folder exists the retry writes the state.
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        p.not_before = Instant::now();
+        p.maybe_start(StoredGroup::default);
+        let r = p.finished().await;
+        p.on_finished(r);
+        assert_eq!(p.failures, 0);
+        assert!(p.due().is_none());
+        assert_eq!(store::load(&path).unwrap(), Some(StoredGroup::default()));
+    }
+
+    #[tokio::test]
+    async fn a_failed_last_write_is_not_reported_as_ok() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("g.state");
+        let mut p = Persister::new("g".into(), path, false);
+        let (tx, rx) = oneshot::channel();
+        p.wait(tx);
+        p.close(StoredGroup::default()).await;
+        assert!(rx.await.unwrap().is_err());
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        let mut p = Persister::new("g".into(), PathBuf::from("/nonexistent/g.state"), false);
+        let e = StoreError::Corrupt {
+            path: PathBuf::new(),
+            reason: String::new(),
+        };
+        for _ in 0..100 {
+            p.failed(&e);
+            p.back_off();
+        }
+        assert!(p.not_before <= Instant::now() + RETRY_MAX);
+    }
+}
