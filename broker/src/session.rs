@@ -459,6 +459,11 @@ impl Session {
                 Ok(g) => self.later(id, async move { g.reset(r.to).await.map(|_| Message::Ok) }),
                 Err(e) => self.reply(id, e.to_message()).await,
             },
+            Message::RepairTopic(r) => self.later(id, async move {
+                reg.repair(&r.name, r.dry_run)
+                    .await
+                    .map(Message::RepairReport)
+            }),
             Message::Join(_)
             | Message::Leave(_)
             | Message::Emit(_)

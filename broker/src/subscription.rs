@@ -1,15 +1,24 @@
 //! Ephemeral subscriptions: a live reader of a topic with no group, no acks
 //! and no stored state. One task per subscription reads the log (the tail
 //! cache when caught up) and pushes batches within its credit.
+//!
+//! A read that fails (damaged data, an I/O error) ends the subscription
+//! with a pushed SubscriptionError naming the topic and the offsets
+//! ([`push_read_error`], which group actors use too): a reader is told,
+//! never left waiting for records that cannot come.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+use bytes::BytesMut;
+use herald_protocol::{ErrorCode, Message, SubscriptionError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::outbox::Outbox;
+use crate::outbox::{Out, Outbox};
+use crate::storage::StorageError;
 use crate::topic::Topic;
+use crate::BrokerError;
 
 /// Most bytes read for one round of deliveries.
 const MAX_READ_BYTES: usize = 1 << 20;
@@ -77,7 +86,8 @@ pub fn spawn(
             let batches = match log.read(next, (b as usize).min(MAX_READ_BYTES), m as u32) {
                 Ok(v) => v,
                 Err(e) => {
-                    tracing::warn!(topic = %topic.name, error = %e, "ephemeral subscription read failed");
+                    tracing::warn!(topic = %topic.name, subscription_id, error = %e, "ending an ephemeral subscription: its next records cannot be read");
+                    push_read_error(&outbox, subscription_id, &topic.name, &e);
                     break;
                 }
             };
@@ -108,4 +118,58 @@ pub fn spawn(
         }
     });
     credit
+}
+
+/// Ends subscription `subscription_id` for a read that failed: pushes a
+/// SubscriptionError (code `Corrupt` for damaged data) whose message names
+/// the topic, the offsets, the file and what to do. Returns false once the
+/// connection is gone.
+pub fn push_read_error(
+    outbox: &Outbox,
+    subscription_id: u64,
+    topic: &str,
+    e: &StorageError,
+) -> bool {
+    let (code, message) = read_error(topic, e);
+    let m = Message::SubscriptionError(SubscriptionError {
+        subscription_id,
+        code: code.as_u16(),
+        message,
+    });
+    let mut b = BytesMut::new();
+    m.encode(0, &mut b);
+    outbox.push(Out::Frame(b.freeze()))
+}
+
+/// The code and text a subscriber is told when a read of `topic` failed.
+fn read_error(topic: &str, e: &StorageError) -> (ErrorCode, String) {
+    match e {
+        StorageError::Corrupt {
+            path,
+            position,
+            offsets,
+            reason,
+        } => {
+            let which = match offsets {
+                Some((first, end)) if end > first => {
+                    format!("records at offsets {first}..={}", end - 1)
+                }
+                Some((first, _)) => format!("the records after offset {first}"),
+                None => "records".to_string(),
+            };
+            let msg = format!(
+                "topic {topic:?}: {which} are damaged on disk and cannot be delivered \
+                 ({}, byte {position}: {reason}); `herald topics repair {topic}` skips them",
+                path.display()
+            );
+            (ErrorCode::Corrupt, msg)
+        }
+        other => {
+            let code = BrokerError::Storage(other.duplicate()).code();
+            (
+                code,
+                format!("topic {topic:?}: reading the log failed: {other}"),
+            )
+        }
+    }
 }

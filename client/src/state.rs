@@ -14,7 +14,7 @@ use herald_protocol::batch::set_producer;
 use herald_protocol::message::put_publish;
 use herald_protocol::{
     Ack, AckKind, ErrorCode, Flow, JoinRoom, Message as Wire, PublishOk, StartPosition, Subscribe,
-    SubscribeOk, Unsubscribe,
+    SubscribeOk, SubscriptionError, Unsubscribe,
 };
 use tokio::sync::oneshot;
 
@@ -54,6 +54,11 @@ struct SubEntry {
     /// Unsubscribing: the Unsubscribe waits until the broker confirmed the
     /// acks sent before it, so that leaving cannot overtake them.
     leaving: Option<Option<oneshot::Sender<Result<()>>>>,
+    /// The broker ended it (SubscriptionError): the stream was told, and it
+    /// is not subscribed again after a reconnect, since whatever ended it
+    /// (damaged data) needs an operator first. Acks still go out until the
+    /// application drops the stream.
+    ended: bool,
 }
 
 /// A request awaiting its reply.
@@ -142,6 +147,7 @@ impl State {
                         reply: Some(reply),
                         unsent_acks: Vec::new(),
                         leaving: None,
+                        ended: false,
                     },
                 );
                 if self.live {
@@ -203,6 +209,9 @@ impl State {
         let Some(s) = self.subs.get_mut(&local_id) else {
             return;
         };
+        if s.ended {
+            return;
+        }
         s.epoch += 1;
         let first = s.reply.is_some() && s.start_offset.is_none();
         let start = if first {
@@ -365,6 +374,22 @@ impl State {
             // The stream is gone without unsubscribing (dropped mid-flight).
             self.unsubscribe(local_id, None);
         }
+    }
+
+    /// The broker ended a subscription on its own (a read of damaged data
+    /// failed): the stream gets the error after the deliveries that came
+    /// before it, and then ends.
+    pub(crate) fn on_subscription_error(&mut self, e: SubscriptionError) {
+        let Some(&local_id) = self.by_broker_id.get(&e.subscription_id) else {
+            return;
+        };
+        let Some(s) = self.subs.get_mut(&local_id) else {
+            return;
+        };
+        s.ended = true;
+        let err = Error::from_body(e.code, e.message);
+        tracing::warn!(topic = %s.reg.topic, error = %err, "the broker ended a subscription");
+        let _ = s.reg.tx.send(SubItem::Failed(err));
     }
 
     /// Handles a reply (a frame with a request id).

@@ -26,8 +26,16 @@ pub struct ServerArgs {
 impl ServerArgs {
     /// Connects, failing after a few attempts with a message saying what to do.
     pub async fn connect(&self) -> anyhow::Result<Client> {
+        self.connect_with_timeout(herald_client::ClientConfig::new(&self.server).request_timeout)
+            .await
+    }
+
+    /// [`Self::connect`] for requests that may take long (a repair reads a
+    /// whole log): replies may take up to `request_timeout`.
+    pub async fn connect_with_timeout(&self, request_timeout: Duration) -> anyhow::Result<Client> {
         Client::builder(self.server.clone())
             .client_name("herald-cli")
+            .request_timeout(request_timeout)
             .max_reconnect_attempts(Some(3))
             .connect()
             .await

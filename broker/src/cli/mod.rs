@@ -61,6 +61,9 @@ pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
         ErrorCode::Unauthorized => "the broker refused this client",
         ErrorCode::StorageFull => "the broker's disk is full; free space or lower retention",
         ErrorCode::ShuttingDown => "the broker is shutting down; retry once it is back",
+        ErrorCode::Corrupt => {
+            "data on the broker's disk is damaged; `herald topics repair TOPIC --dry-run` shows what a repair would drop"
+        }
         _ => return None,
     })
 }

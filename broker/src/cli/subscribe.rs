@@ -67,7 +67,17 @@ pub fn run(a: SubArgs) -> anyhow::Result<ExitCode> {
                 None => sub.next().await,
             };
             let Some(msg) = next else { break };
-            let msg = msg?;
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    // The broker ended the subscription (damaged data, say):
+                    // what was printed stays printed and acked, and the
+                    // error says which topic and offsets.
+                    out.flush()?;
+                    client.close().await;
+                    return Err(e.into());
+                }
+            };
             if a.server.json {
                 let payload = msg.payload();
                 let (field, value) = match std::str::from_utf8(payload) {

@@ -168,6 +168,9 @@ struct Member {
     out_messages: u32,
     out_bytes: u32,
     ack_timeout: Duration,
+    /// Told that a read failed (SubscriptionError): gets nothing more, and
+    /// stays a member until its client leaves, so its acks still count.
+    failed: bool,
 }
 
 impl Member {
@@ -472,6 +475,7 @@ impl Group {
             out_messages: 0,
             out_bytes: 0,
             ack_timeout: j.ack_timeout.unwrap_or(self.defaults.ack_timeout),
+            failed: false,
         });
         Ok(self.tracker.floor())
     }
@@ -493,7 +497,8 @@ impl Group {
         let n = self.members.len();
         for k in 0..n {
             let i = (self.next_member + k) % n;
-            if self.members[i].credit() > 0 && !self.members[i].outbox.is_closed() {
+            let m = &self.members[i];
+            if m.credit() > 0 && !m.failed && !m.outbox.is_closed() {
                 self.next_member = (i + 1) % n;
                 return Some(i);
             }
@@ -522,8 +527,8 @@ impl Group {
                 let batch = match log.read(r.first, 1, 1) {
                     Ok(v) => v.into_iter().next(),
                     Err(e) => {
-                        tracing::error!(group = %self.name, error = %e, "read for redelivery");
                         self.tracker.untake(r.first, r.last, r.deliveries, now);
+                        self.fail_members(&e);
                         return;
                     }
                 };
@@ -558,7 +563,7 @@ impl Group {
             let batches = match log.read(fresh, budget, credit as u32) {
                 Ok(v) => v,
                 Err(e) => {
-                    tracing::error!(group = %self.name, error = %e, "read for delivery");
+                    self.fail_members(&e);
                     return;
                 }
             };
@@ -584,6 +589,17 @@ impl Group {
                     self.send(mi, from, last, 1, b.clone(), now);
                 }
             }
+        }
+    }
+
+    /// A read the group needs failed: every member would hit it next, so
+    /// each is told now (SubscriptionError) and gets nothing more; the
+    /// group's position stays where it is.
+    fn fail_members(&mut self, e: &crate::storage::StorageError) {
+        for m in self.members.iter_mut().filter(|m| !m.failed) {
+            tracing::warn!(group = %self.name, topic = %self.topic.name, client = %m.client_id, error = %e, "ending a group subscription: the group's next records cannot be read");
+            crate::subscription::push_read_error(&m.outbox, m.sub, &self.topic.name, e);
+            m.failed = true;
         }
     }
 

@@ -113,6 +113,20 @@ impl DamagedRange {
     pub fn records(&self) -> u64 {
         self.end_offset - self.first_offset
     }
+
+    /// "offsets 5..=9", or "no records" for bytes that held none.
+    pub fn offsets_text(&self) -> String {
+        offsets_text(self.first_offset, self.end_offset)
+    }
+}
+
+/// "offsets 5..=9" for `5..10`, "no records" for an empty range.
+pub fn offsets_text(first: u64, end: u64) -> String {
+    if end > first {
+        format!("offsets {first}..={}", end - 1)
+    } else {
+        "no records".to_string()
+    }
 }
 
 /// One accepted gap, as stored in the `gaps` file. Field order is the file

@@ -224,12 +224,11 @@ fn log_damage(path: &Path, d: &Damage) {
         first_offset = d.first_offset,
         end_offset = d.end_offset,
         reason = %d.reason,
-        "damaged range in {} at byte {} ({} bytes): offsets {}..{} cannot be read until `herald topics repair` skips them",
+        "damaged range in {} at byte {} ({} bytes): {} cannot be read until `herald topics repair` skips them",
         path.display(),
         d.pos,
         d.len,
-        d.first_offset,
-        d.end_offset,
+        damage::offsets_text(d.first_offset, d.end_offset),
     );
 }
 

@@ -57,7 +57,11 @@ pub async fn repair(shared: &Shared, dry_run: bool) -> Result<Vec<DamagedRange>,
         .iter()
         .flat_map(|(_, path, ds)| ds.iter().filter(|d| !d.accepted).map(|d| d.describe(path)))
         .collect();
-    if dry_run || new.is_empty() {
+    if new.is_empty() {
+        return Ok(new);
+    }
+    if dry_run {
+        log_ranges(&new, true);
         return Ok(new);
     }
     let records: Vec<GapRecord> = verified
@@ -80,7 +84,13 @@ pub async fn repair(shared: &Shared, dry_run: bool) -> Result<Vec<DamagedRange>,
             }
         }
     }
-    for r in &new {
+    log_ranges(&new, false);
+    Ok(new)
+}
+
+/// One WARN line per range a repair drops (or would drop).
+fn log_ranges(ranges: &[DamagedRange], dry_run: bool) {
+    for r in ranges {
         tracing::warn!(
             segment = %r.segment.display(),
             position = r.position,
@@ -88,14 +98,13 @@ pub async fn repair(shared: &Shared, dry_run: bool) -> Result<Vec<DamagedRange>,
             first_offset = r.first_offset,
             end_offset = r.end_offset,
             reason = %r.reason,
-            "repair dropped {} records (offsets {}..{}) and {} damaged bytes",
+            "repair {} {} records ({}) and {} damaged bytes",
+            if dry_run { "would drop" } else { "dropped" },
             r.records(),
-            r.first_offset,
-            r.end_offset,
+            r.offsets_text(),
             r.bytes,
         );
     }
-    Ok(new)
 }
 
 /// Every damaged range of one segment, the accepted ones included.
