@@ -86,7 +86,8 @@ pub fn spawn(
             let batches = match log.read(next, (b as usize).min(MAX_READ_BYTES), m as u32) {
                 Ok(v) => v,
                 Err(e) => {
-                    tracing::warn!(topic = %topic.name, subscription_id, error = %e, "ending an ephemeral subscription: its next records cannot be read");
+                    report_read_error(&topic, &e);
+                    tracing::warn!(topic = %topic.name, subscription_id, "ending an ephemeral subscription: its next records cannot be read");
                     push_read_error(&outbox, subscription_id, &topic.name, &e);
                     break;
                 }
@@ -118,6 +119,17 @@ pub fn spawn(
         }
     });
     credit
+}
+
+/// Logs a read of `topic` that failed: at ERROR the first time for a given
+/// damaged batch, at DEBUG when other readers (or a group's next member)
+/// run into the same damage.
+pub fn report_read_error(topic: &Topic, e: &StorageError) {
+    if topic.log.first_report(e) {
+        tracing::error!(topic = %topic.name, error = %e, "cannot read topic {}: {e}; its readers are stopped until `herald topics repair {}` skips the damage", topic.name, topic.name);
+    } else {
+        tracing::debug!(topic = %topic.name, error = %e, "damaged data read again");
+    }
 }
 
 /// Ends subscription `subscription_id` for a read that failed: pushes a

@@ -821,4 +821,63 @@ mod tests {
             }]
         );
     }
+
+    /// A subscription the broker ended (damaged data) reports the error on
+    /// its stream, still sends the acks of what it handed out, and is not
+    /// subscribed again after a reconnect: the damage stays until an
+    /// operator repairs it, so re-subscribing would only fail again.
+    #[test]
+    fn a_subscription_the_broker_ended_is_reported_and_not_resubscribed() {
+        let mut state = State {
+            live: true,
+            ..State::default()
+        };
+        let shared = Arc::new(SubShared::new(1, true, Arc::new(AckSignal::default())));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (reply, _answer) = oneshot::channel();
+        let reg = SubRegistration {
+            shared: shared.clone(),
+            topic: "t".into(),
+            group: Some("g".into()),
+            start: StartPosition::Resume,
+            prefetch_messages: 10,
+            prefetch_bytes: 1 << 20,
+            ack_timeout_ms: 0,
+            max_deliveries: 0,
+            tx,
+        };
+        state.on_command(Command::Subscribe { reg, reply });
+        let id = subscribe_id(&sent(&mut state));
+        let ok = Wire::SubscribeOk(SubscribeOk {
+            subscription_id: 7,
+            start_offset: 0,
+        });
+        state.on_reply(id, ok).expect("subscribed");
+        state.on_subscription_error(SubscriptionError {
+            subscription_id: 7,
+            code: ErrorCode::Corrupt.as_u16(),
+            message: "topic \"t\": records at offsets 5..=9 are damaged".into(),
+        });
+        match rx.try_recv() {
+            Ok(SubItem::Failed(e)) => {
+                assert_eq!(e.code(), Some(ErrorCode::Corrupt));
+                assert!(e.to_string().contains("offsets 5..=9"), "{e}");
+            }
+            _ => panic!("the stream must be told"),
+        }
+        shared.record(AckKind::Ack, 4);
+        state.flush_acks();
+        let acked = sent(&mut state)
+            .iter()
+            .any(|(_, m)| matches!(m, Wire::Ack(a) if a.subscription_id == 7));
+        assert!(acked, "acks of what was handed out still go");
+
+        state.on_disconnect();
+        state.restore();
+        let frames = sent(&mut state);
+        assert!(
+            !frames.iter().any(|(_, m)| matches!(m, Wire::Subscribe(_))),
+            "not subscribed again: {frames:?}"
+        );
+    }
 }

@@ -62,7 +62,7 @@ pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
         ErrorCode::StorageFull => "the broker's disk is full; free space or lower retention",
         ErrorCode::ShuttingDown => "the broker is shutting down; retry once it is back",
         ErrorCode::Corrupt => {
-            "data on the broker's disk is damaged; `herald topics repair TOPIC --dry-run` shows what a repair would drop"
+            "`herald topics repair TOPIC --dry-run` first shows what a repair would drop"
         }
         _ => return None,
     })

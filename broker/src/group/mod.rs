@@ -596,8 +596,9 @@ impl Group {
     /// each is told now (SubscriptionError) and gets nothing more; the
     /// group's position stays where it is.
     fn fail_members(&mut self, e: &crate::storage::StorageError) {
+        crate::subscription::report_read_error(&self.topic, e);
         for m in self.members.iter_mut().filter(|m| !m.failed) {
-            tracing::warn!(group = %self.name, topic = %self.topic.name, client = %m.client_id, error = %e, "ending a group subscription: the group's next records cannot be read");
+            tracing::warn!(group = %self.name, topic = %self.topic.name, client = %m.client_id, "ending a group subscription: the group's next records cannot be read");
             crate::subscription::push_read_error(&m.outbox, m.sub, &self.topic.name, e);
             m.failed = true;
         }

@@ -96,16 +96,16 @@ pub(crate) struct Shared {
     /// fdatasyncs of segment data done so far (group commits, interval
     /// syncs, rolls, close).
     fsyncs: AtomicU64,
-    /// Damage already logged by a read, as (file, byte position), so each
-    /// damaged batch is logged at ERROR once, not on every retry. Bounded
+    /// Damage already reported, as (file, byte position), so each damaged
+    /// batch is logged at ERROR once, not once per reader or retry. Bounded
     /// by [`MAX_REPORTED`].
     reported: Mutex<HashSet<(PathBuf, u64)>>,
     /// Serialises repairs (each rewrites the `gaps` file from what it saw).
     repairing: tokio::sync::Mutex<()>,
 }
 
-/// Damaged positions remembered for [`Shared::report_damage`]; past this
-/// every report is logged.
+/// Damaged positions remembered for [`Log::first_report`]; past this every
+/// report counts as a first.
 const MAX_REPORTED: usize = 1024;
 
 /// The segment list and what readers may see.
@@ -133,21 +133,14 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Logs damage a read ran into, at ERROR the first time per damaged
-    /// batch. Other errors are the caller's to report.
-    fn report_damage(&self, e: &StorageError) {
+    /// Whether `e` is damage no earlier call reported (see
+    /// [`Log::first_report`]).
+    fn first_report(&self, e: &StorageError) -> bool {
         let StorageError::Corrupt { path, position, .. } = e else {
-            return;
+            return true;
         };
-        let first = {
-            let mut seen = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
-            seen.len() >= MAX_REPORTED || seen.insert((path.clone(), *position))
-        };
-        if first {
-            tracing::error!(log = %self.dir.display(), error = %e, "a read hit damaged data; its readers are stopped until `herald topics repair` skips it");
-        } else {
-            tracing::debug!(log = %self.dir.display(), error = %e, "damaged data read again");
-        }
+        let mut seen = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.len() >= MAX_REPORTED || seen.insert((path.clone(), *position))
     }
 }
 
@@ -295,6 +288,14 @@ impl Log {
     /// I/O errors while scanning headers.
     pub fn offset_for_timestamp(&self, ts_ms: i64) -> Result<u64, StorageError> {
         reader::offset_for_timestamp(&self.shared, ts_ms)
+    }
+
+    /// Whether a read error is worth an ERROR line: true the first time a
+    /// given damaged batch is reported (and for any other error), false for
+    /// the same damage again, so many readers (or retries) of one damaged
+    /// range log it once.
+    pub fn first_report(&self, e: &StorageError) -> bool {
+        self.shared.first_report(e)
     }
 
     /// The damaged ranges known so far: found at open, or accepted by a

@@ -146,23 +146,11 @@ pub fn read(
     max_bytes: usize,
     max_records: u32,
 ) -> Result<Vec<Batch>, StorageError> {
-    let plan = {
-        let st = shared.lock();
-        match plan(&st, from, max_bytes, max_records) {
-            Ok(Plan::Done(v)) => return Ok(v),
-            Ok(Plan::Disk(d)) => d,
-            Err(e) => {
-                drop(st);
-                shared.report_damage(&e);
-                return Err(e);
-            }
-        }
+    let plan = match plan(&shared.lock(), from, max_bytes, max_records)? {
+        Plan::Done(v) => return Ok(v),
+        Plan::Disk(d) => d,
     };
-    let r = read_disk(plan, max_bytes, max_records);
-    if let Err(e) = &r {
-        shared.report_damage(e);
-    }
-    r
+    read_disk(plan, max_bytes, max_records)
 }
 
 enum Plan {
