@@ -395,3 +395,40 @@ fn framing_damage_in_a_closed_segment_no_longer_takes_the_topic_down() {
     assert_eq!(offsets(&out).len() as u64, 120 - (end - first));
     broker.stop();
 }
+
+#[test]
+fn repair_opens_a_topic_that_could_not_be_opened_at_start() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let broker = Broker::start(&data, &tmp.path().join("serve-1.log"));
+    broker
+        .run(&["topics", "create", "o", "--segment-bytes", "4KiB"])
+        .ok();
+    publish(broker.addr, "o", 120, 4);
+    broker.stop();
+
+    // A segment file that claims to start one offset early: overlapping
+    // segments cannot be explained, so the topic stays closed.
+    let segs = segments(&data, "o");
+    assert!(segs.len() >= 3, "{segs:?}");
+    let base: u64 = segs[1]
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .expect("base offset");
+    let wrong = segs[1].with_file_name(format!("{:020}.log", base - 1));
+    std::fs::rename(&segs[1], &wrong).expect("rename");
+    let broker = Broker::start(&data, &tmp.path().join("serve-2.log"));
+    let d = broker.run(&["topics", "describe", "o"]).failed();
+    assert!(d.stderr.contains("TopicUnavailable"), "{}", d.stderr);
+
+    // The operator puts the file back; repair opens the topic.
+    std::fs::rename(&wrong, &segs[1]).expect("rename back");
+    let r = repair(&broker, "o", false);
+    assert_eq!(r["records"], 0, "{r}");
+    let out = broker
+        .run(&["sub", "o", "--from", "earliest", "--count", "120", "--json"])
+        .ok();
+    assert_eq!(offsets(&out), (0..120).collect::<Vec<_>>());
+    broker.stop();
+}
