@@ -171,9 +171,12 @@ async fn expect_interior_damage(dir: &Path, w: &Written, bad: usize, what: &str)
     log.close().await.expect("close");
 }
 
+/// (offset, payload) of each record read.
+type Records = Vec<(u64, Bytes)>;
+
 /// Records from `from` until a read fails: what was read, and the offsets
 /// the `Corrupt` error named.
-fn read_until_error(log: &Log, from: u64) -> (Vec<(u64, Bytes)>, Option<(u64, u64)>) {
+fn read_until_error(log: &Log, from: u64) -> (Records, Option<(u64, u64)>) {
     let mut out = Vec::new();
     let mut next = from;
     loop {

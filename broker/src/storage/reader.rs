@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use herald_protocol::batch::{check, peek_batch_len, BATCH_HEADER_LEN};
 use herald_protocol::Batch;
 
@@ -262,49 +262,58 @@ fn read_disk(r: DiskRead, max_bytes: usize, max_records: u32) -> Result<Vec<Batc
     let mut buf = BytesMut::zeroed(want);
     file.read_exact_at(&mut buf, pos)
         .map_err(|e| StorageError::io(&path, e))?;
-    let buf = buf.freeze();
+    let budget = Budget::new(max_bytes, max_records);
+    let (out, bad) = split_checked(buf.freeze(), first.base_offset, budget);
+    match bad {
+        // Hand out what is good; the read that starts at the bad batch
+        // reports it.
+        Some(reason) if out.is_empty() => Err(corrupt(
+            pos,
+            (first.base_offset, first.next_offset()),
+            reason,
+        )),
+        _ => Ok(out),
+    }
+}
+
+/// Splits `buf` (batches from offset `expected` on) into checked batches
+/// within `budget`, stopping at the first bad one; returns the good ones
+/// and why it stopped, if at a bad batch. A batch cut off by the end of
+/// `buf` is not bad: the next read fetches it whole.
+fn split_checked(
+    buf: Bytes,
+    mut expected: u64,
+    mut budget: Budget,
+) -> (Vec<Batch>, Option<String>) {
     let mut out = Vec::new();
-    let mut budget = Budget::new(max_bytes, max_records);
     let mut at = 0usize;
-    let mut expected = first.base_offset;
     while buf.len() - at >= BATCH_HEADER_LEN {
         let Some(len) = peek_batch_len(&buf[at..]) else {
             break;
         };
         if len > buf.len() - at {
-            // The first batch always fits: `want` covers it. A cut-off
-            // later one (or a damaged length) is the next read's business.
+            // `buf` always holds the first batch whole, so a first batch
+            // that does not fit has a damaged length.
             if out.is_empty() {
-                return Err(corrupt(
-                    pos,
-                    (first.base_offset, first.next_offset()),
-                    format!("batch_len {len} runs past the segment's end"),
-                ));
+                return (
+                    out,
+                    Some(format!("batch_len {len} runs past the segment's end")),
+                );
             }
             break;
         }
         let slice = buf.slice(at..at + len);
-        let bad = match check(&slice) {
-            Err(e) => Some(e.to_string()),
-            Ok(()) => {
-                let base = Batch::from_trusted(slice.clone()).base_offset();
-                (base != expected)
-                    .then(|| format!("base offset {base} where {expected} was expected"))
-            }
-        };
-        if let Some(reason) = bad {
-            if out.is_empty() {
-                return Err(corrupt(
-                    pos,
-                    (first.base_offset, first.next_offset()),
-                    reason,
-                ));
-            }
-            // Hand out what is good; the read that starts at the bad batch
-            // reports it.
-            break;
+        if let Err(e) = check(&slice) {
+            return (out, Some(e.to_string()));
         }
         let batch = Batch::from_trusted(slice);
+        if batch.base_offset() != expected {
+            let reason = format!(
+                "base offset {} where {expected} was expected",
+                batch.base_offset()
+            );
+            return (out, Some(reason));
+        }
         if !budget.take(len, batch.record_count()) {
             break;
         }
@@ -312,7 +321,7 @@ fn read_disk(r: DiskRead, max_bytes: usize, max_records: u32) -> Result<Vec<Batc
         out.push(batch);
         at += len;
     }
-    Ok(out)
+    (out, None)
 }
 
 /// See [`super::Log::offset_for_timestamp`].
