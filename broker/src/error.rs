@@ -83,7 +83,7 @@ impl BrokerError {
                 StorageError::SequenceGap { .. } => ErrorCode::SequenceGap,
                 StorageError::Closed => ErrorCode::ShuttingDown,
                 e if e.is_storage_full() => ErrorCode::StorageFull,
-                StorageError::Corrupt { .. } => ErrorCode::TopicUnavailable,
+                StorageError::Corrupt { .. } => ErrorCode::Corrupt,
                 _ => ErrorCode::Internal,
             },
             BrokerError::RoomUnavailable { .. } => ErrorCode::RoomUnavailable,

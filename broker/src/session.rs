@@ -526,6 +526,11 @@ impl Session {
                 }),
                 Err(e) => self.reply(id, e.to_message()).await,
             },
+            Message::RepairTopic(r) => self.later(id, async move {
+                reg.repair(&r.name, r.dry_run)
+                    .await
+                    .map(Message::RepairReport)
+            }),
             Message::Join(_)
             | Message::Leave(_)
             | Message::Emit(_)

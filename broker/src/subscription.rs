@@ -1,16 +1,25 @@
 //! Ephemeral subscriptions: a live reader of a topic with no group, no acks
 //! and no stored state. One task per subscription reads the log (the tail
 //! cache when caught up) and pushes batches within its credit.
+//!
+//! A read that fails (damaged data, an I/O error) ends the subscription
+//! with a pushed SubscriptionError naming the topic and the offsets
+//! ([`push_read_error`], which group actors use too): a reader is told,
+//! never left waiting for records that cannot come.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+use bytes::BytesMut;
+use herald_protocol::{ErrorCode, Message, SubscriptionError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::memory::MemoryBudget;
-use crate::outbox::Outbox;
+use crate::outbox::{Out, Outbox};
+use crate::storage::StorageError;
 use crate::topic::Topic;
+use crate::BrokerError;
 
 /// Most bytes read for one round of deliveries.
 const MAX_READ_BYTES: usize = 1 << 20;
@@ -91,7 +100,9 @@ pub fn spawn(
             let batches = match log.read(next, max_bytes, m as u32) {
                 Ok(v) => v,
                 Err(e) => {
-                    tracing::warn!(topic = %topic.name, error = %e, "ephemeral subscription read failed");
+                    report_read_error(&topic, &e);
+                    tracing::warn!(topic = %topic.name, subscription_id, "ending an ephemeral subscription: its next records cannot be read");
+                    push_read_error(&outbox, subscription_id, &topic.name, &e);
                     break;
                 }
             };
@@ -122,4 +133,69 @@ pub fn spawn(
         }
     });
     credit
+}
+
+/// Logs a read of `topic` that failed: at ERROR the first time for a given
+/// damaged batch, at DEBUG when other readers (or a group's next member)
+/// run into the same damage.
+pub fn report_read_error(topic: &Topic, e: &StorageError) {
+    if topic.log.first_report(e) {
+        tracing::error!(topic = %topic.name, error = %e, "cannot read topic {}: {e}; its readers are stopped until `herald topics repair {}` skips the damage", topic.name, topic.name);
+    } else {
+        tracing::debug!(topic = %topic.name, error = %e, "damaged data read again");
+    }
+}
+
+/// Ends subscription `subscription_id` for a read that failed: pushes a
+/// SubscriptionError (code `Corrupt` for damaged data) whose message names
+/// the topic, the offsets, the file and what to do. Returns false once the
+/// connection is gone.
+pub fn push_read_error(
+    outbox: &Outbox,
+    subscription_id: u64,
+    topic: &str,
+    e: &StorageError,
+) -> bool {
+    let (code, message) = read_error(topic, e);
+    let m = Message::SubscriptionError(SubscriptionError {
+        subscription_id,
+        code: code.as_u16(),
+        message,
+    });
+    let mut b = BytesMut::new();
+    m.encode(0, &mut b);
+    outbox.push(Out::Frame(b.freeze()))
+}
+
+/// The code and text a subscriber is told when a read of `topic` failed.
+fn read_error(topic: &str, e: &StorageError) -> (ErrorCode, String) {
+    match e {
+        StorageError::Corrupt {
+            path,
+            position,
+            offsets,
+            reason,
+        } => {
+            let which = match offsets {
+                Some((first, end)) if end > first => {
+                    format!("records at offsets {first}..={}", end - 1)
+                }
+                Some((first, _)) => format!("the records after offset {first}"),
+                None => "records".to_string(),
+            };
+            let msg = format!(
+                "topic {topic:?}: {which} are damaged on disk and cannot be delivered \
+                 ({}, byte {position}: {reason}); `herald topics repair {topic}` skips them",
+                path.display()
+            );
+            (ErrorCode::Corrupt, msg)
+        }
+        other => {
+            let code = BrokerError::Storage(other.duplicate()).code();
+            (
+                code,
+                format!("topic {topic:?}: reading the log failed: {other}"),
+            )
+        }
+    }
 }

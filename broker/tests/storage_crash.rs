@@ -102,62 +102,235 @@ async fn torn_and_flipped_tails_recover_the_longest_valid_prefix() {
         // append_time (bytes 8..16) is the one field neither the CRC nor the
         // offset check covers: that batch stays.
         let in_time = (8..16).contains(&(at - w.batch_ranges[hit].0));
-        let keep = if in_time { n } else { hit };
-        expect_prefix(work.path(), &w, keep, &format!("flip at {at}")).await;
+        let what = format!("flip at {at}");
+        if in_time {
+            expect_prefix(work.path(), &w, n, &what).await;
+        } else if hit == n - 1 {
+            // Nothing valid after it: a torn tail, cut.
+            expect_prefix(work.path(), &w, hit, &what).await;
+        } else {
+            // A valid batch follows: interior damage, kept and loud.
+            expect_interior_damage(work.path(), &w, hit, &what).await;
+        }
+    }
+}
+
+/// Opens `dir`, whose batch `bad` is damaged and followed by valid ones:
+/// nothing is truncated, reads stop loudly at the damage, and a repair
+/// drops exactly that batch.
+async fn expect_interior_damage(dir: &Path, w: &Written, bad: usize, what: &str) {
+    let (start, stop, base, count) = w.batch_ranges[bad];
+    let end = base + u64::from(count);
+    let last = w.batch_ranges[w.batch_ranges.len() - 1];
+    let next = last.2 + u64::from(last.3);
+    let seg = log_files(dir)[0].clone();
+    let len_before = std::fs::metadata(&seg).expect("stat").len();
+    let log = Log::open(dir, config(FsyncPolicy::Never)).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(log.next_offset(), next, "{what}: later batches kept");
+    assert_eq!(
+        std::fs::metadata(&seg).expect("stat").len(),
+        len_before,
+        "{what}: nothing cut"
+    );
+    let ranges = log.damaged_ranges();
+    assert_eq!(ranges.len(), 1, "{what}: {ranges:?}");
+    assert_eq!(
+        (
+            ranges[0].position,
+            ranges[0].bytes,
+            ranges[0].first_offset,
+            ranges[0].end_offset
+        ),
+        (start as u64, (stop - start) as u64, base, end),
+        "{what}"
+    );
+    let before: Vec<_> = w.records.iter().filter(|r| r.0 < base).cloned().collect();
+    assert_eq!(
+        read_until_error(&log, 0),
+        (before, Some((base, end))),
+        "{what}"
+    );
+    let after: Vec<_> = w.records.iter().filter(|r| r.0 >= end).cloned().collect();
+    assert_eq!(
+        read_all(&log, end),
+        after,
+        "{what}: batches after the damage"
+    );
+    let dropped = log.repair(false).await.expect("repair");
+    assert_eq!(dropped.len(), 1, "{what}");
+    let kept: Vec<_> = w
+        .records
+        .iter()
+        .filter(|r| r.0 < base || r.0 >= end)
+        .cloned()
+        .collect();
+    assert_eq!(read_all(&log, 0), kept, "{what}: after repair");
+    log.close().await.expect("close");
+    let log = Log::open(dir, config(FsyncPolicy::Never)).expect("reopen after repair");
+    assert_eq!(read_all(&log, 0), kept, "{what}: after repair and reopen");
+    log.close().await.expect("close");
+}
+
+/// (offset, payload) of each record read.
+type Records = Vec<(u64, Bytes)>;
+
+/// Records from `from` until a read fails: what was read, and the offsets
+/// the `Corrupt` error named.
+fn read_until_error(log: &Log, from: u64) -> (Records, Option<(u64, u64)>) {
+    let mut out = Vec::new();
+    let mut next = from;
+    loop {
+        let batches = match log.read(next, 64 * 1024, u32::MAX) {
+            Ok(b) => b,
+            Err(StorageError::Corrupt { offsets, .. }) => return (out, offsets),
+            Err(e) => panic!("read: {e}"),
+        };
+        if batches.is_empty() {
+            return (out, None);
+        }
+        for b in batches {
+            for r in b.records() {
+                if r.offset >= next {
+                    out.push((r.offset, r.payload.clone()));
+                }
+            }
+            next = b.last_offset() + 1;
+        }
     }
 }
 
 #[tokio::test]
-async fn interior_corruption_of_a_closed_segment_refuses_open() {
+async fn interior_corruption_of_a_closed_segment_is_loud_and_repairable() {
     let src = tmpdir();
     let cfg = LogConfig {
         segment_bytes: 600,
         ..config(FsyncPolicy::Never)
     };
-    {
+    let all = {
         let log = Log::open(src.path(), cfg.clone()).expect("open");
         for i in 0..30u32 {
             let p = format!("payload-{i:04}");
             log.append(batch(&[p.as_bytes()])).await.expect("append");
         }
         assert!(log.stats().segments >= 3);
+        let all = read_all(&log, 0);
         log.close().await.expect("close");
-    }
+        all
+    };
     let first = log_files(src.path())[0].clone();
     let bytes = std::fs::read(&first).expect("read");
     let first_len = u32::from_le_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]) as usize;
-    // Header fields of the second batch: base_offset, batch_len, magic, count.
-    for field in [0usize, 16, 17, 24, 28] {
+    // Header fields of the second batch (base_offset, batch_len, magic,
+    // count), then its last payload byte (caught only by the CRC).
+    let flips = [0usize, 16, 17, 24, 28, first_len - 1];
+    for field in flips {
+        let what = format!("byte {field} of batch 1");
         let work = tmpdir();
         copy_dir(src.path(), work.path());
         let target = work.path().join(first.file_name().expect("name"));
         let mut b = bytes.clone();
         b[first_len + field] ^= 0x01;
         std::fs::write(&target, &b).expect("write");
-        match Log::open(work.path(), cfg.clone()) {
-            Err(StorageError::Corrupt { path, position, .. }) => {
-                assert_eq!(path, target, "field {field}");
-                assert!(position >= first_len as u64, "field {field}: {position}");
+        let log = Log::open(work.path(), cfg.clone())
+            .unwrap_or_else(|e| panic!("{what}: damage must not fail the open: {e}"));
+        assert_eq!(log.next_offset(), 30, "{what}");
+        assert_eq!(log.read(0, 1, 1).expect("batch 0 is intact").len(), 1);
+        match log.read(1, 1 << 20, u32::MAX) {
+            Err(StorageError::Corrupt {
+                path,
+                position,
+                offsets,
+                ..
+            }) => {
+                assert_eq!(path, target, "{what}");
+                assert!(position >= first_len as u64, "{what}: {position}");
+                assert_eq!(offsets.map(|o| o.0), Some(1), "{what}");
             }
-            other => panic!("field {field}: expected Corrupt, got {other:?}"),
+            other => panic!("{what}: expected Corrupt from read, got {other:?}"),
         }
+        // Reads past the damage go on; the last segments are untouched.
+        assert_eq!(read_all(&log, 20), all[20..].to_vec(), "{what}");
+        let dry = log.repair(true).await.expect("dry run");
+        assert!(!dry.is_empty(), "{what}");
+        assert_eq!(
+            log.repair(true).await.expect("dry run"),
+            dry,
+            "{what}: dry runs change nothing"
+        );
+        let dropped = log.repair(false).await.expect("repair");
+        assert_eq!(dropped, dry, "{what}");
+        let lost: u64 = dropped.iter().map(|r| r.records()).sum();
+        assert_eq!(lost, 1, "{what}: exactly the damaged batch: {dropped:?}");
+        assert_eq!(dropped[0].first_offset, 1, "{what}");
+        let kept: Vec<_> = all.iter().filter(|r| r.0 != 1).cloned().collect();
+        assert_eq!(read_all(&log, 0), kept, "{what}");
+        assert!(
+            log.repair(false).await.expect("again").is_empty(),
+            "{what}: nothing new"
+        );
+        log.close().await.expect("close");
+        let log = Log::open(work.path(), cfg.clone()).expect("reopen after repair");
+        assert_eq!(read_all(&log, 0), kept, "{what}: after reopen");
+        assert!(log.damaged_ranges().iter().all(|r| r.accepted), "{what}");
+        log.close().await.expect("close");
     }
-    // Payload damage passes the cheap open check but no read returns it.
-    let work = tmpdir();
-    copy_dir(src.path(), work.path());
-    let target = work.path().join(first.file_name().expect("name"));
-    let mut b = bytes.clone();
-    b[2 * first_len - 1] ^= 0x01;
-    std::fs::write(&target, &b).expect("write");
-    let log = Log::open(work.path(), cfg).expect("open checks framing only");
-    match log.read(1, 1 << 20, u32::MAX) {
-        Err(StorageError::Corrupt { path, position, .. }) => {
-            assert_eq!(path, target);
-            assert_eq!(position, first_len as u64);
+}
+
+#[tokio::test]
+async fn a_missing_segment_file_is_a_damaged_range_not_a_silent_gap() {
+    let dir = tmpdir();
+    let cfg = LogConfig {
+        segment_bytes: 600,
+        ..config(FsyncPolicy::Never)
+    };
+    let all = {
+        let log = Log::open(dir.path(), cfg.clone()).expect("open");
+        for i in 0..30u32 {
+            let p = format!("payload-{i:04}");
+            log.append(batch(&[p.as_bytes()])).await.expect("append");
         }
-        other => panic!("expected Corrupt from read, got {other:?}"),
+        let all = read_all(&log, 0);
+        log.close().await.expect("close");
+        all
+    };
+    let files = log_files(dir.path());
+    assert!(files.len() >= 3);
+    let base = |p: &Path| -> u64 {
+        let name = p.file_stem().and_then(|n| n.to_str()).expect("name");
+        name.parse().expect("base offset")
+    };
+    let (lost_from, lost_to) = (base(&files[1]), base(&files[2]));
+    std::fs::remove_file(&files[1]).expect("remove");
+    let log = Log::open(dir.path(), cfg.clone()).expect("a missing file must not fail the open");
+    let ranges = log.damaged_ranges();
+    assert_eq!(ranges.len(), 1, "{ranges:?}");
+    assert_eq!(
+        (ranges[0].first_offset, ranges[0].end_offset),
+        (lost_from, lost_to)
+    );
+    assert_eq!(ranges[0].segment, files[0]);
+    match log.read(lost_from, 1 << 20, u32::MAX) {
+        Err(StorageError::Corrupt { offsets, .. }) => {
+            assert_eq!(offsets, Some((lost_from, lost_to)))
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
     }
-    assert_eq!(log.read(0, 1, 1).expect("batch 0 is intact").len(), 1);
+    let dropped = log.repair(false).await.expect("repair");
+    assert_eq!(dropped.len(), 1);
+    assert_eq!(dropped[0].records(), lost_to - lost_from);
+    let kept: Vec<_> = all
+        .iter()
+        .filter(|r| r.0 < lost_from || r.0 >= lost_to)
+        .cloned()
+        .collect();
+    assert_eq!(read_all(&log, 0), kept);
+    log.close().await.expect("close");
+    let log = Log::open(dir.path(), cfg).expect("reopen");
+    assert_eq!(
+        read_all(&log, 0),
+        kept,
+        "the accepted gap survives a reopen"
+    );
     log.close().await.expect("close");
 }
 

@@ -2,8 +2,8 @@
 //! [`TopicInfo`] and [`GroupInfo`].
 
 use herald_protocol::{
-    CreateTopic, GroupInfo, Message as Wire, ResetGroup, StartPosition, TopicConfig, TopicInfo,
-    TopicName,
+    CreateTopic, GroupInfo, Message as Wire, RepairReport, RepairTopic, ResetGroup, StartPosition,
+    TopicConfig, TopicInfo, TopicName,
 };
 
 use crate::{Client, Error, Result};
@@ -97,6 +97,26 @@ impl Client {
         });
         match self.inner.request(msg).await? {
             Wire::Ok => Ok(()),
+            m => Err(unexpected(m)),
+        }
+    }
+
+    /// Finds every damaged range of a topic's log and, unless `dry_run`,
+    /// has the broker skip them for good: readers then go past those
+    /// offsets, which are lost. The report lists each range. The broker
+    /// reads the whole log, so give the client a request timeout to match
+    /// ([`crate::ClientBuilder::request_timeout`]).
+    ///
+    /// # Errors
+    /// [`Error::Broker`] with `UnknownTopic`, or `TopicUnavailable` if the
+    /// topic's files still cannot be opened.
+    pub async fn repair_topic(&self, name: &str, dry_run: bool) -> Result<RepairReport> {
+        let msg = Wire::RepairTopic(RepairTopic {
+            name: name.into(),
+            dry_run,
+        });
+        match self.inner.request(msg).await? {
+            Wire::RepairReport(r) => Ok(r),
             m => Err(unexpected(m)),
         }
     }

@@ -110,7 +110,7 @@ pub(crate) enum SubItem {
     Deliver { epoch: u64, deliver: Deliver },
     /// The broker recorded these acks durably; the filter may forget them.
     AcksDurable(Vec<(u64, u64)>),
-    /// The subscription ended with an error (re-subscribe refused,
-    /// reconnecting gave up).
+    /// The subscription ended with an error (re-subscribe refused, the
+    /// broker ended it with SubscriptionError, reconnecting gave up).
     Failed(crate::Error),
 }

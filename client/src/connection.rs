@@ -337,6 +337,7 @@ impl Connection {
         let msg = Wire::decode(&f).map_err(|e| format!("bad frame from broker: {e}"))?;
         match msg {
             Wire::Deliver(d) => self.state.on_deliver(d),
+            Wire::SubscriptionError(e) => self.state.on_subscription_error(e),
             Wire::Ping => self.state.send_pong(id),
             Wire::Pong => {}
             Wire::GoingAway(g) => return Err(format!("broker going away: {}", g.reason)),

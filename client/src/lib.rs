@@ -77,5 +77,6 @@ pub use subscription::{SubscribeBuilder, Subscription, DEFAULT_PREFETCH, DEFAULT
 /// Where a subscription starts; the protocol's [`StartPosition`].
 pub use herald_protocol::StartPosition as Start;
 pub use herald_protocol::{
-    ErrorCode, GroupInfo, RoomMember, StartPosition, TopicConfig, TopicInfo,
+    DroppedRange, ErrorCode, GroupInfo, RepairReport, RoomMember, StartPosition, TopicConfig,
+    TopicInfo,
 };

@@ -14,7 +14,7 @@ use herald_protocol::batch::set_producer;
 use herald_protocol::message::put_publish;
 use herald_protocol::{
     Ack, AckKind, ErrorCode, Flow, JoinRoom, Message as Wire, PublishOk, StartPosition, Subscribe,
-    SubscribeOk, Unsubscribe,
+    SubscribeOk, SubscriptionError, Unsubscribe,
 };
 use tokio::sync::oneshot;
 
@@ -65,6 +65,11 @@ struct SubEntry {
     /// Unsubscribing: the Unsubscribe waits until the broker confirmed the
     /// acks sent before it, so that leaving cannot overtake them.
     leaving: Option<Option<oneshot::Sender<Result<()>>>>,
+    /// The broker ended it (SubscriptionError): the stream was told, and it
+    /// is not subscribed again after a reconnect, since whatever ended it
+    /// (damaged data) needs an operator first. Acks still go out until the
+    /// application drops the stream.
+    ended: bool,
 }
 
 /// A request awaiting its reply.
@@ -156,6 +161,7 @@ impl State {
                         unsent_acks: Vec::new(),
                         rejected_acks: Vec::new(),
                         leaving: None,
+                        ended: false,
                     },
                 );
                 if self.live {
@@ -217,6 +223,9 @@ impl State {
         let Some(s) = self.subs.get_mut(&local_id) else {
             return;
         };
+        if s.ended {
+            return;
+        }
         s.epoch += 1;
         let first = s.reply.is_some() && s.start_offset.is_none();
         let start = if first {
@@ -380,6 +389,22 @@ impl State {
             // The stream is gone without unsubscribing (dropped mid-flight).
             self.unsubscribe(local_id, None);
         }
+    }
+
+    /// The broker ended a subscription on its own (a read of damaged data
+    /// failed): the stream gets the error after the deliveries that came
+    /// before it, and then ends.
+    pub(crate) fn on_subscription_error(&mut self, e: SubscriptionError) {
+        let Some(&local_id) = self.by_broker_id.get(&e.subscription_id) else {
+            return;
+        };
+        let Some(s) = self.subs.get_mut(&local_id) else {
+            return;
+        };
+        s.ended = true;
+        let err = Error::from_body(e.code, e.message);
+        tracing::warn!(topic = %s.reg.topic, error = %err, "the broker ended a subscription");
+        let _ = s.reg.tx.send(SubItem::Failed(err));
     }
 
     /// Handles a reply (a frame with a request id).
@@ -945,5 +970,64 @@ mod tests {
         let id = subscribe_id(&sent(&mut state));
         state.on_reply(id, ok(9)).expect("resubscribed");
         assert!(acks(sent(&mut state)).is_empty());
+    }
+
+    /// A subscription the broker ended (damaged data) reports the error on
+    /// its stream, still sends the acks of what it handed out, and is not
+    /// subscribed again after a reconnect: the damage stays until an
+    /// operator repairs it, so re-subscribing would only fail again.
+    #[test]
+    fn a_subscription_the_broker_ended_is_reported_and_not_resubscribed() {
+        let mut state = State {
+            live: true,
+            ..State::default()
+        };
+        let shared = Arc::new(SubShared::new(1, true, Arc::new(AckSignal::default())));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (reply, _answer) = oneshot::channel();
+        let reg = SubRegistration {
+            shared: shared.clone(),
+            topic: "t".into(),
+            group: Some("g".into()),
+            start: StartPosition::Resume,
+            prefetch_messages: 10,
+            prefetch_bytes: 1 << 20,
+            ack_timeout_ms: 0,
+            max_deliveries: 0,
+            tx,
+        };
+        state.on_command(Command::Subscribe { reg, reply });
+        let id = subscribe_id(&sent(&mut state));
+        let ok = Wire::SubscribeOk(SubscribeOk {
+            subscription_id: 7,
+            start_offset: 0,
+        });
+        state.on_reply(id, ok).expect("subscribed");
+        state.on_subscription_error(SubscriptionError {
+            subscription_id: 7,
+            code: ErrorCode::Corrupt.as_u16(),
+            message: "topic \"t\": records at offsets 5..=9 are damaged".into(),
+        });
+        match rx.try_recv() {
+            Ok(SubItem::Failed(e)) => {
+                assert_eq!(e.code(), Some(ErrorCode::Corrupt));
+                assert!(e.to_string().contains("offsets 5..=9"), "{e}");
+            }
+            _ => panic!("the stream must be told"),
+        }
+        shared.record(AckKind::Ack, 4);
+        state.flush_acks();
+        let acked = sent(&mut state)
+            .iter()
+            .any(|(_, m)| matches!(m, Wire::Ack(a) if a.subscription_id == 7));
+        assert!(acked, "acks of what was handed out still go");
+
+        state.on_disconnect();
+        state.restore();
+        let frames = sent(&mut state);
+        assert!(
+            !frames.iter().any(|(_, m)| matches!(m, Wire::Subscribe(_))),
+            "not subscribed again: {frames:?}"
+        );
     }
 }

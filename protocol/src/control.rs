@@ -56,6 +56,9 @@ pub enum ErrorCode {
     TopicUnavailable,
     GroupActive,
     ShuttingDown,
+    /// Data the request needs is damaged on disk (a record batch that fails
+    /// its checks); the message names the topic, the offsets and the file.
+    Corrupt,
     /// No group of that name on the topic (reset, or anything that names
     /// an existing group).
     UnknownGroup,
@@ -88,6 +91,7 @@ impl ErrorCode {
             TopicUnavailable => 14,
             GroupActive => 15,
             ShuttingDown => 16,
+            Corrupt => 17,
             UnknownGroup => 18,
             GroupUnavailable => 19,
             RoomUnavailable => 20,
@@ -113,6 +117,7 @@ impl ErrorCode {
             14 => TopicUnavailable,
             15 => GroupActive,
             16 => ShuttingDown,
+            17 => Corrupt,
             18 => UnknownGroup,
             19 => GroupUnavailable,
             20 => RoomUnavailable,
@@ -138,6 +143,18 @@ impl std::fmt::Display for ErrorCode {
 /// before the broker closes the connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
+    pub code: u16,
+    pub message: String,
+}
+
+/// Pushed by the broker when it ends a subscription on its own: the
+/// subscription delivers nothing more, and the client should not subscribe
+/// again blindly (the cause, say damaged data, stays until an operator acts).
+/// Deliveries pushed before it are valid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionError {
+    pub subscription_id: u64,
+    /// An [`ErrorCode`] number (`Corrupt` for damaged data).
     pub code: u16,
     pub message: String,
 }
@@ -313,4 +330,45 @@ pub struct ResetGroup {
     pub topic: String,
     pub group: String,
     pub to: StartPosition,
+}
+
+/// Asks the broker to find every damaged range of a topic's log and, unless
+/// `dry_run`, to skip them for good so readers can go past them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairTopic {
+    pub name: String,
+    /// Only report what would be dropped.
+    pub dry_run: bool,
+}
+
+/// One damaged range of a log: bytes of one segment file and the offsets
+/// they held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedRange {
+    /// The segment file's name (`00000000000000012345.log`).
+    pub segment: String,
+    /// Byte position of the damage in that file.
+    pub position: u64,
+    /// Damaged bytes.
+    pub bytes: u64,
+    /// First offset lost.
+    pub first_offset: u64,
+    /// One past the last offset lost; equal to `first_offset` when the
+    /// damaged bytes held no records.
+    pub end_offset: u64,
+    /// What was wrong, for humans.
+    pub reason: String,
+}
+
+/// The answer to [`RepairTopic`]: the ranges newly skipped (or, for a dry
+/// run, that would be), with totals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairReport {
+    pub topic: String,
+    pub dry_run: bool,
+    pub ranges: Vec<DroppedRange>,
+    /// Records in `ranges`.
+    pub records: u64,
+    /// Bytes in `ranges`.
+    pub bytes: u64,
 }

@@ -39,6 +39,7 @@ pub enum Message {
     Deliver(Deliver),
     Ack(Ack),
     Flow(Flow),
+    SubscriptionError(SubscriptionError),
     CreateTopic(CreateTopic),
     DeleteTopic(TopicName),
     ListTopics,
@@ -48,6 +49,8 @@ pub enum Message {
     ListGroups(TopicName),
     GroupList(GroupList),
     ResetGroup(ResetGroup),
+    RepairTopic(RepairTopic),
+    RepairReport(RepairReport),
     Join(JoinRoom),
     Leave(RoomName),
     Emit(Emit),
@@ -227,6 +230,9 @@ impl Message {
             Opcode::Deliver => Message::Deliver(decode_deliver(b)?),
             Opcode::Ack => Message::Ack(from_postcard("ack", b)?),
             Opcode::Flow => Message::Flow(from_postcard("flow", b)?),
+            Opcode::SubscriptionError => {
+                Message::SubscriptionError(from_postcard("subscription_error", b)?)
+            }
             Opcode::CreateTopic => Message::CreateTopic(from_postcard("create_topic", b)?),
             Opcode::DeleteTopic => Message::DeleteTopic(from_postcard("delete_topic", b)?),
             Opcode::ListTopics => empty("list_topics", Message::ListTopics)?,
@@ -236,6 +242,8 @@ impl Message {
             Opcode::ListGroups => Message::ListGroups(from_postcard("list_groups", b)?),
             Opcode::GroupList => Message::GroupList(from_postcard("group_list", b)?),
             Opcode::ResetGroup => Message::ResetGroup(from_postcard("reset_group", b)?),
+            Opcode::RepairTopic => Message::RepairTopic(from_postcard("repair_topic", b)?),
+            Opcode::RepairReport => Message::RepairReport(from_postcard("repair_report", b)?),
             Opcode::Join => Message::Join(from_postcard("join", b)?),
             Opcode::Leave => Message::Leave(from_postcard("leave", b)?),
             Opcode::Emit => Message::Emit(from_postcard("emit", b)?),
@@ -264,6 +272,7 @@ impl Message {
             Message::Deliver(_) => Opcode::Deliver,
             Message::Ack(_) => Opcode::Ack,
             Message::Flow(_) => Opcode::Flow,
+            Message::SubscriptionError(_) => Opcode::SubscriptionError,
             Message::CreateTopic(_) => Opcode::CreateTopic,
             Message::DeleteTopic(_) => Opcode::DeleteTopic,
             Message::ListTopics => Opcode::ListTopics,
@@ -273,6 +282,8 @@ impl Message {
             Message::ListGroups(_) => Opcode::ListGroups,
             Message::GroupList(_) => Opcode::GroupList,
             Message::ResetGroup(_) => Opcode::ResetGroup,
+            Message::RepairTopic(_) => Opcode::RepairTopic,
+            Message::RepairReport(_) => Opcode::RepairReport,
             Message::Join(_) => Opcode::Join,
             Message::Leave(_) => Opcode::Leave,
             Message::Emit(_) => Opcode::Emit,
@@ -285,7 +296,10 @@ impl Message {
 
     /// Whether the broker sends this message unprompted (PUSH flag set).
     pub fn is_push(&self) -> bool {
-        matches!(self, Message::Deliver(_) | Message::GoingAway(_))
+        matches!(
+            self,
+            Message::Deliver(_) | Message::GoingAway(_) | Message::SubscriptionError(_)
+        )
     }
 
     /// Appends this message as one frame to `buf`.
@@ -319,6 +333,7 @@ impl Message {
             Message::Unsubscribe(v) => put_postcard(buf, op, flags, id, v),
             Message::Ack(v) => put_postcard(buf, op, flags, id, v),
             Message::Flow(v) => put_postcard(buf, op, flags, id, v),
+            Message::SubscriptionError(v) => put_postcard(buf, op, flags, id, v),
             Message::CreateTopic(v) => put_postcard(buf, op, flags, id, v),
             Message::DeleteTopic(v) => put_postcard(buf, op, flags, id, v),
             Message::DescribeTopic(v) => put_postcard(buf, op, flags, id, v),
@@ -327,6 +342,8 @@ impl Message {
             Message::ListGroups(v) => put_postcard(buf, op, flags, id, v),
             Message::GroupList(v) => put_postcard(buf, op, flags, id, v),
             Message::ResetGroup(v) => put_postcard(buf, op, flags, id, v),
+            Message::RepairTopic(v) => put_postcard(buf, op, flags, id, v),
+            Message::RepairReport(v) => put_postcard(buf, op, flags, id, v),
             Message::Join(v) => put_postcard(buf, op, flags, id, v),
             Message::Leave(v) => put_postcard(buf, op, flags, id, v),
             Message::Emit(v) => put_postcard(buf, op, flags, id, v),

@@ -479,6 +479,62 @@ fn reset_group() {
 }
 
 #[test]
+fn subscription_error_is_pushed() {
+    // subscription 3, code 17 (Corrupt), message "bad"; PUSH, request id 0.
+    pin(
+        Message::SubscriptionError(SubscriptionError {
+            subscription_id: 3,
+            code: ErrorCode::Corrupt.as_u16(),
+            message: "bad".into(),
+        }),
+        0,
+        "12000000 26 01 0000 0000000000000000 | 03 11 03626164",
+    );
+}
+
+#[test]
+fn corrupt_is_error_code_17() {
+    assert_eq!(ErrorCode::Corrupt.as_u16(), 17);
+    assert_eq!(ErrorCode::from_u16(17), ErrorCode::Corrupt);
+    assert!(!ErrorCode::Corrupt.is_retryable());
+}
+
+#[test]
+fn repair_topic() {
+    pin(
+        Message::RepairTopic(RepairTopic {
+            name: "t".into(),
+            dry_run: true,
+        }),
+        13,
+        "0f000000 39 00 0000 0d00000000000000 | 0174 01",
+    );
+}
+
+#[test]
+fn repair_report() {
+    // position 300 -> ac 02; bytes 80 -> 50.
+    pin(
+        Message::RepairReport(RepairReport {
+            topic: "t".into(),
+            dry_run: false,
+            ranges: vec![DroppedRange {
+                segment: "s".into(),
+                position: 300,
+                bytes: 80,
+                first_offset: 5,
+                end_offset: 7,
+                reason: "crc".into(),
+            }],
+            records: 2,
+            bytes: 80,
+        }),
+        13,
+        "1d000000 3a 00 0000 0d00000000000000 | 0174 00 | 01 0173 ac02 50 05 07 03637263 | 02 50",
+    );
+}
+
+#[test]
 fn start_position_indices() {
     for (to, p) in [
         (StartPosition::Resume, "00"),
@@ -632,8 +688,8 @@ fn reply() {
 fn every_opcode_is_pinned() {
     let pinned: Vec<u8> = vec![
         0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25,
-        0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x40, 0x41, 0x42, 0x43, 0x44, 0x45,
-        0x46,
+        0x26, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a, 0x40, 0x41, 0x42,
+        0x43, 0x44, 0x45, 0x46,
     ];
     let known: Vec<u8> = (0..=255u8)
         .filter(|b| Opcode::from_u8(*b).is_ok())

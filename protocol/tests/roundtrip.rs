@@ -266,6 +266,31 @@ proptest! {
     }
 
     #[test]
+    fn subscription_error(subscription_id in any::<u64>(), code in any::<u16>(), message in s(),
+                          rid in any::<u64>()) {
+        let m = Message::SubscriptionError(SubscriptionError { subscription_id, code, message });
+        round_trip(&m, rid)?;
+    }
+
+    #[test]
+    fn repair_topic(name in s(), dry_run in any::<bool>(), rid in any::<u64>()) {
+        round_trip(&Message::RepairTopic(RepairTopic { name, dry_run }), rid)?;
+    }
+
+    #[test]
+    fn repair_report(topic in s(), dry_run in any::<bool>(),
+                     ranges in vec((s(), any::<[u64; 4]>(), s()), 0..4),
+                     records in any::<u64>(), bytes in any::<u64>(), rid in any::<u64>()) {
+        let ranges = ranges
+            .into_iter()
+            .map(|(segment, [position, bytes, first_offset, end_offset], reason)| DroppedRange {
+                segment, position, bytes, first_offset, end_offset, reason,
+            })
+            .collect();
+        round_trip(&Message::RepairReport(RepairReport { topic, dry_run, ranges, records, bytes }), rid)?;
+    }
+
+    #[test]
     fn reset_group(topic in s(), group in s(), to in start(), rid in any::<u64>()) {
         round_trip(&Message::ResetGroup(ResetGroup { topic, group, to }), rid)?;
     }

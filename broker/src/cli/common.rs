@@ -39,8 +39,19 @@ impl ServerArgs {
     /// Connects for a one-shot command: the first attempt must succeed, and
     /// a drop later is retried only a few times.
     pub async fn connect(&self) -> anyhow::Result<Client> {
-        self.connect_as("herald-cli", Some(ONE_SHOT_RECONNECTS))
+        self.connect_as("herald-cli", Some(ONE_SHOT_RECONNECTS), None)
             .await
+    }
+
+    /// [`Self::connect`] for requests that may take long (a repair reads a
+    /// whole log): replies may take up to `request_timeout`.
+    pub async fn connect_with_timeout(&self, request_timeout: Duration) -> anyhow::Result<Client> {
+        self.connect_as(
+            "herald-cli",
+            Some(ONE_SHOT_RECONNECTS),
+            Some(request_timeout),
+        )
+        .await
     }
 
     /// Connects for a long-running command (`pub`, `sub`): the first
@@ -48,21 +59,27 @@ impl ServerArgs {
     /// drops are retried forever like the client library does; see
     /// [`ReconnectArgs`] for a limit.
     pub async fn connect_riding(&self, name: &str) -> anyhow::Result<Client> {
-        self.connect_as(name, None).await
+        self.connect_as(name, None, None).await
     }
 
-    async fn connect_as(&self, name: &str, reconnects: Option<u32>) -> anyhow::Result<Client> {
-        Client::builder(self.server.clone())
+    async fn connect_as(
+        &self,
+        name: &str,
+        reconnects: Option<u32>,
+        request_timeout: Option<Duration>,
+    ) -> anyhow::Result<Client> {
+        let mut b = Client::builder(self.server.clone())
             .client_name(name)
-            .max_reconnect_attempts(reconnects)
-            .connect()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach a broker at {} (start one with `herald serve`, or pass --server)",
-                    self.server
-                )
-            })
+            .max_reconnect_attempts(reconnects);
+        if let Some(t) = request_timeout {
+            b = b.request_timeout(t);
+        }
+        b.connect().await.with_context(|| {
+            format!(
+                "cannot reach a broker at {} (start one with `herald serve`, or pass --server)",
+                self.server
+            )
+        })
     }
 }
 

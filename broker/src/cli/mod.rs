@@ -65,6 +65,9 @@ pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
         ErrorCode::Unauthorized => "the broker refused this client",
         ErrorCode::StorageFull => "the broker's disk is full; free space or lower retention",
         ErrorCode::ShuttingDown => "the broker is shutting down; retry once it is back",
+        ErrorCode::Corrupt => {
+            "`herald topics repair TOPIC --dry-run` first shows what a repair would drop"
+        }
         _ => return None,
     })
 }

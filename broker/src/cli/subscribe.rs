@@ -51,7 +51,13 @@ pub fn run(a: SubArgs) -> anyhow::Result<ExitCode> {
         let client = a.server.connect_riding("herald-sub").await?;
         let give_up = a.reconnect.give_up(&client, &a.server.server);
         tokio::select! {
-            r = consume(&a, &client) => r?,
+            r = consume(&a, &client) => if let Err(e) = r {
+                // The broker ended the subscription (damaged data, say):
+                // what was printed stays printed and acked, and the error
+                // says which topic and offsets.
+                client.close().await;
+                return Err(e);
+            },
             e = give_up => return Err(e),
         }
         client.close().await;

@@ -1,17 +1,17 @@
-//! `herald topics`: list, create, delete, describe.
+//! `herald topics`: list, create, delete, describe, repair.
 
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use herald_broker::config::{fsync_name, parse_fsync};
-use herald_client::{TopicConfig, TopicInfo};
+use herald_client::{RepairReport, TopicConfig, TopicInfo};
 use serde_json::json;
 
 use super::common::{human_bytes, parse_duration, parse_size, runtime, ServerArgs};
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  herald topics list\n  herald topics create orders --retention-bytes 10GiB --retention 7d --fsync always\n  herald topics describe orders --json\n  herald topics delete orders"
+    after_help = "Examples:\n  herald topics list\n  herald topics create orders --retention-bytes 10GiB --retention 7d --fsync always\n  herald topics describe orders --json\n  herald topics delete orders\n  herald topics repair orders --dry-run"
 )]
 pub struct TopicsArgs {
     #[command(flatten)]
@@ -54,6 +54,78 @@ enum TopicsCmd {
         after_help = "Examples:\n  herald topics describe orders\n  herald topics describe orders --json"
     )]
     Describe { name: String },
+    /// Find damaged data in a topic's log and skip it for good, so readers
+    /// can go past it; prints every range dropped (offsets, records, bytes).
+    #[command(
+        after_help = "Examples:\n  herald topics repair orders --dry-run   # only report what would be dropped\n  herald topics repair orders\n\nThe damaged records are lost; everything else stays. Reads every byte of the log."
+    )]
+    Repair {
+        name: String,
+        /// Only report what would be dropped.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// How long `repair` waits for the broker, which reads the whole log.
+const REPAIR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn print_repair(r: &RepairReport, json_out: bool) {
+    if json_out {
+        let ranges: Vec<_> = r
+            .ranges
+            .iter()
+            .map(|d| {
+                json!({
+                    "segment": d.segment,
+                    "position": d.position,
+                    "bytes": d.bytes,
+                    "first_offset": d.first_offset,
+                    "end_offset": d.end_offset,
+                    "records": d.end_offset - d.first_offset,
+                    "reason": d.reason,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "topic": r.topic,
+                "dry_run": r.dry_run,
+                "ranges": ranges,
+                "records": r.records,
+                "bytes": r.bytes,
+            })
+        );
+        return;
+    }
+    let verb = if r.dry_run { "would drop" } else { "dropped" };
+    for d in &r.ranges {
+        let offsets = if d.end_offset > d.first_offset {
+            format!("offsets {}..={}", d.first_offset, d.end_offset - 1)
+        } else {
+            format!("no records (before offset {})", d.first_offset)
+        };
+        println!(
+            "{verb} {offsets} ({} records, {} bytes) in {} at byte {}: {}",
+            d.end_offset - d.first_offset,
+            d.bytes,
+            d.segment,
+            d.position,
+            d.reason
+        );
+    }
+    if r.ranges.is_empty() {
+        println!("topic {}: no damaged data found", r.topic);
+    } else {
+        println!(
+            "topic {}: {verb} {} records in {} damaged ranges ({} bytes)",
+            r.topic,
+            r.records,
+            r.ranges.len(),
+            r.bytes
+        );
+    }
 }
 
 fn info_json(t: &TopicInfo) -> serde_json::Value {
@@ -122,7 +194,10 @@ fn print_info(t: &TopicInfo) {
 
 pub fn run(a: TopicsArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
-        let client = a.server.connect().await?;
+        let client = match a.cmd {
+            TopicsCmd::Repair { .. } => a.server.connect_with_timeout(REPAIR_TIMEOUT).await?,
+            _ => a.server.connect().await?,
+        };
         match a.cmd {
             TopicsCmd::List => {
                 let topics = client.list_topics().await?;
@@ -177,6 +252,10 @@ pub fn run(a: TopicsArgs) -> anyhow::Result<ExitCode> {
                 } else {
                     print_info(&t);
                 }
+            }
+            TopicsCmd::Repair { name, dry_run } => {
+                let r = client.repair_topic(&name, dry_run).await?;
+                print_repair(&r, a.server.json);
             }
         }
         client.close().await;

@@ -186,6 +186,9 @@ struct Member {
     out_messages: u32,
     out_bytes: u32,
     ack_timeout: Duration,
+    /// Told that a read failed (SubscriptionError): gets nothing more, and
+    /// stays a member until its client leaves, so its acks still count.
+    failed: bool,
 }
 
 impl Member {
@@ -457,6 +460,7 @@ impl Group {
             out_messages: 0,
             out_bytes: 0,
             ack_timeout: j.ack_timeout.unwrap_or(self.defaults.ack_timeout),
+            failed: false,
         });
         Ok(self.tracker.floor())
     }
@@ -488,7 +492,7 @@ impl Group {
         for k in 0..n {
             let i = (self.next_member + k) % n;
             let m = &self.members[i];
-            if m.credit() > 0 && !m.outbox.is_closed() {
+            if m.credit() > 0 && !m.failed && !m.outbox.is_closed() {
                 let level = self.memory.delivery_level(m.outbox.queued_bytes());
                 if !self.memory.admits(level) {
                     if self.memory_wait != Some(Level::Delivery) {
@@ -525,8 +529,8 @@ impl Group {
                 let batch = match log.read(r.first, 1, 1) {
                     Ok(v) => v.into_iter().next(),
                     Err(e) => {
-                        tracing::error!(group = %self.name, error = %e, "read for redelivery");
                         self.tracker.untake(r.first, r.last, r.deliveries, now);
+                        self.fail_members(&e);
                         return;
                     }
                 };
@@ -561,7 +565,7 @@ impl Group {
             let batches = match log.read(fresh, budget, credit as u32) {
                 Ok(v) => v,
                 Err(e) => {
-                    tracing::error!(group = %self.name, error = %e, "read for delivery");
+                    self.fail_members(&e);
                     return;
                 }
             };
@@ -587,6 +591,18 @@ impl Group {
                     self.send(mi, from, last, 1, b.clone(), now);
                 }
             }
+        }
+    }
+
+    /// A read the group needs failed: every member would hit it next, so
+    /// each is told now (SubscriptionError) and gets nothing more; the
+    /// group's position stays where it is.
+    fn fail_members(&mut self, e: &crate::storage::StorageError) {
+        crate::subscription::report_read_error(&self.topic, e);
+        for m in self.members.iter_mut().filter(|m| !m.failed) {
+            tracing::warn!(group = %self.name, topic = %self.topic.name, client = %m.client_id, "ending a group subscription: the group's next records cannot be read");
+            crate::subscription::push_read_error(&m.outbox, m.sub, &self.topic.name, e);
+            m.failed = true;
         }
     }
 

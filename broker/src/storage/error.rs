@@ -28,12 +28,16 @@ pub enum StorageError {
         #[source]
         source: io::Error,
     },
-    /// A closed segment (or a batch read back from disk) does not validate.
-    /// `position` is the byte position in the file where the bad batch starts.
-    #[error("corrupt segment {} at byte {position}: {reason}", path.display())]
+    /// Data on disk does not validate: a batch read back fails its checks,
+    /// or the segment files do not fit together. `position` is the byte
+    /// position in `path` where the damage starts; `offsets` (first,
+    /// end exclusive) are the offsets that cannot be read because of it,
+    /// when known.
+    #[error("corrupt segment {} at byte {position}{}: {reason}", path.display(), OffsetsNote(*offsets))]
     Corrupt {
         path: PathBuf,
         position: u64,
+        offsets: Option<(u64, u64)>,
         reason: String,
     },
     /// An idempotent producer skipped sequence numbers.
@@ -102,10 +106,12 @@ impl StorageError {
             StorageError::Corrupt {
                 path,
                 position,
+                offsets,
                 reason,
             } => StorageError::Corrupt {
                 path: path.clone(),
                 position: *position,
+                offsets: *offsets,
                 reason: reason.clone(),
             },
             StorageError::SequenceGap {
@@ -128,6 +134,20 @@ impl StorageError {
                 next: *next,
             },
             StorageError::Closed => StorageError::Closed,
+        }
+    }
+}
+
+/// Formats the offsets of a [`StorageError::Corrupt`]: ", offsets 5..=9",
+/// ", no records" for bytes that held none, nothing when unknown.
+struct OffsetsNote(Option<(u64, u64)>);
+
+impl std::fmt::Display for OffsetsNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some((first, end)) if end > first => write!(f, ", offsets {first}..={}", end - 1),
+            Some(_) => write!(f, ", no records"),
+            None => Ok(()),
         }
     }
 }

@@ -10,10 +10,15 @@
 //! - `direct`: `O_DIRECT` appends under `always`, block-aligned.
 //! - `reader`: reads through the tail cache or `pread` + sparse index, and
 //!   time lookups.
-//! - `segment`: file naming, batch headers, scanning.
+//! - `segment`: file naming, batch headers, stepping from batch to batch.
+//! - `scan`: walking a segment's batches, checking them, and finding the
+//!   next valid batch past a bad one.
+//! - `damage`: damaged ranges, and the `gaps` file of ranges a repair
+//!   accepted.
 //! - `index`: the sparse offset and time indexes.
 //! - `recovery`: opening a folder, truncating a torn tail, rebuilding
 //!   indexes and producer state.
+//! - `repair`: checking every byte and accepting the damaged ranges.
 //! - `producer`: idempotent-producer windows.
 //! - `retention`: deleting old segments.
 //! - `error`: [`StorageError`].
@@ -25,6 +30,7 @@
 //! readers see a batch only after `append` has confirmed it.
 
 mod config;
+mod damage;
 mod direct;
 mod durable;
 mod error;
@@ -32,10 +38,13 @@ mod index;
 mod producer;
 mod reader;
 mod recovery;
+mod repair;
 mod retention;
+mod scan;
 mod segment;
 mod writer;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -44,6 +53,7 @@ use herald_protocol::Batch;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use config::{LogConfig, MAX_SEGMENT_BYTES};
+pub use damage::DamagedRange;
 pub use error::StorageError;
 pub use herald_protocol::FsyncPolicy;
 pub use producer::{MAX_PRODUCERS, PRODUCER_WINDOW};
@@ -86,7 +96,17 @@ pub(crate) struct Shared {
     /// fdatasyncs of segment data done so far (group commits, interval
     /// syncs, rolls, close).
     fsyncs: AtomicU64,
+    /// Damage already reported, as (file, byte position), so each damaged
+    /// batch is logged at ERROR once, not once per reader or retry. Bounded
+    /// by [`MAX_REPORTED`].
+    reported: Mutex<HashSet<(PathBuf, u64)>>,
+    /// Serialises repairs (each rewrites the `gaps` file from what it saw).
+    repairing: tokio::sync::Mutex<()>,
 }
+
+/// Damaged positions remembered for [`Log::first_report`]; past this every
+/// report counts as a first.
+const MAX_REPORTED: usize = 1024;
 
 /// The segment list and what readers may see.
 pub(crate) struct LogState {
@@ -111,6 +131,16 @@ impl Shared {
         // in a way readers would misread (updates are plain field stores),
         // so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether `e` is damage no earlier call reported (see
+    /// [`Log::first_report`]).
+    fn first_report(&self, e: &StorageError) -> bool {
+        let StorageError::Corrupt { path, position, .. } = e else {
+            return true;
+        };
+        let mut seen = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.len() >= MAX_REPORTED || seen.insert((path.clone(), *position))
     }
 }
 
@@ -149,9 +179,14 @@ impl Log {
     ///
     /// Recovery does blocking file I/O on the calling thread.
     ///
+    /// Damage does not fail the open: a torn tail of the last segment is
+    /// truncated, any other damaged range is logged at ERROR and kept, and
+    /// readers of its offsets get [`StorageError::Corrupt`] until
+    /// [`Log::repair`] accepts it (see docs/storage.md).
+    ///
     /// # Errors
-    /// I/O errors, or [`StorageError::Corrupt`] when a closed segment is
-    /// damaged (a damaged tail of the last segment is truncated instead).
+    /// I/O errors, or [`StorageError::Corrupt`] when the segment files
+    /// overlap (a segment starts before the previous one ends).
     ///
     /// # Panics
     /// Outside a tokio runtime (the writer is started with `tokio::spawn`).
@@ -173,6 +208,8 @@ impl Log {
             config,
             next_tx,
             fsyncs: AtomicU64::new(0),
+            reported: Mutex::new(HashSet::new()),
+            repairing: tokio::sync::Mutex::new(()),
         });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let writer = Writer::new(shared.clone(), rx, active, rec.producers, rec.last_time);
@@ -227,9 +264,14 @@ impl Log {
     /// the first offset reads from the first offset; at the end the result
     /// is empty.
     ///
+    /// Damage never yields a silent gap: batches before a damaged one are
+    /// returned, and a read that starts in a damaged range fails with
+    /// [`StorageError::Corrupt`] naming the file, the byte position and the
+    /// offsets it held; ranges accepted by [`Log::repair`] are skipped.
+    ///
     /// # Errors
-    /// I/O errors, and [`StorageError::Corrupt`] if a batch read from disk
-    /// fails its CRC.
+    /// I/O errors, and [`StorageError::Corrupt`] when the first batch asked
+    /// for is damaged.
     pub fn read(
         &self,
         from: u64,
@@ -246,6 +288,37 @@ impl Log {
     /// I/O errors while scanning headers.
     pub fn offset_for_timestamp(&self, ts_ms: i64) -> Result<u64, StorageError> {
         reader::offset_for_timestamp(&self.shared, ts_ms)
+    }
+
+    /// Whether a read error is worth an ERROR line: true the first time a
+    /// given damaged batch is reported (and for any other error), false for
+    /// the same damage again, so many readers (or retries) of one damaged
+    /// range log it once.
+    pub fn first_report(&self, e: &StorageError) -> bool {
+        self.shared.first_report(e)
+    }
+
+    /// The damaged ranges known so far: found at open, or accepted by a
+    /// repair. Damage in a closed segment that only its CRC shows is found
+    /// by a read or a repair, not here.
+    pub fn damaged_ranges(&self) -> Vec<DamagedRange> {
+        let st = self.shared.lock();
+        st.segments
+            .iter()
+            .flat_map(|s| s.damage.iter().map(|d| d.describe(&s.paths.log)))
+            .collect()
+    }
+
+    /// Reads every byte of the log, checks every batch, and returns the
+    /// damaged ranges not accepted before. Unless `dry_run`, records them in
+    /// the `gaps` file (durably) and from then on readers skip them: their
+    /// offsets are gone for good. Appends and reads go on meanwhile.
+    ///
+    /// # Errors
+    /// I/O errors reading segments or writing the `gaps` file (then nothing
+    /// was accepted).
+    pub async fn repair(&self, dry_run: bool) -> Result<Vec<DamagedRange>, StorageError> {
+        repair::repair(&self.shared, dry_run).await
     }
 
     pub fn first_offset(&self) -> u64 {

@@ -2,16 +2,20 @@
 //! found through the sparse offset index; and lookups by time.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use herald_protocol::batch::{check, peek_batch_len, BATCH_HEADER_LEN};
 use herald_protocol::Batch;
 
+use super::damage::Damage;
 use super::error::StorageError;
 use super::index;
 use super::segment::scan_to;
-use super::Shared;
+use super::{LogState, Shared};
 
 /// Most bytes one disk read fetches, whatever `max_bytes` says (the first
 /// batch is always read whole even if bigger). Callers loop for more.
@@ -124,6 +128,20 @@ impl Budget {
     }
 }
 
+/// Where a read from disk goes: the segment, the offset, and the byte
+/// window that holds no known damage.
+struct DiskRead {
+    file: Arc<File>,
+    path: PathBuf,
+    from: u64,
+    /// A batch start at or before the batch holding `from`.
+    start: u64,
+    /// The confirmed size, or the start of the first damaged range after
+    /// `start`: a read stops before damage, and the next read reports it.
+    limit: u64,
+    damage: Vec<Damage>,
+}
+
 /// See [`super::Log::read`].
 pub fn read(
     shared: &Shared,
@@ -131,14 +149,33 @@ pub fn read(
     max_bytes: usize,
     max_records: u32,
 ) -> Result<Vec<Batch>, StorageError> {
-    let (file, path, start, limit) = {
-        let st = shared.lock();
-        let from = from.max(st.first_offset());
+    let plan = match plan(&shared.lock(), from, max_bytes, max_records)? {
+        Plan::Done(v) => return Ok(v),
+        Plan::Disk(d) => d,
+    };
+    read_disk(plan, max_bytes, max_records, shared.config.memory.as_ref())
+}
+
+enum Plan {
+    Done(Vec<Batch>),
+    Disk(DiskRead),
+}
+
+/// Decides under the lock where a read goes: nothing, the tail cache, past
+/// an accepted gap, a damaged range's error, or a segment file.
+fn plan(
+    st: &LogState,
+    from: u64,
+    max_bytes: usize,
+    max_records: u32,
+) -> Result<Plan, StorageError> {
+    let mut from = from.max(st.first_offset());
+    loop {
         if from >= st.next_offset {
-            return Ok(Vec::new());
+            return Ok(Plan::Done(Vec::new()));
         }
         if let Some(v) = st.tail.read(from, max_bytes, max_records) {
-            return Ok(v);
+            return Ok(Plan::Done(v));
         }
         let mut i = st
             .segments
@@ -148,21 +185,83 @@ pub fn read(
             i += 1;
         }
         let Some(seg) = st.segments.get(i) else {
-            return Ok(Vec::new());
+            return Ok(Plan::Done(Vec::new()));
         };
+        if let Some(d) = seg.damage_at(from) {
+            if d.accepted {
+                from = d.end_offset;
+                continue;
+            }
+            return Err(d.error(&seg.paths.log));
+        }
         let rel = from.saturating_sub(seg.base_offset);
-        let pos = index::lookup_offset(&seg.index, rel).map_or(0, |e| u64::from(e.pos));
-        (
-            seg.file.clone(),
-            seg.paths.log.clone(),
-            (from, pos),
-            seg.size,
-        )
+        let indexed = index::lookup_offset(&seg.index, rel).map_or(0, |e| u64::from(e.pos));
+        let start = seg
+            .damage
+            .iter()
+            .filter(|d| d.end_offset <= from && d.end_pos() <= seg.size)
+            .map(Damage::end_pos)
+            .fold(indexed, u64::max);
+        let limit = seg
+            .damage
+            .iter()
+            .map(|d| d.pos)
+            .filter(|&p| p >= start)
+            .fold(seg.size, u64::min);
+        return Ok(Plan::Disk(DiskRead {
+            file: seg.file.clone(),
+            path: seg.paths.log.clone(),
+            from,
+            start,
+            limit,
+            damage: seg.damage.clone(),
+        }));
+    }
+}
+
+/// The disk half of a read: finds the batch holding `from`, reads up to
+/// `max_bytes` in one `pread` and checks every batch. Batches before a bad
+/// one are returned; a bad first batch is the error.
+fn read_disk(
+    r: DiskRead,
+    max_bytes: usize,
+    max_records: u32,
+    memory: Option<&std::sync::Arc<crate::memory::MemoryBudget>>,
+) -> Result<Vec<Batch>, StorageError> {
+    let DiskRead {
+        file,
+        path,
+        from,
+        start,
+        limit,
+        damage,
+    } = r;
+    let corrupt = |position: u64, offsets: (u64, u64), reason: String| StorageError::Corrupt {
+        path: path.clone(),
+        position,
+        offsets: Some(offsets),
+        reason,
     };
-    let (from, pos) = start;
-    let Some((pos, first)) = scan_to(&file, &path, pos, limit, |h| h.next_offset() > from)? else {
-        return Ok(Vec::new());
+    let found = scan_to(&file, &path, start, limit, &damage, |h| {
+        h.next_offset() > from
+    })?;
+    let Some((pos, first)) = found else {
+        return Err(corrupt(
+            start,
+            (from, from + 1),
+            format!("no batch holds offset {from}"),
+        ));
     };
+    if first.base_offset > from {
+        return Err(corrupt(
+            pos,
+            (from, first.base_offset),
+            format!(
+                "the batch at byte {pos} starts at offset {} where {from} was expected",
+                first.base_offset
+            ),
+        ));
+    }
     let avail = (limit - pos) as usize;
     let want = max_bytes
         .min(MAX_READ_BYTES)
@@ -171,34 +270,62 @@ pub fn read(
     let mut buf = BytesMut::zeroed(want);
     file.read_exact_at(&mut buf, pos)
         .map_err(|e| StorageError::io(&path, e))?;
-    let buf = match &shared.config.memory {
+    let budget = Budget::new(max_bytes, max_records);
+    // Counted against the broker's memory budget while any slice lives.
+    let buf = match memory {
         Some(m) => m.charged(buf.freeze()),
         None => buf.freeze(),
     };
+    let (out, bad) = split_checked(buf, first.base_offset, budget);
+    match bad {
+        // Hand out what is good; the read that starts at the bad batch
+        // reports it.
+        Some(reason) if out.is_empty() => Err(corrupt(
+            pos,
+            (first.base_offset, first.next_offset()),
+            reason,
+        )),
+        _ => Ok(out),
+    }
+}
+
+/// Splits `buf` (batches from offset `expected` on) into checked batches
+/// within `budget`, stopping at the first bad one; returns the good ones
+/// and why it stopped, if at a bad batch. A batch cut off by the end of
+/// `buf` is not bad: the next read fetches it whole.
+fn split_checked(
+    buf: Bytes,
+    mut expected: u64,
+    mut budget: Budget,
+) -> (Vec<Batch>, Option<String>) {
     let mut out = Vec::new();
-    let mut budget = Budget::new(max_bytes, max_records);
     let mut at = 0usize;
-    let mut expected = first.base_offset;
     while buf.len() - at >= BATCH_HEADER_LEN {
         let Some(len) = peek_batch_len(&buf[at..]) else {
             break;
         };
         if len > buf.len() - at {
+            // `buf` always holds the first batch whole, so a first batch
+            // that does not fit has a damaged length.
+            if out.is_empty() {
+                return (
+                    out,
+                    Some(format!("batch_len {len} runs past the segment's end")),
+                );
+            }
             break;
         }
         let slice = buf.slice(at..at + len);
-        let corrupt = |reason: String| StorageError::Corrupt {
-            path: path.clone(),
-            position: pos + at as u64,
-            reason,
-        };
-        check(&slice).map_err(|e| corrupt(e.to_string()))?;
+        if let Err(e) = check(&slice) {
+            return (out, Some(e.to_string()));
+        }
         let batch = Batch::from_trusted(slice);
         if batch.base_offset() != expected {
-            return Err(corrupt(format!(
+            let reason = format!(
                 "base offset {} where {expected} was expected",
                 batch.base_offset()
-            )));
+            );
+            return (out, Some(reason));
         }
         if !budget.take(len, batch.record_count()) {
             break;
@@ -207,12 +334,12 @@ pub fn read(
         out.push(batch);
         at += len;
     }
-    Ok(out)
+    (out, None)
 }
 
 /// See [`super::Log::offset_for_timestamp`].
 pub fn offset_for_timestamp(shared: &Shared, ts: i64) -> Result<u64, StorageError> {
-    let (file, path, pos, limit, fallback) = {
+    let (file, path, pos, limit, fallback, damage) = {
         let st = shared.lock();
         let Some(seg) = st.segments.iter().find(|s| s.size > 0 && s.max_time >= ts) else {
             return Ok(st.next_offset);
@@ -224,9 +351,10 @@ pub fn offset_for_timestamp(shared: &Shared, ts: i64) -> Result<u64, StorageErro
             pos,
             seg.size,
             seg.next_offset,
+            seg.damage.clone(),
         )
     };
-    let found = scan_to(&file, &path, pos, limit, |h| h.append_time >= ts)?;
+    let found = scan_to(&file, &path, pos, limit, &damage, |h| h.append_time >= ts)?;
     Ok(found.map_or(fallback, |(_, h)| h.base_offset))
 }
 

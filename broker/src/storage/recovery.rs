@@ -2,39 +2,49 @@
 //! tail, rebuilding indexes and the producer state.
 //!
 //! # Rules
-//! - Segments must be contiguous: each starts at the offset where the one
-//!   before it ends.
+//! - Segments must fit together: each starts at the offset where the one
+//!   before it ends. A segment that starts later leaves a damaged range of
+//!   offsets no file holds (a lost file); one that starts earlier than the
+//!   previous one ends cannot be explained and refuses the open with
+//!   [`StorageError::Corrupt`].
 //! - Closed segments (all but the last) get the cheap check: every batch
 //!   header is read by stepping `batch_len`, and framing (length in bounds,
 //!   magic, record count) and offset contiguity are verified, but CRCs are
-//!   not, because that would read every byte of a big log on every open. A
-//!   closed segment that fails is interior corruption: open refuses with
-//!   [`StorageError::Corrupt`] naming the file and byte position. Payload
-//!   damage in a closed segment is caught later, when a read checks each
-//!   batch's CRC.
+//!   not, because that would read every byte of a big log on every open
+//!   (only a last batch that does not end where the next segment starts
+//!   gets its CRC checked). Payload damage in a closed segment is caught
+//!   later, when a read checks each batch's CRC.
 //! - The last (active) segment is checked fully (framing, contiguity and
-//!   `herald_protocol::batch::check`, CRC included). Everything from its
-//!   first bad batch on is a torn or corrupt tail from a crash: it is
-//!   truncated, with a `tracing::warn!` saying how many bytes and from which
-//!   offset; less than a block of zeros is the padding a direct write
-//!   leaves, dropped without a warning.
+//!   `herald_protocol::batch::check`, CRC included).
+//! - Past a bad batch the scan looks for the next valid one
+//!   (`storage/scan.rs`). If one follows, the bytes between are a damaged
+//!   range: logged at ERROR, kept on disk, and readers of its offsets get
+//!   `Corrupt` until a repair accepts it; nothing after it is dropped. If
+//!   none follows in the active segment, the rest is a torn tail from a
+//!   crash: it is truncated, with a `tracing::warn!` saying how many bytes
+//!   and from which offset; less than a block of zeros is the padding a
+//!   direct write leaves, dropped without a warning. In a closed segment
+//!   damage with nothing valid after it runs to the segment's end.
+//! - Ranges recorded in the `gaps` file (accepted by a repair) are jumped
+//!   over where they match the segment, and logged at INFO.
 //! - Indexes are rebuilt from the headers seen during the scan; index files
 //!   that are missing or disagree are rewritten.
-//! - Producer state is replayed from the headers of every batch, in order.
+//! - Producer state is replayed from the headers of every valid batch, in
+//!   order.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use herald_protocol::batch::{check, BATCH_HEADER_LEN};
-
 use super::config::LogConfig;
+use super::damage::{self, Damage, GapRecord};
 use super::direct::ALIGN;
 use super::error::StorageError;
 use super::index::{self, IndexBuilder, IndexEntry};
 use super::producer::ProducerMap;
-use super::segment::{self, read_header, SegmentEntry, SegmentPaths};
+use super::scan::Walk;
+use super::segment::{self, SegmentEntry, SegmentPaths};
 
 /// A recovered log, ready for the writer.
 #[derive(Debug)]
@@ -75,26 +85,26 @@ pub fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, StorageError
             active_first_time: None,
         });
     }
+    let gaps = damage::load(dir);
     let mut producers = ProducerMap::default();
     let mut segments: Vec<SegmentEntry> = Vec::with_capacity(bases.len());
     let mut active_first_time = None;
     for (i, &base) in bases.iter().enumerate() {
         let paths = SegmentPaths::new(dir, base);
-        if let Some(prev) = segments.last() {
-            if prev.next_offset != base {
-                return Err(StorageError::Corrupt {
-                    path: paths.log,
-                    position: 0,
-                    reason: format!(
-                        "segment starts at offset {base} but the previous one ends at {}",
-                        prev.next_offset
-                    ),
-                });
-            }
+        if let Some(prev) = segments.last_mut() {
+            join(prev, base, &gaps, &paths)?;
         }
         let last = i + 1 == bases.len();
         let file = segment::open_log_file(&paths.log, false)?;
-        let scan = scan_segment(&file, &paths, base, last, config, &mut producers)?;
+        let seg = SegmentScan {
+            file: &file,
+            paths: &paths,
+            base,
+            active: last,
+            next_base: bases.get(i + 1).copied(),
+            gaps: &gaps,
+        };
+        let scan = seg.run(config, &mut producers)?;
         if last {
             active_first_time = scan.first_time;
         }
@@ -116,6 +126,7 @@ pub fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, StorageError
             next_offset: scan.next_offset,
             index: scan.index,
             max_time: scan.max_time,
+            damage: scan.damage,
         });
     }
     let last_time = segments
@@ -147,7 +158,78 @@ pub fn empty_entry(base: u64, paths: SegmentPaths, file: File) -> SegmentEntry {
         next_offset: base,
         index: Vec::new(),
         max_time: i64::MIN,
+        damage: Vec::new(),
     }
+}
+
+/// Checks that the segment at `base` continues `prev`. Offsets between
+/// them are a damaged range at the end of `prev` (accepted if recorded);
+/// overlapping segments refuse the open.
+fn join(
+    prev: &mut SegmentEntry,
+    base: u64,
+    gaps: &[GapRecord],
+    paths: &SegmentPaths,
+) -> Result<(), StorageError> {
+    if prev.next_offset == base {
+        return Ok(());
+    }
+    if prev.next_offset > base {
+        return Err(StorageError::Corrupt {
+            path: paths.log.clone(),
+            position: 0,
+            offsets: None,
+            reason: format!(
+                "segment starts at offset {base} but the previous one ends at {}",
+                prev.next_offset
+            ),
+        });
+    }
+    let mut d = Damage {
+        pos: prev.size,
+        len: 0,
+        first_offset: prev.next_offset,
+        end_offset: base,
+        accepted: false,
+        reason: format!(
+            "no segment holds offsets {}..{base} (the next file starts later)",
+            prev.next_offset
+        ),
+    };
+    d.accepted = gaps.contains(&d.record(prev.base_offset));
+    log_damage(&prev.paths.log, &d);
+    prev.damage.push(d);
+    prev.next_offset = base;
+    Ok(())
+}
+
+/// Says what recovery found: ERROR for damage readers will trip on, INFO
+/// for a range already accepted.
+fn log_damage(path: &Path, d: &Damage) {
+    if d.accepted {
+        tracing::info!(
+            segment = %path.display(),
+            position = d.pos,
+            bytes = d.len,
+            first_offset = d.first_offset,
+            end_offset = d.end_offset,
+            "skipping an accepted gap"
+        );
+        return;
+    }
+    tracing::error!(
+        segment = %path.display(),
+        position = d.pos,
+        bytes = d.len,
+        first_offset = d.first_offset,
+        end_offset = d.end_offset,
+        reason = %d.reason,
+        "damaged range in {} at byte {} ({} bytes): {} cannot be read until `herald topics repair` skips them",
+        path.display(),
+        d.pos,
+        d.len,
+        damage::offsets_text(d.first_offset, d.end_offset),
+    );
 }
 
 /// What a segment scan found.
@@ -157,80 +239,88 @@ struct Scan {
     index: Vec<IndexEntry>,
     max_time: i64,
     first_time: Option<i64>,
+    damage: Vec<Damage>,
 }
 
-/// Scans one segment (see the module rules); truncates the tail of the
-/// active one.
-fn scan_segment(
-    file: &File,
-    paths: &SegmentPaths,
+/// One segment to scan at open.
+struct SegmentScan<'a> {
+    file: &'a File,
+    paths: &'a SegmentPaths,
     base: u64,
+    /// The last segment: fully checked, and a torn tail is cut.
     active: bool,
-    config: &LogConfig,
-    producers: &mut ProducerMap,
-) -> Result<Scan, StorageError> {
-    let path = &paths.log;
-    let len = file
-        .metadata()
-        .map_err(|e| StorageError::io(path, e))?
-        .len();
-    let mut builder = IndexBuilder::new(config.effective_index_interval());
-    let mut scan = Scan {
-        valid_len: 0,
-        next_offset: base,
-        index: Vec::new(),
-        max_time: i64::MIN,
-        first_time: None,
-    };
-    let mut buf = Vec::new();
-    let mut pos = 0u64;
-    let mut stop = None;
-    while pos < len {
-        if len - pos < BATCH_HEADER_LEN as u64 {
-            stop = Some(format!("{} bytes, shorter than a batch header", len - pos));
-            break;
+    /// The base offset of the segment after this one.
+    next_base: Option<u64>,
+    /// Every accepted gap of the log.
+    gaps: &'a [GapRecord],
+}
+
+impl SegmentScan<'_> {
+    /// Scans the segment (see the module rules); truncates the torn tail of
+    /// the active one.
+    fn run(&self, config: &LogConfig, producers: &mut ProducerMap) -> Result<Scan, StorageError> {
+        let path = &self.paths.log;
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| StorageError::io(path, e))?
+            .len();
+        let accepted: Vec<GapRecord> = self
+            .gaps
+            .iter()
+            .filter(|g| g.segment == self.base)
+            .copied()
+            .collect();
+        let mut builder = IndexBuilder::new(config.effective_index_interval());
+        let mut index = Vec::new();
+        let mut max_time = i64::MIN;
+        let mut first_time = None;
+        let walked = Walk {
+            file: self.file,
+            path,
+            base: self.base,
+            len,
+            crc: self.active,
+            torn_tail: self.active,
+            end_offset: self.next_base,
+            accepted: &accepted,
         }
-        let h = read_header(file, pos).map_err(|e| StorageError::io(path, e))?;
-        if let Err(reason) = segment::check_framing(&h, pos, len, scan.next_offset) {
-            stop = Some(reason);
-            break;
-        }
-        if active {
-            buf.resize(h.batch_len as usize, 0);
-            file.read_exact_at(&mut buf, pos)
-                .map_err(|e| StorageError::io(path, e))?;
-            if let Err(e) = check(&buf) {
-                stop = Some(e.to_string());
-                break;
+        .run(|pos, h| {
+            if h.producer_id != 0 {
+                producers.record(
+                    h.producer_id,
+                    h.base_sequence,
+                    h.record_count,
+                    h.base_offset,
+                );
             }
+            let rel = (h.base_offset - self.base) as u32;
+            if let Some(e) = builder.observe(rel, pos, h.append_time) {
+                index.push(e);
+            }
+            first_time.get_or_insert(h.append_time);
+            max_time = max_time.max(h.append_time);
+        })?;
+        for d in &walked.damage {
+            log_damage(path, d);
         }
-        if h.producer_id != 0 {
-            producers.record(
-                h.producer_id,
-                h.base_sequence,
-                h.record_count,
-                h.base_offset,
-            );
+        if let Some((pos, reason)) = &walked.torn {
+            self.cut_tail(*pos, len, walked.next_offset, reason)?;
         }
-        let rel = (h.base_offset - base) as u32;
-        if let Some(e) = builder.observe(rel, pos, h.append_time) {
-            scan.index.push(e);
-        }
-        scan.first_time.get_or_insert(h.append_time);
-        scan.max_time = scan.max_time.max(h.append_time);
-        pos += u64::from(h.batch_len);
-        scan.next_offset = h.next_offset();
-        scan.valid_len = pos;
+        Ok(Scan {
+            valid_len: walked.end,
+            next_offset: walked.next_offset,
+            index,
+            max_time,
+            first_time,
+            damage: walked.damage,
+        })
     }
-    if let Some(reason) = stop {
-        if !active {
-            return Err(StorageError::Corrupt {
-                path: path.clone(),
-                position: pos,
-                reason,
-            });
-        }
-        if is_padding(file, pos, len).map_err(|e| StorageError::io(path, e))? {
+
+    /// Truncates the torn tail `pos..len` of the active segment.
+    fn cut_tail(&self, pos: u64, len: u64, from: u64, reason: &str) -> Result<(), StorageError> {
+        let path = &self.paths.log;
+        if is_padding(self.file, pos, len).map_err(|e| StorageError::io(path, e))? {
             // What a direct write leaves past the last batch (see
             // `storage/direct.rs`): not damage, nothing to report.
             tracing::debug!(segment = %path.display(), bytes = len - pos, "dropping zero padding");
@@ -239,17 +329,17 @@ fn scan_segment(
                 segment = %path.display(),
                 position = pos,
                 bytes = len - pos,
-                from_offset = scan.next_offset,
+                from_offset = from,
                 %reason,
-                "truncating a torn or corrupt tail: {} bytes at position {pos}, offsets from {} on",
+                "truncating a torn or corrupt tail: {} bytes at position {pos}, offsets from {from} on",
                 len - pos,
-                scan.next_offset,
             );
         }
-        file.set_len(pos).map_err(|e| StorageError::io(path, e))?;
-        file.sync_all().map_err(|e| StorageError::io(path, e))?;
+        self.file
+            .set_len(pos)
+            .map_err(|e| StorageError::io(path, e))?;
+        self.file.sync_all().map_err(|e| StorageError::io(path, e))
     }
-    Ok(scan)
 }
 
 /// Whether `pos..len` is the padding of a direct write: all zeros, shorter

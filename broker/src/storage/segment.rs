@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use herald_protocol::batch::{HeaderFields, BATCH_HEADER_LEN, BATCH_MAGIC, MAX_RECORDS_PER_BATCH};
 
+use super::damage::Damage;
 use super::error::StorageError;
 use super::index::IndexEntry;
 
@@ -53,8 +54,9 @@ pub fn parse_log_name(name: &str) -> Option<u64> {
 ///
 /// # Invariants
 /// `size` and `next_offset` only cover confirmed batches, so readers never
-/// see data that append has not confirmed. `index` covers exactly the batches
-/// in `0..size`.
+/// see data that append has not confirmed. `index` covers exactly the valid
+/// batches in `0..size`. Every offset in `base_offset..next_offset` is in a
+/// valid batch or in one of `damage`.
 #[derive(Debug)]
 pub struct SegmentEntry {
     pub base_offset: u64,
@@ -69,6 +71,15 @@ pub struct SegmentEntry {
     pub index: Vec<IndexEntry>,
     /// Append time of the newest batch (`i64::MIN` when empty).
     pub max_time: i64,
+    /// Damaged ranges, by position (see `storage/damage.rs`). Usually empty.
+    pub damage: Vec<Damage>,
+}
+
+impl SegmentEntry {
+    /// The damaged range that held `offset`, if any.
+    pub fn damage_at(&self, offset: u64) -> Option<&Damage> {
+        self.damage.iter().find(|d| d.holds(offset))
+    }
 }
 
 /// The fixed header fields the storage layer looks at (the layout is the
@@ -132,17 +143,23 @@ pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 }
 
 /// Finds the first batch at or after `from_pos` whose header satisfies
-/// `stop` (e.g. "holds offset x"), stepping by `batch_len` and never past
-/// `limit`. Returns its position and header.
+/// `stop` (e.g. "holds offset x"), stepping by `batch_len`, jumping over the
+/// known damaged ranges in `damage`, and never past `limit`. Returns its
+/// position and header.
 pub fn scan_to(
     file: &File,
     path: &Path,
     from_pos: u64,
     limit: u64,
+    damage: &[Damage],
     mut stop: impl FnMut(&Header) -> bool,
 ) -> Result<Option<(u64, Header)>, StorageError> {
     let mut pos = from_pos;
     while pos + BATCH_HEADER_LEN as u64 <= limit {
+        if let Some(d) = damage.iter().find(|d| d.pos == pos && d.len > 0) {
+            pos = d.end_pos();
+            continue;
+        }
         let h = read_header(file, pos).map_err(|e| StorageError::io(path, e))?;
         if stop(&h) {
             return Ok(Some((pos, h)));
@@ -151,6 +168,7 @@ pub fn scan_to(
             return Err(StorageError::Corrupt {
                 path: path.to_path_buf(),
                 position: pos,
+                offsets: None,
                 reason: format!("batch_len {} while stepping the segment", h.batch_len),
             });
         }

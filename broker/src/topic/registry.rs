@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
 use dashmap::DashMap;
-use herald_protocol::{FsyncPolicy, TopicConfig};
+use herald_protocol::{DroppedRange, FsyncPolicy, RepairReport, TopicConfig};
 use tokio_util::sync::CancellationToken;
 
 use super::{name, Topic};
@@ -76,6 +76,7 @@ impl Registry {
             }
             match reg.open_topic(&name, None) {
                 Ok(t) => {
+                    report_damage(&t);
                     reg.topics.insert(name, t);
                 }
                 Err(e) => {
@@ -265,6 +266,85 @@ impl Registry {
         Ok(())
     }
 
+    /// Finds every damaged range of a topic's log and, unless `dry_run`,
+    /// skips them for good (see `Log::repair`), logging each. A topic that
+    /// could not be opened at start is opened first.
+    ///
+    /// # Errors
+    /// `UnknownTopic`; `TopicUnavailable` if it still cannot be opened; I/O
+    /// errors of the repair.
+    pub async fn repair(&self, name: &str, dry_run: bool) -> Result<RepairReport, BrokerError> {
+        let t = match self.get(name) {
+            Err(BrokerError::TopicUnavailable { .. }) => self.reopen(name)?,
+            r => r?,
+        };
+        tracing::warn!(topic = %name, dry_run, "repair: checking every batch of the topic's log");
+        let ranges = t.log.repair(dry_run).await?;
+        let report = RepairReport {
+            topic: name.to_owned(),
+            dry_run,
+            records: ranges.iter().map(|r| r.records()).sum(),
+            bytes: ranges.iter().map(|r| r.bytes).sum(),
+            ranges: ranges
+                .into_iter()
+                .map(|r| DroppedRange {
+                    segment: r
+                        .segment
+                        .file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    position: r.position,
+                    bytes: r.bytes,
+                    first_offset: r.first_offset,
+                    end_offset: r.end_offset,
+                    reason: r.reason,
+                })
+                .collect(),
+        };
+        let verb = if dry_run { "would drop" } else { "dropped" };
+        tracing::warn!(
+            topic = %name,
+            dry_run,
+            ranges = report.ranges.len(),
+            records = report.records,
+            bytes = report.bytes,
+            "repair of {name} {verb} {} records in {} damaged ranges ({} bytes)",
+            report.records,
+            report.ranges.len(),
+            report.bytes,
+        );
+        Ok(report)
+    }
+
+    /// Opens a topic that failed to open before (its files may have been
+    /// fixed since), making it available.
+    fn reopen(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        let _g = self
+            .admin
+            .lock()
+            .map_err(|_| BrokerError::Internal("admin lock poisoned".into()))?;
+        if let Some(t) = self.topics.get(name) {
+            return Ok(t.value().clone());
+        }
+        match self.open_topic(name, None) {
+            Ok(t) => {
+                report_damage(&t);
+                self.topics.insert(name.to_owned(), t.clone());
+                self.unavailable.remove(name);
+                tracing::info!(topic = %name, "topic opened");
+                Ok(t)
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                self.unavailable.insert(name.to_owned(), reason.clone());
+                Err(BrokerError::TopicUnavailable {
+                    name: name.to_owned(),
+                    reason,
+                })
+            }
+        }
+    }
+
     /// Every usable topic, by name.
     pub fn list(&self) -> Vec<Arc<Topic>> {
         let mut v: Vec<Arc<Topic>> = self.topics.iter().map(|e| e.value().clone()).collect();
@@ -291,6 +371,39 @@ impl Registry {
     pub fn root(&self) -> &Path {
         &self.root
     }
+}
+
+/// One ERROR line per topic that opened with damage readers will trip on
+/// (recovery has logged each range with its file and position).
+fn report_damage(t: &Topic) {
+    let ranges: Vec<_> = t
+        .log
+        .damaged_ranges()
+        .into_iter()
+        .filter(|r| !r.accepted)
+        .collect();
+    if ranges.is_empty() {
+        return;
+    }
+    let list: Vec<String> = ranges
+        .iter()
+        .map(|r| {
+            format!(
+                "{} at byte {} of {}",
+                r.offsets_text(),
+                r.position,
+                r.segment.display()
+            )
+        })
+        .collect();
+    tracing::error!(
+        topic = %t.name,
+        ranges = ranges.len(),
+        "topic {} has damaged data: {}; readers of them are stopped with Corrupt until `herald topics repair {}`",
+        t.name,
+        list.join(", "),
+        t.name,
+    );
 }
 
 fn read_meta(path: &Path) -> Result<TopicConfig, BrokerError> {
