@@ -25,6 +25,7 @@ use crate::group::{GroupHandle, Join};
 use crate::memory::Level;
 use crate::outbox::{self, Out, Outbox};
 use crate::rooms::{inbox, presence, requests, Rooms};
+use crate::storage::StorageError;
 use crate::subscription::{self, Credit};
 use crate::topic::{position, Registry};
 use crate::BrokerError;
@@ -405,6 +406,7 @@ impl Session {
                         // Queue now, in arrival order; await the confirm
                         // in `publishes` so later frames keep flowing.
                         let queued = t.log.enqueue(batch).await;
+                        let shutdown = self.shared.shutdown.clone();
                         self.publishes.push_back(Box::pin(async move {
                             let r = match queued {
                                 Ok(p) => p.wait().await,
@@ -420,6 +422,12 @@ impl Session {
                                         count: o.count,
                                         duplicate: o.duplicate,
                                     })
+                                }
+                                // The log closed under the publish and the
+                                // broker is not stopping: the topic was
+                                // deleted.
+                                Err(StorageError::Closed) if !shutdown.is_cancelled() => {
+                                    BrokerError::UnknownTopic(t.name.clone()).to_message()
                                 }
                                 Err(e) => BrokerError::from(e).to_message(),
                             };

@@ -28,6 +28,10 @@ pub struct Registry {
     /// Topics that failed to open, with the reason, so publishers get a
     /// clear error instead of a silently recreated empty topic.
     unavailable: DashMap<String, String>,
+    /// Topics being deleted: their folder is still in use by the old
+    /// topic's closing writers and groups, so the name cannot be created
+    /// again until it is gone (a create meanwhile gets `Busy`).
+    deleting: DashMap<String, ()>,
     /// Serialises creation and deletion (rare), not lookups.
     admin: Mutex<()>,
     cancel: CancellationToken,
@@ -37,6 +41,11 @@ pub struct Registry {
 }
 
 const META_FILE: &str = "topic.meta";
+/// A deleted topic's folder is renamed to this prefix plus its name and a
+/// time before it is removed, so that a crash mid-removal leaves nothing a
+/// restart would open as a half-deleted topic (topic names cannot start
+/// with a dot).
+const TOMBSTONE_PREFIX: &str = ".deleted-";
 /// Smallest segment size a topic may be created with.
 const MIN_SEGMENT_BYTES: u64 = 4096;
 
@@ -64,6 +73,7 @@ impl Registry {
             memory,
             topics: DashMap::new(),
             unavailable: DashMap::new(),
+            deleting: DashMap::new(),
             admin: Mutex::new(()),
             cancel,
             me: me.clone(),
@@ -71,6 +81,14 @@ impl Registry {
         for entry in std::fs::read_dir(&root)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with(TOMBSTONE_PREFIX) {
+                // A delete interrupted by a crash: finish it.
+                tracing::info!(folder = %entry.path().display(), "removing a deleted topic's folder");
+                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                    tracing::warn!(folder = %entry.path().display(), error = %e, "could not remove");
+                }
+                continue;
+            }
             if !entry.path().join(META_FILE).exists() {
                 continue;
             }
@@ -230,6 +248,11 @@ impl Registry {
             }
             return Err(BrokerError::TopicExists(name.to_owned()));
         }
+        if self.deleting.contains_key(name) {
+            return Err(BrokerError::Busy(format!(
+                "topic {name:?} is being deleted; try again"
+            )));
+        }
         let t = self.open_topic(name, Some(cfg))?;
         self.topics.insert(name.to_owned(), t.clone());
         self.unavailable.remove(name);
@@ -244,7 +267,7 @@ impl Registry {
                 .admin
                 .lock()
                 .map_err(|_| BrokerError::Internal("admin lock poisoned".into()))?;
-            match self.topics.remove(name) {
+            let t = match self.topics.remove(name) {
                 Some((_, t)) => Some(t),
                 None => {
                     if self.unavailable.remove(name).is_none() {
@@ -252,17 +275,41 @@ impl Registry {
                     }
                     None
                 }
-            }
+            };
+            self.deleting.insert(name.to_owned(), ());
+            t
         };
+        let result = self.remove_files(name, t).await;
+        self.deleting.remove(name);
+        result?;
+        tracing::info!(topic = %name, "topic deleted");
+        Ok(())
+    }
+
+    /// The second half of a delete, while the name is reserved: stops the
+    /// topic (its groups write their last state into the old folder), then
+    /// renames the folder aside and removes it.
+    async fn remove_files(&self, name: &str, t: Option<Arc<Topic>>) -> Result<(), BrokerError> {
         if let Some(t) = &t {
             t.close().await;
         }
         let dir = self.topic_dir(name);
-        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
-            .await
-            .map_err(|e| BrokerError::Internal(e.to_string()))??;
-        fsutil::sync_dir(&self.root)?;
-        tracing::info!(topic = %name, "topic deleted");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let tomb = self.root.join(format!("{TOMBSTONE_PREFIX}{name}-{nanos}"));
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            match std::fs::rename(&dir, &tomb) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            fsutil::sync_dir(&root)?;
+            std::fs::remove_dir_all(&tomb)
+        })
+        .await
+        .map_err(|e| BrokerError::Internal(e.to_string()))??;
         Ok(())
     }
 
