@@ -81,6 +81,11 @@ pub struct BrokerConfig {
     /// never comes back costs at most.
     pub inbox_retention: Duration,
     pub inbox_retention_bytes: u64,
+    /// Retention of room logs (`_room.<room>`): how long an offline durable
+    /// member can be away without missing anything (one that falls behind
+    /// is told how much it missed).
+    pub room_retention: Duration,
+    pub room_retention_bytes: u64,
     /// Bytes of record data the broker may hold in memory at once (pending
     /// publishes, tail caches, deliveries queued for sockets); see
     /// [`crate::memory`]. Past it, producers are slowed and the slowest
@@ -125,6 +130,8 @@ impl Default for BrokerConfig {
             max_inbox_pending: 100_000,
             inbox_retention: Duration::from_secs(7 * 24 * 3600),
             inbox_retention_bytes: 256 << 20,
+            room_retention: Duration::from_secs(7 * 24 * 3600),
+            room_retention_bytes: 1 << 30,
             max_memory: crate::memory::default_budget(),
         }
     }

@@ -66,6 +66,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
             .await
             .map_err(|e| BrokerError::Internal(e.to_string()))??
     };
+    rooms.start().await?;
     let shared = Arc::new(Shared {
         config: config.clone(),
         registry: registry.clone(),

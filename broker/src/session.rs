@@ -24,7 +24,7 @@ use crate::config::BrokerConfig;
 use crate::group::{GroupHandle, Join};
 use crate::memory::Level;
 use crate::outbox::{self, Out, Outbox};
-use crate::rooms::{inbox, presence, requests, Rooms};
+use crate::rooms::{inbox, log as room_log, presence, requests, Rooms};
 use crate::storage::StorageError;
 use crate::subscription::{self, Credit};
 use crate::topic::{position, Registry};
@@ -543,6 +543,7 @@ impl Session {
             | Message::Leave(_)
             | Message::Emit(_)
             | Message::Members(_)
+            | Message::MyRooms
             | Message::Reply(_) => self.handle_room(id, msg).await,
             Message::Hello(_) => {
                 self.reply(
@@ -576,6 +577,12 @@ impl Session {
             Message::Members(m) => {
                 let r = requests::members(&rooms, &client, m);
                 return self.reply(id, r.unwrap_or_else(|e| e.to_message())).await;
+            }
+            Message::MyRooms => {
+                let list = Message::RoomList(herald_protocol::RoomList {
+                    rooms: rooms.rooms_of(&client),
+                });
+                return self.reply(id, list).await;
             }
             Message::Emit(e) => {
                 let r = requests::emit(&rooms, &client, e).await;
@@ -626,17 +633,30 @@ impl Session {
                 cfg.max_subscriptions_per_connection
             )));
         }
-        let topic = match s.topic.strip_prefix(inbox::INBOX_PREFIX) {
+        let topic = match (
+            s.topic.strip_prefix(inbox::INBOX_PREFIX),
+            s.topic.strip_prefix(room_log::ROOM_PREFIX),
+        ) {
             // Inboxes are created with their own retention, and each is
             // read only by its owner.
-            Some(owner) if owner == self.client_id => inbox::topic(&self.shared.rooms, owner)?,
-            Some(_) => {
+            (Some(owner), _) if owner == self.client_id => inbox::topic(&self.shared.rooms, owner)?,
+            (Some(_), _) => {
                 return Err(BrokerError::Unauthorized(format!(
                     "{:?} is another client's inbox",
                     s.topic
                 )))
             }
-            None => self.shared.registry.for_subscribe(&s.topic)?,
+            // A room's log is read by its members, each with its own group.
+            (None, Some(room)) => {
+                room_log::topic_for_member(
+                    &self.shared.rooms,
+                    room,
+                    &self.client_id,
+                    s.group.as_deref(),
+                )
+                .await?
+            }
+            (None, None) => self.shared.registry.for_subscribe(&s.topic)?,
         };
         let window = (
             s.prefetch_messages.clamp(1, cfg.max_prefetch_messages),

@@ -146,6 +146,7 @@ async fn a_full_disk_is_storage_full_never_internal() {
         .request(Message::Join(JoinRoom {
             room: "lobby".into(),
             durable: true,
+            history: 0,
         }))
         .await;
     seen.record("durable join", &r);

@@ -127,7 +127,7 @@ async fn scenario() {
     first.kill();
 
     // One flipped byte in lobby's member file.
-    let file = dir.path().join("rooms").join("lobby.members");
+    let file = dir.path().join("rooms").join("lobby.room");
     let mut bytes = std::fs::read(&file).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40;
@@ -167,7 +167,7 @@ async fn scenario() {
     let log = second.kill();
     let line = log
         .lines()
-        .find(|l| l.contains("ERROR") && l.contains("lobby.members"))
+        .find(|l| l.contains("ERROR") && l.contains("lobby.room"))
         .unwrap_or_else(|| panic!("no ERROR line naming the file in:\n{log}"));
     assert!(line.contains("checksum"), "{line}");
 }

@@ -113,4 +113,7 @@ pub(crate) enum SubItem {
     /// The subscription ended with an error (re-subscribe refused, the
     /// broker ended it with SubscriptionError, reconnecting gave up).
     Failed(crate::Error),
+    /// Records deleted by retention before they were delivered (the
+    /// broker's Skipped push); the subscription goes on.
+    Skipped { first: u64, last: u64 },
 }

@@ -338,6 +338,7 @@ impl Connection {
         match msg {
             Wire::Deliver(d) => self.state.on_deliver(d),
             Wire::SubscriptionError(e) => self.state.on_subscription_error(e),
+            Wire::Skipped(s) => self.state.on_skipped(s),
             Wire::Ping => self.state.send_pong(id),
             Wire::Pong => {}
             Wire::GoingAway(g) => return Err(format!("broker going away: {}", g.reason)),

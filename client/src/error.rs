@@ -50,6 +50,19 @@ pub enum Error {
     /// The broker answered with something this client did not expect.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// Not fatal: the stream goes on. Records `first..=last` of a group
+    /// subscription (or of a room, in [`crate::Inbox`]) were deleted by
+    /// retention before they could be delivered; the group moved past them.
+    /// `room` names the room for an inbox event.
+    #[error("{} records (offsets {first}..={last}) were deleted by retention before they could be delivered{}", last - first + 1, room.as_ref().map(|r| format!(" in room {r:?}")).unwrap_or_default())]
+    Skipped {
+        /// The first offset that will not be delivered.
+        first: u64,
+        /// The last one.
+        last: u64,
+        /// The room, for an event from a room's log.
+        room: Option<String>,
+    },
 }
 
 impl Error {

@@ -1,14 +1,19 @@
-//! The client's inbox: the group subscription of `_inbox.<client id>`
-//! (group `inbox`), read by one background task per client that
+//! The client's events: the group subscription of its inbox
+//! `_inbox.<client id>` (group `inbox`: direct events, requests, replies,
+//! emits to everyone) and one of each joined room's log `_room.<room>`
+//! (group: the client id), read by one background task per client that
 //!
+//! - drops what is not for the application: its own presence, its own
+//!   broadcasts (the room's log holds them for everyone else), and the
+//!   second copy of an event emitted to several of its rooms,
 //! - resolves [`crate::Client::request`] futures with the replies,
 //! - runs the handlers registered with [`crate::Client::on`] (and acks),
 //! - and queues every other event for the [`Inbox`] stream.
 //!
-//! Being a group subscription, it resumes after a reconnect where it left
-//! off: nothing acked is seen again, nothing unacked is lost.
+//! Every one is a group subscription, so it resumes after a reconnect where
+//! it left off: nothing acked is seen again, nothing unacked is lost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -18,6 +23,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use herald_protocol::rooms::headers;
 use tokio::sync::{mpsc, oneshot};
+use tokio_stream::StreamMap;
 
 use crate::client::ClientInner;
 use crate::{Client, Error, Message, Result, Start, Subscription};
@@ -29,6 +35,18 @@ pub const INBOX_BUFFER: usize = 256;
 
 /// The group that reads an inbox.
 const INBOX_GROUP: &str = "inbox";
+
+/// Ids of recent events emitted to several rooms, remembered so that a
+/// client in several of them hands each to the application once. Their
+/// copies are appended together, so they arrive close together; a client
+/// restarted between two copies may see such an event twice.
+const SEEN_EMITS: usize = 4096;
+
+/// Tells the reader which room logs to read.
+enum RoomCmd {
+    Read(String, Subscription),
+    Stop(String),
+}
 
 type Handler = Arc<dyn Fn(Event) + Send + Sync>;
 
@@ -42,6 +60,13 @@ pub(crate) struct InboxHub {
     /// Random start: a reply left in the inbox by an earlier run of this
     /// client cannot match a new request.
     next_correlation: AtomicU64,
+    /// To the reader: room logs to start and stop reading.
+    rooms: mpsc::UnboundedSender<RoomCmd>,
+    /// Rooms whose log is being read (so a second join reads it once).
+    reading: Mutex<HashSet<String>>,
+    /// Cleared by the first user of the hub, which reads the rooms this
+    /// client id is already a member of (a restarted process).
+    rooms_unknown: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for InboxHub {
@@ -55,6 +80,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl InboxHub {
+    /// Whether the room's log is already read.
+    pub(crate) fn reads(&self, room: &str) -> bool {
+        lock(&self.reading).contains(room)
+    }
+
+    /// Starts reading a joined room's log.
+    pub(crate) fn read_room(&self, room: &str, sub: Subscription) {
+        lock(&self.reading).insert(room.to_owned());
+        let _ = self.rooms.send(RoomCmd::Read(room.to_owned(), sub));
+    }
+
+    /// Stops reading a room's log (after leaving it).
+    pub(crate) fn stop_room(&self, room: &str) {
+        lock(&self.reading).remove(room);
+        let _ = self.rooms.send(RoomCmd::Stop(room.to_owned()));
+    }
+
     /// A fresh correlation id and the receiver of its reply.
     pub(crate) fn expect_reply(&self) -> (u64, oneshot::Receiver<Bytes>) {
         let c = loop {
@@ -240,13 +282,25 @@ impl Drop for Inbox {
 }
 
 impl Client {
-    /// The inbox reader, started on first use.
+    /// The inbox reader, started on first use. Its first user also reads
+    /// the logs of the rooms this client id already belongs to (durable
+    /// rooms, and others within the grace period): a process that starts
+    /// again with the same id gets what its rooms were sent meanwhile.
     pub(crate) async fn hub(&self) -> Result<Arc<InboxHub>> {
-        self.inner
+        let hub = self
+            .inner
             .inbox
             .get_or_try_init(|| self.start_inbox())
-            .await
-            .cloned()
+            .await?
+            .clone();
+        if hub.rooms_unknown.swap(false, Ordering::AcqRel) {
+            for r in self.my_rooms().await? {
+                // Joined again so that it is rejoined after a reconnect.
+                self.join_again(&r.room, r.durable).await?;
+                self.read_room_log(&hub, &r.room).await?;
+            }
+        }
+        Ok(hub)
     }
 
     async fn start_inbox(&self) -> Result<Arc<InboxHub>> {
@@ -262,18 +316,25 @@ impl Client {
             .start(Start::Resume)
             .await?;
         let (tx, rx) = mpsc::channel(INBOX_BUFFER);
+        let (rooms_tx, rooms_rx) = mpsc::unbounded_channel();
         let hub = Arc::new(InboxHub {
             waiters: Mutex::new(HashMap::new()),
             handlers: Mutex::new(HashMap::new()),
             rx: Mutex::new(Some(rx)),
             next_correlation: AtomicU64::new(rand::random()),
+            rooms: rooms_tx,
+            reading: Mutex::new(HashSet::new()),
+            rooms_unknown: std::sync::atomic::AtomicBool::new(true),
         });
-        tokio::spawn(read_inbox(
-            sub,
+        let reader = Reader {
+            me: id,
             tx,
-            hub.clone(),
-            Arc::downgrade(&self.inner),
-        ));
+            hub: hub.clone(),
+            client: Arc::downgrade(&self.inner),
+            seen: VecDeque::new(),
+            seen_set: HashSet::new(),
+        };
+        tokio::spawn(reader.run(sub, rooms_rx));
         Ok(hub)
     }
 
@@ -310,36 +371,114 @@ impl Client {
     }
 }
 
-async fn read_inbox(
-    mut sub: Subscription,
+/// The task that reads the inbox and the rooms' logs.
+struct Reader {
+    /// This client's id: its own presence and broadcasts are dropped.
+    me: String,
     tx: mpsc::Sender<Result<Event>>,
     hub: Arc<InboxHub>,
     client: Weak<ClientInner>,
-) {
-    while let Some(item) = sub.next().await {
+    /// Emit ids seen lately (see [`SEEN_EMITS`]), oldest first.
+    seen: VecDeque<String>,
+    seen_set: HashSet<String>,
+}
+
+/// What the reader does with one item.
+enum Next {
+    Go,
+    Stop,
+}
+
+impl Reader {
+    async fn run(mut self, mut inbox: Subscription, mut cmds: mpsc::UnboundedReceiver<RoomCmd>) {
+        let mut rooms: StreamMap<String, Subscription> = StreamMap::new();
+        loop {
+            tokio::select! {
+                cmd = cmds.recv() => match cmd {
+                    Some(RoomCmd::Read(room, sub)) => { rooms.insert(room, sub); }
+                    Some(RoomCmd::Stop(room)) => { rooms.remove(&room); }
+                    None => return,
+                },
+                item = inbox.next() => match item {
+                    Some(item) => if let Next::Stop = self.on_item(item, None).await { return },
+                    None => return,
+                },
+                Some((room, item)) = futures::StreamExt::next(&mut rooms), if !rooms.is_empty() => {
+                    let ended = matches!(&item, Err(e) if !matches!(e, Error::Skipped { .. }));
+                    if ended {
+                        // The room's subscription is over (refused, ended):
+                        // the app is told; joining again reads it anew.
+                        lock(&self.hub.reading).remove(&room);
+                    }
+                    if let Next::Stop = self.on_item(item, Some(room)).await { return }
+                }
+            }
+        }
+    }
+
+    /// Whether `id` was seen before (and remembers it).
+    fn seen_before(&mut self, id: &str) -> bool {
+        if self.seen_set.contains(id) {
+            return true;
+        }
+        if self.seen.len() >= SEEN_EMITS {
+            if let Some(old) = self.seen.pop_front() {
+                self.seen_set.remove(&old);
+            }
+        }
+        self.seen.push_back(id.to_owned());
+        self.seen_set.insert(id.to_owned());
+        false
+    }
+
+    async fn on_item(&mut self, item: Result<Message>, room: Option<String>) -> Next {
         let msg = match item {
             Ok(m) => m,
+            Err(Error::Skipped { first, last, .. }) => {
+                let e = Error::Skipped { first, last, room };
+                return self.give(Err(e)).await;
+            }
             Err(e) => {
-                let _ = tx.send(Err(e)).await;
-                return;
+                let next = self.give(Err(e)).await;
+                // The inbox ending ends the reader; a room ending does not.
+                return if room.is_none() { Next::Stop } else { next };
             }
         };
-        let (ev, reply) = Event::parse(msg, client.clone());
+        let own = header(&msg, headers::SENDER).is_some_and(|s| s == self.me);
+        let kind = header(&msg, headers::KIND).unwrap_or_default();
+        let not_for_me =
+            own && (kind == headers::KIND_PRESENCE || msg.header(headers::EXCEPT_SENDER).is_some());
+        let duplicate = match header(&msg, headers::EMIT_ID) {
+            Some(id) => self.seen_before(&id),
+            None => false,
+        };
+        if not_for_me || duplicate {
+            let _ = msg.ack().await;
+            return Next::Go;
+        }
+        let (ev, reply) = Event::parse(msg, self.client.clone());
         if let Some(correlation) = reply {
-            if let Some(w) = lock(&hub.waiters).remove(&correlation) {
+            if let Some(w) = lock(&self.hub.waiters).remove(&correlation) {
                 let _ = w.send(ev.payload().clone());
             }
             let _ = ev.ack().await;
-            continue;
+            return Next::Go;
         }
-        let handler = lock(&hub.handlers).get(ev.name()).cloned();
+        let handler = lock(&self.hub.handlers).get(ev.name()).cloned();
         if let Some(h) = handler {
             h(ev.clone());
             let _ = ev.ack().await;
-            continue;
+            return Next::Go;
         }
-        if tx.send(Ok(ev)).await.is_err() {
-            return;
+        self.give(Ok(ev)).await
+    }
+
+    /// Hands an item to the [`Inbox`] stream (waiting while it is full).
+    async fn give(&self, item: Result<Event>) -> Next {
+        if self.tx.send(item).await.is_err() {
+            Next::Stop
+        } else {
+            Next::Go
         }
     }
 }

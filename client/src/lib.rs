@@ -71,7 +71,7 @@ pub use events::{ConnectionEvent, Events};
 pub use inbox::{Event, EventKind, Inbox, INBOX_BUFFER};
 pub use message::{Message, Receipt, Record};
 pub use producer::{PendingReceipt, Producer};
-pub use rooms::{EmitReceipt, Target};
+pub use rooms::{EmitReceipt, Target, ROOM_PREFIX};
 pub use subscription::{SubscribeBuilder, Subscription, DEFAULT_PREFETCH, DEFAULT_PREFETCH_BYTES};
 
 /// Where a subscription starts; the protocol's [`StartPosition`].

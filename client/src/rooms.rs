@@ -12,6 +12,10 @@ use herald_protocol::{Emit, EmitTarget, JoinRoom, Message as Wire, ReplyTo, Room
 
 use crate::{Client, Error, Result};
 
+/// Prefix of a room's log topic (`_room.<room>`), read by each member
+/// through the group named after its client id.
+pub const ROOM_PREFIX: &str = "_room.";
+
 /// Who an emit goes to. The broker resolves it to client ids, each once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target(pub(crate) EmitTarget);
@@ -93,21 +97,92 @@ impl Client {
         self.join_room(room, true).await
     }
 
+    /// Joins a room and, if this client was not a member yet, first hands
+    /// it the room's last `history` events (and presence records) before
+    /// the live ones, as a chat page shows recent messages on entry. A
+    /// member that joins again keeps its position instead.
+    ///
+    /// # Errors
+    /// As [`Client::join`].
+    pub async fn join_with_history(&self, room: &str, durable: bool, history: u32) -> Result<()> {
+        self.join_room_with(room, durable, history).await
+    }
+
     async fn join_room(&self, room: &str, durable: bool) -> Result<()> {
+        self.join_room_with(room, durable, 0).await
+    }
+
+    /// A Join of a room this client id is a member of already: nothing
+    /// changes on the broker, and the client rejoins it after reconnects.
+    pub(crate) async fn join_again(&self, room: &str, durable: bool) -> Result<()> {
         self.ok_request(Wire::Join(JoinRoom {
             room: room.into(),
             durable,
+            history: 0,
         }))
         .await
     }
 
-    /// Leaves a room (a no-op if not a member).
+    /// The rooms this client id is a member of.
+    pub(crate) async fn my_rooms(&self) -> Result<Vec<herald_protocol::JoinedRoom>> {
+        match self.inner.request(Wire::MyRooms).await? {
+            Wire::RoomList(l) => Ok(l.rooms),
+            m => Err(unexpected(m)),
+        }
+    }
+
+    /// Joins, then reads the room's log through this client's own group
+    /// in it, from where the broker placed it (the room's end for a new
+    /// member, or where it left off).
+    pub(crate) async fn join_room_with(
+        &self,
+        room: &str,
+        durable: bool,
+        history: u32,
+    ) -> Result<()> {
+        self.ok_request(Wire::Join(JoinRoom {
+            room: room.into(),
+            durable,
+            history,
+        }))
+        .await?;
+        let hub = self.hub().await?;
+        self.read_room_log(&hub, room).await
+    }
+
+    /// Starts reading a joined room's log, unless it is read already.
+    pub(crate) async fn read_room_log(
+        &self,
+        hub: &crate::inbox::InboxHub,
+        room: &str,
+    ) -> Result<()> {
+        if hub.reads(room) {
+            return Ok(());
+        }
+        let me = self
+            .client_id()
+            .ok_or_else(|| Error::InvalidArgument("the client id is not known yet".into()))?;
+        let sub = self
+            .subscribe(&format!("{ROOM_PREFIX}{room}"))
+            .group(me)
+            .start(crate::Start::Resume)
+            .await?;
+        hub.read_room(room, sub);
+        Ok(())
+    }
+
+    /// Leaves a room (a no-op if not a member): its events stop, and its
+    /// position is forgotten, so joining again starts at the room's end.
     ///
     /// # Errors
     /// As any request: [`Error::Timeout`], [`Error::ConnectionLost`].
     pub async fn leave(&self, room: &str) -> Result<()> {
         self.ok_request(Wire::Leave(RoomName { room: room.into() }))
-            .await
+            .await?;
+        if let Some(hub) = self.inner.inbox.get() {
+            hub.stop_room(room);
+        }
+        Ok(())
     }
 
     /// The members of a room this client is in, sorted by client id.

@@ -394,6 +394,21 @@ impl State {
     /// The broker ended a subscription on its own (a read of damaged data
     /// failed): the stream gets the error after the deliveries that came
     /// before it, and then ends.
+    /// The broker moved a group past records retention deleted: the
+    /// subscription's stream says so and goes on.
+    pub(crate) fn on_skipped(&mut self, s: herald_protocol::Skipped) {
+        let Some(&local_id) = self.by_broker_id.get(&s.subscription_id) else {
+            return;
+        };
+        if let Some(sub) = self.subs.get(&local_id) {
+            tracing::warn!(topic = %sub.reg.topic, first = s.first, last = s.last, "records deleted by retention before they were delivered");
+            let _ = sub.reg.tx.send(SubItem::Skipped {
+                first: s.first,
+                last: s.last,
+            });
+        }
+    }
+
     pub(crate) fn on_subscription_error(&mut self, e: SubscriptionError) {
         let Some(&local_id) = self.by_broker_id.get(&e.subscription_id) else {
             return;
@@ -705,6 +720,22 @@ impl State {
     /// unconfirmed publish (same bytes, same order) and pending request.
     pub(crate) fn restore(&mut self) {
         self.live = true;
+        // Rooms first: a room's log is read by its members only, so the
+        // membership (gone if the grace period ran out) comes back before
+        // its subscription does. The broker handles requests in order.
+        let rooms: Vec<(String, bool)> = self.rooms.iter().map(|(r, d)| (r.clone(), *d)).collect();
+        for (room, durable) in rooms {
+            let id = self.request_id();
+            self.send(
+                id,
+                &Wire::Join(JoinRoom {
+                    room,
+                    durable,
+                    history: 0,
+                }),
+            );
+            self.requests.insert(id, Pending::Rejoin);
+        }
         let subs: Vec<u64> = self.subs.keys().copied().collect();
         for local_id in subs {
             self.subscribe(local_id);
@@ -712,12 +743,6 @@ impl State {
         let out = &mut self.out;
         for (id, f) in &self.publishes {
             put_publish(out, *id, &f.batch.topic, &f.batch.bytes);
-        }
-        let rooms: Vec<(String, bool)> = self.rooms.iter().map(|(r, d)| (r.clone(), *d)).collect();
-        for (room, durable) in rooms {
-            let id = self.request_id();
-            self.send(id, &Wire::Join(JoinRoom { room, durable }));
-            self.requests.insert(id, Pending::Rejoin);
         }
         let out = &mut self.out;
         for (id, p) in &self.requests {

@@ -366,6 +366,13 @@ impl Stream for Subscription {
                     self.ended = true;
                     return Poll::Ready(Some(Err(e)));
                 }
+                Poll::Ready(Some(SubItem::Skipped { first, last })) => {
+                    return Poll::Ready(Some(Err(crate::Error::Skipped {
+                        first,
+                        last,
+                        room: None,
+                    })));
+                }
                 Poll::Ready(None) => {
                     self.ended = true;
                     return Poll::Ready(None);

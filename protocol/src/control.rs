@@ -159,6 +159,19 @@ pub struct SubscriptionError {
     pub message: String,
 }
 
+/// Pushed by the broker to a group subscription (`0x47`) when offsets its
+/// group had not finished were deleted by retention before they could be
+/// delivered: the group moves past them, and the member is told instead of
+/// the records going missing in silence (a durable room member that was
+/// away longer than the room's retention learns how much it missed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub subscription_id: u64,
+    /// The first and last offset (inclusive) that will never be delivered.
+    pub first: u64,
+    pub last: u64,
+}
+
 /// Sent by the broker before it closes connections on shutdown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GoingAway {

@@ -68,6 +68,9 @@ pub enum Opcode {
     Members = 0x44,
     MemberList = 0x45,
     Reply = 0x46,
+    Skipped = 0x47,
+    MyRooms = 0x48,
+    RoomList = 0x49,
 }
 
 impl Opcode {
@@ -109,6 +112,9 @@ impl Opcode {
             0x44 => Members,
             0x45 => MemberList,
             0x46 => Reply,
+            0x47 => Skipped,
+            0x48 => MyRooms,
+            0x49 => RoomList,
             other => return Err(WireError::UnknownOpcode(other)),
         };
         Result::Ok(op)

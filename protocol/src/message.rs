@@ -58,6 +58,9 @@ pub enum Message {
     Members(RoomName),
     MemberList(MemberList),
     Reply(ReplyTo),
+    Skipped(Skipped),
+    MyRooms,
+    RoomList(RoomList),
 }
 
 /// A pushed delivery: a stored batch and the part of it meant for this
@@ -251,6 +254,9 @@ impl Message {
             Opcode::Members => Message::Members(from_postcard("members", b)?),
             Opcode::MemberList => Message::MemberList(from_postcard("member_list", b)?),
             Opcode::Reply => Message::Reply(from_postcard("reply", b)?),
+            Opcode::Skipped => Message::Skipped(from_postcard("skipped", b)?),
+            Opcode::MyRooms => empty("my_rooms", Message::MyRooms)?,
+            Opcode::RoomList => Message::RoomList(from_postcard("room_list", b)?),
         })
     }
 
@@ -291,6 +297,9 @@ impl Message {
             Message::Members(_) => Opcode::Members,
             Message::MemberList(_) => Opcode::MemberList,
             Message::Reply(_) => Opcode::Reply,
+            Message::Skipped(_) => Opcode::Skipped,
+            Message::MyRooms => Opcode::MyRooms,
+            Message::RoomList(_) => Opcode::RoomList,
         }
     }
 
@@ -298,7 +307,10 @@ impl Message {
     pub fn is_push(&self) -> bool {
         matches!(
             self,
-            Message::Deliver(_) | Message::GoingAway(_) | Message::SubscriptionError(_)
+            Message::Deliver(_)
+                | Message::GoingAway(_)
+                | Message::SubscriptionError(_)
+                | Message::Skipped(_)
         )
     }
 
@@ -308,9 +320,11 @@ impl Message {
         let flags = if self.is_push() { FLAG_PUSH } else { 0 };
         let id = if self.is_push() { 0 } else { request_id };
         match self {
-            Message::Ping | Message::Pong | Message::Ok | Message::ListTopics => {
-                put_frame(buf, op, flags, id, &[])
-            }
+            Message::Ping
+            | Message::Pong
+            | Message::Ok
+            | Message::ListTopics
+            | Message::MyRooms => put_frame(buf, op, flags, id, &[]),
             Message::Publish { topic, batch } => put_publish(buf, id, topic, batch.bytes()),
             Message::Deliver(d) => {
                 put_deliver_prefix(
@@ -351,6 +365,8 @@ impl Message {
             Message::Members(v) => put_postcard(buf, op, flags, id, v),
             Message::MemberList(v) => put_postcard(buf, op, flags, id, v),
             Message::Reply(v) => put_postcard(buf, op, flags, id, v),
+            Message::Skipped(v) => put_postcard(buf, op, flags, id, v),
+            Message::RoomList(v) => put_postcard(buf, op, flags, id, v),
         }
     }
 

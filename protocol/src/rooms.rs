@@ -19,6 +19,10 @@ pub struct JoinRoom {
     /// while offline (and across broker restarts) and its inbox collects
     /// what the room is sent meanwhile.
     pub durable: bool,
+    /// How many of the room's most recent events (and presence records) a
+    /// new member receives first; 0 starts it at the room's end. Ignored
+    /// for a client that is already a member (it keeps its position).
+    pub history: u32,
 }
 
 /// Names one room: the body of Leave (`0x41`, reply `Ok`) and Members
@@ -86,6 +90,22 @@ pub struct MemberList {
     pub members: Vec<RoomMember>,
 }
 
+/// One room in a [`RoomList`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinedRoom {
+    pub room: String,
+    pub durable: bool,
+}
+
+/// The answer to MyRooms (`0x48`, empty body): the rooms the asking client
+/// id is a member of, sorted by name. A client process that starts again
+/// with the same id learns from it which room logs to read (its durable
+/// rooms, and non-durable ones within the grace period).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomList {
+    pub rooms: Vec<JoinedRoom>,
+}
+
 /// Answers a request (`0x46`): appended to `to_client`'s inbox as a reply
 /// carrying `correlation`. Reply: `Ok` once durable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +128,13 @@ pub mod headers {
     pub const REPLY_TO: &str = "herald-reply-to";
     /// The correlation id, decimal, on requests and replies.
     pub const CORRELATION: &str = "herald-correlation";
+    /// `1` on a room event not meant for its sender (a broadcast): the
+    /// sender's own client acks it without handing it to the application.
+    pub const EXCEPT_SENDER: &str = "herald-except-sender";
+    /// On an event emitted to several rooms: the same value on its copy in
+    /// each room's log, so that a client in several of them hands it to the
+    /// application once.
+    pub const EMIT_ID: &str = "herald-emit";
 
     /// Value of [`KIND`] for an emitted event.
     pub const KIND_EVENT: &str = "event";

@@ -493,6 +493,46 @@ fn subscription_error_is_pushed() {
 }
 
 #[test]
+fn my_rooms_and_room_list() {
+    pin(
+        Message::MyRooms,
+        4,
+        "0c000000 48 00 0000 0400000000000000 |",
+    );
+    // Two rooms: "a" durable, "b" not.
+    pin(
+        Message::RoomList(RoomList {
+            rooms: vec![
+                JoinedRoom {
+                    room: "a".into(),
+                    durable: true,
+                },
+                JoinedRoom {
+                    room: "b".into(),
+                    durable: false,
+                },
+            ],
+        }),
+        4,
+        "13000000 49 00 0000 0400000000000000 | 02 0161 01 0162 00",
+    );
+}
+
+#[test]
+fn skipped_is_pushed() {
+    // subscription 7, offsets 10..=300 (300 = ac 02); PUSH, request id 0.
+    pin(
+        Message::Skipped(Skipped {
+            subscription_id: 7,
+            first: 10,
+            last: 300,
+        }),
+        0,
+        "10000000 47 01 0000 0000000000000000 | 07 0a ac02",
+    );
+}
+
+#[test]
 fn corrupt_is_error_code_17() {
     assert_eq!(ErrorCode::Corrupt.as_u16(), 17);
     assert_eq!(ErrorCode::from_u16(17), ErrorCode::Corrupt);
@@ -564,9 +604,10 @@ fn join() {
         Message::Join(JoinRoom {
             room: "r".into(),
             durable: true,
+            history: 3,
         }),
         1,
-        "0f000000 40 00 0000 0100000000000000 | 0172 01",
+        "10000000 40 00 0000 0100000000000000 | 0172 01 03",
     );
 }
 
@@ -689,7 +730,7 @@ fn every_opcode_is_pinned() {
     let pinned: Vec<u8> = vec![
         0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25,
         0x26, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a, 0x40, 0x41, 0x42,
-        0x43, 0x44, 0x45, 0x46,
+        0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49,
     ];
     let known: Vec<u8> = (0..=255u8)
         .filter(|b| Opcode::from_u8(*b).is_ok())

@@ -297,7 +297,7 @@ proptest! {
 
     #[test]
     fn join_and_room_name_bodies(room in s(), durable in any::<bool>(), rid in any::<u64>()) {
-        round_trip(&Message::Join(JoinRoom { room: room.clone(), durable }), rid)?;
+        round_trip(&Message::Join(JoinRoom { room: room.clone(), durable, history: rid as u32 }), rid)?;
         round_trip(&Message::Leave(RoomName { room: room.clone() }), rid)?;
         round_trip(&Message::Members(RoomName { room }), rid)?;
     }

@@ -79,6 +79,11 @@ enum Cmd {
     },
     Info(oneshot::Sender<Option<GroupInfo>>),
     Reset(StartPosition, oneshot::Sender<Result<(), BrokerError>>),
+    /// Create or move the group to an offset (clamped to the log); see
+    /// [`GroupHandle::place`].
+    Place(u64, oneshot::Sender<Result<u64, BrokerError>>),
+    /// Remove the group: see [`GroupHandle::delete`].
+    Delete(oneshot::Sender<Result<(), BrokerError>>),
 }
 
 /// Where a group actor's state comes from.
@@ -166,6 +171,34 @@ impl GroupHandle {
         rx.await.map_err(|_| gone())?
     }
 
+    /// Puts the group at `offset` (clamped to the log's first and next
+    /// offsets), creating it if it has no state yet, and resolves with the
+    /// offset once that is on disk. Rooms use it to start a new member at
+    /// the room's end (or a little before, for history).
+    ///
+    /// # Errors
+    /// `GroupActive` while it has members; a failed write.
+    pub async fn place(&self, offset: u64) -> Result<u64, BrokerError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Place(offset, tx))
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Removes the group: its actor ends without saving, its state file is
+    /// deleted, its members get nothing more. Rooms use it when a member
+    /// leaves, so that joining again starts afresh.
+    ///
+    /// # Errors
+    /// Removing the file failed.
+    pub async fn delete(&self) -> Result<(), BrokerError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Cmd::Delete(tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
     pub fn is_stopped(&self) -> bool {
         self.stopped.is_cancelled()
     }
@@ -223,6 +256,8 @@ struct Group {
     /// last dispatch (the most lenient one if several): the actor waits
     /// until it is admitted again.
     memory_wait: Option<Level>,
+    /// Set by a delete: the actor ends without saving.
+    deleted: Option<oneshot::Sender<Result<(), BrokerError>>>,
 }
 
 /// Starts the actor of group `name`, whose state file is `path`.
@@ -270,6 +305,7 @@ pub fn spawn(
         max_deliveries,
         memory,
         memory_wait: None,
+        deleted: None,
     };
     let guard = stopped.clone().drop_guard();
     tokio::spawn(async move {
@@ -311,10 +347,17 @@ impl Group {
                     self.persist.on_finished(r);
                 }
             }
+            if self.deleted.is_some() {
+                break;
+            }
             self.dispatch().await;
             let tracker = &self.tracker;
             let max_deliveries = self.max_deliveries;
             self.persist.maybe_start(|| stored(tracker, max_deliveries));
+        }
+        if let Some(reply) = self.deleted.take() {
+            let _ = reply.send(self.persist.remove().await.map_err(Into::into));
+            return;
         }
         // Final save on the way out (shutdown or topic deletion). A group
         // that never came to exist leaves no file behind.
@@ -369,6 +412,34 @@ impl Group {
             }
             Cmd::Info(reply) => {
                 let _ = reply.send(self.info());
+            }
+            Cmd::Place(offset, reply) => {
+                if !self.members.is_empty() {
+                    let _ = reply.send(Err(BrokerError::GroupActive(self.name.clone())));
+                    return;
+                }
+                let log = &self.topic.log;
+                let o = offset.clamp(log.first_offset(), log.next_offset());
+                self.tracker.reset(o);
+                if self.known {
+                    self.persist.mark_dirty();
+                    let (tx, rx) = oneshot::channel();
+                    self.persist.wait(tx);
+                    tokio::spawn(async move {
+                        let r = rx.await.unwrap_or(Err(BrokerError::ShuttingDown));
+                        let _ = reply.send(r.map(|_| o));
+                    });
+                } else {
+                    let r = self.persist.save_now(self.stored()).await;
+                    if r.is_ok() {
+                        self.known = true;
+                    }
+                    let _ = reply.send(r.map(|_| o).map_err(Into::into));
+                }
+            }
+            Cmd::Delete(reply) => {
+                self.members.clear();
+                self.deleted = Some(reply);
             }
             Cmd::Reset(to, reply) => match self.reset(to) {
                 // Answered once the new position is on disk.
@@ -507,6 +578,29 @@ impl Group {
         None
     }
 
+    /// Offsets `first..=last` were deleted by retention before the group
+    /// finished them: logged, and every member is told (a `Skipped` push),
+    /// so that the loss is loud rather than a silent jump.
+    fn tell_skipped(&self, first: u64, last: u64) {
+        tracing::warn!(
+            topic = %self.topic.name,
+            group = %self.name,
+            first,
+            last,
+            "offsets deleted by retention before the group read them"
+        );
+        for m in &self.members {
+            let msg = herald_protocol::Message::Skipped(herald_protocol::Skipped {
+                subscription_id: m.sub,
+                first,
+                last,
+            });
+            let mut b = bytes::BytesMut::new();
+            msg.encode(0, &mut b);
+            m.outbox.push(crate::outbox::Out::Frame(b.freeze()));
+        }
+    }
+
     /// Hands out what is due and what is new, as far as credit goes.
     async fn dispatch(&mut self) {
         self.memory_wait = None;
@@ -516,6 +610,7 @@ impl Group {
         let log = self.topic.log.clone();
         let first = log.first_offset();
         if self.tracker.next_fresh() < first {
+            self.tell_skipped(self.tracker.next_fresh(), first - 1);
             self.tracker.skip_to(first);
         }
         let now = Instant::now();
@@ -536,12 +631,14 @@ impl Group {
                 };
                 let Some(b) = batch else {
                     // Gone to retention: nothing left to deliver.
+                    self.tell_skipped(r.first, r.last);
                     self.tracker.mark_dead_lettered(r.first, r.last);
                     continue;
                 };
                 if b.base_offset() > r.first {
                     // The head of the range was deleted by retention.
                     let cut = (b.base_offset() - 1).min(r.last);
+                    self.tell_skipped(r.first, cut);
                     self.tracker.mark_dead_lettered(r.first, cut);
                     if cut < r.last {
                         self.tracker.untake(cut + 1, r.last, r.deliveries, now);

@@ -202,6 +202,33 @@ impl Persister {
         r
     }
 
+    /// The group is being deleted: waits for a write in progress, then
+    /// removes the state file (fsyncing the folder), so the group does not
+    /// come back after a restart. Waiters are told the group is gone.
+    pub async fn remove(&mut self) -> Result<(), StoreError> {
+        if self.running.is_some() {
+            let r = self.finished().await;
+            self.on_finished(r);
+        }
+        for w in self.current.drain(..).chain(self.next.drain(..)) {
+            let _ = w.send(Err(BrokerError::ShuttingDown));
+        }
+        let path = self.path.clone();
+        let io = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(e)),
+        }
+        if let Some(dir) = self.path.parent() {
+            crate::fsutil::sync_dir(dir).map_err(io)?;
+        }
+        Ok(())
+    }
+
     /// The actor is ending: writes `state` a last time and answers every
     /// waiter with the outcome.
     pub async fn close(&mut self, state: StoredGroup) {

@@ -1,6 +1,7 @@
 //! Inboxes: the topic `_inbox.<client id>` of every client id, read by the
-//! group [`INBOX_GROUP`]. Everything addressed to a client (room events,
-//! direct events, replies, presence) is one record in its inbox:
+//! group [`INBOX_GROUP`]. Everything addressed to one client (direct events,
+//! requests, replies, emits to everyone) is one record in its inbox; room
+//! events are in the room's log ([`super::log`]), in the same form:
 //!
 //! ```text
 //! key      the event name
@@ -62,6 +63,10 @@ pub struct Entry<'a> {
     /// Nonzero on requests (with `reply_to`) and replies.
     pub correlation: u64,
     pub reply_to: Option<&'a str>,
+    /// A room event not for its sender (a broadcast).
+    pub except_sender: bool,
+    /// Set on each room's copy of an event emitted to several rooms.
+    pub emit_id: Option<&'a str>,
     pub payload: &'a [u8],
 }
 
@@ -82,6 +87,12 @@ impl Entry<'_> {
         }
         if self.correlation != 0 {
             h.push((headers::CORRELATION, correlation.as_bytes()));
+        }
+        if self.except_sender {
+            h.push((headers::EXCEPT_SENDER, b"1"));
+        }
+        if let Some(id) = self.emit_id {
+            h.push((headers::EMIT_ID, id.as_bytes()));
         }
         let mut b = BatchBuilder::new();
         b.push(&RecordRef {
@@ -127,11 +138,14 @@ pub async fn pending(topic: &Arc<Topic>) -> Result<u64, BrokerError> {
     Ok(topic.log.next_offset().saturating_sub(from))
 }
 
-/// Appends queued for several inboxes; [`Fanout::wait`] resolves once
-/// every one is durable.
+/// Appends queued for several logs (room logs, inboxes); [`Fanout::wait`]
+/// resolves once every one is durable.
+#[derive(Default)]
 pub struct Fanout {
-    appends: Vec<(Arc<Topic>, PendingAppend)>,
-    skipped: u32,
+    pub(super) appends: Vec<(Arc<Topic>, PendingAppend)>,
+    pub(super) skipped: u32,
+    /// Clients reached, reported in `EmitOk.recipients`.
+    pub(super) reached: u32,
 }
 
 /// Queues one record per recipient, in recipient order. A recipient whose
@@ -150,7 +164,7 @@ pub async fn fan_out(
     let max = rooms.config().max_inbox_pending;
     let mut out = Fanout {
         appends: Vec::with_capacity(recipients.len()),
-        skipped: 0,
+        ..Fanout::default()
     };
     for (client, room) in recipients {
         let t = topic(rooms, client)?;
@@ -167,6 +181,7 @@ pub async fn fan_out(
         }
         let p = t.log.enqueue(entry(room.as_deref())).await?;
         out.appends.push((t, p));
+        out.reached += 1;
     }
     Ok(out)
 }
@@ -178,13 +193,12 @@ impl Fanout {
     /// The first failed append (the others may have been stored: an emit
     /// is at least once to each recipient, not atomic across them).
     pub async fn wait(self) -> Result<EmitOk, BrokerError> {
-        let recipients = self.appends.len() as u32;
         for (t, p) in self.appends {
             let o = p.wait().await?;
             t.record_appended(o.count);
         }
         Ok(EmitOk {
-            recipients,
+            recipients: self.reached,
             skipped: self.skipped,
         })
     }

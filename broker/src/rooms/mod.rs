@@ -1,22 +1,27 @@
 //! Rooms, presence and inboxes: the Socket.IO model (emit to a client, a
 //! room, several rooms, everyone) on top of topics, groups and acks.
 //!
+//! - Every room has a log, the topic `_room.<room>` ([`log`]). An emit to a
+//!   room is **one** append to it, however many members the room has
+//!   (fan-out on read); each member reads the log from its own position
+//!   through a consumer group named after its client id, so its ack floor
+//!   in each room is kept and persisted like any group's.
 //! - Every client id has an inbox, the topic `_inbox.<client id>`, read by
-//!   the group `inbox` ([`inbox`]). An emit fans out *on write*: the target
-//!   is resolved to a set of client ids and the event is appended once to
-//!   each one's inbox; the emit is confirmed when every append is durable.
-//! - [`Rooms`] (this file) owns room membership and who is online. A
-//!   non-durable room is an in-memory set of online clients; a durable one
-//!   keeps its member set on disk ([`store`]), so offline members keep
-//!   collecting its events in their inboxes.
+//!   the group `inbox` ([`inbox`]): direct emits, requests, replies and
+//!   emits to everyone, one append per recipient.
+//! - [`Rooms`] (this file) owns room membership and who is online; every
+//!   room's member set is on disk ([`store`]). A durable room keeps its
+//!   members while they are offline; a non-durable one drops a member whose
+//!   grace period ran out.
 //! - [`presence`] turns membership and connection changes into `join`,
-//!   `leave`, `connect` and `disconnect` events in the other members'
-//!   inboxes. A session's end starts a grace timer; a new session with the
-//!   same client id before it fires cancels the disconnect.
+//!   `leave`, `connect` and `disconnect` records in the room's log: one
+//!   append per change. A session's end starts a grace timer; a new session
+//!   with the same client id before it fires cancels the disconnect.
 //!
 //! docs/rooms.md maps this to Socket.IO.
 
 pub mod inbox;
+pub mod log;
 pub mod presence;
 pub mod requests;
 mod store;
@@ -103,14 +108,6 @@ impl State {
         was
     }
 
-    /// Members of `room` other than `except`.
-    fn others(&self, room: &str, except: &str) -> Vec<String> {
-        self.rooms
-            .get(room)
-            .map(|r| r.members.iter().filter(|m| *m != except).cloned().collect())
-            .unwrap_or_default()
-    }
-
     fn is_durable(&self, room: &str) -> bool {
         self.rooms.get(room).is_some_and(|r| r.durable)
     }
@@ -130,16 +127,39 @@ impl State {
     }
 }
 
-/// Where an emit goes: each recipient once, with the room it gets the
-/// event through (for the `herald-room` header).
+/// Inbox recipients of an emit: each client once, with the room it gets
+/// the event through (for the `herald-room` header).
 pub type Recipients = BTreeMap<String, Option<String>>;
+
+/// Where an emit goes (see [`Rooms::resolve`]).
+#[derive(Debug, Default)]
+pub struct Resolution {
+    /// Rooms whose log gets the event, each once, in the order named.
+    pub rooms: Vec<String>,
+    /// The event is not for its sender (it reads it and drops it).
+    pub except_sender: bool,
+    /// Clients whose inbox gets it (direct emits, everyone, the room named
+    /// after a client id).
+    pub clients: Recipients,
+    /// Clients reached, each counted once whatever the number of rooms.
+    pub reached: u32,
+}
+
+/// What a join changed.
+#[derive(Debug)]
+pub struct Joined {
+    pub notices: Vec<Notice>,
+    /// The client was not a member before: it needs its position in the
+    /// room's log.
+    pub new_member: bool,
+}
 
 /// The broker's rooms and online clients. One per broker, shared by every
 /// session.
 pub struct Rooms {
     config: Arc<BrokerConfig>,
     registry: Arc<Registry>,
-    /// `<data-dir>/rooms`: one `<room>.members` file per durable room.
+    /// `<data-dir>/rooms`: one `<room>.room` file per room.
     dir: PathBuf,
     /// A std Mutex: held only to read or change the maps, never across an
     /// await; presence appends and file writes happen after it is released.
@@ -150,6 +170,9 @@ pub struct Rooms {
     /// Stops grace timers when the broker shuts down (a shutdown is not a
     /// disconnect: clients come back when the broker does).
     shutdown: CancellationToken,
+    /// Rooms read from an older Herald's member files, whose members get a
+    /// position in the room's log at [`Rooms::start`].
+    legacy: Mutex<Vec<(String, Vec<String>)>>,
 }
 
 impl Rooms {
@@ -166,9 +189,13 @@ impl Rooms {
         let dir = config.data_dir.join("rooms");
         let mut state = State::default();
         let loaded = store::load_all(&dir)?;
-        for (room, members) in loaded.rooms {
-            for m in members {
-                state.add(&room, &m, true);
+        let mut legacy = Vec::new();
+        for r in loaded.rooms {
+            for m in &r.stored.members {
+                state.add(&r.room, m, r.stored.durable);
+            }
+            if r.legacy {
+                legacy.push((r.room, r.stored.members));
             }
         }
         for d in loaded.damaged {
@@ -188,7 +215,53 @@ impl Rooms {
             state: Mutex::new(state),
             persist: tokio::sync::Mutex::new(()),
             shutdown,
+            legacy: Mutex::new(legacy),
         }))
+    }
+
+    /// Work that needs the runtime, once after [`Rooms::open`]: members of
+    /// rooms written by an older Herald get a position at the end of their
+    /// room's log (they had none: their past events are in their inboxes),
+    /// and every member of a non-durable room, offline now that the broker
+    /// started, gets its grace period to come back.
+    ///
+    /// # Errors
+    /// A member's position cannot be written.
+    pub async fn start(self: &Arc<Self>) -> Result<(), BrokerError> {
+        let legacy = std::mem::take(&mut *self.legacy.lock().unwrap_or_else(|p| p.into_inner()));
+        for (room, members) in legacy {
+            let topic = log::topic(self, &room)?;
+            for m in members {
+                if topic.group_names().contains(&m) {
+                    continue;
+                }
+                log::place_member(&topic, &m, 0).await?;
+            }
+            tracing::info!(room = %room, "room from an older Herald: its members read its log from now on");
+        }
+        let offline: Vec<String> = {
+            let mut st = self.lock();
+            let clients: Vec<String> = st
+                .memberships
+                .iter()
+                .filter(|(_, rooms)| rooms.iter().any(|r| !st.is_durable(r)))
+                .map(|(c, _)| c.clone())
+                .collect();
+            for c in &clients {
+                st.online.insert(
+                    c.clone(),
+                    Online {
+                        sessions: 0,
+                        generation: 0,
+                    },
+                );
+            }
+            clients
+        };
+        for c in offline {
+            self.start_grace(c, 0);
+        }
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -228,7 +301,7 @@ impl Rooms {
             .unwrap_or_default();
         rooms
             .into_iter()
-            .map(|r| Notice::new("connect", &r, client, st.others(&r, client)))
+            .map(|r| Notice::new("connect", &r, client))
             .collect()
     }
 
@@ -247,13 +320,26 @@ impl Rooms {
             }
             o.generation
         };
+        self.start_grace(client.to_owned(), generation);
+    }
+
+    /// After the grace period, `client` is offline unless it came back.
+    fn start_grace(self: &Arc<Self>, client: String, generation: u64) {
         let me = self.clone();
-        let client = client.to_owned();
         tokio::spawn(async move {
             tokio::select! {
                 _ = me.shutdown.cancelled() => {}
                 _ = tokio::time::sleep(me.config.presence_grace) => {
-                    let notices = me.expire(&client, generation);
+                    let (notices, dropped) = me.expire(&client, generation);
+                    for room in dropped {
+                        // The membership is gone; so is its position.
+                        if let Err(e) = me.persist(&room).await {
+                            tracing::warn!(room = %room, error = %e, "writing a room's members");
+                        }
+                        if let Err(e) = log::remove_member(&me, &room, &client).await {
+                            tracing::warn!(room = %room, client = %client, error = %e, "removing a member's position");
+                        }
+                    }
                     presence::deliver(&me, notices).await;
                 }
             }
@@ -261,12 +347,13 @@ impl Rooms {
     }
 
     /// The grace period of `client` ran out: it is offline. Non-durable
-    /// rooms lose it; every room it was in is told.
-    fn expire(&self, client: &str, generation: u64) -> Vec<Notice> {
+    /// rooms lose it; every room it was in is told. Returns the notices and
+    /// the non-durable rooms it left.
+    fn expire(&self, client: &str, generation: u64) -> (Vec<Notice>, Vec<String>) {
         let mut st = self.lock();
         match st.online.get(client) {
             Some(o) if o.sessions == 0 && o.generation == generation => {}
-            _ => return Vec::new(),
+            _ => return (Vec::new(), Vec::new()),
         }
         st.online.remove(client);
         let rooms: Vec<String> = st
@@ -275,18 +362,22 @@ impl Rooms {
             .map(|m| m.iter().cloned().collect())
             .unwrap_or_default();
         let mut notices = Vec::new();
+        let mut dropped = Vec::new();
         for r in rooms {
-            notices.push(Notice::new("disconnect", &r, client, st.others(&r, client)));
+            notices.push(Notice::new("disconnect", &r, client));
             if !st.is_durable(&r) {
                 st.remove(&r, client);
-                notices.push(Notice::new("leave", &r, client, st.others(&r, client)));
+                notices.push(Notice::new("leave", &r, client));
+                dropped.push(r);
             }
         }
-        notices
+        (notices, dropped)
     }
 
     /// Adds `client` to `room`. Joining a room one is already in is a
-    /// no-op. Durable membership is on disk when this returns.
+    /// no-op. The membership is on disk when this returns (for a durable
+    /// room, fsynced). The caller gives a new member its position in the
+    /// room's log ([`log::place_member`]).
     ///
     /// # Errors
     /// A bad room name or client id, a durability mismatch with the
@@ -296,8 +387,8 @@ impl Rooms {
         client: &str,
         room: &str,
         durable: bool,
-    ) -> Result<Vec<Notice>, BrokerError> {
-        name::validate("room", room)?;
+    ) -> Result<Joined, BrokerError> {
+        validate_room(room)?;
         inbox::validate_client_id(client)?;
         let notices = {
             let mut st = self.lock();
@@ -314,7 +405,10 @@ impl Rooms {
                     )));
                 }
                 if r.members.contains(client) {
-                    return Ok(Vec::new());
+                    return Ok(Joined {
+                        notices: Vec::new(),
+                        new_member: false,
+                    });
                 }
                 if r.members.len() >= self.config.max_members_per_room {
                     return Err(BrokerError::Busy(format!(
@@ -332,39 +426,61 @@ impl Rooms {
                 )));
             }
             st.add(room, client, durable);
-            vec![Notice::new("join", room, client, st.others(room, client))]
+            vec![Notice::new("join", room, client)]
         };
-        if durable {
-            if let Err(e) = self.persist(room).await {
-                self.lock().remove(room, client);
-                return Err(e);
-            }
+        if let Err(e) = self.persist(room).await {
+            self.lock().remove(room, client);
+            return Err(e);
         }
-        Ok(notices)
+        Ok(Joined {
+            notices,
+            new_member: true,
+        })
     }
 
-    /// Removes `client` from `room` (a no-op if it is not a member).
+    /// Removes `client` from `room` (a no-op if it is not a member);
+    /// returns the `leave` notice, if it was one. The caller removes its
+    /// position in the room's log.
     ///
     /// # Errors
-    /// The room is unavailable, or its durable member file cannot be
-    /// written.
+    /// The room is unavailable, or its member file cannot be written.
     pub async fn leave(&self, client: &str, room: &str) -> Result<Vec<Notice>, BrokerError> {
-        let (notices, durable) = {
+        let notices = {
             let mut st = self.lock();
             st.check_available(room)?;
-            let durable = st.is_durable(room);
             if !st.remove(room, client) {
                 return Ok(Vec::new());
             }
-            (
-                vec![Notice::new("leave", room, client, st.others(room, client))],
-                durable,
-            )
+            vec![Notice::new("leave", room, client)]
         };
-        if durable {
-            self.persist(room).await?;
-        }
+        self.persist(room).await?;
         Ok(notices)
+    }
+
+    /// The rooms `client` is a member of, sorted by name.
+    pub fn rooms_of(&self, client: &str) -> Vec<herald_protocol::JoinedRoom> {
+        let st = self.lock();
+        st.memberships
+            .get(client)
+            .map(|rooms| {
+                rooms
+                    .iter()
+                    .map(|r| herald_protocol::JoinedRoom {
+                        room: r.clone(),
+                        durable: st.is_durable(r),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether `client` is a member of `room` (reads of a room's log are
+    /// for its members).
+    pub fn is_member(&self, room: &str, client: &str) -> bool {
+        self.lock()
+            .rooms
+            .get(room)
+            .is_some_and(|r| r.members.contains(client))
     }
 
     /// The members of `room`, for a client that is one of them.
@@ -397,70 +513,111 @@ impl Rooms {
             .collect())
     }
 
-    /// The client ids an emit from `sender` to `target` reaches.
+    /// Where an emit from `sender` to `target` goes: the rooms whose log
+    /// gets the event (once each), the clients whose inbox gets it, and how
+    /// many clients that reaches, each counted once.
     ///
     /// # Errors
     /// A bad room name or client id, or a room that is unavailable (the
     /// whole emit is refused rather than delivered to some of its
     /// recipients).
-    pub fn resolve(&self, sender: &str, target: &EmitTarget) -> Result<Recipients, BrokerError> {
+    pub fn resolve(&self, sender: &str, target: &EmitTarget) -> Result<Resolution, BrokerError> {
         let st = self.lock();
-        let mut out = Recipients::new();
+        let mut out = Resolution::default();
+        let mut reached: BTreeSet<String> = BTreeSet::new();
         let mut add_room = |room: &str, except_sender: bool| -> Result<(), BrokerError> {
-            name::validate("room", room)?;
+            validate_room(room)?;
             st.check_available(room)?;
-            let members = st.rooms.get(room).map(|r| r.members.iter());
-            // The room named after a client id holds that client.
-            let own = st.online.contains_key(room).then_some(room);
-            for m in members.into_iter().flatten().map(String::as_str).chain(own) {
-                if !(except_sender && m == sender) {
-                    out.entry(m.to_owned())
-                        .or_insert_with(|| Some(room.to_owned()));
-                }
+            if let Some(r) = st.rooms.get(room) {
+                out.rooms.push(room.to_owned());
+                reached.extend(
+                    r.members
+                        .iter()
+                        .filter(|m| !(except_sender && *m == sender))
+                        .cloned(),
+                );
+            }
+            // The room named after a client id holds that client: its
+            // inbox, unless it reads the room's log anyway.
+            let own = st.online.contains_key(room)
+                && !(except_sender && room == sender)
+                && !st.rooms.get(room).is_some_and(|r| r.members.contains(room));
+            if own && reached.insert(room.to_owned()) {
+                out.clients.insert(room.to_owned(), Some(room.to_owned()));
             }
             Ok(())
         };
         match target {
             EmitTarget::Room(r) => add_room(r, false)?,
-            EmitTarget::RoomExceptSender(r) => add_room(r, true)?,
+            EmitTarget::RoomExceptSender(r) => {
+                out.except_sender = true;
+                add_room(r, true)?
+            }
             EmitTarget::Rooms {
                 rooms,
                 except_sender,
             } => {
+                out.except_sender = *except_sender;
+                let mut seen = BTreeSet::new();
                 for r in rooms {
-                    add_room(r, *except_sender)?;
+                    if seen.insert(r.as_str()) {
+                        add_room(r, *except_sender)?;
+                    }
                 }
             }
             EmitTarget::Client(c) => {
                 inbox::validate_client_id(c)?;
-                out.insert(c.clone(), None);
+                out.clients.insert(c.clone(), None);
+                reached.insert(c.clone());
             }
             EmitTarget::All => {
                 for c in st.online.keys() {
                     if inbox::validate_client_id(c).is_ok() {
-                        out.insert(c.clone(), None);
+                        out.clients.insert(c.clone(), None);
+                        reached.insert(c.clone());
                     }
                 }
             }
         }
+        out.reached = reached.len() as u32;
         Ok(out)
     }
 
-    /// Writes the member set of a durable room (or deletes its file once
-    /// the room is empty).
+    /// Writes the member set of a room (or deletes its file once the room
+    /// is empty): fsynced for a durable room.
     async fn persist(&self, room: &str) -> Result<(), BrokerError> {
         let _one_at_a_time = self.persist.lock().await;
-        let members: Vec<String> = {
+        let stored = {
             let st = self.lock();
             st.rooms
                 .get(room)
-                .map(|r| r.members.iter().cloned().collect())
+                .map(|r| store::StoredRoom {
+                    durable: r.durable,
+                    members: r.members.iter().cloned().collect(),
+                })
                 .unwrap_or_default()
         };
         let dir = self.dir.clone();
         let room = room.to_owned();
-        tokio::task::spawn_blocking(move || store::save(&dir, &room, &members))
+        tokio::task::spawn_blocking(move || store::save(&dir, &room, &stored))
             .await
             .map_err(|e| BrokerError::Internal(e.to_string()))?
     }
+}
+
+/// Checks a room name: a topic name's characters, short enough for its
+/// log's topic name.
+///
+/// # Errors
+/// [`BrokerError::InvalidArgument`] naming the problem.
+pub fn validate_room(room: &str) -> Result<(), BrokerError> {
+    name::validate("room", room)?;
+    if room.len() > log::MAX_ROOM_NAME {
+        return Err(BrokerError::InvalidArgument(format!(
+            "room name {room:?} is {} bytes; at most {} are allowed",
+            room.len(),
+            log::MAX_ROOM_NAME
+        )));
+    }
+    Ok(())
 }

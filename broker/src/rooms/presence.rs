@@ -1,68 +1,68 @@
-//! Presence: `join`, `leave`, `connect` and `disconnect` events, delivered
-//! to the *other* members of the room concerned, in their inboxes, as
-//! records of kind `presence` whose `herald-sender` is the client whose
-//! presence changed and whose `herald-room` is the room.
+//! Presence: `join`, `leave`, `connect` and `disconnect` records in the log
+//! of the room concerned, of kind `presence`, whose `herald-sender` is the
+//! client whose presence changed and whose `herald-room` is the room: one
+//! append per change, whatever the number of members.
 //!
-//! Inboxes rather than a separate presence topic: a member sees presence
-//! and events interleaved in the order they happened, offline durable
-//! members learn who came and went, and a client reads one stream.
+//! In the room's log rather than a separate presence topic: a member sees
+//! presence and events interleaved in the order they happened, and offline
+//! durable members learn who came and went. The client the change is about
+//! reads its own record too, and its client library drops it.
 
-use super::inbox::{self, Entry};
-use super::{Recipients, Rooms};
+use super::inbox::Entry;
+use super::{log, Rooms};
 use herald_protocol::rooms::headers;
 
-/// One presence change and who must hear about it.
+/// One presence change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
     pub event: &'static str,
     pub room: String,
     /// The client whose presence changed.
     pub subject: String,
-    pub recipients: Vec<String>,
 }
 
 impl Notice {
-    pub fn new(event: &'static str, room: &str, subject: &str, recipients: Vec<String>) -> Notice {
+    pub fn new(event: &'static str, room: &str, subject: &str) -> Notice {
         Notice {
             event,
             room: room.to_owned(),
             subject: subject.to_owned(),
-            recipients,
         }
+    }
+
+    fn record(&self) -> herald_protocol::Batch {
+        Entry {
+            kind: headers::KIND_PRESENCE,
+            event: self.event,
+            sender: &self.subject,
+            room: Some(&self.room),
+            correlation: 0,
+            reply_to: None,
+            except_sender: false,
+            emit_id: None,
+            payload: &[],
+        }
+        .batch()
     }
 }
 
-/// Appends every notice to its recipients' inboxes and waits until they
-/// are durable. Failures are logged: presence is information, and the
-/// change it reports has happened either way.
+/// Appends every notice to its room's log and waits until they are
+/// durable. Failures are logged: presence is information, and the change
+/// it reports has happened either way.
 pub async fn deliver(rooms: &Rooms, notices: Vec<Notice>) {
-    for n in notices {
-        if n.recipients.is_empty() {
-            continue;
-        }
-        let to: Recipients = n
-            .recipients
-            .iter()
-            .map(|c| (c.clone(), Some(n.room.clone())))
-            .collect();
-        let entry = |room: Option<&str>| {
-            Entry {
-                kind: headers::KIND_PRESENCE,
-                event: n.event,
-                sender: &n.subject,
-                room,
-                correlation: 0,
-                reply_to: None,
-                payload: &[],
+    let mut queued = Vec::with_capacity(notices.len());
+    for n in &notices {
+        match log::append(rooms, &n.room, n.record()).await {
+            Ok(q) => queued.push(q),
+            Err(e) => {
+                tracing::debug!(event = n.event, room = %n.room, error = %e, "presence not recorded")
             }
-            .batch()
-        };
-        let r = match inbox::fan_out(rooms, &to, false, entry).await {
-            Ok(f) => f.wait().await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = r {
-            tracing::debug!(event = n.event, room = %n.room, error = %e, "presence not delivered");
+        }
+    }
+    for q in queued {
+        match q.append.wait().await {
+            Ok(o) => q.topic.record_appended(o.count),
+            Err(e) => tracing::debug!(error = %e, "presence not recorded"),
         }
     }
 }

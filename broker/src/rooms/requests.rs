@@ -10,7 +10,7 @@ use herald_protocol::{
 use std::sync::Arc;
 
 use super::inbox::{self, Entry, Fanout};
-use super::{presence, Recipients, Rooms};
+use super::{log, presence, Recipients, Rooms};
 use crate::BrokerError;
 
 /// Longest event name.
@@ -26,16 +26,30 @@ fn ok_after(rooms: Arc<Rooms>, notices: Vec<presence::Notice>) -> Pending {
     })
 }
 
-/// Join: the membership changes now (so a later request of the same
-/// session sees it); the reply waits for the presence events.
+/// Join: the membership changes and a new member's position in the
+/// room's log (its end, or `history` records before) is written now, so a
+/// later Subscribe of the same session reads from there; the reply waits
+/// for the presence record.
 pub async fn join(rooms: &Arc<Rooms>, client: &str, j: JoinRoom) -> Result<Pending, BrokerError> {
-    let notices = rooms.join(client, &j.room, j.durable).await?;
-    Ok(ok_after(rooms.clone(), notices))
+    let joined = rooms.join(client, &j.room, j.durable).await?;
+    if joined.new_member {
+        let topic = log::topic(rooms, &j.room)?;
+        if let Err(e) = log::place_member(&topic, client, j.history).await {
+            // Without a position the member would read from the start.
+            let _ = rooms.leave(client, &j.room).await;
+            return Err(e);
+        }
+    }
+    Ok(ok_after(rooms.clone(), joined.notices))
 }
 
-/// Leave, like [`join`].
+/// Leave: the membership and the member's position go; the reply waits
+/// for the presence record.
 pub async fn leave(rooms: &Arc<Rooms>, client: &str, l: RoomName) -> Result<Pending, BrokerError> {
     let notices = rooms.leave(client, &l.room).await?;
+    if !notices.is_empty() {
+        log::remove_member(rooms, &l.room, client).await?;
+    }
     Ok(ok_after(rooms.clone(), notices))
 }
 
@@ -61,8 +75,9 @@ fn validate_event(event: &str) -> Result<(), BrokerError> {
     Ok(())
 }
 
-/// Emit: queues one append per recipient now, in order; the returned
-/// future resolves to EmitOk once all are durable.
+/// Emit: queues one append to each target room's log and one to each
+/// direct recipient's inbox now, in order; the returned future resolves
+/// to EmitOk once all are durable.
 pub async fn emit(rooms: &Rooms, sender: &str, e: Emit) -> Result<Fanout, BrokerError> {
     validate_event(&e.event)?;
     if e.correlation != 0 {
@@ -72,7 +87,10 @@ pub async fn emit(rooms: &Rooms, sender: &str, e: Emit) -> Result<Fanout, Broker
     let to = rooms.resolve(sender, &e.target)?;
     let strict = matches!(e.target, EmitTarget::Client(_));
     let reply_to = (e.correlation != 0).then_some(sender);
-    inbox::fan_out(rooms, &to, strict, |room| {
+    // A client in several of the target rooms reads each copy; the id lets
+    // its library hand the event over once.
+    let emit_id = (to.rooms.len() > 1).then(|| format!("{:032x}", rand::random::<u128>()));
+    let entry = |room: Option<&str>, except_sender: bool| {
         Entry {
             kind: headers::KIND_EVENT,
             event: &e.event,
@@ -80,11 +98,19 @@ pub async fn emit(rooms: &Rooms, sender: &str, e: Emit) -> Result<Fanout, Broker
             room,
             correlation: e.correlation,
             reply_to,
+            except_sender,
+            emit_id: emit_id.as_deref(),
             payload: &e.payload,
         }
         .batch()
-    })
-    .await
+    };
+    let mut out = inbox::fan_out(rooms, &to.clients, strict, |room| entry(room, false)).await?;
+    for room in &to.rooms {
+        let q = log::append(rooms, room, entry(Some(room), to.except_sender)).await?;
+        out.appends.push((q.topic, q.append));
+    }
+    out.reached = to.reached;
+    Ok(out)
 }
 
 /// Reply: one append to the requester's inbox.
@@ -104,6 +130,8 @@ pub async fn reply(rooms: &Rooms, sender: &str, r: ReplyTo) -> Result<Fanout, Br
             room: None,
             correlation: r.correlation,
             reply_to: None,
+            except_sender: false,
+            emit_id: None,
             payload: &r.payload,
         }
         .batch()

@@ -243,6 +243,34 @@ impl Topic {
         handle.reset(to).await
     }
 
+    /// Removes group `name` (its state file included) if it exists; a no-op
+    /// otherwise. Its members get nothing more.
+    ///
+    /// # Errors
+    /// The state file cannot be removed.
+    pub async fn delete_group(self: &Arc<Self>, name: &str) -> Result<(), BrokerError> {
+        let handle = match self.existing_group(name) {
+            Ok(Some(h)) => h,
+            Ok(None) => return Ok(()),
+            Err(BrokerError::GroupUnavailable { .. }) => {
+                if let Ok(mut d) = self.damaged.lock() {
+                    d.remove(name);
+                }
+                return match std::fs::remove_file(self.state_path(name)) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(e.into()),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        let r = handle.delete().await;
+        if let Ok(mut groups) = self.groups.lock() {
+            groups.remove(name);
+        }
+        r
+    }
+
     /// Sets a damaged state file aside and starts the group afresh.
     fn replace_damaged(self: &Arc<Self>, name: &str) -> Result<GroupHandle, BrokerError> {
         let mut groups = self.groups.lock().map_err(|_| poisoned())?;
