@@ -1,0 +1,292 @@
+//! Rooms on logs (docs/rooms.md): an emit to a room is one append to the
+//! room's log and each member reads it from its own position. Against the
+//! real binary where the broker is killed, in process otherwise, always
+//! through the client library over TCP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{config, Child, T};
+use futures::StreamExt;
+use herald_client::{Client, Error, Event, Inbox, Target};
+
+async fn client(addr: &str, id: &str) -> Client {
+    Client::builder(addr)
+        .client_id(id)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect {id}: {e}"))
+}
+
+/// The next application event, acked (presence is acked and skipped).
+async fn next_event(inbox: &mut Inbox) -> Event {
+    loop {
+        let ev = tokio::time::timeout(T, inbox.next())
+            .await
+            .expect("an event in time")
+            .expect("inbox open")
+            .expect("an event, not an error");
+        ev.ack().await.unwrap();
+        if !ev.is_presence() {
+            return ev;
+        }
+    }
+}
+
+/// Asserts that no application event arrives for a while.
+async fn quiet(inbox: &mut Inbox) {
+    let r = tokio::time::timeout(Duration::from_millis(300), next_event(inbox)).await;
+    if let Ok(ev) = r {
+        panic!("unexpected event {:?} {:?}", ev.name(), ev.payload());
+    }
+}
+
+async fn payloads(inbox: &mut Inbox, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(String::from_utf8_lossy(next_event(inbox).await.payload()).into_owned());
+    }
+    out
+}
+
+/// A durable member away while the broker is SIGKILLed gets every event
+/// emitted before and after the kill, once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_member_gets_every_event_once_across_a_broker_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Child::spawn(dir.path(), &[]);
+    let addr = broker.addr.to_string();
+    let alice = client(&addr, "alice").await;
+    alice.join_durable("news").await.unwrap();
+    let bob = client(&addr, "bob").await;
+    bob.join_durable("news").await.unwrap();
+    let mut ib = bob.inbox().await.unwrap();
+    for i in 0..5 {
+        alice
+            .emit(Target::room("news"), "n", format!("a{i}"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(payloads(&mut ib, 5).await, ["a0", "a1", "a2", "a3", "a4"]);
+    drop(ib);
+    bob.close().await;
+    for i in 0..20 {
+        alice
+            .emit(Target::room("news"), "n", format!("b{i}"))
+            .await
+            .unwrap();
+    }
+    alice.close().await;
+    broker.kill();
+
+    let broker = Child::spawn_on(dir.path(), &addr, &[]);
+    let addr = broker.addr.to_string();
+    let alice = client(&addr, "alice").await;
+    for i in 0..10 {
+        alice
+            .emit(Target::room("news"), "n", format!("c{i}"))
+            .await
+            .unwrap();
+    }
+    // Bob comes back as a new process: it learns its rooms from the broker.
+    let bob = client(&addr, "bob").await;
+    let mut ib = bob.inbox().await.unwrap();
+    let got = payloads(&mut ib, 30).await;
+    let want: Vec<String> = (0..20)
+        .map(|i| format!("b{i}"))
+        .chain((0..10).map(|i| format!("c{i}")))
+        .collect();
+    assert_eq!(got, want);
+    quiet(&mut ib).await;
+    bob.close().await;
+    alice.close().await;
+}
+
+/// A new member starts at the room's end, or with the last N records when
+/// it asks for history; a member that left and joins again starts afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_member_starts_at_the_end_or_with_recent_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = herald_broker::server::start(config(dir.path()))
+        .await
+        .unwrap();
+    let addr = b.local_addr().to_string();
+    let alice = client(&addr, "alice").await;
+    alice.join("chat").await.unwrap();
+    for i in 1..=5 {
+        alice
+            .emit(Target::room("chat"), "m", format!("{i}"))
+            .await
+            .unwrap();
+    }
+    let carol = client(&addr, "carol").await;
+    carol.join_with_history("chat", false, 3).await.unwrap();
+    let mut ic = carol.inbox().await.unwrap();
+    assert_eq!(payloads(&mut ic, 3).await, ["3", "4", "5"]);
+    let dave = client(&addr, "dave").await;
+    dave.join("chat").await.unwrap();
+    let mut id = dave.inbox().await.unwrap();
+    quiet(&mut id).await;
+    alice.emit(Target::room("chat"), "m", "6").await.unwrap();
+    assert_eq!(payloads(&mut ic, 1).await, ["6"]);
+    assert_eq!(payloads(&mut id, 1).await, ["6"]);
+    // Dave leaves; what is sent meanwhile is not his; back, he starts anew.
+    dave.leave("chat").await.unwrap();
+    alice.emit(Target::room("chat"), "m", "7").await.unwrap();
+    dave.join("chat").await.unwrap();
+    alice.emit(Target::room("chat"), "m", "8").await.unwrap();
+    assert_eq!(payloads(&mut id, 1).await, ["8"]);
+    quiet(&mut id).await;
+    b.shutdown().await;
+}
+
+/// Only members read a room's log, each through its own group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_members_read_a_room_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = herald_broker::server::start(config(dir.path()))
+        .await
+        .unwrap();
+    let addr = b.local_addr().to_string();
+    let alice = client(&addr, "alice").await;
+    alice.join("secret").await.unwrap();
+    let eve = client(&addr, "eve").await;
+    for group in ["eve", "alice"] {
+        let r = eve.subscribe("_room.secret").group(group).await;
+        assert!(
+            matches!(&r, Err(e) if e.code() == Some(herald_client::ErrorCode::Unauthorized)),
+            "{:?}",
+            r.err()
+        );
+    }
+    let r = alice.subscribe("_room.secret").group("eve").await;
+    assert!(r.is_err(), "a member reads with its own group only");
+    b.shutdown().await;
+}
+
+/// A durable member away for longer than the room's retention is told how
+/// much it missed, then gets what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_behind_retention_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.segment_bytes = 4096;
+    cfg.room_retention_bytes = 8192;
+    cfg.retention_interval = Duration::from_millis(50);
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    let addr = b.local_addr().to_string();
+    let alice = client(&addr, "alice").await;
+    alice.join_durable("log").await.unwrap();
+    let bob = client(&addr, "bob").await;
+    bob.join_durable("log").await.unwrap();
+    bob.close().await;
+    let pad = "x".repeat(300);
+    for i in 0..100 {
+        alice
+            .emit(Target::room("log"), "m", format!("{i:03}{pad}"))
+            .await
+            .unwrap();
+    }
+    let log = b.registry().get("_room.log").unwrap();
+    tokio::time::timeout(T, async {
+        while log.log.first_offset() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("retention ran");
+    let first = log.log.first_offset();
+    let bob = client(&addr, "bob").await;
+    let mut ib = bob.inbox().await.unwrap();
+    let told = tokio::time::timeout(T, ib.next())
+        .await
+        .expect("in time")
+        .expect("open");
+    match told {
+        Err(Error::Skipped {
+            first: f,
+            last,
+            room,
+        }) => {
+            assert_eq!(room.as_deref(), Some("log"));
+            assert!(
+                f <= 2 && last + 1 >= first,
+                "{f}..={last}, log from {first}"
+            );
+        }
+        other => panic!("expected Skipped, got {other:?}"),
+    }
+    // The rest, in order, from where the log now starts.
+    let ev = next_event(&mut ib).await;
+    let n: u64 = String::from_utf8_lossy(&ev.payload()[..3]).parse().unwrap();
+    assert!(
+        n + 2 >= first,
+        "resumed at event {n}, log starts at {first}"
+    );
+    b.shutdown().await;
+}
+
+/// A data folder of an older Herald (durable rooms as `<room>.members`,
+/// their events in inboxes) keeps working: its members read the room's log
+/// from the start-up on, and its file is replaced by the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_of_an_older_herald_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let rooms = dir.path().join("rooms");
+    std::fs::create_dir_all(&rooms).unwrap();
+    let body = postcard::to_allocvec(&vec!["bob".to_owned()]).unwrap();
+    herald_broker::fsutil::write_atomic(&rooms.join("news.members"), &body, true).unwrap();
+    let b = herald_broker::server::start(config(dir.path()))
+        .await
+        .unwrap();
+    let addr = b.local_addr().to_string();
+    let alice = client(&addr, "alice").await;
+    alice.join_durable("news").await.unwrap();
+    alice
+        .emit(Target::room_except_sender("news"), "n", "after the upgrade")
+        .await
+        .unwrap();
+    assert!(rooms.join("news.room").exists());
+    assert!(!rooms.join("news.members").exists());
+    let bob = client(&addr, "bob").await;
+    let mut ib = bob.inbox().await.unwrap();
+    assert_eq!(payloads(&mut ib, 1).await, ["after the upgrade"]);
+    b.shutdown().await;
+}
+
+/// A non-durable room keeps a member whose client (and the broker) came
+/// back within the grace period, with what was sent meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_durable_room_survives_a_restart_within_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.presence_grace = Duration::from_secs(30);
+    let b = herald_broker::server::start(cfg.clone()).await.unwrap();
+    let addr = b.local_addr();
+    cfg.listen = addr;
+    let alice = client(&addr.to_string(), "alice").await;
+    alice.join("lobby").await.unwrap();
+    let bob = client(&addr.to_string(), "bob").await;
+    bob.join("lobby").await.unwrap();
+    drop(bob.inbox().await.unwrap());
+    bob.close().await;
+    alice.close().await;
+    b.shutdown().await;
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    let alice = client(&addr.to_string(), "alice").await;
+    alice.join("lobby").await.unwrap();
+    let r = alice
+        .emit(
+            Target::room_except_sender("lobby"),
+            "m",
+            "while you were away",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.recipients, 1, "bob is still a member");
+    let bob = client(&addr.to_string(), "bob").await;
+    let mut ib = bob.inbox().await.unwrap();
+    assert_eq!(payloads(&mut ib, 1).await, ["while you were away"]);
+    b.shutdown().await;
+}
