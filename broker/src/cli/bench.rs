@@ -73,6 +73,13 @@ pub struct BenchArgs {
     /// Consumer prefetch window.
     #[arg(long, default_value_t = 10_000)]
     prefetch: u32,
+    /// rooms: how many rooms the members are spread over (emits go to
+    /// them in turn).
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// rooms: emits each emitter keeps in flight (each still confirmed).
+    #[arg(long, default_value_t = 64)]
+    inflight: usize,
     /// Topic name (default: a fresh one).
     #[arg(long)]
     topic: Option<String>,
@@ -236,10 +243,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 )
             }
             Mode::Rooms => {
-                let t0 = Instant::now();
-                let (n, lat) = rooms(&a, &connect, epoch).await?;
-                let secs = t0.elapsed().as_secs_f64();
-                json!({"deliveries": n, "members": a.consumers, "emitted": a.count, "secs": secs})
+                let (n, lat, secs) = rooms(&a, &connect, epoch).await?;
+                json!({"deliveries": n, "members": a.consumers, "rooms": a.rooms, "emitted": a.count, "inflight": a.inflight, "secs": secs})
                     .with_rates(n, a.size, secs, &lat, "emit-to-deliver")
             }
             Mode::Fanout => {
@@ -292,6 +297,8 @@ impl BenchArgs {
             rate: self.rate,
             fsync: self.fsync,
             prefetch: self.prefetch,
+            rooms: self.rooms,
+            inflight: self.inflight,
             topic: self.topic.clone(),
             json: self.json,
         }
@@ -552,19 +559,36 @@ where
 
 /// `a.consumers` clients join a durable room; `a.producers` emitters send
 /// `a.count` events in all; every member receives each in its inbox.
-async fn rooms<F, Fut>(a: &BenchArgs, connect: &F, epoch: Instant) -> anyhow::Result<(u64, Lat)>
+async fn rooms<F, Fut>(
+    a: &BenchArgs,
+    connect: &F,
+    epoch: Instant,
+) -> anyhow::Result<(u64, Lat, f64)>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = herald_client::Result<Client>>,
 {
-    let room = format!("bench-room-{:08x}", rand::random::<u32>());
+    let tag = format!("{:08x}", rand::random::<u32>());
+    let rooms: Vec<String> = (0..a.rooms.max(1))
+        .map(|r| format!("bench-{tag}-{r}"))
+        .collect();
+    // Each member, in one room, expects the emits to its room.
+    let per_room = |r: usize| {
+        a.count / rooms.len() as u64 + u64::from((r as u64) < a.count % rooms.len() as u64)
+    };
     let mut members = Vec::new();
-    for _ in 0..a.consumers {
+    for m in 0..a.consumers {
+        let r = m % rooms.len();
         let client = connect().await?;
-        client.join_durable(&room).await?;
-        let mut inbox = client.inbox().await?;
-        let count = a.count;
-        members.push(tokio::spawn(async move {
+        client.join_durable(&rooms[r]).await?;
+        let inbox = client.inbox().await?;
+        members.push((client, inbox, per_room(r)));
+    }
+    // The clock starts once every member is in.
+    let t0 = Instant::now();
+    let mut readers = Vec::new();
+    for (client, mut inbox, count) in members {
+        readers.push(tokio::spawn(async move {
             let mut lat = Lat::new();
             let mut n = 0u64;
             while n < count {
@@ -587,25 +611,39 @@ where
     let per = a.count / a.producers as u64;
     let mut emitters = Vec::new();
     for p in 0..a.producers {
-        let n = per
-            + if (p as u64) < a.count % a.producers as u64 {
-                1
-            } else {
-                0
-            };
+        let n = per + u64::from((p as u64) < a.count % a.producers as u64);
         let client = connect().await?;
-        let room = room.clone();
+        let rooms = rooms.clone();
         let size = a.size as usize;
+        let inflight = a.inflight.max(1);
+        let rate = a.rate / a.producers as u64;
+        let producers = a.producers;
         emitters.push(tokio::spawn(async move {
-            for i in 0..n {
-                let t = now_us(epoch).max(1);
-                client
-                    .emit(
-                        herald_client::Target::room(room.clone()),
-                        "bench",
-                        payload(size, t, i),
-                    )
-                    .await?;
+            let start = Instant::now();
+            let emits = futures::stream::iter(0..n).map(|i| {
+                let client = client.clone();
+                // Emit i of emitter p is emit i*P+p overall; emit g goes to
+                // room g mod R, as `per_room` counts.
+                let g = i as usize * producers + p;
+                let room = rooms[g % rooms.len()].clone();
+                async move {
+                    if rate > 0 {
+                        let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                    let t = now_us(epoch).max(1);
+                    client
+                        .emit(
+                            herald_client::Target::room(room),
+                            "bench",
+                            payload(size, t, i),
+                        )
+                        .await
+                }
+            });
+            let mut emits = std::pin::pin!(emits.buffered(inflight));
+            while let Some(r) = emits.next().await {
+                r?;
             }
             client.close().await;
             Ok::<(), anyhow::Error>(())
@@ -616,10 +654,10 @@ where
     }
     let mut total = 0;
     let mut all = Lat::new();
-    for m in members {
+    for m in readers {
         let (n, l) = m.await.context("member task")??;
         total += n;
         let _ = all.0.add(&l.0);
     }
-    Ok((total, all))
+    Ok((total, all, t0.elapsed().as_secs_f64()))
 }
