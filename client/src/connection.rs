@@ -116,7 +116,8 @@ impl Connection {
                             return self.finish("initial connect failed", false);
                         }
                         if self.cfg.backoff.max_attempts.is_some_and(|m| attempt >= m) {
-                            let why = format!("gave up after {attempt} attempts: {reason}");
+                            let plural = if attempt == 1 { "" } else { "s" };
+                            let why = format!("gave up after {attempt} attempt{plural}: {reason}");
                             return self.finish(&why, true);
                         }
                         if !self.wait_offline(self.cfg.backoff.delay(attempt)).await {

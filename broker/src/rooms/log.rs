@@ -34,6 +34,10 @@ pub const MAX_ROOM_NAME: usize = MAX_NAME_LEN - ROOM_PREFIX.len();
 /// # Errors
 /// As [`crate::topic::Registry::create`].
 pub fn topic(rooms: &Rooms, room: &str) -> Result<Arc<Topic>, BrokerError> {
+    // The common case, once per emit: a lock-free lookup.
+    if let Ok(t) = rooms.registry().get(&topic_name(room)) {
+        return Ok(t);
+    }
     let c = rooms.config();
     let cfg = TopicConfig {
         retention_ms: Some(c.room_retention.as_millis() as u64),
