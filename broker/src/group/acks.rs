@@ -286,9 +286,18 @@ impl AckTracker {
     }
 
     /// The earliest time something is due: a deadline or a pending range.
-    pub fn next_timer(&self) -> Option<Instant> {
+    pub fn next_timer(&self, now: Instant) -> Option<Instant> {
         let d = self.chunks.values().map(|c| c.deadline).min();
-        let p = self.pending.values().map(|p| p.ready_at).min();
+        // A redelivery that is already due needs no timer: it goes out at
+        // the next dispatch, which credit (an ack) or a member (a join)
+        // brings. A past instant here would wake the actor at once, again
+        // and again, while no member can take it.
+        let p = self
+            .pending
+            .values()
+            .map(|p| p.ready_at)
+            .filter(|t| *t > now)
+            .min();
         match (d, p) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -599,6 +608,21 @@ mod tests {
 
     fn no_backoff(_: u32) -> Duration {
         Duration::ZERO
+    }
+
+    /// What a member held goes back to pending, due now: that needs no
+    /// timer (the next member or ack dispatches it). A timer in the past
+    /// made the actor of a group without members spin at full speed.
+    #[test]
+    fn due_redeliveries_set_no_timer() {
+        let now = Instant::now();
+        let mut t = AckTracker::new(0);
+        t.deliver(0, 9, 1, now + Duration::from_secs(30), 1, 100);
+        assert_eq!(t.next_timer(now), Some(now + Duration::from_secs(30)));
+        t.remove_member(1, now);
+        assert!(t.has_ready(now));
+        assert_eq!(t.next_timer(now), None);
+        assert_eq!(t.next_timer(now + Duration::from_secs(1)), None);
     }
 
     #[test]

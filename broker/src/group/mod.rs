@@ -319,7 +319,7 @@ impl Group {
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, cancel: CancellationToken) {
         let mut watch = self.topic.log.watch_next_offset();
         loop {
-            let timer = self.tracker.next_timer();
+            let timer = self.tracker.next_timer(Instant::now());
             let persist_due = self.persist.due();
             let has_members = !self.members.is_empty();
             tokio::select! {
