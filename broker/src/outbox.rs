@@ -11,6 +11,12 @@
 //! behind are the first to pause when the broker's memory budget is nearly
 //! spent, and the bytes the writer has copied for the socket are counted
 //! against that budget while they wait for it (see [`crate::memory`]).
+//!
+//! The writer prefers replies, so a reply may overtake pushes queued before
+//! it. A reply that must not (an ack's `Ok`: the client then forgets the
+//! acked offsets, so a redelivery of them queued before the ack took effect
+//! must reach it first) waits for [`Outbox::pushes_taken`] before it is
+//! queued.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,7 +25,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use herald_protocol::Message;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::memory::{Charge, Level, MemoryBudget};
@@ -39,6 +45,10 @@ pub enum Out {
         delivery: u32,
         batch: Bytes,
     },
+    /// Not a frame: answered when the writer takes it from the push queue,
+    /// that is once every push queued before it is in the write buffer.
+    /// See [`Outbox::pushes_taken`].
+    Mark(oneshot::Sender<()>),
 }
 
 /// Cheap handle to a connection's writer.
@@ -61,6 +71,7 @@ impl Out {
         match self {
             Out::Frame(f) => f.len(),
             Out::Deliver { batch, .. } => batch.len(),
+            Out::Mark(_) => 0,
         }
     }
 }
@@ -99,6 +110,17 @@ impl Outbox {
             self.queued.fetch_sub(n, Ordering::Relaxed);
             self.memory.dequeue(n);
             false
+        }
+    }
+
+    /// Resolves once the writer has taken every push queued before this
+    /// call (or is gone), so that a reply queued afterwards reaches the peer
+    /// after them: replies otherwise go first.
+    pub async fn pushes_taken(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.pushes.send(Out::Mark(tx)).is_ok() {
+            // An error means the writer dropped the mark: it is gone.
+            let _ = rx.await;
         }
     }
 
@@ -206,6 +228,12 @@ fn append(buf: &mut BytesMut, out: Out, charge: &mut Charge) -> Option<Bytes> {
                 None
             }
         }
+        Out::Mark(taken) => {
+            // Everything pushed before it is in `buf`, ahead of any reply
+            // queued once this is answered.
+            let _ = taken.send(());
+            None
+        }
     };
     charge.add(buf.len() - before);
     direct
@@ -309,5 +337,35 @@ impl Writer {
                 "peer stopped reading",
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_protocol::frame::decode_frame;
+    use herald_protocol::Opcode;
+    use tokio::io::AsyncReadExt;
+
+    /// The writer prefers replies, but a reply queued once
+    /// [`Outbox::pushes_taken`] resolved comes after the pushes before it.
+    #[tokio::test]
+    async fn a_reply_after_pushes_taken_follows_those_pushes() {
+        let (sink, mut peer) = tokio::io::duplex(1 << 20);
+        let (outbox, writer) = spawn(sink, 8, Duration::from_secs(5), MemoryBudget::unlimited());
+        let batch = Bytes::from_static(&[0u8; 64]);
+        assert!(outbox.deliver(1, 0, 0, 2, batch));
+        outbox.pushes_taken().await;
+        assert!(outbox.reply(7, &Message::Ok).await);
+        drop(outbox);
+        writer.await.unwrap();
+        let mut bytes = Vec::new();
+        peer.read_to_end(&mut bytes).await.unwrap();
+        let mut buf = BytesMut::from(&bytes[..]);
+        let mut ops = Vec::new();
+        while let Some(f) = decode_frame(&mut buf, 1 << 20).unwrap() {
+            ops.push(f.header.opcode);
+        }
+        assert_eq!(ops, vec![Opcode::Deliver, Opcode::Ok]);
     }
 }

@@ -467,10 +467,17 @@ impl Session {
                         // say so if asked; the connection itself is fine.
                         Err(e) if id != 0 => self.reply(id, e.to_message()).await,
                         Err(_) | Ok(None) => Ok(()),
-                        Ok(Some(persisted)) => self.later(id, async move {
-                            let r = persisted.await.unwrap_or(Err(BrokerError::ShuttingDown));
-                            r.map(|_| Message::Ok)
-                        }),
+                        Ok(Some(persisted)) => {
+                            let outbox = self.outbox.clone();
+                            self.later(id, async move {
+                                let r = persisted.await.unwrap_or(Err(BrokerError::ShuttingDown));
+                                // The Ok lets the client forget these offsets:
+                                // a delivery of them queued before the ack took
+                                // effect must reach it first.
+                                outbox.pushes_taken().await;
+                                r.map(|_| Message::Ok)
+                            })
+                        }
                     }
                 }
                 Some(Sub::Ephemeral { .. }) => {

@@ -166,3 +166,108 @@ async fn group_state_survives_a_clean_restart() {
     c.expect_quiet(Duration::from_millis(200)).await;
     b.shutdown().await;
 }
+
+/// Polls `cond` on group `g` of topic `t` until it holds (bounded by the
+/// caller's timeout).
+async fn wait_for_group(c: &mut Raw, cond: impl Fn(&GroupInfo) -> bool) {
+    loop {
+        let groups = match c
+            .request(Message::ListGroups(TopicName { name: "t".into() }))
+            .await
+        {
+            Message::GroupList(l) => l.groups,
+            m => panic!("list groups: {m:?}"),
+        };
+        if groups.iter().any(|g| g.name == "g" && cond(g)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An ack's Ok is what lets a client forget the acked offsets (the filter
+/// that hides redeliveries of what the application acked), so it must not
+/// overtake a delivery of those offsets that was queued before the ack took
+/// effect. The broker's writer prefers replies to pushes; here a member
+/// takes over what a departed member held, its connection falls behind with
+/// the redeliveries queued, and it acks the last offset, as a reconnected
+/// client re-sends the ack of a message it already processed. The Ok must
+/// come after that offset's redelivery (before the fix it came first, and
+/// herald-client then handed the application the message a second time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acks_ok_never_overtakes_a_redelivery_queued_before_it() {
+    const BATCHES: u64 = 64;
+    const PER_BATCH: u64 = 64;
+    const N: u64 = BATCHES * PER_BATCH;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = herald_broker::BrokerConfig {
+        // Room for the 16 MiB the slow member has queued.
+        max_memory: 1 << 30,
+        ..config(dir.path())
+    };
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    let addr = b.local_addr();
+    let big = Subscribe {
+        prefetch_bytes: 64 << 20,
+        ..sub("t", "g", 2 * N as u32, 60_000, 0)
+    };
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let mut p = Raw::connect(addr).await;
+        p.create_topic("t").await;
+        let payload = vec![7u8; 4096];
+        let batch: Vec<&[u8]> = vec![&payload[..]; PER_BATCH as usize];
+        for _ in 0..BATCHES {
+            p.publish("t", &batch).await;
+        }
+        // A member takes everything and leaves without acking.
+        let mut gone = Raw::connect(addr).await;
+        gone.subscribe_with(big.clone()).await;
+        assert_eq!(gone.take(N as usize).await.len() as u64, N);
+        drop(gone);
+
+        // The next member gets it all again and reads nothing for now.
+        let mut m = Raw::connect(addr).await;
+        let s = m.subscribe_with(big).await;
+        let me = m.client_id.clone();
+        wait_for_group(&mut p, |g| g.members == [me.clone()] && g.in_flight == N).await;
+        let ack = m
+            .send(Message::Ack(Ack {
+                subscription_id: s,
+                kind: AckKind::Ack,
+                ranges: vec![(N - 1, N - 1)],
+            }))
+            .await;
+        // Wait until the ack is written (the first state written since the
+        // deliveries): its Ok is due.
+        let state = dir.path().join("topics/t/groups/g.state");
+        loop {
+            let written = herald_broker::group::store::load(&state)
+                .unwrap()
+                .is_some_and(|g| g.snapshot.next_fresh == N);
+            if written {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        let mut redelivered = 0u64;
+        loop {
+            let f = m.recv().await.expect("connection open");
+            match Message::decode(&f).unwrap() {
+                Message::Deliver(d) => {
+                    assert_eq!(d.delivery_count, 2);
+                    redelivered += d.last_offset - d.first_offset + 1;
+                }
+                Message::Ok if f.header.request_id == ack => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(
+            redelivered, N,
+            "the ack's Ok overtook redeliveries queued before it"
+        );
+    })
+    .await
+    .expect("in time");
+    b.shutdown().await;
+}

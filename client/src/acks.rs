@@ -82,7 +82,9 @@ pub(crate) struct AckSignal {
 ///   durable, and only once every delivery received before that
 ///   confirmation has gone through the filter (the confirmation travels
 ///   through the same channel as the deliveries, see
-///   [`crate::subscription`]).
+///   [`crate::subscription`]). The broker sends no delivery of the offset
+///   after that confirmation: it answers an ack only after the deliveries
+///   it queued before the ack took effect.
 #[derive(Debug, Default)]
 pub(crate) struct AckState {
     /// Operations recorded and not yet handed to the connection task, one

@@ -3,9 +3,10 @@
 //!
 //! Deliveries, and the broker's confirmations that acks are durable, reach
 //! the stream through one FIFO channel in the order the broker sent them.
-//! That order is what makes the ack filter exact: a redelivery that was
-//! already queued when an ack became durable is still checked against the
-//! filter before the filter forgets the offset.
+//! That order is what makes the ack filter exact: the broker answers an ack
+//! only after every delivery it queued before the ack took effect
+//! (docs/protocol.md, section 6.4), so a redelivery of an acked offset is
+//! still checked against the filter before the filter forgets the offset.
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
