@@ -68,6 +68,8 @@ pub enum Opcode {
     Members = 0x44,
     MemberList = 0x45,
     Reply = 0x46,
+    Refresh = 0x50,
+    TokenExpiring = 0x51,
 }
 
 impl Opcode {
@@ -109,6 +111,8 @@ impl Opcode {
             0x44 => Members,
             0x45 => MemberList,
             0x46 => Reply,
+            0x50 => Refresh,
+            0x51 => TokenExpiring,
             other => return Err(WireError::UnknownOpcode(other)),
         };
         Result::Ok(op)

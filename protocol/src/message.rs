@@ -58,6 +58,8 @@ pub enum Message {
     Members(RoomName),
     MemberList(MemberList),
     Reply(ReplyTo),
+    Refresh(Refresh),
+    TokenExpiring(TokenExpiring),
 }
 
 /// A pushed delivery: a stored batch and the part of it meant for this
@@ -251,6 +253,8 @@ impl Message {
             Opcode::Members => Message::Members(from_postcard("members", b)?),
             Opcode::MemberList => Message::MemberList(from_postcard("member_list", b)?),
             Opcode::Reply => Message::Reply(from_postcard("reply", b)?),
+            Opcode::Refresh => Message::Refresh(from_postcard("refresh", b)?),
+            Opcode::TokenExpiring => Message::TokenExpiring(from_postcard("token_expiring", b)?),
         })
     }
 
@@ -291,6 +295,8 @@ impl Message {
             Message::Members(_) => Opcode::Members,
             Message::MemberList(_) => Opcode::MemberList,
             Message::Reply(_) => Opcode::Reply,
+            Message::Refresh(_) => Opcode::Refresh,
+            Message::TokenExpiring(_) => Opcode::TokenExpiring,
         }
     }
 
@@ -298,7 +304,10 @@ impl Message {
     pub fn is_push(&self) -> bool {
         matches!(
             self,
-            Message::Deliver(_) | Message::GoingAway(_) | Message::SubscriptionError(_)
+            Message::Deliver(_)
+                | Message::GoingAway(_)
+                | Message::SubscriptionError(_)
+                | Message::TokenExpiring(_)
         )
     }
 
@@ -351,6 +360,8 @@ impl Message {
             Message::Members(v) => put_postcard(buf, op, flags, id, v),
             Message::MemberList(v) => put_postcard(buf, op, flags, id, v),
             Message::Reply(v) => put_postcard(buf, op, flags, id, v),
+            Message::Refresh(v) => put_postcard(buf, op, flags, id, v),
+            Message::TokenExpiring(v) => put_postcard(buf, op, flags, id, v),
         }
     }
 
