@@ -31,12 +31,18 @@ use crate::BrokerError;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GrantSpec {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<String>,
     /// `topic-pattern` or `topic-pattern group-pattern`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub subscribe: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub admin: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub join: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub emit: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub request: Vec<String>,
 }
 
