@@ -19,7 +19,8 @@
 //! - [`storage`]: the segmented, checksummed log with group commit.
 //! - [`auth`]: credentials (static tokens, JWTs), client-id binding and
 //!   permissions; [`tls`]: the TLS settings of the listeners.
-//! - [`handlers`]: one handler per request, each declaring what it needs.
+//! - `handlers`: one handler per request, each declaring what it needs;
+//!   permissions are checked in `handlers::dispatch`.
 //! - [`config`]: every setting and bound, in one struct.
 //! - [`memory`]: the broker-wide memory budget and who waits when it is
 //!   spent.
