@@ -296,7 +296,7 @@ impl ClientBuilder {
     }
 
     fn tls_options(&mut self) -> &mut TlsOptions {
-        self.cfg.tls.get_or_insert_with(|| TlsOptions {
+        self.cfg.tls.get_or_insert(TlsOptions {
             roots: TlsRoots::System,
             server_name: None,
             client_cert: None,
