@@ -643,6 +643,57 @@ async fn eddsa_tokens_verify_with_the_public_key_and_hmac_with_it_does_not() {
     .unwrap();
 }
 
+/// A 2048-bit RSA key made for these tests only (`openssl genpkey`).
+const RSA_PRIVATE: &str = include_str!("fixtures/test-rsa.key");
+const RSA_PUBLIC: &str = include_str!("fixtures/test-rsa.pub");
+
+#[tokio::test]
+async fn rs256_tokens_verify_with_an_rsa_public_key() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    tokio::time::timeout(T, async {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BrokerConfig {
+            auth: AuthConfig {
+                jwt_public_key_pem: Some(RSA_PUBLIC.as_bytes().to_vec()),
+                ..Default::default()
+            },
+            ..common::config(dir.path())
+        };
+        let b = herald_broker::server::start(cfg).await.unwrap();
+        let claims = Claims {
+            sub: "hal".into(),
+            exp: jwt::now_secs() + 600,
+            nbf: None,
+            iat: None,
+            herald: GrantSpec::default(),
+        };
+        let key = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+        let rs = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap();
+        let r = Raw::connect_with_token(b.local_addr(), None, Some(&rs))
+            .await
+            .unwrap();
+        assert_eq!(r.client_id, "hal");
+        // A token with a tampered payload fails the signature.
+        let mut parts: Vec<&str> = rs.split('.').collect();
+        let forged_claims = Claims {
+            sub: "root".into(),
+            ..claims
+        };
+        let forged_body =
+            jsonwebtoken::encode(&Header::new(Algorithm::RS256), &forged_claims, &key).unwrap();
+        let forged_payload = forged_body.split('.').nth(1).unwrap().to_owned();
+        parts[1] = &forged_payload;
+        let e = Raw::connect_with_token(b.local_addr(), None, Some(&parts.join(".")))
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(ErrorCode::from_u16(e.code), ErrorCode::Unauthorized);
+        b.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn a_network_address_without_auth_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();

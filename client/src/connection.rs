@@ -230,6 +230,7 @@ impl Connection {
         let mut buf = bytes::BytesMut::new();
         hello.encode(1, &mut buf);
         wr.write_all(&buf).await.map_err(|e| e.to_string())?;
+        wr.flush().await.map_err(|e| e.to_string())?;
         let frame = match reader.next().await {
             Some(Ok(f)) => f,
             Some(Err(e)) => return Err(e.to_string()),
@@ -283,6 +284,10 @@ impl Connection {
         let mut tick = tokio::time::interval((hb / 2).max(Duration::from_millis(10)));
         let mut ack_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let signal = self.shared.acks.clone();
+        // Bytes written since the last flush. Over TLS the TLS layer may
+        // hold encrypted records the socket did not take; a flush once the
+        // buffer is empty pushes them out (a no-op for plain TCP).
+        let mut unflushed = false;
         loop {
             if let Some((_, since)) = &self.closing {
                 if self.state.is_drained() || since.elapsed() > CLOSE_DRAIN_TIMEOUT {
@@ -302,10 +307,11 @@ impl Connection {
                     Some(Err(e)) => return Ended::Dropped(e.to_string()),
                     None => return Ended::Dropped("connection closed by the broker".into()),
                 },
-                res = writer.write_buf(&mut self.state.out), if !self.state.out.is_empty() => {
+                res = pump(&mut writer, &mut self.state.out), if unflushed || !self.state.out.is_empty() => {
                     match res {
-                        Ok(0) => return Ended::Dropped("socket closed for writing".into()),
-                        Ok(_) => {}
+                        Ok(Some(0)) => return Ended::Dropped("socket closed for writing".into()),
+                        Ok(Some(_)) => unflushed = true,
+                        Ok(None) => unflushed = false,
                         Err(e) => return Ended::Dropped(e.to_string()),
                     }
                 }
@@ -435,5 +441,15 @@ impl Connection {
             };
             let _ = events.send(ev);
         });
+    }
+}
+
+/// Writes some of `out`, or, once it is empty, flushes (see `unflushed`
+/// in `serve`): `Some(bytes written)` or `None` for a flush. Cancel-safe.
+async fn pump(w: &mut Writer, out: &mut bytes::BytesMut) -> std::io::Result<Option<usize>> {
+    if out.is_empty() {
+        w.flush().await.map(|()| None)
+    } else {
+        w.write_buf(out).await.map(Some)
     }
 }
