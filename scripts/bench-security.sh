@@ -30,7 +30,7 @@ openssl x509 -req -in "$DIR/cert.csr" -CA "$DIR/ca.pem" -CAkey "$DIR/ca.key" \
 
 serve() { # name port flags...
   local name=$1 port=$2; shift 2
-  mkdir -p "$DIR/$name"
+  mkdir -p "$DIR/$name" && : > "$DIR/$name/log"
   $H serve --listen 127.0.0.1:$port --data-dir "$DIR/$name/data" "$@" > "$DIR/$name/log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 50); do grep -q "listening on" "$DIR/$name/log" && return; sleep 0.1; done
