@@ -8,6 +8,10 @@ use std::time::Duration;
 use herald_protocol::FsyncPolicy;
 use serde::Deserialize;
 
+use crate::auth::tokens::TokenEntry;
+use crate::auth::AuthConfig;
+use crate::tls::TlsConfig;
+
 /// Everything `herald serve` can be told. Every bound the broker enforces is
 /// named here, so that memory per connection and per subscription is
 /// predictable.
@@ -19,6 +23,16 @@ pub struct BrokerConfig {
     pub fsync: FsyncPolicy,
     /// Connections beyond this wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Connections one source address may hold at once; further ones are
+    /// closed right after accept, so one host cannot take every
+    /// connection. A reverse proxy on the same host counts as one address.
+    pub max_connections_per_address: usize,
+    /// Who may connect and what they may do (docs/security.md). Off by
+    /// default, and then only a loopback address may be served (see
+    /// [`crate::auth::check_exposure`]).
+    pub auth: AuthConfig,
+    /// TLS on the TCP listener (`None`: plaintext).
+    pub tls: Option<TlsConfig>,
     /// Largest frame accepted, header included. Also bounds a connection's
     /// read buffer.
     pub max_frame_bytes: usize,
@@ -100,6 +114,9 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("herald-data"),
             fsync: FsyncPolicy::Always,
             max_connections: 10_000,
+            max_connections_per_address: 4096,
+            auth: AuthConfig::default(),
+            tls: None,
             max_frame_bytes: herald_protocol::DEFAULT_MAX_FRAME,
             auto_create_topics: true,
             auto_create_on_subscribe: false,
@@ -159,6 +176,37 @@ pub struct FileConfig {
     pub max_inbox_pending: Option<u64>,
     /// A size: `512MiB`, `2GiB`, or bytes.
     pub max_memory: Option<String>,
+    pub max_connections_per_address: Option<usize>,
+    /// Authentication settings.
+    pub auth: Option<FileAuth>,
+    /// TLS on the TCP listener.
+    pub tls: Option<FileTls>,
+}
+
+/// The `[auth]` section: same names as the flags, plus static tokens
+/// inline as `[[auth.token]]` entries (the tokens file's shape, see
+/// [`crate::auth::tokens`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileAuth {
+    pub tokens_file: Option<PathBuf>,
+    #[serde(default)]
+    pub token: Vec<TokenEntry>,
+    pub jwt_secret_file: Option<PathBuf>,
+    pub jwt_public_key_file: Option<PathBuf>,
+    pub jwt_leeway_ms: Option<u64>,
+    pub jwt_audience: Option<String>,
+    pub jwt_issuer: Option<String>,
+    pub allow_anonymous: Option<bool>,
+}
+
+/// The `[tls]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileTls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Parses `always`, `never` or `interval:<ms>`.

@@ -28,6 +28,13 @@ pub enum BrokerError {
     GroupUnavailable { group: String, reason: String },
     #[error("unauthorized: {0}")]
     Unauthorized(String),
+    /// The connection's token expired (or the one presented had).
+    #[error("token expired: {0}")]
+    TokenExpired(String),
+    /// Settings that cannot work (a key that does not load, an exposed
+    /// listener without authentication); reported at start.
+    #[error("{0}")]
+    Config(String),
     #[error("limit reached: {0}")]
     Busy(String),
     #[error("broker is shutting down")]
@@ -78,6 +85,7 @@ impl BrokerError {
             BrokerError::GroupUnavailable { .. } => ErrorCode::GroupUnavailable,
             BrokerError::Busy(_) => ErrorCode::Busy,
             BrokerError::Unauthorized(_) => ErrorCode::Unauthorized,
+            BrokerError::TokenExpired(_) => ErrorCode::TokenExpired,
             BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
             BrokerError::Storage(e) => match e {
                 StorageError::SequenceGap { .. } => ErrorCode::SequenceGap,
@@ -93,6 +101,7 @@ impl BrokerError {
             BrokerError::GroupStore(_)
             | BrokerError::Io(_)
             | BrokerError::Internal(_)
+            | BrokerError::Config(_)
             | BrokerError::Listen { .. }
             | BrokerError::DataDirInUse { .. }
             | BrokerError::DataDirLock { .. } => ErrorCode::Internal,

@@ -17,6 +17,10 @@
 //! - [`rooms`]: rooms, presence and per-client inboxes (emit, broadcast,
 //!   direct messages, request/reply), built on topics and groups.
 //! - [`storage`]: the segmented, checksummed log with group commit.
+//! - [`auth`]: credentials (static tokens, JWTs), client-id binding and
+//!   permissions; [`tls`]: the TLS settings of the listeners.
+//! - `handlers`: one handler per request, each declaring what it needs;
+//!   permissions are checked in `handlers::dispatch`.
 //! - [`config`]: every setting and bound, in one struct.
 //! - [`memory`]: the broker-wide memory budget and who waits when it is
 //!   spent.
@@ -24,10 +28,12 @@
 //!
 //! docs/architecture.md follows a message from socket to disk to subscriber.
 
+pub mod auth;
 pub mod config;
 mod error;
 pub mod fsutil;
 pub mod group;
+mod handlers;
 pub mod lockfile;
 pub mod memory;
 pub mod outbox;
@@ -36,6 +42,7 @@ pub mod server;
 pub mod session;
 pub mod storage;
 pub mod subscription;
+pub mod tls;
 pub mod topic;
 
 pub use config::BrokerConfig;

@@ -330,7 +330,14 @@ impl Writer {
         sink: &mut W,
         bytes: &mut B,
     ) -> std::io::Result<()> {
-        match tokio::time::timeout(self.stall, sink.write_all_buf(bytes)).await {
+        // The flush matters for TLS: the TLS layer may keep encrypted
+        // records that the socket did not take yet, and nothing else would
+        // push them out if no further write came (a no-op for TCP).
+        let all = async {
+            sink.write_all_buf(bytes).await?;
+            sink.flush().await
+        };
+        match tokio::time::timeout(self.stall, all).await {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,

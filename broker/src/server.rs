@@ -10,15 +10,21 @@
 //! in-flight publishes to be confirmed, send GoingAway and close; then every
 //! group persists its state and every log is fsynced and closed.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::net::TcpListener;
+use herald_protocol::{ErrorCode, Message};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{self, Authenticator};
 use crate::config::BrokerConfig;
 use crate::lockfile::DataDirLock;
 use crate::rooms::Rooms;
@@ -42,8 +48,18 @@ pub struct BrokerHandle {
 ///
 /// # Errors
 /// Another broker holds the data folder ([`BrokerError::DataDirInUse`]),
-/// the address cannot be bound (busy port) or the data folder is unusable.
+/// the address cannot be bound (busy port) or the data folder is unusable;
+/// a non-loopback address without authentication, keys or certificates
+/// that do not load ([`BrokerError::Config`]).
 pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
+    let client_certs = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    auth::check_exposure(config.listen, &config.auth, client_certs)?;
+    let authenticator = Authenticator::new(&config.auth)
+        .map_err(|e| BrokerError::Config(format!("authentication: {e}")))?;
+    let tls = match &config.tls {
+        Some(t) => Some(crate::tls::acceptor(t).map_err(|e| BrokerError::Config(e.to_string()))?),
+        None => None,
+    };
     let lock = DataDirLock::acquire(&config.data_dir)?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -73,11 +89,16 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         rooms,
         shutdown: shutdown.clone(),
         next_member: AtomicU64::new(1),
+        auth: Arc::new(authenticator),
     });
     let sessions = TaskTracker::new();
-    let background = tokio::spawn(accept_loop(listener, shared, sessions.clone()));
+    let tls_on = tls.is_some();
+    let auth_on = shared.auth.is_required();
+    let background = tokio::spawn(accept_loop(listener, shared, sessions.clone(), tls));
     tracing::info!(
         %addr,
+        tls = tls_on,
+        auth = auth_on,
         data_dir = %config.data_dir.display(),
         memory_budget_mib = config.max_memory >> 20,
         "broker started"
@@ -92,8 +113,14 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     })
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, sessions: TaskTracker) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    sessions: TaskTracker,
+    tls: Option<TlsAcceptor>,
+) {
     let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+    let per_address = Arc::new(PerAddress::new(shared.config.max_connections_per_address));
     let mut retention = tokio::time::interval(shared.config.retention_interval);
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -114,10 +141,27 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, sessions: TaskT
             }
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
+                let Some(slot) = per_address.take(peer.ip()) else {
+                    tracing::warn!(%peer, limit = per_address.limit, "too many connections from one address; closing");
+                    sessions.spawn(refuse_busy(stream, tls.is_some(), per_address.limit));
+                    continue;
+                };
                 let s = shared.clone();
+                let tls = tls.clone();
                 sessions.spawn(async move {
-                    session::run(stream, s).await;
+                    session::tune(&stream);
+                    match tls {
+                        None => session::run(stream, Some(peer), s).await,
+                        Some(acceptor) => {
+                            let timeout = s.config.handshake_timeout;
+                            if let Some(stream) = accept_tls(stream, &acceptor, timeout, peer).await
+                            {
+                                session::run(stream, Some(peer), s).await;
+                            }
+                        }
+                    }
+                    drop(slot);
                     drop(permit);
                 });
             }
@@ -126,6 +170,111 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, sessions: TaskT
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
+        }
+    }
+}
+
+/// Connections per source address, against the limit.
+struct PerAddress {
+    limit: usize,
+    /// A std mutex: held only to count, never across an await.
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in [`PerAddress`]; given back on drop.
+struct Slot {
+    owner: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    fn new(limit: usize) -> PerAddress {
+        PerAddress {
+            limit,
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A slot for `ip`, or `None` at the limit.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = c.entry(ip).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            owner: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.owner.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = c.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Tells a connection over the per-address limit why it is closed (in
+/// plaintext only: on a TLS port the peer could not read it) and closes it.
+async fn refuse_busy(mut stream: TcpStream, tls: bool, limit: usize) {
+    if !tls {
+        let msg = Message::error(
+            ErrorCode::Busy,
+            format!("too many connections from your address (at most {limit})"),
+        );
+        let mut b = bytes::BytesMut::new();
+        msg.encode(0, &mut b);
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&b)).await;
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// The TLS handshake of an accepted connection, within the handshake
+/// deadline. A peer that speaks plaintext Herald gets a plaintext Error
+/// saying the port wants TLS; one that sends garbage or fails the
+/// handshake is closed (logged at debug: scanners do this all day).
+async fn accept_tls(
+    stream: TcpStream,
+    acceptor: &TlsAcceptor,
+    timeout: Duration,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] != crate::tls::TLS_HANDSHAKE_RECORD => {
+            tracing::debug!(%peer, "plaintext client on the TLS port; closing");
+            let msg = Message::error(
+                ErrorCode::BadFrame,
+                "this port speaks TLS: connect with TLS (herald --tls-ca FILE, or ClientBuilder::tls_ca_pem)",
+            );
+            let mut b = bytes::BytesMut::new();
+            msg.encode(0, &mut b);
+            let mut stream = stream;
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&b)).await;
+            let _ = stream.shutdown().await;
+            return None;
+        }
+        Ok(Ok(1)) => {}
+        _ => return None,
+    }
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no TLS handshake within the handshake timeout");
+            None
         }
     }
 }

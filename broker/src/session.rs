@@ -4,30 +4,31 @@
 //! behind [`Outbox`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, FuturesUnordered};
 use futures::StreamExt;
 use herald_protocol::codec::{CodecError, FrameCodec};
 use herald_protocol::{
-    ErrorCode, Frame, GroupList, Hello, HelloOk, Message, Opcode, PublishOk, StartPosition,
-    Subscribe, SubscribeOk, TopicList, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+    ErrorCode, Frame, Hello, HelloOk, Message, Opcode, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 };
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{tokens, Access, Authenticator, Identity};
 use crate::config::BrokerConfig;
-use crate::group::{GroupHandle, Join};
+use crate::group::GroupHandle;
 use crate::memory::Level;
-use crate::outbox::{self, Out, Outbox};
-use crate::rooms::{inbox, log as room_log, presence, requests, Rooms};
-use crate::storage::StorageError;
-use crate::subscription::{self, Credit};
-use crate::topic::{position, Registry};
+use crate::outbox::{self, Outbox};
+use crate::rooms::{presence, Rooms};
+use crate::subscription::Credit;
+use crate::topic::Registry;
 use crate::BrokerError;
 
 /// Initial read buffer of a connection. Small, so idle connections cost
@@ -44,6 +45,14 @@ const READ_BUFFER_INITIAL: usize = 512;
 /// stops reading that peer. 128 KiB keeps a fast reader's pipe full on a
 /// LAN.
 const UNSENT_LIMIT: usize = 128 * 1024;
+
+/// Socket options of every accepted TCP connection, set before any TLS
+/// wraps it: no Nagle delay, and at most [`UNSENT_LIMIT`] bytes unsent in
+/// the kernel.
+pub fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    limit_unsent(stream, UNSENT_LIMIT);
+}
 
 /// Caps the unsent bytes the kernel keeps for `stream` (Linux
 /// `TCP_NOTSENT_LOWAT`); elsewhere, or if refused, the default stays.
@@ -80,46 +89,79 @@ pub struct Shared {
     /// Cancelled when the broker shuts down.
     pub shutdown: CancellationToken,
     pub next_member: AtomicU64,
+    /// Checks the credentials of Hello and Refresh.
+    pub auth: Arc<Authenticator>,
 }
 
-enum Sub {
+/// One subscription of the connection.
+pub(crate) enum Sub {
     Ephemeral {
+        topic: String,
         credit: Arc<Credit>,
         window: (u32, u32),
         cancel: CancellationToken,
     },
     Group {
+        topic: String,
+        group: String,
         handle: GroupHandle,
         member: u64,
     },
 }
 
-type Reply = (u64, Message);
+impl Sub {
+    /// Stops it: the task ends, or the member leaves its group.
+    pub(crate) async fn end(self) {
+        match self {
+            Sub::Ephemeral { cancel, .. } => cancel.cancel(),
+            Sub::Group { handle, member, .. } => handle.leave(member).await,
+        }
+    }
+}
 
-struct Session {
-    shared: Arc<Shared>,
-    outbox: Outbox,
-    client_id: String,
-    subs: HashMap<u64, Sub>,
-    next_sub: u64,
+pub(crate) type Reply = (u64, Message);
+
+/// The state of one connection after its handshake; the request handlers
+/// (`crate::handlers`) act on it.
+pub(crate) struct Session {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) outbox: Outbox,
+    pub(crate) client_id: String,
+    /// What this connection may do, with its cache of decisions.
+    pub(crate) access: Access,
+    /// When the connection's credential expires (`None`: never). The
+    /// broker warns the client before ([`TOKEN_EXPIRING`]) and closes the
+    /// connection at this time unless a Refresh moved it.
+    pub(crate) expires_at: Option<SystemTime>,
+    /// The TokenExpiring push for the current `expires_at` went out.
+    pub(crate) warned: bool,
+    /// When the token timer fires next (see [`Session::schedule_token`]).
+    token_deadline: Option<tokio::time::Instant>,
+    pub(crate) subs: HashMap<u64, Sub>,
+    pub(crate) next_sub: u64,
     /// Publishes waiting for durability, in arrival order: confirms leave in
     /// the order the publishes came.
-    publishes: FuturesOrdered<BoxFuture<'static, Reply>>,
+    pub(crate) publishes: FuturesOrdered<BoxFuture<'static, Reply>>,
     /// Other replies that wait on something (persisted acks, describe).
-    others: FuturesUnordered<BoxFuture<'static, Reply>>,
+    pub(crate) others: FuturesUnordered<BoxFuture<'static, Reply>>,
 }
 
 /// Why a session must end after a request.
-struct Close;
+pub(crate) struct Close;
+
+/// How long before its token expires a connection is told to refresh it,
+/// at most; a token with less life left gets the notice at half of it.
+pub const TOKEN_EXPIRING: Duration = Duration::from_secs(30);
 
 /// Serves one connection until the peer leaves, misbehaves or the broker
-/// shuts down.
-pub async fn run(stream: TcpStream, shared: Arc<Shared>) {
-    let peer = stream.peer_addr().ok();
-    let _ = stream.set_nodelay(true);
-    limit_unsent(&stream, UNSENT_LIMIT);
+/// shuts down. `stream` is a TCP stream, or one wrapped in TLS (tune the
+/// TCP socket with [`tune`] first).
+pub async fn run<S>(stream: S, peer: Option<SocketAddr>, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let cfg = shared.config.clone();
-    let (read, write) = stream.into_split();
+    let (read, write) = tokio::io::split(stream);
     let (outbox, writer) = outbox::spawn(
         write,
         cfg.write_queue_frames,
@@ -132,14 +174,15 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>) {
         READ_BUFFER_INITIAL,
     );
 
-    let client_id = match handshake(&mut frames, &outbox, &cfg).await {
-        Some(id) => id,
-        None => {
-            drop(outbox);
-            let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-            return;
-        }
-    };
+    let (client_id, identity) =
+        match handshake(&mut frames, &outbox, &cfg, &shared.auth, peer).await {
+            Some(ok) => ok,
+            None => {
+                drop(outbox);
+                let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+                return;
+            }
+        };
     tracing::debug!(?peer, %client_id, "session started");
     let notices = shared.rooms.connect(&client_id);
     if !notices.is_empty() {
@@ -150,12 +193,17 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>) {
     let mut s = Session {
         shared,
         outbox,
+        access: Access::new(client_id.clone(), identity.grants),
+        expires_at: identity.expires_at,
+        warned: false,
+        token_deadline: None,
         client_id,
         subs: HashMap::new(),
         next_sub: 1,
         publishes: FuturesOrdered::new(),
         others: FuturesUnordered::new(),
     };
+    s.schedule_token();
     s.serve(&mut frames).await;
     s.cleanup().await;
     rooms.disconnect(&s.client_id);
@@ -164,12 +212,19 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>) {
     tracing::debug!(?peer, "session ended");
 }
 
-/// Reads the first frame, which must be a Hello with a version we speak.
-async fn handshake(
-    frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
+/// The read side of a connection, framed (cancel-safe in `select!`).
+type Frames<S> = FramedRead<ReadHalf<S>, FrameCodec>;
+
+/// Reads the first frame, which must be a Hello with a version we speak
+/// and, when authentication is on, a valid token for the client id it
+/// asks for.
+async fn handshake<S: AsyncRead>(
+    frames: &mut Frames<S>,
     outbox: &Outbox,
     cfg: &BrokerConfig,
-) -> Option<String> {
+    auth: &Authenticator,
+    peer: Option<SocketAddr>,
+) -> Option<(String, Identity)> {
     let first = tokio::time::timeout(cfg.handshake_timeout, frames.next()).await;
     let frame = match first {
         Err(_) => {
@@ -224,21 +279,40 @@ async fn handshake(
             .await;
         return None;
     }
-    let client_id = match hello.client_id {
-        Some(c) if !c.is_empty() && c.len() <= 200 => c,
-        Some(_) => {
-            outbox
-                .reply(
-                    id,
-                    &Message::error(
-                        ErrorCode::InvalidArgument,
-                        "client id must be 1 to 200 bytes",
-                    ),
-                )
-                .await;
+    if hello
+        .client_id
+        .as_ref()
+        .is_some_and(|c| c.is_empty() || c.len() > 200)
+    {
+        outbox
+            .reply(
+                id,
+                &Message::error(
+                    ErrorCode::InvalidArgument,
+                    "client id must be 1 to 200 bytes",
+                ),
+            )
+            .await;
+        return None;
+    }
+    let authenticated = auth
+        .authenticate(hello.token.as_deref())
+        .and_then(|who| Ok((who.bind(hello.client_id.clone())?, who)));
+    let (client_id, identity) = match authenticated {
+        Ok(ok) => ok,
+        Err(e) => {
+            // Never the token itself: its fingerprint tells tokens apart.
+            tracing::warn!(
+                ?peer,
+                client_name = %hello.client_name,
+                client_id = ?hello.client_id,
+                token = ?hello.token.as_deref().map(tokens::fingerprint),
+                reason = %e,
+                "authentication failed"
+            );
+            outbox.reply(id, &BrokerError::from(e).to_message()).await;
             return None;
         }
-        None => format!("c-{:016x}", rand::random::<u64>()),
     };
     let ok = HelloOk {
         version: hi,
@@ -250,7 +324,10 @@ async fn handshake(
     if !outbox.reply(id, &Message::HelloOk(ok)).await {
         return None;
     }
-    Some(client_id)
+    if auth.is_required() {
+        tracing::info!(?peer, %client_id, credential = %identity.name, "authenticated");
+    }
+    Some((client_id, identity))
 }
 
 fn wire_error(e: &herald_protocol::WireError) -> Message {
@@ -262,7 +339,7 @@ fn wire_error(e: &herald_protocol::WireError) -> Message {
 }
 
 impl Session {
-    async fn serve(&mut self, frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>) {
+    async fn serve<S: AsyncRead>(&mut self, frames: &mut Frames<S>) {
         let cfg = self.shared.config.clone();
         let shutdown = self.shared.shutdown.clone();
         let mut tick = tokio::time::interval(cfg.heartbeat);
@@ -273,8 +350,18 @@ impl Session {
         // nothing more is read from this connection until it fits: the
         // producer is slowed by TCP instead of the broker growing.
         let mut parked: Option<Frame> = None;
+        // The next moment the token needs attention (warn, then expire);
+        // reset only when it changes, so the read loop pays nothing.
+        let mut auth_at = self.token_deadline;
+        let auth_timer = tokio::time::sleep_until(auth_at.unwrap_or_else(far_future));
+        tokio::pin!(auth_timer);
         loop {
             let can_read = self.publishes.len() < cfg.max_inflight_publishes && parked.is_none();
+            let wake = self.token_deadline;
+            if wake != auth_at {
+                auth_at = wake;
+                auth_timer.as_mut().reset(wake.unwrap_or_else(far_future));
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     self.drain().await;
@@ -319,6 +406,11 @@ impl Session {
                 Some((id, m)) = self.others.next(), if !self.others.is_empty() => {
                     if !self.outbox.reply(id, &m).await { return }
                 }
+                _ = &mut auth_timer, if auth_at.is_some() => {
+                    if self.token_timer().await.is_err() {
+                        return;
+                    }
+                }
                 _ = tick.tick() => {
                     let idle = last_read.elapsed();
                     if idle >= cfg.heartbeat * 3 {
@@ -329,6 +421,57 @@ impl Session {
                         self.outbox.reply(0, &Message::Ping).await;
                     }
                 }
+            }
+        }
+    }
+
+    /// Sets when the token next needs attention: the expiry notice
+    /// ([`TOKEN_EXPIRING`] before, or half the time left when that is
+    /// shorter), then the expiry itself. Called after the handshake, a
+    /// refresh and the notice.
+    pub(crate) fn schedule_token(&mut self) {
+        self.token_deadline = self.expires_at.map(|exp| {
+            let left = exp
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            let now = tokio::time::Instant::now();
+            if self.warned {
+                now + left
+            } else {
+                now + left.saturating_sub(TOKEN_EXPIRING.min(left / 2))
+            }
+        });
+    }
+
+    /// The token timer fired: tell the client its token is expiring, or,
+    /// once it has expired, close the connection (`Err`) after the replies
+    /// it was promised.
+    async fn token_timer(&mut self) -> Result<(), Close> {
+        let Some(exp) = self.expires_at else {
+            return Ok(());
+        };
+        match exp.duration_since(SystemTime::now()) {
+            Ok(left) if !left.is_zero() => {
+                let first = !self.warned;
+                self.warned = true;
+                self.schedule_token();
+                if !first {
+                    return Ok(());
+                }
+                let m = Message::TokenExpiring(herald_protocol::TokenExpiring {
+                    expires_in_ms: left.as_millis().min(u64::MAX as u128) as u64,
+                });
+                self.reply(0, m).await
+            }
+            _ => {
+                tracing::info!(client = %self.client_id, "token expired; closing the connection");
+                self.drain().await;
+                let e = Message::error(
+                    ErrorCode::TokenExpired,
+                    "the connection's token expired; send Refresh before it does, or reconnect with a new token",
+                );
+                self.outbox.reply(0, &e).await;
+                Err(Close)
             }
         }
     }
@@ -346,14 +489,11 @@ impl Session {
 
     async fn cleanup(&mut self) {
         for (_, sub) in self.subs.drain() {
-            match sub {
-                Sub::Ephemeral { cancel, .. } => cancel.cancel(),
-                Sub::Group { handle, member } => handle.leave(member).await,
-            }
+            sub.end().await;
         }
     }
 
-    async fn reply(&mut self, id: u64, m: Message) -> Result<(), Close> {
+    pub(crate) async fn reply(&mut self, id: u64, m: Message) -> Result<(), Close> {
         if self.outbox.reply(id, &m).await {
             Ok(())
         } else {
@@ -363,7 +503,7 @@ impl Session {
 
     /// Answers request `id` once `work` is done, without holding up the
     /// read loop (admin requests wait on group actors and the disk).
-    fn later<F>(&mut self, id: u64, work: F) -> Result<(), Close>
+    pub(crate) fn later<F>(&mut self, id: u64, work: F) -> Result<(), Close>
     where
         F: std::future::Future<Output = Result<Message, BrokerError>> + Send + 'static,
     {
@@ -373,6 +513,8 @@ impl Session {
         Ok(())
     }
 
+    /// Decodes one request and hands it to its handler
+    /// ([`crate::handlers::dispatch`], where permissions are checked).
     async fn handle(&mut self, mut frame: Frame) -> Result<(), Close> {
         let id = frame.header.request_id;
         if frame.header.opcode == Opcode::Publish {
@@ -387,344 +529,11 @@ impl Session {
                 return Err(Close);
             }
         };
-        let reg = self.shared.registry.clone();
-        match msg {
-            Message::Ping => self.reply(id, Message::Pong).await,
-            Message::Pong => Ok(()),
-            Message::Publish { topic, batch } => {
-                let max_batch = self.shared.config.max_frame_bytes - 1024;
-                if batch.len_bytes() > max_batch {
-                    let e = Message::error(
-                        ErrorCode::TooLarge,
-                        format!("batch of {} bytes exceeds {max_batch}", batch.len_bytes()),
-                    );
-                    return self.reply(id, e).await;
-                }
-                match reg.for_publish(&topic) {
-                    Err(e) => self.reply(id, e.to_message()).await,
-                    Ok(t) => {
-                        // Queue now, in arrival order; await the confirm
-                        // in `publishes` so later frames keep flowing.
-                        let queued = t.log.enqueue(batch).await;
-                        let shutdown = self.shared.shutdown.clone();
-                        self.publishes.push_back(Box::pin(async move {
-                            let r = match queued {
-                                Ok(p) => p.wait().await,
-                                Err(e) => Err(e),
-                            };
-                            let m = match r {
-                                Ok(o) => {
-                                    if !o.duplicate {
-                                        t.record_appended(o.count);
-                                    }
-                                    Message::PublishOk(PublishOk {
-                                        base_offset: o.base_offset,
-                                        count: o.count,
-                                        duplicate: o.duplicate,
-                                    })
-                                }
-                                // The log closed under the publish and the
-                                // broker is not stopping: the topic was
-                                // deleted.
-                                Err(StorageError::Closed) if !shutdown.is_cancelled() => {
-                                    BrokerError::UnknownTopic(t.name.clone()).to_message()
-                                }
-                                Err(e) => BrokerError::from(e).to_message(),
-                            };
-                            (id, m)
-                        }));
-                        Ok(())
-                    }
-                }
-            }
-            Message::Subscribe(s) => {
-                let r = self.subscribe(id, s).await;
-                match r {
-                    Ok(()) => Ok(()),
-                    Err(e) => self.reply(id, e.to_message()).await,
-                }
-            }
-            Message::Unsubscribe(u) => {
-                match self.subs.remove(&u.subscription_id) {
-                    Some(Sub::Ephemeral { cancel, .. }) => cancel.cancel(),
-                    Some(Sub::Group { handle, member }) => handle.leave(member).await,
-                    None => {
-                        return self
-                            .reply(
-                                id,
-                                BrokerError::UnknownSubscription(u.subscription_id).to_message(),
-                            )
-                            .await
-                    }
-                }
-                self.reply(id, Message::Ok).await
-            }
-            Message::Ack(a) => match self.subs.get(&a.subscription_id) {
-                Some(Sub::Group { handle, member }) => {
-                    let (h, m) = (handle.clone(), *member);
-                    match h.ack(m, a.kind, a.ranges, id != 0).await {
-                        // The group is gone (topic deleted, shutting down):
-                        // say so if asked; the connection itself is fine.
-                        Err(e) if id != 0 => self.reply(id, e.to_message()).await,
-                        Err(_) | Ok(None) => Ok(()),
-                        Ok(Some(persisted)) => {
-                            let outbox = self.outbox.clone();
-                            self.later(id, async move {
-                                let r = persisted.await.unwrap_or(Err(BrokerError::ShuttingDown));
-                                // The Ok lets the client forget these offsets:
-                                // a delivery of them queued before the ack took
-                                // effect must reach it first.
-                                outbox.pushes_taken().await;
-                                r.map(|_| Message::Ok)
-                            })
-                        }
-                    }
-                }
-                Some(Sub::Ephemeral { .. }) => {
-                    if id != 0 {
-                        let e = BrokerError::InvalidArgument(
-                            "an ephemeral subscription takes no acks; use Flow".into(),
-                        );
-                        self.reply(id, e.to_message()).await
-                    } else {
-                        Ok(())
-                    }
-                }
-                None if id != 0 => {
-                    self.reply(
-                        id,
-                        BrokerError::UnknownSubscription(a.subscription_id).to_message(),
-                    )
-                    .await
-                }
-                None => Ok(()),
-            },
-            Message::Flow(f) => {
-                if let Some(Sub::Ephemeral { credit, window, .. }) =
-                    self.subs.get(&f.subscription_id)
-                {
-                    credit.grant(f.messages, f.bytes, *window);
-                }
-                Ok(())
-            }
-            Message::CreateTopic(c) => match reg.create(&c.name, &c.config, false) {
-                Ok(t) => self.later(id, async move { t.info().await.map(Message::TopicInfo) }),
-                Err(e) => self.reply(id, e.to_message()).await,
-            },
-            Message::DeleteTopic(t) => {
-                self.later(
-                    id,
-                    async move { reg.delete(&t.name).await.map(|_| Message::Ok) },
-                )
-            }
-            Message::ListTopics => self.later(id, async move {
-                let mut topics = Vec::new();
-                for t in reg.list() {
-                    topics.push(t.info().await?);
-                }
-                Ok(Message::TopicList(TopicList { topics }))
-            }),
-            Message::DescribeTopic(t) => match reg.get(&t.name) {
-                Ok(t) => self.later(id, async move { t.info().await.map(Message::TopicInfo) }),
-                Err(e) => self.reply(id, e.to_message()).await,
-            },
-            Message::ListGroups(t) => match reg.get(&t.name) {
-                Ok(t) => self.later(id, async move {
-                    let groups = t.group_infos().await?;
-                    Ok(Message::GroupList(GroupList { groups }))
-                }),
-                Err(e) => self.reply(id, e.to_message()).await,
-            },
-            Message::ResetGroup(r) => match reg.get(&r.topic) {
-                Ok(t) => self.later(id, async move {
-                    t.reset_group(&r.group, r.to).await.map(|_| Message::Ok)
-                }),
-                Err(e) => self.reply(id, e.to_message()).await,
-            },
-            Message::RepairTopic(r) => self.later(id, async move {
-                reg.repair(&r.name, r.dry_run)
-                    .await
-                    .map(Message::RepairReport)
-            }),
-            Message::Join(_)
-            | Message::Leave(_)
-            | Message::Emit(_)
-            | Message::Members(_)
-            | Message::MyRooms
-            | Message::Reply(_) => self.handle_room(id, msg).await,
-            Message::Hello(_) => {
-                self.reply(
-                    id,
-                    Message::error(ErrorCode::InvalidArgument, "already handshaken"),
-                )
-                .await
-            }
-            other => {
-                let e = Message::error(
-                    ErrorCode::BadFrame,
-                    format!("{:?} is not a request", other.opcode()),
-                );
-                self.reply(id, e).await?;
-                Err(Close)
-            }
-        }
+        crate::handlers::dispatch(self, id, msg).await
     }
+}
 
-    /// Room requests (see [`crate::rooms::requests`]). Membership changes
-    /// and appends are queued before the next frame is read, so the
-    /// session's requests take effect in the order they came; replies wait
-    /// in `others` (join, leave) or `publishes` (emit, reply: confirms in
-    /// order).
-    async fn handle_room(&mut self, id: u64, msg: Message) -> Result<(), Close> {
-        let rooms = self.shared.rooms.clone();
-        let client = self.client_id.clone();
-        let pending = match msg {
-            Message::Join(j) => requests::join(&rooms, &client, j).await,
-            Message::Leave(l) => requests::leave(&rooms, &client, l).await,
-            Message::Members(m) => {
-                let r = requests::members(&rooms, &client, m);
-                return self.reply(id, r.unwrap_or_else(|e| e.to_message())).await;
-            }
-            Message::MyRooms => {
-                let list = Message::RoomList(herald_protocol::RoomList {
-                    rooms: rooms.rooms_of(&client),
-                });
-                return self.reply(id, list).await;
-            }
-            Message::Emit(e) => {
-                let r = requests::emit(&rooms, &client, e).await;
-                return self.confirm_fanout(id, r, true).await;
-            }
-            Message::Reply(r) => {
-                let r = requests::reply(&rooms, &client, r).await;
-                return self.confirm_fanout(id, r, false).await;
-            }
-            _ => return Ok(()),
-        };
-        match pending {
-            Ok(p) => {
-                self.others.push(Box::pin(async move { (id, p.await) }));
-                Ok(())
-            }
-            Err(e) => self.reply(id, e.to_message()).await,
-        }
-    }
-
-    async fn confirm_fanout(
-        &mut self,
-        id: u64,
-        r: Result<crate::rooms::inbox::Fanout, BrokerError>,
-        emit_ok: bool,
-    ) -> Result<(), Close> {
-        match r {
-            Ok(f) => {
-                self.publishes.push_back(Box::pin(async move {
-                    let m = match f.wait().await {
-                        Ok(ok) if emit_ok => Message::EmitOk(ok),
-                        Ok(_) => Message::Ok,
-                        Err(e) => e.to_message(),
-                    };
-                    (id, m)
-                }));
-                Ok(())
-            }
-            Err(e) => self.reply(id, e.to_message()).await,
-        }
-    }
-
-    async fn subscribe(&mut self, id: u64, s: Subscribe) -> Result<(), BrokerError> {
-        let cfg = &self.shared.config;
-        if self.subs.len() >= cfg.max_subscriptions_per_connection {
-            return Err(BrokerError::Busy(format!(
-                "at most {} subscriptions per connection",
-                cfg.max_subscriptions_per_connection
-            )));
-        }
-        let topic = match (
-            s.topic.strip_prefix(inbox::INBOX_PREFIX),
-            s.topic.strip_prefix(room_log::ROOM_PREFIX),
-        ) {
-            // Inboxes are created with their own retention, and each is
-            // read only by its owner.
-            (Some(owner), _) if owner == self.client_id => inbox::topic(&self.shared.rooms, owner)?,
-            (Some(_), _) => {
-                return Err(BrokerError::Unauthorized(format!(
-                    "{:?} is another client's inbox",
-                    s.topic
-                )))
-            }
-            // A room's log is read by its members, each with its own group.
-            (None, Some(room)) => {
-                room_log::topic_for_member(
-                    &self.shared.rooms,
-                    room,
-                    &self.client_id,
-                    s.group.as_deref(),
-                )
-                .await?
-            }
-            (None, None) => self.shared.registry.for_subscribe(&s.topic)?,
-        };
-        let window = (
-            s.prefetch_messages.clamp(1, cfg.max_prefetch_messages),
-            s.prefetch_bytes.clamp(1, cfg.max_prefetch_bytes),
-        );
-        let sub_id = self.next_sub;
-        self.next_sub += 1;
-        match s.group {
-            Some(g) => {
-                let handle = topic.group(&g)?;
-                let member = self.shared.next_member.fetch_add(1, Ordering::Relaxed);
-                let join = Join {
-                    member,
-                    subscription_id: sub_id,
-                    request_id: id,
-                    client_id: self.client_id.clone(),
-                    outbox: self.outbox.clone(),
-                    start: s.start,
-                    prefetch_messages: window.0,
-                    prefetch_bytes: window.1,
-                    ack_timeout: (s.ack_timeout_ms > 0)
-                        .then(|| Duration::from_millis(s.ack_timeout_ms as u64)),
-                    max_deliveries: (s.max_deliveries > 0).then_some(s.max_deliveries),
-                };
-                handle.join(join).await?;
-                self.subs.insert(sub_id, Sub::Group { handle, member });
-            }
-            None => {
-                let log = &topic.log;
-                let start = match s.start {
-                    StartPosition::Resume => log.next_offset(),
-                    p => position::resolve(log, p)?,
-                };
-                // SubscribeOk goes through the push queue so that it reaches
-                // the client before the first delivery.
-                let ok = Message::SubscribeOk(SubscribeOk {
-                    subscription_id: sub_id,
-                    start_offset: start,
-                });
-                let mut b = bytes::BytesMut::new();
-                ok.encode(id, &mut b);
-                self.outbox.push(Out::Frame(b.freeze()));
-                let cancel = self.shared.shutdown.child_token();
-                let credit = subscription::spawn(
-                    topic,
-                    sub_id,
-                    start,
-                    self.outbox.clone(),
-                    window,
-                    cancel.clone(),
-                );
-                self.subs.insert(
-                    sub_id,
-                    Sub::Ephemeral {
-                        credit,
-                        window,
-                        cancel,
-                    },
-                );
-            }
-        }
-        Ok(())
-    }
+/// A deadline that never comes, for a timer with nothing to wait for.
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }

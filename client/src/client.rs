@@ -18,6 +18,7 @@ use crate::connection::{ConnShared, Connection};
 use crate::events::{Events, EVENT_BUFFER};
 use crate::producer::{Budget, Producer};
 use crate::subscription::SubscribeBuilder;
+use crate::tls::{TlsOptions, TlsRoots};
 use crate::{ConnectionEvent, Error, Receipt, Record, Result};
 
 /// A connection to a Herald broker, shared by every producer and
@@ -265,9 +266,70 @@ impl ClientBuilder {
         self.cfg.client_name = name.into();
         self
     }
-    /// An authentication token.
+    /// An authentication token, sent in every handshake. A token that
+    /// expires is better given by [`ClientBuilder::token_provider`].
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.cfg.token = Some(token.into());
+        self
+    }
+
+    /// Where tokens come from: `get` is called for every handshake and
+    /// whenever the broker says the connection's token is about to expire;
+    /// the new token is then sent on the open connection (Refresh), so
+    /// subscriptions keep flowing. Typically `get` asks the application's
+    /// backend for a new JWT. Errors are reported as
+    /// [`crate::ConnectionEvent::TokenRefreshFailed`] (or fail the
+    /// handshake) and retried at the next occasion.
+    pub fn token_provider<F, Fut, E>(mut self, get: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<String, E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let f =
+            move || -> futures::future::BoxFuture<'static, std::result::Result<String, String>> {
+                let fut = get();
+                Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+            };
+        self.cfg.token_provider = Some(crate::config::TokenProvider(Arc::new(f)));
+        self
+    }
+
+    fn tls_options(&mut self) -> &mut TlsOptions {
+        self.cfg.tls.get_or_insert(TlsOptions {
+            roots: TlsRoots::System,
+            server_name: None,
+            client_cert: None,
+        })
+    }
+
+    /// Connects with TLS, trusting the system's CA certificates.
+    pub fn tls(mut self) -> Self {
+        self.tls_options();
+        self
+    }
+
+    /// Connects with TLS, trusting only the CA certificates in `pem`.
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_options().roots = TlsRoots::Pem(pem.into());
+        self
+    }
+
+    /// The name the broker's certificate must carry (default: the host
+    /// of the address). Turns TLS on.
+    pub fn tls_server_name(mut self, name: impl Into<String>) -> Self {
+        self.tls_options().server_name = Some(name.into());
+        self
+    }
+
+    /// A client certificate chain and key (PEM), for a broker that
+    /// requires client certificates. Turns TLS on.
+    pub fn tls_client_cert_pem(
+        mut self,
+        chain: impl Into<Vec<u8>>,
+        key: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls_options().client_cert = Some((chain.into(), key.into()));
         self
     }
     /// Reconnect backoff: first delay and cap.
@@ -325,6 +387,9 @@ impl ClientBuilder {
     /// retried; see [`ClientBuilder::connect_lazy`] to retry the first one
     /// too).
     pub async fn connect(self) -> Result<Client> {
+        if let Some(t) = &self.cfg.tls {
+            crate::tls::setup(t)?;
+        }
         let (client, connection) = Client::start(self.cfg);
         let (ready, is_ready) = oneshot::channel();
         tokio::spawn(connection.run(Some(ready)));

@@ -1,9 +1,27 @@
 //! Client settings. Every queue and window the client keeps is bounded by a
 //! field here.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use rand::Rng;
+
+use crate::tls::TlsOptions;
+
+/// Gets a fresh token: called for every handshake and when the broker says
+/// the connection's token is about to expire (see
+/// [`crate::ClientBuilder::token_provider`]).
+#[derive(Clone)]
+pub struct TokenProvider(
+    pub(crate) Arc<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>,
+);
+
+impl std::fmt::Debug for TokenProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenProvider")
+    }
+}
 
 /// What a publish does when the publish buffer is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,8 +80,13 @@ pub struct ClientConfig {
     /// A stable identity; when `None` the broker assigns one at the first
     /// handshake and the client reuses it on every reconnect.
     pub client_id: Option<String>,
-    /// Authentication token sent in the handshake.
+    /// Authentication token sent in the handshake (when there is no
+    /// `token_provider`).
     pub token: Option<String>,
+    /// Where fresh tokens come from; wins over `token`.
+    pub token_provider: Option<TokenProvider>,
+    /// TLS settings; `None` connects in plaintext.
+    pub tls: Option<TlsOptions>,
     /// Reconnect pacing.
     pub backoff: Backoff,
     /// Deadline of one connect plus handshake.
@@ -98,6 +121,8 @@ impl ClientConfig {
             client_name: format!("herald-client/{}", env!("CARGO_PKG_VERSION")),
             client_id: None,
             token: None,
+            token_provider: None,
+            tls: None,
             backoff: Backoff::default(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),

@@ -12,9 +12,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use herald_protocol::codec::FrameCodec;
 use herald_protocol::frame::FLAG_PUSH;
-use herald_protocol::{Frame, Hello, Message as Wire, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use herald_protocol::{
+    Frame, Hello, Message as Wire, Refresh, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::{sleep, timeout, Instant};
@@ -24,6 +25,7 @@ use crate::acks::AckSignal;
 use crate::command::Command;
 use crate::config::ClientConfig;
 use crate::state::State;
+use crate::tls::{Stream, Tls};
 use crate::ConnectionEvent;
 
 /// How long `close` waits for in-flight publishes and acks to be confirmed.
@@ -46,7 +48,9 @@ pub(crate) struct ConnShared {
 }
 
 /// The read half, framed: cancel-safe inside `select!`.
-type Reader = FramedRead<OwnedReadHalf, FrameCodec>;
+type Reader = FramedRead<ReadHalf<Stream>, FrameCodec>;
+/// The write half.
+type Writer = WriteHalf<Stream>;
 
 /// How one connection ended.
 enum Ended {
@@ -67,6 +71,13 @@ pub(crate) struct Connection {
     closing: Option<(oneshot::Sender<()>, Instant)>,
     /// Every command sender is gone; stop polling the channel.
     inputs_closed: bool,
+    /// The TLS setup (built once), or why it could not be built.
+    tls: Option<Result<Tls, String>>,
+    /// Tokens fetched by the provider for a Refresh come back here.
+    refresh_tx: mpsc::Sender<Result<String, String>>,
+    refresh_rx: mpsc::Receiver<Result<String, String>>,
+    /// A token is being fetched for a Refresh: ask the provider once.
+    refreshing: bool,
 }
 
 impl Connection {
@@ -76,6 +87,11 @@ impl Connection {
         events: broadcast::Sender<ConnectionEvent>,
         shared: Arc<ConnShared>,
     ) -> Connection {
+        let tls = cfg
+            .tls
+            .as_ref()
+            .map(|t| crate::tls::setup(t).map_err(|e| e.to_string()));
+        let (refresh_tx, refresh_rx) = mpsc::channel(1);
         Connection {
             cfg,
             cmd_rx,
@@ -84,6 +100,10 @@ impl Connection {
             state: State::default(),
             closing: None,
             inputs_closed: false,
+            tls,
+            refresh_tx,
+            refresh_rx,
+            refreshing: false,
         }
     }
 
@@ -162,7 +182,7 @@ impl Connection {
     }
 
     /// Connects and handshakes, within the connect timeout.
-    async fn dial(&mut self) -> Result<(Reader, OwnedWriteHalf, Duration), String> {
+    async fn dial(&mut self) -> Result<(Reader, Writer, Duration), String> {
         let d = self.cfg.connect_timeout;
         match timeout(d, self.dial_inner()).await {
             Ok(r) => r,
@@ -170,12 +190,30 @@ impl Connection {
         }
     }
 
-    async fn dial_inner(&mut self) -> Result<(Reader, OwnedWriteHalf, Duration), String> {
-        let stream = TcpStream::connect(&self.cfg.addr)
+    /// The token for a handshake: a fresh one from the provider, or the
+    /// configured one.
+    async fn token(&self) -> Result<Option<String>, String> {
+        match &self.cfg.token_provider {
+            Some(p) => (p.0)()
+                .await
+                .map(Some)
+                .map_err(|e| format!("the token provider failed: {e}")),
+            None => Ok(self.cfg.token.clone()),
+        }
+    }
+
+    async fn dial_inner(&mut self) -> Result<(Reader, Writer, Duration), String> {
+        let tcp = TcpStream::connect(&self.cfg.addr)
             .await
             .map_err(|e| e.to_string())?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let (rd, mut wr) = stream.into_split();
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let stream: Stream = match &self.tls {
+            None => Box::new(tcp),
+            Some(Ok(tls)) => tls.connect(&self.cfg.addr, tcp).await?,
+            Some(Err(e)) => return Err(e.clone()),
+        };
+        let token = self.token().await?;
+        let (rd, mut wr) = tokio::io::split(stream);
         let mut reader = FramedRead::new(rd, FrameCodec::default());
         let client_id = self
             .shared
@@ -188,11 +226,12 @@ impl Connection {
             max_version: PROTOCOL_VERSION_MAX,
             client_name: self.cfg.client_name.clone(),
             client_id,
-            token: self.cfg.token.clone(),
+            token,
         });
         let mut buf = bytes::BytesMut::new();
         hello.encode(1, &mut buf);
         wr.write_all(&buf).await.map_err(|e| e.to_string())?;
+        wr.flush().await.map_err(|e| e.to_string())?;
         let frame = match reader.next().await {
             Some(Ok(f)) => f,
             Some(Err(e)) => return Err(e.to_string()),
@@ -241,16 +280,15 @@ impl Connection {
     }
 
     /// Moves frames until the connection drops or the client closes.
-    async fn serve(
-        &mut self,
-        mut reader: Reader,
-        mut writer: OwnedWriteHalf,
-        hb: Duration,
-    ) -> Ended {
+    async fn serve(&mut self, mut reader: Reader, mut writer: Writer, hb: Duration) -> Ended {
         let mut last_rx = Instant::now();
         let mut tick = tokio::time::interval((hb / 2).max(Duration::from_millis(10)));
         let mut ack_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let signal = self.shared.acks.clone();
+        // Bytes written since the last flush. Over TLS the TLS layer may
+        // hold encrypted records the socket did not take; a flush once the
+        // buffer is empty pushes them out (a no-op for plain TCP).
+        let mut unflushed = false;
         loop {
             if let Some((_, since)) = &self.closing {
                 if self.state.is_drained() || since.elapsed() > CLOSE_DRAIN_TIMEOUT {
@@ -270,10 +308,11 @@ impl Connection {
                     Some(Err(e)) => return Ended::Dropped(e.to_string()),
                     None => return Ended::Dropped("connection closed by the broker".into()),
                 },
-                res = writer.write_buf(&mut self.state.out), if !self.state.out.is_empty() => {
+                res = pump(&mut writer, &mut self.state.out), if unflushed || !self.state.out.is_empty() => {
                     match res {
-                        Ok(0) => return Ended::Dropped("socket closed for writing".into()),
-                        Ok(_) => {}
+                        Ok(Some(0)) => return Ended::Dropped("socket closed for writing".into()),
+                        Ok(Some(_)) => unflushed = true,
+                        Ok(None) => unflushed = false,
                         Err(e) => return Ended::Dropped(e.to_string()),
                     }
                 }
@@ -319,6 +358,7 @@ impl Connection {
                     ack_timer = None;
                     self.state.flush_acks();
                 }
+                Some(token) = self.refresh_rx.recv() => self.send_refresh(token),
                 _ = tick.tick() => {
                     let idle = last_rx.elapsed();
                     if idle > hb * 3 {
@@ -343,6 +383,7 @@ impl Connection {
             Wire::Ping => self.state.send_pong(id),
             Wire::Pong => {}
             Wire::GoingAway(g) => return Err(format!("broker going away: {}", g.reason)),
+            Wire::TokenExpiring(t) => self.on_token_expiring(t.expires_in_ms),
             Wire::Error(e) if id == 0 => {
                 return Err(format!("broker error {}: {}", e.code, e.message))
             }
@@ -350,5 +391,67 @@ impl Connection {
             m => tracing::debug!(opcode = ?m.opcode(), "ignoring unexpected push"),
         }
         Ok(())
+    }
+}
+
+impl Connection {
+    /// The broker says the token expires soon: ask the provider for a new
+    /// one (in the background: it may call a web backend), unless a
+    /// request for one is already out. Without a provider there is
+    /// nothing to do; the broker closes the connection at expiry.
+    fn on_token_expiring(&mut self, in_ms: u64) {
+        let Some(p) = self.cfg.token_provider.clone() else {
+            tracing::warn!(
+                in_ms,
+                "the token expires soon and there is no token provider to refresh it"
+            );
+            return;
+        };
+        if self.refreshing {
+            return;
+        }
+        self.refreshing = true;
+        let tx = self.refresh_tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send((p.0)().await).await;
+        });
+    }
+
+    /// Sends a fetched token as a Refresh; its outcome becomes an event.
+    fn send_refresh(&mut self, token: Result<String, String>) {
+        self.refreshing = false;
+        let token = match token {
+            Ok(t) => t,
+            Err(reason) => {
+                self.emit(ConnectionEvent::TokenRefreshFailed {
+                    reason: format!("the token provider failed: {reason}"),
+                });
+                return;
+            }
+        };
+        let (reply, rx) = oneshot::channel();
+        let msg = Wire::Refresh(Refresh { token });
+        self.state.on_command(Command::Request { msg, reply });
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let ev = match rx.await {
+                Ok(Ok(_)) => ConnectionEvent::TokenRefreshed,
+                Ok(Err(e)) => ConnectionEvent::TokenRefreshFailed {
+                    reason: e.to_string(),
+                },
+                Err(_) => return,
+            };
+            let _ = events.send(ev);
+        });
+    }
+}
+
+/// Writes some of `out`, or, once it is empty, flushes (see `unflushed`
+/// in `serve`): `Some(bytes written)` or `None` for a flush. Cancel-safe.
+async fn pump(w: &mut Writer, out: &mut bytes::BytesMut) -> std::io::Result<Option<usize>> {
+    if out.is_empty() {
+        w.flush().await.map(|()| None)
+    } else {
+        w.write_buf(out).await.map(Some)
     }
 }

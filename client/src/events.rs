@@ -30,6 +30,16 @@ pub enum ConnectionEvent {
     /// A reconnect succeeded: handshake done, subscriptions restored and
     /// in-flight publishes re-sent.
     Reconnected,
+    /// The token provider gave a new token and the broker accepted it on
+    /// the open connection.
+    TokenRefreshed,
+    /// Getting or sending a new token failed; the broker closes the
+    /// connection when the old one expires, and the next handshake asks
+    /// the provider again.
+    TokenRefreshFailed {
+        /// Why, in words.
+        reason: String,
+    },
     /// The client is closed, or gave up reconnecting. Nothing follows.
     Closed,
 }

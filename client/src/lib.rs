@@ -41,6 +41,7 @@
 //! - `events`: [`ConnectionEvent`], [`Events`]; `error`: [`Error`];
 //!   `config`: [`ClientConfig`], [`Backoff`], [`OverflowPolicy`]; `admin`:
 //!   topic and group administration on [`Client`].
+//! - `tls`: [`TlsOptions`], the TLS setup (feature `tls`, on by default).
 //! - `rooms`: rooms and events on [`Client`] (join, emit, broadcast,
 //!   members, request/reply), [`Target`]; `inbox`: the client's inbox
 //!   reader, [`Inbox`], [`Event`] (docs/rooms.md).
@@ -63,9 +64,10 @@ mod producer;
 mod rooms;
 mod state;
 mod subscription;
+mod tls;
 
 pub use client::{Client, ClientBuilder};
-pub use config::{Backoff, ClientConfig, OverflowPolicy};
+pub use config::{Backoff, ClientConfig, OverflowPolicy, TokenProvider};
 pub use error::{Error, Result};
 pub use events::{ConnectionEvent, Events};
 pub use inbox::{Event, EventKind, Inbox, INBOX_BUFFER};
@@ -73,6 +75,7 @@ pub use message::{Message, Receipt, Record};
 pub use producer::{PendingReceipt, Producer};
 pub use rooms::{EmitReceipt, Target, ROOM_PREFIX};
 pub use subscription::{SubscribeBuilder, Subscription, DEFAULT_PREFETCH, DEFAULT_PREFETCH_BYTES};
+pub use tls::{TlsOptions, TlsRoots};
 
 /// Where a subscription starts; the protocol's [`StartPosition`].
 pub use herald_protocol::StartPosition as Start;

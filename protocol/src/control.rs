@@ -68,6 +68,10 @@ pub enum ErrorCode {
     /// A durable room whose member file is damaged: the room serves no
     /// request until an operator repairs it; other rooms are unaffected.
     RoomUnavailable,
+    /// The connection's token expired and was not refreshed: sent with
+    /// request id 0 just before the broker closes the connection, or in
+    /// answer to a Hello or Refresh carrying an expired token.
+    TokenExpired,
     Unknown(u16),
 }
 
@@ -95,6 +99,7 @@ impl ErrorCode {
             UnknownGroup => 18,
             GroupUnavailable => 19,
             RoomUnavailable => 20,
+            TokenExpired => 21,
             Unknown(n) => n,
         }
     }
@@ -121,6 +126,7 @@ impl ErrorCode {
             18 => UnknownGroup,
             19 => GroupUnavailable,
             20 => RoomUnavailable,
+            21 => TokenExpired,
             n => Unknown(n),
         }
     }
@@ -170,6 +176,26 @@ pub struct Skipped {
     /// The first and last offset (inclusive) that will never be delivered.
     pub first: u64,
     pub last: u64,
+}
+
+/// A new token for the connection (`0x50`, client to broker), sent before
+/// the current one expires (see [`TokenExpiring`]). Reply: `Ok` once the
+/// broker checked it; the connection's permissions and expiry are then the
+/// new token's. A token for another client id is refused (`Unauthorized`)
+/// and the connection keeps the old one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refresh {
+    pub token: String,
+}
+
+/// Pushed by the broker (`0x51`) when the connection's token is about to
+/// expire: the client should send [`Refresh`] within `expires_in_ms`, or
+/// the broker closes the connection with `TokenExpired`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenExpiring {
+    /// Milliseconds from the moment the broker sent this until the token
+    /// expires (relative, so the two clocks need not agree).
+    pub expires_in_ms: u64,
 }
 
 /// Sent by the broker before it closes connections on shutdown.

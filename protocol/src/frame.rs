@@ -71,6 +71,8 @@ pub enum Opcode {
     Skipped = 0x47,
     MyRooms = 0x48,
     RoomList = 0x49,
+    Refresh = 0x50,
+    TokenExpiring = 0x51,
 }
 
 impl Opcode {
@@ -115,6 +117,8 @@ impl Opcode {
             0x47 => Skipped,
             0x48 => MyRooms,
             0x49 => RoomList,
+            0x50 => Refresh,
+            0x51 => TokenExpiring,
             other => return Err(WireError::UnknownOpcode(other)),
         };
         Result::Ok(op)

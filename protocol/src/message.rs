@@ -61,6 +61,8 @@ pub enum Message {
     Skipped(Skipped),
     MyRooms,
     RoomList(RoomList),
+    Refresh(Refresh),
+    TokenExpiring(TokenExpiring),
 }
 
 /// A pushed delivery: a stored batch and the part of it meant for this
@@ -257,6 +259,8 @@ impl Message {
             Opcode::Skipped => Message::Skipped(from_postcard("skipped", b)?),
             Opcode::MyRooms => empty("my_rooms", Message::MyRooms)?,
             Opcode::RoomList => Message::RoomList(from_postcard("room_list", b)?),
+            Opcode::Refresh => Message::Refresh(from_postcard("refresh", b)?),
+            Opcode::TokenExpiring => Message::TokenExpiring(from_postcard("token_expiring", b)?),
         })
     }
 
@@ -300,6 +304,8 @@ impl Message {
             Message::Skipped(_) => Opcode::Skipped,
             Message::MyRooms => Opcode::MyRooms,
             Message::RoomList(_) => Opcode::RoomList,
+            Message::Refresh(_) => Opcode::Refresh,
+            Message::TokenExpiring(_) => Opcode::TokenExpiring,
         }
     }
 
@@ -311,6 +317,7 @@ impl Message {
                 | Message::GoingAway(_)
                 | Message::SubscriptionError(_)
                 | Message::Skipped(_)
+                | Message::TokenExpiring(_)
         )
     }
 
@@ -367,6 +374,8 @@ impl Message {
             Message::Reply(v) => put_postcard(buf, op, flags, id, v),
             Message::Skipped(v) => put_postcard(buf, op, flags, id, v),
             Message::RoomList(v) => put_postcard(buf, op, flags, id, v),
+            Message::Refresh(v) => put_postcard(buf, op, flags, id, v),
+            Message::TokenExpiring(v) => put_postcard(buf, op, flags, id, v),
         }
     }
 

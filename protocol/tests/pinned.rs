@@ -724,13 +724,41 @@ fn reply() {
     );
 }
 
+#[test]
+fn refresh() {
+    pin(
+        Message::Refresh(Refresh { token: "t".into() }),
+        9,
+        "0e000000 50 00 0000 0900000000000000 | 0174",
+    );
+}
+
+#[test]
+fn token_expiring_is_pushed() {
+    // 30000 ms as a varint: b0 ea 01; PUSH, request id 0.
+    pin(
+        Message::TokenExpiring(TokenExpiring {
+            expires_in_ms: 30_000,
+        }),
+        0,
+        "0f000000 51 01 0000 0000000000000000 | b0ea01",
+    );
+}
+
+#[test]
+fn token_expired_is_error_code_21() {
+    assert_eq!(ErrorCode::TokenExpired.as_u16(), 21);
+    assert_eq!(ErrorCode::from_u16(21), ErrorCode::TokenExpired);
+    assert!(!ErrorCode::TokenExpired.is_retryable());
+}
+
 /// Every opcode has a pinned frame above; this keeps the list honest.
 #[test]
 fn every_opcode_is_pinned() {
     let pinned: Vec<u8> = vec![
         0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25,
         0x26, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a, 0x40, 0x41, 0x42,
-        0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49,
+        0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x50, 0x51,
     ];
     let known: Vec<u8> = (0..=255u8)
         .filter(|b| Opcode::from_u8(*b).is_ok())

@@ -328,6 +328,16 @@ proptest! {
         round_trip(&Message::Reply(ReplyTo { to_client, correlation, payload }), rid)?;
     }
 
+    #[test]
+    fn refresh(token in s(), rid in any::<u64>()) {
+        round_trip(&Message::Refresh(Refresh { token }), rid)?;
+    }
+
+    #[test]
+    fn token_expiring(expires_in_ms in any::<u64>()) {
+        round_trip(&Message::TokenExpiring(TokenExpiring { expires_in_ms }), 0)?;
+    }
+
     /// Several frames in one buffer come out one by one, in order.
     #[test]
     fn back_to_back_frames(names in vec(s(), 1..8)) {

@@ -86,6 +86,8 @@ pub struct BenchArgs {
     /// Print one JSON result object.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    security: super::security::ClientSecurity,
 }
 
 /// Receipts a producer task keeps open before it waits; bounds memory.
@@ -185,12 +187,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         } else {
             a.server.clone()
         };
-        let connect = || {
+        let builder = a.security.apply(
             Client::builder(server.clone())
                 .client_name("herald-bench")
-                .batching(a.batch, 1 << 20, 32)
-                .connect()
-        };
+                .batching(a.batch, 1 << 20, 32),
+        )?;
+        let connect = || builder.clone().connect();
         let admin = connect()
             .await
             .with_context(|| format!("cannot reach a broker at {server}"))?;
@@ -301,6 +303,7 @@ impl BenchArgs {
             inflight: self.inflight,
             topic: self.topic.clone(),
             json: self.json,
+            security: self.security.clone(),
         }
     }
 }

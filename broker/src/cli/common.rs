@@ -33,6 +33,8 @@ pub struct ServerArgs {
     /// Print one JSON object per line instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    #[command(flatten)]
+    pub security: super::security::ClientSecurity,
 }
 
 impl ServerArgs {
@@ -71,6 +73,7 @@ impl ServerArgs {
         let mut b = Client::builder(self.server.clone())
             .client_name(name)
             .max_reconnect_attempts(reconnects);
+        b = self.security.apply(b)?;
         if let Some(t) = request_timeout {
             b = b.request_timeout(t);
         }

@@ -4,8 +4,10 @@ mod bench;
 mod common;
 mod groups;
 mod publish;
+mod security;
 mod serve;
 mod subscribe;
+mod token;
 mod topics;
 
 use std::process::ExitCode;
@@ -39,6 +41,8 @@ pub enum Command {
     Groups(groups::GroupsArgs),
     /// Load generator: throughput and latency of the whole system.
     Bench(bench::BenchArgs),
+    /// Make a token: a signed one (JWT) for a user, or a static one for a service.
+    Token(token::TokenArgs),
 }
 
 /// What to do about a broker's refusal, for the one error line on stderr.
@@ -62,7 +66,10 @@ pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
         ErrorCode::GroupUnavailable => {
             "its state file is damaged; `herald groups TOPIC GROUP --reset-to POSITION` replaces it (the damaged file is kept aside)"
         }
-        ErrorCode::Unauthorized => "the broker refused this client",
+        ErrorCode::Unauthorized => {
+            "the token does not allow this (or is missing: --token / HERALD_TOKEN); see docs/security.md"
+        }
+        ErrorCode::TokenExpired => "the token has expired; get a new one (`herald token`)",
         ErrorCode::StorageFull => "the broker's disk is full; free space or lower retention",
         ErrorCode::ShuttingDown => "the broker is shutting down; retry once it is back",
         ErrorCode::Corrupt => {
@@ -81,5 +88,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Topics(a) => topics::run(a),
         Command::Groups(a) => groups::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Token(a) => token::run(a),
     }
 }

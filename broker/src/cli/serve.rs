@@ -13,7 +13,7 @@ use super::common::outln;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  herald serve\n  herald serve --listen 127.0.0.1:0 --data-dir /tmp/h --fsync never\n  HERALD_FSYNC=interval:50 herald serve --config herald.toml"
+    after_help = "Examples:\n  herald serve\n  herald serve --listen 127.0.0.1:0 --data-dir /tmp/h --fsync never\n  HERALD_FSYNC=interval:50 herald serve --config herald.toml\n  herald serve --listen 0.0.0.0:7400 --jwt-secret-file jwt.secret --tokens-file tokens.toml --tls-cert cert.pem --tls-key key.pem"
 )]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port and prints it).
@@ -61,6 +61,8 @@ pub struct ServeArgs {
     /// A TOML file with the same settings (kebab-case keys); flags win.
     #[arg(long, env = "HERALD_CONFIG")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    security: super::security::ServeSecurity,
 }
 
 fn build_config(a: &ServeArgs) -> anyhow::Result<(BrokerConfig, String)> {
@@ -120,6 +122,18 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<(BrokerConfig, String)> {
     }
     if let Some(v) = &file.max_memory {
         c.max_memory = super::common::parse_size(v).map_err(anyhow::Error::msg)? as usize;
+    }
+    if let Some(v) = file.max_connections_per_address {
+        c.max_connections_per_address = v;
+    }
+    let (auth, tls, per_address) = a.security.build(file.auth.as_ref(), file.tls.as_ref())?;
+    c.auth = auth;
+    c.tls = tls;
+    if let Some(v) = per_address {
+        c.max_connections_per_address = v;
+    }
+    if c.max_connections_per_address == 0 {
+        anyhow::bail!("--max-connections-per-address must be at least 1");
     }
     if let Some(v) = a.listen {
         c.listen = v;

@@ -42,26 +42,44 @@ impl Raw {
     }
 
     pub async fn connect_as(addr: SocketAddr, id: Option<&str>) -> Raw {
-        let s = TcpStream::connect(addr).await.unwrap();
-        s.set_nodelay(true).unwrap();
-        let mut r = Raw {
-            framed: Framed::new(s, FrameCodec::default()),
-            next_id: 1,
-            backlog: Default::default(),
-            client_id: String::new(),
-        };
+        match Self::connect_with_token(addr, id, None).await {
+            Ok(r) => r,
+            Err(e) => panic!("handshake: {e:?}"),
+        }
+    }
+
+    /// Handshakes with `token`; the broker's Error when it refuses.
+    pub async fn connect_with_token(
+        addr: SocketAddr,
+        id: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<Raw, ErrorBody> {
+        let mut r = Self::unhandshaken(addr).await;
         let hello = Message::Hello(Hello {
             min_version: 1,
             max_version: 1,
             client_name: "test".into(),
             client_id: id.map(str::to_owned),
-            token: None,
+            token: token.map(str::to_owned),
         });
         match r.request(hello).await {
             Message::HelloOk(ok) => r.client_id = ok.client_id,
+            Message::Error(e) => return Err(e),
             other => panic!("handshake: {other:?}"),
         }
-        r
+        Ok(r)
+    }
+
+    /// A connection that has sent nothing yet.
+    pub async fn unhandshaken(addr: SocketAddr) -> Raw {
+        let s = TcpStream::connect(addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        Raw {
+            framed: Framed::new(s, FrameCodec::default()),
+            next_id: 1,
+            backlog: Default::default(),
+            client_id: String::new(),
+        }
     }
 
     pub async fn send(&mut self, m: Message) -> u64 {

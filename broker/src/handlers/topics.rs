@@ -1,0 +1,93 @@
+//! Topic administration: create, delete, list, describe, repair. Changes
+//! need the admin permission on the topic; reading a topic's description
+//! needs any permission on it, and a list shows only such topics.
+
+use herald_protocol::{CreateTopic, Message, RepairTopic, TopicList, TopicName};
+
+use super::Handler;
+use crate::auth::Need;
+use crate::session::{Close, Session};
+
+impl Handler for CreateTopic {
+    fn needs(&self) -> Need<'_> {
+        Need::Admin(&self.name)
+    }
+
+    async fn handle(self, s: &mut Session, id: u64) -> Result<(), Close> {
+        match s.shared.registry.create(&self.name, &self.config, false) {
+            Ok(t) => s.later(id, async move { t.info().await.map(Message::TopicInfo) }),
+            Err(e) => s.reply(id, e.to_message()).await,
+        }
+    }
+}
+
+pub(crate) struct DeleteTopic(pub(crate) TopicName);
+
+impl Handler for DeleteTopic {
+    fn needs(&self) -> Need<'_> {
+        Need::Admin(&self.0.name)
+    }
+
+    async fn handle(self, s: &mut Session, id: u64) -> Result<(), Close> {
+        let reg = s.shared.registry.clone();
+        s.later(id, async move {
+            reg.delete(&self.0.name).await.map(|_| Message::Ok)
+        })
+    }
+}
+
+/// ListTopics: every topic the connection may see.
+pub(crate) struct ListTopics;
+
+impl Handler for ListTopics {
+    fn needs(&self) -> Need<'_> {
+        Need::Nothing
+    }
+
+    async fn handle(self, s: &mut Session, id: u64) -> Result<(), Close> {
+        let visible: Vec<_> = s
+            .shared
+            .registry
+            .list()
+            .into_iter()
+            .filter(|t| s.access.may_see(&t.name))
+            .collect();
+        s.later(id, async move {
+            let mut topics = Vec::with_capacity(visible.len());
+            for t in visible {
+                topics.push(t.info().await?);
+            }
+            Ok(Message::TopicList(TopicList { topics }))
+        })
+    }
+}
+
+pub(crate) struct DescribeTopic(pub(crate) TopicName);
+
+impl Handler for DescribeTopic {
+    fn needs(&self) -> Need<'_> {
+        Need::See(&self.0.name)
+    }
+
+    async fn handle(self, s: &mut Session, id: u64) -> Result<(), Close> {
+        match s.shared.registry.get(&self.0.name) {
+            Ok(t) => s.later(id, async move { t.info().await.map(Message::TopicInfo) }),
+            Err(e) => s.reply(id, e.to_message()).await,
+        }
+    }
+}
+
+impl Handler for RepairTopic {
+    fn needs(&self) -> Need<'_> {
+        Need::Admin(&self.name)
+    }
+
+    async fn handle(self, s: &mut Session, id: u64) -> Result<(), Close> {
+        let reg = s.shared.registry.clone();
+        s.later(id, async move {
+            reg.repair(&self.name, self.dry_run)
+                .await
+                .map(Message::RepairReport)
+        })
+    }
+}
