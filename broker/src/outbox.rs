@@ -295,14 +295,20 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes all of `bytes` (vectored where the sink supports it), or
-    /// fails once the peer has not taken it all within the stall timeout.
+    /// Writes all of `bytes` (vectored where the sink supports it) and
+    /// flushes, or fails once the peer has not taken it all within the
+    /// stall timeout. The flush is a no-op on a TCP socket; a WebSocket
+    /// sends its message there.
     async fn write<W: AsyncWrite + Unpin, B: Buf>(
         &self,
         sink: &mut W,
         bytes: &mut B,
     ) -> std::io::Result<()> {
-        match tokio::time::timeout(self.stall, sink.write_all_buf(bytes)).await {
+        let all = async {
+            sink.write_all_buf(bytes).await?;
+            sink.flush().await
+        };
+        match tokio::time::timeout(self.stall, all).await {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,

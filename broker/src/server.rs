@@ -3,10 +3,11 @@
 //! order.
 //!
 //! Start order: lock the data folder (one broker per folder, see
-//! [`crate::lockfile`]) before anything in it is opened; bind; open topics,
-//! then rooms.
+//! [`crate::lockfile`]) before anything in it is opened; bind (TCP, then
+//! HTTP, see [`crate::http`]); open topics, then rooms.
 //!
-//! Shutdown order: stop accepting; sessions stop reading, wait for their
+//! Shutdown order: stop accepting (TCP and HTTP); sessions (TCP and
+//! WebSocket alike) stop reading, wait for their
 //! in-flight publishes to be confirmed, send GoingAway and close; then every
 //! group persists its state and every log is fsynced and closed.
 
@@ -29,6 +30,10 @@ use crate::BrokerError;
 /// A running broker.
 pub struct BrokerHandle {
     addr: SocketAddr,
+    /// The HTTP listener's address, when it is on.
+    http_addr: Option<SocketAddr>,
+    /// The HTTP listener's task.
+    http: Option<tokio::task::JoinHandle<()>>,
     shutdown: CancellationToken,
     sessions: TaskTracker,
     registry: Arc<Registry>,
@@ -52,6 +57,11 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
             error,
         })?;
     let addr = listener.local_addr()?;
+    let http_listener = crate::http::bind(&config).await?;
+    let http_addr = match &http_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let config = Arc::new(config);
     let registry = {
         let c = config.clone();
@@ -74,15 +84,22 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         next_member: AtomicU64::new(1),
     });
     let sessions = TaskTracker::new();
-    let background = tokio::spawn(accept_loop(listener, shared, sessions.clone()));
+    // One limit for TCP and WebSocket sessions alike.
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let http = http_listener
+        .map(|l| crate::http::spawn(l, shared.clone(), sessions.clone(), limit.clone()));
+    let background = tokio::spawn(accept_loop(listener, shared, sessions.clone(), limit));
     tracing::info!(
         %addr,
+        http = ?http_addr,
         data_dir = %config.data_dir.display(),
         memory_budget_mib = config.max_memory >> 20,
         "broker started"
     );
     Ok(BrokerHandle {
         addr,
+        http_addr,
+        http,
         shutdown,
         sessions,
         registry,
@@ -91,8 +108,12 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     })
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, sessions: TaskTracker) {
-    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    sessions: TaskTracker,
+    limit: Arc<Semaphore>,
+) {
     let mut retention = tokio::time::interval(shared.config.retention_interval);
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -135,6 +156,11 @@ impl BrokerHandle {
         self.addr
     }
 
+    /// The HTTP (WebSocket) listener's address, when it is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
     /// The topic registry, for embedding and tests.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
@@ -149,6 +175,9 @@ impl BrokerHandle {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = self.background.await;
+        if let Some(http) = self.http {
+            let _ = http.await;
+        }
         self.sessions.close();
         self.sessions.wait().await;
         self.registry.close_all().await;

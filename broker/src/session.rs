@@ -1,7 +1,8 @@
 //! One client connection: the handshake, the read loop, dispatch of each
-//! request, and cleanup. The socket's read half is owned here (through a
+//! request, and cleanup. The transport's read half is owned here (through a
 //! cancel-safe `FramedRead`); its write half belongs to the writer task
-//! behind [`Outbox`].
+//! behind [`Outbox`]. The transport is a TCP socket ([`run`]) or a
+//! WebSocket ([`crate::ws`]); both carry the same frames to the same code.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use herald_protocol::{
     ErrorCode, Frame, GroupList, Hello, HelloOk, Message, Opcode, PublishOk, StartPosition,
     Subscribe, SubscribeOk, TopicList, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 };
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -42,11 +44,11 @@ const READ_BUFFER_INITIAL: usize = 512;
 /// its own receive window takes), the reply queue fills, and the session
 /// stops reading that peer. 128 KiB keeps a fast reader's pipe full on a
 /// LAN.
-const UNSENT_LIMIT: usize = 128 * 1024;
+pub(crate) const UNSENT_LIMIT: usize = 128 * 1024;
 
 /// Caps the unsent bytes the kernel keeps for `stream` (Linux
 /// `TCP_NOTSENT_LOWAT`); elsewhere, or if refused, the default stays.
-fn limit_unsent(stream: &TcpStream, bytes: usize) {
+pub(crate) fn limit_unsent(stream: &TcpStream, bytes: usize) {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
@@ -111,14 +113,29 @@ struct Session {
 /// Why a session must end after a request.
 struct Close;
 
-/// Serves one connection until the peer leaves, misbehaves or the broker
-/// shuts down.
+/// Serves one TCP connection until the peer leaves, misbehaves or the
+/// broker shuts down.
 pub async fn run(stream: TcpStream, shared: Arc<Shared>) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
     limit_unsent(&stream, UNSENT_LIMIT);
-    let cfg = shared.config.clone();
     let (read, write) = stream.into_split();
+    serve_transport(read, write, peer, shared).await;
+}
+
+/// Serves one connection over any byte transport: the TCP socket's halves,
+/// or a WebSocket's (see [`crate::ws`]), which carries the same frames. One
+/// implementation of every request, whatever the transport.
+pub async fn serve_transport<R, W>(
+    read: R,
+    write: W,
+    peer: Option<std::net::SocketAddr>,
+    shared: Arc<Shared>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let cfg = shared.config.clone();
     let (outbox, writer) = outbox::spawn(
         write,
         cfg.write_queue_frames,
@@ -164,8 +181,8 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>) {
 }
 
 /// Reads the first frame, which must be a Hello with a version we speak.
-async fn handshake(
-    frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
+async fn handshake<R: AsyncRead + Unpin>(
+    frames: &mut FramedRead<R, FrameCodec>,
     outbox: &Outbox,
     cfg: &BrokerConfig,
 ) -> Option<String> {
@@ -261,7 +278,7 @@ fn wire_error(e: &herald_protocol::WireError) -> Message {
 }
 
 impl Session {
-    async fn serve(&mut self, frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>) {
+    async fn serve<R: AsyncRead + Unpin>(&mut self, frames: &mut FramedRead<R, FrameCodec>) {
         let cfg = self.shared.config.clone();
         let shutdown = self.shared.shutdown.clone();
         let mut tick = tokio::time::interval(cfg.heartbeat);
