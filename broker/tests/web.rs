@@ -463,3 +463,49 @@ fn serve_prints_its_http_address_and_no_http_turns_it_off() {
     assert!(lines.next().is_none());
     child.wait().unwrap();
 }
+
+/// A browser tab that vanishes (the TCP connection closes without a
+/// WebSocket close) ends its session at once, not at the next heartbeat:
+/// its group membership and connection permit are given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_peer_that_vanishes_is_noticed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = web_config(dir.path());
+    cfg.max_connections = 2;
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    let http = b.http_addr().unwrap();
+    let mut p = Raw::connect(b.local_addr()).await;
+    p.publish("t", &[b"x"]).await;
+    drop(p);
+    let mut gone = session(http, "gone").await;
+    let sub = Message::Subscribe(Subscribe {
+        topic: "t".into(),
+        group: Some("g".into()),
+        start: StartPosition::Earliest,
+        prefetch_messages: 10,
+        prefetch_bytes: 1 << 20,
+        ack_timeout_ms: 0,
+        max_deliveries: 0,
+    });
+    gone.send(2, &sub).await;
+    assert!(matches!(gone.message().await, (2, Message::SubscribeOk(_))));
+    // Drop the TCP connection under the WebSocket, no close frame.
+    drop(gone);
+    let started = std::time::Instant::now();
+    tokio::time::timeout(T, async {
+        loop {
+            if ws_connect(http, None).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await; // poll until the session ended
+        }
+    })
+    .await
+    .expect("the vanished session was never noticed");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    b.shutdown().await;
+}

@@ -133,13 +133,16 @@ fn every_invalid_frame_is_refused() {
     }
 }
 
+/// Key, headers, payload, timestamp.
+type OwnedRecord = (Vec<u8>, Vec<(String, Vec<u8>)>, Vec<u8>, i64);
+
 #[test]
 fn batches_build_to_their_bytes() {
     let v = vectors();
     for b in v["batches"].as_array().unwrap() {
         let name = b["name"].as_str().unwrap();
         let records = b["records"].as_array().unwrap();
-        let owned: Vec<(Vec<u8>, Vec<(String, Vec<u8>)>, Vec<u8>, i64)> = records
+        let owned: Vec<OwnedRecord> = records
             .iter()
             .map(|r| {
                 let key = r["key"].as_str().unwrap_or("").as_bytes().to_vec();
