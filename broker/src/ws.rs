@@ -94,6 +94,12 @@ impl AsyncRead for WsReader {
                 let n = self.chunk.len().min(buf.remaining());
                 buf.put_slice(&self.chunk[..n]);
                 self.chunk.advance(n);
+                if self.chunk.is_empty() {
+                    // An empty slice still holds the message's buffer (it
+                    // may be tungstenite's whole read buffer): let it go,
+                    // an idle connection should hold nothing.
+                    self.chunk = Bytes::new();
+                }
                 return Poll::Ready(Ok(()));
             }
             match ready!(self.stream.poll_next_unpin(cx)) {
