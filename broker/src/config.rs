@@ -105,7 +105,28 @@ pub struct BrokerConfig {
     /// [`crate::memory`]. Past it, producers are slowed and the slowest
     /// readers paused instead of the broker growing.
     pub max_memory: usize,
+    /// The HTTP listener: WebSocket sessions at `/ws`, the JavaScript
+    /// client at `/herald.js`, the chat page at `/`, `/healthz`. `None`:
+    /// off (the library's default, so that an embedded broker opens no
+    /// port it was not asked for; `herald serve` turns it on at
+    /// [`DEFAULT_HTTP`]).
+    pub http: Option<SocketAddr>,
+    /// The HTTP address was not asked for: if it is busy the broker warns
+    /// and serves without it instead of failing to start.
+    pub http_optional: bool,
+    /// Origins (`scheme://host[:port]`) whose pages may open `/ws`, besides
+    /// pages served by this listener and clients that send no `Origin`
+    /// (not a browser). `*` allows every origin. A browser sends the
+    /// page's origin, and a page from anywhere could otherwise act as any
+    /// client id this broker serves.
+    pub http_allowed_origins: Vec<String>,
 }
+
+/// Where `herald serve` listens for HTTP and WebSocket unless told.
+pub const DEFAULT_HTTP: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    7480,
+));
 
 impl Default for BrokerConfig {
     fn default() -> Self {
@@ -150,6 +171,9 @@ impl Default for BrokerConfig {
             room_retention: Duration::from_secs(7 * 24 * 3600),
             room_retention_bytes: 1 << 30,
             max_memory: crate::memory::default_budget(),
+            http: None,
+            http_optional: false,
+            http_allowed_origins: Vec::new(),
         }
     }
 }
@@ -181,6 +205,10 @@ pub struct FileConfig {
     pub auth: Option<FileAuth>,
     /// TLS on the TCP listener.
     pub tls: Option<FileTls>,
+    /// The HTTP listener's address.
+    pub http: Option<SocketAddr>,
+    pub no_http: Option<bool>,
+    pub http_allowed_origins: Option<Vec<String>>,
 }
 
 /// The `[auth]` section: same names as the flags, plus static tokens

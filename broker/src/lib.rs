@@ -7,7 +7,11 @@
 //! # Layout
 //! - [`server`]: the listener, connection limit, shutdown order;
 //!   [`server::start`] returns a [`server::BrokerHandle`].
-//! - [`session`]: one connection: handshake, read loop, request dispatch.
+//! - [`session`]: one connection: handshake, read loop, request dispatch,
+//!   over any transport.
+//! - [`http`]: the HTTP listener: WebSocket sessions at `/ws`, the
+//!   JavaScript client, the chat page, `/healthz`; [`ws`] adapts a
+//!   WebSocket to the session's byte streams.
 //! - [`outbox`]: the connection's writer task and its bounded queues.
 //! - [`topic`]: the [`topic::Registry`] of topics and the [`topic::Topic`]
 //!   (a log plus its groups).
@@ -34,6 +38,7 @@ mod error;
 pub mod fsutil;
 pub mod group;
 mod handlers;
+pub mod http;
 pub mod lockfile;
 pub mod memory;
 pub mod outbox;
@@ -44,6 +49,7 @@ pub mod storage;
 pub mod subscription;
 pub mod tls;
 pub mod topic;
+pub mod ws;
 
 pub use config::BrokerConfig;
 pub use error::BrokerError;

@@ -323,8 +323,10 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes all of `bytes` (vectored where the sink supports it), or
-    /// fails once the peer has not taken it all within the stall timeout.
+    /// Writes all of `bytes` (vectored where the sink supports it) and
+    /// flushes, or fails once the peer has not taken it all within the
+    /// stall timeout. The flush is a no-op on a TCP socket; a WebSocket
+    /// sends its message there.
     async fn write<W: AsyncWrite + Unpin, B: Buf>(
         &self,
         sink: &mut W,

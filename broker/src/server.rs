@@ -3,10 +3,11 @@
 //! order.
 //!
 //! Start order: lock the data folder (one broker per folder, see
-//! [`crate::lockfile`]) before anything in it is opened; bind; open topics,
-//! then rooms.
+//! [`crate::lockfile`]) before anything in it is opened; bind (TCP, then
+//! HTTP, see [`crate::http`]); open topics, then rooms.
 //!
-//! Shutdown order: stop accepting; sessions stop reading, wait for their
+//! Shutdown order: stop accepting (TCP and HTTP); sessions (TCP and
+//! WebSocket alike) stop reading, wait for their
 //! in-flight publishes to be confirmed, send GoingAway and close; then every
 //! group persists its state and every log is fsynced and closed.
 
@@ -35,6 +36,10 @@ use crate::BrokerError;
 /// A running broker.
 pub struct BrokerHandle {
     addr: SocketAddr,
+    /// The HTTP listener's address, when it is on.
+    http_addr: Option<SocketAddr>,
+    /// The HTTP listener's task.
+    http: Option<tokio::task::JoinHandle<()>>,
     shutdown: CancellationToken,
     sessions: TaskTracker,
     registry: Arc<Registry>,
@@ -54,6 +59,11 @@ pub struct BrokerHandle {
 pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let client_certs = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
     auth::check_exposure(config.listen, &config.auth, client_certs)?;
+    // The HTTP listener has no client certificates: only credentials (or
+    // --allow-anonymous) expose it.
+    if let Some(http) = config.http {
+        auth::check_exposure(http, &config.auth, false)?;
+    }
     let authenticator = Authenticator::new(&config.auth)
         .map_err(|e| BrokerError::Config(format!("authentication: {e}")))?;
     let tls = match &config.tls {
@@ -68,6 +78,11 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
             error,
         })?;
     let addr = listener.local_addr()?;
+    let http_listener = crate::http::bind(&config).await?;
+    let http_addr = match &http_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let config = Arc::new(config);
     let registry = {
         let c = config.clone();
@@ -94,9 +109,30 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let sessions = TaskTracker::new();
     let tls_on = tls.is_some();
     let auth_on = shared.auth.is_required();
-    let background = tokio::spawn(accept_loop(listener, shared, sessions.clone(), tls));
+    // One limit for TCP and WebSocket sessions alike, in all and per
+    // source address.
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let per_address = Arc::new(PerAddress::new(config.max_connections_per_address));
+    let http = http_listener.map(|l| {
+        crate::http::spawn(
+            l,
+            shared.clone(),
+            sessions.clone(),
+            limit.clone(),
+            per_address.clone(),
+        )
+    });
+    let background = tokio::spawn(accept_loop(
+        listener,
+        shared,
+        sessions.clone(),
+        tls,
+        limit,
+        per_address,
+    ));
     tracing::info!(
         %addr,
+        http = ?http_addr,
         tls = tls_on,
         auth = auth_on,
         data_dir = %config.data_dir.display(),
@@ -105,6 +141,8 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     );
     Ok(BrokerHandle {
         addr,
+        http_addr,
+        http,
         shutdown,
         sessions,
         registry,
@@ -118,9 +156,9 @@ async fn accept_loop(
     shared: Arc<Shared>,
     sessions: TaskTracker,
     tls: Option<TlsAcceptor>,
+    limit: Arc<Semaphore>,
+    per_address: Arc<PerAddress>,
 ) {
-    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
-    let per_address = Arc::new(PerAddress::new(shared.config.max_connections_per_address));
     let mut retention = tokio::time::interval(shared.config.retention_interval);
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -174,15 +212,16 @@ async fn accept_loop(
     }
 }
 
-/// Connections per source address, against the limit.
-struct PerAddress {
-    limit: usize,
+/// Connections per source address, against the limit (TCP and
+/// WebSocket alike).
+pub(crate) struct PerAddress {
+    pub(crate) limit: usize,
     /// A std mutex: held only to count, never across an await.
     counts: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// One connection's place in [`PerAddress`]; given back on drop.
-struct Slot {
+pub(crate) struct Slot {
     owner: Arc<PerAddress>,
     ip: IpAddr,
 }
@@ -196,7 +235,7 @@ impl PerAddress {
     }
 
     /// A slot for `ip`, or `None` at the limit.
-    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+    pub(crate) fn take(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let n = c.entry(ip).or_insert(0);
         if *n >= self.limit {
@@ -285,6 +324,11 @@ impl BrokerHandle {
         self.addr
     }
 
+    /// The HTTP (WebSocket) listener's address, when it is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
     /// The topic registry, for embedding and tests.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
@@ -299,6 +343,9 @@ impl BrokerHandle {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = self.background.await;
+        if let Some(http) = self.http {
+            let _ = http.await;
+        }
         self.sessions.close();
         self.sessions.wait().await;
         self.registry.close_all().await;

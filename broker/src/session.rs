@@ -1,7 +1,8 @@
 //! One client connection: the handshake, the read loop, dispatch of each
-//! request, and cleanup. The socket's read half is owned here (through a
+//! request, and cleanup. The transport's read half is owned here (through a
 //! cancel-safe `FramedRead`); its write half belongs to the writer task
-//! behind [`Outbox`].
+//! behind [`Outbox`]. The transport is a TCP socket ([`run`]) or a
+//! WebSocket ([`crate::ws`]); both carry the same frames to the same code.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,7 +45,7 @@ const READ_BUFFER_INITIAL: usize = 512;
 /// its own receive window takes), the reply queue fills, and the session
 /// stops reading that peer. 128 KiB keeps a fast reader's pipe full on a
 /// LAN.
-const UNSENT_LIMIT: usize = 128 * 1024;
+pub(crate) const UNSENT_LIMIT: usize = 128 * 1024;
 
 /// Socket options of every accepted TCP connection, set before any TLS
 /// wraps it: no Nagle delay, and at most [`UNSENT_LIMIT`] bytes unsent in
@@ -56,7 +57,7 @@ pub fn tune(stream: &TcpStream) {
 
 /// Caps the unsent bytes the kernel keeps for `stream` (Linux
 /// `TCP_NOTSENT_LOWAT`); elsewhere, or if refused, the default stays.
-fn limit_unsent(stream: &TcpStream, bytes: usize) {
+pub(crate) fn limit_unsent(stream: &TcpStream, bytes: usize) {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;

@@ -714,6 +714,21 @@ async fn a_network_address_without_auth_is_refused_at_start() {
     );
 }
 
+/// The HTTP (WebSocket) listener is held to the same rule as TCP.
+#[tokio::test]
+async fn a_network_http_address_without_auth_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = BrokerConfig {
+        http: Some("0.0.0.0:0".parse().unwrap()),
+        ..common::config(dir.path())
+    };
+    let e = herald_broker::server::start(cfg)
+        .await
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("0.0.0.0"), "{e}");
+}
+
 #[tokio::test]
 async fn one_address_gets_at_most_its_share_of_connections() {
     tokio::time::timeout(T, async {

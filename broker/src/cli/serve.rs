@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use herald_broker::config::{parse_fsync, BrokerConfig, FileConfig};
+use herald_broker::config::{parse_fsync, BrokerConfig, FileConfig, DEFAULT_HTTP};
 
 use super::common::outln;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  herald serve\n  herald serve --listen 127.0.0.1:0 --data-dir /tmp/h --fsync never\n  HERALD_FSYNC=interval:50 herald serve --config herald.toml\n  herald serve --listen 0.0.0.0:7400 --jwt-secret-file jwt.secret --tokens-file tokens.toml --tls-cert cert.pem --tls-key key.pem"
+    after_help = "Examples:\n  herald serve\n  herald serve --listen 127.0.0.1:0 --data-dir /tmp/h --fsync never\n  HERALD_FSYNC=interval:50 herald serve --config herald.toml\n  herald serve --listen 0.0.0.0:7400 --jwt-secret-file jwt.secret --tokens-file tokens.toml --tls-cert cert.pem --tls-key key.pem\n  herald serve --http 0.0.0.0:8080 --http-allowed-origins https://app.example.com --jwt-secret-file jwt.secret"
 )]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port and prints it).
@@ -58,6 +58,21 @@ pub struct ServeArgs {
     /// producers are slowed and the slowest readers paused.
     #[arg(long, env = "HERALD_MAX_MEMORY", value_parser = super::common::parse_size)]
     max_memory: Option<u64>,
+    /// Address of the HTTP listener: the chat page at /, the JavaScript
+    /// client at /herald.js, WebSocket sessions at /ws, /healthz. Default:
+    /// the --listen host, port 7480 (a free port when --listen has port 0);
+    /// if that default is busy the broker warns and serves without it.
+    #[arg(long, env = "HERALD_HTTP")]
+    http: Option<SocketAddr>,
+    /// No HTTP listener.
+    #[arg(long, env = "HERALD_NO_HTTP", conflicts_with = "http")]
+    no_http: bool,
+    /// Origins whose pages may open WebSocket sessions, comma-separated
+    /// (e.g. https://app.example.com,http://localhost:3000); * allows any.
+    /// Pages served by this listener and clients that send no Origin (not
+    /// browsers) are always allowed.
+    #[arg(long, env = "HERALD_HTTP_ALLOWED_ORIGINS", value_delimiter = ',')]
+    http_allowed_origins: Vec<String>,
     /// A TOML file with the same settings (kebab-case keys); flags win.
     #[arg(long, env = "HERALD_CONFIG")]
     config: Option<PathBuf>,
@@ -183,6 +198,11 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<(BrokerConfig, String)> {
     if c.max_connections == 0 {
         anyhow::bail!("--max-connections must be at least 1");
     }
+    apply_http(
+        a,
+        (file.http, file.no_http, file.http_allowed_origins),
+        &mut c,
+    );
     let format = a
         .log_format
         .clone()
@@ -192,6 +212,46 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<(BrokerConfig, String)> {
         anyhow::bail!("log-format must be text or json, not {format:?}");
     }
     Ok((c, format))
+}
+
+/// The HTTP listener's settings: flags, then the file, then the default
+/// (the --listen host on port 7480, or on a free port when --listen asks
+/// for one, so that brokers started on free ports by scripts and tests do
+/// not compete for 7480).
+fn apply_http(
+    a: &ServeArgs,
+    (file_http, file_no_http, file_origins): (
+        Option<SocketAddr>,
+        Option<bool>,
+        Option<Vec<String>>,
+    ),
+    c: &mut BrokerConfig,
+) {
+    let default = || {
+        let port = if c.listen.port() == 0 {
+            0
+        } else {
+            DEFAULT_HTTP.port()
+        };
+        SocketAddr::new(c.listen.ip(), port)
+    };
+    (c.http, c.http_optional) = if a.no_http {
+        (None, false)
+    } else if let Some(v) = a.http {
+        (Some(v), false)
+    } else if file_no_http == Some(true) {
+        (None, false)
+    } else if let Some(v) = file_http {
+        (Some(v), false)
+    } else {
+        (Some(default()), true)
+    };
+    c.http_allowed_origins = if a.http_allowed_origins.is_empty() {
+        file_origins.unwrap_or_default()
+    } else {
+        a.http_allowed_origins.clone()
+    };
+    c.http_allowed_origins.retain(|o| !o.trim().is_empty());
 }
 
 /// Logs go to stderr, coloured only when stderr is a terminal: escape codes
@@ -239,6 +299,11 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         // Scripts and tests read this line to learn the real port. Nobody
         // reading stdout (closed) is no reason to stop serving.
         let _ = outln!("listening on {}", broker.local_addr());
+        if let Some(http) = broker.http_addr() {
+            let _ = outln!(
+                "http listening on {http} (chat page http://{http}/, WebSocket ws://{http}/ws)"
+            );
+        }
         wait_for_signal().await?;
         tracing::info!("shutting down (a second signal exits at once)");
         tokio::spawn(async {

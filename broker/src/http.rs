@@ -1,0 +1,303 @@
+//! The HTTP listener: `GET /ws` upgrades to a WebSocket session (the same
+//! frames and the same session code as TCP, see [`crate::ws`]); `GET
+//! /herald.js` and `GET /` serve the JavaScript client and the chat page,
+//! compiled into the binary; `GET /healthz` answers 200 while the broker
+//! serves.
+//!
+//! A WebSocket session counts against the same connection limit as a TCP
+//! one and is tracked with the TCP sessions, so a shutdown drains it the
+//! same way (confirms out, GoingAway, close 1001).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::config::BrokerConfig;
+use crate::server::PerAddress;
+use crate::session::{self, Shared};
+use crate::BrokerError;
+
+/// What the WebSocket layer reads at once per connection (tungstenite's
+/// default is 128 KiB, allocated up front: ten thousand idle browser tabs
+/// would hold over a GiB). Bigger messages still arrive; the buffer grows
+/// for them.
+const WS_READ_BUFFER: usize = 2 * 1024;
+
+/// One file served from the binary.
+struct Asset {
+    path: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// The JavaScript client (js/src, one ES module per file, served as they
+/// are: no build step) and the chat page (js/chat). `/herald.js` is the
+/// entry point a page imports.
+const ASSETS: &[Asset] = &[
+    Asset {
+        path: "/",
+        content_type: "text/html; charset=utf-8",
+        body: include_str!("../../js/chat/index.html"),
+    },
+    Asset {
+        path: "/chat.js",
+        content_type: JS,
+        body: include_str!("../../js/chat/chat.js"),
+    },
+    Asset {
+        path: "/chat.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("../../js/chat/chat.css"),
+    },
+    Asset {
+        path: "/herald.js",
+        content_type: JS,
+        body: "export * from \"./herald/index.js\";\n",
+    },
+    Asset {
+        path: "/herald/index.js",
+        content_type: JS,
+        body: include_str!("../../js/src/index.js"),
+    },
+    Asset {
+        path: "/herald/client.js",
+        content_type: JS,
+        body: include_str!("../../js/src/client.js"),
+    },
+    Asset {
+        path: "/herald/codec.js",
+        content_type: JS,
+        body: include_str!("../../js/src/codec.js"),
+    },
+    Asset {
+        path: "/herald/postcard.js",
+        content_type: JS,
+        body: include_str!("../../js/src/postcard.js"),
+    },
+    Asset {
+        path: "/herald/batch.js",
+        content_type: JS,
+        body: include_str!("../../js/src/batch.js"),
+    },
+    Asset {
+        path: "/herald/subscription.js",
+        content_type: JS,
+        body: include_str!("../../js/src/subscription.js"),
+    },
+    Asset {
+        path: "/herald/rooms.js",
+        content_type: JS,
+        body: include_str!("../../js/src/rooms.js"),
+    },
+    Asset {
+        path: "/herald/errors.js",
+        content_type: JS,
+        body: include_str!("../../js/src/errors.js"),
+    },
+];
+
+/// What the handlers share.
+#[derive(Clone)]
+struct Web {
+    shared: Arc<Shared>,
+    /// The broker's session tracker: shutdown waits for WebSocket sessions
+    /// too.
+    sessions: TaskTracker,
+    /// The broker's connection limit, shared with TCP.
+    limit: Arc<Semaphore>,
+    /// The per-address cap, shared with TCP.
+    per_address: Arc<PerAddress>,
+}
+
+/// Binds the HTTP address, if there is one.
+///
+/// # Errors
+/// [`BrokerError::Listen`] when the address is busy or not ours, unless it
+/// is the default one (`http_optional`): then this warns and returns None.
+pub async fn bind(config: &BrokerConfig) -> Result<Option<TcpListener>, BrokerError> {
+    let Some(addr) = config.http else {
+        return Ok(None);
+    };
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(Some(l)),
+        Err(error) if config.http_optional => {
+            tracing::warn!(%addr, %error, "HTTP listener off: cannot listen on its default address (use --http ADDR or --no-http)");
+            Ok(None)
+        }
+        Err(error) => Err(BrokerError::Listen { addr, error }),
+    }
+}
+
+/// Serves HTTP on `listener` until the broker shuts down.
+pub(crate) fn spawn(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    sessions: TaskTracker,
+    limit: Arc<Semaphore>,
+    per_address: Arc<PerAddress>,
+) -> tokio::task::JoinHandle<()> {
+    let shutdown = shared.shutdown.clone();
+    let web = Web {
+        shared,
+        sessions,
+        limit,
+        per_address,
+    };
+    let app = Router::new()
+        .route("/ws", get(upgrade))
+        .route("/healthz", get(healthz))
+        .fallback(get(asset))
+        .with_state(web);
+    let listener = listener.tap_io(|tcp| session::tune(tcp));
+    tokio::spawn(async move {
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP listener stopped");
+        }
+    })
+}
+
+async fn healthz(State(web): State<Web>) -> Response {
+    if web.shared.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+async fn asset(uri: Uri) -> Response {
+    match ASSETS.iter().find(|a| a.path == uri.path()) {
+        Some(a) => (
+            [
+                (header::CONTENT_TYPE, a.content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            a.body,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}
+
+/// Whether a page from the request's `Origin` may open a session: no
+/// Origin (not a browser), a page of this very listener (the Origin's
+/// host is the Host the request was sent to), or one of `allowed`.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = origin.trim_end_matches('/');
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    match (origin.split_once("://"), host) {
+        (Some((_, origin_host)), Some(host)) => origin_host.eq_ignore_ascii_case(host),
+        _ => false,
+    }
+}
+
+async fn upgrade(
+    State(web): State<Web>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let cfg = &web.shared.config;
+    if web.shared.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    if !origin_allowed(&headers, &cfg.http_allowed_origins) {
+        tracing::debug!(%peer, origin = ?headers.get(header::ORIGIN), "WebSocket refused: origin not allowed");
+        let msg = "origin not allowed (see --http-allowed-origins)\n";
+        return (StatusCode::FORBIDDEN, msg).into_response();
+    }
+    let Ok(permit) = web.limit.clone().try_acquire_owned() else {
+        let msg = "too many connections\n";
+        return (StatusCode::SERVICE_UNAVAILABLE, msg).into_response();
+    };
+    let Some(slot) = web.per_address.take(peer.ip()) else {
+        tracing::warn!(%peer, limit = web.per_address.limit, "too many connections from one address; refusing a WebSocket");
+        let msg = "too many connections from this address\n";
+        return (StatusCode::SERVICE_UNAVAILABLE, msg).into_response();
+    };
+    // Counted as a session from now on, so a shutdown that starts before
+    // the upgrade completes still waits for it.
+    let tracked = web.sessions.token();
+    let shared = web.shared.clone();
+    ws.max_message_size(cfg.max_frame_bytes)
+        .max_frame_size(cfg.max_frame_bytes)
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| async move {
+            crate::ws::serve(socket, Some(peer), shared).await;
+            drop(slot);
+            drop(permit);
+            drop(tracked);
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, host.parse().unwrap());
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, o.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn origins() {
+        let none: Vec<String> = vec![];
+        let app = vec!["https://app.example".to_string()];
+        // Not a browser.
+        assert!(origin_allowed(&headers(None, "h:1"), &none));
+        // A page of this listener.
+        assert!(origin_allowed(
+            &headers(Some("http://127.0.0.1:7480"), "127.0.0.1:7480"),
+            &none
+        ));
+        // Another site, unless listed.
+        let other = headers(Some("https://app.example"), "127.0.0.1:7480");
+        assert!(!origin_allowed(&other, &none));
+        assert!(origin_allowed(&other, &app));
+        assert!(origin_allowed(&other, &["*".to_string()]));
+        // Another port of the same host is another origin.
+        assert!(!origin_allowed(
+            &headers(Some("http://127.0.0.1:3000"), "127.0.0.1:7480"),
+            &none
+        ));
+        // A file:// page sends "null".
+        assert!(!origin_allowed(
+            &headers(Some("null"), "127.0.0.1:7480"),
+            &none
+        ));
+    }
+}

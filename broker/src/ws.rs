@@ -1,0 +1,208 @@
+//! The WebSocket transport: a WebSocket carries the same frames as a TCP
+//! connection (docs/protocol.md, "WebSocket"), in binary messages, and is
+//! served by the same session code ([`crate::session::run`]).
+//!
+//! This module only adapts the socket: [`WsReader`] turns the incoming
+//! binary messages into one byte stream (`AsyncRead`) for the session's
+//! frame decoder, and [`WsWriter`] turns each write of the connection's
+//! outbox into one binary message (`AsyncWrite`). Message boundaries carry
+//! no meaning, exactly as TCP segment boundaries do not; in practice every
+//! message the broker sends holds whole frames.
+//!
+//! Close codes: 1000 when the session ends normally (the peer left, or sent
+//! a frame the broker refused, which the Error frame before the close
+//! explains), 1001 when the broker shuts down (after GoingAway), 1003 for a
+//! text message, 1009 for a message over the frame limit.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use bytes::{Buf, Bytes, BytesMut};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::session::{self, Shared};
+
+/// WebSocket close codes (RFC 6455, section 7.4.1).
+pub mod close {
+    /// The session ended normally.
+    pub const NORMAL: u16 = 1000;
+    /// The broker is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A text message: the protocol is binary frames only.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// A message above the frame limit.
+    pub const TOO_BIG: u16 = 1009;
+}
+
+/// Serves one upgraded WebSocket until the session ends, then closes it
+/// with the code that says why.
+pub async fn serve(socket: WebSocket, peer: Option<std::net::SocketAddr>, shared: Arc<Shared>) {
+    let (sink, stream) = socket.split();
+    let code = Arc::new(AtomicU16::new(0));
+    let reader = WsReader {
+        stream,
+        chunk: Bytes::new(),
+        code: code.clone(),
+    };
+    let writer = WsWriter {
+        sink,
+        code,
+        shutdown: shared.shutdown.clone(),
+        closing: false,
+    };
+    session::run(tokio::io::join(reader, writer), peer, shared).await;
+}
+
+/// The read half: binary messages, concatenated.
+pub struct WsReader {
+    stream: SplitStream<WebSocket>,
+    /// What is left of the last message.
+    chunk: Bytes,
+    /// The close code the writer sends, when reading found the reason.
+    code: Arc<AtomicU16>,
+}
+
+impl WsReader {
+    fn fail(&self, code: u16, e: io::Error) -> Poll<io::Result<()>> {
+        self.code.store(code, Ordering::Relaxed);
+        Poll::Ready(Err(e))
+    }
+}
+
+/// Whether a WebSocket error is a message or frame over the size limit.
+fn is_too_big(e: axum::Error) -> (bool, io::Error) {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let inner = e.into_inner();
+    let big = matches!(inner.downcast_ref::<WsError>(), Some(WsError::Capacity(_)));
+    (big, io::Error::other(inner))
+}
+
+impl AsyncRead for WsReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if !self.chunk.is_empty() {
+                let n = self.chunk.len().min(buf.remaining());
+                buf.put_slice(&self.chunk[..n]);
+                self.chunk.advance(n);
+                if self.chunk.is_empty() {
+                    // An empty slice still holds the message's buffer (it
+                    // may be tungstenite's whole read buffer): let it go,
+                    // an idle connection should hold nothing.
+                    self.chunk = Bytes::new();
+                }
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(self.stream.poll_next_unpin(cx)) {
+                // End of stream: the session sees EOF.
+                None | Some(Ok(Message::Close(_))) => return Poll::Ready(Ok(())),
+                Some(Ok(Message::Binary(b))) => self.chunk = b,
+                // Answered by tungstenite itself; not protocol traffic.
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Text(_))) => {
+                    let e = io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a text message: Herald frames travel in binary messages",
+                    );
+                    return self.fail(close::UNSUPPORTED_DATA, e);
+                }
+                Some(Err(e)) => {
+                    let (big, e) = is_too_big(e);
+                    let code = if big { close::TOO_BIG } else { 0 };
+                    return self.fail(code, e);
+                }
+            }
+        }
+    }
+}
+
+/// The write half: each write of the outbox is one binary message.
+pub struct WsWriter {
+    sink: SplitSink<WebSocket, Message>,
+    /// Set by the reader when it found why the connection must close.
+    code: Arc<AtomicU16>,
+    /// Cancelled when the broker shuts down (close code 1001).
+    shutdown: tokio_util::sync::CancellationToken,
+    /// The Close message has been queued.
+    closing: bool,
+}
+
+fn to_io(e: axum::Error) -> io::Error {
+    io::Error::other(e.into_inner())
+}
+
+impl WsWriter {
+    fn send(&mut self, cx: &mut Context<'_>, message: Bytes) -> Poll<io::Result<usize>> {
+        ready!(self.sink.poll_ready_unpin(cx)).map_err(to_io)?;
+        let n = message.len();
+        self.sink
+            .start_send_unpin(Message::Binary(message))
+            .map_err(to_io)?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn close_code(&self) -> u16 {
+        match self.code.load(Ordering::Relaxed) {
+            0 if self.shutdown.is_cancelled() => close::GOING_AWAY,
+            0 => close::NORMAL,
+            c => c,
+        }
+    }
+}
+
+impl AsyncWrite for WsWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.send(cx, Bytes::copy_from_slice(buf))
+    }
+
+    /// The outbox writes a delivery's stored batch after the frames before
+    /// it as one vectored write; gathering them keeps them in one message.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.sink.poll_ready_unpin(cx)).map_err(to_io)?;
+        let mut m = BytesMut::with_capacity(bufs.iter().map(|b| b.len()).sum());
+        for b in bufs {
+            m.extend_from_slice(b);
+        }
+        self.send(cx, m.freeze())
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.sink.poll_flush_unpin(cx).map_err(to_io)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.closing {
+            ready!(self.sink.poll_ready_unpin(cx)).map_err(to_io)?;
+            let frame = CloseFrame {
+                code: self.close_code(),
+                reason: "".into(),
+            };
+            self.sink
+                .start_send_unpin(Message::Close(Some(frame)))
+                .map_err(to_io)?;
+            self.closing = true;
+        }
+        self.sink.poll_close_unpin(cx).map_err(to_io)
+    }
+}

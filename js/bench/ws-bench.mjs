@@ -1,0 +1,239 @@
+// Measurements of the WebSocket transport (docs/performance.md):
+//
+//   node bench/ws-bench.mjs idle HTTP_ADDR BROKER_PID N [ROOM_SIZE]
+//     N idle WebSocket sessions (Hello; with ROOM_SIZE, each joins a room of
+//     that many members), and the broker's resident memory before and after
+//     (after SETTLE_MS, default 40 s: jemalloc gives freed pages back after
+//     about 10 s, and the idle sessions have been pinged a few times). TRANSPORT=tcp with the TCP address: the same over TCP.
+//
+//   node bench/ws-bench.mjs rooms HTTP_ADDR MEMBERS SECONDS
+//     The rooms workload: one emitter (herald-client, 64 emits in flight,
+//     each resolved once durable in every inbox) and a room of MEMBERS
+//     members, each its own herald-client WebSocket connection with an
+//     on() handler; prints deliveries per second.
+//
+//   node bench/ws-bench.mjs latency TCP_ADDR HTTP_ADDR RATE SECONDS
+//     Publish-to-deliver latency at RATE msg/s, once over TCP and once over
+//     WebSocket, with the same code (raw frames from js/src/codec.js): one
+//     publisher connection, one ephemeral subscriber connection, each record
+//     carrying its send time.
+//
+// Run against a release broker on this machine only.
+
+import net from "node:net";
+import { readFileSync } from "node:fs";
+import WebSocket from "ws";
+import { encodeFrame, FrameDecoder, decodeMessage } from "../src/codec.js";
+import { buildBatch } from "../src/batch.js";
+import { connect } from "../src/index.js";
+
+const rssKiB = (pid) => Number(readFileSync(`/proc/${pid}/status`, "utf8").match(/VmRSS:\s+(\d+)/)[1]);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A raw frame connection over TCP or WebSocket: send(bytes), onMessage(cb). */
+function open(kind, addr) {
+  return new Promise((resolve, reject) => {
+    const dec = new FrameDecoder();
+    // Pings answered, as any client does: the broker closes a session
+    // that stays silent for three heartbeats.
+    const conn = { handlers: [(m) => m.op === "Ping" && conn.send(encodeFrame("Pong", m.requestId))], send: null, close: null };
+    const feed = (bytes) => {
+      dec.push(bytes);
+      for (let f = dec.next(); f; f = dec.next()) {
+        const m = decodeMessage(f);
+        for (const h of conn.handlers) h(m);
+      }
+    };
+    if (kind === "tcp") {
+      const [host, port] = addr.split(":");
+      const s = net.connect({ host, port: Number(port), noDelay: true }, () => resolve(conn));
+      s.on("data", (d) => feed(new Uint8Array(d.buffer, d.byteOffset, d.length)));
+      s.on("error", reject);
+      conn.send = (b) => s.write(b);
+      conn.close = () => s.destroy();
+    } else {
+      const ws = new WebSocket(`ws://${addr}/ws`, { perMessageDeflate: false });
+      ws.binaryType = "arraybuffer";
+      ws.on("open", () => resolve(conn));
+      ws.on("message", (d) => feed(new Uint8Array(d)));
+      ws.on("error", reject);
+      conn.send = (b) => ws.send(b);
+      conn.close = () => ws.terminate();
+    }
+  });
+}
+
+/** Sends a request and resolves with the reply of its id. */
+function request(conn, op, id, body) {
+  return new Promise((resolve, reject) => {
+    const h = (m) => {
+      if (m.requestId !== id || m.op === "Deliver") return;
+      conn.handlers.splice(conn.handlers.indexOf(h), 1);
+      if (m.op === "Error") reject(new Error(m.body.message));
+      else resolve(m);
+    };
+    conn.handlers.push(h);
+    conn.send(encodeFrame(op, id, body));
+  });
+}
+
+const hello = (clientId) => ({ min_version: 1, max_version: 1, client_name: "ws-bench", client_id: clientId, token: null });
+
+async function idle(http, pid, n, roomSize) {
+  // TRANSPORT=tcp (with the TCP address) measures TCP sessions the same way.
+  const kind = process.env.TRANSPORT ?? "ws";
+  await sleep(500);
+  const before = rssKiB(pid);
+  const conns = [];
+  const t0 = Date.now();
+  const tag = Math.random().toString(36).slice(2, 7);
+  for (let i = 0; i < n; i += 200) {
+    const batch = [];
+    for (let j = i; j < Math.min(n, i + 200); j++) {
+      batch.push(
+        (async () => {
+          const c = await open(kind, http);
+          await request(c, "Hello", 1, hello(`idle-${tag}-${j}`));
+          if (roomSize) await request(c, "Join", 2, { room: `room-${tag}-${Math.floor(j / roomSize)}`, durable: false });
+          conns.push(c);
+        })(),
+      );
+    }
+    await Promise.all(batch);
+  }
+  const setup = (Date.now() - t0) / 1000;
+  // Let presence appends and writers settle, and the allocator give back
+  // what the set-up freed (jemalloc returns dirty pages after ~10 s), then
+  // sample a few times.
+  await sleep(Number(process.env.SETTLE_MS ?? 40000));
+  const samples = [];
+  for (let i = 0; i < 3; i++) {
+    samples.push(rssKiB(pid));
+    await sleep(1000);
+  }
+  const after = Math.max(...samples);
+  const what = roomSize ? `each joined to a room of ${roomSize}` : "handshaken, no room";
+  console.log(`${n} idle ${kind === "ws" ? "WebSocket" : "TCP"} sessions (${what}), set up in ${setup.toFixed(1)} s: broker RSS ${before} KiB -> ${after} KiB, ${((after - before) / n).toFixed(2)} KiB per session`);
+  for (const c of conns) c.close();
+  await sleep(500);
+}
+
+function percentile(sorted, p) {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function latency(kind, addr, rate, seconds) {
+  const topic = `lat-${kind}-${Math.random().toString(36).slice(2, 7)}`;
+  const pub = await open(kind, addr);
+  const sub = await open(kind, addr);
+  await request(pub, "Hello", 1, hello(null));
+  await request(sub, "Hello", 1, hello(null));
+  await request(pub, "CreateTopic", 2, { name: topic, config: { retention_bytes: null, retention_ms: null, segment_bytes: null, fsync: null } });
+  const lat = [];
+  const total = rate * seconds;
+  const warm = Math.min(rate, 2000); // the first second is not counted
+  let received = 0;
+  let subId = null;
+  let done;
+  const finished = new Promise((r) => (done = r));
+  sub.handlers.push((m) => {
+    if (m.op !== "Deliver" || m.body.subscription_id !== subId) return;
+    const now = performance.timeOrigin + performance.now();
+    const n = m.body.last_offset - m.body.first_offset + 1;
+    for (const r of m.body.parsed.records) {
+      if (r.offset < m.body.first_offset || r.offset > m.body.last_offset) continue;
+      const sent = new DataView(r.payload.buffer, r.payload.byteOffset, 8).getFloat64(0, true);
+      if (r.offset >= warm) lat.push(now - sent);
+    }
+    received += n;
+    sub.send(encodeFrame("Flow", 0, { subscription_id: subId, messages: n, bytes: m.body.batch.length }));
+    if (received >= total) done();
+  });
+  const ok = await request(sub, "Subscribe", 3, {
+    topic, group: null, start: "Earliest", prefetch_messages: 10000, prefetch_bytes: 64 << 20, ack_timeout_ms: 0, max_deliveries: 0,
+  });
+  subId = ok.body.subscription_id;
+  // Paced: every millisecond tick, publish what the schedule says is due.
+  const payload = new Uint8Array(100);
+  const t0 = performance.now();
+  let sent = 0;
+  let id = 10;
+  while (sent < total) {
+    const due = Math.min(total, Math.floor(((performance.now() - t0) / 1000) * rate));
+    while (sent < due) {
+      new DataView(payload.buffer).setFloat64(0, performance.timeOrigin + performance.now(), true);
+      const batch = buildBatch([{ payload, timestamp: Date.now() }]);
+      pub.send(encodeFrame("Publish", id++, { topic, batch }));
+      sent++;
+    }
+    await sleep(1);
+  }
+  await Promise.race([finished, sleep(30000)]);
+  lat.sort((a, b) => a - b);
+  const ms = (x) => x.toFixed(2);
+  console.log(
+    `${kind.padEnd(3)} ${rate} msg/s for ${seconds} s: ${lat.length} measured, p50 ${ms(percentile(lat, 50))} ms, p99 ${ms(percentile(lat, 99))} ms, p99.9 ${ms(percentile(lat, 99.9))} ms, max ${ms(lat[lat.length - 1])} ms`,
+  );
+  pub.close();
+  sub.close();
+  return percentile(lat, 99);
+}
+
+async function rooms(http, members, seconds) {
+  const tag = Math.random().toString(36).slice(2, 7);
+  const room = `bench-${tag}`;
+  const url = `ws://${http}/ws`;
+  let delivered = 0;
+  const clients = [];
+  for (let i = 0; i < members; i++) {
+    const c = await connect(url, { WebSocket, clientId: `m-${tag}-${i}` });
+    c.on("tick", () => {
+      delivered++;
+    });
+    await c.join(room);
+    clients.push(c);
+  }
+  const emitter = await connect(url, { WebSocket, clientId: `e-${tag}` });
+  const payload = new Uint8Array(100);
+  await sleep(1000); // presence of the joins delivered and acked
+  const before = delivered;
+  const t0 = performance.now();
+  const end = t0 + seconds * 1000;
+  let emits = 0;
+  const inflight = new Set();
+  while (performance.now() < end) {
+    while (inflight.size < 64) {
+      const p = emitter.emit({ room }, "tick", payload).then(() => inflight.delete(p));
+      inflight.add(p);
+      emits++;
+    }
+    await Promise.race(inflight);
+  }
+  await Promise.all(inflight);
+  const want = before + emits * members;
+  const deadline = performance.now() + 60000;
+  while (delivered < want && performance.now() < deadline) await sleep(10);
+  const secs = (performance.now() - t0) / 1000;
+  console.log(
+    `rooms over WebSocket: 1 emitter, room of ${members}: ${emits} durable emits, ${delivered - before} deliveries in ${secs.toFixed(1)} s = ${((delivered - before) / secs).toFixed(0)} deliveries/s (${(emits / secs).toFixed(0)} emits/s)`,
+  );
+  for (const c of [...clients, emitter]) await c.close({ timeoutMs: 1000 });
+}
+
+const [cmd, ...args] = process.argv.slice(2);
+if (cmd === "idle") {
+  const [http, pid, n, roomSize] = args;
+  await idle(http, Number(pid), Number(n), roomSize ? Number(roomSize) : 0);
+} else if (cmd === "rooms") {
+  const [http, members, seconds] = args;
+  await rooms(http, Number(members), Number(seconds));
+} else if (cmd === "latency") {
+  const [tcp, http, rate, seconds] = args;
+  const t = await latency("tcp", tcp, Number(rate), Number(seconds));
+  const w = await latency("ws", http, Number(rate), Number(seconds));
+  console.log(`p99 WebSocket / TCP = ${(w / t).toFixed(2)}`);
+} else {
+  console.error("usage: ws-bench.mjs idle HTTP_ADDR BROKER_PID N [ROOM_SIZE] | rooms HTTP_ADDR MEMBERS SECONDS | latency TCP_ADDR HTTP_ADDR RATE SECONDS");
+  process.exit(2);
+}
+process.exit(0);

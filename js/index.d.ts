@@ -1,0 +1,222 @@
+// Type declarations of herald-client (docs/web.md has the guide).
+
+/** Text (sent as UTF-8) or bytes. */
+export type Data = string | Uint8Array | ArrayBuffer | ArrayBufferView;
+
+export interface ConnectOptions {
+  /** Stable identity across reconnects and page reloads; the broker assigns one if absent. */
+  clientId?: string;
+  /** Credentials, sent in Hello. */
+  token?: string;
+  /** A WebSocket class: needed on Node before 22 (e.g. the `ws` package's). */
+  WebSocket?: unknown;
+  /** Free text for the broker's logs. */
+  clientName?: string;
+  /** First reconnect delay (default 100 ms); doubles up to reconnectMaxMs, with jitter. */
+  reconnectInitialMs?: number;
+  /** Longest reconnect delay (default 5000 ms). */
+  reconnectMaxMs?: number;
+  /** Give up after this many failed reconnects (default: never). */
+  maxReconnectAttempts?: number;
+  /** Publishes awaiting their confirm before publish() waits (default 10000). */
+  maxPendingPublishes?: number;
+  /** A connection must complete its handshake within this (default 10000 ms). */
+  connectTimeoutMs?: number;
+}
+
+/** Where a subscription starts. */
+export type Start = "resume" | "earliest" | "latest" | { offset: number } | { timestamp: number };
+
+export interface SubscribeOptions {
+  /** A durable consumer group: members share the messages and acks are kept. Absent: ephemeral. */
+  group?: string;
+  /** Default "resume": the group's committed position (latest for an ephemeral subscription). */
+  start?: Start;
+  /** Most messages unacknowledged (group) or unconsumed (ephemeral) at once (default 256). */
+  prefetch?: number;
+  /** Most bytes of delivered batches not yet released (default 1 MiB). */
+  prefetchBytes?: number;
+  /** Redelivery timeout; 0: the broker's default. */
+  ackTimeoutMs?: number;
+  /** Deliveries before dead-lettering; 0: the broker's default. */
+  maxDeliveries?: number;
+}
+
+export interface PublishOptions {
+  key?: Data;
+  headers?: Record<string, Data> | Array<[string, Data]>;
+  /** Producer time, ms since the epoch (default now). */
+  timestamp?: number;
+}
+
+export interface Receipt {
+  /** The offset the record was stored at. */
+  offset: number;
+  /** The broker had stored it already (a re-send after a reconnect). */
+  duplicate: boolean;
+}
+
+export declare class HeraldError extends Error {
+  /** A broker error code name ("UnknownTopic", "Busy", ...) or the client's own:
+   * "ConnectionLost", "Timeout", "InvalidArgument", "Protocol", "Connect". */
+  readonly code: string;
+  /** The broker's numeric code, 0 for the client's own errors. */
+  readonly number: number;
+  readonly detail: string;
+  readonly retryable: boolean;
+}
+
+export declare const ERROR_CODES: Readonly<Record<number, string>>;
+
+export declare class Message {
+  readonly topic: string;
+  readonly offset: number;
+  readonly timestamp: number;
+  readonly key: Uint8Array | null;
+  readonly headers: Array<[string, Uint8Array]>;
+  readonly payload: Uint8Array;
+  /** 1 on the first delivery, higher on redeliveries. */
+  readonly deliveryCount: number;
+  text(): string;
+  json<T = unknown>(): T;
+  header(name: string): string | undefined;
+  /** Done with it (queued; sent within about a millisecond). A no-op on ephemeral subscriptions. */
+  ack(): void;
+  /** Ack, and resolve once the broker wrote it durably. */
+  ackConfirmed(): Promise<void>;
+  /** Deliver it again after delayMs. */
+  nack(delayMs?: number): void;
+  /** Never deliver it again (counts as done). */
+  terminate(): void;
+}
+
+export declare class Subscription implements AsyncIterableIterator<Message> {
+  readonly topic: string;
+  readonly group: string | null;
+  /** Resolves once the broker accepted the first subscribe. */
+  readonly ready: Promise<Subscription>;
+  next(): Promise<IteratorResult<Message, undefined>>;
+  return(): Promise<IteratorResult<Message, undefined>>;
+  [Symbol.asyncIterator](): Subscription;
+  /** Unsubscribes after the acks made so far are confirmed. */
+  close(): Promise<void>;
+}
+
+export declare class RoomEvent {
+  readonly name: string;
+  readonly kind: "event" | "presence" | "reply";
+  /** Who emitted it. */
+  readonly sender: string;
+  /** The room it came through, null for direct messages. */
+  readonly room: string | null;
+  readonly payload: Uint8Array;
+  /** Position in this client's inbox: grows with every event. */
+  readonly offset: number;
+  readonly timestamp: number;
+  readonly deliveryCount: number;
+  readonly expectsReply: boolean;
+  text(): string;
+  json<T = unknown>(): T;
+  /** Answers a request(); resolves once durable in the requester's inbox. */
+  reply(data: Data): Promise<void>;
+}
+
+export interface Presence {
+  type: "join" | "leave" | "connect" | "disconnect";
+  clientId: string;
+  room: string | null;
+}
+
+export type Target =
+  | string
+  | { room: string; exceptSender?: boolean }
+  | { rooms: string[]; exceptSender?: boolean }
+  | { client: string }
+  | { all: true };
+
+export interface EmitReceipt {
+  /** Inboxes the event was durably appended to. */
+  recipients: number;
+  /** Room members left out because their inbox was full. */
+  skipped: number;
+}
+
+export interface TopicConfig {
+  retentionBytes?: number;
+  retentionMs?: number;
+  segmentBytes?: number;
+  fsync?: "always" | "never" | { intervalMs: number };
+}
+
+export interface GroupInfo {
+  name: string;
+  ackFloor: number;
+  lag: number;
+  inFlight: number;
+  redelivered: number;
+  deadLettered: number;
+  members: string[];
+  damaged: string | null;
+}
+
+export interface TopicInfo {
+  name: string;
+  config: { retentionBytes: number | null; retentionMs: number | null; segmentBytes: number | null; fsync: unknown };
+  firstOffset: number;
+  nextOffset: number;
+  bytesOnDisk: number;
+  segments: number;
+  messagesPerSec: number;
+  groups: GroupInfo[];
+}
+
+export interface ConnectionEventMap {
+  connected: Event & { detail: object };
+  disconnected: Event & { detail: { reason: string } };
+  reconnecting: Event & { detail: { attempt: number; delayMs: number } };
+  reconnected: Event & { detail: { attempt: number } };
+  closed: Event & { detail: { reason: string } };
+  error: Event & { detail: { error: unknown; context: string } };
+}
+
+export declare class Herald extends EventTarget {
+  readonly url: string;
+  readonly clientId: string;
+  readonly state: "connecting" | "connected" | "reconnecting" | "closed";
+  readonly connected: boolean;
+
+  addEventListener<K extends keyof ConnectionEventMap>(type: K, listener: (ev: ConnectionEventMap[K]) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+
+  publish(topic: string, data: Data, options?: PublishOptions): Promise<Receipt>;
+  subscribe(topic: string, options?: SubscribeOptions): Subscription;
+
+  createTopic(name: string, config?: TopicConfig): Promise<TopicInfo>;
+  deleteTopic(name: string): Promise<void>;
+  listTopics(): Promise<TopicInfo[]>;
+  describeTopic(name: string): Promise<TopicInfo>;
+  listGroups(topic: string): Promise<GroupInfo[]>;
+  resetGroup(topic: string, group: string, to: Exclude<Start, "resume">): Promise<void>;
+  repairTopic(name: string, options?: { dryRun?: boolean }): Promise<unknown>;
+
+  join(room: string): Promise<void>;
+  joinDurable(room: string): Promise<void>;
+  leave(room: string): Promise<void>;
+  members(room: string): Promise<Array<{ clientId: string; online: boolean }>>;
+  emit(target: Target, event: string, data: Data): Promise<EmitReceipt>;
+  broadcast(room: string, event: string, data: Data): Promise<EmitReceipt>;
+  emitToClient(clientId: string, event: string, data: Data): Promise<EmitReceipt>;
+  emitToRooms(rooms: string[], event: string, data: Data): Promise<EmitReceipt>;
+  emitAll(event: string, data: Data): Promise<EmitReceipt>;
+  request(clientId: string, event: string, data: Data, options?: { timeoutMs?: number }): Promise<RoomEvent>;
+  /** The handler runs for every event of that name, one at a time in inbox order; the event is acked when it returns. */
+  on(event: string, handler: (ev: RoomEvent) => void | Promise<void>): () => void;
+  off(event: string, handler: (ev: RoomEvent) => void | Promise<void>): void;
+  onPresence(handler: (p: Presence) => void | Promise<void>): () => void;
+
+  /** Waits up to timeoutMs for unconfirmed publishes and acks, then closes. */
+  close(options?: { timeoutMs?: number }): Promise<void>;
+}
+
+export declare function connect(url: string, options?: ConnectOptions): Promise<Herald>;
+export declare const CLIENT_NAME: string;

@@ -1,0 +1,329 @@
+// A subscription: an async iterable of messages that survives reconnects.
+//
+// Group subscriptions resume at the group's committed position; the
+// messages the application acked are remembered until the broker confirms
+// the ack durable, and a redelivery of one of them is dropped before the
+// application sees it, so within one client the application never gets a
+// message again after acking it. Acks made while the connection is down,
+// or sent on a connection that dropped before confirming them, are sent
+// once the broker confirms the new subscription. Ephemeral subscriptions
+// resume right after the last message handed to the application, and give
+// credit back (Flow) as messages are consumed.
+
+import { encodeFrame } from "./codec.js";
+import { HeraldError } from "./errors.js";
+import { startPosition } from "./client.js";
+
+const text = new TextDecoder();
+
+/** Acks are gathered this long (or until this many) into one frame. */
+const ACK_DELAY_MS = 1;
+const ACK_BATCH = 256;
+
+/** Sorted offsets as inclusive [first, last] ranges. */
+export function toRanges(offsets) {
+  const sorted = [...offsets].sort((a, b) => a - b);
+  const out = [];
+  for (const o of sorted) {
+    const last = out[out.length - 1];
+    if (last && o === last[1] + 1) last[1] = o;
+    else if (!last || o > last[1]) out.push([o, o]);
+  }
+  return out;
+}
+
+/** One record delivered to a subscription. */
+export class Message {
+  constructor(sub, rec, deliveryCount) {
+    this._sub = sub;
+    this.topic = sub.topic;
+    this.offset = rec.offset;
+    this.timestamp = rec.timestamp;
+    this.key = rec.key;
+    this.headers = rec.headers;
+    this.payload = rec.payload;
+    this.deliveryCount = deliveryCount;
+  }
+
+  /** The payload as UTF-8 text. */
+  text() {
+    return text.decode(this.payload);
+  }
+
+  /** The payload parsed as JSON. */
+  json() {
+    return JSON.parse(this.text());
+  }
+
+  /** A header's value as text, or undefined. */
+  header(name) {
+    const h = this.headers.find(([n]) => n === name);
+    return h ? text.decode(h[1]) : undefined;
+  }
+
+  /** Done with this message (queued; sent within about a millisecond). */
+  ack() {
+    this._sub._ack(this.offset);
+  }
+
+  /** Acks, and resolves once the broker has written the ack durably. */
+  ackConfirmed() {
+    return this._sub._ack(this.offset, true);
+  }
+
+  /** Not done: the broker delivers it again after `delayMs`. */
+  nack(delayMs = 0) {
+    this._sub._control({ Nack: { delay_ms: delayMs } }, this.offset);
+  }
+
+  /** Never deliver it again (counts as done). */
+  terminate() {
+    this._sub._control("Terminate", this.offset);
+  }
+}
+
+export class Subscription {
+  constructor(client, topic, o) {
+    this.client = client;
+    this.topic = topic;
+    this.group = o.group ?? null;
+    this._start = startPosition(o.start ?? "resume");
+    this._window = [o.prefetch ?? 256, o.prefetchBytes ?? 1 << 20];
+    this._ackTimeoutMs = o.ackTimeoutMs ?? 0;
+    this._maxDeliveries = o.maxDeliveries ?? 0;
+    this._brokerId = null;
+    this._epoch = 0;
+    this._queue = [];
+    this._waiters = [];
+    this._ended = false;
+    this._error = null;
+    /** Offsets acked by the application, not yet confirmed durable. */
+    this._acked = new Set();
+    /** Of those, the ones not sent on the current connection. */
+    this._unsent = new Set();
+    /** Callers of ackConfirmed, by offset. */
+    this._ackWaiters = new Map();
+    this._ackTimer = null;
+    this._inflightAcks = 0;
+    /** Ephemeral resume point: one past the last message handed out. */
+    this._next = null;
+    this._credit = [0, 0];
+    this.ready = new Promise((resolve, reject) => {
+      this._ready = { resolve, reject };
+    });
+    this.ready.catch(() => {}); // the iterator reports it too
+  }
+
+  _resubscribe() {
+    if (this._ended) return;
+    const epoch = ++this._epoch;
+    const start = this.group === null && this._next !== null ? { Offset: this._next } : this._start;
+    const body = {
+      topic: this.topic,
+      group: this.group,
+      start,
+      prefetch_messages: this._window[0],
+      prefetch_bytes: this._window[1],
+      ack_timeout_ms: this._ackTimeoutMs,
+      max_deliveries: this._maxDeliveries,
+    };
+    this._credit = [0, 0];
+    if (this.client._closed) return;
+    this.client._requestSync("Subscribe", body, {
+      onLost: () => {},
+      sync: (m, err) => (err ? this._onRefused(epoch, err) : this._onSubscribed(epoch, m.body)),
+    });
+  }
+
+  _onSubscribed(epoch, ok) {
+    if (epoch !== this._epoch || this._ended) {
+      // Subscribed after the application closed it: undo.
+      if (this._ended) this.client._request("Unsubscribe", { subscription_id: ok.subscription_id }, { onLost: (r) => r() }).catch(() => {});
+      return;
+    }
+    this._brokerId = ok.subscription_id;
+    this.client._byBrokerId.set(ok.subscription_id, this);
+    if (this.group === null && this._next === null) this._next = ok.start_offset;
+    this._ready.resolve(this);
+    // Acks made while down, or lost with the last connection.
+    for (const o of this._acked) this._unsent.add(o);
+    this._flushAcks();
+  }
+
+  _onRefused(epoch, e) {
+    if (epoch !== this._epoch) return;
+    this._end(e);
+  }
+
+  _onDisconnected() {
+    this._brokerId = null;
+    this._inflightAcks = 0;
+    // Delivered but not yet handed out: the broker delivers them again
+    // on the next connection (unacked in a group; after the resume point
+    // of an ephemeral subscription).
+    this._queue = [];
+  }
+
+  _deliver(d) {
+    const fresh = [];
+    for (const r of d.parsed.records) {
+      if (r.offset < d.first_offset || r.offset > d.last_offset) continue;
+      // Acked here, not yet durable at the broker: the app is done with it.
+      if (this._acked.has(r.offset)) continue;
+      fresh.push(new Message(this, r, d.delivery_count));
+    }
+    if (this.group === null) this._giveCredit(0, d.batch.length);
+    for (const m of fresh) this._push(m);
+  }
+
+  _push(m) {
+    const w = this._waiters.shift();
+    if (w) {
+      this._taken(m);
+      w.resolve({ value: m, done: false });
+    } else {
+      this._queue.push(m);
+    }
+  }
+
+  /** A message goes to the application. */
+  _taken(m) {
+    if (this.group === null) {
+      this._next = m.offset + 1;
+      this._giveCredit(1, 0);
+    }
+  }
+
+  /** Returns credit once half the window is used. */
+  _giveCredit(messages, bytes) {
+    this._credit[0] += messages;
+    this._credit[1] += bytes;
+    const [wm, wb] = this._window;
+    if (this._credit[0] < Math.ceil(wm / 2) && this._credit[1] < Math.ceil(wb / 2)) return;
+    if (this._brokerId !== null) {
+      const [m, b] = this._credit;
+      this.client._send(encodeFrame("Flow", 0, { subscription_id: this._brokerId, messages: m, bytes: b }));
+    }
+    this._credit = [0, 0];
+  }
+
+  _ack(offset, confirmed = false) {
+    if (this.group === null) return confirmed ? Promise.resolve() : undefined;
+    this._acked.add(offset);
+    this._unsent.add(offset);
+    let p;
+    if (confirmed) {
+      p = new Promise((resolve, reject) => {
+        const ws = this._ackWaiters.get(offset) ?? [];
+        ws.push({ resolve, reject });
+        this._ackWaiters.set(offset, ws);
+      });
+    }
+    if (this._unsent.size >= ACK_BATCH) this._flushAcks();
+    else if (this._ackTimer === null) this._ackTimer = setTimeout(() => this._flushAcks(), ACK_DELAY_MS);
+    return p;
+  }
+
+  /** Sends the acks not yet sent, as ranges, with a request id: the
+   * broker answers Ok once they are durable. */
+  _flushAcks() {
+    clearTimeout(this._ackTimer);
+    this._ackTimer = null;
+    if (this._brokerId === null || this._unsent.size === 0 || !this.client.connected) return;
+    const offsets = [...this._unsent];
+    this._unsent.clear();
+    this._inflightAcks++;
+    const epoch = this._epoch;
+    const body = { subscription_id: this._brokerId, kind: "Ack", ranges: toRanges(offsets) };
+    this.client._request("Ack", body, { onLost: () => {} }).then(
+      () => {
+        if (epoch === this._epoch) this._inflightAcks--;
+        for (const o of offsets) {
+          this._acked.delete(o);
+          for (const w of this._ackWaiters.get(o) ?? []) w.resolve();
+          this._ackWaiters.delete(o);
+        }
+      },
+      (e) => {
+        if (epoch === this._epoch) this._inflightAcks--;
+        // Not written (a full disk): the broker keeps it in memory and
+        // retries; it is sent again after a reconnect in case the broker
+        // restarted meanwhile. Redeliveries stay filtered.
+        for (const o of offsets) {
+          for (const w of this._ackWaiters.get(o) ?? []) w.reject(e);
+          this._ackWaiters.delete(o);
+        }
+      },
+    );
+  }
+
+  _acksPending() {
+    return this._unsent.size > 0 || this._inflightAcks > 0;
+  }
+
+  _control(kind, offset) {
+    if (this.group === null || this._brokerId === null) return;
+    const body = { subscription_id: this._brokerId, kind, ranges: [[offset, offset]] };
+    this.client._send(encodeFrame("Ack", 0, body));
+  }
+
+  /** Ends the iteration: with `error` (thrown to the reader) or without. */
+  _end(error) {
+    if (this._ended) return;
+    this._ended = true;
+    this._error = error;
+    if (error) this._ready.reject(error);
+    for (const w of this._waiters.splice(0)) {
+      if (error) w.reject(error);
+      else w.resolve({ value: undefined, done: true });
+    }
+  }
+
+  /** The next message: { value, done }. */
+  next() {
+    const m = this._queue.shift();
+    if (m) {
+      this._taken(m);
+      return Promise.resolve({ value: m, done: false });
+    }
+    if (this._ended) {
+      return this._error ? Promise.reject(this._error) : Promise.resolve({ value: undefined, done: true });
+    }
+    return new Promise((resolve, reject) => this._waiters.push({ resolve, reject }));
+  }
+
+  /** Leaving a for-await loop closes the subscription. */
+  async return() {
+    await this.close();
+    return { value: undefined, done: true };
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+
+  /**
+   * Unsubscribes, after the acks made so far are confirmed (so leaving
+   * cannot overtake them). Unacked messages of a group are delivered
+   * again, to this or another member.
+   */
+  async close() {
+    if (this._ended && this._brokerId === null) return;
+    this._flushAcks();
+    const deadline = Date.now() + 5000;
+    while (this._acksPending() && this.client.connected && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    const id = this._brokerId;
+    this._end(null);
+    this.client._subs.delete(this);
+    this._brokerId = null;
+    this._queue = [];
+    if (id !== null && this.client.connected) {
+      this.client._byBrokerId.delete(id);
+      await this.client._request("Unsubscribe", { subscription_id: id }, { onLost: (r) => r() }).catch((e) => {
+        if (!(e instanceof HeraldError)) throw e;
+      });
+    }
+  }
+}

@@ -1,0 +1,228 @@
+// The JavaScript client against a real `herald serve` child process, over
+// WebSocket: publish and subscribe, acks, reconnects through a proxy that
+// cuts the connection for real, a broker killed with SIGKILL and started
+// again, rooms, request/reply, presence, and topic administration.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import WebSocket from "ws";
+import { connect, HeraldError } from "../../src/index.js";
+import { Broker } from "../support/broker.js";
+import { Proxy, until, nextEvent } from "../support/proxy.js";
+
+let broker;
+before(async () => {
+  broker = await Broker.start();
+});
+after(async () => {
+  await broker?.close();
+});
+
+const opts = (o = {}) => ({ WebSocket, reconnectInitialMs: 20, reconnectMaxMs: 200, ...o });
+const uniq = (p) => `${p}-${Math.random().toString(36).slice(2, 8)}`;
+
+/** Takes `n` messages from a subscription, acking each. */
+async function take(sub, n, { ack = true } = {}) {
+  const out = [];
+  for (;;) {
+    if (out.length === n) return out;
+    const { value, done } = await sub.next();
+    if (done) return out;
+    out.push(value);
+    if (ack) value.ack();
+  }
+}
+
+test("publish, then a group subscription gets every message once and acks them", { timeout: 30000 }, async () => {
+  const h = await connect(broker.wsUrl, opts());
+  const topic = uniq("orders");
+  for (let i = 0; i < 10; i++) {
+    const r = await h.publish(topic, JSON.stringify({ n: i }));
+    assert.equal(r.offset, i);
+    assert.equal(r.duplicate, false);
+  }
+  const sub = h.subscribe(topic, { group: "web", start: "earliest" });
+  const got = await take(sub, 10);
+  assert.deepEqual(got.map((m) => m.json().n), [...Array(10).keys()]);
+  assert.deepEqual(got.map((m) => m.offset), [...Array(10).keys()]);
+  await got[9].ackConfirmed();
+  const [g] = await h.listGroups(topic);
+  assert.equal(g.name, "web");
+  assert.equal(g.lag, 0);
+  await sub.close();
+  await h.close();
+});
+
+test("an ephemeral subscription with a small window gets everything (credit flows back)", { timeout: 30000 }, async () => {
+  const h = await connect(broker.wsUrl, opts());
+  const topic = uniq("live");
+  await Promise.all([...Array(500).keys()].map((i) => h.publish(topic, `m${i}`)));
+  const sub = h.subscribe(topic, { start: "earliest", prefetch: 10 });
+  const got = await take(sub, 500);
+  assert.deepEqual(got.map((m) => m.text()), [...Array(500).keys()].map((i) => `m${i}`));
+  await h.close();
+});
+
+test("publishes made while the connection is cut are confirmed once, after the reconnect", { timeout: 30000 }, async () => {
+  const proxy = await Proxy.start(broker.http);
+  const h = await connect(`ws://${proxy.address}/ws`, opts());
+  const topic = uniq("cut");
+  await h.publish(topic, "before");
+  const disconnected = nextEvent(h, "disconnected");
+  proxy.cut({ stayDown: true });
+  await disconnected;
+  assert.equal(h.connected, false);
+  const pending = [...Array(20).keys()].map((i) => h.publish(topic, `during ${i}`));
+  const reconnected = nextEvent(h, "reconnected");
+  proxy.up();
+  await reconnected;
+  const receipts = await Promise.all(pending);
+  assert.deepEqual(receipts.map((r) => r.offset), [...Array(20).keys()].map((i) => i + 1));
+  const info = await h.describeTopic(topic);
+  assert.equal(info.nextOffset, 21, "each record stored once");
+  await h.close();
+  await proxy.close();
+});
+
+test("publishes in flight when the broker is SIGKILLed are stored once after it restarts", { timeout: 60000 }, async () => {
+  const b = await Broker.start();
+  try {
+    const h = await connect(b.wsUrl, opts());
+    const topic = uniq("crash");
+    await h.publish(topic, "first");
+    const pending = [...Array(200).keys()].map((i) => h.publish(topic, `n${i}`));
+    await b.kill();
+    await b.run();
+    const receipts = await Promise.all(pending);
+    const offsets = receipts.map((r) => r.offset).sort((a, b) => a - b);
+    assert.deepEqual(offsets, [...Array(200).keys()].map((i) => i + 1));
+    const sub = h.subscribe(topic, { start: "earliest" });
+    const got = await take(sub, 201);
+    assert.deepEqual(got.map((m) => m.text()), ["first", ...[...Array(200).keys()].map((i) => `n${i}`)]);
+    assert.equal((await h.describeTopic(topic)).nextOffset, 201);
+    await h.close();
+  } finally {
+    await b.close();
+  }
+});
+
+test("a message acked before the connection dropped is never handed out again", { timeout: 30000 }, async () => {
+  const proxy = await Proxy.start(broker.http);
+  const h = await connect(`ws://${proxy.address}/ws`, opts());
+  const topic = uniq("acked");
+  for (let i = 0; i < 20; i++) await h.publish(topic, `m${i}`);
+  const sub = h.subscribe(topic, { group: "g", start: "earliest", prefetch: 100 });
+  const first = await take(sub, 20, { ack: false });
+  // Ack them all and cut at once: the ack frame has not left yet (acks
+  // wait about a millisecond), so the broker redelivers all 20.
+  for (const m of first) m.ack();
+  proxy.cut();
+  await nextEvent(h, "reconnected");
+  // One subscription on the new connection, not two (the old member goes
+  // once the broker sees the old connection closed).
+  await until(async () => (await h.listGroups(topic))[0].members.length === 1, 10000, "one member");
+  // A new message after them: if any of the 20 came back it would come first.
+  await h.publish(topic, "after");
+  const [next] = await take(sub, 1);
+  assert.equal(next.text(), "after");
+  await next.ackConfirmed();
+  await until(async () => (await h.listGroups(topic))[0].lag === 0, 10000, "group lag 0");
+  await h.close();
+  await proxy.close();
+});
+
+test("the connection events say what happens", { timeout: 30000 }, async () => {
+  const proxy = await Proxy.start(broker.http);
+  const h = await connect(`ws://${proxy.address}/ws`, opts());
+  const seen = [];
+  for (const t of ["disconnected", "reconnecting", "reconnected"]) h.addEventListener(t, () => seen.push(t));
+  proxy.cut({ stayDown: true });
+  await nextEvent(h, "reconnecting");
+  await nextEvent(h, "reconnecting"); // refused: it tries again, backing off
+  assert.equal(h.state, "reconnecting");
+  proxy.up();
+  await nextEvent(h, "reconnected");
+  assert.equal(h.state, "connected");
+  assert.equal(seen[0], "disconnected");
+  assert.equal(seen.at(-1), "reconnected");
+  assert.ok(seen.filter((t) => t === "reconnecting").length >= 2);
+  await h.close();
+  assert.equal(h.state, "closed");
+  await assert.rejects(h.publish("t", "x"), (e) => e.code === "ConnectionLost");
+  await proxy.close();
+});
+
+test("subscribing to a missing topic fails with UnknownTopic", { timeout: 30000 }, async () => {
+  const h = await connect(broker.wsUrl, opts());
+  const sub = h.subscribe(uniq("missing"), { group: "g" });
+  await assert.rejects(sub.next(), (e) => e instanceof HeraldError && e.code === "UnknownTopic" && e.number === 4);
+  await h.close();
+});
+
+test("topic administration", { timeout: 30000 }, async () => {
+  const h = await connect(broker.wsUrl, opts());
+  const name = uniq("admin");
+  const info = await h.createTopic(name, { retentionBytes: 1 << 30, fsync: { intervalMs: 50 } });
+  assert.equal(info.name, name);
+  assert.deepEqual(info.config.fsync, { Interval: { ms: 50 } });
+  await assert.rejects(h.createTopic(name), (e) => e.code === "TopicExists");
+  assert.ok((await h.listTopics()).some((t) => t.name === name));
+  await h.deleteTopic(name);
+  await assert.rejects(h.describeTopic(name), (e) => e.code === "UnknownTopic");
+  await h.close();
+});
+
+test("rooms: emit, broadcast, direct messages, presence, members, request/reply", { timeout: 30000 }, async () => {
+  const room = uniq("lobby");
+  const alice = await connect(broker.wsUrl, opts({ clientId: uniq("alice") }));
+  const bob = await connect(broker.wsUrl, opts({ clientId: uniq("bob") }));
+  const bobSaw = [];
+  const bobPresence = [];
+  bob.on("chat", (ev) => bobSaw.push([ev.sender, ev.room, ev.text()]));
+  bob.on("dm", (ev) => bobSaw.push([ev.sender, ev.room, ev.text()]));
+  bob.onPresence((p) => bobPresence.push([p.type, p.clientId, p.room]));
+  bob.on("ping", (ev) => ev.reply(`pong to ${ev.text()}`));
+  await bob.joinDurable(room);
+  await alice.joinDurable(room);
+  const aliceSaw = [];
+  alice.on("chat", (ev) => aliceSaw.push(ev.text()));
+  assert.deepEqual((await alice.emit({ room }, "chat", "hi all")), { recipients: 2, skipped: 0 });
+  assert.equal((await alice.broadcast(room, "chat", "not me")).recipients, 1);
+  assert.equal((await alice.emitToClient(bob.clientId, "dm", "psst")).recipients, 1);
+  await until(() => bobSaw.length === 3, 10000, "bob's events");
+  assert.deepEqual(bobSaw, [
+    [alice.clientId, room, "hi all"],
+    [alice.clientId, room, "not me"],
+    [alice.clientId, null, "psst"],
+  ]);
+  await until(() => aliceSaw.length === 1, 10000, "alice's event");
+  assert.deepEqual(aliceSaw, ["hi all"]);
+  await until(() => bobPresence.some(([t, c]) => t === "join" && c === alice.clientId), 10000, "join presence");
+  const members = await alice.members(room);
+  assert.deepEqual(members.map((m) => m.clientId).sort(), [alice.clientId, bob.clientId].sort());
+  const answer = await alice.request(bob.clientId, "ping", "alice", { timeoutMs: 10000 });
+  assert.equal(answer.text(), "pong to alice");
+  await assert.rejects(alice.emit({ room }, "join", "x"), (e) => e.code === "InvalidArgument");
+  await alice.close();
+  await bob.close();
+});
+
+test("a client that comes back with its id gets the room events it missed, once, in order", { timeout: 30000 }, async () => {
+  const room = uniq("news");
+  const bobId = uniq("bob");
+  const alice = await connect(broker.wsUrl, opts({ clientId: uniq("alice") }));
+  let bob = await connect(broker.wsUrl, opts({ clientId: bobId }));
+  await bob.joinDurable(room);
+  await alice.joinDurable(room);
+  await bob.close();
+  for (let i = 0; i < 5; i++) await alice.broadcast(room, "chat", `missed ${i}`);
+  bob = await connect(broker.wsUrl, opts({ clientId: bobId }));
+  const saw = [];
+  bob.on("chat", (ev) => saw.push(ev.text()));
+  await until(() => saw.length >= 5, 10000, "bob's missed events");
+  await alice.broadcast(room, "chat", "live");
+  await until(() => saw.length >= 6, 10000, "the live event");
+  assert.deepEqual(saw, ["missed 0", "missed 1", "missed 2", "missed 3", "missed 4", "live"]);
+  await alice.close();
+  await bob.close();
+});
