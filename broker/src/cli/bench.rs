@@ -236,9 +236,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 )
             }
             Mode::Rooms => {
-                let t0 = Instant::now();
-                let (n, lat) = rooms(&a, &connect, epoch).await?;
-                let secs = t0.elapsed().as_secs_f64();
+                let (n, lat, secs) = rooms(&a, &connect, epoch).await?;
                 json!({"deliveries": n, "members": a.consumers, "emitted": a.count, "secs": secs})
                     .with_rates(n, a.size, secs, &lat, "emit-to-deliver")
             }
@@ -552,7 +550,15 @@ where
 
 /// `a.consumers` clients join a durable room; `a.producers` emitters send
 /// `a.count` events in all; every member receives each in its inbox.
-async fn rooms<F, Fut>(a: &BenchArgs, connect: &F, epoch: Instant) -> anyhow::Result<(u64, Lat)>
+/// Returns the deliveries, their latency and the seconds from the first
+/// emit until the last member received its last event: joining members is
+/// setup, not counted (it would dominate large rooms), as in the Socket.IO
+/// peer (benches/peers/socketio).
+async fn rooms<F, Fut>(
+    a: &BenchArgs,
+    connect: &F,
+    epoch: Instant,
+) -> anyhow::Result<(u64, Lat, f64)>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = herald_client::Result<Client>>,
@@ -567,6 +573,7 @@ where
         members.push(tokio::spawn(async move {
             let mut lat = Lat::new();
             let mut n = 0u64;
+            let mut last = Instant::now();
             while n < count {
                 let next = tokio::time::timeout(Duration::from_secs(30), inbox.next()).await;
                 let Ok(Some(ev)) = next else { break };
@@ -577,23 +584,28 @@ where
                         lat.record(now_us(epoch).saturating_sub(sent));
                     }
                     n += 1;
+                    last = Instant::now();
                 }
                 ev.ack().await?;
             }
             client.close().await;
-            Ok::<(u64, Lat), anyhow::Error>((n, lat))
+            Ok::<(u64, Lat, Instant), anyhow::Error>((n, lat, last))
         }));
     }
+    let mut clients = Vec::new();
+    for _ in 0..a.producers {
+        clients.push(connect().await?);
+    }
+    let t0 = Instant::now();
     let per = a.count / a.producers as u64;
     let mut emitters = Vec::new();
-    for p in 0..a.producers {
+    for (p, client) in clients.into_iter().enumerate() {
         let n = per
             + if (p as u64) < a.count % a.producers as u64 {
                 1
             } else {
                 0
             };
-        let client = connect().await?;
         let room = room.clone();
         let size = a.size as usize;
         emitters.push(tokio::spawn(async move {
@@ -616,10 +628,12 @@ where
     }
     let mut total = 0;
     let mut all = Lat::new();
+    let mut end = t0;
     for m in members {
-        let (n, l) = m.await.context("member task")??;
+        let (n, l, last) = m.await.context("member task")??;
         total += n;
+        end = end.max(last);
         let _ = all.0.add(&l.0);
     }
-    Ok((total, all))
+    Ok((total, all, end.duration_since(t0).as_secs_f64()))
 }
