@@ -38,7 +38,7 @@ if [ "$node_major" -lt 20 ]; then
   exit 2
 fi
 (cd "$PEER" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-cargo build --release --bin herald >/dev/null
+cargo build --release --bin herald --quiet
 H=./target/release/herald
 
 DIR=$(mktemp -d -p "${TMPDIR:-/var/tmp}" rooms-vs-sio.XXXXXX)
@@ -87,6 +87,19 @@ sio_run() {
   stop_server
 }
 
+# One line per run: peer, room size, round, rate and latency.
+print_run() {
+  python3 - "$@" <<'EOF'
+import json, sys
+peer, members, rnd, line = sys.argv[1:5]
+r = json.loads(line)
+lat = r.get("latency", {})
+print(f"{peer:9} room {members:>5} round {rnd}: {r['msgs_per_sec']:>12,.0f} deliveries/s"
+      f"  p50 {lat.get('p50_us', 0):>7} us  p99 {lat.get('p99_us', 0):>8} us"
+      f"  ({r['deliveries']} in {r['secs']:.2f} s)")
+EOF
+}
+
 RESULTS="$DIR/results.txt"
 : > "$RESULTS"
 echo "# $(date -u '+%F %T') UTC, $(nproc) cores, herald $(git rev-parse --short HEAD)," \
@@ -99,15 +112,7 @@ for members in $SIZES; do
     for peer in herald socketio; do
       if [ "$peer" = herald ]; then line=$(herald_run "$members" "$events"); else line=$(sio_run "$members" "$events"); fi
       echo "$peer $members $round $line" >> "$RESULTS"
-      echo "$line" | python3 -c '
-import json, sys
-peer, members, rnd = sys.argv[1:4]
-r = json.loads(sys.stdin.read())
-l = r.get("latency", {})
-print(f"{peer:9} room {members:>5} round {rnd}: {r[\"msgs_per_sec\"]:>12,.0f} deliveries/s"
-      f"  p50 {l.get(\"p50_us\", 0):>7} us  p99 {l.get(\"p99_us\", 0):>8} us"
-      f"  ({r[\"deliveries\"]} in {r[\"secs\"]:.2f} s)")
-' "$peer" "$members" "$round"
+      print_run "$peer" "$members" "$round" "$line"
     done
   done
 done

@@ -4,10 +4,13 @@
 // emitter. Measures deliveries/s = members x events / (time from the first
 // emit until the last member received the last event) and emit-to-deliver
 // latency over all deliveries, and prints them as `herald bench rooms` does.
+// `warmup` events go first, unmeasured, so that V8 has compiled the hot
+// paths of both the server and the clients (a fresh server is interpreted
+// for its first thousands of packets).
 //
 // Usage: node bench.js [--url http://127.0.0.1:3000] [--members 10]
-//          [--count 10000] [--size 100] [--window 1] [--workers 1]
-//          [--binary] [--timeout 60] [--json]
+//          [--count 10000] [--size 100] [--window 1] [--workers 0]
+//          [--warmup EVENTS] [--binary] [--timeout 60] [--json]
 "use strict";
 
 const { fork } = require("node:child_process");
@@ -19,7 +22,10 @@ const { startMembers } = require("./members");
 
 const USAGE =
   "usage: node bench.js [--url URL] [--members N] [--count EVENTS] [--size BYTES]\n" +
-  "         [--window K] [--workers W] [--binary] [--timeout SECS] [--json]";
+  "         [--window K] [--workers W] [--warmup EVENTS] [--binary] [--timeout SECS] [--json]";
+
+/** Deliveries the default warm-up makes (spread over the members' events). */
+const WARMUP_DELIVERIES = 50000;
 
 function parseArgs(argv) {
   const o = {
@@ -28,12 +34,13 @@ function parseArgs(argv) {
     count: 10000,
     size: 100,
     window: 1,
-    workers: 1,
+    workers: 0,
+    warmup: -1, // default: WARMUP_DELIVERIES / members events, at least 5
     binary: false,
     timeout: 60,
     json: false,
   };
-  const numeric = new Set(["members", "count", "size", "window", "workers", "timeout"]);
+  const numeric = new Set(["members", "count", "size", "window", "workers", "warmup", "timeout"]);
   for (let i = 0; i < argv.length; i++) {
     const name = argv[i].replace(/^--/, "");
     if (name === "json" || name === "binary") {
@@ -51,6 +58,7 @@ function parseArgs(argv) {
   if (o.members < 1 || o.window < 1 || o.timeout < 1) {
     throw new Error("--members, --window and --timeout must be at least 1");
   }
+  if (o.warmup < 0) o.warmup = Math.max(5, Math.ceil(WARMUP_DELIVERIES / o.members));
   return o;
 }
 
@@ -58,43 +66,45 @@ function parseArgs(argv) {
 function workerMembers(spec) {
   const child = fork(path.join(__dirname, "members.js"), [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
   let received = 0;
-  let onReady;
-  let onDone;
-  let failReady;
-  let failDone;
-  const ready = new Promise((resolve, reject) => {
-    onReady = resolve;
-    failReady = reject;
-  });
-  const done = new Promise((resolve, reject) => {
-    onDone = resolve;
-    failDone = reject;
-  });
-  const onFail = (err) => {
-    failReady(err);
-    failDone(err);
+  const phase = () => {
+    const p = {};
+    p.promise = new Promise((resolve, reject) => {
+      p.resolve = resolve;
+      p.reject = reject;
+    });
+    p.promise.catch(() => {}); // observed later by run()
+    return p;
   };
-  ready.catch(() => {});
-  done.catch(() => {});
+  const ready = phase();
+  const warm = phase();
+  const done = phase();
+  const onFail = (err) => [ready, warm, done].forEach((p) => p.reject(err));
   child.on("message", (m) => {
-    if (m.type === "ready") onReady();
+    if (m.type === "ready") ready.resolve();
+    else if (m.type === "warm") warm.resolve();
     else if (m.type === "progress") received = m.received;
     else if (m.type === "error") onFail(new Error(m.message));
     else if (m.type === "done") {
       received = m.received;
       const hist = new Histogram();
       hist.addSparse(m.hist);
-      onDone({ received: m.received, lastUs: m.lastUs, hist });
+      done.resolve({ received: m.received, lastUs: m.lastUs, hist });
     }
   });
   child.on("exit", (code) => onFail(new Error(`a member worker exited (code ${code})`)));
   child.send({ type: "start", ...spec });
-  return { ready, done, received: () => received, close: () => child.kill() };
+  return {
+    ready: ready.promise,
+    warm: warm.promise,
+    done: done.promise,
+    received: () => received,
+    close: () => child.kill(),
+  };
 }
 
 /** Splits `members` over `workers` processes (0: in this process). */
 function startGroups(o, room) {
-  const spec = (n) => ({ url: o.url, room, members: n, count: o.count });
+  const spec = (n) => ({ url: o.url, room, members: n, warmup: o.warmup, count: o.count });
   if (o.workers === 0) return [startMembers(spec(o.members))];
   const groups = [];
   const w = Math.min(o.workers, o.members);
@@ -113,32 +123,41 @@ function connectEmitter(url) {
   });
 }
 
-/** Emits `count` events to `room`, at most `window` unacked; resolves with the ack histogram. */
-function emitAll(socket, room, o) {
+/**
+ * Emits events `first` .. `first + n - 1` to `room`, at most `o.window`
+ * unacked; resolves with the emit-to-ack histogram once all are acked.
+ */
+function emitAll(socket, room, o, first, n) {
   const acks = new Histogram();
-  return new Promise((resolve, reject) => {
+  return new Promise((resolve) => {
     let sent = 0;
     let acked = 0;
     let inflight = 0;
-    socket.on("disconnect", (reason) => {
-      if (acked < o.count) reject(new Error(`the emitter lost its connection: ${reason}`));
-    });
     const pump = () => {
-      while (inflight < o.window && sent < o.count) {
+      while (inflight < o.window && sent < n) {
         const t = Math.round(nowUs());
         inflight += 1;
-        socket.emit("emit", room, payload(o.size, t, sent, o.binary), () => {
+        socket.emit("emit", room, payload(o.size, t, first + sent, o.binary), () => {
           acks.record(nowUs() - t);
           inflight -= 1;
           acked += 1;
-          if (acked === o.count) resolve(acks);
+          if (acked === n) resolve(acks);
           else pump();
         });
         sent += 1;
       }
     };
-    if (o.count === 0) resolve(acks);
+    if (n === 0) resolve(acks);
     else pump();
+  });
+}
+
+/** Rejects when the emitter's connection drops. */
+function lost(socket) {
+  return new Promise((_, reject) => {
+    socket.on("disconnect", (reason) => {
+      if (reason !== "io client disconnect") reject(new Error(`the emitter lost its connection: ${reason}`));
+    });
   });
 }
 
@@ -166,11 +185,16 @@ async function run(o) {
     await Promise.all(groups.map((g) => g.ready));
     const emitter = await connectEmitter(o.url);
     const stall = stallGuard(groups, o.timeout);
-    const t0 = nowUs();
+    const failures = Promise.race([stall.guard, lost(emitter)]);
     try {
+      await Promise.race([
+        Promise.all([emitAll(emitter, room, o, 0, o.warmup), ...groups.map((g) => g.warm)]),
+        failures,
+      ]);
+      const t0 = nowUs();
       const [acks, results] = await Promise.race([
-        Promise.all([emitAll(emitter, room, o), Promise.all(groups.map((g) => g.done))]),
-        stall.guard,
+        Promise.all([emitAll(emitter, room, o, o.warmup, o.count), Promise.all(groups.map((g) => g.done))]),
+        failures,
       ]);
       return report(o, t0, acks, results);
     } finally {
@@ -211,6 +235,7 @@ function report(o, t0, acks, results) {
     peer: `socket.io ${require("socket.io-client/package.json").version}`,
     window: o.window,
     workers: o.workers,
+    warmup: o.warmup,
     payload: o.binary ? "binary" : "json",
   };
 }

@@ -31,11 +31,20 @@ function payload(size, t, seq, binary) {
   return { t, s: seq, p: "x".repeat(Math.max(0, size - bare)) };
 }
 
-/** The send time in a payload made by `payload`. */
-function sentAt(p) {
-  if (p instanceof Uint8Array) return Buffer.from(p.buffer, p.byteOffset, p.byteLength).readDoubleLE(0);
-  if (p instanceof ArrayBuffer) return Buffer.from(p).readDoubleLE(0);
-  return p.t;
+function field(p, at, key) {
+  if (p instanceof Uint8Array) return Buffer.from(p.buffer, p.byteOffset, p.byteLength).readDoubleLE(at);
+  if (p instanceof ArrayBuffer) return Buffer.from(p).readDoubleLE(at);
+  return p[key];
 }
 
-module.exports = { nowUs, payload, sentAt };
+/** The send time in a payload made by `payload`. */
+function sentAt(p) {
+  return field(p, 0, "t");
+}
+
+/** The sequence number in a payload made by `payload`. */
+function seqOf(p) {
+  return field(p, 8, "s");
+}
+
+module.exports = { nowUs, payload, sentAt, seqOf };

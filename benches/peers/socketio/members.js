@@ -1,20 +1,22 @@
 // Room members for bench.js: N socket.io-client connections (websocket
 // transport only, each its own connection) that join one room and count
 // the "event"s they receive, recording emit-to-deliver latency from the send
-// time each payload carries.
+// time each payload carries. The first `warmup` events (sequence numbers
+// below it) warm the JIT up and are not measured.
 //
 // Used in the emitter's process (bench.js --workers 0) or as a forked worker
 // process (bench.js --workers W), driven over IPC:
-//   parent -> worker  {type: "start", url, room, members, count}
+//   parent -> worker  {type: "start", url, room, members, warmup, count}
 //   worker -> parent  {type: "ready"} once every member has joined,
-//                     {type: "progress", received} every 500 ms,
+//                     {type: "warm"} once every member got the warm-up,
+//                     {type: "progress", received} every 500 ms (all events),
 //                     {type: "done", received, lastUs, hist} when every member
 //                     got `count` events, {type: "error", message}.
 "use strict";
 
 const { io } = require("socket.io-client");
 const { Histogram } = require("./hist");
-const { nowUs, sentAt } = require("./clock");
+const { nowUs, sentAt, seqOf } = require("./clock");
 
 /** Connections opened at once while joining; more overflows accept queues. */
 const CONNECT_CONCURRENCY = 200;
@@ -28,7 +30,7 @@ function connectMember(url, room, onEvent) {
       timeout: 30000,
     });
     socket.on("event", onEvent);
-    socket.once("connect_error", (err) => reject(new Error(`member connect: ${err.message}`)));
+    socket.once("connect_error", (err) => reject(new Error(`a member cannot connect to ${url}: ${err.message}`)));
     socket.once("connect", () => {
       socket.emit("join", room, () => resolve(socket));
     });
@@ -36,29 +38,55 @@ function connectMember(url, room, onEvent) {
 }
 
 /**
- * Connects `members` members to `room`; each expects `count` events.
- * Returns {ready, done, received(), close()}: `ready` resolves once all have
- * joined, `done` with {received, lastUs, hist} once all got every event
- * (lastUs: when the last one arrived) and rejects if a member drops.
+ * Connects `members` members to `room`; each expects `warmup` + `count`
+ * events. Returns {ready, warm, done, received(), close()}: `ready` resolves
+ * once all have joined, `warm` once all got the warm-up, `done` with
+ * {received, lastUs, hist} once all got every measured event (lastUs: when
+ * the last one arrived); `warm` and `done` reject if a member drops.
+ * received() counts every event, warm-up included (progress).
  */
-function startMembers({ url, room, members, count }) {
+function startMembers({ url, room, members, warmup, count }) {
   const hist = new Histogram();
   const sockets = [];
   let received = 0;
+  let seen = 0;
   let lastUs = 0;
+  let warmed = 0;
   let complete = 0;
   let finish;
-  let fail;
+  let warmedUp;
+  let failWarm;
+  let failDone;
+  const warm = new Promise((resolve, reject) => {
+    warmedUp = resolve;
+    failWarm = reject;
+  });
   const done = new Promise((resolve, reject) => {
     finish = resolve;
-    fail = reject;
+    failDone = reject;
   });
-  done.catch(() => {}); // observed by the caller; avoid an unhandled rejection first
+  const fail = (err) => {
+    failWarm(err);
+    failDone(err);
+  };
+  // Observed by the caller; avoid an unhandled rejection before it looks.
+  warm.catch(() => {});
+  done.catch(() => {});
 
   const member = () => {
     let n = 0;
+    let w = 0;
     return (payload) => {
       const now = nowUs();
+      seen += 1;
+      if (seqOf(payload) < warmup) {
+        w += 1;
+        if (w === warmup) {
+          warmed += 1;
+          if (warmed === members) warmedUp();
+        }
+        return;
+      }
       hist.record(now - sentAt(payload));
       received += 1;
       n += 1;
@@ -83,13 +111,15 @@ function startMembers({ url, room, members, count }) {
         sockets.push(s);
       }
     }
+    if (warmup === 0) warmedUp();
     if (count === 0) finish({ received, lastUs, hist });
   })();
 
   return {
     ready,
+    warm,
     done,
-    received: () => received,
+    received: () => seen,
     close: () => {
       for (const s of sockets) s.disconnect();
     },
@@ -107,6 +137,8 @@ function runAsWorker() {
       await group.ready;
       send({ type: "ready" });
       timer = setInterval(() => send({ type: "progress", received: group.received() }), 500);
+      await group.warm;
+      send({ type: "warm" });
       const r = await group.done;
       clearInterval(timer);
       send({ type: "done", received: r.received, lastUs: r.lastUs, hist: r.hist.toSparse() });
