@@ -10,12 +10,12 @@
 # Environment:
 #   SIZES="10 100 1000"   room sizes (members); 10000 works too, given the
 #                         file descriptors (ulimit -n above ~10,100)
-#   DELIVERIES=100000     per run; events per run = DELIVERIES / members,
+#   DELIVERIES=200000     per run; events per run = DELIVERIES / members,
 #   MIN_EVENTS=20         but at least MIN_EVENTS
 #   PAYLOAD=100           payload bytes
 #   WINDOW=1              emits in flight: Herald --producers WINDOW (one
 #                         emit in flight each), Socket.IO --window WINDOW
-#   SIO_WORKERS=1         member processes for Socket.IO (0: in the
+#   SIO_WORKERS=0         member processes for Socket.IO (0: in the
 #                         emitter's process), see the peer's README.md
 #   OUT=DIR               also keep the raw JSON lines there
 # Needs: cargo, node >= 20 and npm (installs the pinned Socket.IO with npm ci).
@@ -23,15 +23,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 SIZES=${SIZES:-10 100 1000}
-DELIVERIES=${DELIVERIES:-100000}
+DELIVERIES=${DELIVERIES:-200000}
 MIN_EVENTS=${MIN_EVENTS:-20}
 PAYLOAD=${PAYLOAD:-100}
 WINDOW=${WINDOW:-1}
-SIO_WORKERS=${SIO_WORKERS:-1}
+SIO_WORKERS=${SIO_WORKERS:-0}
 HERALD_PORT=${HERALD_PORT:-7497}
 SIO_PORT=${SIO_PORT:-7498}
 PEER=benches/peers/socketio
 
+for v in ROUNDS DELIVERIES MIN_EVENTS PAYLOAD WINDOW; do
+  case ${!v} in
+    '' | *[!0-9]* | 0) echo "rooms-vs-socketio: $v must be a whole number >= 1, not '${!v}'" >&2; exit 2 ;;
+  esac
+done
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 if [ "$node_major" -lt 20 ]; then
   echo "rooms-vs-socketio: needs Node 20 or newer (found: $(node --version 2>/dev/null || echo none))" >&2
@@ -52,39 +57,49 @@ stop_server() {
 }
 trap 'stop_server; rm -rf "$DIR"' EXIT
 
-# Waits until the server's log says it listens; fails if it died.
-wait_listening() {
+# Starts a server (the command after the log file) and waits until its log
+# says it listens; fails, showing the log, if it does not.
+start_server() {
   local log=$1
+  shift
+  : > "$log" # before the start: no stale "listening on" from the last run
+  "$@" > "$log" 2>&1 &
+  SERVER_PID=$!
   for _ in $(seq 100); do
     grep -q "listening on" "$log" && return 0
     kill -0 "$SERVER_PID" 2>/dev/null || break
     sleep 0.1
   done
-  echo "rooms-vs-socketio: the server did not start:" >&2
+  echo "rooms-vs-socketio: the server did not start: $*" >&2
   cat "$log" >&2
   return 1
 }
 
-herald_run() {
-  local members=$1 events=$2
-  rm -rf "$DIR/data"
-  $H serve --listen "127.0.0.1:$HERALD_PORT" --data-dir "$DIR/data" --fsync always \
-    --max-connections 20000 > "$DIR/serve.log" 2>&1 &
-  SERVER_PID=$!
-  wait_listening "$DIR/serve.log"
-  $H bench rooms --server "127.0.0.1:$HERALD_PORT" --consumers "$members" \
-    --producers "$WINDOW" --count "$events" --size "$PAYLOAD" --fsync always --json
+# One run against a fresh server; the bench's JSON line goes to $DIR/line.
+# On failure, says which run and shows the server's log.
+run_peer() {
+  local peer=$1 members=$2 events=$3 log rc=0
+  if [ "$peer" = herald ]; then
+    log="$DIR/serve.log"
+    rm -rf "$DIR/data"
+    start_server "$log" $H serve --listen "127.0.0.1:$HERALD_PORT" --data-dir "$DIR/data" \
+      --fsync always --max-connections 20000
+    $H bench rooms --server "127.0.0.1:$HERALD_PORT" --consumers "$members" \
+      --producers "$WINDOW" --count "$events" --size "$PAYLOAD" --fsync always --json \
+      > "$DIR/line" || rc=$?
+  else
+    log="$DIR/sio.log"
+    start_server "$log" node "$PEER/server.js" --port "$SIO_PORT"
+    node "$PEER/bench.js" --url "http://127.0.0.1:$SIO_PORT" --members "$members" \
+      --count "$events" --size "$PAYLOAD" --window "$WINDOW" --workers "$SIO_WORKERS" --json \
+      > "$DIR/line" || rc=$?
+  fi
   stop_server
-}
-
-sio_run() {
-  local members=$1 events=$2
-  node "$PEER/server.js" --port "$SIO_PORT" > "$DIR/sio.log" 2>&1 &
-  SERVER_PID=$!
-  wait_listening "$DIR/sio.log"
-  node "$PEER/bench.js" --url "http://127.0.0.1:$SIO_PORT" --members "$members" \
-    --count "$events" --size "$PAYLOAD" --window "$WINDOW" --workers "$SIO_WORKERS" --json
-  stop_server
+  if [ "$rc" -ne 0 ]; then
+    echo "rooms-vs-socketio: $peer, room of $members, failed (exit $rc); server log:" >&2
+    tail -20 "$log" >&2
+    return "$rc"
+  fi
 }
 
 # One line per run: peer, room size, round, rate and latency.
@@ -110,7 +125,8 @@ for members in $SIZES; do
   [ "$events" -ge "$MIN_EVENTS" ] || events=$MIN_EVENTS
   for round in $(seq "$ROUNDS"); do
     for peer in herald socketio; do
-      if [ "$peer" = herald ]; then line=$(herald_run "$members" "$events"); else line=$(sio_run "$members" "$events"); fi
+      run_peer "$peer" "$members" "$events"
+      line=$(cat "$DIR/line")
       echo "$peer $members $round $line" >> "$RESULTS"
       print_run "$peer" "$members" "$round" "$line"
     done
