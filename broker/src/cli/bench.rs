@@ -560,8 +560,13 @@ where
     })
 }
 
-/// `a.consumers` clients join a durable room; `a.producers` emitters send
-/// `a.count` events in all; every member receives each in its inbox.
+/// `a.consumers` clients join durable rooms (`a.rooms` of them, members
+/// spread evenly); `a.producers` emitters send `a.count` events in all,
+/// round-robin over the rooms; every member receives its room's events.
+/// Returns the deliveries, their latency and the seconds from the first
+/// emit until the last member had its last event: joining members is
+/// setup, not counted (it would dominate large rooms), as in the Socket.IO
+/// peer (benches/peers/socketio).
 async fn rooms<F, Fut>(
     a: &BenchArgs,
     connect: &F,
