@@ -33,6 +33,28 @@ pub fn write_atomic(path: &Path, body: &[u8], durable: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// The first half of a batched [`write_atomic`]: writes `body` (with its
+/// checksum) to `path`'s temporary, not synced. The caller makes it durable
+/// (a [`crate::syncer::Syncer`] round), then calls [`commit_tmp`].
+pub fn write_tmp(path: &Path, body: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let written = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&crc32c::crc32c(body).to_le_bytes())?;
+        f.write_all(body)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// The second half: renames the temporary written by [`write_tmp`] over
+/// `path` (durable after the caller's next sync).
+pub fn commit_tmp(path: &Path) -> io::Result<()> {
+    fs::rename(path.with_extension("tmp"), path)
+}
+
 /// True for ENOSPC and EDQUOT: out of space (or quota), which freeing space
 /// cures, unlike other I/O errors.
 pub fn is_storage_full(e: &io::Error) -> bool {

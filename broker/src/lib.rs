@@ -29,6 +29,8 @@
 //! - [`memory`]: the broker-wide memory budget and who waits when it is
 //!   spent.
 //! - [`lockfile`]: the data folder's lock (one broker per folder).
+//! - [`syncer`]: coalesced `syncfs`, so many groups' state files become
+//!   durable in one sync.
 //!
 //! docs/architecture.md follows a message from socket to disk to subscriber.
 
@@ -47,6 +49,7 @@ pub mod server;
 pub mod session;
 pub mod storage;
 pub mod subscription;
+pub mod syncer;
 pub mod tls;
 pub mod topic;
 pub mod ws;

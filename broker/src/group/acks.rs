@@ -12,7 +12,7 @@
 //! - Chunks and pending ranges never overlap each other or themselves.
 //! - Offsets at or above `next_fresh` were never delivered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use herald_protocol::AckKind;
@@ -104,6 +104,10 @@ pub struct AckTracker {
     floor: u64,
     next_fresh: u64,
     chunks: BTreeMap<u64, Chunk>,
+    /// Every chunk's deadline with its first offset, so that the next
+    /// deadline and the expired chunks are found without scanning every
+    /// chunk (a member may hold thousands; the actor asks at every turn).
+    deadlines: BTreeSet<(Instant, u64)>,
     pending: BTreeMap<u64, Pending>,
     /// Acked offsets at or above `next_fresh`: a client that reconnects
     /// re-sends acks for messages the (restarted) broker has not delivered
@@ -124,6 +128,7 @@ impl AckTracker {
             floor: start,
             next_fresh: start,
             chunks: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
             pending: BTreeMap::new(),
             done_ahead: BTreeMap::new(),
             redelivered: 0,
@@ -211,6 +216,7 @@ impl AckTracker {
     /// Forgets everything and starts at `offset` (group reset with no members).
     pub fn reset(&mut self, offset: u64) {
         self.chunks.clear();
+        self.deadlines.clear();
         self.pending.clear();
         self.done_ahead.clear();
         self.floor = offset;
@@ -233,7 +239,8 @@ impl AckTracker {
             self.next_fresh = last + 1;
         }
         let len = last - first + 1;
-        self.chunks.insert(
+        self.deadlines.insert((deadline, first));
+        let replaced = self.chunks.insert(
             first,
             Chunk {
                 last,
@@ -246,6 +253,11 @@ impl AckTracker {
                 low: 0,
             },
         );
+        if let Some(old) = replaced {
+            if old.deadline != deadline {
+                self.deadlines.remove(&(old.deadline, first));
+            }
+        }
         if delivery > 1 {
             self.redelivered += len;
         }
@@ -287,7 +299,7 @@ impl AckTracker {
 
     /// The earliest time something is due: a deadline or a pending range.
     pub fn next_timer(&self, now: Instant) -> Option<Instant> {
-        let d = self.chunks.values().map(|c| c.deadline).min();
+        let d = self.deadlines.first().map(|(t, _)| *t);
         // A redelivery that is already due needs no timer: it goes out at
         // the next dispatch, which credit (an ack) or a member (a join)
         // brings. A past instant here would wake the actor at once, again
@@ -353,9 +365,11 @@ impl AckTracker {
             }
             AckKind::Extend => {
                 for &(a, b) in ranges {
-                    for (_, c) in self.chunks.range_mut(..=b) {
+                    for (&first, c) in self.chunks.range_mut(..=b) {
                         if c.last >= a && c.member == member {
+                            self.deadlines.remove(&(c.deadline, first));
                             c.deadline = now + ack_timeout;
+                            self.deadlines.insert((c.deadline, first));
                         }
                     }
                 }
@@ -420,10 +434,9 @@ impl AckTracker {
         backoff: &dyn Fn(u32) -> Duration,
     ) -> Vec<(MemberId, Released)> {
         let due: Vec<u64> = self
-            .chunks
-            .iter()
-            .filter(|(_, c)| c.deadline <= now)
-            .map(|(a, _)| *a)
+            .deadlines
+            .range(..=(now, u64::MAX))
+            .map(|(_, first)| *first)
             .collect();
         self.requeue_chunks(due, now, backoff)
     }
@@ -451,6 +464,7 @@ impl AckTracker {
             let Some(c) = self.chunks.remove(&first) else {
                 continue;
             };
+            self.deadlines.remove(&(c.deadline, first));
             let mut offs = Vec::new();
             for i in 0..=(c.last - first) {
                 if !c.is_resolved(i) {
@@ -540,6 +554,7 @@ impl AckTracker {
             let holder = c.member;
             if c.unresolved == 0 {
                 r.bytes += c.bytes;
+                self.deadlines.remove(&(c.deadline, first));
                 self.chunks.remove(&first);
             }
             if r != Released::default() {
@@ -623,6 +638,36 @@ mod tests {
         assert!(t.has_ready(now));
         assert_eq!(t.next_timer(now), None);
         assert_eq!(t.next_timer(now + Duration::from_secs(1)), None);
+    }
+
+    /// The deadline index follows every change to the chunks: acks,
+    /// extends, expiry and members leaving; the next timer is the earliest
+    /// deadline of what is still in flight.
+    #[test]
+    fn the_next_deadline_follows_acks_extends_and_expiry() {
+        let now = Instant::now();
+        let s = Duration::from_secs;
+        let mut t = AckTracker::new(0);
+        for i in 0..100u64 {
+            t.deliver(i, i, 1 + i % 2, now + s(10 + i), 1, 10);
+        }
+        assert_eq!(t.next_timer(now), Some(now + s(10)));
+        // Acking the oldest moves the next timer to the next oldest.
+        t.apply(1, AckKind::Ack, &[(0, 0)], now, s(30));
+        assert_eq!(t.next_timer(now), Some(now + s(11)));
+        // Extending offset 1 (member 2) pushes it past the others.
+        t.apply(2, AckKind::Extend, &[(1, 1)], now, s(500));
+        assert_eq!(t.next_timer(now), Some(now + s(12)));
+        // Expiry takes exactly the chunks due by then.
+        let released = t.expire(now + s(20), &|_| Duration::ZERO);
+        let n: u32 = released.iter().map(|(_, r)| r.messages).sum();
+        assert_eq!(n, 9, "offsets 2..=10");
+        assert_eq!(t.next_timer(now + s(20)), Some(now + s(21)));
+        // A member leaving takes its deadlines with it.
+        t.remove_member(1, now + s(20));
+        t.remove_member(2, now + s(20));
+        assert_eq!(t.next_timer(now + s(20)), None);
+        assert_eq!(t.deadlines.len(), t.chunks.len());
     }
 
     #[test]

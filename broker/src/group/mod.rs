@@ -290,11 +290,13 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(GROUP_QUEUE);
     let stopped = CancellationToken::new();
     let cancel = topic.cancel.clone();
-    let memory = topic
-        .registry()
+    let registry = topic.registry();
+    let memory = registry
+        .as_ref()
         .map_or_else(MemoryBudget::unlimited, |r| r.memory().clone());
+    let syncer = registry.and_then(|r| r.syncer().cloned());
     let g = Group {
-        persist: Persister::new(name.clone(), path, durable),
+        persist: Persister::new(name.clone(), path, durable, syncer),
         name,
         topic,
         tracker,

@@ -9,12 +9,14 @@
 //! error otherwise; it is never told `Ok` for state that is not written.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::store::{self, StoreError, StoredGroup};
+use crate::syncer::Syncer;
 use crate::BrokerError;
 
 /// Group state is persisted at most this often. Each persist is a write, an
@@ -37,6 +39,9 @@ pub struct Persister {
     path: PathBuf,
     /// fsync the file and folder (the topic's policy is `always`).
     durable: bool,
+    /// Where durable writes get their sync, shared with every other group
+    /// (see [`crate::syncer`]); `None`: each write fsyncs its own file.
+    syncer: Option<Arc<Syncer>>,
     /// Changed since the last write started.
     dirty: bool,
     running: Option<JoinHandle<Result<(), StoreError>>>,
@@ -52,11 +57,17 @@ pub struct Persister {
 }
 
 impl Persister {
-    pub fn new(group: String, path: PathBuf, durable: bool) -> Persister {
+    pub fn new(
+        group: String,
+        path: PathBuf,
+        durable: bool,
+        syncer: Option<Arc<Syncer>>,
+    ) -> Persister {
         Persister {
             group,
             path,
             durable,
+            syncer,
             dirty: false,
             running: None,
             not_before: Instant::now(),
@@ -96,10 +107,20 @@ impl Persister {
         self.dirty = false;
         self.not_before = Instant::now() + PERSIST_MIN_INTERVAL;
         self.current = std::mem::take(&mut self.next);
-        let (path, durable, state) = (self.path.clone(), self.durable, state());
-        self.running = Some(tokio::task::spawn_blocking(move || {
-            store::save(&path, &state, durable)
-        }));
+        self.running = Some(self.write(state()));
+    }
+
+    /// Starts writing `state`: through the shared syncer when the write
+    /// must be durable and there is one, else fsyncing its own file (or
+    /// not at all).
+    fn write(&self, state: StoredGroup) -> JoinHandle<Result<(), StoreError>> {
+        let path = self.path.clone();
+        match (&self.syncer, self.durable) {
+            (Some(syncer), true) => tokio::spawn(store::save_synced(path, state, syncer.clone())),
+            (_, durable) => {
+                tokio::task::spawn_blocking(move || store::save(&path, &state, durable))
+            }
+        }
     }
 
     /// Resolves when the running write ends. Only call while
@@ -176,15 +197,12 @@ impl Persister {
             let r = self.finished().await;
             self.on_finished(r);
         }
-        let (path, durable) = (self.path.clone(), self.durable);
-        let r = tokio::task::spawn_blocking(move || store::save(&path, &state, durable))
-            .await
-            .unwrap_or_else(|e| {
-                Err(StoreError::Io {
-                    path: self.path.clone(),
-                    source: std::io::Error::other(format!("group state writer task: {e}")),
-                })
-            });
+        let r = self.write(state).await.unwrap_or_else(|e| {
+            Err(StoreError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(format!("group state writer task: {e}")),
+            })
+        });
         match &r {
             Ok(()) => {
                 self.dirty = false;
@@ -252,7 +270,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // The folder does not exist: every write fails.
         let path = dir.path().join("missing").join("g.state");
-        let mut p = Persister::new("g".into(), path.clone(), false);
+        let mut p = Persister::new("g".into(), path.clone(), false, None);
         let (tx, rx) = oneshot::channel();
         p.wait(tx);
         p.maybe_start(StoredGroup::default);
@@ -277,7 +295,7 @@ mod tests {
     async fn a_failed_last_write_is_not_reported_as_ok() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing").join("g.state");
-        let mut p = Persister::new("g".into(), path, false);
+        let mut p = Persister::new("g".into(), path, false, None);
         let (tx, rx) = oneshot::channel();
         p.wait(tx);
         p.close(StoredGroup::default()).await;
@@ -286,7 +304,12 @@ mod tests {
 
     #[test]
     fn backoff_is_bounded() {
-        let mut p = Persister::new("g".into(), PathBuf::from("/nonexistent/g.state"), false);
+        let mut p = Persister::new(
+            "g".into(),
+            PathBuf::from("/nonexistent/g.state"),
+            false,
+            None,
+        );
         let e = StoreError::Corrupt {
             path: PathBuf::new(),
             reason: String::new(),

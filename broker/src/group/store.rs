@@ -3,8 +3,10 @@
 //! through [`crate::fsutil`].
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::fsutil;
+use crate::syncer::Syncer;
 
 use serde::{Deserialize, Serialize};
 
@@ -103,6 +105,37 @@ pub fn save(path: &Path, state: &StoredGroup, durable: bool) -> Result<(), Store
         reason: e.to_string(),
     })?;
     fsutil::write_atomic(path, &body, durable).map_err(io(path))
+}
+
+/// [`save`] with durability from a shared [`Syncer`]: the temporary is
+/// written, made durable by the next coalesced sync, renamed over the old
+/// state, and the rename made durable by the sync after that. Many groups
+/// saving at once share those two syncs instead of two fsyncs each.
+pub async fn save_synced(
+    path: PathBuf,
+    state: StoredGroup,
+    syncer: Arc<Syncer>,
+) -> Result<(), StoreError> {
+    let body = postcard::to_allocvec(&state).map_err(|e| StoreError::Corrupt {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let p = path.clone();
+    blocking(move || fsutil::write_tmp(&p, &body))
+        .await
+        .map_err(io(&path))?;
+    syncer.sync().await.map_err(io(&path))?;
+    let p = path.clone();
+    blocking(move || fsutil::commit_tmp(&p))
+        .await
+        .map_err(io(&path))?;
+    syncer.sync().await.map_err(io(&path))
+}
+
+async fn blocking(f: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use crate::fsutil;
 use crate::group::GroupDefaults;
 use crate::memory::MemoryBudget;
 use crate::storage::{Log, LogConfig, MAX_SEGMENT_BYTES};
+use crate::syncer::Syncer;
 use crate::BrokerError;
 
 /// The broker's topics. Lookups are lock-free (DashMap; guards are never
@@ -38,6 +39,9 @@ pub struct Registry {
     me: Weak<Registry>,
     /// The broker's memory budget, shared by every log and session.
     memory: Arc<MemoryBudget>,
+    /// Coalesced syncs of the data folder, for group state (see
+    /// [`crate::syncer`]).
+    syncer: Option<Arc<Syncer>>,
 }
 
 const META_FILE: &str = "topic.meta";
@@ -68,6 +72,7 @@ impl Registry {
         })?;
         let memory = MemoryBudget::new(config.max_memory);
         let reg = Arc::new_cyclic(|me| Registry {
+            syncer: Syncer::new(root.clone()),
             root: root.clone(),
             config,
             memory,
@@ -113,6 +118,11 @@ impl Registry {
     /// The broker's memory budget.
     pub fn memory(&self) -> &Arc<MemoryBudget> {
         &self.memory
+    }
+
+    /// The data folder's coalesced syncer, where the platform has one.
+    pub fn syncer(&self) -> Option<&Arc<Syncer>> {
+        self.syncer.as_ref()
     }
 
     pub fn group_defaults(&self) -> GroupDefaults {
