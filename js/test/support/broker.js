@@ -22,8 +22,9 @@ export function heraldBin() {
   return bin;
 }
 
-/** Children started and not yet seen to exit. */
+/** Children started and not yet seen to exit; data folders not yet removed. */
 const running = new Set();
+const folders = new Set();
 
 /** SIGKILLs a child's whole process group (it leads one: `detached`). */
 function killGroup(child, sig = "SIGKILL") {
@@ -36,6 +37,14 @@ function killGroup(child, sig = "SIGKILL") {
 
 process.on("exit", () => {
   for (const c of running) killGroup(c);
+  for (const d of folders) {
+    try {
+      // The SIGKILLed child may still be writing for a moment: retry.
+      rmSync(d, { recursive: true, force: true, maxRetries: 20, retryDelay: 10 });
+    } catch (e) {
+      process.stderr.write(`could not remove ${d}: ${e.message}\n`);
+    }
+  }
 });
 // A detached child does not get the terminal's Ctrl-C: pass it on.
 for (const [sig, n] of [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]]) {
@@ -64,6 +73,7 @@ export class Broker {
 
   constructor(extra = []) {
     this.dir = mkdtempSync(join(tmpdir(), "herald-js-"));
+    folders.add(this.dir);
     this.extra = extra;
     this.tcp = "127.0.0.1:0";
     this.http = "127.0.0.1:0";
@@ -137,5 +147,6 @@ export class Broker {
   async close() {
     await this.kill();
     rmSync(this.dir, { recursive: true, force: true });
+    folders.delete(this.dir);
   }
 }
