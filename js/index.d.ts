@@ -131,6 +131,8 @@ export declare class RoomEvent {
   readonly payload: Uint8Array;
   /** Position in `topic`: grows with every event of that topic. */
   readonly offset: number;
+  /** The id shared by the copies of an emit to several rooms (handed over once), else null. */
+  readonly emitId: string | null;
   readonly timestamp: number;
   readonly deliveryCount: number;
   readonly expectsReply: boolean;
