@@ -6,8 +6,12 @@ export type Data = string | Uint8Array | ArrayBuffer | ArrayBufferView;
 export interface ConnectOptions {
   /** Stable identity across reconnects and page reloads; the broker assigns one if absent. */
   clientId?: string;
-  /** Credentials, sent in Hello. */
-  token?: string;
+  /** Credentials, sent in Hello: a token, or a provider called at every
+   * connect and reconnect and when the broker says the token is expiring
+   * (its token is then sent in a Refresh: the connection and its
+   * subscriptions carry on). With a fixed token the connection ends at the
+   * token's expiry and the client stops (TokenExpired). */
+  token?: string | (() => string | Promise<string>);
   /** A WebSocket class: needed on Node before 22 (e.g. the `ws` package's). */
   WebSocket?: unknown;
   /** Free text for the broker's logs. */
@@ -40,6 +44,18 @@ export interface SubscribeOptions {
   ackTimeoutMs?: number;
   /** Deliveries before dead-lettering; 0: the broker's default. */
   maxDeliveries?: number;
+  /** Called, in its place among the messages, when retention deleted offsets
+   * this group had not finished (the broker's Skipped); the subscription goes
+   * on. Default: the client's "skipped" event. */
+  onSkipped?: (s: SkippedInfo) => void;
+}
+
+export interface SkippedInfo {
+  topic: string;
+  group: string | null;
+  /** First and last (inclusive) offsets that will never be delivered. */
+  first: number;
+  last: number;
 }
 
 export interface PublishOptions {
@@ -58,7 +74,8 @@ export interface Receipt {
 
 export declare class HeraldError extends Error {
   /** A broker error code name ("UnknownTopic", "Busy", ...) or the client's own:
-   * "ConnectionLost", "Timeout", "InvalidArgument", "Protocol", "Connect". */
+   * "ConnectionLost", "Timeout", "InvalidArgument", "Protocol", "Connect",
+   * "Token" (the token provider failed). */
   readonly code: string;
   /** The broker's numeric code, 0 for the client's own errors. */
   readonly number: number;
@@ -109,9 +126,13 @@ export declare class RoomEvent {
   readonly sender: string;
   /** The room it came through, null for direct messages. */
   readonly room: string | null;
+  /** Where it was read: "_room.<room>" (a room's log) or "_inbox.<client id>". */
+  readonly topic: string;
   readonly payload: Uint8Array;
-  /** Position in this client's inbox: grows with every event. */
+  /** Position in `topic`: grows with every event of that topic. */
   readonly offset: number;
+  /** The id shared by the copies of an emit to several rooms (handed over once), else null. */
+  readonly emitId: string | null;
   readonly timestamp: number;
   readonly deliveryCount: number;
   readonly expectsReply: boolean;
@@ -135,10 +156,17 @@ export type Target =
   | { all: true };
 
 export interface EmitReceipt {
-  /** Inboxes the event was durably appended to. */
+  /** Clients reached, each once: the target rooms' members (less the sender
+   * for a broadcast) and the inbox recipients. */
   recipients: number;
-  /** Room members left out because their inbox was full. */
+  /** Emit-to-all recipients left out because their inbox was full. */
   skipped: number;
+}
+
+export interface JoinOptions {
+  /** A new member starts this many records (events and presence) before the
+   * end of the room's log (default 0: at the end). Ignored for a member. */
+  history?: number;
 }
 
 export interface TopicConfig {
@@ -172,11 +200,20 @@ export interface TopicInfo {
 
 export interface ConnectionEventMap {
   connected: Event & { detail: object };
-  disconnected: Event & { detail: { reason: string } };
+  disconnected: Event & { detail: { reason: string; code: string } };
   reconnecting: Event & { detail: { attempt: number; delayMs: number } };
   reconnected: Event & { detail: { attempt: number } };
   closed: Event & { detail: { reason: string } };
+  /** A handler threw, a rejoin failed, the broker ended the connection
+   * (e.g. TokenExpired), a reconnect was refused for good, a refresh failed. */
   error: Event & { detail: { error: unknown; context: string } };
+  /** The broker will end the connection when its token expires. */
+  tokenexpiring: Event & { detail: { expiresInMs: number } };
+  /** The token provider's new token is in force (after a Refresh). */
+  tokenrefreshed: Event & { detail: object };
+  /** Retention deleted events of a room (or of a subscription without
+   * onSkipped) before this client read them. */
+  skipped: Event & { detail: { room?: string; topic: string; group?: string | null; first: number; last: number } };
 }
 
 export declare class Herald extends EventTarget {
@@ -199,17 +236,22 @@ export declare class Herald extends EventTarget {
   resetGroup(topic: string, group: string, to: Exclude<Start, "resume">): Promise<void>;
   repairTopic(name: string, options?: { dryRun?: boolean }): Promise<unknown>;
 
-  join(room: string): Promise<void>;
-  joinDurable(room: string): Promise<void>;
+  /** Joins, then reads the room's log; resolves once it is being read. */
+  join(room: string, options?: JoinOptions): Promise<void>;
+  joinDurable(room: string, options?: JoinOptions): Promise<void>;
+  /** Stops reading the room's log and leaves it (joining again starts at the end). */
   leave(room: string): Promise<void>;
   members(room: string): Promise<Array<{ clientId: string; online: boolean }>>;
+  /** The rooms this client id is a member of (read again by a restarted client). */
+  myRooms(): Promise<Array<{ room: string; durable: boolean }>>;
   emit(target: Target, event: string, data: Data): Promise<EmitReceipt>;
   broadcast(room: string, event: string, data: Data): Promise<EmitReceipt>;
   emitToClient(clientId: string, event: string, data: Data): Promise<EmitReceipt>;
   emitToRooms(rooms: string[], event: string, data: Data): Promise<EmitReceipt>;
   emitAll(event: string, data: Data): Promise<EmitReceipt>;
   request(clientId: string, event: string, data: Data, options?: { timeoutMs?: number }): Promise<RoomEvent>;
-  /** The handler runs for every event of that name, one at a time in inbox order; the event is acked when it returns. */
+  /** The handler runs for every event of that name, one at a time, in the order of the room's
+   * log (or the inbox) it came from; the event is acked there when the handler returns. */
   on(event: string, handler: (ev: RoomEvent) => void | Promise<void>): () => void;
   off(event: string, handler: (ev: RoomEvent) => void | Promise<void>): void;
   onPresence(handler: (p: Presence) => void | Promise<void>): () => void;

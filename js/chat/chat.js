@@ -1,13 +1,14 @@
 // The chat page: rooms, presence and direct messages on Herald, in plain
 // JavaScript with no build step. Each name is a Herald client id and joins
 // its room durably, so while the tab is closed (or offline, or the broker
-// restarts) its inbox keeps what was said, and the page shows it, once and
-// in order, when it comes back.
+// restarts) the room's log keeps what was said and its position in it, and
+// the page shows it, once and in order, when it comes back.
 //
 // Shown once: each message carries an id (an emit re-sent after a
 // reconnect arrives twice, with the same id), and the page remembers the
-// last inbox position it showed (a reload may be handed again an event
-// whose ack had not reached the broker's disk). What this tab has shown
+// last position it showed in each topic it reads (the room's log, its
+// inbox for direct messages): a reload may be handed again an event whose
+// ack had not reached the broker's disk. What this tab has shown
 // is kept in sessionStorage, so a reload shows it again; a new tab starts
 // empty and shows only what it has not seen.
 
@@ -20,7 +21,7 @@ const params = new URLSearchParams(location.search);
 class Memory {
   constructor(name, room) {
     this.historyKey = `herald-chat:${name}:${room}:history`;
-    this.offsetKey = `herald-chat:${name}:offset`;
+    this.offsetKey = (topic) => `herald-chat:${name}:offset:${topic}`;
     this.idsKey = `herald-chat:${name}:ids`;
   }
   history() {
@@ -31,11 +32,11 @@ class Memory {
     h.push(line);
     sessionStorage.setItem(this.historyKey, JSON.stringify(h.slice(-500)));
   }
-  lastOffset() {
-    return Number(localStorage.getItem(this.offsetKey) ?? -1);
+  lastOffset(topic) {
+    return Number(localStorage.getItem(this.offsetKey(topic)) ?? -1);
   }
-  setOffset(o) {
-    if (o > this.lastOffset()) localStorage.setItem(this.offsetKey, String(o));
+  setOffset(topic, o) {
+    if (o > this.lastOffset(topic)) localStorage.setItem(this.offsetKey(topic), String(o));
   }
   seen(id) {
     return JSON.parse(localStorage.getItem(this.idsKey) ?? "[]").includes(id);
@@ -116,13 +117,13 @@ async function start(name, room) {
 
   const pending = new Map();
   const show = (ev, kind) => {
-    if (ev.offset <= memory.lastOffset()) return; // shown before a reload, or in another tab
-    memory.setOffset(ev.offset);
+    if (ev.offset <= memory.lastOffset(ev.topic)) return; // shown before a reload, or in another tab
+    memory.setOffset(ev.topic, ev.offset);
     let m;
     try {
       m = ev.json();
     } catch {
-      m = { id: `offset-${ev.offset}`, text: ev.text() };
+      m = { id: `${ev.topic}@${ev.offset}`, text: ev.text() };
     }
     // This tab's own line moves from where it was typed to where the room
     // got it, as every other member (and a reload) sees it.
@@ -172,7 +173,8 @@ async function start(name, room) {
     const el = line(l, ["pending"]);
     pending.set(id, el);
     const payload = JSON.stringify({ id, text: l.text, to: l.to });
-    // The emit resolves once durable in every recipient's inbox; while the
+    // The emit resolves once durable (in the room's log, or the recipient's
+    // inbox for a direct message); while the
     // connection is down it waits and is sent after the reconnect.
     const sent = dm ? herald.emitToClient(dm[1], "dm", payload) : herald.emit({ room }, "chat", payload);
     sent.then(

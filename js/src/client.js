@@ -6,6 +6,9 @@
 // (re-sent), subscriptions (subscribed again: groups resume at their
 // committed position, ephemeral ones after the last message handed out),
 // acks not yet confirmed durable (re-sent), and rooms (joined again).
+// A token provider is asked for a token at every handshake and whenever
+// the broker says the connection's token is expiring (then sent in a
+// Refresh, which keeps the connection and its subscriptions).
 
 import { encodeFrame, withRequestId, decodeMessage, FrameDecoder, PROTOCOL_VERSION } from "./codec.js";
 import { buildBatch, toBytes } from "./batch.js";
@@ -15,7 +18,8 @@ import { Rooms } from "./rooms.js";
 
 export const CLIENT_NAME = "herald-js/0.1.0";
 
-/** Handshake errors that a retry cannot fix: the client stops. */
+/** Handshake errors that a retry cannot fix: the client stops. (An
+ * expired token is one too, unless a token provider can give a new one.) */
 const FATAL = new Set(["Unauthorized", "UnsupportedVersion", "InvalidArgument", "HandshakeRequired", "BadFrame"]);
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -59,6 +63,7 @@ export class Herald extends EventTarget {
     }
     /** The client id: given, or assigned by the broker at the first handshake. */
     this.clientId = o.clientId ?? null;
+    /** A string, or a function returning one (or a promise of one). */
     this._token = o.token ?? null;
     this._clientName = o.clientName ?? CLIENT_NAME;
     this._backoff = [o.reconnectInitialMs ?? 100, o.reconnectMaxMs ?? 5000];
@@ -97,8 +102,29 @@ export class Herald extends EventTarget {
 
   // ---- the connection ----
 
+  /** The token for a Hello or a Refresh: the fixed one, or the provider's. */
+  async _currentToken() {
+    const t = this._token;
+    if (typeof t !== "function") return t;
+    let v;
+    try {
+      v = await t();
+    } catch (e) {
+      throw new HeraldError("Token", `the token provider failed: ${e?.message ?? e}`);
+    }
+    if (typeof v !== "string" || v === "") throw new HeraldError("Token", "the token provider gave no token (it must give a non-empty string)");
+    return v;
+  }
+
+  /** Whether a handshake refusal ends the client (no retry can help). */
+  _fatal(e) {
+    return FATAL.has(e.code) || (e.code === "TokenExpired" && typeof this._token !== "function");
+  }
+
   /** Opens one connection; resolves at HelloOk, rejects if it fails first. */
-  _open() {
+  async _open() {
+    const token = await this._currentToken();
+    if (this._closed) throw connectionLost("the client is closed");
     return new Promise((resolve, reject) => {
       let ws;
       try {
@@ -119,7 +145,7 @@ export class Herald extends EventTarget {
           max_version: PROTOCOL_VERSION,
           client_name: this._clientName,
           client_id: this.clientId,
-          token: this._token,
+          token,
         };
         this._write(conn, encodeFrame("Hello", conn.helloId, hello));
       };
@@ -173,7 +199,7 @@ export class Herald extends EventTarget {
       return;
     }
     this._onDisconnected();
-    this._emit("disconnected", { reason: err.detail ?? String(err) });
+    this._emit("disconnected", { reason: err.detail ?? String(err), code: err.code });
     if (!this._closed) this._reconnect();
   }
 
@@ -198,7 +224,8 @@ export class Herald extends EventTarget {
         this._emit("reconnected", { attempt });
         return;
       } catch (e) {
-        if (FATAL.has(e.code)) {
+        if (this._fatal(e)) {
+          this._emit("error", { error: e, context: "reconnecting" });
           this._shutDown(e);
           return;
         }
@@ -261,7 +288,8 @@ export class Herald extends EventTarget {
 
   _onMessage(conn, m) {
     if (!conn.live) {
-      if (m.requestId !== conn.helloId) throw protocolError(`${m.op} before HelloOk`);
+      const refusal = m.op === "Error" && m.requestId === 0;
+      if (m.requestId !== conn.helloId && !refusal) throw protocolError(`${m.op} before HelloOk`);
       if (m.op === "HelloOk") return this._onHelloOk(conn, m.body);
       const e = m.op === "Error" ? HeraldError.fromBroker(m.body) : protocolError(`${m.op} answered Hello`);
       return this._fail(conn, e);
@@ -271,13 +299,22 @@ export class Herald extends EventTarget {
         return this._byBrokerId.get(m.body.subscription_id)?._deliver(m.body);
       case "SubscriptionError":
         return this._byBrokerId.get(m.body.subscription_id)?._end(HeraldError.fromBroker(m.body));
+      case "Skipped":
+        return this._byBrokerId.get(m.body.subscription_id)?._skipped(m.body);
+      case "TokenExpiring":
+        return this._refreshToken(conn, m.body.expires_in_ms);
       case "Ping":
         return this._send(encodeFrame("Pong", m.requestId));
       case "Pong":
       case "GoingAway":
         return; // the close that follows GoingAway starts the reconnect
       case "Error":
-        if (m.requestId === 0) return this._fail(conn, HeraldError.fromBroker(m.body));
+        if (m.requestId === 0) {
+          // About the connection (an expired token, ...): it closes.
+          const e = HeraldError.fromBroker(m.body);
+          this._emit("error", { error: e, context: "connection" });
+          return this._fail(conn, e);
+        }
         break;
       default:
     }
@@ -291,6 +328,27 @@ export class Herald extends EventTarget {
     if (r.sync) r.sync(m, err);
     else if (err) r.reject(err);
     else r.resolve(m);
+  }
+
+  /**
+   * The broker's TokenExpiring push: ask the provider for a new token and
+   * send it in a Refresh. With a fixed token there is nothing to send: the
+   * connection ends at expiry (and reconnecting fails with TokenExpired).
+   */
+  async _refreshToken(conn, expiresInMs) {
+    this._emit("tokenexpiring", { expiresInMs });
+    if (typeof this._token !== "function") return;
+    try {
+      const token = await this._currentToken();
+      // A new connection's Hello carried a fresh token already.
+      if (this._conn !== conn || !conn.live) return;
+      const m = await this._request("Refresh", { token }, { onLost: (resolve) => resolve(null) });
+      if (m === null) return;
+      if (m.op !== "Ok") throw protocolError(`${m.op} answered Refresh`);
+      this._emit("tokenrefreshed", {});
+    } catch (e) {
+      this._emit("error", { error: e, context: "refreshing the token" });
+    }
   }
 
   // ---- requests ----
@@ -437,17 +495,20 @@ export class Herald extends EventTarget {
 
   // ---- rooms (see rooms.js) ----
 
-  join(room) {
-    return this.rooms.join(room, false);
+  join(room, o) {
+    return this.rooms.join(room, false, o);
   }
-  joinDurable(room) {
-    return this.rooms.join(room, true);
+  joinDurable(room, o) {
+    return this.rooms.join(room, true, o);
   }
   leave(room) {
     return this.rooms.leave(room);
   }
   members(room) {
     return this.rooms.members(room);
+  }
+  myRooms() {
+    return this.rooms.myRooms();
   }
   emit(target, event, data) {
     return this.rooms.emit(target, event, data);

@@ -49,6 +49,11 @@ export const OP = Object.freeze({
   Members: 0x44,
   MemberList: 0x45,
   Reply: 0x46,
+  Skipped: 0x47,
+  MyRooms: 0x48,
+  RoomList: 0x49,
+  Refresh: 0x50,
+  TokenExpiring: 0x51,
 });
 const NAMES = new Map(Object.entries(OP).map(([n, v]) => [v, n]));
 
@@ -185,17 +190,22 @@ const BODIES = {
     ["records", u64],
     ["bytes", u64],
   ]),
-  Join: struct([["room", string], ["durable", bool]]),
+  Join: struct([["room", string], ["durable", bool], ["history", u32]]),
   Leave: roomName,
   Emit: struct([["target", emitTarget], ["event", string], ["payload", bytes], ["correlation", u64]]),
   EmitOk: struct([["recipients", u32], ["skipped", u32]]),
   Members: roomName,
   MemberList: struct([["members", vec(struct([["client_id", string], ["online", bool]]))]]),
   Reply: struct([["to_client", string], ["correlation", u64], ["payload", bytes]]),
+  Skipped: struct([["subscription_id", u64], ["first", u64], ["last", u64]]),
+  MyRooms: null,
+  RoomList: struct([["rooms", vec(struct([["room", string], ["durable", bool]]))]]),
+  Refresh: struct([["token", string]]),
+  TokenExpiring: struct([["expires_in_ms", u64]]),
 };
 
 /** Pushed by the broker, unprompted. */
-const PUSHED = new Set(["GoingAway", "Deliver", "SubscriptionError"]);
+const PUSHED = new Set(["GoingAway", "Deliver", "SubscriptionError", "Skipped", "TokenExpiring"]);
 
 const utf8 = new TextEncoder();
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });

@@ -25,6 +25,7 @@ export const ERROR_CODES = Object.freeze({
   18: "UnknownGroup",
   19: "GroupUnavailable",
   20: "RoomUnavailable",
+  21: "TokenExpired",
 });
 
 /** Codes whose request may succeed if retried later. */

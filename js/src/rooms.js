@@ -1,32 +1,53 @@
-// Rooms and events (docs/rooms.md) on today's wire protocol: Join, Leave,
-// Emit, Members and Reply requests, and an inbox — the group subscription
-// (group "inbox") of the topic `_inbox.<client id>` — through which every
-// event, presence change and reply reaches this client. Kept apart from the
-// connection code so that a change of how room events travel touches only
-// this module.
+// Rooms and events (docs/rooms.md): Join, Leave, Emit, Members, Reply and
+// MyRooms requests, and the group subscriptions through which events reach
+// this client, merged into one stream of events for the handlers:
 //
-// Handlers run one at a time, in inbox order; an event is acked once its
-// handlers have returned (or their promises resolved). An event nobody
-// handles yet is kept, unacked, until a handler for its name is added.
+// - its inbox, the topic `_inbox.<client id>` read by the group "inbox":
+//   direct emits, requests, replies and emits to everyone;
+// - the log of each room it joined, the topic `_room.<room>` read by the
+//   group named after its client id, started once the Join is Ok (and, for
+//   the rooms a restarted process is still a member of, at first use, from
+//   MyRooms).
+//
+// What is not for the application is acked and dropped here: presence
+// about this client itself, its own broadcasts (the room's log holds them
+// for everyone else), and a second copy of an event emitted to several of
+// its rooms (the same `herald-emit` id; the last SEEN_EMITS are kept).
+// Kept apart from the connection code so that a change of how room events
+// travel touches only this module.
+//
+// Handlers run one at a time, each source in its own order (there is no
+// order between a room and another, or a room and the inbox); an event is
+// acked, in the subscription it came from, once its handlers have returned
+// (or their promises resolved). An event nobody handles yet is kept,
+// unacked, until a handler for its name is added.
 
 import { HeraldError, invalidArgument, protocolError } from "./errors.js";
 import { toBytes } from "./batch.js";
 
 const text = new TextDecoder();
 
-/** Header names of inbox records (herald_protocol::rooms::headers). */
+/** Header names of event records (herald_protocol::rooms::headers). */
 export const H = Object.freeze({
   kind: "herald-kind",
   sender: "herald-sender",
   room: "herald-room",
   replyTo: "herald-reply-to",
   correlation: "herald-correlation",
+  exceptSender: "herald-except-sender",
+  emit: "herald-emit",
 });
 
+/** The topic of a room's log. */
+export const ROOM_PREFIX = "_room.";
 const INBOX_GROUP = "inbox";
-const INBOX_PREFETCH = 256;
+const PREFETCH = 256;
+/** Emit ids remembered to hand an event emitted to several rooms over
+ * once. Their copies are appended together, so they arrive close together;
+ * a page reloaded between two copies may see such an event twice. */
+export const SEEN_EMITS = 4096;
 
-/** One event from the inbox. */
+/** One event from the inbox or a room's log. */
 export class RoomEvent {
   constructor(rooms, m) {
     this._rooms = rooms;
@@ -35,15 +56,21 @@ export class RoomEvent {
     /** "event", "presence" or "reply" */
     this.kind = m.header(H.kind) ?? "event";
     this.sender = m.header(H.sender) ?? "";
-    this.room = m.header(H.room) ?? null;
+    /** Where it was read: `_inbox.<client id>` or `_room.<room>`. */
+    this.topic = m.topic;
+    const fromRoom = m.topic.startsWith(ROOM_PREFIX) ? m.topic.slice(ROOM_PREFIX.length) : null;
+    this.room = m.header(H.room) ?? fromRoom;
     this.payload = m.payload;
-    /** Position in this client's inbox: increases with every event. */
+    /** Position in `topic`: increases with every event of that topic. */
     this.offset = m.offset;
     this.timestamp = m.timestamp;
     this.deliveryCount = m.deliveryCount;
     const c = m.header(H.correlation);
     this.correlation = c === undefined ? 0 : Number(c);
     this.replyTo = m.header(H.replyTo) ?? null;
+    /** The id shared by the copies of an emit to several rooms. */
+    this.emitId = m.header(H.emit) ?? null;
+    this.exceptSender = m.header(H.exceptSender) !== undefined;
   }
 
   text() {
@@ -82,36 +109,65 @@ export class Rooms {
   constructor(client) {
     this.client = client;
     /** Rooms joined and not left, with their durability: joined again
-     * after every reconnect, in case the broker's grace period ran out. */
+     * after every reconnect (before the subscriptions are renewed), in
+     * case the broker's grace period ran out. */
     this.joined = new Map();
+    /** The subscription reading each joined room's log. */
+    this.reading = new Map();
     this.handlers = new Map();
     this.presence = new Set();
     /** Requests waiting for their reply, by correlation id. */
     this.waiters = new Map();
-    /** Events with no handler yet, in inbox order. */
+    /** Events with no handler yet, in the order they came. */
     this.parked = [];
     this.inbox = null;
+    /** Started at first use: the inbox, then the rooms from MyRooms. */
+    this.hub = null;
+    /** Emit id → "topic@offset" of the copy handed over, oldest first. */
+    this.seen = new Map();
     // A random start: a reply left in the inbox by an earlier run of this
     // client cannot match a new request.
     this.nextCorrelation = 1 + Math.floor(Math.random() * 2 ** 40);
     this.tail = Promise.resolve();
   }
 
-  async join(room, durable) {
-    this.joined.set(room, durable);
-    const m = await this.client._request("Join", { room, durable });
+  /** Joins, then reads the room's log; resolves once it is being read. */
+  async join(room, durable, { history = 0 } = {}) {
+    if (!Number.isInteger(history) || history < 0 || history > 0xffffffff) {
+      throw invalidArgument(`history ${history}: a number of records, 0 to 2^32-1`);
+    }
+    const m = await this.client._request("Join", { room, durable, history });
     if (m.op !== "Ok") throw protocolError(`${m.op} answered Join`);
+    this.joined.set(room, durable);
+    await this._hub();
+    await this._read(room);
   }
 
+  /** Stops reading the room's log, then leaves (the broker forgets this
+   * member's position: joining again starts afresh). */
   async leave(room) {
+    const durable = this.joined.get(room);
     this.joined.delete(room);
-    const m = await this.client._request("Leave", { room });
-    if (m.op !== "Ok") throw protocolError(`${m.op} answered Leave`);
+    const sub = this.reading.get(room);
+    this.reading.delete(room);
+    await sub?.close();
+    try {
+      const m = await this.client._request("Leave", { room });
+      if (m.op !== "Ok") throw protocolError(`${m.op} answered Leave`);
+    } catch (e) {
+      // Still a member: read it again.
+      if (durable !== undefined && !this.client._closed) {
+        this.joined.set(room, durable);
+        this._read(room).catch(() => {});
+      }
+      throw e;
+    }
   }
 
+  /** Called on every new connection, before subscriptions are renewed. */
   _rejoin() {
     for (const [room, durable] of this.joined) {
-      this.client._request("Join", { room, durable }, { onLost: () => {} }).catch((e) => {
+      this.client._request("Join", { room, durable, history: 0 }, { onLost: () => {} }).catch((e) => {
         this.client._emit("error", { error: e, context: `rejoining ${room}` });
       });
     }
@@ -123,8 +179,15 @@ export class Rooms {
     return m.body.members.map((x) => ({ clientId: x.client_id, online: x.online }));
   }
 
-  /** Emits; resolves with { recipients, skipped } once durable in every
-   * recipient's inbox. */
+  /** The rooms this client id is a member of: [{ room, durable }]. */
+  async myRooms() {
+    const m = await this.client._request("MyRooms", null);
+    if (m.op !== "RoomList") throw protocolError(`${m.op} answered MyRooms`);
+    return m.body.rooms;
+  }
+
+  /** Emits; resolves with { recipients, skipped } once every append (room
+   * logs, inboxes) is durable. */
   async emit(to, event, data, correlation = 0) {
     if (!event) throw invalidArgument("empty event name");
     const body = { target: target(to), event, payload: toBytes(data), correlation };
@@ -135,7 +198,7 @@ export class Rooms {
 
   /** Sends `event` to one client and resolves with its reply event. */
   async request(clientId, event, data, { timeoutMs = 30000 } = {}) {
-    this._startInbox();
+    this._use();
     const c = this.nextCorrelation++;
     const answer = new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -162,7 +225,7 @@ export class Rooms {
     const set = this.handlers.get(name) ?? new Set();
     set.add(handler);
     this.handlers.set(name, set);
-    this._startInbox();
+    this._use();
     this._serial(() => this._unpark(name));
     return () => this.off(name, handler);
   }
@@ -172,22 +235,74 @@ export class Rooms {
   }
 
   /** Calls `handler({ type, clientId, room })` for join, leave, connect and
-   * disconnect events of the rooms this client is in. */
+   * disconnect events of the rooms this client is in (not its own). */
   onPresence(handler) {
     this.presence.add(handler);
-    this._startInbox();
+    this._use();
     return () => this.presence.delete(handler);
   }
 
-  _startInbox() {
-    if (this.inbox || this.client._closed) return;
-    const topic = `_inbox.${this.client.clientId}`;
-    this.inbox = this.client.subscribe(topic, { group: INBOX_GROUP, start: "resume", prefetch: INBOX_PREFETCH });
+  /** Starts reading (in the background) if not yet. */
+  _use() {
+    this._hub().catch((e) => this.client._emit("error", { error: e, context: "starting to read events" }));
+  }
+
+  /** The inbox, and the logs of the rooms this client id is already a
+   * member of (a process that starts again with the same id, or a page
+   * reloaded, gets what its rooms were sent meanwhile). Once. */
+  _hub() {
+    this.hub ??= this._startHub().catch((e) => {
+      this.hub = null;
+      throw e;
+    });
+    return this.hub;
+  }
+
+  async _startHub() {
+    if (this.client._closed) return;
+    if (!this.inbox) {
+      this.inbox = this.client.subscribe(`_inbox.${this.client.clientId}`, { group: INBOX_GROUP, start: "resume", prefetch: PREFETCH });
+      this._loop(this.inbox, null);
+    }
+    for (const r of await this.myRooms()) {
+      if (!this.joined.has(r.room)) this.joined.set(r.room, r.durable);
+      await this._read(r.room);
+    }
+  }
+
+  /** Reads a joined room's log (once), as the group named after this
+   * client id; resolves once the broker confirmed the subscription. */
+  async _read(room) {
+    let sub = this.reading.get(room);
+    if (!sub) {
+      if (this.client._closed) return;
+      const onSkipped = ({ topic, first, last }) => this.client._emit("skipped", { room, topic, first, last });
+      sub = this.client.subscribe(ROOM_PREFIX + room, { group: this.client.clientId, start: "resume", prefetch: PREFETCH, onSkipped });
+      this.reading.set(room, sub);
+      this._loop(sub, room);
+    }
+    await sub.ready;
+  }
+
+  /** Hands the events of one subscription to the handlers, in order. */
+  _loop(sub, room) {
     (async () => {
       try {
-        for await (const m of this.inbox) await this._serial(() => this._dispatch(new RoomEvent(this, m)));
+        for await (const m of sub) {
+          const ev = new RoomEvent(this, m);
+          // A reply runs no handler: not queued behind one (which may be
+          // waiting for this very reply).
+          if (ev.kind === "reply") await this._dispatch(ev);
+          else await this._serial(() => this._dispatch(ev));
+        }
       } catch (e) {
-        this.client._emit("error", { error: e, context: "reading the inbox" });
+        if (room === null) {
+          this.client._emit("error", { error: e, context: "reading the inbox" });
+        } else if (this.reading.get(room) === sub) {
+          // Over (refused, ended by the broker): joining again reads anew.
+          this.reading.delete(room);
+          this.client._emit("error", { error: e, context: `reading room ${room}` });
+        }
       }
     })();
   }
@@ -198,7 +313,28 @@ export class Rooms {
     return this.tail;
   }
 
+  /** Whether `ev` goes to the application; if not, it is only acked. */
+  _forApp(ev) {
+    const own = ev.sender === this.client.clientId;
+    if (own && (ev.kind === "presence" || ev.exceptSender)) return false;
+    if (ev.emitId === null) return true;
+    const at = `${ev.topic}@${ev.offset}`;
+    const first = this.seen.get(ev.emitId);
+    if (first === undefined) {
+      this.seen.set(ev.emitId, at);
+      if (this.seen.size > SEEN_EMITS) this.seen.delete(this.seen.keys().next().value);
+      return true;
+    }
+    // The copy handed over may come again (redelivered, or kept without a
+    // handler across a reconnect); another copy is a duplicate.
+    return first === at;
+  }
+
   async _dispatch(ev) {
+    if (!this._forApp(ev)) {
+      ev._message.ack();
+      return;
+    }
     if (ev.kind === "reply") {
       const w = this.waiters.get(ev.correlation);
       if (w) {
@@ -218,7 +354,7 @@ export class Rooms {
     const hs = this.handlers.get(ev.name);
     if (!hs || hs.size === 0) {
       // A redelivery (ack timeout) replaces the copy already kept.
-      this.parked = this.parked.filter((e) => e.offset !== ev.offset);
+      this.parked = this.parked.filter((e) => e.topic !== ev.topic || e.offset !== ev.offset);
       this.parked.push(ev);
       return;
     }

@@ -8,7 +8,10 @@
 // or sent on a connection that dropped before confirming them, are sent
 // once the broker confirms the new subscription. Ephemeral subscriptions
 // resume right after the last message handed to the application, and give
-// credit back (Flow) as messages are consumed.
+// credit back (Flow) as messages are consumed. A group whose undelivered
+// offsets retention deleted is told (the broker's Skipped push): the
+// subscription goes on, and `onSkipped` (else the client's "skipped"
+// event) hears of it in its place among the messages.
 
 import { encodeFrame } from "./codec.js";
 import { HeraldError } from "./errors.js";
@@ -82,6 +85,13 @@ export class Message {
   }
 }
 
+/** A Skipped push waiting in the queue for the messages before it. */
+class Skip {
+  constructor(info) {
+    this.info = info;
+  }
+}
+
 export class Subscription {
   constructor(client, topic, o) {
     this.client = client;
@@ -91,6 +101,7 @@ export class Subscription {
     this._window = [o.prefetch ?? 256, o.prefetchBytes ?? 1 << 20];
     this._ackTimeoutMs = o.ackTimeoutMs ?? 0;
     this._maxDeliveries = o.maxDeliveries ?? 0;
+    this._onSkipped = o.onSkipped ?? ((info) => client._emit("skipped", info));
     this._brokerId = null;
     this._epoch = 0;
     this._queue = [];
@@ -160,8 +171,8 @@ export class Subscription {
     this._inflightAcks = 0;
     // Delivered but not yet handed out: the broker delivers them again
     // on the next connection (unacked in a group; after the resume point
-    // of an ephemeral subscription).
-    this._queue = [];
+    // of an ephemeral subscription). A Skipped notice is not: it stays.
+    this._queue = this._queue.filter((m) => m instanceof Skip);
   }
 
   _deliver(d) {
@@ -177,12 +188,29 @@ export class Subscription {
   }
 
   _push(m) {
-    const w = this._waiters.shift();
+    if (this._queue.length === 0 && m instanceof Skip) {
+      this._tellSkipped(m);
+      return;
+    }
+    const w = this._waiters.length > 0 && this._queue.length === 0 ? this._waiters.shift() : null;
     if (w) {
       this._taken(m);
       w.resolve({ value: m, done: false });
     } else {
       this._queue.push(m);
+    }
+  }
+
+  /** The broker's Skipped push: told after the messages queued before it. */
+  _skipped(s) {
+    this._push(new Skip({ topic: this.topic, group: this.group, first: s.first, last: s.last }));
+  }
+
+  _tellSkipped(skip) {
+    try {
+      this._onSkipped(skip.info);
+    } catch (e) {
+      this.client._emit("error", { error: e, context: "skipped handler" });
     }
   }
 
@@ -281,7 +309,11 @@ export class Subscription {
 
   /** The next message: { value, done }. */
   next() {
-    const m = this._queue.shift();
+    let m = this._queue.shift();
+    while (m instanceof Skip) {
+      this._tellSkipped(m);
+      m = this._queue.shift();
+    }
     if (m) {
       this._taken(m);
       return Promise.resolve({ value: m, done: false });

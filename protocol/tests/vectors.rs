@@ -1,5 +1,5 @@
 //! The shared byte-level vectors (`vectors.json`, beside this file): the
-//! JavaScript client's tests (js/test/vectors.test.js) check the same file,
+//! JavaScript client's tests (js/test/unit/vectors.test.js) check the same file,
 //! so the two implementations of the wire format cannot drift apart.
 //!
 //! Each frame vector gives a body as serde_json renders the Rust type; this
@@ -77,6 +77,11 @@ fn message(op: &str, b: &Value) -> Message {
         "Members" => Message::Members(body(b)),
         "MemberList" => Message::MemberList(body(b)),
         "Reply" => Message::Reply(body(b)),
+        "Skipped" => Message::Skipped(body(b)),
+        "MyRooms" => Message::MyRooms,
+        "RoomList" => Message::RoomList(body(b)),
+        "Refresh" => Message::Refresh(body(b)),
+        "TokenExpiring" => Message::TokenExpiring(body(b)),
         other => panic!("vector of an opcode this test does not know: {other}"),
     }
 }

@@ -50,6 +50,7 @@ after(async () => {
   await browser?.close();
   await proxy?.close();
   await broker?.close();
+  await Broker.killAll();
   if (profile) rmSync(profile, { recursive: true, force: true });
 });
 

@@ -16,6 +16,7 @@ before(async () => {
 });
 after(async () => {
   await broker?.close();
+  await Broker.killAll();
 });
 
 const opts = (o = {}) => ({ WebSocket, reconnectInitialMs: 20, reconnectMaxMs: 200, ...o });
@@ -172,57 +173,121 @@ test("topic administration", { timeout: 30000 }, async () => {
   await h.close();
 });
 
-test("rooms: emit, broadcast, direct messages, presence, members, request/reply", { timeout: 30000 }, async () => {
+/** Collects `name` events of `h` as [sender, room, text]. */
+function collect(h, name, into = []) {
+  h.on(name, (ev) => into.push([ev.sender, ev.room, ev.text()]));
+  return into;
+}
+
+test("rooms: emit, broadcast, direct messages, presence, members, request/reply", { timeout: 30000 }, async (t) => {
   const room = uniq("lobby");
   const alice = await connect(broker.wsUrl, opts({ clientId: uniq("alice") }));
   const bob = await connect(broker.wsUrl, opts({ clientId: uniq("bob") }));
-  const bobSaw = [];
+  t.after(() => Promise.all([alice.close(), bob.close()]));
+  const bobSaw = collect(bob, "chat");
+  collect(bob, "dm", bobSaw);
   const bobPresence = [];
-  bob.on("chat", (ev) => bobSaw.push([ev.sender, ev.room, ev.text()]));
-  bob.on("dm", (ev) => bobSaw.push([ev.sender, ev.room, ev.text()]));
   bob.onPresence((p) => bobPresence.push([p.type, p.clientId, p.room]));
   bob.on("ping", (ev) => ev.reply(`pong to ${ev.text()}`));
   await bob.joinDurable(room);
   await alice.joinDurable(room);
-  const aliceSaw = [];
-  alice.on("chat", (ev) => aliceSaw.push(ev.text()));
-  assert.deepEqual((await alice.emit({ room }, "chat", "hi all")), { recipients: 2, skipped: 0 });
+  const aliceSaw = collect(alice, "chat");
+  assert.deepEqual(await alice.emit({ room }, "chat", "hi all"), { recipients: 2, skipped: 0 });
   assert.equal((await alice.broadcast(room, "chat", "not me")).recipients, 1);
   assert.equal((await alice.emitToClient(bob.clientId, "dm", "psst")).recipients, 1);
-  await until(() => bobSaw.length === 3, 10000, "bob's events");
-  assert.deepEqual(bobSaw, [
+  await alice.emit({ room }, "chat", "marker");
+  await until(() => bobSaw.length === 4, 10000, "bob's events");
+  // The room's events in the room's order; the direct one (inbox) in no
+  // particular place among them.
+  assert.deepEqual(bobSaw.filter(([, r]) => r === room), [
     [alice.clientId, room, "hi all"],
     [alice.clientId, room, "not me"],
-    [alice.clientId, null, "psst"],
+    [alice.clientId, room, "marker"],
   ]);
-  await until(() => aliceSaw.length === 1, 10000, "alice's event");
-  assert.deepEqual(aliceSaw, ["hi all"]);
+  assert.deepEqual(bobSaw.filter(([, r]) => r !== room), [[alice.clientId, null, "psst"]]);
+  // Alice's broadcast is in the room's log, which she reads: not handed to her.
+  await until(() => aliceSaw.length === 2, 10000, "alice's events");
+  assert.deepEqual(aliceSaw.map(([, , x]) => x), ["hi all", "marker"]);
   await until(() => bobPresence.some(([t, c]) => t === "join" && c === alice.clientId), 10000, "join presence");
+  assert.deepEqual(bobPresence.filter(([, c]) => c === bob.clientId), [], "no presence about bob himself");
   const members = await alice.members(room);
   assert.deepEqual(members.map((m) => m.clientId).sort(), [alice.clientId, bob.clientId].sort());
+  assert.deepEqual(await bob.myRooms(), [{ room, durable: true }]);
   const answer = await alice.request(bob.clientId, "ping", "alice", { timeoutMs: 10000 });
   assert.equal(answer.text(), "pong to alice");
   await assert.rejects(alice.emit({ room }, "join", "x"), (e) => e.code === "InvalidArgument");
-  await alice.close();
-  await bob.close();
 });
 
-test("a client that comes back with its id gets the room events it missed, once, in order", { timeout: 30000 }, async () => {
+test("a member of two target rooms gets an emitToRooms event once", { timeout: 30000 }, async (t) => {
+  const [r1, r2, r3] = [uniq("r1"), uniq("r2"), uniq("r3")];
+  const alice = await connect(broker.wsUrl, opts({ clientId: uniq("alice") }));
+  const bob = await connect(broker.wsUrl, opts({ clientId: uniq("bob") }));
+  t.after(() => Promise.all([alice.close(), bob.close()]));
+  const saw = collect(bob, "note");
+  for (const r of [r1, r2]) await bob.join(r);
+  await alice.join(r3);
+  // Two rooms bob is in and one he is not: three records, one per room,
+  // with the same herald-emit id.
+  assert.equal((await alice.emitToRooms([r1, r2, r3], "note", "once")).recipients, 2);
+  // A marker after it in each of bob's rooms: once both have come, both
+  // copies of "once" were read.
+  for (const r of [r1, r2]) await alice.emit({ room: r }, "note", `marker ${r}`);
+  await until(() => saw.filter(([, , x]) => x.startsWith("marker")).length === 2, 10000, "both markers");
+  assert.deepEqual(saw.filter(([, , x]) => x === "once").length, 1, JSON.stringify(saw));
+  assert.deepEqual(saw.length, 3);
+});
+
+test("join with history: a new member starts that many records before the end; leave stops it", { timeout: 30000 }, async (t) => {
+  const room = uniq("hist");
+  const alice = await connect(broker.wsUrl, opts({ clientId: uniq("alice") }));
+  const carol = await connect(broker.wsUrl, opts({ clientId: uniq("carol") }));
+  t.after(() => Promise.all([alice.close(), carol.close()]));
+  await alice.joinDurable(room);
+  for (let i = 0; i < 5; i++) await alice.emit({ room }, "chat", `e${i}`);
+  const saw = collect(carol, "chat");
+  await carol.joinDurable(room, { history: 3 });
+  await alice.emit({ room }, "chat", "e5");
+  await until(() => saw.length >= 4, 10000, "history and the live event");
+  assert.deepEqual(saw.map(([, , x]) => x), ["e2", "e3", "e4", "e5"]);
+  // Left: the room's events stop; joining again starts at the end.
+  await carol.leave(room);
+  assert.deepEqual(await carol.myRooms(), []);
+  await alice.emit({ room }, "chat", "while carol was out");
+  await carol.joinDurable(room);
+  await alice.emit({ room }, "chat", "e6");
+  await until(() => saw.length >= 5, 10000, "the event after joining again");
+  assert.deepEqual(saw.map(([, , x]) => x), ["e2", "e3", "e4", "e5", "e6"]);
+  await assert.rejects(carol.join(room, { history: -1 }), (e) => e.code === "InvalidArgument");
+});
+
+test("a client that comes back with its id gets the room events it missed, once, in order, across a broker SIGKILL", { timeout: 60000 }, async (t) => {
+  const b = await Broker.start();
+  t.after(() => b.close());
   const room = uniq("news");
   const bobId = uniq("bob");
-  const alice = await connect(broker.wsUrl, opts({ clientId: uniq("alice") }));
-  let bob = await connect(broker.wsUrl, opts({ clientId: bobId }));
+  const alice = await connect(b.wsUrl, opts({ clientId: uniq("alice") }));
+  t.after(() => alice.close());
+  let bob = await connect(b.wsUrl, opts({ clientId: bobId }));
   await bob.joinDurable(room);
   await alice.joinDurable(room);
+  const aliceSaw = collect(alice, "chat");
   await bob.close();
-  for (let i = 0; i < 5; i++) await alice.broadcast(room, "chat", `missed ${i}`);
-  bob = await connect(broker.wsUrl, opts({ clientId: bobId }));
+  for (let i = 0; i < 3; i++) await alice.broadcast(room, "chat", `missed ${i}`);
+  await b.kill();
+  await b.run();
+  for (let i = 3; i < 5; i++) await alice.broadcast(room, "chat", `missed ${i}`);
+  // A new client (as a restarted process) with bob's id: it learns its
+  // rooms from the broker and reads what they were sent meanwhile.
+  bob = await connect(b.wsUrl, opts({ clientId: bobId }));
+  t.after(() => bob.close());
   const saw = [];
   bob.on("chat", (ev) => saw.push(ev.text()));
   await until(() => saw.length >= 5, 10000, "bob's missed events");
   await alice.broadcast(room, "chat", "live");
   await until(() => saw.length >= 6, 10000, "the live event");
   assert.deepEqual(saw, ["missed 0", "missed 1", "missed 2", "missed 3", "missed 4", "live"]);
-  await alice.close();
-  await bob.close();
+  // Alice's own broadcasts never came back to her.
+  await alice.emit({ room }, "chat", "to all");
+  await until(() => aliceSaw.length >= 1, 10000, "alice's emit");
+  assert.deepEqual(aliceSaw.map(([, , x]) => x), ["to all"]);
 });

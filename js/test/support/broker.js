@@ -1,8 +1,11 @@
 // A real `herald serve` child process for the tests, on free ports, with
 // its own data folder. Start, stop (SIGTERM), kill (SIGKILL) and restart
-// on the same ports and folder.
+// on the same ports and folder. Each child leads its own process group and
+// is killed as a group; every broker still running is killed when the test
+// process exits, whatever way (a failed or timed-out test included), so no
+// `herald serve` outlives the tests.
 
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -19,9 +22,58 @@ export function heraldBin() {
   return bin;
 }
 
+/** Children started and not yet seen to exit; data folders not yet removed. */
+const running = new Set();
+const folders = new Set();
+
+/** SIGKILLs a child's whole process group (it leads one: `detached`). */
+function killGroup(child, sig = "SIGKILL") {
+  try {
+    process.kill(-child.pid, sig);
+  } catch {
+    // gone already
+  }
+}
+
+process.on("exit", () => {
+  for (const c of running) killGroup(c);
+  for (const d of folders) {
+    try {
+      // The SIGKILLed child may still be writing for a moment: retry.
+      rmSync(d, { recursive: true, force: true, maxRetries: 20, retryDelay: 10 });
+    } catch (e) {
+      process.stderr.write(`could not remove ${d}: ${e.message}\n`);
+    }
+  }
+});
+// A detached child does not get the terminal's Ctrl-C: pass it on.
+for (const [sig, n] of [["SIGINT", 2], ["SIGTERM", 15], ["SIGHUP", 1]]) {
+  process.once(sig, () => {
+    for (const c of running) killGroup(c);
+    process.exit(128 + n);
+  });
+}
+
+/** Mints a JWT with `herald token` (args: --secret-file, --sub, --ttl, --allow-*). */
+export function mintToken(args) {
+  const r = spawnSync(heraldBin(), ["token", ...args], { encoding: "utf8", timeout: 20000 });
+  if (r.status !== 0) throw new Error(`herald token ${args.join(" ")} failed: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
 export class Broker {
+  /** Kills every broker still running (an `after` hook's safety net). */
+  static async killAll() {
+    await Promise.all([...running].map((c) => {
+      const exited = new Promise((r) => c.once("exit", r));
+      killGroup(c);
+      return exited;
+    }));
+  }
+
   constructor(extra = []) {
     this.dir = mkdtempSync(join(tmpdir(), "herald-js-"));
+    folders.add(this.dir);
     this.extra = extra;
     this.tcp = "127.0.0.1:0";
     this.http = "127.0.0.1:0";
@@ -45,12 +97,18 @@ export class Broker {
   /** Starts the process (again, on the same ports, after the first time). */
   run() {
     const args = ["serve", "--listen", this.tcp, "--http", this.http, "--data-dir", this.dir, ...this.extra];
-    const child = spawn(heraldBin(), args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, HERALD_LOG: process.env.HERALD_LOG ?? "warn" } });
+    const env = { ...process.env, HERALD_LOG: process.env.HERALD_LOG ?? "warn" };
+    const child = spawn(heraldBin(), args, { stdio: ["ignore", "pipe", "pipe"], env, detached: true });
     this.child = child;
+    running.add(child);
+    child.once("exit", () => running.delete(child));
     child.stderr.on("data", (d) => process.stderr.write(`[herald] ${d}`));
     const lines = createInterface({ input: child.stdout });
     return new Promise((resolvePromise, reject) => {
-      const timer = setTimeout(() => reject(new Error("herald serve did not start within 20 s")), 20000);
+      const timer = setTimeout(() => {
+        killGroup(child);
+        reject(new Error("herald serve did not start within 20 s"));
+      }, 20000);
       child.once("exit", (code) => reject(new Error(`herald serve exited with ${code} before listening`)));
       lines.on("line", (l) => {
         let m = l.match(/^listening on (\S+)/);
@@ -79,7 +137,8 @@ export class Broker {
     const c = this.child;
     if (!c || c.exitCode !== null || c.signalCode !== null) return;
     const exited = new Promise((r) => c.once("exit", r));
-    c.kill(sig);
+    if (sig === "SIGKILL") killGroup(c);
+    else c.kill(sig);
     await exited;
     this.child = null;
   }
@@ -88,5 +147,6 @@ export class Broker {
   async close() {
     await this.kill();
     rmSync(this.dir, { recursive: true, force: true });
+    folders.delete(this.dir);
   }
 }

@@ -8,6 +8,7 @@ import { connect, HeraldError } from "../../src/index.js";
 import { FrameDecoder, decodeMessage, encodeFrame } from "../../src/codec.js";
 import { toRanges } from "../../src/subscription.js";
 import { startPosition } from "../../src/client.js";
+import { buildBatch } from "../../src/batch.js";
 
 /** A WebSocket stand-in that records what is sent and answers Hello. */
 function fakeSocket(reply) {
@@ -78,4 +79,97 @@ test("start positions", () => {
   assert.deepEqual(startPosition({ offset: 3 }), { Offset: 3 });
   assert.deepEqual(startPosition({ timestamp: -1 }), { Timestamp: -1 });
   assert.throws(() => startPosition("soon"), /start/);
+});
+
+/** A fake broker: answers Hello, Subscribe (ids 1, 2, ...), MyRooms and
+ * Refresh; `push(op, body)` sends a push on the connection. */
+function fakeBroker({ rooms = [], clientId = "me" } = {}) {
+  let socket = null;
+  let nextSub = 1;
+  const subs = new Map();
+  const { Fake, sent } = fakeSocket((m) => {
+    if (m.op === "Hello") return helloOk(m, clientId);
+    if (m.op === "Subscribe") {
+      const id = nextSub++;
+      subs.set(m.body.topic, id);
+      return encodeFrame("SubscribeOk", m.requestId, { subscription_id: id, start_offset: 0 });
+    }
+    if (m.op === "MyRooms") return encodeFrame("RoomList", m.requestId, { rooms });
+    if (m.op === "Refresh" || m.op === "Join") return encodeFrame("Ok", m.requestId);
+    return null;
+  });
+  class Tracked extends Fake {
+    constructor(url) {
+      super(url);
+      socket = this;
+    }
+  }
+  const push = (op, body) => setTimeout(() => socket.onmessage?.({ data: encodeFrame(op, 0, body).buffer }), 0);
+  return { Fake: Tracked, sent, subs, push };
+}
+
+/** A Deliver of records with these payloads at offsets 0.. to subscription `id`. */
+function deliver(id, payloads) {
+  const batch = buildBatch(payloads.map((p) => ({ payload: new TextEncoder().encode(p), timestamp: 1 })));
+  return { subscription_id: id, first_offset: 0, last_offset: payloads.length - 1, delivery_count: 1, batch };
+}
+
+test("a Skipped push is told in its place among the messages, and the subscription goes on", async () => {
+  const fake = fakeBroker();
+  const h = await connect("ws://x/ws", { WebSocket: fake.Fake });
+  const told = [];
+  const sub = h.subscribe("t", { group: "g", onSkipped: (s) => told.push(s) });
+  await sub.ready;
+  fake.push("Deliver", deliver(1, ["a", "b"]));
+  fake.push("Skipped", { subscription_id: 1, first: 2, last: 9 });
+  const a = await sub.next();
+  assert.equal(a.value.text(), "a");
+  // Queued behind "b": not told yet.
+  await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(told, []);
+  assert.equal((await sub.next()).value.text(), "b");
+  const third = sub.next();
+  await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(told, [{ topic: "t", group: "g", first: 2, last: 9 }]);
+  fake.push("Deliver", deliver(1, ["c"]));
+  assert.equal((await third).value.text(), "c", "the subscription goes on");
+  await h.close({ timeoutMs: 0 });
+});
+
+test("a room whose log lost events to retention is told as a skipped event naming the room", async () => {
+  const fake = fakeBroker({ rooms: [{ room: "news", durable: true }] });
+  const h = await connect("ws://x/ws", { WebSocket: fake.Fake });
+  const skipped = new Promise((r) => h.addEventListener("skipped", (e) => r(e.detail), { once: true }));
+  h.on("chat", () => {});
+  // The first use reads the inbox and, from MyRooms, the room's log with
+  // the client id as its group.
+  const until = async (f) => {
+    while (!f()) await new Promise((r) => setTimeout(r, 1));
+  };
+  await until(() => fake.subs.has("_room.news"));
+  const roomSub = fake.sent.find((m) => m.op === "Subscribe" && m.body.topic === "_room.news");
+  assert.equal(roomSub.body.group, "me");
+  assert.ok(fake.sent.some((m) => m.op === "Subscribe" && m.body.topic === "_inbox.me" && m.body.group === "inbox"));
+  fake.push("Skipped", { subscription_id: fake.subs.get("_room.news"), first: 0, last: 41 });
+  assert.deepEqual(await skipped, { room: "news", topic: "_room.news", first: 0, last: 41 });
+  await h.close({ timeoutMs: 0 });
+});
+
+test("a token provider is asked at connect and on TokenExpiring, and its token is sent in Refresh", async () => {
+  const fake = fakeBroker();
+  let n = 0;
+  const h = await connect("ws://x/ws", { WebSocket: fake.Fake, token: async () => `tok${++n}` });
+  assert.equal(fake.sent[0].body.token, "tok1");
+  const refreshed = new Promise((r) => h.addEventListener("tokenrefreshed", r, { once: true }));
+  fake.push("TokenExpiring", { expires_in_ms: 30000 });
+  await refreshed;
+  const r = fake.sent.find((m) => m.op === "Refresh");
+  assert.deepEqual(r.body, { token: "tok2" });
+  await h.close({ timeoutMs: 0 });
+});
+
+test("a failing token provider rejects connect with a Token error", async () => {
+  const fake = fakeBroker();
+  const token = () => Promise.reject(new Error("backend down"));
+  await assert.rejects(connect("ws://x/ws", { WebSocket: fake.Fake, token }), (e) => e.code === "Token" && /backend down/.test(e.message));
 });
