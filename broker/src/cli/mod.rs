@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the broker.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Publish messages (arguments, stdin lines, or generated).
     Pub(publish::PubArgs),
     /// Print messages of a topic (durable with --group).
@@ -82,7 +82,7 @@ pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
 /// Runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(a) => serve::run(a),
+        Command::Serve(a) => serve::run(*a),
         Command::Pub(a) => publish::run(a),
         Command::Sub(a) => subscribe::run(a),
         Command::Topics(a) => topics::run(a),
