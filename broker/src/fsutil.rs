@@ -49,10 +49,49 @@ pub fn write_tmp(path: &Path, body: &[u8]) -> io::Result<()> {
     written
 }
 
-/// The second half: renames the temporary written by [`write_tmp`] over
-/// `path` (durable after the caller's next sync).
+/// The second half: puts the temporary written by [`write_tmp`] in
+/// `path`'s place (durable after the caller's next sync).
+///
+/// On Linux the two files are exchanged (`renameat2(RENAME_EXCHANGE)`):
+/// the old content stays behind as the temporary, to be overwritten by
+/// the next write, so a group that persists every few milliseconds neither
+/// allocates nor frees an inode each time (with a thousand groups in one
+/// folder, inode churn showed in profiles). Where exchange is not
+/// supported, or there is no old file yet, it is a plain rename.
 pub fn commit_tmp(path: &Path) -> io::Result<()> {
-    fs::rename(path.with_extension("tmp"), path)
+    let tmp = path.with_extension("tmp");
+    #[cfg(target_os = "linux")]
+    {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| {
+            CString::new(p.as_os_str().as_bytes())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+        };
+        let (from, to) = (c(&tmp)?, c(path)?);
+        // SAFETY: two valid NUL-terminated paths, relative to the current
+        // folder only if they are relative (AT_FDCWD).
+        let r = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        // ENOENT: no old file to exchange with; EINVAL/ENOSYS: the file
+        // system or kernel cannot exchange. Anything else is an error.
+        match e.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::EINVAL) | Some(libc::ENOSYS) => {}
+            _ => return Err(e),
+        }
+    }
+    fs::rename(&tmp, path)
 }
 
 /// True for ENOSPC and EDQUOT: out of space (or quota), which freeing space
@@ -92,4 +131,26 @@ pub fn read_checked(path: &Path) -> io::Result<Option<Vec<u8>>> {
         ));
     }
     Ok(Some(bytes[4..].to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batched write replaces the file like `write_atomic` does, first
+    /// with no old file and then over one; the reader sees the newest.
+    #[test]
+    fn batched_writes_replace_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g.state");
+        for body in [&b"first"[..], b"second", b"third, longer than the others"] {
+            write_tmp(&p, body).unwrap();
+            commit_tmp(&p).unwrap();
+            assert_eq!(read_checked(&p).unwrap().as_deref(), Some(body));
+        }
+        // Committing with no temporary written is an error, not a no-op
+        // that would leave the caller believing it wrote.
+        let q = dir.path().join("other.state");
+        assert!(commit_tmp(&q).is_err());
+    }
 }

@@ -134,6 +134,9 @@ fn now_us(epoch: Instant) -> u64 {
 
 /// A payload of `size` bytes starting with the send time (8 bytes) and a
 /// sequence (8 bytes), as peerbench does.
+/// The event a rooms run emits to each room once every member is in.
+const START_MARKER: &str = "bench-start";
+
 fn payload(size: usize, t_us: u64, seq: u64) -> Bytes {
     let mut b = BytesMut::with_capacity(size.max(16));
     b.put_u64_le(t_us);
@@ -592,18 +595,29 @@ where
         let inbox = client.inbox().await?;
         members.push((client, inbox, per_room(r)));
     }
-    // The clock starts once every member is in.
-    let t0 = Instant::now();
+    // Each member first reads up to a start marker emitted to its room once
+    // everyone is in, so the presence events of the joins (each member
+    // hears of every member who joined after it) are drained before the
+    // clock starts: the run measures the room's steady state, as the
+    // Socket.IO peer does (it has no presence).
     let mut readers = Vec::new();
+    let mut ready = Vec::new();
     for (client, mut inbox, count) in members {
+        let (started, started_rx) = tokio::sync::oneshot::channel::<()>();
+        ready.push(started_rx);
         readers.push(tokio::spawn(async move {
+            let mut started = Some(started);
             let mut lat = Lat::new();
             let mut n = 0u64;
             while n < count {
                 let next = tokio::time::timeout(Duration::from_secs(30), inbox.next()).await;
                 let Ok(Some(ev)) = next else { break };
                 let ev = ev?;
-                if !ev.is_presence() {
+                if ev.name() == START_MARKER {
+                    if let Some(s) = started.take() {
+                        let _ = s.send(());
+                    }
+                } else if started.is_none() && !ev.is_presence() {
                     let sent = sent_at(ev.payload());
                     if sent > 0 {
                         lat.record(now_us(epoch).saturating_sub(sent));
@@ -616,6 +630,24 @@ where
             Ok::<(u64, Lat), anyhow::Error>((n, lat))
         }));
     }
+    let starter = connect().await?;
+    for room in &rooms {
+        starter
+            .emit(
+                herald_client::Target::room(room.clone()),
+                START_MARKER,
+                Bytes::new(),
+            )
+            .await?;
+    }
+    starter.close().await;
+    for r in ready {
+        tokio::time::timeout(Duration::from_secs(300), r)
+            .await
+            .context("members did not all reach the start marker in 300 s")?
+            .context("a member stopped before the start marker")?;
+    }
+    let t0 = Instant::now();
     let per = a.count / a.producers as u64;
     let mut emitters = Vec::new();
     for p in 0..a.producers {
