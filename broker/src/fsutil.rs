@@ -49,49 +49,10 @@ pub fn write_tmp(path: &Path, body: &[u8]) -> io::Result<()> {
     written
 }
 
-/// The second half: puts the temporary written by [`write_tmp`] in
-/// `path`'s place (durable after the caller's next sync).
-///
-/// On Linux the two files are exchanged (`renameat2(RENAME_EXCHANGE)`):
-/// the old content stays behind as the temporary, to be overwritten by
-/// the next write, so a group that persists every few milliseconds neither
-/// allocates nor frees an inode each time (with a thousand groups in one
-/// folder, inode churn showed in profiles). Where exchange is not
-/// supported, or there is no old file yet, it is a plain rename.
+/// The second half: renames the temporary written by [`write_tmp`] over
+/// `path` (durable after the caller's next sync).
 pub fn commit_tmp(path: &Path) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    #[cfg(target_os = "linux")]
-    {
-        use std::ffi::CString;
-        use std::os::unix::ffi::OsStrExt;
-        let c = |p: &Path| {
-            CString::new(p.as_os_str().as_bytes())
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
-        };
-        let (from, to) = (c(&tmp)?, c(path)?);
-        // SAFETY: two valid NUL-terminated paths, relative to the current
-        // folder only if they are relative (AT_FDCWD).
-        let r = unsafe {
-            libc::renameat2(
-                libc::AT_FDCWD,
-                from.as_ptr(),
-                libc::AT_FDCWD,
-                to.as_ptr(),
-                libc::RENAME_EXCHANGE,
-            )
-        };
-        if r == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        // ENOENT: no old file to exchange with; EINVAL/ENOSYS: the file
-        // system or kernel cannot exchange. Anything else is an error.
-        match e.raw_os_error() {
-            Some(libc::ENOENT) | Some(libc::EINVAL) | Some(libc::ENOSYS) => {}
-            _ => return Err(e),
-        }
-    }
-    fs::rename(&tmp, path)
+    fs::rename(path.with_extension("tmp"), path)
 }
 
 /// True for ENOSPC and EDQUOT: out of space (or quota), which freeing space
