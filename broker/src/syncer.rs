@@ -1,39 +1,48 @@
-//! Where many small files become durable together: one `syncfs` of the
-//! data folder's file system stands for the fsyncs of every group-state
-//! file written since the last one.
+//! Where many small files become durable together: the state files of
+//! every consumer group are written by one task, in rounds, and each round
+//! is made durable by two `syncfs` calls of the data folder's file system
+//! instead of two fsyncs per file.
 //!
 //! Why: each consumer group persists its acks in its own small file (see
 //! [`crate::group::store`]), and each write of one used to cost two fsyncs
-//! (the file, then its folder). A room of 1,000 members is 1,000 groups
-//! (one per member, see [`crate::rooms::log`]), all acking the same events
-//! at once: 2,000 fsyncs per persist round saturated the disk and delayed
-//! the room log's own fsync, so every emit waited behind its members'
-//! bookkeeping. With the syncer a round costs two `syncfs` calls however
-//! many groups took part: write every temporary file, one sync, rename
-//! them, one sync.
+//! (the file, then its folder) on a thread of its own. A room of 1,000
+//! members is 1,000 groups (one per member, see [`crate::rooms::log`]), all
+//! acking the same events at once: 2,000 fsyncs per persist round, from a
+//! thousand threads contending for one folder's lock, saturated the disk
+//! and delayed the room log's own fsync, so every emit waited behind its
+//! members' bookkeeping. A round here is: write every temporary file (one
+//! thread, one after the other), one sync, rename them all, one sync; each
+//! writer is then answered with its own file's outcome.
 //!
-//! Requests are coalesced: whoever asks while a sync runs is served by the
-//! next one (its write may have come after the running sync started), and
-//! every request queued by then shares that next sync.
+//! Requests are coalesced: whatever arrives while a round runs goes into
+//! the next one.
 //!
 //! Linux only (`syncfs(2)`); elsewhere [`Syncer::new`] returns `None` and
 //! the groups fsync their own files.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
 
-type Waiter = oneshot::Sender<Result<(), io::ErrorKind>>;
+use crate::fsutil;
 
-/// Coalesced `syncfs` of one file system (the one holding `root`).
+/// One file to replace, and who waits for it.
+struct Job {
+    path: PathBuf,
+    body: Vec<u8>,
+    done: oneshot::Sender<io::Result<()>>,
+}
+
+/// Batched, durable replacement of small files on one file system (the
+/// one holding `root`).
 #[derive(Debug)]
 pub struct Syncer {
     root: PathBuf,
-    /// The task that runs the syncs, started on first use (so that a
+    /// The task that runs the rounds, started on first use (so that a
     /// syncer can be made outside a runtime).
-    tx: OnceLock<mpsc::UnboundedSender<Waiter>>,
+    tx: OnceLock<mpsc::UnboundedSender<Job>>,
 }
 
 impl Syncer {
@@ -48,51 +57,84 @@ impl Syncer {
         })
     }
 
-    /// Returns once everything written to the file system before this call
-    /// is durable (data and metadata: renames included).
+    /// Replaces `path` with `body` (checksummed, as
+    /// [`fsutil::write_atomic`] does) and returns once the new content is
+    /// durable. A crash before that leaves the old content or the new one.
     ///
     /// # Errors
-    /// The sync failed (EIO), or the broker's runtime is shutting down.
-    pub async fn sync(&self) -> io::Result<()> {
+    /// Writing or renaming this file failed (ENOSPC: see
+    /// [`fsutil::is_storage_full`]), the sync failed, or the broker's
+    /// runtime is shutting down.
+    pub async fn save(&self, path: PathBuf, body: Vec<u8>) -> io::Result<()> {
         let tx = self.tx.get_or_init(|| spawn(self.root.clone()));
         let (done, wait) = oneshot::channel();
-        if tx.send(done).is_err() {
-            return Err(io::Error::other("the syncer has stopped"));
-        }
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(kind)) => Err(io::Error::new(kind, "syncfs of the data folder failed")),
-            Err(_) => Err(io::Error::other("the syncer has stopped")),
-        }
+        let stopped = || io::Error::other("the group state writer has stopped");
+        tx.send(Job { path, body, done }).map_err(|_| stopped())?;
+        wait.await.map_err(|_| stopped())?
     }
 }
 
-/// Starts the task that serves sync requests, one `syncfs` per batch.
-fn spawn(root: PathBuf) -> mpsc::UnboundedSender<Waiter> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Waiter>();
+/// Starts the task that serves jobs, one round per batch.
+fn spawn(root: PathBuf) -> mpsc::UnboundedSender<Job> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
-            let mut waiters = vec![first];
-            while let Ok(w) = rx.try_recv() {
-                waiters.push(w);
+            let mut jobs = vec![first];
+            while let Ok(j) = rx.try_recv() {
+                jobs.push(j);
             }
-            let folder = root.clone();
-            let r = tokio::task::spawn_blocking(move || syncfs(&folder))
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
-            if let Err(e) = &r {
-                tracing::error!(folder = %root.display(), error = %e, "syncfs failed");
-            }
-            for w in waiters {
-                let _ = w.send(r.as_ref().map(|_| ()).map_err(|e| e.kind()));
+            let root = root.clone();
+            let done = tokio::task::spawn_blocking(move || round(&root, jobs)).await;
+            if let Err(e) = done {
+                // The waiters' senders were dropped with the round: they
+                // hear that the writer stopped.
+                tracing::error!(error = %e, "group state round failed");
             }
         }
     });
     tx
 }
 
+/// Writes every job's temporary, syncs, renames, syncs, and answers each.
+fn round(root: &Path, jobs: Vec<Job>) {
+    let mut written = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        match fsutil::write_tmp(&j.path, &j.body) {
+            Ok(()) => written.push(j),
+            Err(e) => {
+                let _ = j.done.send(Err(e));
+            }
+        }
+    }
+    if let Err(e) = syncfs(root) {
+        return fail(root, written, &e);
+    }
+    let mut renamed = Vec::with_capacity(written.len());
+    for j in written {
+        match fsutil::commit_tmp(&j.path) {
+            Ok(()) => renamed.push(j),
+            Err(e) => {
+                let _ = j.done.send(Err(e));
+            }
+        }
+    }
+    if let Err(e) = syncfs(root) {
+        return fail(root, renamed, &e);
+    }
+    for j in renamed {
+        let _ = j.done.send(Ok(()));
+    }
+}
+
+fn fail(root: &Path, jobs: Vec<Job>, e: &io::Error) {
+    tracing::error!(folder = %root.display(), error = %e, "syncfs failed");
+    for j in jobs {
+        let _ = j.done.send(Err(io::Error::new(e.kind(), e.to_string())));
+    }
+}
+
 #[cfg(target_os = "linux")]
-fn syncfs(root: &std::path::Path) -> io::Result<()> {
+fn syncfs(root: &Path) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let dir = std::fs::File::open(root)?;
     // SAFETY: a valid open descriptor.
@@ -104,7 +146,7 @@ fn syncfs(root: &std::path::Path) -> io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn syncfs(_root: &std::path::Path) -> io::Result<()> {
+fn syncfs(_root: &Path) -> io::Result<()> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "syncfs"))
 }
 
@@ -112,27 +154,44 @@ fn syncfs(_root: &std::path::Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    /// Many concurrent requests are all answered, by few syncs.
+    /// Many concurrent saves are all answered, and each file holds its
+    /// own latest content.
     #[tokio::test]
-    async fn concurrent_requests_share_syncs() {
+    async fn concurrent_saves_are_each_written() {
         let dir = tempfile::tempdir().unwrap();
         let Some(s) = Syncer::new(dir.path().to_path_buf()) else {
             return;
         };
-        let all = (0..200).map(|_| {
-            let s = s.clone();
-            tokio::spawn(async move { s.sync().await })
-        });
-        for r in futures::future::join_all(all).await {
-            r.unwrap().unwrap();
+        for round in 0..3u8 {
+            let all = (0..200u32).map(|i| {
+                let s = s.clone();
+                let p = dir.path().join(format!("{i}.state"));
+                tokio::spawn(async move { s.save(p, vec![round; i as usize]).await })
+            });
+            for r in futures::future::join_all(all).await {
+                r.unwrap().unwrap();
+            }
+        }
+        for i in 0..200u32 {
+            let p = dir.path().join(format!("{i}.state"));
+            let body = fsutil::read_checked(&p).unwrap().unwrap();
+            assert_eq!(body, vec![2u8; i as usize]);
         }
     }
 
+    /// A file that cannot be written fails alone; the others in its round
+    /// are written.
     #[tokio::test]
-    async fn a_missing_folder_is_an_error_not_a_hang() {
-        let Some(s) = Syncer::new(PathBuf::from("/nonexistent/herald-syncer")) else {
+    async fn one_failed_file_does_not_fail_its_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(s) = Syncer::new(dir.path().to_path_buf()) else {
             return;
         };
-        assert!(s.sync().await.is_err());
+        let bad = dir.path().join("missing").join("g.state");
+        let good = dir.path().join("g.state");
+        let (a, b) = tokio::join!(s.save(bad, vec![1]), s.save(good.clone(), vec![2]));
+        assert!(a.is_err());
+        b.unwrap();
+        assert_eq!(fsutil::read_checked(&good).unwrap(), Some(vec![2]));
     }
 }

@@ -107,10 +107,9 @@ pub fn save(path: &Path, state: &StoredGroup, durable: bool) -> Result<(), Store
     fsutil::write_atomic(path, &body, durable).map_err(io(path))
 }
 
-/// [`save`] with durability from a shared [`Syncer`]: the temporary is
-/// written, made durable by the next coalesced sync, renamed over the old
-/// state, and the rename made durable by the sync after that. Many groups
-/// saving at once share those two syncs instead of two fsyncs each.
+/// [`save`] through the broker's shared [`Syncer`]: the write joins the
+/// next round, whose syncs it shares with every other group saving then,
+/// instead of two fsyncs of its own.
 pub async fn save_synced(
     path: PathBuf,
     state: StoredGroup,
@@ -120,22 +119,7 @@ pub async fn save_synced(
         path: path.clone(),
         reason: e.to_string(),
     })?;
-    let p = path.clone();
-    blocking(move || fsutil::write_tmp(&p, &body))
-        .await
-        .map_err(io(&path))?;
-    syncer.sync().await.map_err(io(&path))?;
-    let p = path.clone();
-    blocking(move || fsutil::commit_tmp(&p))
-        .await
-        .map_err(io(&path))?;
-    syncer.sync().await.map_err(io(&path))
-}
-
-async fn blocking(f: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> std::io::Result<()> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+    syncer.save(path.clone(), body).await.map_err(io(&path))
 }
 
 #[cfg(test)]
