@@ -47,12 +47,6 @@ pub(crate) struct TlsListener {
     plaintext_reply: Arc<[u8]>,
 }
 
-/// What one wait in [`TlsListener::accept`] produced.
-enum Event {
-    Accepted(std::io::Result<(TcpStream, SocketAddr)>),
-    Finished(Handshake),
-}
-
 impl TlsListener {
     pub(crate) fn new(
         tcp: TcpListener,
@@ -107,22 +101,21 @@ impl Listener for TlsListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            let event = tokio::select! {
-                a = self.tcp.accept() => Event::Accepted(a),
+            tokio::select! {
+                accepted = self.tcp.accept() => match accepted {
+                    Ok((stream, peer)) => self.start(stream, peer),
+                    Err(e) => {
+                        // EMFILE and friends: log, back off a little, go on.
+                        tracing::warn!(error = %e, "HTTPS accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
                 Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
                     // A handshake task that panicked is a failed handshake.
-                    Event::Finished(done.ok().flatten())
+                    if let Ok(Some(conn)) = done {
+                        return conn;
+                    }
                 }
-            };
-            match event {
-                Event::Accepted(Ok((stream, peer))) => self.start(stream, peer),
-                Event::Accepted(Err(e)) => {
-                    // EMFILE and friends: log, back off a little, go on.
-                    tracing::warn!(error = %e, "HTTPS accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Event::Finished(Some(conn)) => return conn,
-                Event::Finished(None) => {}
             }
         }
     }

@@ -290,7 +290,10 @@ async fn a_stalled_handshake_is_cut_at_the_handshake_timeout() {
         cut.expect("a stalled handshake was never cut");
     }
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(400), "cut early: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(400),
+        "cut early: {waited:?}"
+    );
     assert!(waited < Duration::from_secs(5), "cut late: {waited:?}");
     b.shutdown().await;
 }
@@ -322,7 +325,9 @@ async fn handshakes_count_against_the_per_address_cap() {
             tokio::task::yield_now().await;
         }
     };
-    tokio::time::timeout(T, back).await.expect("no place came back");
+    tokio::time::timeout(T, back)
+        .await
+        .expect("no place came back");
     b.shutdown().await;
 }
 
@@ -343,7 +348,10 @@ async fn client_certificates_are_required_on_https_too() {
         Ok(tls) => get(tls, "/healthz").await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    assert!(without.is_err(), "served without a client certificate: {without:?}");
+    assert!(
+        without.is_err(),
+        "served without a client certificate: {without:?}"
+    );
     let tls = tls_connect(http, &server.ca_pem, Some(&clients))
         .await
         .unwrap();
