@@ -31,7 +31,7 @@ pub struct BrokerConfig {
     /// default, and then only a loopback address may be served (see
     /// [`crate::auth::check_exposure`]).
     pub auth: AuthConfig,
-    /// TLS on the TCP listener (`None`: plaintext).
+    /// TLS on both listeners, TCP and HTTP (`None`: plaintext).
     pub tls: Option<TlsConfig>,
     /// Largest frame accepted, header included. Also bounds a connection's
     /// read buffer.
@@ -203,7 +203,7 @@ pub struct FileConfig {
     pub max_connections_per_address: Option<usize>,
     /// Authentication settings.
     pub auth: Option<FileAuth>,
-    /// TLS on the TCP listener.
+    /// TLS on both listeners, TCP and HTTP.
     pub tls: Option<FileTls>,
     /// The HTTP listener's address.
     pub http: Option<SocketAddr>,

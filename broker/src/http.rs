@@ -4,6 +4,11 @@
 //! compiled into the binary; `GET /healthz` answers 200 while the broker
 //! serves.
 //!
+//! With TLS configured (`--tls-cert`/`--tls-key`, the TCP listener's
+//! certificate), the listener speaks HTTPS only, and so wss:// (see
+//! [`crate::https`]); client certificates are required here too when
+//! `--tls-client-ca` is set. Without, plain HTTP.
+//!
 //! A WebSocket session counts against the same connection limit as a TCP
 //! one and is tracked with the TCP sessions, so a shutdown drains it the
 //! same way (confirms out, GoingAway, close 1001).
@@ -20,6 +25,7 @@ use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use crate::config::BrokerConfig;
@@ -140,34 +146,56 @@ pub async fn bind(config: &BrokerConfig) -> Result<Option<TcpListener>, BrokerEr
     }
 }
 
-/// Serves HTTP on `listener` until the broker shuts down.
+/// Serves HTTP on `listener` until the broker shuts down; HTTPS (and
+/// wss://) when `tls` is given.
 pub(crate) fn spawn(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     sessions: TaskTracker,
     limit: Arc<Semaphore>,
     per_address: Arc<PerAddress>,
 ) -> tokio::task::JoinHandle<()> {
     let shutdown = shared.shutdown.clone();
+    let handshake_timeout = shared.config.handshake_timeout;
+    let max_pending = shared.config.max_connections;
     let web = Web {
         shared,
         sessions,
         limit,
-        per_address,
+        per_address: per_address.clone(),
     };
     let app = Router::new()
         .route("/ws", get(upgrade))
         .route("/healthz", get(healthz))
         .fallback(get(asset))
-        .with_state(web);
-    let listener = listener.tap_io(|tcp| session::tune(tcp));
+        .with_state(web)
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let stop = async move { shutdown.cancelled().await };
     tokio::spawn(async move {
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+        // Both listeners go through `tap_io`, which also gives the
+        // handlers the peer address (ConnectInfo).
+        let served = match tls {
+            None => {
+                let listener = listener.tap_io(|tcp| session::tune(tcp));
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+            Some(acceptor) => {
+                let listener = crate::https::TlsListener::new(
+                    listener,
+                    acceptor,
+                    handshake_timeout,
+                    max_pending,
+                    per_address,
+                )
+                .tap_io(|_| {});
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+        };
         if let Err(e) = served {
             tracing::error!(error = %e, "HTTP listener stopped");
         }

@@ -41,6 +41,7 @@ pub mod fsutil;
 pub mod group;
 mod handlers;
 pub mod http;
+mod https;
 pub mod lockfile;
 pub mod memory;
 pub mod outbox;

@@ -59,16 +59,20 @@ pub struct BrokerHandle {
 pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let client_certs = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
     auth::check_exposure(config.listen, &config.auth, client_certs)?;
-    // The HTTP listener has no client certificates: only credentials (or
-    // --allow-anonymous) expose it.
+    // The HTTP listener uses the same TLS settings, client certificates
+    // included (see crate::http).
     if let Some(http) = config.http {
-        auth::check_exposure(http, &config.auth, false)?;
+        auth::check_exposure(http, &config.auth, client_certs)?;
     }
     let authenticator = Authenticator::new(&config.auth)
         .map_err(|e| BrokerError::Config(format!("authentication: {e}")))?;
-    let tls = match &config.tls {
-        Some(t) => Some(crate::tls::acceptor(t).map_err(|e| BrokerError::Config(e.to_string()))?),
-        None => None,
+    let tls_error = |e: crate::tls::TlsError| BrokerError::Config(e.to_string());
+    let (tls, http_tls) = match &config.tls {
+        Some(t) => (
+            Some(crate::tls::acceptor(t).map_err(tls_error)?),
+            Some(crate::tls::http_acceptor(t).map_err(tls_error)?),
+        ),
+        None => (None, None),
     };
     let lock = DataDirLock::acquire(&config.data_dir)?;
     let listener = TcpListener::bind(config.listen)
@@ -116,6 +120,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let http = http_listener.map(|l| {
         crate::http::spawn(
             l,
+            http_tls,
             shared.clone(),
             sessions.clone(),
             limit.clone(),
@@ -277,45 +282,21 @@ async fn refuse_busy(mut stream: TcpStream, tls: bool, limit: usize) {
 }
 
 /// The TLS handshake of an accepted connection, within the handshake
-/// deadline. A peer that speaks plaintext Herald gets a plaintext Error
-/// saying the port wants TLS; one that sends garbage or fails the
-/// handshake is closed (logged at debug: scanners do this all day).
+/// deadline (see [`crate::tls::handshake`]). A peer that speaks plaintext
+/// Herald gets a plaintext Error saying the port wants TLS.
 async fn accept_tls(
     stream: TcpStream,
     acceptor: &TlsAcceptor,
     timeout: Duration,
     peer: SocketAddr,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut first = [0u8; 1];
-    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
-        Ok(Ok(1)) if first[0] != crate::tls::TLS_HANDSHAKE_RECORD => {
-            tracing::debug!(%peer, "plaintext client on the TLS port; closing");
-            let msg = Message::error(
-                ErrorCode::BadFrame,
-                "this port speaks TLS: connect with TLS (herald --tls-ca FILE, or ClientBuilder::tls_ca_pem)",
-            );
-            let mut b = bytes::BytesMut::new();
-            msg.encode(0, &mut b);
-            let mut stream = stream;
-            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&b)).await;
-            let _ = stream.shutdown().await;
-            return None;
-        }
-        Ok(Ok(1)) => {}
-        _ => return None,
-    }
-    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-        Ok(Ok(s)) => Some(s),
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "no TLS handshake within the handshake timeout");
-            None
-        }
-    }
+    let msg = Message::error(
+        ErrorCode::BadFrame,
+        "this port speaks TLS: connect with TLS (herald --tls-ca FILE, or ClientBuilder::tls_ca_pem)",
+    );
+    let mut reply = bytes::BytesMut::new();
+    msg.encode(0, &mut reply);
+    crate::tls::handshake(stream, acceptor, timeout, peer, &reply).await
 }
 
 impl BrokerHandle {

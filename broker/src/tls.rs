@@ -1,11 +1,18 @@
 //! TLS for the listeners (rustls with the ring provider): loading the
 //! certificate chain, the key and the optional client CA from PEM files
-//! into a [`rustls::ServerConfig`]. The TCP listener wraps each accepted
-//! stream with it before the session starts (see `server`); any other
-//! listener can build its own acceptor from [`server_config`].
+//! into a [`rustls::ServerConfig`], and the server side of a handshake
+//! ([`handshake`]). One certificate serves both listeners: the TCP one
+//! wraps each accepted stream before the session starts (see `server`),
+//! the HTTP one (HTTPS and wss://, see `crate::https`) uses the same
+//! settings with ALPN `http/1.1`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -114,9 +121,78 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, TlsError> 
     )?)))
 }
 
+/// An acceptor for the HTTP listener: [`server_config`] with ALPN
+/// `http/1.1` (the only HTTP version it speaks, and the one WebSocket
+/// upgrades need).
+///
+/// # Errors
+/// As [`server_config`].
+pub fn http_acceptor(cfg: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    let mut config = server_config(cfg)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
 /// The first byte of every TLS connection (a handshake record). A peer
 /// whose first byte is another one is not speaking TLS: the listener
 /// answers it with a plaintext Herald Error saying so, and closes. (A
 /// plaintext Hello that happens to start with this byte simply fails the
 /// TLS handshake.)
 pub const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The TLS handshake of an accepted connection, within `timeout` (the
+/// broker's handshake timeout). A peer whose first byte is not a
+/// handshake record is not speaking TLS: it gets `plaintext_reply` (in
+/// the protocol it is likely speaking: a Herald Error on the TCP port, an
+/// HTTP 400 on the HTTP one) and is closed. One that sends garbage, fails
+/// the handshake or is too slow is closed, logged at debug only: scanners
+/// do this all day.
+pub async fn handshake(
+    stream: TcpStream,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    timeout: Duration,
+    peer: SocketAddr,
+    plaintext_reply: &[u8],
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] != TLS_HANDSHAKE_RECORD => {
+            tracing::debug!(%peer, "plaintext client on a TLS port; closing");
+            let mut stream = stream;
+            let write = stream.write_all(plaintext_reply);
+            let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+            let _ = stream.shutdown().await;
+            // Read what the peer sent before closing: closing with unread
+            // data resets the connection, and a reset can discard the
+            // reply before the peer reads it.
+            let _ = tokio::time::timeout(Duration::from_secs(1), drain(&mut stream)).await;
+            return None;
+        }
+        Ok(Ok(1)) => {}
+        _ => return None,
+    }
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no TLS handshake within the handshake timeout");
+            None
+        }
+    }
+}
+
+/// Reads and drops what a closing peer still sends, up to 64 KiB.
+async fn drain(stream: &mut TcpStream) {
+    let mut buf = [0u8; 4096];
+    let mut left = 64 * 1024usize;
+    while left > 0 {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}

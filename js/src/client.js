@@ -151,10 +151,15 @@ export class Herald extends EventTarget {
       };
       ws.onmessage = (ev) => this._onData(conn, ev.data);
       ws.onclose = (ev) => {
-        const why = `connection closed (code ${ev.code}${ev.reason ? `: ${ev.reason}` : ""})`;
+        const reason = ev.reason || conn.error;
+        const why = `connection closed (code ${ev.code}${reason ? `: ${reason}` : ""})`;
         this._fail(conn, connectionLost(why));
       };
-      ws.onerror = () => {}; // a close event follows
+      // A close event follows. Node's `ws` says why (a certificate it does
+      // not trust, an HTTP error); browsers never do.
+      ws.onerror = (ev) => {
+        if (typeof ev?.message === "string" && ev.message !== "") conn.error = ev.message;
+      };
     });
   }
 

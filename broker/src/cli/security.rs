@@ -42,7 +42,8 @@ pub struct ServeSecurity {
     /// reaches the port may do anything.
     #[arg(long, env = "HERALD_ALLOW_ANONYMOUS")]
     allow_anonymous: bool,
-    /// TLS on the listener: PEM certificate chain (needs --tls-key).
+    /// TLS on both listeners (TCP, and HTTP: https:// and wss://): PEM
+    /// certificate chain (needs --tls-key).
     #[arg(long, env = "HERALD_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.

@@ -293,6 +293,10 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     rt.block_on(async move {
         let data_dir = config.data_dir.clone();
+        let (web, ws) = match config.tls {
+            Some(_) => ("https", "wss"),
+            None => ("http", "ws"),
+        };
         let broker = herald_broker::server::start(config)
             .await
             .with_context(|| format!("starting the broker (data folder {})", data_dir.display()))?;
@@ -301,7 +305,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         let _ = outln!("listening on {}", broker.local_addr());
         if let Some(http) = broker.http_addr() {
             let _ = outln!(
-                "http listening on {http} (chat page http://{http}/, WebSocket ws://{http}/ws)"
+                "http listening on {http} (chat page {web}://{http}/, WebSocket {ws}://{http}/ws)"
             );
         }
         wait_for_signal().await?;
