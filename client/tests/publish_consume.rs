@@ -77,6 +77,39 @@ async fn producer_pipelines_ten_thousand() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The default window keeps a fast consumer fed: with nothing acked yet,
+/// a group member holds several thousand small messages at once (a window
+/// of 1,000 made W3 three times slower, issue 14 item 13).
+#[tokio::test]
+async fn the_default_window_holds_thousands_of_small_messages() -> anyhow::Result<()> {
+    let broker = TestBroker::start().await;
+    let client = Client::connect(broker.addr()).await?;
+    let producer = client.producer("window");
+    let mut pending = Vec::with_capacity(5_000);
+    for i in 0..5_000u32 {
+        pending.push(producer.send(i.to_le_bytes().to_vec()).await?);
+    }
+    for p in pending {
+        within("a receipt", p).await?;
+    }
+    let mut sub = client
+        .subscribe("window")
+        .group("g")
+        .start(Start::Earliest)
+        .await?;
+    let mut held = Vec::with_capacity(5_000);
+    for want in 0..5_000u64 {
+        let m = next(&mut sub).await;
+        assert_eq!(m.offset(), want);
+        held.push(m);
+    }
+    for m in held {
+        m.ack().await?;
+    }
+    client.close().await;
+    Ok(())
+}
+
 /// Acked messages are done, nacked ones come back with a higher delivery
 /// count, and `ack_up_to` commits a whole prefix: a new member of the same
 /// group resumes after it.
