@@ -94,7 +94,7 @@ async function idle(http, pid, n, roomSize) {
         (async () => {
           const c = await open(kind, http);
           await request(c, "Hello", 1, hello(`idle-${tag}-${j}`));
-          if (roomSize) await request(c, "Join", 2, { room: `room-${tag}-${Math.floor(j / roomSize)}`, durable: false });
+          if (roomSize) await request(c, "Join", 2, { room: `room-${tag}-${Math.floor(j / roomSize)}`, durable: false, history: 0 });
           conns.push(c);
         })(),
       );
