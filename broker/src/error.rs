@@ -91,6 +91,9 @@ impl BrokerError {
                 StorageError::SequenceGap { .. } => ErrorCode::SequenceGap,
                 StorageError::Closed => ErrorCode::ShuttingDown,
                 e if e.is_storage_full() => ErrorCode::StorageFull,
+                StorageError::Io { source, .. } if crate::fsutil::is_out_of_files(source) => {
+                    ErrorCode::Busy
+                }
                 StorageError::Corrupt { .. } => ErrorCode::Corrupt,
                 _ => ErrorCode::Internal,
             },
@@ -98,6 +101,14 @@ impl BrokerError {
             BrokerError::GroupStore(e) if e.is_storage_full() => ErrorCode::StorageFull,
             BrokerError::GroupStore(StoreError::Corrupt { .. }) => ErrorCode::GroupUnavailable,
             BrokerError::Io(e) if crate::fsutil::is_storage_full(e) => ErrorCode::StorageFull,
+            // Out of file descriptors (too many topics open, or
+            // connections): passes; the client may retry.
+            BrokerError::Io(e) if crate::fsutil::is_out_of_files(e) => ErrorCode::Busy,
+            BrokerError::GroupStore(StoreError::Io { source, .. })
+                if crate::fsutil::is_out_of_files(source) =>
+            {
+                ErrorCode::Busy
+            }
             BrokerError::GroupStore(_)
             | BrokerError::Io(_)
             | BrokerError::Internal(_)
@@ -111,5 +122,28 @@ impl BrokerError {
     /// The error frame for this error.
     pub fn to_message(&self) -> Message {
         Message::error(self.code(), self.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Running out of file descriptors is `Busy` (it passes), not
+    /// `Internal`, wherever the I/O error surfaces.
+    #[test]
+    fn out_of_files_is_busy_not_internal() {
+        let emfile = || std::io::Error::from_raw_os_error(libc::EMFILE);
+        let path = std::path::PathBuf::from("/data/t");
+        assert_eq!(BrokerError::Io(emfile()).code(), ErrorCode::Busy);
+        let storage = StorageError::io(&path, emfile());
+        assert_eq!(BrokerError::Storage(storage).code(), ErrorCode::Busy);
+        let store = StoreError::Io {
+            path,
+            source: emfile(),
+        };
+        assert_eq!(BrokerError::GroupStore(store).code(), ErrorCode::Busy);
+        let other = std::io::Error::from_raw_os_error(libc::EIO);
+        assert_eq!(BrokerError::Io(other).code(), ErrorCode::Internal);
     }
 }

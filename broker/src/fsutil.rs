@@ -61,6 +61,13 @@ pub fn is_storage_full(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(c) if c == libc::ENOSPC || c == libc::EDQUOT)
 }
 
+/// True for EMFILE and ENFILE: the process (or system) is out of file
+/// descriptors, which passes as connections close or topics are deleted:
+/// the request may be retried, it is not the broker's fault.
+pub fn is_out_of_files(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(c) if c == libc::EMFILE || c == libc::ENFILE)
+}
+
 /// fsyncs a folder, so that files created or renamed in it survive a crash.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
