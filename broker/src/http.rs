@@ -48,6 +48,18 @@ struct Asset {
 
 const JS: &str = "text/javascript; charset=utf-8";
 
+/// A module of the JavaScript client, `js/src/<file>`, served at
+/// `/herald/<file>`.
+macro_rules! client_module {
+    ($file:literal) => {
+        Asset {
+            path: concat!("/herald/", $file),
+            content_type: JS,
+            body: include_str!(concat!("../../js/src/", $file)),
+        }
+    };
+}
+
 /// The JavaScript client (js/src, one ES module per file, served as they
 /// are: no build step) and the chat page (js/chat). `/herald.js` is the
 /// entry point a page imports.
@@ -72,46 +84,14 @@ const ASSETS: &[Asset] = &[
         content_type: JS,
         body: "export * from \"./herald/index.js\";\n",
     },
-    Asset {
-        path: "/herald/index.js",
-        content_type: JS,
-        body: include_str!("../../js/src/index.js"),
-    },
-    Asset {
-        path: "/herald/client.js",
-        content_type: JS,
-        body: include_str!("../../js/src/client.js"),
-    },
-    Asset {
-        path: "/herald/codec.js",
-        content_type: JS,
-        body: include_str!("../../js/src/codec.js"),
-    },
-    Asset {
-        path: "/herald/postcard.js",
-        content_type: JS,
-        body: include_str!("../../js/src/postcard.js"),
-    },
-    Asset {
-        path: "/herald/batch.js",
-        content_type: JS,
-        body: include_str!("../../js/src/batch.js"),
-    },
-    Asset {
-        path: "/herald/subscription.js",
-        content_type: JS,
-        body: include_str!("../../js/src/subscription.js"),
-    },
-    Asset {
-        path: "/herald/rooms.js",
-        content_type: JS,
-        body: include_str!("../../js/src/rooms.js"),
-    },
-    Asset {
-        path: "/herald/errors.js",
-        content_type: JS,
-        body: include_str!("../../js/src/errors.js"),
-    },
+    client_module!("index.js"),
+    client_module!("client.js"),
+    client_module!("codec.js"),
+    client_module!("postcard.js"),
+    client_module!("batch.js"),
+    client_module!("subscription.js"),
+    client_module!("rooms.js"),
+    client_module!("errors.js"),
 ];
 
 /// What the handlers share.
@@ -291,6 +271,23 @@ async fn upgrade(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every module of the JavaScript client is served: a module added to
+    /// js/src but not to `ASSETS` would break the page's imports.
+    #[test]
+    fn every_client_module_is_served() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../js/src");
+        for e in std::fs::read_dir(dir).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            if name.ends_with(".js") {
+                let path = format!("/herald/{name}");
+                assert!(
+                    ASSETS.iter().any(|a| a.path == path),
+                    "{path} is not served"
+                );
+            }
+        }
+    }
 
     fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
