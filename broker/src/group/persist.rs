@@ -24,13 +24,6 @@ use crate::BrokerError;
 /// every millisecond) they competed with the log's own fsyncs on the same
 /// disk and showed in the publish-to-deliver p99.
 pub const PERSIST_MIN_INTERVAL: Duration = Duration::from_millis(5);
-/// How often a change nobody waits for is written: acks sent without a
-/// request id (`ack()`, the event acks of a room member). Redelivering up
-/// to this much of them after a broker crash is within at-least-once (the
-/// client re-sends its acks after a reconnect); writing them every 5 ms
-/// kept the disk busy with a thousand room members' state and showed in
-/// the room log's own fsync latency.
-pub const PERSIST_UNWAITED_INTERVAL: Duration = Duration::from_millis(50);
 /// Delay before retrying after the first failed write; it doubles with
 /// every further failure up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(50);
@@ -55,9 +48,6 @@ pub struct Persister {
     /// No write starts before this (the minimum interval, or a retry's
     /// backoff).
     not_before: Instant,
-    /// When the last write started: a change nobody waits for is written
-    /// [`PERSIST_UNWAITED_INTERVAL`] after it.
-    last_start: Instant,
     /// Consecutive failed writes.
     failures: u32,
     /// Waiting for the write that is running.
@@ -81,7 +71,6 @@ impl Persister {
             dirty: false,
             running: None,
             not_before: Instant::now(),
-            last_start: Instant::now(),
             failures: 0,
             current: Vec::new(),
             next: Vec::new(),
@@ -106,30 +95,17 @@ impl Persister {
     /// When the actor must wake to start a write that is due but not yet
     /// allowed; `None` when nothing waits for time.
     pub fn due(&self) -> Option<Instant> {
-        (self.dirty && self.running.is_none()).then(|| self.earliest())
-    }
-
-    /// The earliest the next write may start: the minimum interval (or a
-    /// retry's backoff), and for changes nobody waits for, the longer
-    /// unwaited interval.
-    fn earliest(&self) -> Instant {
-        if self.next.is_empty() {
-            self.not_before
-                .max(self.last_start + PERSIST_UNWAITED_INTERVAL)
-        } else {
-            self.not_before
-        }
+        (self.dirty && self.running.is_none()).then_some(self.not_before)
     }
 
     /// Starts a write of `state()` if the state is dirty, no write runs and
     /// the interval (or backoff) has passed.
     pub fn maybe_start(&mut self, state: impl FnOnce() -> StoredGroup) {
-        if !self.dirty || self.running.is_some() || Instant::now() < self.earliest() {
+        if !self.dirty || self.running.is_some() || Instant::now() < self.not_before {
             return;
         }
         self.dirty = false;
-        self.last_start = Instant::now();
-        self.not_before = self.last_start + PERSIST_MIN_INTERVAL;
+        self.not_before = Instant::now() + PERSIST_MIN_INTERVAL;
         self.current = std::mem::take(&mut self.next);
         self.running = Some(self.write(state()));
     }
@@ -307,7 +283,6 @@ mod tests {
         // Once the folder exists the retry writes the state.
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         p.not_before = Instant::now();
-        p.last_start = Instant::now() - PERSIST_UNWAITED_INTERVAL;
         p.maybe_start(StoredGroup::default);
         let r = p.finished().await;
         p.on_finished(r);
@@ -325,26 +300,6 @@ mod tests {
         p.wait(tx);
         p.close(StoredGroup::default()).await;
         assert!(rx.await.unwrap().is_err());
-    }
-
-    /// A change someone waits for is written within the minimum interval;
-    /// one nobody waits for (plain acks) waits for the longer interval.
-    #[test]
-    fn unwaited_changes_are_written_less_often() {
-        let mut p = Persister::new(
-            "g".into(),
-            PathBuf::from("/nonexistent/g.state"),
-            false,
-            None,
-        );
-        p.mark_dirty();
-        let unwaited = p.due().expect("dirty");
-        assert!(unwaited >= p.last_start + PERSIST_UNWAITED_INTERVAL);
-        let (tx, _rx) = oneshot::channel();
-        p.wait(tx);
-        let waited = p.due().expect("dirty");
-        assert!(waited <= p.last_start + PERSIST_MIN_INTERVAL);
-        assert!(waited < unwaited);
     }
 
     #[test]
