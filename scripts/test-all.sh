@@ -37,4 +37,6 @@ echo "== JavaScript: unit, integration and browser tests"
 # The broker the JavaScript tests start (cargo test built it already).
 cargo build --quiet --bin herald
 cd js
-node --test --test-concurrency=1 test/unit/ test/integration/ test/browser/
+# --test-force-exit: a test that timed out may leave a client reconnecting
+# forever; the run must still end (and fail) instead of hanging CI.
+node --test --test-concurrency=1 --test-force-exit test/unit/ test/integration/ test/browser/
