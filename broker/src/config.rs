@@ -120,6 +120,12 @@ pub struct BrokerConfig {
     /// page's origin, and a page from anywhere could otherwise act as any
     /// client id this broker serves.
     pub http_allowed_origins: Vec<String>,
+    /// `/metrics` labels its per-topic and per-group series with the topic
+    /// and group names. False: one series per metric, summed over topics
+    /// and groups, for brokers with very many topics (each label value is
+    /// a time series to Prometheus). Inbox topics and room members' groups
+    /// are always summed (one per client; see docs/operations.md).
+    pub metrics_topic_labels: bool,
 }
 
 /// Where `herald serve` listens for HTTP and WebSocket unless told.
@@ -174,6 +180,7 @@ impl Default for BrokerConfig {
             http: None,
             http_optional: false,
             http_allowed_origins: Vec::new(),
+            metrics_topic_labels: true,
         }
     }
 }
@@ -209,6 +216,8 @@ pub struct FileConfig {
     pub http: Option<SocketAddr>,
     pub no_http: Option<bool>,
     pub http_allowed_origins: Option<Vec<String>>,
+    /// `/metrics` without topic and group labels.
+    pub metrics_no_topic_labels: Option<bool>,
 }
 
 /// The `[auth]` section: same names as the flags, plus static tokens

@@ -2,7 +2,13 @@
 //! frames and the same session code as TCP, see [`crate::ws`]); `GET
 //! /herald.js` and `GET /` serve the JavaScript client and the chat page,
 //! compiled into the binary; `GET /healthz` answers 200 while the broker
-//! serves.
+//! serves; `GET /readyz` answers 200 once recovery finished and while the
+//! data folder takes writes (see [`crate::ready`]), 503 otherwise; `GET
+//! /metrics` is the Prometheus endpoint (see [`crate::metrics`]).
+//!
+//! The listener serves from before recovery on, so that `/healthz` and
+//! `/readyz` answer while the logs are being opened; `/ws` and `/metrics`
+//! answer 503 until then.
 //!
 //! With TLS configured (`--tls-cert`/`--tls-key`, the TCP listener's
 //! certificate), the listener speaks HTTPS only, and so wss:// (see
@@ -14,7 +20,7 @@
 //! same way (confirms out, GoingAway, close 1001).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
@@ -26,9 +32,11 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::BrokerConfig;
+use crate::ready::Readiness;
 use crate::server::PerAddress;
 use crate::session::{self, Shared};
 use crate::BrokerError;
@@ -94,17 +102,40 @@ const ASSETS: &[Asset] = &[
     client_module!("errors.js"),
 ];
 
+/// The broker's shared state, set once recovery has finished.
+pub(crate) type Serving = Arc<OnceLock<Arc<Shared>>>;
+
+/// What the listener is started with, before recovery.
+pub(crate) struct Parts {
+    pub(crate) config: Arc<BrokerConfig>,
+    pub(crate) serving: Serving,
+    pub(crate) ready: Arc<Readiness>,
+    /// The broker's shutdown token (a failed start cancels it too).
+    pub(crate) shutdown: CancellationToken,
+    /// The broker's session tracker: shutdown waits for WebSocket sessions
+    /// too.
+    pub(crate) sessions: TaskTracker,
+    /// The broker's connection limit, shared with TCP.
+    pub(crate) limit: Arc<Semaphore>,
+    /// The per-address cap, shared with TCP.
+    pub(crate) per_address: Arc<PerAddress>,
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 struct Web {
-    shared: Arc<Shared>,
-    /// The broker's session tracker: shutdown waits for WebSocket sessions
-    /// too.
-    sessions: TaskTracker,
-    /// The broker's connection limit, shared with TCP.
-    limit: Arc<Semaphore>,
-    /// The per-address cap, shared with TCP.
-    per_address: Arc<PerAddress>,
+    parts: Arc<Parts>,
+}
+
+impl Web {
+    /// The broker's state, or the 503 to answer while it recovers.
+    #[allow(clippy::result_large_err)]
+    fn shared(&self) -> Result<&Arc<Shared>, Response> {
+        self.parts
+            .serving
+            .get()
+            .ok_or_else(|| (StatusCode::SERVICE_UNAVAILABLE, "starting: recovering the data folder\n").into_response())
+    }
 }
 
 /// Binds the HTTP address, if there is one.
@@ -131,23 +162,20 @@ pub async fn bind(config: &BrokerConfig) -> Result<Option<TcpListener>, BrokerEr
 pub(crate) fn spawn(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    shared: Arc<Shared>,
-    sessions: TaskTracker,
-    limit: Arc<Semaphore>,
-    per_address: Arc<PerAddress>,
+    parts: Parts,
 ) -> tokio::task::JoinHandle<()> {
-    let shutdown = shared.shutdown.clone();
-    let handshake_timeout = shared.config.handshake_timeout;
-    let max_pending = shared.config.max_connections;
+    let shutdown = parts.shutdown.clone();
+    let handshake_timeout = parts.config.handshake_timeout;
+    let max_pending = parts.config.max_connections;
+    let per_address = parts.per_address.clone();
     let web = Web {
-        shared,
-        sessions,
-        limit,
-        per_address: per_address.clone(),
+        parts: Arc::new(parts),
     };
     let app = Router::new()
         .route("/ws", get(upgrade))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(get(asset))
         .with_state(web)
         .into_make_service_with_connect_info::<SocketAddr>();
@@ -183,11 +211,32 @@ pub(crate) fn spawn(
 }
 
 async fn healthz(State(web): State<Web>) -> Response {
-    if web.shared.shutdown.is_cancelled() {
+    if web.parts.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
     } else {
         (StatusCode::OK, "ok\n").into_response()
     }
+}
+
+/// 200 once recovery finished and while the data folder takes writes.
+async fn readyz(State(web): State<Web>) -> Response {
+    if web.parts.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match web.parts.ready.check().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+    }
+}
+
+/// The Prometheus endpoint.
+async fn metrics(State(web): State<Web>) -> Response {
+    let shared = match web.shared() {
+        Ok(s) => s,
+        Err(starting) => return starting,
+    };
+    let body = crate::metrics::render(shared).await;
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 
 async fn asset(uri: Uri) -> Response {
@@ -234,8 +283,12 @@ async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let cfg = &web.shared.config;
-    if web.shared.shutdown.is_cancelled() {
+    let shared = match web.shared() {
+        Ok(s) => s.clone(),
+        Err(starting) => return starting,
+    };
+    let cfg = &shared.config;
+    if shared.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     if !origin_allowed(&headers, &cfg.http_allowed_origins) {
@@ -243,19 +296,19 @@ async fn upgrade(
         let msg = "origin not allowed (see --http-allowed-origins)\n";
         return (StatusCode::FORBIDDEN, msg).into_response();
     }
-    let Ok(permit) = web.limit.clone().try_acquire_owned() else {
+    let Ok(permit) = web.parts.limit.clone().try_acquire_owned() else {
         let msg = "too many connections\n";
         return (StatusCode::SERVICE_UNAVAILABLE, msg).into_response();
     };
-    let Some(slot) = web.per_address.take(peer.ip()) else {
-        tracing::warn!(%peer, limit = web.per_address.limit, "too many connections from one address; refusing a WebSocket");
+    let Some(slot) = web.parts.per_address.take(peer.ip()) else {
+        shared.metrics.over_address_cap();
+        tracing::warn!(%peer, limit = web.parts.per_address.limit, "too many connections from one address; refusing a WebSocket");
         let msg = "too many connections from this address\n";
         return (StatusCode::SERVICE_UNAVAILABLE, msg).into_response();
     };
     // Counted as a session from now on, so a shutdown that starts before
     // the upgrade completes still waits for it.
-    let tracked = web.sessions.token();
-    let shared = web.shared.clone();
+    let tracked = web.parts.sessions.token();
     ws.max_message_size(cfg.max_frame_bytes)
         .max_frame_size(cfg.max_frame_bytes)
         .read_buffer_size(WS_READ_BUFFER)

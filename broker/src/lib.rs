@@ -10,8 +10,11 @@
 //! - [`session`]: one connection: handshake, read loop, request dispatch,
 //!   over any transport.
 //! - [`http`]: the HTTP listener: WebSocket sessions at `/ws`, the
-//!   JavaScript client, the chat page, `/healthz`; [`ws`] adapts a
+//!   JavaScript client, the chat page, `/healthz`, `/readyz`, `/metrics`; [`ws`] adapts a
 //!   WebSocket to the session's byte streams.
+//! - [`metrics`]: `GET /metrics` (Prometheus): broker-wide event
+//!   counters, and a snapshot of live state read at scrape time;
+//!   [`ready`]: what `GET /readyz` checks.
 //! - [`outbox`]: the connection's writer task and its bounded queues.
 //! - [`topic`]: the [`topic::Registry`] of topics and the [`topic::Topic`]
 //!   (a log plus its groups).
@@ -44,7 +47,9 @@ pub mod http;
 mod https;
 pub mod lockfile;
 pub mod memory;
+pub mod metrics;
 pub mod outbox;
+pub mod ready;
 pub mod rooms;
 pub mod server;
 pub mod session;

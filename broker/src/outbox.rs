@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::memory::{Charge, Level, MemoryBudget};
+use crate::metrics::Metrics;
 
 /// A frame queued for the writer.
 #[derive(Debug)]
@@ -62,6 +63,9 @@ pub struct Outbox {
     queued: Arc<AtomicUsize>,
     /// The broker's budget, where the backlog of every connection adds up.
     memory: Arc<MemoryBudget>,
+    /// Counts the error replies (every reply goes through
+    /// [`Outbox::reply`]).
+    metrics: Arc<Metrics>,
 }
 
 impl Out {
@@ -94,6 +98,10 @@ impl Outbox {
     /// Sends a reply, waiting while the bounded queue is full.
     /// Returns false once the connection is gone.
     pub async fn reply(&self, request_id: u64, msg: &Message) -> bool {
+        if let Message::Error(e) = msg {
+            self.metrics
+                .error(herald_protocol::ErrorCode::from_u16(e.code));
+        }
         let mut b = BytesMut::new();
         msg.encode(request_id, &mut b);
         self.replies.send(Out::Frame(b.freeze())).await.is_ok()
@@ -159,6 +167,7 @@ pub fn spawn<W>(
     queue: usize,
     stall: Duration,
     memory: Arc<MemoryBudget>,
+    metrics: Arc<Metrics>,
 ) -> (Outbox, tokio::task::JoinHandle<()>)
 where
     W: AsyncWrite + Unpin + Send + 'static,
@@ -173,6 +182,7 @@ where
         closed: closed.clone(),
         queued: queued.clone(),
         memory: memory.clone(),
+        metrics,
     };
     let counted = memory.connection();
     let writer = Writer {
@@ -361,7 +371,13 @@ mod tests {
     #[tokio::test]
     async fn a_reply_after_pushes_taken_follows_those_pushes() {
         let (sink, mut peer) = tokio::io::duplex(1 << 20);
-        let (outbox, writer) = spawn(sink, 8, Duration::from_secs(5), MemoryBudget::unlimited());
+        let (outbox, writer) = spawn(
+            sink,
+            8,
+            Duration::from_secs(5),
+            MemoryBudget::unlimited(),
+            Arc::default(),
+        );
         let batch = Bytes::from_static(&[0u8; 64]);
         assert!(outbox.deliver(1, 0, 0, 2, batch));
         outbox.pushes_taken().await;

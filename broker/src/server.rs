@@ -4,7 +4,9 @@
 //!
 //! Start order: lock the data folder (one broker per folder, see
 //! [`crate::lockfile`]) before anything in it is opened; bind (TCP, then
-//! HTTP, see [`crate::http`]); open topics, then rooms.
+//! HTTP, see [`crate::http`]); serve HTTP (`/healthz`, and `/readyz`
+//! saying not ready); open topics, then rooms (recovery); mark ready and
+//! accept sessions.
 //!
 //! Shutdown order: stop accepting (TCP and HTTP); sessions (TCP and
 //! WebSocket alike) stop reading, wait for their
@@ -28,6 +30,8 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{self, Authenticator};
 use crate::config::BrokerConfig;
 use crate::lockfile::DataDirLock;
+use crate::metrics::{Metrics, Transport};
+use crate::ready::Readiness;
 use crate::rooms::Rooms;
 use crate::session::{self, Shared};
 use crate::topic::Registry;
@@ -57,6 +61,24 @@ pub struct BrokerHandle {
 /// a non-loopback address without authentication, keys or certificates
 /// that do not load ([`BrokerError::Config`]).
 pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
+    start_observed(config, |_| std::future::ready(())).await
+}
+
+/// [`start`], running `before_recovery` (given the HTTP listener's address)
+/// once the listeners are bound and the HTTP listener serves, before any
+/// log is opened: tests use it to see the broker while it is not ready
+/// yet (`/readyz`), deterministically.
+///
+/// # Errors
+/// Those of [`start`].
+pub async fn start_observed<F, Fut>(
+    config: BrokerConfig,
+    before_recovery: F,
+) -> Result<BrokerHandle, BrokerError>
+where
+    F: FnOnce(Option<SocketAddr>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let client_certs = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
     auth::check_exposure(config.listen, &config.auth, client_certs)?;
     // The HTTP listener uses the same TLS settings, client certificates
@@ -88,20 +110,43 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         None => None,
     };
     let config = Arc::new(config);
-    let registry = {
-        let c = config.clone();
-        tokio::task::spawn_blocking(move || Registry::open(c, CancellationToken::new()))
-            .await
-            .map_err(|e| BrokerError::Internal(e.to_string()))??
-    };
     let shutdown = CancellationToken::new();
-    let rooms = {
-        let (c, r, s) = (config.clone(), registry.clone(), shutdown.clone());
-        tokio::task::spawn_blocking(move || Rooms::open(c, r, s))
-            .await
-            .map_err(|e| BrokerError::Internal(e.to_string()))??
+    let ready = Readiness::new(config.data_dir.clone());
+    let sessions = TaskTracker::new();
+    // One limit for TCP and WebSocket sessions alike, in all and per
+    // source address.
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let per_address = Arc::new(PerAddress::new(config.max_connections_per_address));
+    // The HTTP listener serves from now on, so that /healthz and /readyz
+    // answer during recovery; /ws and /metrics wait for `serving`.
+    let serving = crate::http::Serving::default();
+    let http = http_listener.map(|l| {
+        crate::http::spawn(
+            l,
+            http_tls,
+            crate::http::Parts {
+                config: config.clone(),
+                serving: serving.clone(),
+                ready: ready.clone(),
+                shutdown: shutdown.clone(),
+                sessions: sessions.clone(),
+                limit: limit.clone(),
+                per_address: per_address.clone(),
+            },
+        )
+    });
+    before_recovery(http_addr).await;
+    let recovered = recover(&config, &shutdown).await;
+    let (registry, rooms) = match recovered {
+        Ok(ok) => ok,
+        Err(e) => {
+            shutdown.cancel();
+            if let Some(http) = http {
+                let _ = http.await;
+            }
+            return Err(e);
+        }
     };
-    rooms.start().await?;
     let shared = Arc::new(Shared {
         config: config.clone(),
         registry: registry.clone(),
@@ -109,24 +154,13 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         shutdown: shutdown.clone(),
         next_member: AtomicU64::new(1),
         auth: Arc::new(authenticator),
+        metrics: Arc::new(Metrics::default()),
+        ready: ready.clone(),
     });
-    let sessions = TaskTracker::new();
+    let _ = serving.set(shared.clone());
+    ready.mark_recovered();
     let tls_on = tls.is_some();
     let auth_on = shared.auth.is_required();
-    // One limit for TCP and WebSocket sessions alike, in all and per
-    // source address.
-    let limit = Arc::new(Semaphore::new(config.max_connections));
-    let per_address = Arc::new(PerAddress::new(config.max_connections_per_address));
-    let http = http_listener.map(|l| {
-        crate::http::spawn(
-            l,
-            http_tls,
-            shared.clone(),
-            sessions.clone(),
-            limit.clone(),
-            per_address.clone(),
-        )
-    });
     let background = tokio::spawn(accept_loop(
         listener,
         shared,
@@ -154,6 +188,27 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         background,
         _lock: lock,
     })
+}
+
+/// Opens every topic (recovering its log), then the rooms.
+async fn recover(
+    config: &Arc<BrokerConfig>,
+    shutdown: &CancellationToken,
+) -> Result<(Arc<Registry>, Arc<Rooms>), BrokerError> {
+    let registry = {
+        let c = config.clone();
+        tokio::task::spawn_blocking(move || Registry::open(c, CancellationToken::new()))
+            .await
+            .map_err(|e| BrokerError::Internal(e.to_string()))??
+    };
+    let rooms = {
+        let (c, r, s) = (config.clone(), registry.clone(), shutdown.clone());
+        tokio::task::spawn_blocking(move || Rooms::open(c, r, s))
+            .await
+            .map_err(|e| BrokerError::Internal(e.to_string()))??
+    };
+    rooms.start().await?;
+    Ok((registry, rooms))
 }
 
 async fn accept_loop(
@@ -186,6 +241,7 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let Some(slot) = per_address.take(peer.ip()) else {
+                    shared.metrics.over_address_cap();
                     tracing::warn!(%peer, limit = per_address.limit, "too many connections from one address; closing");
                     sessions.spawn(refuse_busy(stream, tls.is_some(), per_address.limit));
                     continue;
@@ -195,12 +251,12 @@ async fn accept_loop(
                 sessions.spawn(async move {
                     session::tune(&stream);
                     match tls {
-                        None => session::run(stream, Some(peer), s).await,
+                        None => session::run(stream, Some(peer), s, Transport::Tcp).await,
                         Some(acceptor) => {
                             let timeout = s.config.handshake_timeout;
                             if let Some(stream) = accept_tls(stream, &acceptor, timeout, peer).await
                             {
-                                session::run(stream, Some(peer), s).await;
+                                session::run(stream, Some(peer), s, Transport::Tcp).await;
                             }
                         }
                     }

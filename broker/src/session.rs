@@ -26,7 +26,9 @@ use crate::auth::{tokens, Access, Authenticator, Identity};
 use crate::config::BrokerConfig;
 use crate::group::GroupHandle;
 use crate::memory::Level;
+use crate::metrics::{Metrics, Refusal, Transport};
 use crate::outbox::{self, Outbox};
+use crate::ready::Readiness;
 use crate::rooms::{presence, Rooms};
 use crate::subscription::Credit;
 use crate::topic::Registry;
@@ -92,6 +94,10 @@ pub struct Shared {
     pub next_member: AtomicU64,
     /// Checks the credentials of Hello and Refresh.
     pub auth: Arc<Authenticator>,
+    /// The broker-wide counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// What `/readyz` answers.
+    pub ready: Arc<Readiness>,
 }
 
 /// One subscription of the connection.
@@ -156,11 +162,13 @@ pub const TOKEN_EXPIRING: Duration = Duration::from_secs(30);
 
 /// Serves one connection until the peer leaves, misbehaves or the broker
 /// shuts down. `stream` is a TCP stream, or one wrapped in TLS (tune the
-/// TCP socket with [`tune`] first).
-pub async fn run<S>(stream: S, peer: Option<SocketAddr>, shared: Arc<Shared>)
+/// TCP socket with [`tune`] first); `transport` says which, for the
+/// metrics.
+pub async fn run<S>(stream: S, peer: Option<SocketAddr>, shared: Arc<Shared>, transport: Transport)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let mut gauge = shared.metrics.connection(transport);
     let cfg = shared.config.clone();
     let (read, write) = tokio::io::split(stream);
     let (outbox, writer) = outbox::spawn(
@@ -168,6 +176,7 @@ where
         cfg.write_queue_frames,
         cfg.write_stall_timeout,
         shared.registry.memory().clone(),
+        shared.metrics.clone(),
     );
     let mut frames = FramedRead::with_capacity(
         read,
@@ -176,7 +185,7 @@ where
     );
 
     let (client_id, identity) =
-        match handshake(&mut frames, &outbox, &cfg, &shared.auth, peer).await {
+        match handshake(&mut frames, &outbox, &cfg, &shared.auth, peer, &shared.metrics).await {
             Some(ok) => ok,
             None => {
                 drop(outbox);
@@ -184,6 +193,7 @@ where
                 return;
             }
         };
+    gauge.open();
     tracing::debug!(?peer, %client_id, "session started");
     let notices = shared.rooms.connect(&client_id);
     if !notices.is_empty() {
@@ -225,10 +235,12 @@ async fn handshake<S: AsyncRead>(
     cfg: &BrokerConfig,
     auth: &Authenticator,
     peer: Option<SocketAddr>,
+    metrics: &Metrics,
 ) -> Option<(String, Identity)> {
     let first = tokio::time::timeout(cfg.handshake_timeout, frames.next()).await;
     let frame = match first {
         Err(_) => {
+            metrics.refused(Refusal::Timeout);
             outbox
                 .reply(
                     0,
@@ -242,13 +254,16 @@ async fn handshake<S: AsyncRead>(
         }
         Ok(None) | Ok(Some(Err(CodecError::Io(_)))) => return None,
         Ok(Some(Err(CodecError::Wire(e)))) => {
+            metrics.refused(Refusal::Protocol);
             outbox.reply(0, &wire_error(&e)).await;
             return None;
         }
         Ok(Some(Ok(f))) => f,
     };
     let id = frame.header.request_id;
+    metrics.frame(frame.header.opcode);
     if frame.header.opcode != Opcode::Hello {
+        metrics.refused(Refusal::Protocol);
         outbox
             .reply(
                 id,
@@ -264,6 +279,7 @@ async fn handshake<S: AsyncRead>(
         Ok(Message::Hello(h)) => h,
         Ok(_) => return None,
         Err(e) => {
+            metrics.refused(Refusal::Protocol);
             outbox.reply(id, &wire_error(&e)).await;
             return None;
         }
@@ -275,6 +291,7 @@ async fn handshake<S: AsyncRead>(
             "client speaks versions {}..={}, broker speaks {}..={}",
             hello.min_version, hello.max_version, PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX
         );
+        metrics.refused(Refusal::Version);
         outbox
             .reply(id, &Message::error(ErrorCode::UnsupportedVersion, msg))
             .await;
@@ -285,6 +302,7 @@ async fn handshake<S: AsyncRead>(
         .as_ref()
         .is_some_and(|c| c.is_empty() || c.len() > 200)
     {
+        metrics.refused(Refusal::Protocol);
         outbox
             .reply(
                 id,
@@ -302,6 +320,7 @@ async fn handshake<S: AsyncRead>(
     let (client_id, identity) = match authenticated {
         Ok(ok) => ok,
         Err(e) => {
+            metrics.refused(Refusal::Auth);
             // Never the token itself: its fingerprint tells tokens apart.
             tracing::warn!(
                 ?peer,
@@ -518,6 +537,7 @@ impl Session {
     /// ([`crate::handlers::dispatch`], where permissions are checked).
     async fn handle(&mut self, mut frame: Frame) -> Result<(), Close> {
         let id = frame.header.request_id;
+        self.shared.metrics.frame(frame.header.opcode);
         if frame.header.opcode == Opcode::Publish {
             // The batch is a slice of this body: counted until the last
             // reference (pending append, tail cache, delivery) is gone.

@@ -56,7 +56,13 @@ pub async fn serve(socket: WebSocket, peer: Option<std::net::SocketAddr>, shared
         shutdown: shared.shutdown.clone(),
         closing: false,
     };
-    session::run(tokio::io::join(reader, writer), peer, shared).await;
+    session::run(
+        tokio::io::join(reader, writer),
+        peer,
+        shared,
+        crate::metrics::Transport::WebSocket,
+    )
+    .await;
 }
 
 /// The read half: binary messages, concatenated.

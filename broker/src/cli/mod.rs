@@ -8,6 +8,7 @@ mod security;
 mod serve;
 mod subscribe;
 mod token;
+mod top;
 mod topics;
 
 use std::process::ExitCode;
@@ -20,7 +21,7 @@ use clap::{Parser, Subcommand};
     name = "herald",
     version,
     about = "Herald: a durable message broker in one binary",
-    after_help = "Examples:\n  herald serve                               # broker on 127.0.0.1:7400, data in ./herald-data\n  seq 1 5 | herald pub orders                # each line one message, confirmed\n  herald sub orders --group billing          # durable consumer, acks after printing\n  herald topics describe orders\n  herald groups orders\n  herald bench pub --embedded --count 1000000"
+    after_help = "Examples:\n  herald serve                               # broker on 127.0.0.1:7400, data in ./herald-data\n  seq 1 5 | herald pub orders                # each line one message, confirmed\n  herald sub orders --group billing          # durable consumer, acks after printing\n  herald topics describe orders\n  herald groups orders\n  herald bench pub --embedded --count 1000000\n  herald top                                 # live view of the broker on this host"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -43,6 +44,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Make a token: a signed one (JWT) for a user, or a static one for a service.
     Token(token::TokenArgs),
+    /// Live view of a broker: busiest topics, groups' lag, connections, memory.
+    Top(top::TopArgs),
 }
 
 /// What to do about a broker's refusal, for the one error line on stderr.
@@ -89,5 +92,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Groups(a) => groups::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Token(a) => token::run(a),
+        Command::Top(a) => top::run(a),
     }
 }

@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// browsers) are always allowed.
     #[arg(long, env = "HERALD_HTTP_ALLOWED_ORIGINS", value_delimiter = ',')]
     http_allowed_origins: Vec<String>,
+    /// /metrics without per-topic and per-group labels (one series per
+    /// metric, summed): for brokers with very many topics.
+    #[arg(long, env = "HERALD_METRICS_NO_TOPIC_LABELS")]
+    metrics_no_topic_labels: bool,
     /// A TOML file with the same settings (kebab-case keys); flags win.
     #[arg(long, env = "HERALD_CONFIG")]
     config: Option<PathBuf>,
@@ -113,6 +117,9 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<(BrokerConfig, String)> {
     }
     if file.buffered_io == Some(true) {
         c.direct_io = false;
+    }
+    if file.metrics_no_topic_labels == Some(true) || a.metrics_no_topic_labels {
+        c.metrics_topic_labels = false;
     }
     if let Some(v) = file.ack_timeout_ms {
         c.ack_timeout = Duration::from_millis(v);

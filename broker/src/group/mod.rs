@@ -713,6 +713,7 @@ impl Group {
         let deadline = now + m.ack_timeout;
         let (id, sub) = (m.id, m.sub);
         m.outbox.deliver(sub, first, last, delivery, b.into_bytes());
+        self.topic.record_delivered(last - first + 1);
         self.tracker
             .deliver(first, last, id, deadline, delivery, bytes);
     }

@@ -28,6 +28,7 @@ mod store;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use herald_protocol::{EmitTarget, RoomMember};
@@ -173,6 +174,30 @@ pub struct Rooms {
     /// Rooms read from an older Herald's member files, whose members get a
     /// position in the room's log at [`Rooms::start`].
     legacy: Mutex<Vec<(String, Vec<String>)>>,
+    /// Emits and presence events, for the metrics.
+    pub(crate) counters: RoomCounters,
+}
+
+/// What rooms count for the metrics (relaxed atomics, one addition per
+/// emit or presence event).
+#[derive(Debug, Default)]
+pub(crate) struct RoomCounters {
+    /// Emit requests whose appends were queued (any target).
+    pub(crate) emits: AtomicU64,
+    /// Presence records (join, leave, connect, disconnect) appended.
+    pub(crate) presence_events: AtomicU64,
+}
+
+/// How many rooms there are, read at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RoomGauges {
+    pub rooms: u64,
+    /// Memberships over all rooms.
+    pub members: u64,
+    /// Client ids with at least one session.
+    pub online_clients: u64,
+    /// Durable rooms unavailable because their member file is damaged.
+    pub damaged: u64,
 }
 
 impl Rooms {
@@ -216,6 +241,7 @@ impl Rooms {
             persist: tokio::sync::Mutex::new(()),
             shutdown,
             legacy: Mutex::new(legacy),
+            counters: RoomCounters::default(),
         }))
     }
 
@@ -268,6 +294,27 @@ impl Rooms {
         // Every change under the lock keeps the invariants before any
         // operation that could panic, so a poisoned lock is still sound.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rooms, members and online clients now (one lock, no allocation).
+    pub fn gauges(&self) -> RoomGauges {
+        let st = self.lock();
+        RoomGauges {
+            rooms: st.rooms.len() as u64,
+            members: st.rooms.values().map(|r| r.members.len() as u64).sum(),
+            online_clients: st.online.len() as u64,
+            damaged: st.damaged.len() as u64,
+        }
+    }
+
+    /// Emits made so far.
+    pub fn emits(&self) -> u64 {
+        self.counters.emits.load(Ordering::Relaxed)
+    }
+
+    /// Presence events recorded so far.
+    pub fn presence_events(&self) -> u64 {
+        self.counters.presence_events.load(Ordering::Relaxed)
     }
 
     pub fn registry(&self) -> &Arc<Registry> {

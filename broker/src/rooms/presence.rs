@@ -61,7 +61,13 @@ pub async fn deliver(rooms: &Rooms, notices: Vec<Notice>) {
     }
     for q in queued {
         match q.append.wait().await {
-            Ok(o) => q.topic.record_appended(o.count),
+            Ok(o) => {
+                q.topic.record_appended(o.count);
+                rooms
+                    .counters
+                    .presence_events
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             Err(e) => tracing::debug!(error = %e, "presence not recorded"),
         }
     }

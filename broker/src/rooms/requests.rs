@@ -110,6 +110,10 @@ pub async fn emit(rooms: &Rooms, sender: &str, e: Emit) -> Result<Fanout, Broker
         out.appends.push((q.topic, q.append));
     }
     out.reached = to.reached;
+    rooms
+        .counters
+        .emits
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(out)
 }
 

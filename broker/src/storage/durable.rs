@@ -37,7 +37,7 @@ impl From<std::io::Error> for WriteFailure {
 }
 
 /// The blocking part of a commit: one `pwrite` of `data` at `at`, then
-/// `fdatasync` when `sync`. The log was `pre` bytes long (`at` is earlier
+/// `fdatasync` when `sync`, whose duration it returns (zero without). The log was `pre` bytes long (`at` is earlier
 /// when a direct write re-writes the partial last block). On failure the
 /// file is truncated back to `pre` so a partially written batch can never
 /// be recovered.
@@ -48,13 +48,17 @@ pub fn write_durably(
     pre: u64,
     truncate_to: Option<u64>,
     sync: bool,
-) -> Result<(), WriteFailure> {
+) -> Result<std::time::Duration, WriteFailure> {
     if let Some(len) = truncate_to {
         file.set_len(len)?;
     }
-    let result = file
-        .write_all_at(data, at)
-        .and_then(|()| if sync { file.sync_data() } else { Ok(()) });
+    let result = file.write_all_at(data, at).and_then(|()| {
+        if !sync {
+            return Ok(std::time::Duration::ZERO);
+        }
+        let started = std::time::Instant::now();
+        file.sync_data().map(|()| started.elapsed())
+    });
     result.map_err(|error| WriteFailure {
         cut_back: file.set_len(pre).is_ok(),
         error,

@@ -13,6 +13,7 @@
 //! - `segment`: file naming, batch headers, stepping from batch to batch.
 //! - `scan`: walking a segment's batches, checking them, and finding the
 //!   next valid batch past a bad one.
+//! - `counters`: [`LogCounters`], what the log counts for the metrics.
 //! - `damage`: damaged ranges, and the `gaps` file of ranges a repair
 //!   accepted.
 //! - `index`: the sparse offset and time indexes.
@@ -30,6 +31,7 @@
 //! readers see a batch only after `append` has confirmed it.
 
 mod config;
+mod counters;
 mod damage;
 mod direct;
 mod durable;
@@ -53,6 +55,7 @@ use herald_protocol::Batch;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use config::{LogConfig, MAX_SEGMENT_BYTES};
+pub use counters::LogCounters;
 pub use damage::DamagedRange;
 pub use error::StorageError;
 pub use herald_protocol::FsyncPolicy;
@@ -96,6 +99,8 @@ pub(crate) struct Shared {
     /// fdatasyncs of segment data done so far (group commits, interval
     /// syncs, rolls, close).
     fsyncs: AtomicU64,
+    /// Appends, fsync latencies and recovery events, for the metrics.
+    counters: LogCounters,
     /// Damage already reported, as (file, byte position), so each damaged
     /// batch is logged at ERROR once, not once per reader or retry. Bounded
     /// by [`MAX_REPORTED`].
@@ -198,6 +203,7 @@ impl Log {
         let mut segments = rec.closed;
         segments.push(rec.active);
         let (next_tx, _) = watch::channel(next_offset);
+        let torn_tails = rec.torn_tails;
         let shared = Arc::new(Shared {
             dir,
             state: Mutex::new(LogState {
@@ -208,9 +214,14 @@ impl Log {
             config,
             next_tx,
             fsyncs: AtomicU64::new(0),
+            counters: LogCounters::default(),
             reported: Mutex::new(HashSet::new()),
             repairing: tokio::sync::Mutex::new(()),
         });
+        shared
+            .counters
+            .torn_tails_truncated
+            .store(torn_tails, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let writer = Writer::new(shared.clone(), rx, active, rec.producers, rec.last_time);
         tokio::spawn(writer.run());
@@ -389,6 +400,12 @@ impl Log {
 
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// What the log counted (appends, fsync latencies, recovery), for the
+    /// metrics.
+    pub fn counters(&self) -> &LogCounters {
+        &self.shared.counters
     }
 
     /// Data fsyncs done so far; shows group commit at work (many appends per

@@ -58,6 +58,9 @@ pub struct Recovered {
     pub last_time: i64,
     /// Append time of the active segment's first batch (for `segment_ms`).
     pub active_first_time: Option<i64>,
+    /// Torn tails cut off (0 or 1: only the active segment has one), for
+    /// the metrics.
+    pub torn_tails: u64,
 }
 
 /// Opens or creates the log in `dir`.
@@ -83,12 +86,14 @@ pub fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, StorageError
             producers: ProducerMap::default(),
             last_time: i64::MIN,
             active_first_time: None,
+            torn_tails: 0,
         });
     }
     let gaps = damage::load(dir);
     let mut producers = ProducerMap::default();
     let mut segments: Vec<SegmentEntry> = Vec::with_capacity(bases.len());
     let mut active_first_time = None;
+    let mut torn_tails = 0;
     for (i, &base) in bases.iter().enumerate() {
         let paths = SegmentPaths::new(dir, base);
         if let Some(prev) = segments.last_mut() {
@@ -108,6 +113,7 @@ pub fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, StorageError
         if last {
             active_first_time = scan.first_time;
         }
+        torn_tails += u64::from(scan.torn);
         let stored_index = read_index(&paths);
         if stored_index.as_deref() != Some(&scan.index[..]) {
             if !last || stored_index.is_some() {
@@ -145,6 +151,7 @@ pub fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, StorageError
         producers,
         last_time,
         active_first_time,
+        torn_tails,
     })
 }
 
@@ -240,6 +247,8 @@ struct Scan {
     max_time: i64,
     first_time: Option<i64>,
     damage: Vec<Damage>,
+    /// A torn tail (not mere padding) was cut.
+    torn: bool,
 }
 
 /// One segment to scan at open.
@@ -304,8 +313,9 @@ impl SegmentScan<'_> {
         for d in &walked.damage {
             log_damage(path, d);
         }
+        let mut torn = false;
         if let Some((pos, reason)) = &walked.torn {
-            self.cut_tail(*pos, len, walked.next_offset, reason)?;
+            torn = self.cut_tail(*pos, len, walked.next_offset, reason)?;
         }
         Ok(Scan {
             valid_len: walked.end,
@@ -314,13 +324,16 @@ impl SegmentScan<'_> {
             max_time,
             first_time,
             damage: walked.damage,
+            torn,
         })
     }
 
-    /// Truncates the torn tail `pos..len` of the active segment.
-    fn cut_tail(&self, pos: u64, len: u64, from: u64, reason: &str) -> Result<(), StorageError> {
+    /// Truncates the torn tail `pos..len` of the active segment. True
+    /// when it was torn data, false for a direct write's zero padding.
+    fn cut_tail(&self, pos: u64, len: u64, from: u64, reason: &str) -> Result<bool, StorageError> {
         let path = &self.paths.log;
-        if is_padding(self.file, pos, len).map_err(|e| StorageError::io(path, e))? {
+        let padding = is_padding(self.file, pos, len).map_err(|e| StorageError::io(path, e))?;
+        if padding {
             // What a direct write leaves past the last batch (see
             // `storage/direct.rs`): not damage, nothing to report.
             tracing::debug!(segment = %path.display(), bytes = len - pos, "dropping zero padding");
@@ -338,7 +351,8 @@ impl SegmentScan<'_> {
         self.file
             .set_len(pos)
             .map_err(|e| StorageError::io(path, e))?;
-        self.file.sync_all().map_err(|e| StorageError::io(path, e))
+        self.file.sync_all().map_err(|e| StorageError::io(path, e))?;
+        Ok(!padding)
     }
 }
 

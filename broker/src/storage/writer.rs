@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use herald_protocol::batch::stamp;
@@ -417,8 +417,9 @@ impl Writer {
                 tracing::warn!(error = %err, "append failed; segment cut back to {pre} bytes");
                 answer(items, Some(&err));
             }
-            Ok(()) => {
+            Ok(fsync) => {
                 self.truncate_to = None;
+                self.count_commit(&items, len, always.then_some(fsync));
                 if always {
                     self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
                 } else {
@@ -433,6 +434,23 @@ impl Writer {
         }
     }
 
+    /// Counts a written chunk for the metrics: a handful of relaxed
+    /// atomic additions per group commit, none per record.
+    fn count_commit(&self, items: &[Item], len: usize, fsync: Option<Duration>) {
+        let (mut batches, mut records) = (0u64, 0u64);
+        for item in items {
+            if let Item::New { count, .. } = item {
+                batches += 1;
+                records += u64::from(*count);
+            }
+        }
+        let c = &self.shared.counters;
+        c.committed(batches, records, len as u64);
+        if let Some(d) = fsync {
+            c.fsync_seconds.observe(d.as_secs_f64());
+        }
+    }
+
     /// Copies the chunk's new batches into one buffer, stamping each, and
     /// writes it (and fsyncs under `Always`): directly when the group is big
     /// and a direct handle can be had, else through the page cache. Returns
@@ -442,7 +460,7 @@ impl Writer {
         &mut self,
         items: &[Item],
         len: usize,
-    ) -> (Result<(), WriteFailure>, Bytes, bool) {
+    ) -> (Result<Duration, WriteFailure>, Bytes, bool) {
         let pre = self.active.size;
         if len >= DIRECT_MIN_BYTES {
             self.active.open_direct();
@@ -589,11 +607,15 @@ impl Writer {
         // last batch, whatever path its writes took. Cutting to the size it
         // already has is cheap.
         let size = self.active.size;
+        let shared = self.shared.clone();
         let result = blocking(move || {
             file.set_len(size)
                 .map_err(|e| StorageError::io(&paths.log, e))?;
+            let started = Instant::now();
             file.sync_data()
                 .map_err(|e| StorageError::io(&paths.log, e))?;
+            let took = started.elapsed().as_secs_f64();
+            shared.counters.fsync_seconds.observe(took);
             // The index is derived data, rebuilt on open if missing: failing
             // to write it (say, on a full disk) must not fail the roll or
             // the close.
@@ -625,9 +647,17 @@ impl Writer {
         }
         let file = self.active.file.clone();
         let path = self.active.paths.log.clone();
-        let result = tokio::task::spawn_blocking(move || file.sync_data()).await;
+        let result = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            file.sync_data().map(|()| started.elapsed())
+        })
+        .await;
         match result {
-            Ok(Ok(())) => {
+            Ok(Ok(took)) => {
+                self.shared
+                    .counters
+                    .fsync_seconds
+                    .observe(took.as_secs_f64());
                 self.dirty = false;
                 self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
             }

@@ -39,6 +39,9 @@ pub struct Topic {
     registry: Weak<Registry>,
     started: Instant,
     appended: AtomicU64,
+    /// Records handed to group members (redeliveries included), for the
+    /// metrics: one addition per delivered chunk.
+    delivered: AtomicU64,
 }
 
 impl Topic {
@@ -61,12 +64,23 @@ impl Topic {
             registry,
             started: Instant::now(),
             appended: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
         }
     }
 
     /// Counts appended records for the rate shown by describe.
     pub fn record_appended(&self, n: u32) {
         self.appended.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts records delivered to a group member.
+    pub fn record_delivered(&self, n: u64) {
+        self.delivered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records delivered to group members so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
     }
 
     pub fn registry(&self) -> Option<Arc<Registry>> {
