@@ -131,10 +131,13 @@ impl Web {
     /// The broker's state, or the 503 to answer while it recovers.
     #[allow(clippy::result_large_err)]
     fn shared(&self) -> Result<&Arc<Shared>, Response> {
-        self.parts
-            .serving
-            .get()
-            .ok_or_else(|| (StatusCode::SERVICE_UNAVAILABLE, "starting: recovering the data folder\n").into_response())
+        self.parts.serving.get().ok_or_else(|| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting: recovering the data folder\n",
+            )
+                .into_response()
+        })
     }
 }
 
@@ -225,7 +228,11 @@ async fn readyz(State(web): State<Web>) -> Response {
     }
     match web.parts.ready.check().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
     }
 }
 

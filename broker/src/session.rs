@@ -184,15 +184,23 @@ where
         READ_BUFFER_INITIAL,
     );
 
-    let (client_id, identity) =
-        match handshake(&mut frames, &outbox, &cfg, &shared.auth, peer, &shared.metrics).await {
-            Some(ok) => ok,
-            None => {
-                drop(outbox);
-                let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-                return;
-            }
-        };
+    let (client_id, identity) = match handshake(
+        &mut frames,
+        &outbox,
+        &cfg,
+        &shared.auth,
+        peer,
+        &shared.metrics,
+    )
+    .await
+    {
+        Some(ok) => ok,
+        None => {
+            drop(outbox);
+            let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+            return;
+        }
+    };
     gauge.open();
     tracing::debug!(?peer, %client_id, "session started");
     let notices = shared.rooms.connect(&client_id);

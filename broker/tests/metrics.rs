@@ -85,7 +85,11 @@ async fn scrape_shows_appends_lag_errors_and_connections() {
 
     let text = scrape(http).await;
     let t = |name: &str| value(&text, &format!("{name}{{topic=\"orders\"}}"));
-    assert_eq!(t("herald_topic_appended_records_total"), Some(7.0), "{text}");
+    assert_eq!(
+        t("herald_topic_appended_records_total"),
+        Some(7.0),
+        "{text}"
+    );
     assert_eq!(t("herald_topic_appends_total"), Some(2.0));
     assert!(t("herald_topic_appended_bytes_total").unwrap() > 7.0);
     assert!(t("herald_topic_size_bytes").unwrap() > 7.0);
@@ -94,7 +98,10 @@ async fn scrape_shows_appends_lag_errors_and_connections() {
     assert!(t("herald_topic_fsync_duration_seconds_count").unwrap() >= 1.0);
     assert!(t("herald_topic_group_commit_batches_count").unwrap() >= 1.0);
     assert_eq!(
-        value(&text, "herald_connections{transport=\"tcp\",state=\"open\"}"),
+        value(
+            &text,
+            "herald_connections{transport=\"tcp\",state=\"open\"}"
+        ),
         Some(1.0)
     );
     assert_eq!(
@@ -116,14 +123,22 @@ async fn scrape_shows_appends_lag_errors_and_connections() {
     assert_eq!(c.take(7).await.len(), 7);
     c.ack(sub, AckKind::Ack, vec![(0, 4)]).await;
     let text = scrape(http).await;
-    let g = |name: &str| value(&text, &format!("{name}{{topic=\"orders\",group=\"billing\"}}"));
+    let g = |name: &str| {
+        value(
+            &text,
+            &format!("{name}{{topic=\"orders\",group=\"billing\"}}"),
+        )
+    };
     assert_eq!(g("herald_group_lag_records"), Some(2.0), "{text}");
     assert_eq!(g("herald_group_in_flight_records"), Some(2.0));
     assert_eq!(g("herald_group_ack_floor"), Some(5.0));
     assert_eq!(g("herald_group_members"), Some(1.0));
     assert_eq!(g("herald_group_redelivered_records_total"), Some(0.0));
     assert_eq!(
-        value(&text, "herald_topic_delivered_records_total{topic=\"orders\"}"),
+        value(
+            &text,
+            "herald_topic_delivered_records_total{topic=\"orders\"}"
+        ),
         Some(7.0)
     );
 
@@ -144,7 +159,10 @@ async fn scrape_shows_appends_lag_errors_and_connections() {
         Some(1.0)
     );
     assert_eq!(
-        value(&text, "herald_handshakes_refused_total{reason=\"protocol\"}"),
+        value(
+            &text,
+            "herald_handshakes_refused_total{reason=\"protocol\"}"
+        ),
         Some(1.0)
     );
 
@@ -162,7 +180,12 @@ async fn scrape_shows_appends_lag_errors_and_connections() {
     drop(ws);
     drop(c);
     drop(rude);
-    until(http, "herald_connections{transport=\"tcp\",state=\"open\"}", 0.0).await;
+    until(
+        http,
+        "herald_connections{transport=\"tcp\",state=\"open\"}",
+        0.0,
+    )
+    .await;
     let text = until(
         http,
         "herald_connections{transport=\"websocket\",state=\"handshake\"}",
@@ -170,7 +193,10 @@ async fn scrape_shows_appends_lag_errors_and_connections() {
     )
     .await;
     assert_eq!(
-        value(&text, "herald_connections_accepted_total{transport=\"tcp\"}"),
+        value(
+            &text,
+            "herald_connections_accepted_total{transport=\"tcp\"}"
+        ),
         Some(2.0)
     );
     b.shutdown().await;
@@ -186,7 +212,9 @@ async fn topic_and_group_labels_can_be_dropped() {
     let mut c = Raw::connect(b.local_addr()).await;
     c.publish("a", &[b"1", b"2"]).await;
     c.publish("b", &[b"3", b"4", b"5"]).await;
-    let sub = c.subscribe("a", Some("g1"), StartPosition::Earliest, 10).await;
+    let sub = c
+        .subscribe("a", Some("g1"), StartPosition::Earliest, 10)
+        .await;
     c.take(2).await;
     c.ack(sub, AckKind::Ack, vec![(0, 0)]).await;
     c.subscribe("b", Some("g2"), StartPosition::Earliest, 10)
@@ -196,7 +224,11 @@ async fn topic_and_group_labels_can_be_dropped() {
     assert!(!text.contains("topic=\""), "{text}");
     assert!(!text.contains("group=\""), "{text}");
     // One series each, summed over topics and groups.
-    assert_eq!(value(&text, "herald_topic_appended_records_total"), Some(5.0), "{text}");
+    assert_eq!(
+        value(&text, "herald_topic_appended_records_total"),
+        Some(5.0),
+        "{text}"
+    );
     assert_eq!(value(&text, "herald_group_lag_records"), Some(4.0));
     assert_eq!(value(&text, "herald_group_members"), Some(2.0));
     // A floor summed over groups would mean nothing: left out.
@@ -221,18 +253,29 @@ async fn readyz_turns_ready_only_after_recovery() {
     let cfg = web_config(dir.path());
     // The hook runs with the HTTP listener up and no log opened yet; it
     // holds recovery back until the test has looked.
-    let starting = tokio::spawn(herald_broker::server::start_observed(cfg, |http| async move {
-        addr_tx.send(http).unwrap();
-        go_rx.await.unwrap();
-    }));
-    let http = tokio::time::timeout(T, addr_rx).await.unwrap().unwrap().unwrap();
+    let starting = tokio::spawn(herald_broker::server::start_observed(
+        cfg,
+        |http| async move {
+            addr_tx.send(http).unwrap();
+            go_rx.await.unwrap();
+        },
+    ));
+    let http = tokio::time::timeout(T, addr_rx)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let (status, body) = get(http, "/readyz").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("recovering"), "{body}");
     assert_eq!(get(http, "/healthz").await.0, 200);
     assert_eq!(get(http, "/metrics").await.0, 503);
     go_tx.send(()).unwrap();
-    let b = tokio::time::timeout(T, starting).await.unwrap().unwrap().unwrap();
+    let b = tokio::time::timeout(T, starting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let (status, body) = get(http, "/readyz").await;
     assert_eq!(status, 200, "{body}");
     let text = scrape(http).await;
@@ -242,7 +285,13 @@ async fn readyz_turns_ready_only_after_recovery() {
         Some(0.0),
         "counters count from this start"
     );
-    assert_eq!(value(&text, "herald_topic_torn_tails_truncated_total{topic=\"kept\"}"), Some(0.0));
+    assert_eq!(
+        value(
+            &text,
+            "herald_topic_torn_tails_truncated_total{topic=\"kept\"}"
+        ),
+        Some(0.0)
+    );
     b.shutdown().await;
 }
 
@@ -295,7 +344,10 @@ async fn torn_tail_recovery_is_counted() {
         .unwrap();
     let text = scrape(b.http_addr().unwrap()).await;
     assert_eq!(
-        value(&text, "herald_topic_torn_tails_truncated_total{topic=\"torn\"}"),
+        value(
+            &text,
+            "herald_topic_torn_tails_truncated_total{topic=\"torn\"}"
+        ),
         Some(1.0),
         "{text}"
     );

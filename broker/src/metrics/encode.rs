@@ -130,25 +130,45 @@ impl SnapshotCollector {
         let t = |name, help, unit, kind| (name, help, unit, kind);
         self.topics(
             enc,
-            t("herald_topic_appends", "Record batches appended (confirmed writes; duplicates not counted).", None, Counter),
+            t(
+                "herald_topic_appends",
+                "Record batches appended (confirmed writes; duplicates not counted).",
+                None,
+                Counter,
+            ),
             |r| r.appends,
             counter,
         )?;
         self.topics(
             enc,
-            t("herald_topic_appended_records", "Records appended.", None, Counter),
+            t(
+                "herald_topic_appended_records",
+                "Records appended.",
+                None,
+                Counter,
+            ),
             |r| r.records,
             counter,
         )?;
         self.topics(
             enc,
-            t("herald_topic_appended", "Bytes of record batches appended, as stored.", Some(Unit::Bytes), Counter),
+            t(
+                "herald_topic_appended",
+                "Bytes of record batches appended, as stored.",
+                Some(Unit::Bytes),
+                Counter,
+            ),
             |r| r.bytes,
             counter,
         )?;
         self.topics(
             enc,
-            t("herald_topic_delivered_records", "Records handed to consumer-group members (redeliveries included).", None, Counter),
+            t(
+                "herald_topic_delivered_records",
+                "Records handed to consumer-group members (redeliveries included).",
+                None,
+                Counter,
+            ),
             |r| r.delivered,
             counter,
         )?;
@@ -160,31 +180,56 @@ impl SnapshotCollector {
         )?;
         self.topics(
             enc,
-            t("herald_topic_group_commit_batches", "Record batches written per group commit (one write, and one fsync under always).", None, Histogram),
+            t(
+                "herald_topic_group_commit_batches",
+                "Record batches written per group commit (one write, and one fsync under always).",
+                None,
+                Histogram,
+            ),
             |r| r.group_batches.clone(),
             histogram,
         )?;
         self.topics(
             enc,
-            t("herald_topic_size", "Bytes of the topic's segments on disk.", Some(Unit::Bytes), Gauge),
+            t(
+                "herald_topic_size",
+                "Bytes of the topic's segments on disk.",
+                Some(Unit::Bytes),
+                Gauge,
+            ),
             |r| clamp(r.bytes_on_disk),
             gauge,
         )?;
         self.topics(
             enc,
-            t("herald_topic_segments", "Segment files of the topic.", None, Gauge),
+            t(
+                "herald_topic_segments",
+                "Segment files of the topic.",
+                None,
+                Gauge,
+            ),
             |r| clamp(r.segments),
             gauge,
         )?;
         self.topics(
             enc,
-            t("herald_topic_torn_tails_truncated", "Torn tails cut off when the log was opened (crash recovery).", None, Counter),
+            t(
+                "herald_topic_torn_tails_truncated",
+                "Torn tails cut off when the log was opened (crash recovery).",
+                None,
+                Counter,
+            ),
             |r| r.torn_tails,
             counter,
         )?;
         self.topics(
             enc,
-            t("herald_topic_damaged_ranges", "Damaged byte ranges in the log not yet accepted by a repair: readers stop there.", None, Gauge),
+            t(
+                "herald_topic_damaged_ranges",
+                "Damaged byte ranges in the log not yet accepted by a repair: readers stop there.",
+                None,
+                Gauge,
+            ),
             |r| clamp(r.damaged_ranges),
             gauge,
         )
@@ -199,27 +244,47 @@ impl SnapshotCollector {
         )?;
         self.groups(
             enc,
-            ("herald_group_in_flight_records", "Records delivered to members and not yet acknowledged.", Gauge),
+            (
+                "herald_group_in_flight_records",
+                "Records delivered to members and not yet acknowledged.",
+                Gauge,
+            ),
             |g| Some(g.in_flight),
         )?;
         self.groups(
             enc,
-            ("herald_group_ack_floor", "The group's ack floor: every offset below it is done.", Gauge),
+            (
+                "herald_group_ack_floor",
+                "The group's ack floor: every offset below it is done.",
+                Gauge,
+            ),
             |g| g.ack_floor,
         )?;
         self.groups(
             enc,
-            ("herald_group_members", "Subscriptions that are members of the group now.", Gauge),
+            (
+                "herald_group_members",
+                "Subscriptions that are members of the group now.",
+                Gauge,
+            ),
             |g| Some(g.members),
         )?;
         self.groups(
             enc,
-            ("herald_group_redelivered_records", "Records delivered again (ack timeout, nack, member gone).", Counter),
+            (
+                "herald_group_redelivered_records",
+                "Records delivered again (ack timeout, nack, member gone).",
+                Counter,
+            ),
             |g| Some(g.redelivered),
         )?;
         self.groups(
             enc,
-            ("herald_group_dead_lettered_records", "Records moved to the dead-letter topic after max deliveries.", Counter),
+            (
+                "herald_group_dead_lettered_records",
+                "Records moved to the dead-letter topic after max deliveries.",
+                Counter,
+            ),
             |g| Some(g.dead_lettered),
         )
     }
@@ -228,30 +293,81 @@ impl SnapshotCollector {
         use MetricType::{Counter, Gauge};
         let s = &self.0;
         let rows = s.connections.iter().map(|(t, st, n)| {
-            (vec![("transport", (*t).to_owned()), ("state", (*st).to_owned())], *n)
+            (
+                vec![("transport", (*t).to_owned()), ("state", (*st).to_owned())],
+                *n,
+            )
         });
-        family(enc, "herald_connections", "Connections now, by transport (tcp, websocket) and state (handshake, open).", None, Gauge, rows, gauge)?;
+        family(
+            enc,
+            "herald_connections",
+            "Connections now, by transport (tcp, websocket) and state (handshake, open).",
+            None,
+            Gauge,
+            rows,
+            gauge,
+        )?;
         let rows = s
             .accepted
             .iter()
             .map(|(t, n)| (vec![("transport", (*t).to_owned())], *n));
-        family(enc, "herald_connections_accepted", "Connections accepted, by transport.", None, Counter, rows, counter)?;
+        family(
+            enc,
+            "herald_connections_accepted",
+            "Connections accepted, by transport.",
+            None,
+            Counter,
+            rows,
+            counter,
+        )?;
         let rows = s
             .refused
             .iter()
             .map(|(r, n)| (vec![("reason", (*r).to_owned())], *n));
-        family(enc, "herald_handshakes_refused", "Handshakes refused, by reason (timeout, protocol, version, auth).", None, Counter, rows, counter)?;
-        family(enc, "herald_connections_over_address_cap", "Connections closed at once because their address held too many.", None, Counter, [(Vec::new(), s.over_address_cap)], counter)?;
+        family(
+            enc,
+            "herald_handshakes_refused",
+            "Handshakes refused, by reason (timeout, protocol, version, auth).",
+            None,
+            Counter,
+            rows,
+            counter,
+        )?;
+        family(
+            enc,
+            "herald_connections_over_address_cap",
+            "Connections closed at once because their address held too many.",
+            None,
+            Counter,
+            [(Vec::new(), s.over_address_cap)],
+            counter,
+        )?;
         let rows = s
             .frames
             .iter()
             .map(|(t, n)| (vec![("type", t.clone())], *n));
-        family(enc, "herald_frames_received", "Request frames read from clients, by frame type.", None, Counter, rows, counter)?;
+        family(
+            enc,
+            "herald_frames_received",
+            "Request frames read from clients, by frame type.",
+            None,
+            Counter,
+            rows,
+            counter,
+        )?;
         let rows = s
             .errors
             .iter()
             .map(|(c, n)| (vec![("code", c.clone())], *n));
-        family(enc, "herald_errors", "Error replies sent to clients, by error code.", None, Counter, rows, counter)
+        family(
+            enc,
+            "herald_errors",
+            "Error replies sent to clients, by error code.",
+            None,
+            Counter,
+            rows,
+            counter,
+        )
     }
 
     fn encode_rooms(&self, enc: &mut DescriptorEncoder) -> Result<(), Error> {
@@ -259,34 +375,154 @@ impl SnapshotCollector {
         let s = &self.0;
         let one = |v: u64| [(Labels::new(), v)];
         let g = |v: u64| [(Labels::new(), clamp(v))];
-        family(enc, "herald_rooms", "Rooms with members.", None, Gauge, g(s.rooms.rooms), gauge)?;
-        family(enc, "herald_room_members", "Room memberships, over all rooms.", None, Gauge, g(s.rooms.members), gauge)?;
-        family(enc, "herald_clients_online", "Client ids with at least one connection.", None, Gauge, g(s.rooms.online_clients), gauge)?;
-        family(enc, "herald_rooms_damaged", "Durable rooms unavailable because their member file is damaged.", None, Gauge, g(s.rooms.damaged), gauge)?;
-        family(enc, "herald_room_emits", "Emit requests accepted.", None, Counter, one(s.emits), counter)?;
-        family(enc, "herald_room_deliveries", "Room events (room logs and inboxes) delivered to members, in records.", None, Counter, one(s.room_deliveries), counter)?;
-        family(enc, "herald_room_presence_events", "Presence events (join, leave, connect, disconnect) recorded.", None, Counter, one(s.presence_events), counter)
+        family(
+            enc,
+            "herald_rooms",
+            "Rooms with members.",
+            None,
+            Gauge,
+            g(s.rooms.rooms),
+            gauge,
+        )?;
+        family(
+            enc,
+            "herald_room_members",
+            "Room memberships, over all rooms.",
+            None,
+            Gauge,
+            g(s.rooms.members),
+            gauge,
+        )?;
+        family(
+            enc,
+            "herald_clients_online",
+            "Client ids with at least one connection.",
+            None,
+            Gauge,
+            g(s.rooms.online_clients),
+            gauge,
+        )?;
+        family(
+            enc,
+            "herald_rooms_damaged",
+            "Durable rooms unavailable because their member file is damaged.",
+            None,
+            Gauge,
+            g(s.rooms.damaged),
+            gauge,
+        )?;
+        family(
+            enc,
+            "herald_room_emits",
+            "Emit requests accepted.",
+            None,
+            Counter,
+            one(s.emits),
+            counter,
+        )?;
+        family(
+            enc,
+            "herald_room_deliveries",
+            "Room events (room logs and inboxes) delivered to members, in records.",
+            None,
+            Counter,
+            one(s.room_deliveries),
+            counter,
+        )?;
+        family(
+            enc,
+            "herald_room_presence_events",
+            "Presence events (join, leave, connect, disconnect) recorded.",
+            None,
+            Counter,
+            one(s.presence_events),
+            counter,
+        )
     }
 
     fn encode_process(&self, enc: &mut DescriptorEncoder) -> Result<(), Error> {
         use MetricType::Gauge;
         let s = &self.0;
         let g = |v: u64| [(Labels::new(), clamp(v))];
-        family(enc, "herald_ready", "1 once recovery finished (see /readyz), else 0.", None, Gauge, g(u64::from(s.ready)), gauge)?;
-        family(enc, "herald_memory_budget", "The memory budget for record data (--max-memory).", Some(Unit::Bytes), Gauge, g(s.memory_limit), gauge)?;
-        family(enc, "herald_memory_used", "Record data held in memory now, counted against the budget.", Some(Unit::Bytes), Gauge, g(s.memory_used), gauge)?;
-        family(enc, "herald_memory_queued", "Bytes of deliveries queued for sockets (part of the used memory).", Some(Unit::Bytes), Gauge, g(s.memory_queued), gauge)?;
+        family(
+            enc,
+            "herald_ready",
+            "1 once recovery finished (see /readyz), else 0.",
+            None,
+            Gauge,
+            g(u64::from(s.ready)),
+            gauge,
+        )?;
+        family(
+            enc,
+            "herald_memory_budget",
+            "The memory budget for record data (--max-memory).",
+            Some(Unit::Bytes),
+            Gauge,
+            g(s.memory_limit),
+            gauge,
+        )?;
+        family(
+            enc,
+            "herald_memory_used",
+            "Record data held in memory now, counted against the budget.",
+            Some(Unit::Bytes),
+            Gauge,
+            g(s.memory_used),
+            gauge,
+        )?;
+        family(
+            enc,
+            "herald_memory_queued",
+            "Bytes of deliveries queued for sockets (part of the used memory).",
+            Some(Unit::Bytes),
+            Gauge,
+            g(s.memory_queued),
+            gauge,
+        )?;
         if let Some(v) = s.open_files {
-            family(enc, "process_open_fds", "Open file descriptors.", None, Gauge, g(v), gauge)?;
+            family(
+                enc,
+                "process_open_fds",
+                "Open file descriptors.",
+                None,
+                Gauge,
+                g(v),
+                gauge,
+            )?;
         }
         if let Some(v) = s.max_open_files {
-            family(enc, "process_max_fds", "The limit on open file descriptors.", None, Gauge, g(v), gauge)?;
+            family(
+                enc,
+                "process_max_fds",
+                "The limit on open file descriptors.",
+                None,
+                Gauge,
+                g(v),
+                gauge,
+            )?;
         }
         if let Some(v) = s.disk_free {
-            family(enc, "herald_disk_free", "Bytes available on the data folder's file system.", Some(Unit::Bytes), Gauge, g(v), gauge)?;
+            family(
+                enc,
+                "herald_disk_free",
+                "Bytes available on the data folder's file system.",
+                Some(Unit::Bytes),
+                Gauge,
+                g(v),
+                gauge,
+            )?;
         }
         if let Some(v) = s.disk_total {
-            family(enc, "herald_disk_size", "Size of the data folder's file system.", Some(Unit::Bytes), Gauge, g(v), gauge)?;
+            family(
+                enc,
+                "herald_disk_size",
+                "Size of the data folder's file system.",
+                Some(Unit::Bytes),
+                Gauge,
+                g(v),
+                gauge,
+            )?;
         }
         Ok(())
     }
@@ -322,10 +558,24 @@ mod tests {
         h.add_to(&mut row.fsync);
         s.topics.insert("a\"b".into(), row);
         let text = text(s);
-        assert!(text.contains("herald_topic_appended_records_total{topic=\"a\\\"b\"} 7\n"), "{text}");
-        assert!(text.contains("herald_topic_appended_bytes_total{topic=\"a\\\"b\"} 700\n"), "{text}");
-        assert!(text.contains("# TYPE herald_topic_fsync_duration_seconds histogram\n"), "{text}");
-        assert!(text.contains("herald_topic_fsync_duration_seconds_bucket{topic=\"a\\\"b\",le=\"0.01\"} 1\n"), "{text}");
+        assert!(
+            text.contains("herald_topic_appended_records_total{topic=\"a\\\"b\"} 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("herald_topic_appended_bytes_total{topic=\"a\\\"b\"} 700\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE herald_topic_fsync_duration_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "herald_topic_fsync_duration_seconds_bucket{topic=\"a\\\"b\",le=\"0.01\"} 1\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("herald_memory_budget_bytes 0\n"), "{text}");
     }
 }

@@ -102,7 +102,8 @@ fn topic_label(name: &str, labelled: bool) -> String {
 
 /// Whether `topic`'s groups are one per client (room logs and inboxes).
 fn member_groups(topic: &str) -> bool {
-    topic.starts_with(crate::rooms::inbox::INBOX_PREFIX) || topic.starts_with(crate::rooms::log::ROOM_PREFIX)
+    topic.starts_with(crate::rooms::inbox::INBOX_PREFIX)
+        || topic.starts_with(crate::rooms::log::ROOM_PREFIX)
 }
 
 impl Snapshot {
@@ -145,7 +146,10 @@ impl Snapshot {
     fn add_topic(&mut self, t: &Topic, labelled: bool) {
         let c = t.log.counters();
         let stats = t.log.stats();
-        let row = self.topics.entry(topic_label(&t.name, labelled)).or_default();
+        let row = self
+            .topics
+            .entry(topic_label(&t.name, labelled))
+            .or_default();
         row.appends += c.appends.load(Ordering::Relaxed);
         row.records += c.records.load(Ordering::Relaxed);
         row.bytes += c.bytes.load(Ordering::Relaxed);

@@ -351,7 +351,9 @@ impl SegmentScan<'_> {
         self.file
             .set_len(pos)
             .map_err(|e| StorageError::io(path, e))?;
-        self.file.sync_all().map_err(|e| StorageError::io(path, e))?;
+        self.file
+            .sync_all()
+            .map_err(|e| StorageError::io(path, e))?;
         Ok(!padding)
     }
 }

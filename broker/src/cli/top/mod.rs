@@ -6,12 +6,14 @@
 //! - this file: arguments, the terminal (raw mode, alternate screen,
 //!   restored on every way out) and the refresh loop;
 //! - `scrape`: the HTTP GET; `parse`: the Prometheus text format;
-//! - `model`: rates from two scrapes; `view`: the drawing.
+//! - `model`: rates from two scrapes; `view`: the drawing;
+//! - `input`: keys, and noticing that the terminal is gone.
 //!
-//! It leaves on `q` (or Esc, Ctrl-C), and when its terminal goes away
+//! It leaves on `q` (or Ctrl-C), and when its terminal goes away
 //! (SIGHUP, or the terminal failing under it), always restoring the
 //! terminal first.
 
+mod input;
 mod model;
 mod parse;
 mod scrape;
@@ -26,7 +28,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use ratatui::backend::CrosstermBackend;
-use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::crossterm::terminal::{
     disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
 };
@@ -37,7 +38,7 @@ use model::{Scrape, View};
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  herald top\n  herald top --http 10.0.0.5:7480 --interval 2s\n\nReads GET /metrics on the broker's HTTP listener (plain HTTP).\nq, Esc or Ctrl-C quits."
+    after_help = "Examples:\n  herald top\n  herald top --http 10.0.0.5:7480 --interval 2s\n\nReads GET /metrics on the broker's HTTP listener (plain HTTP).\nq or Ctrl-C quits."
 )]
 pub struct TopArgs {
     /// The broker's HTTP listener.
@@ -63,6 +64,18 @@ fn catch_hangup() {
         // async-signal-safe.
         unsafe {
             libc::signal(sig, on_hangup as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+/// Points standard output and error at /dev/null, once the terminal is
+/// gone.
+fn detach_output() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        for fd in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+            // SAFETY: dup2 of a valid descriptor onto a standard one.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }
     }
 }
@@ -95,8 +108,8 @@ enum Exit {
 }
 
 pub fn run(a: TopArgs) -> anyhow::Result<ExitCode> {
-    if !std::io::stdout().is_terminal() {
-        anyhow::bail!("herald top draws on a terminal; stdout is not one (curl the broker's /metrics instead)");
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        anyhow::bail!("herald top draws on a terminal; stdin or stdout is not one (curl the broker's /metrics instead)");
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -105,6 +118,13 @@ pub fn run(a: TopArgs) -> anyhow::Result<ExitCode> {
     let screen = Screen::enter()?;
     let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))?;
     let result = refresh_loop(&mut terminal, &rt, &a);
+    let gone = matches!(result, Ok(Exit::Hangup)) || HANGUP.load(Ordering::Relaxed);
+    if gone {
+        // What is still written on the way out (ratatui shows the cursor
+        // again on drop and prints to stderr if it cannot) goes nowhere
+        // rather than failing: a failed print to stderr panics.
+        detach_output();
+    }
     drop(terminal);
     drop(screen);
     match result {
@@ -153,18 +173,10 @@ fn refresh_loop(
         let wait = next
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(100));
-        if event::poll(wait)? {
-            match event::read()? {
-                Event::Key(k) if k.kind == KeyEventKind::Press => {
-                    let ctrl_c =
-                        k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
-                    if matches!(k.code, KeyCode::Char('q') | KeyCode::Esc) || ctrl_c {
-                        return Ok(Exit::Quit);
-                    }
-                }
-                Event::Resize(..) => next = Instant::now(),
-                _ => {}
-            }
+        match input::wait(wait)? {
+            input::Input::Nothing => {}
+            input::Input::Quit => return Ok(Exit::Quit),
+            input::Input::Gone => return Ok(Exit::Hangup),
         }
     }
 }

@@ -65,8 +65,15 @@ impl Scrape {
                 "herald_topic_size_bytes" => s.topics.entry(topic()).or_default().size = x.value,
                 "herald_topic_segments" => s.topics.entry(topic()).or_default().segments = x.value,
                 "herald_topic_fsync_duration_seconds_bucket" => {
-                    let le = x.label("le").and_then(|v| parse_le(v)).unwrap_or(f64::INFINITY);
-                    s.topics.entry(topic()).or_default().fsync.push((le, x.value));
+                    let le = x
+                        .label("le")
+                        .and_then(|v| parse_le(v))
+                        .unwrap_or(f64::INFINITY);
+                    s.topics
+                        .entry(topic())
+                        .or_default()
+                        .fsync
+                        .push((le, x.value));
                 }
                 "herald_group_lag_records" => group(&mut groups, x).lag = x.value,
                 "herald_group_in_flight_records" => group(&mut groups, x).in_flight = x.value,
@@ -97,7 +104,10 @@ impl Scrape {
 }
 
 /// The row of the sample's group (labels off: one row, "(all)").
-fn group<'a>(groups: &'a mut BTreeMap<(String, String), GroupNums>, x: &Sample) -> &'a mut GroupNums {
+fn group<'a>(
+    groups: &'a mut BTreeMap<(String, String), GroupNums>,
+    x: &Sample,
+) -> &'a mut GroupNums {
     let key = (
         x.label("topic").unwrap_or("(all)").to_owned(),
         x.label("group").unwrap_or("(all)").to_owned(),

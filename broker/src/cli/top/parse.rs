@@ -41,7 +41,10 @@ pub fn parse(text: &str) -> Result<Vec<Sample>, ParseError> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let fail = |reason| ParseError { line: i + 1, reason };
+        let fail = |reason| ParseError {
+            line: i + 1,
+            reason,
+        };
         out.push(sample(line).map_err(fail)?);
     }
     Ok(out)

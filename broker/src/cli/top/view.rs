@@ -107,11 +107,22 @@ fn topic_table(v: &View, height: u16) -> Table<'static> {
     )
     .header(
         Row::new(vec![
-            "TOPIC", "rec/s", "bytes/s", "deliv/s", "records", "on disk", "segs", "fsync p99",
+            "TOPIC",
+            "rec/s",
+            "bytes/s",
+            "deliv/s",
+            "records",
+            "on disk",
+            "segs",
+            "fsync p99",
         ])
         .style(Style::default().add_modifier(Modifier::BOLD)),
     )
-    .block(Block::default().title("busiest topics").borders(Borders::TOP))
+    .block(
+        Block::default()
+            .title("busiest topics")
+            .borders(Borders::TOP),
+    )
 }
 
 fn group_table(v: &View, height: u16) -> Table<'static> {
@@ -144,9 +155,19 @@ fn group_table(v: &View, height: u16) -> Table<'static> {
     )
     .header(
         Row::new(vec![
-            "TOPIC", "GROUP", "lag", "in flight", "members", "redelivered", "dead letters",
+            "TOPIC",
+            "GROUP",
+            "lag",
+            "in flight",
+            "members",
+            "redelivered",
+            "dead letters",
         ])
         .style(Style::default().add_modifier(Modifier::BOLD)),
     )
-    .block(Block::default().title("groups by lag").borders(Borders::TOP))
+    .block(
+        Block::default()
+            .title("groups by lag")
+            .borders(Borders::TOP),
+    )
 }
