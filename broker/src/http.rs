@@ -129,7 +129,6 @@ struct Web {
 
 impl Web {
     /// The broker's state, or the 503 to answer while it recovers.
-    #[allow(clippy::result_large_err)]
     fn shared(&self) -> Result<&Arc<Shared>, Response> {
         self.parts.serving.get().ok_or_else(|| {
             (

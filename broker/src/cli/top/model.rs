@@ -67,7 +67,7 @@ impl Scrape {
                 "herald_topic_fsync_duration_seconds_bucket" => {
                     let le = x
                         .label("le")
-                        .and_then(|v| parse_le(v))
+                        .and_then(parse_le)
                         .unwrap_or(f64::INFINITY);
                     s.topics
                         .entry(topic())
