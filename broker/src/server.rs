@@ -140,9 +140,11 @@ where
     let (registry, rooms) = match recovered {
         Ok(ok) => ok,
         Err(e) => {
+            // The HTTP listener stops too (bounded: a client holding a
+            // keep-alive connection must not hold up the error).
             shutdown.cancel();
             if let Some(http) = http {
-                let _ = http.await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
             }
             return Err(e);
         }

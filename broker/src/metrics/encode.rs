@@ -8,7 +8,7 @@
 use std::fmt::Error;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -30,38 +30,46 @@ struct SnapshotCollector(Snapshot);
 
 type Labels = Vec<(&'static str, String)>;
 
-/// One metric family: its descriptor, then one sample per label set.
-fn family<T>(
+/// A metric family: its name (without the `_total` or unit suffix, which
+/// the encoder adds), help text, unit and type.
+struct Desc(&'static str, &'static str, Option<Unit>, MetricType);
+
+use MetricType::{Counter, Gauge, Histogram};
+
+/// Writes family `d` with one sample per label set.
+fn series(
     enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    unit: Option<Unit>,
-    kind: MetricType,
-    rows: impl IntoIterator<Item = (Labels, T)>,
-    mut write: impl FnMut(&mut MetricEncoder, &T) -> Result<(), Error>,
+    d: &Desc,
+    rows: impl IntoIterator<Item = (Labels, u64)>,
 ) -> Result<(), Error> {
-    let mut m = enc.encode_descriptor(name, help, unit.as_ref(), kind)?;
+    let mut m = enc.encode_descriptor(d.0, d.1, d.2.as_ref(), d.3)?;
     for (labels, v) in rows {
         let mut sample = m.encode_family(&labels)?;
-        write(&mut sample, &v)?;
+        match d.3 {
+            Counter => sample.encode_counter::<NoLabelSet, _, u64>(&v, None)?,
+            _ => sample.encode_gauge(&i64::try_from(v).unwrap_or(i64::MAX))?,
+        }
     }
     Ok(())
 }
 
-fn counter(m: &mut MetricEncoder, v: &u64) -> Result<(), Error> {
-    m.encode_counter::<NoLabelSet, _, u64>(v, None)
+/// Family `d` with one unlabelled sample.
+fn single(enc: &mut DescriptorEncoder, d: &Desc, v: u64) -> Result<(), Error> {
+    series(enc, d, [(Labels::new(), v)])
 }
 
-fn gauge(m: &mut MetricEncoder, v: &i64) -> Result<(), Error> {
-    m.encode_gauge(v)
-}
-
-fn histogram(m: &mut MetricEncoder, h: &HistogramSnapshot) -> Result<(), Error> {
-    m.encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)
-}
-
-fn clamp(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+/// Family `d` with one sample per value of label `key`.
+fn by<S: ToString>(
+    enc: &mut DescriptorEncoder,
+    d: &Desc,
+    key: &'static str,
+    rows: &[(S, u64)],
+) -> Result<(), Error> {
+    series(
+        enc,
+        d,
+        rows.iter().map(|(k, v)| (vec![(key, k.to_string())], *v)),
+    )
 }
 
 impl SnapshotCollector {
@@ -81,27 +89,44 @@ impl SnapshotCollector {
         }
     }
 
-    /// One per-topic family, from `f` of each row.
-    fn topics<T>(
+    /// A per-topic family of `f` of each row.
+    fn topics(
         &self,
         enc: &mut DescriptorEncoder,
-        (name, help, unit, kind): (&str, &str, Option<Unit>, MetricType),
-        f: impl Fn(&TopicRow) -> T,
-        write: impl FnMut(&mut MetricEncoder, &T) -> Result<(), Error>,
+        d: Desc,
+        f: impl Fn(&TopicRow) -> u64,
     ) -> Result<(), Error> {
         let rows = self
             .0
             .topics
             .iter()
-            .map(|(t, row)| (self.topic_labels(t), f(row)));
-        family(enc, name, help, unit, kind, rows, write)
+            .map(|(t, r)| (self.topic_labels(t), f(r)));
+        series(enc, &d, rows)
     }
 
-    /// One per-group family.
+    /// A per-topic histogram.
+    fn topic_histograms(
+        &self,
+        enc: &mut DescriptorEncoder,
+        d: Desc,
+        f: impl Fn(&TopicRow) -> &HistogramSnapshot,
+    ) -> Result<(), Error> {
+        let mut m = enc.encode_descriptor(d.0, d.1, d.2.as_ref(), d.3)?;
+        for (t, row) in &self.0.topics {
+            let labels = self.topic_labels(t);
+            let h = f(row);
+            m.encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
+        }
+        Ok(())
+    }
+
+    /// A per-group family of `f` of each row (rows where it is `None` left
+    /// out).
     fn groups(
         &self,
         enc: &mut DescriptorEncoder,
-        (name, help, kind): (&str, &str, MetricType),
+        d: Desc,
         f: impl Fn(&GroupRow) -> Option<u64>,
     ) -> Result<(), Error> {
         let rows = self
@@ -109,420 +134,322 @@ impl SnapshotCollector {
             .groups
             .iter()
             .filter_map(|((t, g), row)| Some((self.group_labels(t, g), f(row)?)));
-        family(enc, name, help, None, kind, rows, |m, v| match kind {
-            MetricType::Counter => counter(m, v),
-            _ => gauge(m, &clamp(*v)),
-        })
+        series(enc, &d, rows)
     }
 
     fn encode_topics(&self, enc: &mut DescriptorEncoder) -> Result<(), Error> {
-        use MetricType::{Counter, Gauge, Histogram};
-        let s = &self.0;
-        family(
-            enc,
+        let d = Desc(
             "herald_topics",
             "Topics the broker serves (internal ones included).",
             None,
             Gauge,
-            [(Vec::new(), clamp(s.topic_count))],
-            gauge,
-        )?;
-        let t = |name, help, unit, kind| (name, help, unit, kind);
-        self.topics(
-            enc,
-            t(
-                "herald_topic_appends",
-                "Record batches appended (confirmed writes; duplicates not counted).",
-                None,
-                Counter,
-            ),
-            |r| r.appends,
-            counter,
-        )?;
-        self.topics(
-            enc,
-            t(
-                "herald_topic_appended_records",
-                "Records appended.",
-                None,
-                Counter,
-            ),
-            |r| r.records,
-            counter,
-        )?;
-        self.topics(
-            enc,
-            t(
-                "herald_topic_appended",
-                "Bytes of record batches appended, as stored.",
-                Some(Unit::Bytes),
-                Counter,
-            ),
-            |r| r.bytes,
-            counter,
-        )?;
-        self.topics(
-            enc,
-            t(
-                "herald_topic_delivered_records",
-                "Records handed to consumer-group members (redeliveries included).",
-                None,
-                Counter,
-            ),
-            |r| r.delivered,
-            counter,
-        )?;
-        self.topics(
-            enc,
-            t("herald_topic_fsync_duration", "Duration of each fdatasync of segment data (group commits under fsync always, interval syncs, segment rolls).", Some(Unit::Seconds), Histogram),
-            |r| r.fsync.clone(),
-            histogram,
-        )?;
-        self.topics(
-            enc,
-            t(
-                "herald_topic_group_commit_batches",
-                "Record batches written per group commit (one write, and one fsync under always).",
-                None,
-                Histogram,
-            ),
-            |r| r.group_batches.clone(),
-            histogram,
-        )?;
-        self.topics(
-            enc,
-            t(
-                "herald_topic_size",
-                "Bytes of the topic's segments on disk.",
-                Some(Unit::Bytes),
-                Gauge,
-            ),
-            |r| clamp(r.bytes_on_disk),
-            gauge,
-        )?;
-        self.topics(
-            enc,
-            t(
-                "herald_topic_segments",
-                "Segment files of the topic.",
-                None,
-                Gauge,
-            ),
-            |r| clamp(r.segments),
-            gauge,
-        )?;
-        self.topics(
-            enc,
-            t(
-                "herald_topic_torn_tails_truncated",
-                "Torn tails cut off when the log was opened (crash recovery).",
-                None,
-                Counter,
-            ),
-            |r| r.torn_tails,
-            counter,
-        )?;
-        self.topics(
-            enc,
-            t(
-                "herald_topic_damaged_ranges",
-                "Damaged byte ranges in the log not yet accepted by a repair: readers stop there.",
-                None,
-                Gauge,
-            ),
-            |r| clamp(r.damaged_ranges),
-            gauge,
-        )
+        );
+        single(enc, &d, self.0.topic_count)?;
+        let d = Desc(
+            "herald_topic_appends",
+            "Record batches appended (confirmed writes; duplicates not counted).",
+            None,
+            Counter,
+        );
+        self.topics(enc, d, |r| r.appends)?;
+        let d = Desc(
+            "herald_topic_appended_records",
+            "Records appended.",
+            None,
+            Counter,
+        );
+        self.topics(enc, d, |r| r.records)?;
+        let d = Desc(
+            "herald_topic_appended",
+            "Bytes of record batches appended, as stored.",
+            Some(Unit::Bytes),
+            Counter,
+        );
+        self.topics(enc, d, |r| r.bytes)?;
+        let d = Desc(
+            "herald_topic_delivered_records",
+            "Records handed to consumer-group members (redeliveries included).",
+            None,
+            Counter,
+        );
+        self.topics(enc, d, |r| r.delivered)?;
+        let d = Desc("herald_topic_fsync_duration", "Duration of each fdatasync of segment data (group commits under fsync always, interval syncs, segment rolls).", Some(Unit::Seconds), Histogram);
+        self.topic_histograms(enc, d, |r| &r.fsync)?;
+        let d = Desc(
+            "herald_topic_group_commit_batches",
+            "Record batches written per group commit (one write, and one fsync under always).",
+            None,
+            Histogram,
+        );
+        self.topic_histograms(enc, d, |r| &r.group_batches)?;
+        let d = Desc(
+            "herald_topic_size",
+            "Bytes of the topic's segments on disk.",
+            Some(Unit::Bytes),
+            Gauge,
+        );
+        self.topics(enc, d, |r| r.bytes_on_disk)?;
+        let d = Desc(
+            "herald_topic_segments",
+            "Segment files of the topic.",
+            None,
+            Gauge,
+        );
+        self.topics(enc, d, |r| r.segments)?;
+        let d = Desc(
+            "herald_topic_torn_tails_truncated",
+            "Torn tails cut off when the log was opened (crash recovery).",
+            None,
+            Counter,
+        );
+        self.topics(enc, d, |r| r.torn_tails)?;
+        let d = Desc(
+            "herald_topic_damaged_ranges",
+            "Damaged byte ranges in the log not yet accepted by a repair: readers stop there.",
+            None,
+            Gauge,
+        );
+        self.topics(enc, d, |r| r.damaged_ranges)
     }
 
     fn encode_groups(&self, enc: &mut DescriptorEncoder) -> Result<(), Error> {
-        use MetricType::{Counter, Gauge};
-        self.groups(
-            enc,
-            ("herald_group_lag_records", "Records of the topic not yet done by the group (not acknowledged, dead-lettered or skipped).", Gauge),
-            |g| Some(g.lag),
-        )?;
-        self.groups(
-            enc,
-            (
-                "herald_group_in_flight_records",
-                "Records delivered to members and not yet acknowledged.",
-                Gauge,
-            ),
-            |g| Some(g.in_flight),
-        )?;
-        self.groups(
-            enc,
-            (
-                "herald_group_ack_floor",
-                "The group's ack floor: every offset below it is done.",
-                Gauge,
-            ),
-            |g| g.ack_floor,
-        )?;
-        self.groups(
-            enc,
-            (
-                "herald_group_members",
-                "Subscriptions that are members of the group now.",
-                Gauge,
-            ),
-            |g| Some(g.members),
-        )?;
-        self.groups(
-            enc,
-            (
-                "herald_group_redelivered_records",
-                "Records delivered again (ack timeout, nack, member gone).",
-                Counter,
-            ),
-            |g| Some(g.redelivered),
-        )?;
-        self.groups(
-            enc,
-            (
-                "herald_group_dead_lettered_records",
-                "Records moved to the dead-letter topic after max deliveries.",
-                Counter,
-            ),
-            |g| Some(g.dead_lettered),
-        )
+        let d = Desc("herald_group_lag_records", "Records of the topic not yet done by the group (not acknowledged, dead-lettered or skipped).", None, Gauge);
+        self.groups(enc, d, |g| Some(g.lag))?;
+        let d = Desc(
+            "herald_group_in_flight_records",
+            "Records delivered to members and not yet acknowledged.",
+            None,
+            Gauge,
+        );
+        self.groups(enc, d, |g| Some(g.in_flight))?;
+        let d = Desc(
+            "herald_group_ack_floor",
+            "The group's ack floor: every offset below it is done.",
+            None,
+            Gauge,
+        );
+        self.groups(enc, d, |g| g.ack_floor)?;
+        let d = Desc(
+            "herald_group_members",
+            "Subscriptions that are members of the group now.",
+            None,
+            Gauge,
+        );
+        self.groups(enc, d, |g| Some(g.members))?;
+        let d = Desc(
+            "herald_group_redelivered_records",
+            "Records delivered again (ack timeout, nack, member gone).",
+            None,
+            Counter,
+        );
+        self.groups(enc, d, |g| Some(g.redelivered))?;
+        let d = Desc(
+            "herald_group_dead_lettered_records",
+            "Records moved to the dead-letter topic after max deliveries.",
+            None,
+            Counter,
+        );
+        self.groups(enc, d, |g| Some(g.dead_lettered))
     }
 
     fn encode_connections(&self, enc: &mut DescriptorEncoder) -> Result<(), Error> {
-        use MetricType::{Counter, Gauge};
         let s = &self.0;
-        let rows = s.connections.iter().map(|(t, st, n)| {
-            (
-                vec![("transport", (*t).to_owned()), ("state", (*st).to_owned())],
-                *n,
-            )
-        });
-        family(
-            enc,
+        let d = Desc(
             "herald_connections",
             "Connections now, by transport (tcp, websocket) and state (handshake, open).",
             None,
             Gauge,
-            rows,
-            gauge,
-        )?;
-        let rows = s
-            .accepted
-            .iter()
-            .map(|(t, n)| (vec![("transport", (*t).to_owned())], *n));
-        family(
-            enc,
+        );
+        let rows = s.connections.iter().map(|(t, st, n)| {
+            let labels = vec![("transport", (*t).to_owned()), ("state", (*st).to_owned())];
+            (labels, u64::try_from(*n).unwrap_or(0))
+        });
+        series(enc, &d, rows)?;
+        let d = Desc(
             "herald_connections_accepted",
             "Connections accepted, by transport.",
             None,
             Counter,
-            rows,
-            counter,
-        )?;
-        let rows = s
-            .refused
-            .iter()
-            .map(|(r, n)| (vec![("reason", (*r).to_owned())], *n));
-        family(
-            enc,
+        );
+        by(enc, &d, "transport", &s.accepted)?;
+        let d = Desc(
             "herald_handshakes_refused",
             "Handshakes refused, by reason (timeout, protocol, version, auth).",
             None,
             Counter,
-            rows,
-            counter,
-        )?;
-        family(
-            enc,
+        );
+        by(enc, &d, "reason", &s.refused)?;
+        let d = Desc(
             "herald_connections_over_address_cap",
             "Connections closed at once because their address held too many.",
             None,
             Counter,
-            [(Vec::new(), s.over_address_cap)],
-            counter,
-        )?;
-        let rows = s
-            .frames
-            .iter()
-            .map(|(t, n)| (vec![("type", t.clone())], *n));
-        family(
-            enc,
+        );
+        single(enc, &d, s.over_address_cap)?;
+        let d = Desc(
             "herald_frames_received",
             "Request frames read from clients, by frame type.",
             None,
             Counter,
-            rows,
-            counter,
-        )?;
-        let rows = s
-            .errors
-            .iter()
-            .map(|(c, n)| (vec![("code", c.clone())], *n));
-        family(
-            enc,
+        );
+        by(enc, &d, "type", &s.frames)?;
+        let d = Desc(
             "herald_errors",
             "Error replies sent to clients, by error code.",
             None,
             Counter,
-            rows,
-            counter,
-        )
+        );
+        by(enc, &d, "code", &s.errors)
     }
 
     fn encode_rooms(&self, enc: &mut DescriptorEncoder) -> Result<(), Error> {
-        use MetricType::{Counter, Gauge};
         let s = &self.0;
-        let one = |v: u64| [(Labels::new(), v)];
-        let g = |v: u64| [(Labels::new(), clamp(v))];
-        family(
+        single(
             enc,
-            "herald_rooms",
-            "Rooms with members.",
-            None,
-            Gauge,
-            g(s.rooms.rooms),
-            gauge,
+            &Desc("herald_rooms", "Rooms with members.", None, Gauge),
+            s.rooms.rooms,
         )?;
-        family(
+        single(
             enc,
-            "herald_room_members",
-            "Room memberships, over all rooms.",
-            None,
-            Gauge,
-            g(s.rooms.members),
-            gauge,
+            &Desc(
+                "herald_room_members",
+                "Room memberships, over all rooms.",
+                None,
+                Gauge,
+            ),
+            s.rooms.members,
         )?;
-        family(
+        single(
             enc,
-            "herald_clients_online",
-            "Client ids with at least one connection.",
-            None,
-            Gauge,
-            g(s.rooms.online_clients),
-            gauge,
+            &Desc(
+                "herald_clients_online",
+                "Client ids with at least one connection.",
+                None,
+                Gauge,
+            ),
+            s.rooms.online_clients,
         )?;
-        family(
+        single(
             enc,
-            "herald_rooms_damaged",
-            "Durable rooms unavailable because their member file is damaged.",
-            None,
-            Gauge,
-            g(s.rooms.damaged),
-            gauge,
+            &Desc(
+                "herald_rooms_damaged",
+                "Durable rooms unavailable because their member file is damaged.",
+                None,
+                Gauge,
+            ),
+            s.rooms.damaged,
         )?;
-        family(
+        single(
             enc,
-            "herald_room_emits",
-            "Emit requests accepted.",
-            None,
-            Counter,
-            one(s.emits),
-            counter,
+            &Desc(
+                "herald_room_emits",
+                "Emit requests accepted.",
+                None,
+                Counter,
+            ),
+            s.emits,
         )?;
-        family(
+        single(
             enc,
-            "herald_room_deliveries",
-            "Room events (room logs and inboxes) delivered to members, in records.",
-            None,
-            Counter,
-            one(s.room_deliveries),
-            counter,
+            &Desc(
+                "herald_room_deliveries",
+                "Room events (room logs and inboxes) delivered to members, in records.",
+                None,
+                Counter,
+            ),
+            s.room_deliveries,
         )?;
-        family(
+        single(
             enc,
-            "herald_room_presence_events",
-            "Presence events (join, leave, connect, disconnect) recorded.",
-            None,
-            Counter,
-            one(s.presence_events),
-            counter,
+            &Desc(
+                "herald_room_presence_events",
+                "Presence events (join, leave, connect, disconnect) recorded.",
+                None,
+                Counter,
+            ),
+            s.presence_events,
         )
     }
 
     fn encode_process(&self, enc: &mut DescriptorEncoder) -> Result<(), Error> {
-        use MetricType::Gauge;
         let s = &self.0;
-        let g = |v: u64| [(Labels::new(), clamp(v))];
-        family(
+        single(
             enc,
-            "herald_ready",
-            "1 once recovery finished (see /readyz), else 0.",
-            None,
-            Gauge,
-            g(u64::from(s.ready)),
-            gauge,
-        )?;
-        family(
-            enc,
-            "herald_memory_budget",
-            "The memory budget for record data (--max-memory).",
-            Some(Unit::Bytes),
-            Gauge,
-            g(s.memory_limit),
-            gauge,
-        )?;
-        family(
-            enc,
-            "herald_memory_used",
-            "Record data held in memory now, counted against the budget.",
-            Some(Unit::Bytes),
-            Gauge,
-            g(s.memory_used),
-            gauge,
-        )?;
-        family(
-            enc,
-            "herald_memory_queued",
-            "Bytes of deliveries queued for sockets (part of the used memory).",
-            Some(Unit::Bytes),
-            Gauge,
-            g(s.memory_queued),
-            gauge,
-        )?;
-        if let Some(v) = s.open_files {
-            family(
-                enc,
-                "process_open_fds",
-                "Open file descriptors.",
+            &Desc(
+                "herald_ready",
+                "1 once recovery finished (see /readyz), else 0.",
                 None,
                 Gauge,
-                g(v),
-                gauge,
-            )?;
-        }
-        if let Some(v) = s.max_open_files {
-            family(
-                enc,
-                "process_max_fds",
-                "The limit on open file descriptors.",
-                None,
-                Gauge,
-                g(v),
-                gauge,
-            )?;
-        }
-        if let Some(v) = s.disk_free {
-            family(
-                enc,
-                "herald_disk_free",
-                "Bytes available on the data folder's file system.",
+            ),
+            u64::from(s.ready),
+        )?;
+        single(
+            enc,
+            &Desc(
+                "herald_memory_budget",
+                "The memory budget for record data (--max-memory).",
                 Some(Unit::Bytes),
                 Gauge,
-                g(v),
-                gauge,
-            )?;
-        }
-        if let Some(v) = s.disk_total {
-            family(
-                enc,
-                "herald_disk_size",
-                "Size of the data folder's file system.",
+            ),
+            s.memory_limit,
+        )?;
+        single(
+            enc,
+            &Desc(
+                "herald_memory_used",
+                "Record data held in memory now, counted against the budget.",
                 Some(Unit::Bytes),
                 Gauge,
-                g(v),
-                gauge,
-            )?;
+            ),
+            s.memory_used,
+        )?;
+        single(
+            enc,
+            &Desc(
+                "herald_memory_queued",
+                "Bytes of deliveries queued for sockets (part of the used memory).",
+                Some(Unit::Bytes),
+                Gauge,
+            ),
+            s.memory_queued,
+        )?;
+        let optional = [
+            (
+                Desc("process_open_fds", "Open file descriptors.", None, Gauge),
+                s.open_files,
+            ),
+            (
+                Desc(
+                    "process_max_fds",
+                    "The limit on open file descriptors.",
+                    None,
+                    Gauge,
+                ),
+                s.max_open_files,
+            ),
+            (
+                Desc(
+                    "herald_disk_free",
+                    "Bytes available on the data folder's file system.",
+                    Some(Unit::Bytes),
+                    Gauge,
+                ),
+                s.disk_free,
+            ),
+            (
+                Desc(
+                    "herald_disk_size",
+                    "Size of the data folder's file system.",
+                    Some(Unit::Bytes),
+                    Gauge,
+                ),
+                s.disk_total,
+            ),
+        ];
+        for (d, v) in optional {
+            if let Some(v) = v {
+                single(enc, &d, v)?;
+            }
         }
         Ok(())
     }

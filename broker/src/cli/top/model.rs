@@ -65,10 +65,7 @@ impl Scrape {
                 "herald_topic_size_bytes" => s.topics.entry(topic()).or_default().size = x.value,
                 "herald_topic_segments" => s.topics.entry(topic()).or_default().segments = x.value,
                 "herald_topic_fsync_duration_seconds_bucket" => {
-                    let le = x
-                        .label("le")
-                        .and_then(parse_le)
-                        .unwrap_or(f64::INFINITY);
+                    let le = x.label("le").and_then(parse_le).unwrap_or(f64::INFINITY);
                     s.topics
                         .entry(topic())
                         .or_default()
