@@ -128,16 +128,16 @@ struct Web {
 }
 
 impl Web {
-    /// The broker's state, or the 503 to answer while it recovers.
-    fn shared(&self) -> Result<&Arc<Shared>, Response> {
-        self.parts.serving.get().ok_or_else(|| {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "starting: recovering the data folder\n",
-            )
-                .into_response()
-        })
+    /// The broker's state, once recovery has finished.
+    fn shared(&self) -> Option<&Arc<Shared>> {
+        self.parts.serving.get()
     }
+}
+
+/// The answer of `/ws` and `/metrics` while the broker recovers.
+fn starting() -> Response {
+    let msg = "starting: recovering the data folder\n";
+    (StatusCode::SERVICE_UNAVAILABLE, msg).into_response()
 }
 
 /// Binds the HTTP address, if there is one.
@@ -237,9 +237,8 @@ async fn readyz(State(web): State<Web>) -> Response {
 
 /// The Prometheus endpoint.
 async fn metrics(State(web): State<Web>) -> Response {
-    let shared = match web.shared() {
-        Ok(s) => s,
-        Err(starting) => return starting,
+    let Some(shared) = web.shared() else {
+        return starting();
     };
     let body = crate::metrics::render(shared).await;
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
@@ -289,9 +288,8 @@ async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let shared = match web.shared() {
-        Ok(s) => s.clone(),
-        Err(starting) => return starting,
+    let Some(shared) = web.shared().cloned() else {
+        return starting();
     };
     let cfg = &shared.config;
     if shared.shutdown.is_cancelled() {

@@ -353,3 +353,68 @@ async fn torn_tail_recovery_is_counted() {
     );
     b.shutdown().await;
 }
+
+/// Scrapes until `series` is at least `want` (presence records are
+/// appended after the request that caused them is answered).
+async fn until_at_least(http: SocketAddr, series: &str, want: f64) -> String {
+    let deadline = Instant::now() + T;
+    loop {
+        let text = scrape(http).await;
+        if value(&text, series).is_some_and(|v| v >= want) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never reached {want}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_are_counted_and_members_groups_pooled() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = herald_broker::server::start(web_config(dir.path()))
+        .await
+        .unwrap();
+    let http = b.http_addr().unwrap();
+    let mut alice = Raw::connect_as(b.local_addr(), Some("alice")).await;
+    let mut bob = Raw::connect_as(b.local_addr(), Some("bob")).await;
+    for c in [&mut alice, &mut bob] {
+        let r = c
+            .request(Message::Join(JoinRoom {
+                room: "lobby".into(),
+                durable: true,
+                history: 0,
+            }))
+            .await;
+        assert!(!matches!(r, Message::Error(_)), "{r:?}");
+    }
+    let r = alice
+        .request(Message::Emit(Emit {
+            target: EmitTarget::Room("lobby".into()),
+            event: "hello".into(),
+            payload: b"hi".to_vec(),
+            correlation: 0,
+        }))
+        .await;
+    assert!(matches!(r, Message::EmitOk(_)), "{r:?}");
+    let text = until_at_least(http, "herald_room_presence_events_total", 2.0).await;
+    assert_eq!(value(&text, "herald_rooms"), Some(1.0), "{text}");
+    assert_eq!(value(&text, "herald_room_members"), Some(2.0));
+    assert_eq!(value(&text, "herald_clients_online"), Some(2.0));
+    assert_eq!(value(&text, "herald_room_emits_total"), Some(1.0));
+    // Each member's group on the room's log is summed under one label,
+    // never labelled with a client id.
+    assert!(!text.contains("group=\"alice\""), "{text}");
+    assert!(
+        value(
+            &text,
+            "herald_group_lag_records{topic=\"_room.lobby\",group=\"_members\"}"
+        )
+        .unwrap()
+            >= 2.0,
+        "{text}"
+    );
+    b.shutdown().await;
+}

@@ -312,7 +312,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         let _ = outln!("listening on {}", broker.local_addr());
         if let Some(http) = broker.http_addr() {
             let _ = outln!(
-                "http listening on {http} (chat page {web}://{http}/, WebSocket {ws}://{http}/ws)"
+                "http listening on {http} (chat page {web}://{http}/, WebSocket {ws}://{http}/ws, metrics {web}://{http}/metrics)"
             );
         }
         wait_for_signal().await?;
