@@ -128,6 +128,7 @@ pub fn spawn(
                 if !outbox.deliver(subscription_id, from, last, 1, batch.into_bytes()) {
                     return;
                 }
+                topic.record_delivered(last - from + 1);
                 next = last + 1;
             }
         }

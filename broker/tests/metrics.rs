@@ -142,6 +142,17 @@ async fn scrape_shows_appends_lag_errors_and_connections() {
         Some(7.0)
     );
 
+    // An ephemeral subscriber's deliveries count too.
+    c.subscribe("orders", None, StartPosition::Earliest, 100)
+        .await;
+    assert_eq!(c.take(7).await.len(), 7);
+    until(
+        http,
+        "herald_topic_delivered_records_total{topic=\"orders\"}",
+        14.0,
+    )
+    .await;
+
     // Bad requests: an invalid topic name, a handshake without Hello.
     let bad = c.publish_seq("no spaces allowed", &[b"x"], 0, 0).await;
     assert_eq!(bad.unwrap_err().code, ErrorCode::InvalidArgument.as_u16());

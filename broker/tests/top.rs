@@ -198,6 +198,8 @@ async fn top_shows_the_broker_and_quits_on_q() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker_with_topic(dir.path(), "orders-top").await;
     let http = b.http_addr().unwrap();
+    let broker = b.local_addr();
+    let rt = tokio::runtime::Handle::current();
     let result = tokio::task::spawn_blocking(move || {
         let mut t = InPty::spawn(top(http), "orders-top", AfterMatch::KeepReading);
         assert!(
@@ -210,7 +212,16 @@ async fn top_shows_the_broker_and_quits_on_q() {
             "{:?}",
             String::from_utf8_lossy(&t.screen)
         );
-        // Later refreshes keep drawing without error: the header stays.
+        // Later refreshes show what changed since: a new topic.
+        rt.block_on(async {
+            let mut c = Raw::connect(broker).await;
+            c.publish("later-topic", &[b"z"]).await;
+        });
+        assert!(
+            t.wait_for("later-topic", T),
+            "a later refresh never showed the new topic: {}",
+            String::from_utf8_lossy(&t.screen)
+        );
         t.type_keys(b"q");
         let status = t.exit_within(T).expect("herald top did not exit on q");
         t.wait_for(RESTORED, Duration::from_secs(2));

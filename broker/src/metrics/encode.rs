@@ -168,7 +168,7 @@ impl SnapshotCollector {
         self.topics(enc, d, |r| r.bytes)?;
         let d = Desc(
             "herald_topic_delivered_records",
-            "Records handed to consumer-group members (redeliveries included).",
+            "Records handed to subscribers: group members (redeliveries included) and ephemeral subscriptions.",
             None,
             Counter,
         );

@@ -39,8 +39,9 @@ pub struct Topic {
     registry: Weak<Registry>,
     started: Instant,
     appended: AtomicU64,
-    /// Records handed to group members (redeliveries included), for the
-    /// metrics: one addition per delivered chunk.
+    /// Records handed to subscribers, group members (redeliveries
+    /// included) and ephemeral ones, for the metrics: one addition per
+    /// delivered chunk.
     delivered: AtomicU64,
 }
 
@@ -73,12 +74,12 @@ impl Topic {
         self.appended.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// Counts records delivered to a group member.
+    /// Counts records delivered to a subscriber.
     pub fn record_delivered(&self, n: u64) {
         self.delivered.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Records delivered to group members so far.
+    /// Records delivered to subscribers so far.
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
     }
