@@ -25,7 +25,12 @@ fn scrape(http: SocketAddr) -> String {
 /// address and the HTTP address from its second line.
 fn serve_with(dir: &std::path::Path, extra: &[&str]) -> (Proc, SocketAddr, SocketAddr) {
     let data = dir.join("data");
-    let mut args = vec!["--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()];
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     let (p, addr) = serve(&args, &[]);
     let line = p.line();
@@ -55,7 +60,11 @@ fn the_flag_and_the_toml_key_drop_topic_labels() {
         let (broker, addr, http) = serve_with(&run, &extra);
         run_at(addr, &["pub", "numbers", "one", "two"], b"").ok();
         let text = scrape(http);
-        assert_eq!(text.contains("topic=\"numbers\""), labelled, "{name}: {text}");
+        assert_eq!(
+            text.contains("topic=\"numbers\""),
+            labelled,
+            "{name}: {text}"
+        );
         let series = if labelled {
             "herald_topic_appended_records_total{topic=\"numbers\"} 2"
         } else {

@@ -174,7 +174,8 @@ fn top(http: std::net::SocketAddr) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
     cmd.args(["top", "--http", &http.to_string(), "--interval", "200ms"])
         .env("TERM", "xterm-256color")
-        .env_remove("HERALD_HTTP");
+        .env_remove("HERALD_HTTP")
+        .env_remove("HERALD_TLS_CA");
     cmd
 }
 
@@ -268,4 +269,57 @@ fn top_without_a_terminal_says_so() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("terminal"), "{err}");
+}
+
+/// A CA's PEM, and a certificate and key it signed for 127.0.0.1.
+fn pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["127.0.0.1".into()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_reads_an_https_listener_with_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The topic is made before TLS is on (the test client speaks plain TCP).
+    broker_with_topic(&data, "tls-top").await.shutdown().await;
+    let (ca, cert, key) = pki();
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let mut cfg = config(&data);
+    cfg.http = Some("127.0.0.1:0".parse().unwrap());
+    cfg.tls = Some(herald_broker::tls::TlsConfig {
+        cert: file("cert.pem", &cert),
+        key: file("key.pem", &key),
+        client_ca: None,
+    });
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    let http = b.http_addr().unwrap();
+    let ca = file("ca.pem", &ca);
+    let status = tokio::task::spawn_blocking(move || {
+        let mut cmd = top(http);
+        cmd.arg("--tls-ca").arg(&ca);
+        let mut t = InPty::spawn(cmd, "tls-top", AfterMatch::KeepReading);
+        assert!(
+            t.wait_for("tls-top", T),
+            "the topic never showed over HTTPS: {}",
+            String::from_utf8_lossy(&t.screen)
+        );
+        t.type_keys(b"q");
+        t.exit_within(T)
+    })
+    .await
+    .unwrap();
+    assert!(status.expect("did not exit on q").success());
+    b.shutdown().await;
 }

@@ -21,6 +21,7 @@ mod view;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -38,7 +39,7 @@ use model::{Scrape, View};
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  herald top\n  herald top --http 10.0.0.5:7480 --interval 2s\n\nReads GET /metrics on the broker's HTTP listener (plain HTTP).\nq or Ctrl-C quits."
+    after_help = "Examples:\n  herald top\n  herald top --http 10.0.0.5:7480 --interval 2s\n  herald top --http 10.0.0.5:7480 --tls-ca ca.pem\n\nReads GET /metrics on the broker's HTTP listener (HTTPS with --tls-ca).\nq or Ctrl-C quits."
 )]
 pub struct TopArgs {
     /// The broker's HTTP listener.
@@ -47,6 +48,11 @@ pub struct TopArgs {
     /// Time between refreshes.
     #[arg(long, default_value = "1s", value_parser = super::common::parse_duration)]
     interval: Duration,
+    /// The listener speaks HTTPS (the broker has --tls-cert): trust the CA
+    /// certificates in this PEM file. The address must be the one the
+    /// certificate names (an IP address here).
+    #[arg(long, env = "HERALD_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 /// Set by SIGHUP and SIGTERM: the terminal is gone, or we are told to go.
@@ -111,13 +117,14 @@ pub fn run(a: TopArgs) -> anyhow::Result<ExitCode> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         anyhow::bail!("herald top draws on a terminal; stdin or stdout is not one (curl the broker's /metrics instead)");
     }
+    let target = scrape::Target::new(a.http, a.tls_ca.as_deref())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     catch_hangup();
     let screen = Screen::enter()?;
     let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))?;
-    let result = refresh_loop(&mut terminal, &rt, &a);
+    let result = refresh_loop(&mut terminal, &rt, &a, &target);
     let gone = matches!(result, Ok(Exit::Hangup)) || HANGUP.load(Ordering::Relaxed);
     if gone {
         // What is still written on the way out (ratatui shows the cursor
@@ -139,6 +146,7 @@ fn refresh_loop(
     terminal: &mut Terminal<CrosstermBackend<std::io::Stdout>>,
     rt: &tokio::runtime::Runtime,
     a: &TopArgs,
+    target: &scrape::Target,
 ) -> anyhow::Result<Exit> {
     let addr = a.http.to_string();
     let mut last: Option<(Instant, Scrape)> = None;
@@ -150,7 +158,7 @@ fn refresh_loop(
         }
         if Instant::now() >= next {
             next = Instant::now() + a.interval;
-            let scraped = rt.block_on(scrape::fetch(a.http)).and_then(|text| {
+            let scraped = rt.block_on(target.fetch()).and_then(|text| {
                 parse::parse(&text).map_err(|e| anyhow::anyhow!("reading /metrics: {e}"))
             });
             let error = match scraped {
