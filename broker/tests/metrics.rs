@@ -331,25 +331,41 @@ async fn readyz_fails_while_the_data_folder_takes_no_writes() {
     b.shutdown().await;
 }
 
+/// The `.log` segment of `topic` in data folder `dir`.
+fn segment(dir: &std::path::Path, topic: &str) -> std::path::PathBuf {
+    std::fs::read_dir(dir.join("topics").join(topic).join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn torn_tail_recovery_is_counted() {
+async fn recovery_events_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     {
         let b = start(dir.path()).await;
         let mut c = Raw::connect(b.local_addr()).await;
         c.publish("torn", &[b"1", b"2"]).await;
+        for _ in 0..3 {
+            c.publish("damaged", &[b"some payload"]).await;
+        }
         drop(c);
         b.shutdown().await;
     }
     // Garbage after the last batch: what a crash mid-write leaves.
-    let seg = std::fs::read_dir(dir.path().join("topics/torn/log"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "log"))
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(segment(dir.path(), "torn"))
         .unwrap();
-    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
     std::io::Write::write_all(&mut f, &[0xAB; 40]).unwrap();
     drop(f);
+    // A flipped byte inside the first of three batches: damage with valid
+    // batches after it.
+    let seg = segment(dir.path(), "damaged");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[60] ^= 0xFF;
+    std::fs::write(&seg, bytes).unwrap();
     let b = herald_broker::server::start(web_config(dir.path()))
         .await
         .unwrap();
@@ -360,6 +376,30 @@ async fn torn_tail_recovery_is_counted() {
             "herald_topic_torn_tails_truncated_total{topic=\"torn\"}"
         ),
         Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "herald_topic_torn_tails_truncated_total{topic=\"damaged\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&text, "herald_topic_damaged_ranges{topic=\"damaged\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "herald_topic_damaged_ranges{topic=\"torn\"}"),
+        Some(0.0)
+    );
+    // A repair accepts the range: readers skip it, nothing stops there.
+    b.registry().repair("damaged", false).await.unwrap();
+    let text = scrape(b.http_addr().unwrap()).await;
+    assert_eq!(
+        value(&text, "herald_topic_damaged_ranges{topic=\"damaged\"}"),
+        Some(0.0),
         "{text}"
     );
     b.shutdown().await;

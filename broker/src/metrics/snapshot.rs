@@ -157,7 +157,15 @@ impl Snapshot {
         row.bytes_on_disk += stats.bytes_on_disk;
         row.segments += u64::from(stats.segments);
         row.torn_tails += c.torn_tails_truncated.load(Ordering::Relaxed);
-        row.damaged_ranges += t.log.damaged_ranges().len() as u64;
+        // Ranges a repair accepted are skipped by readers: not damage that
+        // still stops anyone.
+        let damaged = t
+            .log
+            .damaged_ranges()
+            .iter()
+            .filter(|d| !d.accepted)
+            .count();
+        row.damaged_ranges += damaged as u64;
         c.fsync_seconds.add_to(&mut row.fsync);
         c.group_batches.add_to(&mut row.group_batches);
     }
