@@ -19,7 +19,7 @@ pub struct Status<'a> {
 
 pub fn draw(f: &mut Frame, view: &View, status: &Status) {
     let [head, topics, groups] = Layout::vertical([
-        Constraint::Length(5),
+        Constraint::Length(4),
         Constraint::Percentage(55),
         Constraint::Fill(1),
     ])
