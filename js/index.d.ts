@@ -66,8 +66,10 @@ export interface PublishOptions {
 }
 
 export interface Receipt {
-  /** The offset the record was stored at. */
-  offset: number;
+  /** The offset the record was stored at; `null` for a duplicate older than
+   * the batches the broker remembers per producer (64): stored once, at an
+   * offset it no longer knows. */
+  offset: number | null;
   /** The broker had stored it already (a re-send after a reconnect). */
   duplicate: boolean;
 }

@@ -20,13 +20,20 @@
 //! - connection writers copy big deliveries into their write buffers only
 //!   below [`Level::Copy`] (20%), and write them from the stored batch
 //!   otherwise;
-//! - deliveries to a connection that already has more than
-//!   [`SLOW_QUEUE_BYTES`] queued (the slowest readers) pause at
+//! - deliveries to a connection that already has more than its
+//!   [`MemoryBudget::allowance`] queued (the slowest readers) pause at
 //!   [`Level::SlowDelivery`], 40% of the budget, counted both in memory
 //!   and in bytes queued for sockets (per reference: queued deliveries of
 //!   shared batches cost bookkeeping and keep batches alive that the cache
 //!   has let go);
-//! - other deliveries pause at [`Level::Delivery`];
+//! - other deliveries pause at [`Level::Delivery`], 70%; past it, a
+//!   connection writer that has waited 2 s for its peer gives up (the
+//!   connection is cut as a slow consumer, see `outbox`), since stalled
+//!   readers that took a batch each before they could be told apart would
+//!   otherwise hold everyone up until the stall timeout;
+//! - the writers' buffers count at the most they held, and tail caches
+//!   give each batch its own buffer past [`Level::Copy`], so that a slice
+//!   held by a stalled reader does not pin a whole group commit;
 //! - tail caches stop keeping old batches past [`Level::Cache`];
 //! - a session stops reading publishes past [`Level::Publish`] (the whole
 //!   budget), which slows producers through TCP instead of growing.
@@ -63,7 +70,7 @@ pub const RETRY: std::time::Duration = std::time::Duration::from_millis(50);
 /// largest frame and read would not fit.
 pub const MIN_BUDGET: usize = 32 << 20;
 
-/// The fill levels below which each use may proceed.
+/// The fill levels below which each use may proceed, lowest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
     /// A connection's writer copies big deliveries into its write buffer
@@ -130,6 +137,13 @@ impl Charge {
     pub fn add(&mut self, bytes: usize) {
         self.budget.used.fetch_add(bytes, Ordering::SeqCst);
         self.bytes += bytes;
+    }
+
+    /// Counts at least `bytes` under this charge (a high-water mark).
+    pub fn raise_to(&mut self, bytes: usize) {
+        if bytes > self.bytes {
+            self.add(bytes - self.bytes);
+        }
     }
 }
 
@@ -233,14 +247,18 @@ impl MemoryBudget {
     }
 
     /// What one connection may have queued before it counts as a slow
-    /// reader, and the most one delivery round reads for it: its share of
-    /// the delivery level, between [`MIN_ALLOWANCE`] and
+    /// reader, the most one delivery round reads for it, and the most its
+    /// writer coalesces into one write: a quarter of its share of the
+    /// slow-delivery level, between [`MIN_ALLOWANCE`] and
     /// [`SLOW_QUEUE_BYTES`]. Every connection may take that much before
-    /// the broker can tell a stalled reader from a fast one, so with a
-    /// thousand connections and a small budget the share must be small.
+    /// the broker can tell a stalled reader from a fast one, and a stalled
+    /// one then pins up to four times it (what is queued, one more read,
+    /// and the writer's copy of each in a write that never completes): so
+    /// a thousand stalled connections stay under [`Level::SlowDelivery`]
+    /// and readers that keep up go on above it.
     pub fn allowance(&self) -> usize {
         let n = self.connections.load(Ordering::Relaxed).max(1);
-        (Level::Delivery.of(self.limit) / 2 / n).clamp(MIN_ALLOWANCE, SLOW_QUEUE_BYTES)
+        (Level::SlowDelivery.of(self.limit) / 4 / n).clamp(MIN_ALLOWANCE, SLOW_QUEUE_BYTES)
     }
 
     /// The level of a delivery to a connection with `queued` bytes waiting
@@ -384,7 +402,7 @@ mod tests {
         let b = MemoryBudget::new(1 << 30);
         assert_eq!(b.allowance(), SLOW_QUEUE_BYTES);
         let guards: Vec<_> = (0..1000).map(|_| b.connection()).collect();
-        let share = (1usize << 30) / 10 * 7 / 2 / 1000;
+        let share = (1usize << 30) / 10 * 4 / 4 / 1000;
         assert_eq!(b.allowance(), share);
         assert_eq!(b.delivery_level(share + 1), Level::SlowDelivery);
         drop(guards);

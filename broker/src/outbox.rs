@@ -28,7 +28,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::memory::{Charge, Level, MemoryBudget};
+use crate::memory::{Level, MemoryBudget};
 use crate::metrics::Metrics;
 
 /// A frame queued for the writer.
@@ -87,6 +87,9 @@ const WRITE_CHUNK: usize = 256 * 1024;
 const COPY_MAX: usize = 16 * 1024;
 /// The writer's buffer between bursts.
 const IDLE_BUFFER: usize = 16 * 1024;
+/// How long a write may wait for a peer that takes nothing while the memory
+/// budget is past [`Level::Delivery`] (otherwise the stall timeout applies).
+const PRESSURE_STALL: Duration = Duration::from_secs(2);
 /// Most replies coalesced into one write. Replies are small (a confirm is
 /// about 25 bytes), so a byte bound alone would let one blocked write hold
 /// ten thousand confirms that a peer which never reads them has not taken;
@@ -203,15 +206,14 @@ where
     (outbox, task)
 }
 
-/// Adds `out` to the write buffer, counting what it copies in `charge`.
-/// A delivery bigger than [`COPY_MAX`] is copied only while the memory
+/// Adds `out` to the write buffer. A delivery bigger than [`COPY_MAX`] is
+/// copied only while the memory
 /// budget is below [`Level::Copy`]: past it, its prefix goes in the buffer
 /// and its batch is returned, to be written straight from the stored bytes
 /// together with the buffer (one vectored write). A thousand stalled peers then hold
 /// references to shared batches, not a copy each.
-fn append(buf: &mut BytesMut, out: Out, charge: &mut Charge) -> Option<Bytes> {
-    let before = buf.len();
-    let direct = match out {
+fn append(buf: &mut BytesMut, out: Out, memory: &MemoryBudget) -> Option<Bytes> {
+    match out {
         Out::Frame(f) => {
             buf.extend_from_slice(&f);
             None
@@ -231,7 +233,7 @@ fn append(buf: &mut BytesMut, out: Out, charge: &mut Charge) -> Option<Bytes> {
                 delivery,
                 batch.len(),
             );
-            if batch.len() > COPY_MAX && !charge.budget().admits(Level::Copy) {
+            if batch.len() > COPY_MAX && !memory.admits(Level::Copy) {
                 Some(batch)
             } else {
                 buf.extend_from_slice(&batch);
@@ -244,9 +246,7 @@ fn append(buf: &mut BytesMut, out: Out, charge: &mut Charge) -> Option<Bytes> {
             let _ = taken.send(());
             None
         }
-    };
-    charge.add(buf.len() - before);
-    direct
+    }
 }
 
 /// The writer task's state.
@@ -282,6 +282,11 @@ impl Writer {
 
     async fn run<W: AsyncWrite + Unpin>(mut self, mut sink: W) -> std::io::Result<()> {
         let mut buf = BytesMut::with_capacity(IDLE_BUFFER);
+        // The buffer's memory is counted at the most it has held since it
+        // was allocated: a cleared buffer keeps its pages, and a thousand
+        // writers that each once coalesced a burst would otherwise hold
+        // hundreds of MiB the budget does not see.
+        let mut held = self.memory.charge(0);
         let (mut replies_open, mut pushes_open) = (true, true);
         while replies_open || pushes_open {
             // `taken`: bytes of pushed items in this write (replies are
@@ -294,39 +299,41 @@ impl Writer {
                     None => { pushes_open = false; continue }
                 },
             };
-            // The copy waits for the socket: count it while it does.
-            let mut charge = self.memory.charge(0);
-            let mut direct = append(&mut buf, first, &mut charge);
-            // Coalesce whatever else is ready into one write; once memory
-            // is short, no more deliveries are copied than the first (a
-            // thousand blocked writers would each hold a buffer full).
+            let mut direct = append(&mut buf, first, &self.memory);
+            // Coalesce whatever else is ready into one write, up to this
+            // connection's share of the budget (a thousand writers blocked
+            // on stalled peers each hold what they coalesced); once memory
+            // is short, no more deliveries are copied than the first.
+            let chunk = self.memory.allowance().clamp(IDLE_BUFFER, WRITE_CHUNK);
             let mut replies = 1;
-            while direct.is_none() && buf.len() < WRITE_CHUNK && replies < MAX_REPLIES_PER_WRITE {
+            while direct.is_none() && buf.len() < chunk && replies < MAX_REPLIES_PER_WRITE {
                 if let Ok(o) = self.replies.try_recv() {
                     replies += 1;
-                    direct = append(&mut buf, o, &mut charge);
+                    direct = append(&mut buf, o, &self.memory);
                 } else if !self.memory.admits(Level::SlowDelivery) {
                     break;
                 } else if let Ok(o) = self.pushes.try_recv() {
                     taken += o.len();
-                    direct = append(&mut buf, o, &mut charge);
+                    direct = append(&mut buf, o, &self.memory);
                 } else {
                     break;
                 }
             }
+            held.raise_to(buf.len());
             match direct {
                 None => self.write(&mut sink, &mut &buf[..]).await?,
                 Some(batch) => self.write(&mut sink, &mut (&buf[..]).chain(batch)).await?,
             }
             self.written(taken);
-            drop(charge);
             buf.clear();
-            // Give a big buffer back, and any buffer while memory is short:
-            // an idle connection should not keep what a burst needed.
+            // Give a big buffer back, and any buffer past the idle size
+            // once memory is getting short: a connection between bursts
+            // should not keep what a burst needed.
             if buf.capacity() > 4 * WRITE_CHUNK
-                || (buf.capacity() > IDLE_BUFFER && !self.memory.admits(Level::Delivery))
+                || (buf.capacity() > IDLE_BUFFER && !self.memory.admits(Level::Copy))
             {
                 buf = BytesMut::with_capacity(IDLE_BUFFER);
+                held = self.memory.charge(0);
             }
         }
         let _ = tokio::time::timeout(self.stall, sink.shutdown()).await;
@@ -349,12 +356,29 @@ impl Writer {
             sink.write_all_buf(bytes).await?;
             sink.flush().await
         };
-        match tokio::time::timeout(self.stall, all).await {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "peer stopped reading",
-            )),
+        tokio::pin!(all);
+        // A peer that stops reading is cut off after the stall timeout, or
+        // after PRESSURE_STALL while the memory budget is past its delivery
+        // level: a stalled reader pins what it was sent (at least a whole
+        // batch each, before it can be told from a fast one), and a
+        // thousand of them must not hold up the readers that keep up for
+        // the whole stall timeout (NATS cuts such "slow consumers" too).
+        let step = PRESSURE_STALL.min(self.stall);
+        let mut waited = Duration::ZERO;
+        loop {
+            if let Ok(r) = tokio::time::timeout(step, &mut all).await {
+                return r;
+            }
+            waited += step;
+            let short = !self.memory.admits(Level::Delivery);
+            if waited >= self.stall || short {
+                let why = if short {
+                    "peer stopped reading while the memory budget is short"
+                } else {
+                    "peer stopped reading"
+                };
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, why));
+            }
         }
     }
 }
@@ -392,5 +416,50 @@ mod tests {
             ops.push(f.header.opcode);
         }
         assert_eq!(ops, vec![Opcode::Deliver, Opcode::Ok]);
+    }
+
+    /// A writer's buffer keeps the pages of its biggest write: counted
+    /// against the budget while kept, and given back once memory is short.
+    #[tokio::test]
+    async fn the_write_buffer_counts_what_it_keeps() {
+        let memory = MemoryBudget::new(100 << 20);
+        let (sink, mut peer) = tokio::io::duplex(4 << 20);
+        let (outbox, _writer) = spawn(
+            sink,
+            8,
+            Duration::from_secs(5),
+            memory.clone(),
+            Arc::default(),
+        );
+        let batch = Bytes::from(vec![7u8; 10 << 10]);
+        for i in 0..20 {
+            assert!(outbox.deliver(1, i, i, 1, batch.clone()));
+        }
+        drop(batch);
+        let mut got = vec![0u8; 20 * ((10 << 10) + 10)];
+        peer.read_exact(&mut got[..64]).await.unwrap();
+        outbox.pushes_taken().await;
+        assert!(outbox.reply(1, &Message::Ok).await);
+        // The burst was coalesced into one buffer (the duplex takes it all):
+        // its pages stay with the writer, counted.
+        let kept = memory.used();
+        assert!(kept >= 100 << 10, "the coalesced burst is counted: {kept}");
+        // Memory short: the next write gives the big buffer back.
+        let pressure = memory.charge(30 << 20);
+        assert!(outbox.reply(2, &Message::Ok).await);
+        assert!(outbox.reply(3, &Message::Ok).await);
+        outbox.pushes_taken().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while memory.used() - (30 << 20) > 1 << 10 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "buffer not given back: {}",
+                memory.used()
+            );
+            // Keep the writer going until it has handled the replies.
+            let mut sink = [0u8; 4096];
+            let _ = tokio::time::timeout(Duration::from_millis(10), peer.read(&mut sink)).await;
+        }
+        drop(pressure);
     }
 }

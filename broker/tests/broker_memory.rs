@@ -120,9 +120,11 @@ fn a_thousand_stalled_subscribers_stay_within_the_memory_budget() {
                 }
             }
         }
-        let got = tokio::time::timeout(Duration::from_secs(120), healthy)
+        // Usually a few seconds; when the stalled ones pin the budget, until
+        // they are cut off as slow consumers (measured 9-19 s).
+        let got = tokio::time::timeout(Duration::from_secs(60), healthy)
             .await
-            .expect("the healthy subscriber keeps receiving")
+            .expect("the healthy subscriber keeps receiving while the stalled ones hold memory")
             .unwrap();
         assert_eq!(got, 20_000);
         let secs = t0.elapsed().as_secs_f64();
@@ -133,17 +135,19 @@ fn a_thousand_stalled_subscribers_stay_within_the_memory_budget() {
             baseline >> 20,
             budget >> 20
         );
-        // The budget counts record data, not all of the broker's memory,
-        // and admits a batch at a time: on a machine busy with other work
-        // this run has peaked up to ~45% over it (docs/operations.md,
-        // "Memory budget", known gap, issue 14). Without the budget it
-        // peaked at 1,490 MiB: twice the budget still tells the two apart.
+        // The budget counts record data; bookkeeping is not counted and
+        // costs a few KiB per connection (docs/operations.md): allow 32 KiB
+        // for each of the 1,002. Before the writers' buffers were counted
+        // this run peaked up to ~45% over the budget on a busy machine;
+        // without the budget, at 1,490 MiB.
+        let bookkeeping = 1002 * (32 << 10);
         assert!(
-            peak <= baseline + 2 * budget,
-            "peak RSS {} MiB is over twice the {} MiB budget (baseline {} MiB)",
+            peak <= baseline + budget + bookkeeping,
+            "peak RSS {} MiB is over the {} MiB budget (baseline {} MiB, bookkeeping {} MiB)",
             peak >> 20,
             budget >> 20,
-            baseline >> 20
+            baseline >> 20,
+            bookkeeping >> 20
         );
         for mut s in stalled {
             let _ = s.shutdown().await;

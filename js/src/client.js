@@ -389,7 +389,8 @@ export class Herald extends EventTarget {
 
   /**
    * Publishes one record; resolves with { offset, duplicate } once the
-   * broker confirmed it durable.
+   * broker confirmed it durable (offset null: a duplicate re-sent after a
+   * reconnect, older than the 64 batches the broker remembers per producer).
    * @param {string} topic
    * @param {string|Uint8Array|ArrayBuffer} data
    * @param {{ key?: string|Uint8Array, headers?: object, timestamp?: number }} [o]

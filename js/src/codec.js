@@ -132,7 +132,7 @@ const BODIES = {
   GoingAway: struct([["reason", string]]),
   Ok: null,
   Publish: "raw",
-  PublishOk: struct([["base_offset", u64], ["count", u32], ["duplicate", bool]]),
+  PublishOk: struct([["base_offset", pc.offsetOrUnknown], ["count", u32], ["duplicate", bool]]),
   Subscribe: struct([
     ["topic", string],
     ["group", option(string)],

@@ -124,7 +124,11 @@ export class Reader {
   }
 
   u64() {
-    const n = this.varintBig(64);
+    return this.checkedU64(this.varintBig(64));
+  }
+
+  /** `n` as a number, if a JavaScript number holds it exactly. */
+  checkedU64(n) {
     if (n > BigInt(Number.MAX_SAFE_INTEGER)) {
       throw protocolError(`u64 ${n} is beyond what a JavaScript number holds exactly`);
     }
@@ -182,6 +186,19 @@ export const u8 = { enc: (w, v) => w.u8(v), dec: (r) => r.u8() };
 export const u16 = { enc: (w, v) => w.varint(v), dec: (r) => r.u16() };
 export const u32 = { enc: (w, v) => w.varint(v), dec: (r) => r.u32() };
 export const u64 = { enc: (w, v) => w.varint(v), dec: (r) => r.u64() };
+/** The u64 all ones (2^64 - 1): the broker's "offset unknown". */
+const UNKNOWN = (1n << 64n) - 1n;
+/** An offset the broker may not know (a duplicate publish older than the
+ * batches it remembers per producer comes back with 2^64 - 1): `null`
+ * then, instead of a number JavaScript cannot hold, which would end the
+ * connection and, re-sent after the reconnect, end it again. */
+export const offsetOrUnknown = {
+  enc: (w, v) => (v === null ? w.varint(UNKNOWN) : w.varint(v)),
+  dec: (r) => {
+    const n = r.varintBig(64);
+    return n === UNKNOWN ? null : r.checkedU64(n);
+  },
+};
 export const i64 = { enc: (w, v) => w.zigzag(v), dec: (r) => r.i64() };
 export const bool = { enc: (w, v) => w.bool(v), dec: (r) => r.bool() };
 export const f64 = { enc: (w, v) => w.f64(v), dec: (r) => r.f64() };

@@ -517,6 +517,11 @@ impl Writer {
         let memory = self.shared.config.memory.as_ref();
         let data = &memory.map_or_else(|| data.clone(), |m| m.charged(data.clone()));
         let keep_old = memory.is_none_or(|m| m.admits(crate::memory::Level::Cache));
+        // A slice keeps its whole group's buffer alive: a thousand stalled
+        // readers, each holding a batch of a different group, would pin the
+        // whole stream. Once memory is getting short, each batch gets a
+        // buffer of its own (one copy per batch, not per delivery).
+        let own = memory.filter(|m| !m.admits(crate::memory::Level::Copy));
         let a = &mut self.active;
         let mut entries = Vec::new();
         let mut max_time = i64::MIN;
@@ -536,7 +541,12 @@ impl Writer {
                 }
                 a.first_time.get_or_insert(*time);
                 max_time = max_time.max(*time);
-                batches.push(Batch::from_trusted(data.slice(*start..*start + *len)));
+                let slice = data.slice(*start..*start + *len);
+                let slice = match own {
+                    Some(m) => m.charged(Bytes::copy_from_slice(&slice)),
+                    None => slice,
+                };
+                batches.push(Batch::from_trusted(slice));
             }
         }
         a.size += data.len() as u64;

@@ -60,6 +60,16 @@ export class Proxy {
     this.down = false;
   }
 
+  /** Stops passing on what the broker sends over the current connections
+   * (the client's requests still reach it): replies that are lost while
+   * the requests took effect. */
+  holdReplies() {
+    for (const { client, upstream } of this.pairs) {
+      upstream.unpipe(client);
+      upstream.pause();
+    }
+  }
+
   /** Points the proxy at another address (a restarted broker). */
   retarget(target) {
     const [host, port] = target.split(":");
