@@ -33,24 +33,8 @@ pub fn write_atomic(path: &Path, body: &[u8], durable: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// The first half of a batched [`write_atomic`]: writes `body` (with its
-/// checksum) to `path`'s temporary, not synced. The caller makes it durable
-/// (a [`crate::syncer::Syncer`] round), then calls [`commit_tmp`].
-pub fn write_tmp(path: &Path, body: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let written = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&crc32c::crc32c(body).to_le_bytes())?;
-        f.write_all(body)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written
-}
-
-/// The second half: renames the temporary written by [`write_tmp`] over
-/// `path` (durable after the caller's next sync).
+/// Renames `path`'s temporary (written by [`crate::slotfile`]) over
+/// `path` (durable once its folder is synced).
 pub fn commit_tmp(path: &Path) -> io::Result<()> {
     fs::rename(path.with_extension("tmp"), path)
 }
@@ -99,26 +83,4 @@ pub fn read_checked(path: &Path) -> io::Result<Option<Vec<u8>>> {
         ));
     }
     Ok(Some(bytes[4..].to_vec()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A batched write replaces the file like `write_atomic` does, first
-    /// with no old file and then over one; the reader sees the newest.
-    #[test]
-    fn batched_writes_replace_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("g.state");
-        for body in [&b"first"[..], b"second", b"third, longer than the others"] {
-            write_tmp(&p, body).unwrap();
-            commit_tmp(&p).unwrap();
-            assert_eq!(read_checked(&p).unwrap().as_deref(), Some(body));
-        }
-        // Committing with no temporary written is an error, not a no-op
-        // that would leave the caller believing it wrote.
-        let q = dir.path().join("other.state");
-        assert!(commit_tmp(&q).is_err());
-    }
 }

@@ -53,6 +53,7 @@ pub mod ready;
 pub mod rooms;
 pub mod server;
 pub mod session;
+pub mod slotfile;
 pub mod storage;
 pub mod subscription;
 pub mod syncer;

@@ -1,7 +1,7 @@
 //! Where many small files become durable together: the state files of
 //! every consumer group are written by one task, in rounds, and each round
-//! is made durable by two `syncfs` calls of the data folder's file system
-//! instead of two fsyncs per file.
+//! is made durable by one `syncfs` of the data folder's file system
+//! instead of fsyncs per file.
 //!
 //! Why: each consumer group persists its acks in its own small file (see
 //! [`crate::group::store`]), and each write of one used to cost two fsyncs
@@ -10,9 +10,11 @@
 //! acking the same events at once: 2,000 fsyncs per persist round, from a
 //! thousand threads contending for one folder's lock, saturated the disk
 //! and delayed the room log's own fsync, so every emit waited behind its
-//! members' bookkeeping. A round here is: write every temporary file (one
-//! thread, one after the other), one sync, rename them all, one sync; each
-//! writer is then answered with its own file's outcome.
+//! members' bookkeeping. A round here is: write every file in place (one
+//! thread, one after the other; see [`crate::slotfile`]), one sync; each
+//! writer is then answered with its own file's outcome. New files (and
+//! states that outgrew their file) are written to temporaries, renamed
+//! after that sync, and a second sync makes the renames durable.
 //!
 //! Requests are coalesced: whatever arrives while a round runs goes into
 //! the next one.
@@ -27,6 +29,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::fsutil;
+use crate::slotfile::{self, Staged};
 
 /// One file to replace, and who waits for it.
 struct Job {
@@ -57,9 +60,9 @@ impl Syncer {
         })
     }
 
-    /// Replaces `path` with `body` (checksummed, as
-    /// [`fsutil::write_atomic`] does) and returns once the new content is
-    /// durable. A crash before that leaves the old content or the new one.
+    /// Writes `body` as `path`'s new state (see [`crate::slotfile`]) and
+    /// returns once it is durable. A crash before that leaves the old
+    /// content or the new one.
     ///
     /// # Errors
     /// Writing or renaming this file failed (ENOSPC: see
@@ -95,22 +98,33 @@ fn spawn(root: PathBuf) -> mpsc::UnboundedSender<Job> {
     tx
 }
 
-/// Writes every job's temporary, syncs, renames, syncs, and answers each.
+/// Writes every job (in place, or to a temporary for a new file), syncs,
+/// renames the temporaries and syncs again if there were any, and answers
+/// each job.
 fn round(root: &Path, jobs: Vec<Job>) {
-    let mut written = Vec::with_capacity(jobs.len());
+    let mut in_place = Vec::with_capacity(jobs.len());
+    let mut temporary = Vec::new();
     for j in jobs {
-        match fsutil::write_tmp(&j.path, &j.body) {
-            Ok(()) => written.push(j),
+        match slotfile::stage(&j.path, &j.body, false) {
+            Ok(Staged::InPlace) => in_place.push(j),
+            Ok(Staged::Temporary) => temporary.push(j),
             Err(e) => {
                 let _ = j.done.send(Err(e));
             }
         }
     }
     if let Err(e) = syncfs(root) {
-        return fail(root, written, &e);
+        fail(root, in_place, &e);
+        return fail(root, temporary, &e);
     }
-    let mut renamed = Vec::with_capacity(written.len());
-    for j in written {
+    for j in in_place {
+        let _ = j.done.send(Ok(()));
+    }
+    if temporary.is_empty() {
+        return;
+    }
+    let mut renamed = Vec::with_capacity(temporary.len());
+    for j in temporary {
         match fsutil::commit_tmp(&j.path) {
             Ok(()) => renamed.push(j),
             Err(e) => {
@@ -174,7 +188,7 @@ mod tests {
         }
         for i in 0..200u32 {
             let p = dir.path().join(format!("{i}.state"));
-            let body = fsutil::read_checked(&p).unwrap().unwrap();
+            let body = slotfile::read(&p).unwrap().unwrap();
             assert_eq!(body, vec![2u8; i as usize]);
         }
     }
@@ -192,6 +206,6 @@ mod tests {
         let (a, b) = tokio::join!(s.save(bad, vec![1]), s.save(good.clone(), vec![2]));
         assert!(a.is_err());
         b.unwrap();
-        assert_eq!(fsutil::read_checked(&good).unwrap(), Some(vec![2]));
+        assert_eq!(slotfile::read(&good).unwrap(), Some(vec![2]));
     }
 }

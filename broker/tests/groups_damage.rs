@@ -60,11 +60,13 @@ fn a_damaged_group_file_is_loud_local_and_repairable_by_reset() {
     run_at(b.addr, &sub_ok, b"").ok();
     assert!(b.terminate().success());
 
-    // One flipped byte in g's state.
+    // A flipped byte in each of the two copies g's state file keeps (one
+    // damaged copy alone falls back to the other: slotfile's tests).
     let state = groups_dir(&data).join("g.state");
     let mut bytes = std::fs::read(&state).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0x40;
+    let half = bytes.len() / 2;
+    bytes[21] ^= 0x40;
+    bytes[half + 21] ^= 0x40;
     std::fs::write(&state, &bytes).unwrap();
 
     let log = dir.path().join("second.log");

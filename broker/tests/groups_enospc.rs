@@ -1,8 +1,10 @@
-//! Group state on a full disk, against the real binary: an awaited ack that
-//! cannot be written is answered `StorageFull` (never `Ok`, never
-//! `Internal`), the broker keeps it in memory and writes it once space is
-//! back, a new group cannot start without its state on disk, and a restart
-//! never loses a group whose state was written.
+//! Group state on a full disk, against the real binary: acks that the
+//! state file's room holds are written in place; an awaited ack that
+//! cannot be written (the state outgrew its file) is answered
+//! `StorageFull` (never `Ok`, never `Internal`), the broker keeps it in
+//! memory and writes it once space is back, a new group cannot start
+//! without its state on disk, and a restart never loses a group whose
+//! state was written.
 //!
 //! Needs root (it mounts a small tmpfs); skips with a message otherwise.
 
@@ -21,6 +23,9 @@ use herald_client::{Client, ErrorCode, Message, Start, Subscription};
 const TEST_TIME: Duration = Duration::from_secs(60);
 /// Bounds each awaited step.
 const STEP: Duration = Duration::from_secs(15);
+/// Messages each test publishes: enough holes, once every other one is
+/// acked, to outgrow a state file's room.
+const N: u64 = 200;
 
 /// Unmounts the tmpfs however the test ends.
 struct Unmount(PathBuf);
@@ -97,16 +102,20 @@ async fn next(sub: &mut Subscription) -> Message {
         .expect("a message")
 }
 
+/// Publishes `n` messages in as few batches as the producer makes: each
+/// delivery is then a long run of offsets, in which acks leave holes.
 async fn publish(client: &Client, topic: &str, n: u64) {
     client
         .create_topic(topic, Default::default())
         .await
         .expect("create");
+    let producer = client.producer(topic);
+    let mut pending = Vec::new();
     for i in 0..n {
-        client
-            .publish(topic, format!("m{i}"))
-            .await
-            .expect("publish");
+        pending.push(producer.send(format!("m{i}")).await.expect("send"));
+    }
+    for p in pending {
+        p.await.expect("publish");
     }
 }
 
@@ -134,7 +143,7 @@ async fn full_disk_acks(base: &Path, mnt: &Path) {
     let log = base.join("broker.log");
     let b = broker(&data, "127.0.0.1:0", &log);
     let client = connect(b.addr).await;
-    publish(&client, "t", 20).await;
+    publish(&client, "t", N).await;
     let mut sub = client
         .subscribe("t")
         .group("old")
@@ -142,24 +151,38 @@ async fn full_disk_acks(base: &Path, mnt: &Path) {
         .ack_timeout(Duration::from_secs(60))
         .await
         .expect("subscribe");
-    for want in 0..10 {
+    let mut msgs = Vec::new();
+    for want in 0..N {
         let m = next(&mut sub).await;
         assert_eq!(m.offset(), want);
+        msgs.push(m);
+    }
+    for m in &msgs[..10] {
         m.ack_confirmed().await.expect("ack with space on disk");
     }
 
     let filler = mnt.join("filler");
     fill(&filler);
-    let mut held = Vec::new();
-    for want in 10..15 {
-        let m = next(&mut sub).await;
-        assert_eq!(m.offset(), want);
-        held.push(m);
+    // An existing group's state is rewritten in place: acks that keep it
+    // small need no new space and are written on a full disk.
+    for m in &msgs[10..15] {
+        m.ack_confirmed().await.expect("an ack written in place");
     }
-    let answers = futures::future::join_all(held.iter().map(|m| m.ack_confirmed())).await;
-    for a in answers {
-        assert_eq!(code(a), Some(ErrorCode::StorageFull), "an unwritten ack");
-    }
+    // Acks that leave holes grow the state past its file's room: that
+    // write needs new space, and is refused.
+    let holes: Vec<&Message> = msgs[16..].iter().step_by(2).collect();
+    let answers = futures::future::join_all(holes.iter().map(|m| m.ack_confirmed())).await;
+    let codes: Vec<Option<ErrorCode>> = answers.into_iter().map(code).collect();
+    assert!(
+        codes
+            .iter()
+            .all(|c| matches!(c, None | Some(ErrorCode::StorageFull))),
+        "Ok or StorageFull, never Internal: {codes:?}"
+    );
+    assert!(
+        codes.contains(&Some(ErrorCode::StorageFull)),
+        "the acks that outgrow the file are refused: {codes:?}"
+    );
     // A new group cannot start: its state would not survive a restart.
     let new = client.subscribe("t").group("new").await;
     assert_eq!(
@@ -167,17 +190,19 @@ async fn full_disk_acks(base: &Path, mnt: &Path) {
         Some(ErrorCode::StorageFull),
         "subscribing a new group on a full disk"
     );
-    // In memory the acks are kept: the floor moved.
+    // In memory the acks are kept: the floor moved, the holes are done.
     let old = group(&client, "t", "old").await.expect("group old");
-    assert_eq!((old.ack_floor, old.lag), (15, 5));
+    let acked = 15 + holes.len() as u64;
+    assert_eq!((old.ack_floor, old.lag), (15, N - acked));
     assert!(group(&client, "t", "new").await.is_none(), "no group new");
 
-    // Space is back: the next write (a retry, or this ack's) carries
-    // 10..=15.
+    // Space is back: the next write (a retry, or this ack's) carries them.
     std::fs::remove_file(&filler).expect("free space");
-    let m = next(&mut sub).await;
-    assert_eq!(m.offset(), 15);
-    m.ack_confirmed().await.expect("ack once space is back");
+    msgs[15]
+        .ack_confirmed()
+        .await
+        .expect("ack once space is back");
+    drop(msgs);
     drop(sub);
     client.close().await;
     b.kill();
@@ -196,14 +221,17 @@ async fn full_disk_acks(base: &Path, mnt: &Path) {
     let old = group(&client, "t", "old")
         .await
         .expect("group old survives");
-    assert_eq!(old.ack_floor, 16, "every confirmed ack survived the kill");
+    assert_eq!(old.ack_floor, 17, "every confirmed ack survived the kill");
     assert!(group(&client, "t", "new").await.is_none());
     let mut sub = client
         .subscribe("t")
         .group("old")
         .await
         .expect("resubscribe");
-    assert_eq!(next(&mut sub).await.offset(), 16);
+    // Only the offsets never acked come back: 17, 19, 21, ...
+    for want in [17, 19, 21] {
+        assert_eq!(next(&mut sub).await.offset(), want);
+    }
     client.close().await;
 }
 
@@ -226,7 +254,7 @@ async fn refused_then_restart(base: &Path, mnt: &Path) {
     let b = broker(&data, "127.0.0.1:0", &log);
     let addr = b.addr;
     let client = connect(addr).await;
-    publish(&client, "t", 10).await;
+    publish(&client, "t", N).await;
     let mut sub = client
         .subscribe("t")
         .group("g")
@@ -234,37 +262,64 @@ async fn refused_then_restart(base: &Path, mnt: &Path) {
         .ack_timeout(Duration::from_secs(60))
         .await
         .expect("subscribe");
-    for want in 0..5 {
+    let mut msgs = Vec::new();
+    for want in 0..N {
         let m = next(&mut sub).await;
         assert_eq!(m.offset(), want);
+        msgs.push(m);
+    }
+    for m in &msgs[..5] {
         m.ack_confirmed().await.expect("ack");
     }
     let filler = mnt.join("filler");
     fill(&filler);
-    for want in 5..10 {
-        let m = next(&mut sub).await;
-        assert_eq!(m.offset(), want);
-        assert_eq!(code(m.ack_confirmed().await), Some(ErrorCode::StorageFull));
-    }
-    // The broker dies before it could write 5..=9.
+    // Acks leaving holes (the even offsets from 6): the state outgrows its
+    // file, and its write is refused.
+    let holes: Vec<&Message> = msgs[6..].iter().step_by(2).collect();
+    let answers = futures::future::join_all(holes.iter().map(|m| m.ack_confirmed())).await;
+    let refused = answers
+        .into_iter()
+        .filter(|a| a.as_ref().err().and_then(|e| e.code()) == Some(ErrorCode::StorageFull))
+        .count();
+    assert!(refused > 0, "some acks refused for the full disk");
+    // The broker dies before it could write them.
     b.kill();
     std::fs::remove_file(&filler).expect("free space");
     let b = broker(&data, &addr.to_string(), &log);
 
-    // The restarted broker delivers 5..=9 again; the client's filter hides
-    // them and its re-sent acks complete them. The next message's ack is
-    // confirmed after those (one connection, in order).
+    // The restarted broker delivers the unacked offsets again: the
+    // client's filter hides the acked (even) ones and its re-sent acks
+    // complete them; the odd ones, never acked, may come back to the app.
     let producer = connect(b.addr).await;
-    producer.publish("t", "m10").await.expect("publish");
-    let m = next(&mut sub).await;
-    assert_eq!(m.offset(), 10, "the app never sees 5..=9 again");
-    m.ack_confirmed().await.expect("ack after the restart");
-    let g = group(&producer, "t", "g").await.expect("group g");
-    assert_eq!(
-        (g.ack_floor, g.in_flight),
-        (11, 0),
-        "the acks refused before the restart were applied"
-    );
+    producer.publish("t", "m-last").await.expect("publish");
+    loop {
+        let m = next(&mut sub).await;
+        let o = m.offset();
+        assert!(
+            o == N || (o % 2 == 1 && o >= 5),
+            "offset {o}: the app never sees an acked message again"
+        );
+        m.ack_confirmed().await.expect("ack after the restart");
+        if o == N {
+            break;
+        }
+    }
+    for m in msgs.iter().skip(5).step_by(2) {
+        let _ = m.ack_confirmed().await;
+    }
+    let done = async {
+        loop {
+            let g = group(&producer, "t", "g").await.expect("group g");
+            if (g.ack_floor, g.in_flight) == (N + 1, 0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(STEP, done)
+        .await
+        .expect("the acks refused before the restart were applied");
+    drop(msgs);
     drop(sub);
     client.close().await;
     producer.close().await;

@@ -1,12 +1,12 @@
 //! Where a group's acknowledgement state lives on disk: one small file per
-//! group (`groups/<name>.state`), postcard-encoded and replaced atomically
-//! through [`crate::fsutil`].
+//! group (`groups/<name>.state`), postcard-encoded, rewritten in place in
+//! two alternating checksummed copies ([`crate::slotfile`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::fsutil;
 use crate::syncer::Syncer;
+use crate::{fsutil, slotfile};
 
 use serde::{Deserialize, Serialize};
 
@@ -86,7 +86,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 /// [`StoreError::Corrupt`] for a file that fails its checksum or does not
 /// decode; [`StoreError::Io`] when it cannot be read.
 pub fn load(path: &Path) -> Result<Option<StoredGroup>, StoreError> {
-    let Some(body) = fsutil::read_checked(path).map_err(io(path))? else {
+    let Some(body) = slotfile::read(path).map_err(io(path))? else {
         return Ok(None);
     };
     postcard::from_bytes(&body)
@@ -97,14 +97,14 @@ pub fn load(path: &Path) -> Result<Option<StoredGroup>, StoreError> {
         })
 }
 
-/// Replaces a group's state atomically; with `durable`, the new state
-/// survives a crash once this returns.
+/// Writes a group's state (a crash leaves the old state or the new one);
+/// with `durable`, the new state survives a crash once this returns.
 pub fn save(path: &Path, state: &StoredGroup, durable: bool) -> Result<(), StoreError> {
     let body = postcard::to_allocvec(state).map_err(|e| StoreError::Corrupt {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    fsutil::write_atomic(path, &body, durable).map_err(io(path))
+    slotfile::write(path, &body, durable).map_err(io(path))
 }
 
 /// [`save`] through the broker's shared [`Syncer`]: the write joins the
@@ -145,9 +145,9 @@ mod tests {
         save(&p, &s, true).unwrap();
         use std::fs;
         assert_eq!(load(&p).unwrap(), Some(s));
+        // The state's only copy is at the start of the file.
         let mut b = fs::read(&p).unwrap();
-        let last = b.len() - 1;
-        b[last] ^= 1;
+        b[21] ^= 1;
         fs::write(&p, b).unwrap();
         assert!(load(&p).is_err());
     }
