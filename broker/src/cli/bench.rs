@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::{Args, ValueEnum};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
 use herald_client::{Client, StartPosition, TopicConfig};
 use herald_protocol::FsyncPolicy;
@@ -32,11 +32,14 @@ enum Mode {
     /// Emit events to a durable room of N members (each gets every event
     /// in its inbox and acks it); deliveries/s and emit-to-deliver latency.
     Rooms,
+    /// A durable room member goes offline while `--count` events are
+    /// emitted to its room, then comes back: events/s it catches up at.
+    Catchup,
 }
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  herald bench pub --embedded --count 1000000 --size 100\n  herald bench pub --server 127.0.0.1:7400 --size 1024 --count 200000 --json\n  herald bench sub --embedded --count 500000\n  herald bench pubsub --embedded --rate 20000 --count 200000 --fsync never\n  herald bench fanout --embedded --consumers 4 --count 1000000\n  herald bench rooms --embedded --consumers 10 --producers 4 --count 10000"
+    after_help = "Examples:\n  herald bench pub --embedded --count 1000000 --size 100\n  herald bench pub --server 127.0.0.1:7400 --size 1024 --count 200000 --json\n  herald bench sub --embedded --count 500000\n  herald bench pubsub --embedded --rate 20000 --count 200000 --fsync never\n  herald bench fanout --embedded --consumers 4 --count 1000000\n  herald bench rooms --embedded --consumers 10 --producers 4 --count 10000\n  herald bench catchup --embedded --count 1000000"
 )]
 pub struct BenchArgs {
     mode: Mode,
@@ -89,6 +92,9 @@ pub struct BenchArgs {
     #[command(flatten)]
     security: super::security::ClientSecurity,
 }
+
+/// Room members joining at once during a rooms run's setup.
+const SETUP_CONCURRENCY: usize = 64;
 
 /// Receipts a producer task keeps open before it waits; bounds memory.
 const MAX_OPEN_RECEIPTS: usize = 20_000;
@@ -252,6 +258,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 json!({"deliveries": n, "members": a.consumers, "rooms": a.rooms, "emitted": a.count, "inflight": a.inflight, "secs": secs})
                     .with_rates(n, a.size, secs, &lat, "emit-to-deliver")
             }
+            Mode::Catchup => {
+                let (n, secs) = catch_up(&a, &builder, &connect, epoch).await?;
+                json!({"caught_up": n, "emitted": a.count, "inflight": a.inflight, "secs": secs})
+                    .with_rates(n, a.size, secs, &Lat::new(), "")
+            }
             Mode::Fanout => {
                 let t0 = Instant::now();
                 let subs = fanout_subscribers(&a, &connect, &topic, epoch).await?;
@@ -353,6 +364,7 @@ fn print_human(r: &serde_json::Value) -> std::io::Result<()> {
         r.get("published")
             .or(r.get("consumed"))
             .or(r.get("deliveries"))
+            .or(r.get("caught_up"))
             .cloned()
             .unwrap_or_default(),
         r["msgs_per_sec"].as_f64().unwrap_or(0.0),
@@ -587,14 +599,22 @@ where
     let per_room = |r: usize| {
         a.count / rooms.len() as u64 + u64::from((r as u64) < a.count % rooms.len() as u64)
     };
-    let mut members = Vec::new();
-    for m in 0..a.consumers {
-        let r = m % rooms.len();
-        let client = connect().await?;
-        client.join_durable(&rooms[r]).await?;
-        let inbox = client.inbox().await?;
-        members.push((client, inbox, per_room(r)));
-    }
+    // Members connect and join 64 at a time: a sequential setup of
+    // 100,000 members would take longer than the run.
+    let members: Vec<_> = futures::stream::iter(0..a.consumers)
+        .map(|m| {
+            let r = m % rooms.len();
+            let room = &rooms[r];
+            async move {
+                let client = connect().await?;
+                client.join_durable(room).await?;
+                let inbox = client.inbox().await?;
+                Ok::<_, anyhow::Error>((client, inbox, per_room(r)))
+            }
+        })
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .try_collect()
+        .await?;
     // Each member first reads up to a start marker emitted to its room once
     // everyone is in, so the presence events of the joins (each member
     // hears of every member who joined after it) are drained before the
@@ -648,12 +668,36 @@ where
             .context("a member stopped before the start marker")?;
     }
     let t0 = Instant::now();
+    emit_to(a, connect, &rooms, epoch).await?;
+    let mut total = 0;
+    let mut all = Lat::new();
+    for m in readers {
+        let (n, l) = m.await.context("member task")??;
+        total += n;
+        let _ = all.0.add(&l.0);
+    }
+    Ok((total, all, t0.elapsed().as_secs_f64()))
+}
+
+/// `a.producers` emitters send `a.count` events in all, `a.inflight` each
+/// in flight, round-robin over `rooms`, each emit confirmed; returns when
+/// every emit is.
+async fn emit_to<F, Fut>(
+    a: &BenchArgs,
+    connect: &F,
+    rooms: &[String],
+    epoch: Instant,
+) -> anyhow::Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = herald_client::Result<Client>>,
+{
     let per = a.count / a.producers as u64;
     let mut emitters = Vec::new();
     for p in 0..a.producers {
         let n = per + u64::from((p as u64) < a.count % a.producers as u64);
         let client = connect().await?;
-        let rooms = rooms.clone();
+        let rooms = rooms.to_vec();
         let size = a.size as usize;
         let inflight = a.inflight.max(1);
         let rate = a.rate / a.producers as u64;
@@ -692,12 +736,48 @@ where
     for e in emitters {
         e.await.context("emitter task")??;
     }
-    let mut total = 0;
-    let mut all = Lat::new();
-    for m in readers {
-        let (n, l) = m.await.context("member task")??;
-        total += n;
-        let _ = all.0.add(&l.0);
+    Ok(())
+}
+
+/// One durable member joins a room and goes offline; `a.count` events are
+/// emitted to the room; the member comes back with the same client id.
+/// Returns the events it received and the seconds from its reconnect to
+/// its last event (Centrifugo's and Socket.IO's "recovery", from disk).
+async fn catch_up<F, Fut>(
+    a: &BenchArgs,
+    builder: &herald_client::ClientBuilder,
+    connect: &F,
+    epoch: Instant,
+) -> anyhow::Result<(u64, f64)>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = herald_client::Result<Client>>,
+{
+    let tag = format!("{:08x}", rand::random::<u32>());
+    let room = format!("bench-{tag}");
+    let id = format!("bench-{tag}-member");
+    let member = builder.clone().client_id(id.clone()).connect().await?;
+    member.join_durable(&room).await?;
+    member.close().await;
+    emit_to(a, connect, std::slice::from_ref(&room), epoch).await?;
+    let t0 = Instant::now();
+    let member = builder.clone().client_id(id).connect().await?;
+    let mut inbox = member.inbox().await?;
+    let bar = progress(a.count);
+    let mut n = 0u64;
+    while n < a.count {
+        let next = tokio::time::timeout(Duration::from_secs(30), inbox.next()).await;
+        let ev = next
+            .context("no event for 30 s")?
+            .context("the inbox ended")??;
+        if ev.name() == "bench" {
+            n += 1;
+            bar.inc(1);
+        }
+        ev.ack().await?;
     }
-    Ok((total, all, t0.elapsed().as_secs_f64()))
+    let secs = t0.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    member.close().await;
+    Ok((n, secs))
 }
