@@ -232,6 +232,64 @@ impl BatchBuilder {
     }
 }
 
+/// One batch holding the records of `batches`, in order: their bytes
+/// copied as they are, except each record's `offset_delta` (renumbered 0,
+/// 1, 2, ...) and `timestamp_delta` (rebased on the first batch's
+/// `first_timestamp`, saturating at the i32 range as
+/// [`BatchBuilder::push`] does). Producer id and sequence are 0.
+///
+/// For a writer of its own records (the broker's room logs and inboxes)
+/// that wants fewer, bigger batches: each batch costs its reader a frame, a
+/// CRC check and an acknowledgement chunk, whatever its size.
+///
+/// `None` if `batches` is empty, holds more than [`MAX_RECORDS_PER_BATCH`]
+/// records, or has a batch of an idempotent producer (its sequence numbers
+/// would be lost).
+pub fn concat(batches: &[Batch]) -> Option<Bytes> {
+    let first = batches.first()?;
+    if batches.iter().any(|b| b.producer_id() != 0) {
+        return None;
+    }
+    let count: u64 = batches.iter().map(|b| u64::from(b.record_count())).sum();
+    if count > u64::from(MAX_RECORDS_PER_BATCH) {
+        return None;
+    }
+    let len = BATCH_HEADER_LEN
+        + batches
+            .iter()
+            .map(|b| b.len_bytes() - BATCH_HEADER_LEN)
+            .sum::<usize>();
+    let first_ts = first.first_timestamp();
+    let mut buf = BytesMut::with_capacity(len);
+    buf.put_bytes(0, BATCH_HEADER_LEN);
+    let mut index = 0u32;
+    for b in batches {
+        let bytes = &b.bytes()[..];
+        let shift = b.first_timestamp().saturating_sub(first_ts);
+        let mut pos = BATCH_HEADER_LEN;
+        while pos < bytes.len() {
+            let rlen = u32_at(bytes, pos) as usize;
+            let at = buf.len();
+            buf.put_slice(&bytes[pos..pos + 4 + rlen]);
+            let ts = (u32_at(bytes, pos + 8) as i32 as i64)
+                .saturating_add(shift)
+                .clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+            buf[at + 4..at + 8].copy_from_slice(&index.to_le_bytes());
+            buf[at + 8..at + 12].copy_from_slice(&ts.to_le_bytes());
+            index += 1;
+            pos += 4 + rlen;
+        }
+    }
+    let b = &mut buf[..];
+    b[OFF_BATCH_LEN..OFF_BATCH_LEN + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    b[OFF_MAGIC] = BATCH_MAGIC;
+    b[OFF_COUNT..OFF_COUNT + 4].copy_from_slice(&index.to_le_bytes());
+    b[OFF_FIRST_TS..OFF_FIRST_TS + 8].copy_from_slice(&first_ts.to_le_bytes());
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    Some(buf.freeze())
+}
+
 /// The fixed header fields of a batch, read without validating it: what
 /// the broker's storage scan needs from each header it reads off disk (the
 /// CRC and the records are checked separately, and only where needed).

@@ -400,6 +400,25 @@ proptest! {
         assert_records(&batch, &recs)?;
     }
 
+    /// Batches cut from one list of records and concatenated give back
+    /// that list: same records, same times, offsets renumbered in order.
+    #[test]
+    fn concat_keeps_every_record_in_order(recs in arb_records(300),
+                                          cuts in vec(any::<prop::sample::Index>(), 0..8)) {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c.index(recs.len())).collect();
+        points.extend([0, recs.len()]);
+        points.sort_unstable();
+        points.dedup();
+        let batches: Vec<Batch> = points
+            .windows(2)
+            .map(|w| Batch::validate(build(&recs[w[0]..w[1]], 0, 0)).unwrap())
+            .collect();
+        let merged = batch::concat(&batches).expect("mergeable");
+        let merged = Batch::validate(merged).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(merged.producer_id(), 0);
+        assert_records(&merged, &recs)?;
+    }
+
     #[test]
     fn stamped_batch_through_publish_frame((bytes, recs) in arb_batch(300), topic in s()) {
         let batch = Batch::validate(bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -415,6 +434,23 @@ proptest! {
             other => prop_assert!(false, "decoded {:?}", other.opcode()),
         }
     }
+}
+
+/// An idempotent producer's batch is never merged (its sequence numbers
+/// would be lost), nor is nothing.
+#[test]
+fn concat_refuses_idempotent_batches_and_nothing() {
+    let rec = Rec {
+        key: b"k".to_vec(),
+        headers: vec![],
+        payload: b"p".to_vec(),
+        timestamp: 5,
+    };
+    let plain = Batch::validate(build(std::slice::from_ref(&rec), 0, 0)).unwrap();
+    let idem = Batch::validate(build(std::slice::from_ref(&rec), 7, 0)).unwrap();
+    assert!(batch::concat(&[plain.clone(), idem]).is_none());
+    assert!(batch::concat(&[]).is_none());
+    assert!(batch::concat(&[plain.clone(), plain]).is_some());
 }
 
 /// Records with empty keys, no headers and empty payloads are legal.

@@ -39,6 +39,11 @@ pub struct LogConfig {
     /// against it, and the tail cache lets go of old batches when it is
     /// nearly spent (see [`crate::memory`]). `None` counts nothing.
     pub memory: Option<Arc<MemoryBudget>>,
+    /// Merge the plain batches of each group commit into bigger ones (see
+    /// `storage/coalesce.rs`): for logs the broker writes itself, one
+    /// record per append (room logs, inboxes). Client-published topics
+    /// keep their batches as received.
+    pub coalesce: bool,
 }
 
 impl Default for LogConfig {
@@ -53,6 +58,7 @@ impl Default for LogConfig {
             tail_cache_bytes: 8 * 1024 * 1024,
             direct_io: true,
             memory: None,
+            coalesce: false,
         }
     }
 }

@@ -30,6 +30,7 @@
 //! **Architecture Invariant:** only the writer task writes segment data, and
 //! readers see a batch only after `append` has confirmed it.
 
+mod coalesce;
 mod config;
 mod counters;
 mod damage;

@@ -38,7 +38,7 @@ pub const GROUP_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// fsync follows; larger ones go to a blocking thread.
 pub const INLINE_WRITE_MAX: usize = 256 * 1024;
 
-type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
+pub(super) type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
 
 /// What the writer is asked to do.
 pub enum Request {
@@ -290,7 +290,13 @@ impl Writer {
             }
         }
         self.last_group = group.len();
-        self.commit_group(group).await;
+        if self.shared.config.coalesce {
+            let (group, merged) = super::coalesce::coalesce(group);
+            self.commit_group(group).await;
+            super::coalesce::answer(merged);
+        } else {
+            self.commit_group(group).await;
+        }
         control
     }
 

@@ -138,8 +138,13 @@ impl Registry {
         self.root.join(name)
     }
 
-    fn log_config(&self, cfg: &TopicConfig) -> LogConfig {
+    /// `name`'s log settings: `cfg`, the broker's defaults, and for the
+    /// logs only the broker writes (room logs, inboxes: one record per
+    /// emit) merged batches.
+    fn log_config(&self, name: &str, cfg: &TopicConfig) -> LogConfig {
         LogConfig {
+            coalesce: name.starts_with(crate::rooms::log::ROOM_PREFIX)
+                || name.starts_with(crate::rooms::inbox::INBOX_PREFIX),
             segment_bytes: cfg.segment_bytes.unwrap_or(self.config.segment_bytes),
             fsync: cfg.fsync.unwrap_or(self.config.fsync),
             retention_bytes: cfg.retention_bytes,
@@ -170,7 +175,7 @@ impl Registry {
             }
             None => read_meta(&meta)?,
         };
-        let log = Log::open(dir.join("log"), self.log_config(&cfg))?;
+        let log = Log::open(dir.join("log"), self.log_config(name, &cfg))?;
         let topic = Arc::new(Topic::new(
             name.to_owned(),
             cfg,
