@@ -99,9 +99,7 @@ fn flush(
 /// (the writer has answered every reply by then).
 pub fn answer(merged: Vec<Merged>) {
     for Merged { mut outcome, parts } in merged {
-        let result = outcome
-            .try_recv()
-            .unwrap_or_else(|_| Err(StorageError::Closed));
+        let result = outcome.try_recv().unwrap_or(Err(StorageError::Closed));
         for (reply, first, count) in parts {
             let _ = reply.send(match &result {
                 Ok(o) => Ok(AppendOutcome {
