@@ -85,7 +85,8 @@ const WRITE_CHUNK: usize = 256 * 1024;
 /// Deliveries bigger than this are written from the stored batch instead
 /// of being copied once memory is short (see `append`).
 const COPY_MAX: usize = 16 * 1024;
-/// The writer's buffer between bursts.
+/// The writer's buffer between bursts, at most, once memory is getting
+/// short; and the least it coalesces into one write.
 const IDLE_BUFFER: usize = 16 * 1024;
 /// How long a write may wait for a peer that takes nothing while the memory
 /// budget is past [`Level::Delivery`] (otherwise the stall timeout applies).
@@ -281,11 +282,16 @@ impl Writer {
     }
 
     async fn run<W: AsyncWrite + Unpin>(mut self, mut sink: W) -> std::io::Result<()> {
-        let mut buf = BytesMut::with_capacity(IDLE_BUFFER);
-        // The buffer's memory is counted at the most it has held since it
-        // was allocated: a cleared buffer keeps its pages, and a thousand
-        // writers that each once coalesced a burst would otherwise hold
-        // hundreds of MiB the budget does not see.
+        // No buffer until there is something to write: it grows to what the
+        // connection's writes need (a few hundred bytes for one that only
+        // answers its handshake and pings), so an idle connection holds
+        // almost nothing. Ten thousand idle connections with a 16 KiB buffer
+        // each held most of those pages resident, reused from freed ones.
+        let mut buf = BytesMut::new();
+        // The buffer's memory is counted at its capacity, the most it has
+        // held since it was allocated: a cleared buffer keeps its pages, and
+        // a thousand writers that each once coalesced a burst would
+        // otherwise hold hundreds of MiB the budget does not see.
         let mut held = self.memory.charge(0);
         let (mut replies_open, mut pushes_open) = (true, true);
         while replies_open || pushes_open {
@@ -319,7 +325,7 @@ impl Writer {
                     break;
                 }
             }
-            held.raise_to(buf.len());
+            held.raise_to(buf.capacity());
             match direct {
                 None => self.write(&mut sink, &mut &buf[..]).await?,
                 Some(batch) => self.write(&mut sink, &mut (&buf[..]).chain(batch)).await?,
@@ -332,7 +338,7 @@ impl Writer {
             if buf.capacity() > 4 * WRITE_CHUNK
                 || (buf.capacity() > IDLE_BUFFER && !self.memory.admits(Level::Copy))
             {
-                buf = BytesMut::with_capacity(IDLE_BUFFER);
+                buf = BytesMut::new();
                 held = self.memory.charge(0);
             }
         }
@@ -416,6 +422,31 @@ mod tests {
             ops.push(f.header.opcode);
         }
         assert_eq!(ops, vec![Opcode::Deliver, Opcode::Ok]);
+    }
+
+    /// A connection that only exchanged a few small frames holds no write
+    /// buffer worth counting: ten thousand idle connections must not hold
+    /// ten thousand burst-sized buffers (issue 12).
+    #[tokio::test]
+    async fn an_idle_writer_holds_only_what_it_wrote() {
+        let memory = MemoryBudget::new(100 << 20);
+        let (sink, mut peer) = tokio::io::duplex(1 << 20);
+        let (outbox, _writer) = spawn(
+            sink,
+            8,
+            Duration::from_secs(5),
+            memory.clone(),
+            Arc::default(),
+        );
+        assert!(outbox.reply(1, &Message::Ok).await);
+        assert!(outbox.reply(2, &Message::Ping).await);
+        let mut got = [0u8; 2 * herald_protocol::frame::HEADER_LEN];
+        peer.read_exact(&mut got).await.unwrap();
+        // Both frames were written, so the writer has sized (and counted)
+        // its buffer for them by now.
+        let held = memory.used();
+        assert!(held > 0, "the buffer is counted");
+        assert!(held <= 256, "an idle writer holds {held} bytes");
     }
 
     /// A writer's buffer keeps the pages of its biggest write: counted
