@@ -55,7 +55,10 @@ pub enum Out {
 /// Cheap handle to a connection's writer.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    replies: mpsc::Sender<Out>,
+    /// Encoded reply frames. Only frames, not [`Out`]: the channel's first
+    /// block of slots is allocated with it, and holds half as many bytes
+    /// this way (every connection has one, idle or not).
+    replies: mpsc::Sender<Bytes>,
     pushes: mpsc::UnboundedSender<Out>,
     /// Cancelled when the writer is gone (peer closed, stalled, error).
     closed: CancellationToken,
@@ -108,7 +111,7 @@ impl Outbox {
         }
         let mut b = BytesMut::new();
         msg.encode(request_id, &mut b);
-        self.replies.send(Out::Frame(b.freeze())).await.is_ok()
+        self.replies.send(b.freeze()).await.is_ok()
     }
 
     /// Queues a pushed frame (bounded by the caller's credit).
@@ -252,7 +255,7 @@ fn append(buf: &mut BytesMut, out: Out, memory: &MemoryBudget) -> Option<Bytes> 
 
 /// The writer task's state.
 struct Writer {
-    replies: mpsc::Receiver<Out>,
+    replies: mpsc::Receiver<Bytes>,
     pushes: mpsc::UnboundedReceiver<Out>,
     queued: Arc<AtomicUsize>,
     memory: Arc<MemoryBudget>,
@@ -299,7 +302,7 @@ impl Writer {
             // not counted in the backlog).
             let (first, mut taken) = tokio::select! {
                 biased;
-                r = self.replies.recv(), if replies_open => match r { Some(o) => (o, 0), None => { replies_open = false; continue } },
+                r = self.replies.recv(), if replies_open => match r { Some(f) => (Out::Frame(f), 0), None => { replies_open = false; continue } },
                 p = self.pushes.recv(), if pushes_open => match p {
                     Some(o) => { let n = o.len(); (o, n) }
                     None => { pushes_open = false; continue }
@@ -313,9 +316,9 @@ impl Writer {
             let chunk = self.memory.allowance().clamp(IDLE_BUFFER, WRITE_CHUNK);
             let mut replies = 1;
             while direct.is_none() && buf.len() < chunk && replies < MAX_REPLIES_PER_WRITE {
-                if let Ok(o) = self.replies.try_recv() {
+                if let Ok(f) = self.replies.try_recv() {
                     replies += 1;
-                    direct = append(&mut buf, o, &self.memory);
+                    direct = append(&mut buf, Out::Frame(f), &self.memory);
                 } else if !self.memory.admits(Level::SlowDelivery) {
                     break;
                 } else if let Ok(o) = self.pushes.try_recv() {
