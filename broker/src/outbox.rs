@@ -288,8 +288,8 @@ impl Writer {
         // No buffer until there is something to write: it grows to what the
         // connection's writes need (a few hundred bytes for one that only
         // answers its handshake and pings), so an idle connection holds
-        // almost nothing. Ten thousand idle connections with a 16 KiB buffer
-        // each held most of those pages resident, reused from freed ones.
+        // almost nothing. With a 16 KiB buffer up front, ten thousand idle
+        // connections held 5 to 12 KiB of it resident each (issue 12).
         let mut buf = BytesMut::new();
         // The buffer's memory is counted at its capacity, the most it has
         // held since it was allocated: a cleared buffer keeps its pages, and
