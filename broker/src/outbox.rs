@@ -55,7 +55,10 @@ pub enum Out {
 /// Cheap handle to a connection's writer.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    replies: mpsc::Sender<Out>,
+    /// Encoded reply frames. Only frames, not [`Out`]: the channel's first
+    /// block of slots is allocated with it, and holds half as many bytes
+    /// this way (every connection has one, idle or not).
+    replies: mpsc::Sender<Bytes>,
     pushes: mpsc::UnboundedSender<Out>,
     /// Cancelled when the writer is gone (peer closed, stalled, error).
     closed: CancellationToken,
@@ -85,7 +88,8 @@ const WRITE_CHUNK: usize = 256 * 1024;
 /// Deliveries bigger than this are written from the stored batch instead
 /// of being copied once memory is short (see `append`).
 const COPY_MAX: usize = 16 * 1024;
-/// The writer's buffer between bursts.
+/// The writer's buffer between bursts, at most, once memory is getting
+/// short; and the least it coalesces into one write.
 const IDLE_BUFFER: usize = 16 * 1024;
 /// How long a write may wait for a peer that takes nothing while the memory
 /// budget is past [`Level::Delivery`] (otherwise the stall timeout applies).
@@ -107,7 +111,7 @@ impl Outbox {
         }
         let mut b = BytesMut::new();
         msg.encode(request_id, &mut b);
-        self.replies.send(Out::Frame(b.freeze())).await.is_ok()
+        self.replies.send(b.freeze()).await.is_ok()
     }
 
     /// Queues a pushed frame (bounded by the caller's credit).
@@ -251,7 +255,7 @@ fn append(buf: &mut BytesMut, out: Out, memory: &MemoryBudget) -> Option<Bytes> 
 
 /// The writer task's state.
 struct Writer {
-    replies: mpsc::Receiver<Out>,
+    replies: mpsc::Receiver<Bytes>,
     pushes: mpsc::UnboundedReceiver<Out>,
     queued: Arc<AtomicUsize>,
     memory: Arc<MemoryBudget>,
@@ -281,11 +285,16 @@ impl Writer {
     }
 
     async fn run<W: AsyncWrite + Unpin>(mut self, mut sink: W) -> std::io::Result<()> {
-        let mut buf = BytesMut::with_capacity(IDLE_BUFFER);
-        // The buffer's memory is counted at the most it has held since it
-        // was allocated: a cleared buffer keeps its pages, and a thousand
-        // writers that each once coalesced a burst would otherwise hold
-        // hundreds of MiB the budget does not see.
+        // No buffer until there is something to write: it grows to what the
+        // connection's writes need (a few hundred bytes for one that only
+        // answers its handshake and pings), so an idle connection holds
+        // almost nothing. With a 16 KiB buffer up front, ten thousand idle
+        // connections held 5 to 12 KiB of it resident each (issue 12).
+        let mut buf = BytesMut::new();
+        // The buffer's memory is counted at its capacity, the most it has
+        // held since it was allocated: a cleared buffer keeps its pages, and
+        // a thousand writers that each once coalesced a burst would
+        // otherwise hold hundreds of MiB the budget does not see.
         let mut held = self.memory.charge(0);
         let (mut replies_open, mut pushes_open) = (true, true);
         while replies_open || pushes_open {
@@ -293,7 +302,7 @@ impl Writer {
             // not counted in the backlog).
             let (first, mut taken) = tokio::select! {
                 biased;
-                r = self.replies.recv(), if replies_open => match r { Some(o) => (o, 0), None => { replies_open = false; continue } },
+                r = self.replies.recv(), if replies_open => match r { Some(f) => (Out::Frame(f), 0), None => { replies_open = false; continue } },
                 p = self.pushes.recv(), if pushes_open => match p {
                     Some(o) => { let n = o.len(); (o, n) }
                     None => { pushes_open = false; continue }
@@ -307,9 +316,9 @@ impl Writer {
             let chunk = self.memory.allowance().clamp(IDLE_BUFFER, WRITE_CHUNK);
             let mut replies = 1;
             while direct.is_none() && buf.len() < chunk && replies < MAX_REPLIES_PER_WRITE {
-                if let Ok(o) = self.replies.try_recv() {
+                if let Ok(f) = self.replies.try_recv() {
                     replies += 1;
-                    direct = append(&mut buf, o, &self.memory);
+                    direct = append(&mut buf, Out::Frame(f), &self.memory);
                 } else if !self.memory.admits(Level::SlowDelivery) {
                     break;
                 } else if let Ok(o) = self.pushes.try_recv() {
@@ -319,7 +328,7 @@ impl Writer {
                     break;
                 }
             }
-            held.raise_to(buf.len());
+            held.raise_to(buf.capacity());
             match direct {
                 None => self.write(&mut sink, &mut &buf[..]).await?,
                 Some(batch) => self.write(&mut sink, &mut (&buf[..]).chain(batch)).await?,
@@ -332,7 +341,7 @@ impl Writer {
             if buf.capacity() > 4 * WRITE_CHUNK
                 || (buf.capacity() > IDLE_BUFFER && !self.memory.admits(Level::Copy))
             {
-                buf = BytesMut::with_capacity(IDLE_BUFFER);
+                buf = BytesMut::new();
                 held = self.memory.charge(0);
             }
         }
@@ -416,6 +425,31 @@ mod tests {
             ops.push(f.header.opcode);
         }
         assert_eq!(ops, vec![Opcode::Deliver, Opcode::Ok]);
+    }
+
+    /// A connection that only exchanged a few small frames holds no write
+    /// buffer worth counting: ten thousand idle connections must not hold
+    /// ten thousand burst-sized buffers (issue 12).
+    #[tokio::test]
+    async fn an_idle_writer_holds_only_what_it_wrote() {
+        let memory = MemoryBudget::new(100 << 20);
+        let (sink, mut peer) = tokio::io::duplex(1 << 20);
+        let (outbox, _writer) = spawn(
+            sink,
+            8,
+            Duration::from_secs(5),
+            memory.clone(),
+            Arc::default(),
+        );
+        assert!(outbox.reply(1, &Message::Ok).await);
+        assert!(outbox.reply(2, &Message::Ping).await);
+        let mut got = [0u8; 2 * herald_protocol::frame::HEADER_LEN];
+        peer.read_exact(&mut got).await.unwrap();
+        // Both frames were written, so the writer has sized (and counted)
+        // its buffer for them by now.
+        let held = memory.used();
+        assert!(held > 0, "the buffer is counted");
+        assert!(held <= 256, "an idle writer holds {held} bytes");
     }
 
     /// A writer's buffer keeps the pages of its biggest write: counted
