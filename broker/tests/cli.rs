@@ -556,6 +556,7 @@ fn bench_modes_run_and_report_json() {
             "deliveries",
             150,
         ),
+        ("catchup", vec!["--count", "300"], "caught_up", 300),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
             .args(["bench", mode, "--embedded", "--json", "--fsync", "never"])
