@@ -184,14 +184,16 @@ where
         READ_BUFFER_INITIAL,
     );
 
-    let (client_id, identity) = match handshake(
+    // Boxed, like each request (see `Session::serve`): the task is sized
+    // for its largest state, and this one is over once.
+    let (client_id, identity) = match Box::pin(handshake(
         &mut frames,
         &outbox,
         &cfg,
         &shared.auth,
         peer,
         &shared.metrics,
-    )
+    ))
     .await
     {
         Some(ok) => ok,
@@ -413,7 +415,13 @@ impl Session {
                                 parked = Some(frame);
                                 continue;
                             }
-                            if self.handle(frame).await.is_err() {
+                            // Each request is handled in its own allocation:
+                            // the session's task is sized for its largest
+                            // state, and inline the biggest handler's future
+                            // was two thirds of an idle connection's task
+                            // (issue 12). One allocation per frame, next to
+                            // the frame's decoding.
+                            if Box::pin(self.handle(frame)).await.is_err() {
                                 self.drain().await;
                                 return;
                             }
@@ -422,17 +430,21 @@ impl Session {
                 }
                 _ = memory.until_admitted(Level::Publish), if parked.is_some() => {
                     if let Some(frame) = parked.take() {
-                        if self.handle(frame).await.is_err() {
+                        if Box::pin(self.handle(frame)).await.is_err() {
                             self.drain().await;
                             return;
                         }
                     }
                 }
                 Some((id, m)) = self.publishes.next(), if !self.publishes.is_empty() => {
-                    if !self.outbox.reply(id, &m).await { return }
+                    let frame = self.outbox.encode(id, &m);
+                    drop(m);
+                    if !self.outbox.send_frame(frame).await { return }
                 }
                 Some((id, m)) = self.others.next(), if !self.others.is_empty() => {
-                    if !self.outbox.reply(id, &m).await { return }
+                    let frame = self.outbox.encode(id, &m);
+                    drop(m);
+                    if !self.outbox.send_frame(frame).await { return }
                 }
                 _ = &mut auth_timer, if auth_at.is_some() => {
                     if self.token_timer().await.is_err() {
@@ -474,7 +486,11 @@ impl Session {
     /// The token timer fired: tell the client its token is expiring, or,
     /// once it has expired, close the connection (`Err`) after the replies
     /// it was promised.
-    async fn token_timer(&mut self) -> Result<(), Close> {
+    fn token_timer(&mut self) -> BoxFuture<'_, Result<(), Close>> {
+        Box::pin(self.token_timer_inline())
+    }
+
+    async fn token_timer_inline(&mut self) -> Result<(), Close> {
         let Some(exp) = self.expires_at else {
             return Ok(());
         };
@@ -505,27 +521,55 @@ impl Session {
     }
 
     /// Waits for pending publishes and replies so nothing the peer was
-    /// promised is dropped.
-    async fn drain(&mut self) {
-        while let Some((id, m)) = self.publishes.next().await {
-            self.outbox.reply(id, &m).await;
-        }
-        while let Some((id, m)) = self.others.next().await {
-            self.outbox.reply(id, &m).await;
-        }
+    /// promised is dropped. Boxed, like [`Session::cleanup`] and
+    /// [`Session::token_timer`]: they run once or rarely, and inline they
+    /// would size every session's task for their futures (issue 12).
+    fn drain(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            loop {
+                let Some((id, m)) = self.publishes.next().await else {
+                    break;
+                };
+                let frame = self.outbox.encode(id, &m);
+                drop(m);
+                self.outbox.send_frame(frame).await;
+            }
+            loop {
+                let Some((id, m)) = self.others.next().await else {
+                    break;
+                };
+                let frame = self.outbox.encode(id, &m);
+                drop(m);
+                self.outbox.send_frame(frame).await;
+            }
+        })
     }
 
-    async fn cleanup(&mut self) {
-        for (_, sub) in self.subs.drain() {
-            sub.end().await;
-        }
+    /// Ends the connection's subscriptions (boxed: see [`Session::drain`]).
+    fn cleanup(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            for (_, sub) in self.subs.drain() {
+                sub.end().await;
+            }
+        })
     }
 
-    pub(crate) async fn reply(&mut self, id: u64, m: Message) -> Result<(), Close> {
-        if self.outbox.reply(id, &m).await {
-            Ok(())
-        } else {
-            Err(Close)
+    /// Sends a reply; `Err` once the connection is gone. Encoded before
+    /// the future first waits (see [`Outbox::reply`]), so awaiting it costs
+    /// a handler's future the frame's bytes, not a whole [`Message`].
+    pub(crate) fn reply(
+        &mut self,
+        id: u64,
+        m: Message,
+    ) -> impl std::future::Future<Output = Result<(), Close>> + Send + '_ {
+        let frame = self.outbox.encode(id, &m);
+        drop(m);
+        async move {
+            if self.outbox.send_frame(frame).await {
+                Ok(())
+            } else {
+                Err(Close)
+            }
         }
     }
 

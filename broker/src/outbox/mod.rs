@@ -3,8 +3,8 @@
 //!
 //! Two queues feed it. Replies go through a bounded channel, so a peer that
 //! stops reading eventually stops the session from reading its requests.
-//! Pushed deliveries go through an unbounded channel whose content is
-//! bounded by credit: a subscription never has more than its prefetch window
+//! Pushed deliveries go through an unbounded queue ([`pushes`], allocated at
+//! its first push) whose content is bounded by credit: a subscription never has more than its prefetch window
 //! out, so the queue never holds more than the windows of the connection's
 //! subscriptions. The bytes waiting in that queue are counted
 //! ([`Outbox::queued_bytes`]) so that deliveries to a connection that falls
@@ -18,6 +18,10 @@
 //! must reach it first) waits for [`Outbox::pushes_taken`] before it is
 //! queued.
 
+mod pushes;
+
+use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +30,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use herald_protocol::Message;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
+
+use pushes::{Pusher, Taker};
 use tokio_util::sync::CancellationToken;
 
 use crate::memory::{Level, MemoryBudget};
@@ -59,7 +65,7 @@ pub struct Outbox {
     /// block of slots is allocated with it, and holds half as many bytes
     /// this way (every connection has one, idle or not).
     replies: mpsc::Sender<Bytes>,
-    pushes: mpsc::UnboundedSender<Out>,
+    pushes: Pusher,
     /// Cancelled when the writer is gone (peer closed, stalled, error).
     closed: CancellationToken,
     /// Bytes pushed and not yet taken by the writer.
@@ -104,14 +110,29 @@ const MAX_REPLIES_PER_WRITE: usize = 256;
 impl Outbox {
     /// Sends a reply, waiting while the bounded queue is full.
     /// Returns false once the connection is gone.
-    pub async fn reply(&self, request_id: u64, msg: &Message) -> bool {
+    ///
+    /// The message is encoded before the returned future first waits, so
+    /// that future holds the frame's bytes, not the message: every
+    /// session's task is sized for its largest state, and a reply is
+    /// awaited in most of them.
+    pub fn reply(&self, request_id: u64, msg: &Message) -> impl Future<Output = bool> + Send + '_ {
+        self.send_frame(self.encode(request_id, msg))
+    }
+
+    /// Encodes a reply (and counts it if it is an error).
+    pub fn encode(&self, request_id: u64, msg: &Message) -> Bytes {
         if let Message::Error(e) = msg {
             self.metrics
                 .error(herald_protocol::ErrorCode::from_u16(e.code));
         }
         let mut b = BytesMut::new();
         msg.encode(request_id, &mut b);
-        self.replies.send(b.freeze()).await.is_ok()
+        b.freeze()
+    }
+
+    /// Sends an encoded reply frame (see [`Outbox::reply`]).
+    pub async fn send_frame(&self, frame: Bytes) -> bool {
+        self.replies.send(frame).await.is_ok()
     }
 
     /// Queues a pushed frame (bounded by the caller's credit).
@@ -119,7 +140,7 @@ impl Outbox {
         let n = out.len();
         self.queued.fetch_add(n, Ordering::Relaxed);
         self.memory.queue(n);
-        if self.pushes.send(out).is_ok() {
+        if self.pushes.push(out).is_ok() {
             true
         } else {
             self.queued.fetch_sub(n, Ordering::Relaxed);
@@ -133,7 +154,7 @@ impl Outbox {
     /// after them: replies otherwise go first.
     pub async fn pushes_taken(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.pushes.send(Out::Mark(tx)).is_ok() {
+        if self.pushes.push(Out::Mark(tx)).is_ok() {
             // An error means the writer dropped the mark: it is gone.
             let _ = rx.await;
         }
@@ -180,7 +201,7 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (rtx, rrx) = mpsc::channel(queue.max(1));
-    let (ptx, prx) = mpsc::unbounded_channel();
+    let (ptx, prx) = pushes::queue();
     let closed = CancellationToken::new();
     let queued = Arc::new(AtomicUsize::new(0));
     let outbox = Outbox {
@@ -195,6 +216,7 @@ where
     let writer = Writer {
         replies: rrx,
         pushes: prx,
+        taken: VecDeque::new(),
         queued,
         memory,
         stall,
@@ -256,7 +278,9 @@ fn append(buf: &mut BytesMut, out: Out, memory: &MemoryBudget) -> Option<Bytes> 
 /// The writer task's state.
 struct Writer {
     replies: mpsc::Receiver<Bytes>,
-    pushes: mpsc::UnboundedReceiver<Out>,
+    pushes: Taker,
+    /// Pushes taken from the queue and not yet in the write buffer.
+    taken: VecDeque<Out>,
     queued: Arc<AtomicUsize>,
     memory: Arc<MemoryBudget>,
     stall: Duration,
@@ -266,14 +290,23 @@ impl Drop for Writer {
     /// Whatever is still queued or was being written leaves the broker's
     /// backlog with the connection.
     fn drop(&mut self) {
-        self.pushes.close();
-        while self.pushes.try_recv().is_ok() {}
+        self.taken.clear();
+        drop(self.pushes.close());
         let n = self.queued.swap(0, Ordering::Relaxed);
         self.memory.dequeue(n);
     }
 }
 
 impl Writer {
+    /// The next pushed item, taking everything queued when the last take
+    /// is used up.
+    fn next_push(&mut self) -> Option<Out> {
+        if self.taken.is_empty() {
+            self.pushes.take_all(&mut self.taken);
+        }
+        self.taken.pop_front()
+    }
+
     /// Pushed items of `bytes` are on the wire: they leave the backlog.
     /// (They count until written, not until taken from the queue: a
     /// writer blocked on a stalled peer still holds what it took.)
@@ -296,17 +329,41 @@ impl Writer {
         // a thousand writers that each once coalesced a burst would
         // otherwise hold hundreds of MiB the budget does not see.
         let mut held = self.memory.charge(0);
-        let (mut replies_open, mut pushes_open) = (true, true);
-        while replies_open || pushes_open {
+        let mut replies_open = true;
+        loop {
             // `taken`: bytes of pushed items in this write (replies are
-            // not counted in the backlog).
-            let (first, mut taken) = tokio::select! {
-                biased;
-                r = self.replies.recv(), if replies_open => match r { Some(f) => (Out::Frame(f), 0), None => { replies_open = false; continue } },
-                p = self.pushes.recv(), if pushes_open => match p {
-                    Some(o) => { let n = o.len(); (o, n) }
-                    None => { pushes_open = false; continue }
-                },
+            // not counted in the backlog). Replies go first.
+            let next = match self.replies.try_recv() {
+                Ok(f) => Some((Out::Frame(f), 0)),
+                Err(mpsc::error::TryRecvError::Empty) => None,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    // Every Outbox is gone: write what was pushed, then end.
+                    replies_open = false;
+                    None
+                }
+            };
+            let (first, mut taken) = match next.or_else(|| {
+                self.next_push().map(|o| {
+                    let n = o.len();
+                    (o, n)
+                })
+            }) {
+                Some(item) => item,
+                None if !replies_open => break,
+                None => {
+                    // Idle: keep no slots a burst needed.
+                    if self.taken.capacity() > 64 {
+                        self.taken = VecDeque::new();
+                    }
+                    tokio::select! {
+                        biased;
+                        r = self.replies.recv() => match r {
+                            Some(f) => (Out::Frame(f), 0),
+                            None => { replies_open = false; continue }
+                        },
+                        _ = self.pushes.pushed() => continue,
+                    }
+                }
             };
             let mut direct = append(&mut buf, first, &self.memory);
             // Coalesce whatever else is ready into one write, up to this
@@ -321,7 +378,7 @@ impl Writer {
                     direct = append(&mut buf, Out::Frame(f), &self.memory);
                 } else if !self.memory.admits(Level::SlowDelivery) {
                     break;
-                } else if let Ok(o) = self.pushes.try_recv() {
+                } else if let Some(o) = self.next_push() {
                     taken += o.len();
                     direct = append(&mut buf, o, &self.memory);
                 } else {
