@@ -9,7 +9,8 @@ use tokio::net::TcpStream;
 
 use crate::Error;
 
-/// Any byte stream the connection can use: plain TCP or TLS over it.
+/// Any byte stream the connection can use: plain TCP, TLS over it, or a
+/// WebSocket over either (`ws_stream`).
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
@@ -36,6 +37,18 @@ pub struct TlsOptions {
     /// A client certificate chain and its key (PEM), for brokers that
     /// require one (`--tls-client-ca`).
     pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsOptions {
+    /// Trust the system's CAs, check the address's host name, no client
+    /// certificate.
+    pub(crate) fn system() -> TlsOptions {
+        TlsOptions {
+            roots: TlsRoots::System,
+            server_name: None,
+            client_cert: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for TlsOptions {
