@@ -577,6 +577,52 @@ fn bench_modes_run_and_report_json() {
     }
 }
 
+/// `herald bench pubsub --server ws://…/ws` runs over the broker's
+/// WebSocket listener (it is given no other address) and reports the
+/// publish-to-deliver latency it measured; `topics list` takes a ws://
+/// address too.
+#[test]
+fn bench_pubsub_runs_over_websocket() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (broker, _addr) = serve(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--fsync",
+            "never",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let line = broker.line();
+    let http = line
+        .strip_prefix("http listening on ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{line}"));
+    let url = format!("ws://{http}/ws");
+    let out = herald(&[
+        "bench", "pubsub", "--server", &url, "--json", "--fsync", "never", "--count", "500",
+        "--rate", "5000", "--topic", "wsbench",
+    ])
+    .output()
+    .expect("run herald bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["consumed"].as_u64(), Some(500), "{v}");
+    assert!(v["latency"]["p99_us"].as_u64().unwrap_or(0) > 0, "{v}");
+    let topics = common_cli::run_cmd(herald(&["topics", "list", "--server", &url]), b"").ok();
+    assert!(topics.stdout.contains("wsbench"), "{}", topics.stdout);
+    broker.kill();
+}
+
 /// `herald serve` lifts its soft limit on open files to the hard one: each
 /// topic holds files open, and a soft limit of 256 would cap the broker at
 /// a couple of hundred topics.

@@ -94,7 +94,9 @@ impl Client {
         Client::builder(addr).connect().await
     }
 
-    /// A builder for a client of the broker at `addr` (`host:port`).
+    /// A builder for a client of the broker at `addr`: `host:port` for
+    /// TCP, or `ws://host:port/ws` (`wss://` with TLS) for its WebSocket
+    /// listener, which carries the same protocol.
     pub fn builder(addr: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
             cfg: ClientConfig::new(addr),
@@ -296,11 +298,7 @@ impl ClientBuilder {
     }
 
     fn tls_options(&mut self) -> &mut TlsOptions {
-        self.cfg.tls.get_or_insert(TlsOptions {
-            roots: TlsRoots::System,
-            server_name: None,
-            client_cert: None,
-        })
+        self.cfg.tls.get_or_insert_with(TlsOptions::system)
     }
 
     /// Connects with TLS, trusting the system's CA certificates.
@@ -387,6 +385,7 @@ impl ClientBuilder {
     /// retried; see [`ClientBuilder::connect_lazy`] to retry the first one
     /// too).
     pub async fn connect(self) -> Result<Client> {
+        crate::endpoint::Endpoint::parse(&self.cfg.addr, self.cfg.tls.is_some())?;
         if let Some(t) = &self.cfg.tls {
             crate::tls::setup(t)?;
         }

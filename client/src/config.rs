@@ -73,7 +73,9 @@ impl Backoff {
 /// [`crate::ClientBuilder`].
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `host:port` of the broker.
+    /// The broker: `host:port` (TCP), or `ws://host:port/path` /
+    /// `wss://…` (its HTTP listener's WebSocket, usually `/ws`; feature
+    /// `ws`).
     pub addr: String,
     /// Free text the broker logs ("billing-worker/1.2").
     pub client_name: String,

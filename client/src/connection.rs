@@ -24,12 +24,16 @@ use tokio_util::codec::FramedRead;
 use crate::acks::AckSignal;
 use crate::command::Command;
 use crate::config::ClientConfig;
+use crate::endpoint::Endpoint;
 use crate::state::State;
-use crate::tls::{Stream, Tls};
+use crate::tls::{Stream, Tls, TlsOptions};
 use crate::ConnectionEvent;
 
 /// How long `close` waits for in-flight publishes and acks to be confirmed.
 const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing client waits for its last bytes (and the goodbye of
+/// the transport) to be taken by the socket.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long acks may wait to be coalesced into one frame.
 const ACK_LINGER: Duration = Duration::from_millis(1);
 /// Heartbeat used when the broker announces 0.
@@ -71,6 +75,9 @@ pub(crate) struct Connection {
     closing: Option<(oneshot::Sender<()>, Instant)>,
     /// Every command sender is gone; stop polling the channel.
     inputs_closed: bool,
+    /// Where the broker is and over what (parsed once), or why the
+    /// address is unusable.
+    endpoint: Result<Endpoint, String>,
     /// The TLS setup (built once), or why it could not be built.
     tls: Option<Result<Tls, String>>,
     /// Tokens fetched by the provider for a Refresh come back here.
@@ -87,10 +94,14 @@ impl Connection {
         events: broadcast::Sender<ConnectionEvent>,
         shared: Arc<ConnShared>,
     ) -> Connection {
-        let tls = cfg
-            .tls
-            .as_ref()
-            .map(|t| crate::tls::setup(t).map_err(|e| e.to_string()));
+        let endpoint = Endpoint::parse(&cfg.addr, cfg.tls.is_some()).map_err(|e| e.to_string());
+        // wss:// is TLS even without TLS settings: the system's CAs then.
+        let tls = match (&cfg.tls, &endpoint) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Ok(Endpoint::WebSocket { secure: true, .. })) => Some(TlsOptions::system()),
+            (None, _) => None,
+        };
+        let tls = tls.map(|t| crate::tls::setup(&t).map_err(|e| e.to_string()));
         let (refresh_tx, refresh_rx) = mpsc::channel(1);
         Connection {
             cfg,
@@ -100,6 +111,7 @@ impl Connection {
             state: State::default(),
             closing: None,
             inputs_closed: false,
+            endpoint,
             tls,
             refresh_tx,
             refresh_rx,
@@ -203,14 +215,23 @@ impl Connection {
     }
 
     async fn dial_inner(&mut self) -> Result<(Reader, Writer, Duration), String> {
-        let tcp = TcpStream::connect(&self.cfg.addr)
+        let endpoint = self.endpoint.clone()?;
+        let tcp = TcpStream::connect(endpoint.addr())
             .await
             .map_err(|e| e.to_string())?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
         let stream: Stream = match &self.tls {
             None => Box::new(tcp),
-            Some(Ok(tls)) => tls.connect(&self.cfg.addr, tcp).await?,
+            Some(Ok(tls)) => tls.connect(endpoint.addr(), tcp).await?,
             Some(Err(e)) => return Err(e.clone()),
+        };
+        #[cfg(feature = "ws")]
+        let (stream, message_limit) = match &endpoint {
+            Endpoint::WebSocket { url, .. } => {
+                let (s, limit) = crate::ws_stream::connect(url, stream).await?;
+                (s, Some(limit))
+            }
+            Endpoint::Tcp { .. } => (stream, None),
         };
         let token = self.token().await?;
         let (rd, mut wr) = tokio::io::split(stream);
@@ -245,6 +266,10 @@ impl Connection {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner()) = Some(ok.client_id);
                 reader.decoder_mut().set_max_frame(ok.max_frame as usize);
+                #[cfg(feature = "ws")]
+                if let Some(limit) = &message_limit {
+                    limit.set(ok.max_frame as usize);
+                }
                 self.shared
                     .max_batch
                     .store(ok.max_batch as usize, Ordering::Relaxed);
@@ -292,7 +317,9 @@ impl Connection {
         loop {
             if let Some((_, since)) = &self.closing {
                 if self.state.is_drained() || since.elapsed() > CLOSE_DRAIN_TIMEOUT {
-                    let _ = writer.flush().await;
+                    // Flushes, then says goodbye: a FIN on TCP,
+                    // close_notify on TLS, a Close on a WebSocket.
+                    let _ = timeout(CLOSE_WRITE_TIMEOUT, writer.shutdown()).await;
                     return Ended::Closed;
                 }
             }

@@ -41,7 +41,12 @@
 //! - `events`: [`ConnectionEvent`], [`Events`]; `error`: [`Error`];
 //!   `config`: [`ClientConfig`], [`Backoff`], [`OverflowPolicy`]; `admin`:
 //!   topic and group administration on [`Client`].
+//! - `endpoint`: the broker address: `host:port` (TCP), or `ws://` /
+//!   `wss://` URLs (the same frames in WebSocket messages).
 //! - `tls`: [`TlsOptions`], the TLS setup (feature `tls`, on by default).
+//! - `ws_stream`: a WebSocket read and written as a byte stream, so the
+//!   connection task is the same over every transport (feature `ws`, on
+//!   by default).
 //! - `rooms`: rooms and events on [`Client`] (join, emit, broadcast,
 //!   members, request/reply), [`Target`]; `inbox`: the client's inbox
 //!   reader, [`Inbox`], [`Event`] (docs/rooms.md).
@@ -56,6 +61,7 @@ mod client;
 mod command;
 mod config;
 mod connection;
+mod endpoint;
 mod error;
 mod events;
 mod inbox;
@@ -65,6 +71,8 @@ mod rooms;
 mod state;
 mod subscription;
 mod tls;
+#[cfg(feature = "ws")]
+mod ws_stream;
 
 pub use client::{Client, ClientBuilder};
 pub use config::{Backoff, ClientConfig, OverflowPolicy, TokenProvider};

@@ -2,14 +2,13 @@
 //! which CAs to trust, the name to check, an optional client certificate,
 //! and the stream type the connection task reads and writes.
 
-use std::sync::Arc;
-
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::Error;
 
-/// Any byte stream the connection can use: plain TCP or TLS over it.
+/// Any byte stream the connection can use: plain TCP, TLS over it, or a
+/// WebSocket over either (`ws_stream`).
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
@@ -36,6 +35,18 @@ pub struct TlsOptions {
     /// A client certificate chain and its key (PEM), for brokers that
     /// require one (`--tls-client-ca`).
     pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsOptions {
+    /// Trust the system's CAs, check the address's host name, no client
+    /// certificate.
+    pub(crate) fn system() -> TlsOptions {
+        TlsOptions {
+            roots: TlsRoots::System,
+            server_name: None,
+            client_cert: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for TlsOptions {
@@ -92,7 +103,7 @@ pub(crate) fn setup(opts: &TlsOptions) -> Result<Tls, Error> {
             "TLS: no trusted CA certificate (empty PEM, or none found on the system)".into(),
         ));
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| bad("settings", &e))?
@@ -110,7 +121,7 @@ pub(crate) fn setup(opts: &TlsOptions) -> Result<Tls, Error> {
         }
     };
     Ok(Tls {
-        connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
         server_name: opts.server_name.clone(),
     })
 }
@@ -124,6 +135,7 @@ pub(crate) fn setup(_opts: &TlsOptions) -> Result<Tls, Error> {
 }
 
 /// The host part of `host:port` (`[::1]:7400` gives `::1`).
+#[cfg(feature = "tls")]
 fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     host.trim_start_matches('[').trim_end_matches(']')
@@ -157,6 +169,7 @@ impl Tls {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "tls")]
     #[test]
     fn hosts() {
         assert_eq!(host_of("broker.example:7400"), "broker.example");

@@ -44,7 +44,25 @@ fn feed_grants() -> GrantSpec {
 }
 
 async fn start(dir: &std::path::Path, tls: Option<TlsConfig>) -> BrokerHandle {
-    let cfg = BrokerConfig {
+    herald_broker::server::start(config(dir, tls))
+        .await
+        .unwrap()
+}
+
+/// [`start`] with the HTTP listener on too (WebSocket sessions at `/ws`);
+/// returns the broker and its `ws://` or `wss://` URL (for `localhost`,
+/// which the test certificates name).
+async fn start_web(dir: &std::path::Path, tls: Option<TlsConfig>) -> (BrokerHandle, String) {
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    let mut cfg = config(dir, tls);
+    cfg.http = Some(([127, 0, 0, 1], 0).into());
+    let broker = herald_broker::server::start(cfg).await.unwrap();
+    let port = broker.http_addr().expect("an HTTP listener").port();
+    (broker, format!("{scheme}://localhost:{port}/ws"))
+}
+
+fn config(dir: &std::path::Path, tls: Option<TlsConfig>) -> BrokerConfig {
+    BrokerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.into(),
         auth: AuthConfig {
@@ -55,8 +73,7 @@ async fn start(dir: &std::path::Path, tls: Option<TlsConfig>) -> BrokerHandle {
         tls,
         handshake_timeout: Duration::from_millis(500),
         ..Default::default()
-    };
-    herald_broker::server::start(cfg).await.unwrap()
+    }
 }
 
 #[tokio::test]
@@ -278,6 +295,98 @@ async fn client_certificates_when_the_broker_requires_them() -> anyhow::Result<(
         .await?;
     with.create_topic("feed", Default::default()).await?;
     with.close().await;
+    broker.shutdown().await;
+    Ok(())
+}
+
+/// Tokens over WebSocket, as over TCP: none is refused at the handshake,
+/// the token's grants decide each request, and a provider's fresh token
+/// goes out as a Refresh on the open WebSocket (no reconnect).
+#[tokio::test]
+async fn tokens_over_websocket() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (broker, url) = start_web(dir.path(), None).await;
+
+    let r = Client::builder(&url)
+        .max_reconnect_attempts(Some(0))
+        .connect()
+        .await;
+    let reason = connect_reason(r);
+    assert!(reason.contains("handshake refused"), "{reason}");
+
+    // Tokens of four seconds: the broker asks for a new one after about two.
+    let client = Client::builder(&url)
+        .client_id("ws-user")
+        .token_provider(|| async { Ok::<_, String>(mint("ws-user", 4, feed_grants())) })
+        .connect()
+        .await?;
+    let mut events = client.events();
+    client.create_topic("feed", Default::default()).await?;
+    let first = client.publish("feed", "over ws").await?;
+    match client.publish("elsewhere", "x").await {
+        Err(Error::Broker { code, .. }) => assert_eq!(code, herald_client::ErrorCode::Unauthorized),
+        r => panic!("a publish outside the grants: {r:?}"),
+    }
+    let mut sub = client
+        .subscribe("feed")
+        .group("g")
+        .start(Start::Earliest)
+        .await?;
+    let seen = common::wait_event(&mut events, |e| *e == ConnectionEvent::TokenRefreshed).await;
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, ConnectionEvent::Disconnected { .. })),
+        "{seen:?}"
+    );
+    let second = client.publish("feed", "after the refresh").await?;
+    for (offset, text) in [
+        (first.offset, "over ws"),
+        (second.offset, "after the refresh"),
+    ] {
+        let m = within("a message", sub.next()).await.expect("open")?;
+        assert_eq!((m.offset(), &m.payload()[..]), (offset, text.as_bytes()));
+        m.ack().await?;
+    }
+    client.close().await;
+    broker.shutdown().await;
+    Ok(())
+}
+
+/// wss://: TLS under the WebSocket, checked against the given CA (and
+/// refused, saying why, against another one).
+#[tokio::test]
+async fn wss_round_trip_and_wrong_ca() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = pki();
+    let (broker, url) = start_web(dir.path(), Some(tls_config(dir.path(), &server, None))).await;
+    let token = mint("wss-user", 600, feed_grants());
+    let client = Client::builder(&url)
+        .token(token.clone())
+        .tls_ca_pem(server.ca_pem.clone())
+        .connect()
+        .await?;
+    client.create_topic("feed", Default::default()).await?;
+    let receipt = client.publish("feed", "over wss").await?;
+    let mut sub = client.subscribe("feed").start(Start::Earliest).await?;
+    let m = within("a message", sub.next()).await.expect("open")?;
+    assert_eq!(
+        (m.offset(), &m.payload()[..]),
+        (receipt.offset, &b"over wss"[..])
+    );
+
+    let r = Client::builder(&url)
+        .token(token)
+        .tls_ca_pem(pki().ca_pem)
+        .max_reconnect_attempts(Some(0))
+        .connect()
+        .await;
+    let reason = connect_reason(r);
+    assert!(
+        reason.contains("certificate") && reason.contains("TLS"),
+        "{reason}"
+    );
+    client.close().await;
     broker.shutdown().await;
     Ok(())
 }

@@ -39,11 +39,12 @@ enum Mode {
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  herald bench pub --embedded --count 1000000 --size 100\n  herald bench pub --server 127.0.0.1:7400 --size 1024 --count 200000 --json\n  herald bench sub --embedded --count 500000\n  herald bench pubsub --embedded --rate 20000 --count 200000 --fsync never\n  herald bench fanout --embedded --consumers 4 --count 1000000\n  herald bench rooms --embedded --consumers 10 --producers 4 --count 10000\n  herald bench catchup --embedded --count 1000000"
+    after_help = "Examples:\n  herald bench pub --embedded --count 1000000 --size 100\n  herald bench pub --server 127.0.0.1:7400 --size 1024 --count 200000 --json\n  herald bench sub --embedded --count 500000\n  herald bench pubsub --embedded --rate 20000 --count 200000 --fsync never\n  herald bench pubsub --server ws://127.0.0.1:7480/ws --rate 20000 --count 200000\n  herald bench fanout --embedded --consumers 4 --count 1000000\n  herald bench rooms --embedded --consumers 10 --producers 4 --count 10000\n  herald bench catchup --embedded --count 1000000"
 )]
 pub struct BenchArgs {
     mode: Mode,
-    /// Broker address, HOST:PORT (ignored with --embedded).
+    /// Broker address, HOST:PORT or ws://HOST:PORT/ws (ignored with
+    /// --embedded).
     #[arg(long, env = "HERALD_SERVER", default_value = DEFAULT_SERVER, value_parser = parse_server)]
     server: String,
     /// Start a broker in this process on a temporary folder.

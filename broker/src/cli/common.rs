@@ -21,7 +21,8 @@ const ONE_SHOT_RECONNECTS: u32 = 3;
 /// Flags every client subcommand takes.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
-    /// Broker address, HOST:PORT.
+    /// Broker address: HOST:PORT (TCP), or ws://HOST:PORT/ws (wss:// with
+    /// TLS) for its WebSocket listener.
     #[arg(
         long,
         env = "HERALD_SERVER",
@@ -86,20 +87,49 @@ impl ServerArgs {
     }
 }
 
-/// Checks that `s` is `HOST:PORT` before anything tries to connect, so a
-/// typo such as `--server 7400` is reported as such rather than as a
-/// missing broker.
+/// Checks that `s` is `HOST:PORT`, or a `ws://` / `wss://` URL with a
+/// host, before anything tries to connect, so a typo such as `--server
+/// 7400` is reported as such rather than as a missing broker.
 pub fn parse_server(s: &str) -> Result<String, String> {
     // clap prefixes this with "invalid value '7400' for '--server <SERVER>'".
-    let bad = || format!("expected HOST:PORT (e.g. {DEFAULT_SERVER})");
-    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
-    let host_ok = !host.is_empty()
-        && !host.chars().any(char::is_whitespace)
-        && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')));
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 && host_ok => Ok(s.to_owned()),
-        _ => Err(bad()),
+    let bad = || format!("expected HOST:PORT (e.g. {DEFAULT_SERVER}) or ws://HOST:PORT/ws");
+    if let Some((scheme, rest)) = s.split_once("://") {
+        if !matches!(scheme.to_ascii_lowercase().as_str(), "ws" | "wss") {
+            return Err(bad());
+        }
+        // The host and port end where the path starts; the port may be
+        // left out (80 or 443).
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        let has_port = authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| !p.contains(']'));
+        let ok = if has_port {
+            host_port_ok(authority)
+        } else {
+            host_ok(authority)
+        };
+        return if ok { Ok(s.to_owned()) } else { Err(bad()) };
     }
+    if host_port_ok(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(bad())
+    }
+}
+
+/// `HOST:PORT` with a port from 1 up.
+fn host_port_ok(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => host_ok(host) && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+/// A host name, an IPv4 address or a bracketed IPv6 one.
+fn host_ok(host: &str) -> bool {
+    !host.is_empty()
+        && !host.chars().any(|c| c.is_whitespace() || c == '@')
+        && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')))
 }
 
 /// How long `pub` and `sub` keep reconnecting to a broker that went away.
@@ -282,6 +312,10 @@ mod tests {
             "localhost:1",
             "broker.example:65535",
             "[::1]:7400",
+            "ws://127.0.0.1:7480/ws",
+            "wss://broker.example/ws",
+            "ws://[::1]:7480/ws",
+            "ws://[::1]",
         ] {
             assert_eq!(parse_server(ok), Ok(ok.to_owned()));
         }
@@ -295,6 +329,13 @@ mod tests {
             "::1:7400",
             "a b:1",
             "",
+            "http://127.0.0.1:7480/ws",
+            "ws://",
+            "ws:///ws",
+            "ws://host:0/ws",
+            "ws://host:x/ws",
+            "ws://u@host/ws",
+            "ws://::1:7480/ws",
         ] {
             let e = parse_server(bad).unwrap_err();
             assert!(e.contains("expected HOST:PORT"), "{bad}: {e}");

@@ -20,6 +20,9 @@ pub struct TestBroker {
     handle: Option<BrokerHandle>,
     dir: tempfile::TempDir,
     addr: SocketAddr,
+    /// The HTTP listener (WebSocket sessions at `/ws`), when the tweak
+    /// turned it on; kept across restarts like `addr`.
+    http: Option<SocketAddr>,
     /// Applied to the configuration at every start.
     tweak: fn(&mut BrokerConfig),
 }
@@ -27,6 +30,7 @@ pub struct TestBroker {
 async fn start_on(
     dir: &std::path::Path,
     addr: SocketAddr,
+    http: Option<SocketAddr>,
     tweak: fn(&mut BrokerConfig),
 ) -> BrokerHandle {
     let mut cfg = BrokerConfig {
@@ -36,6 +40,9 @@ async fn start_on(
         ..Default::default()
     };
     tweak(&mut cfg);
+    if cfg.http.is_some() {
+        cfg.http = http.or(cfg.http);
+    }
     match herald_broker::server::start(cfg).await {
         Ok(h) => h,
         Err(e) => panic!("broker failed to start on {addr}: {e}"),
@@ -57,15 +64,32 @@ impl TestBroker {
         let handle = start_on(
             dir.path(),
             "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+            None,
             tweak,
         )
         .await;
         let addr = handle.local_addr();
+        let http = handle.http_addr();
         TestBroker {
             handle: Some(handle),
             dir,
             addr,
+            http,
             tweak,
+        }
+    }
+
+    /// Starts on ephemeral ports with the HTTP listener on, for clients
+    /// that connect over WebSocket ([`TestBroker::ws_url`]).
+    pub async fn start_web() -> TestBroker {
+        TestBroker::start_with(|c| c.http = Some(([127, 0, 0, 1], 0).into())).await
+    }
+
+    /// `ws://host:port/ws` of the HTTP listener.
+    pub fn ws_url(&self) -> String {
+        match self.http {
+            Some(a) => format!("ws://{a}/ws"),
+            None => panic!("this broker has no HTTP listener"),
         }
     }
 
@@ -84,7 +108,7 @@ impl TestBroker {
     /// Starts again on the same port and data folder.
     pub async fn start_again(&mut self) {
         assert!(self.handle.is_none(), "broker still running");
-        self.handle = Some(start_on(self.dir.path(), self.addr, self.tweak).await);
+        self.handle = Some(start_on(self.dir.path(), self.addr, self.http, self.tweak).await);
     }
 
     /// Stop, then start on the same port and folder.
