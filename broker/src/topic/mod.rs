@@ -16,7 +16,7 @@ use std::time::Instant;
 use herald_protocol::{GroupInfo, StartPosition, TopicConfig, TopicInfo};
 use tokio_util::sync::CancellationToken;
 
-use crate::group::{self, store, GroupHandle, Origin};
+use crate::group::{self, store, GroupHandle, GroupSet, Origin};
 use crate::storage::Log;
 use crate::BrokerError;
 pub use registry::Registry;
@@ -30,6 +30,10 @@ pub struct Topic {
     dir: PathBuf,
     /// Group actors by name. A std Mutex: nothing awaits while it is held.
     groups: Mutex<HashMap<String, GroupHandle>>,
+    /// The one actor hosting every group of a room's log (one per member,
+    /// see [`group::GroupSet`]), started on first use; `None` for other
+    /// topics, whose groups have an actor each. Locked inside `groups`.
+    shared_groups: Mutex<Option<GroupSet>>,
     /// Groups whose state file is damaged or unreadable, with the reason.
     /// They are listed as damaged, refuse members, and are replaced by a
     /// reset. Found at open and whenever a state file fails to load.
@@ -60,6 +64,7 @@ impl Topic {
             log,
             dir,
             groups: Mutex::new(HashMap::new()),
+            shared_groups: Mutex::new(None),
             damaged: Mutex::new(HashMap::new()),
             cancel,
             registry,
@@ -142,15 +147,36 @@ impl Topic {
                 return Err(unavailable(name, reason));
             }
         };
-        let h = self.spawn_group(name, path, origin);
+        let h = self.spawn_group(name, path, origin)?;
         groups.insert(name.to_owned(), h.clone());
         Ok(Some(h))
     }
 
-    fn spawn_group(self: &Arc<Self>, name: &str, path: PathBuf, origin: Origin) -> GroupHandle {
+    /// Starts group `name`: in the room log's shared actor for a room's
+    /// log, in an actor of its own otherwise.
+    fn spawn_group(
+        self: &Arc<Self>,
+        name: &str,
+        path: PathBuf,
+        origin: Origin,
+    ) -> Result<GroupHandle, BrokerError> {
         let reg = self.registry();
         let defaults = reg.as_ref().map(|r| r.group_defaults()).unwrap_or_default();
-        group::spawn(self.clone(), name.to_owned(), path, defaults, origin)
+        if !self.name.starts_with(crate::rooms::log::ROOM_PREFIX) {
+            return Ok(group::spawn(
+                self.clone(),
+                name.to_owned(),
+                path,
+                defaults,
+                origin,
+            ));
+        }
+        let mut set = self.shared_groups.lock().map_err(|_| poisoned())?;
+        let set = match &mut *set {
+            Some(s) if !s.is_ended() => s,
+            stale => stale.insert(GroupSet::spawn(self.clone(), defaults.clone())),
+        };
+        Ok(set.add(self, name.to_owned(), path, &defaults, origin))
     }
 
     fn damage_of(&self, name: &str) -> Option<String> {
@@ -311,7 +337,7 @@ impl Topic {
         if let Ok(mut d) = self.damaged.lock() {
             d.remove(name);
         }
-        let h = self.spawn_group(name, path, Origin::Replacing);
+        let h = self.spawn_group(name, path, Origin::Replacing)?;
         groups.insert(name.to_owned(), h.clone());
         Ok(h)
     }
