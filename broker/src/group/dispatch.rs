@@ -189,7 +189,7 @@ impl Group {
                 if last < r.last {
                     self.tracker.untake(last + 1, r.last, r.deliveries, now);
                 }
-                self.send(cx, mi, r.first, last, r.deliveries + 1, b, now);
+                self.send(cx, mi, (r.first, last), r.deliveries + 1, b, now);
                 continue;
             }
             let fresh = self.tracker.next_fresh();
@@ -226,7 +226,7 @@ impl Group {
                     if let Some(next_acked) = self.tracker.next_done_ahead(from) {
                         last = last.min(next_acked - 1);
                     }
-                    self.send(cx, mi, from, last, 1, b.clone(), now);
+                    self.send(cx, mi, (from, last), 1, b.clone(), now);
                 }
             }
         }
@@ -248,8 +248,7 @@ impl Group {
         &mut self,
         cx: &Ctx,
         mi: usize,
-        first: u64,
-        last: u64,
+        (first, last): (u64, u64),
         delivery: u32,
         b: Batch,
         now: Instant,

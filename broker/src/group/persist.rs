@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use super::store::{self, StoreError, StoredGroup};
 use crate::syncer::Syncer;
@@ -38,9 +37,9 @@ pub type Waiter = oneshot::Sender<Result<(), BrokerError>>;
 pub type Written = (u64, u64);
 
 /// How a group's writes tell its actor that they ended: one message per
-/// write, sent by the write's own task just before it returns, so that
-/// the one actor hosting many groups wakes for any of their writes without
-/// polling each (see [`super::set`]).
+/// write, sent by the write's own task once its outcome is in its
+/// [`Write`], so that the one actor hosting many groups wakes for any of
+/// their writes without polling (or waiting for) each (see [`super::set`]).
 #[derive(Clone)]
 pub struct Notify {
     /// Unbounded, yet bounded in practice: each group has at most one
@@ -51,10 +50,47 @@ pub struct Notify {
     pub key: u64,
 }
 
-/// The write that runs, and its sequence number.
-struct Running {
-    seq: u64,
-    handle: JoinHandle<Result<(), StoreError>>,
+/// A write started: its sequence number and, once it ended, its outcome.
+pub struct Write {
+    pub seq: u64,
+    outcome: oneshot::Receiver<Result<(), StoreError>>,
+}
+
+impl Write {
+    /// The outcome, if the write ended (always, once its [`Notify`]
+    /// message came).
+    pub fn take(&mut self) -> Option<Result<(), StoreError>> {
+        match self.outcome.try_recv() {
+            Ok(r) => Some(r),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(lost())),
+        }
+    }
+
+    /// Waits for the outcome.
+    pub async fn wait(&mut self) -> Result<(), StoreError> {
+        (&mut self.outcome).await.unwrap_or_else(|_| Err(lost()))
+    }
+}
+
+/// A write task that ended without an outcome (it panicked).
+fn lost() -> StoreError {
+    StoreError::Io {
+        path: PathBuf::new(),
+        source: std::io::Error::other("group state writer task ended without an answer"),
+    }
+}
+
+/// Sends a write's [`Notify`] message when dropped: after its outcome was
+/// sent, or while a panic unwinds, so that the actor always hears of it.
+struct Told(Option<Notify>, u64);
+
+impl Drop for Told {
+    fn drop(&mut self) {
+        if let Some(n) = &self.0 {
+            let _ = n.tx.send((n.key, self.1));
+        }
+    }
 }
 
 /// The persistence side of one group.
@@ -72,7 +108,7 @@ pub struct Persister {
     seq: u64,
     /// Changed since the last write started.
     dirty: bool,
-    running: Option<Running>,
+    running: Option<Write>,
     /// No write starts before this (the minimum interval, or a retry's
     /// backoff).
     not_before: Instant,
@@ -143,64 +179,55 @@ impl Persister {
         self.dirty = false;
         self.not_before = Instant::now() + PERSIST_MIN_INTERVAL;
         self.current = std::mem::take(&mut self.next);
-        let (seq, handle) = self.write(state());
-        self.running = Some(Running { seq, handle });
+        self.running = Some(self.write(state()));
     }
 
     /// Starts writing `state`: through the shared syncer when the write
     /// must be durable and there is one, else fsyncing its own file (or
     /// not at all). Returns the write's sequence number, which its
     /// [`Notify`] message carries.
-    fn write(&mut self, state: StoredGroup) -> (u64, JoinHandle<Result<(), StoreError>>) {
+    fn write(&mut self, state: StoredGroup) -> Write {
         self.seq += 1;
         let seq = self.seq;
         let path = self.path.clone();
-        let notify = self.notify.clone();
-        let told = move || {
-            if let Some(n) = notify {
-                let _ = n.tx.send((n.key, seq));
-            }
-        };
-        let handle = match (&self.syncer, self.durable) {
+        let told = Told(self.notify.clone(), seq);
+        let (tx, outcome) = oneshot::channel();
+        match (&self.syncer, self.durable) {
             (Some(syncer), true) => {
                 let syncer = syncer.clone();
                 tokio::spawn(async move {
-                    let r = store::save_synced(path, state, syncer).await;
-                    told();
-                    r
-                })
+                    let _told = told;
+                    let _ = tx.send(store::save_synced(path, state, syncer).await);
+                });
             }
-            (_, durable) => tokio::task::spawn_blocking(move || {
-                let r = store::save(&path, &state, durable);
-                told();
-                r
-            }),
-        };
-        (seq, handle)
+            (_, durable) => {
+                tokio::task::spawn_blocking(move || {
+                    let _told = told;
+                    let _ = tx.send(store::save(&path, &state, durable));
+                });
+            }
+        }
+        Write { seq, outcome }
     }
 
     /// Resolves when the running write ends. Only call while
     /// [`Self::is_running`]; otherwise it never resolves.
     pub async fn finished(&mut self) -> Result<(), StoreError> {
-        let Some(h) = self.running.as_mut() else {
+        let Some(w) = self.running.as_mut() else {
             return std::future::pending().await;
         };
-        let r = (&mut h.handle).await;
+        let r = w.wait().await;
         self.running = None;
-        self.joined(r)
+        r
     }
 
-    /// A write task's outcome, a panicked task counting as a failed write.
-    fn joined(
-        &self,
-        r: Result<Result<(), StoreError>, tokio::task::JoinError>,
-    ) -> Result<(), StoreError> {
-        r.unwrap_or_else(|e| {
-            Err(StoreError::Io {
-                path: self.path.clone(),
-                source: std::io::Error::other(format!("group state writer task: {e}")),
-            })
-        })
+    /// The outcome of the running write number `seq`, if it ended; the
+    /// write no longer runs then. Never waits.
+    pub fn try_finish(&mut self, seq: u64) -> Option<Result<(), StoreError>> {
+        let w = self.running.as_mut().filter(|w| w.seq == seq)?;
+        let r = w.take()?;
+        self.running = None;
+        Some(r)
     }
 
     /// Answers the waiters of a write that ended; a failure makes the state
@@ -261,32 +288,24 @@ impl Persister {
             let r = self.finished().await;
             self.on_finished(r);
         }
-        let (_, handle) = self.write(state);
-        let r = self.joined(handle.await);
+        let r = self.write(state).wait().await;
         self.settle_save(&r);
         r
     }
 
     /// Starts [`Self::save_now`]'s write without waiting for it, for an
     /// actor that must go on serving other groups meanwhile: a new group's
-    /// first write. Only call while no write runs. The caller awaits the
-    /// returned write (its end is told like any write's, by its sequence
-    /// number) and hands the outcome to [`Self::settle_detached`].
-    pub fn start_detached(
-        &mut self,
-        state: StoredGroup,
-    ) -> (u64, JoinHandle<Result<(), StoreError>>) {
+    /// first write. Only call while no write runs. The caller takes the
+    /// returned write's outcome (its end is told like any write's, by its
+    /// sequence number) and hands it to [`Self::settle_detached`].
+    pub fn start_detached(&mut self, state: StoredGroup) -> Write {
         debug_assert!(self.running.is_none());
         self.write(state)
     }
 
     /// The outcome of a write started by [`Self::start_detached`], settled
     /// as [`Self::save_now`] does.
-    pub fn settle_detached(
-        &mut self,
-        r: Result<Result<(), StoreError>, tokio::task::JoinError>,
-    ) -> Result<(), StoreError> {
-        let r = self.joined(r);
+    pub fn settle_detached(&mut self, r: Result<(), StoreError>) -> Result<(), StoreError> {
         self.settle_save(&r);
         r
     }

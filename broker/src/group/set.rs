@@ -172,7 +172,8 @@ struct Shell {
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Groups to dispatch before waiting again (each once: [`Group::touched`]).
     touched: Vec<u64>,
-    /// Groups that skipped a member for memory, woken when it frees up.
+    /// Groups that skipped a member for memory, woken when it frees up
+    /// (each once: [`Group::memory_listed`]).
     memory_waiters: Vec<u64>,
     /// The most lenient level they wait for.
     memory_level: Option<Level>,
@@ -216,11 +217,14 @@ impl Shell {
                 _ = self.cx.memory.recheck(memory_level.unwrap_or(Level::Delivery)), if memory_level.is_some() => {
                     self.memory_level = None;
                     for key in std::mem::take(&mut self.memory_waiters) {
+                        if let Some(g) = self.groups.get_mut(&key) {
+                            g.memory_listed = false;
+                        }
                         self.touch(key);
                     }
                 }
                 Some((key, seq)) = self.written.recv() => {
-                    membership |= self.on_written(key, seq).await;
+                    membership |= self.on_written(key, seq);
                 }
             }
             self.dispatch().await;
@@ -259,11 +263,11 @@ impl Shell {
     }
 
     /// Group `key`'s write number `seq` ended.
-    async fn on_written(&mut self, key: u64, seq: u64) -> bool {
+    fn on_written(&mut self, key: u64, seq: u64) -> bool {
         let Some(g) = self.groups.get_mut(&key) else {
             return false;
         };
-        let delete = g.on_written(&self.cx, seq).await;
+        let delete = g.on_written(&self.cx, seq);
         self.touch(key);
         if let Some(reply) = delete {
             self.delete(key, reply);
@@ -334,7 +338,10 @@ impl Shell {
             g.dispatch(&self.cx, &mut self.reads).await;
             g.maybe_persist();
             if let Some(level) = g.memory_wait {
-                self.memory_waiters.push(key);
+                if !g.memory_listed {
+                    g.memory_listed = true;
+                    self.memory_waiters.push(key);
+                }
                 if self.memory_level != Some(Level::Delivery) {
                     self.memory_level = Some(level);
                 }

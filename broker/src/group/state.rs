@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 
 use herald_protocol::{AckKind, GroupInfo, StartPosition};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::acks::{AckTracker, MemberId, Released};
-use super::persist::{Notify, Persister};
-use super::store::{StoreError, StoredGroup};
+use super::persist::{Notify, Persister, Write};
+use super::store::StoredGroup;
 use super::{stored, Cmd, DoneReply, GroupDefaults, Join, JoinReply, Origin};
 use crate::memory::{Level, MemoryBudget};
 use crate::outbox::Outbox;
@@ -70,9 +69,9 @@ enum Creation {
 /// they see the group as the creation leaves it.
 struct Creating {
     op: Creation,
-    /// The creation's write and its sequence number; `None` while an
-    /// earlier write of the same file runs.
-    write: Option<(u64, JoinHandle<Result<(), StoreError>>)>,
+    /// The creation's write; `None` while an earlier write of the same
+    /// file runs.
+    write: Option<Write>,
     /// Bounded in practice: no member can send an ack before its group
     /// exists, so these are the few commands of a join racing another.
     queued: Vec<Cmd>,
@@ -96,6 +95,8 @@ pub(super) struct Group {
     creating: Option<Box<Creating>>,
     /// Queued in its set's list of groups to dispatch.
     pub touched: bool,
+    /// In its set's list of groups waiting for memory.
+    pub memory_listed: bool,
     /// The instant its set's timer heap holds for it (the earliest, if
     /// several): a later one need not be pushed.
     pub scheduled: Option<Instant>,
@@ -145,6 +146,7 @@ impl Group {
             memory_wait: None,
             creating: None,
             touched: false,
+            memory_listed: false,
             scheduled: None,
             _stopped: stopped.drop_guard(),
         }
@@ -312,13 +314,12 @@ impl Group {
                 return;
             }
         }
-        self.admit(cx, j, reply);
+        self.admit(cx, *j, reply);
     }
 
     /// Makes `j` a member: SubscribeOk goes out through its push queue
     /// before any delivery.
-    fn admit(&mut self, cx: &Ctx, j: Box<Join>, reply: JoinReply) {
-        let j = *j;
+    fn admit(&mut self, cx: &Ctx, j: Join, reply: JoinReply) {
         if let Some(m) = j.max_deliveries {
             self.max_deliveries = m;
         }
@@ -364,10 +365,10 @@ impl Group {
 
     /// The group's write number `seq` ended. Returns the reply of a
     /// `Delete` that waited for it.
-    pub async fn on_written(&mut self, cx: &Ctx, seq: u64) -> Option<DoneReply> {
+    pub fn on_written(&mut self, cx: &Ctx, seq: u64) -> Option<DoneReply> {
         if self.persist.running_seq() == Some(seq) {
-            // Resolves at once: the write's task told its end as it returned.
-            let r = self.persist.finished().await;
+            // Its outcome is there: the write's task told its end after it.
+            let r = self.persist.try_finish(seq)?;
             self.persist.on_finished(r);
             if let Some(c) = self.creating.as_mut() {
                 if c.write.is_none() {
@@ -377,18 +378,15 @@ impl Group {
             }
             return None;
         }
-        let creation = self.creating.as_ref().and_then(|c| c.write.as_ref());
-        if creation.map(|w| w.0) != Some(seq) {
-            return None;
-        }
-        let mut c = self.creating.take()?;
-        let (_, write) = c.write.take()?;
-        let r = self.persist.settle_detached(write.await);
+        let creation = self.creating.as_mut().and_then(|c| c.write.as_mut());
+        let r = creation.filter(|w| w.seq == seq)?.take()?;
+        let c = self.creating.take()?;
+        let r = self.persist.settle_detached(r);
         match (r, c.op) {
             (Ok(()), op) => {
                 self.known = true;
                 match op {
-                    Creation::Join(j, reply) => self.admit(cx, j, reply),
+                    Creation::Join(j, reply) => self.admit(cx, *j, reply),
                     Creation::Place(o, reply) => {
                         let _ = reply.send(Ok(o));
                     }
@@ -435,8 +433,9 @@ impl Group {
     /// hear that the group is gone).
     async fn end_creation(&mut self) {
         if let Some(mut c) = self.creating.take() {
-            if let Some((_, write)) = c.write.take() {
-                if self.persist.settle_detached(write.await).is_ok() {
+            if let Some(mut write) = c.write.take() {
+                let r = write.wait().await;
+                if self.persist.settle_detached(r).is_ok() {
                     self.known = true;
                     if let Creation::Place(o, reply) = c.op {
                         let _ = reply.send(Ok(o));
