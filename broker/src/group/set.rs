@@ -227,6 +227,13 @@ impl Shell {
                     membership |= self.on_written(key, seq);
                 }
             }
+            // The log may have grown while commands (a room's acks) kept
+            // the task busy: its members hear of it in this round, not
+            // after the next wake.
+            if has_members && watch.has_changed().unwrap_or(false) {
+                watch.borrow_and_update();
+                self.touch_members();
+            }
             self.dispatch().await;
             if membership {
                 has_members = self.groups.values().any(|g| !g.members.is_empty());
