@@ -16,7 +16,9 @@ serve() { # BIN DIR EXTRA... ; prints pid
   echo $pid
 }
 
-stop() { kill "$1"; wait "$1" 2>/dev/null; }
+# The broker is not this shell's child (started inside $(...)): wait until
+# it is gone, so that its final saves do not overlap the next run.
+stop() { kill "$1"; while kill -0 "$1" 2>/dev/null; do sleep 0.1; done; }
 
 run_rooms() { # LABEL BIN ARGS...
   local label=$1 bin=$2; shift 2
