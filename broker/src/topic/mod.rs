@@ -220,20 +220,29 @@ impl Topic {
         names
     }
 
-    /// Names of groups with stored state or a running actor.
+    /// Names of groups with stored state or a running actor, sorted.
     pub fn group_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
+        // A set: a room's log has a group per member, and a list's
+        // `contains` made this quadratic in them.
+        let mut names: std::collections::BTreeSet<String> = self
             .groups
             .lock()
             .map(|g| g.keys().cloned().collect())
             .unwrap_or_default();
-        for n in self.stored_group_names() {
-            if !names.contains(&n) {
-                names.push(n);
-            }
-        }
-        names.sort();
-        names
+        names.extend(self.stored_group_names());
+        names.into_iter().collect()
+    }
+
+    /// Whether group `name` has stored state or a running actor (damaged
+    /// included), without listing the others: a room member's subscribe
+    /// asks it of a log with a group per member.
+    pub fn has_group(&self, name: &str) -> bool {
+        let running = self
+            .groups
+            .lock()
+            .map(|g| g.contains_key(name))
+            .unwrap_or(false);
+        running || self.state_path(name).exists()
     }
 
     /// Lag, in-flight and member figures of every group; a damaged group
