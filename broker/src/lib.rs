@@ -18,7 +18,8 @@
 //! - [`outbox`]: the connection's writer task and its bounded queues.
 //! - [`topic`]: the [`topic::Registry`] of topics and the [`topic::Topic`]
 //!   (a log plus its groups).
-//! - [`group`]: consumer-group actors; [`group::acks`] tracks
+//! - [`group`]: consumer groups, hosted by group-set actors (one per
+//!   group, or one per room log); [`group::acks`] tracks
 //!   acknowledgements, [`group::store`] persists them.
 //! - [`subscription`]: ephemeral (group-less) subscriptions.
 //! - [`rooms`]: rooms, presence and per-client inboxes (emit, broadcast,

@@ -12,8 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
 
 use super::store::{self, StoreError, StoredGroup};
 use crate::syncer::Syncer;
@@ -33,7 +32,68 @@ pub const RETRY_MAX: Duration = Duration::from_secs(2);
 /// Told when the write that carries a change finished.
 pub type Waiter = oneshot::Sender<Result<(), BrokerError>>;
 
-/// The persistence side of one group actor.
+/// A write that ended, as the group set hears of it: the group's key in
+/// its set and the write's sequence number ([`Persister::running_seq`]).
+pub type Written = (u64, u64);
+
+/// How a group's writes tell its actor that they ended: one message per
+/// write, sent by the write's own task once its outcome is in its
+/// [`Write`], so that the one actor hosting many groups wakes for any of
+/// their writes without polling (or waiting for) each (see [`super::set`]).
+#[derive(Clone)]
+pub struct Notify {
+    /// Unbounded, yet bounded in practice: each group has at most one
+    /// write running (or one creation write), so the channel holds at most
+    /// one message per group of the set.
+    pub tx: mpsc::UnboundedSender<Written>,
+    /// The group's key in its set.
+    pub key: u64,
+}
+
+/// A write started: its sequence number and, once it ended, its outcome.
+pub struct Write {
+    pub seq: u64,
+    outcome: oneshot::Receiver<Result<(), StoreError>>,
+}
+
+impl Write {
+    /// The outcome, if the write ended (always, once its [`Notify`]
+    /// message came).
+    pub fn take(&mut self) -> Option<Result<(), StoreError>> {
+        match self.outcome.try_recv() {
+            Ok(r) => Some(r),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(lost())),
+        }
+    }
+
+    /// Waits for the outcome.
+    pub async fn wait(&mut self) -> Result<(), StoreError> {
+        (&mut self.outcome).await.unwrap_or_else(|_| Err(lost()))
+    }
+}
+
+/// A write task that ended without an outcome (it panicked).
+fn lost() -> StoreError {
+    StoreError::Io {
+        path: PathBuf::new(),
+        source: std::io::Error::other("group state writer task ended without an answer"),
+    }
+}
+
+/// Sends a write's [`Notify`] message when dropped: after its outcome was
+/// sent, or while a panic unwinds, so that the actor always hears of it.
+struct Told(Option<Notify>, u64);
+
+impl Drop for Told {
+    fn drop(&mut self) {
+        if let Some(n) = &self.0 {
+            let _ = n.tx.send((n.key, self.1));
+        }
+    }
+}
+
+/// The persistence side of one group.
 pub struct Persister {
     group: String,
     path: PathBuf,
@@ -42,9 +102,13 @@ pub struct Persister {
     /// Where durable writes get their sync, shared with every other group
     /// (see [`crate::syncer`]); `None`: each write fsyncs its own file.
     syncer: Option<Arc<Syncer>>,
+    /// Told when a write ends; `None` in unit tests, which await the write.
+    notify: Option<Notify>,
+    /// Sequence number of the last write started.
+    seq: u64,
     /// Changed since the last write started.
     dirty: bool,
-    running: Option<JoinHandle<Result<(), StoreError>>>,
+    running: Option<Write>,
     /// No write starts before this (the minimum interval, or a retry's
     /// backoff).
     not_before: Instant,
@@ -62,12 +126,15 @@ impl Persister {
         path: PathBuf,
         durable: bool,
         syncer: Option<Arc<Syncer>>,
+        notify: Option<Notify>,
     ) -> Persister {
         Persister {
             group,
             path,
             durable,
             syncer,
+            notify,
+            seq: 0,
             dirty: false,
             running: None,
             not_before: Instant::now(),
@@ -92,6 +159,11 @@ impl Persister {
         self.running.is_some()
     }
 
+    /// The sequence number of the write that runs (see [`Notify`]).
+    pub fn running_seq(&self) -> Option<u64> {
+        self.running.as_ref().map(|r| r.seq)
+    }
+
     /// When the actor must wake to start a write that is due but not yet
     /// allowed; `None` when nothing waits for time.
     pub fn due(&self) -> Option<Instant> {
@@ -112,31 +184,50 @@ impl Persister {
 
     /// Starts writing `state`: through the shared syncer when the write
     /// must be durable and there is one, else fsyncing its own file (or
-    /// not at all).
-    fn write(&self, state: StoredGroup) -> JoinHandle<Result<(), StoreError>> {
+    /// not at all). Returns the write's sequence number, which its
+    /// [`Notify`] message carries.
+    fn write(&mut self, state: StoredGroup) -> Write {
+        self.seq += 1;
+        let seq = self.seq;
         let path = self.path.clone();
+        let told = Told(self.notify.clone(), seq);
+        let (tx, outcome) = oneshot::channel();
         match (&self.syncer, self.durable) {
-            (Some(syncer), true) => tokio::spawn(store::save_synced(path, state, syncer.clone())),
+            (Some(syncer), true) => {
+                let syncer = syncer.clone();
+                tokio::spawn(async move {
+                    let _told = told;
+                    let _ = tx.send(store::save_synced(path, state, syncer).await);
+                });
+            }
             (_, durable) => {
-                tokio::task::spawn_blocking(move || store::save(&path, &state, durable))
+                tokio::task::spawn_blocking(move || {
+                    let _told = told;
+                    let _ = tx.send(store::save(&path, &state, durable));
+                });
             }
         }
+        Write { seq, outcome }
     }
 
     /// Resolves when the running write ends. Only call while
     /// [`Self::is_running`]; otherwise it never resolves.
     pub async fn finished(&mut self) -> Result<(), StoreError> {
-        let Some(h) = self.running.as_mut() else {
+        let Some(w) = self.running.as_mut() else {
             return std::future::pending().await;
         };
-        let r = h.await;
+        let r = w.wait().await;
         self.running = None;
-        r.unwrap_or_else(|e| {
-            Err(StoreError::Io {
-                path: self.path.clone(),
-                source: std::io::Error::other(format!("group state writer task: {e}")),
-            })
-        })
+        r
+    }
+
+    /// The outcome of the running write number `seq`, if it ended; the
+    /// write no longer runs then. Never waits.
+    pub fn try_finish(&mut self, seq: u64) -> Option<Result<(), StoreError>> {
+        let w = self.running.as_mut().filter(|w| w.seq == seq)?;
+        let r = w.take()?;
+        self.running = None;
+        Some(r)
     }
 
     /// Answers the waiters of a write that ended; a failure makes the state
@@ -197,13 +288,31 @@ impl Persister {
             let r = self.finished().await;
             self.on_finished(r);
         }
-        let r = self.write(state).await.unwrap_or_else(|e| {
-            Err(StoreError::Io {
-                path: self.path.clone(),
-                source: std::io::Error::other(format!("group state writer task: {e}")),
-            })
-        });
-        match &r {
+        let r = self.write(state).wait().await;
+        self.settle_save(&r);
+        r
+    }
+
+    /// Starts [`Self::save_now`]'s write without waiting for it, for an
+    /// actor that must go on serving other groups meanwhile: a new group's
+    /// first write. Only call while no write runs. The caller takes the
+    /// returned write's outcome (its end is told like any write's, by its
+    /// sequence number) and hands it to [`Self::settle_detached`].
+    pub fn start_detached(&mut self, state: StoredGroup) -> Write {
+        debug_assert!(self.running.is_none());
+        self.write(state)
+    }
+
+    /// The outcome of a write started by [`Self::start_detached`], settled
+    /// as [`Self::save_now`] does.
+    pub fn settle_detached(&mut self, r: Result<(), StoreError>) -> Result<(), StoreError> {
+        self.settle_save(&r);
+        r
+    }
+
+    /// Bookkeeping after a save the caller waited for.
+    fn settle_save(&mut self, r: &Result<(), StoreError>) {
+        match r {
             Ok(()) => {
                 self.dirty = false;
                 self.failures = 0;
@@ -217,7 +326,6 @@ impl Persister {
                 tracing::debug!(group = %self.group, error = %e, "writing group state failed");
             }
         }
-        r
     }
 
     /// The group is being deleted: waits for a write in progress, then
@@ -270,7 +378,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // The folder does not exist: every write fails.
         let path = dir.path().join("missing").join("g.state");
-        let mut p = Persister::new("g".into(), path.clone(), false, None);
+        let mut p = Persister::new("g".into(), path.clone(), false, None, None);
         let (tx, rx) = oneshot::channel();
         p.wait(tx);
         p.maybe_start(StoredGroup::default);
@@ -295,7 +403,7 @@ mod tests {
     async fn a_failed_last_write_is_not_reported_as_ok() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing").join("g.state");
-        let mut p = Persister::new("g".into(), path, false, None);
+        let mut p = Persister::new("g".into(), path, false, None, None);
         let (tx, rx) = oneshot::channel();
         p.wait(tx);
         p.close(StoredGroup::default()).await;
@@ -308,6 +416,7 @@ mod tests {
             "g".into(),
             PathBuf::from("/nonexistent/g.state"),
             false,
+            None,
             None,
         );
         let e = StoreError::Corrupt {

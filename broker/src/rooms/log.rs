@@ -100,7 +100,7 @@ pub async fn topic_for_member(
         )));
     }
     let log = topic(rooms, room)?;
-    if !log.group_names().iter().any(|g| g == client) {
+    if !log.has_group(client) {
         place_member(&log, client, 0).await?;
     }
     Ok(log)

@@ -258,7 +258,7 @@ impl Rooms {
         for (room, members) in legacy {
             let topic = log::topic(self, &room)?;
             for m in members {
-                if topic.group_names().contains(&m) {
+                if topic.has_group(&m) {
                     continue;
                 }
                 log::place_member(&topic, &m, 0).await?;

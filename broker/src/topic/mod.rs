@@ -16,7 +16,7 @@ use std::time::Instant;
 use herald_protocol::{GroupInfo, StartPosition, TopicConfig, TopicInfo};
 use tokio_util::sync::CancellationToken;
 
-use crate::group::{self, store, GroupHandle, Origin};
+use crate::group::{self, store, GroupHandle, GroupSet, Origin};
 use crate::storage::Log;
 use crate::BrokerError;
 pub use registry::Registry;
@@ -30,6 +30,10 @@ pub struct Topic {
     dir: PathBuf,
     /// Group actors by name. A std Mutex: nothing awaits while it is held.
     groups: Mutex<HashMap<String, GroupHandle>>,
+    /// The one actor hosting every group of a room's log (one per member,
+    /// see [`group::GroupSet`]), started on first use; `None` for other
+    /// topics, whose groups have an actor each. Locked inside `groups`.
+    shared_groups: Mutex<Option<GroupSet>>,
     /// Groups whose state file is damaged or unreadable, with the reason.
     /// They are listed as damaged, refuse members, and are replaced by a
     /// reset. Found at open and whenever a state file fails to load.
@@ -60,6 +64,7 @@ impl Topic {
             log,
             dir,
             groups: Mutex::new(HashMap::new()),
+            shared_groups: Mutex::new(None),
             damaged: Mutex::new(HashMap::new()),
             cancel,
             registry,
@@ -142,15 +147,36 @@ impl Topic {
                 return Err(unavailable(name, reason));
             }
         };
-        let h = self.spawn_group(name, path, origin);
+        let h = self.spawn_group(name, path, origin)?;
         groups.insert(name.to_owned(), h.clone());
         Ok(Some(h))
     }
 
-    fn spawn_group(self: &Arc<Self>, name: &str, path: PathBuf, origin: Origin) -> GroupHandle {
+    /// Starts group `name`: in the room log's shared actor for a room's
+    /// log, in an actor of its own otherwise.
+    fn spawn_group(
+        self: &Arc<Self>,
+        name: &str,
+        path: PathBuf,
+        origin: Origin,
+    ) -> Result<GroupHandle, BrokerError> {
         let reg = self.registry();
         let defaults = reg.as_ref().map(|r| r.group_defaults()).unwrap_or_default();
-        group::spawn(self.clone(), name.to_owned(), path, defaults, origin)
+        if !self.name.starts_with(crate::rooms::log::ROOM_PREFIX) {
+            return Ok(group::spawn(
+                self.clone(),
+                name.to_owned(),
+                path,
+                defaults,
+                origin,
+            ));
+        }
+        let mut set = self.shared_groups.lock().map_err(|_| poisoned())?;
+        let set = match &mut *set {
+            Some(s) if !s.is_ended() => s,
+            stale => stale.insert(GroupSet::spawn(self.clone(), defaults.clone())),
+        };
+        Ok(set.add(self, name.to_owned(), path, &defaults, origin))
     }
 
     fn damage_of(&self, name: &str) -> Option<String> {
@@ -194,20 +220,29 @@ impl Topic {
         names
     }
 
-    /// Names of groups with stored state or a running actor.
+    /// Names of groups with stored state or a running actor, sorted.
     pub fn group_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
+        // A set: a room's log has a group per member, and a list's
+        // `contains` made this quadratic in them.
+        let mut names: std::collections::BTreeSet<String> = self
             .groups
             .lock()
             .map(|g| g.keys().cloned().collect())
             .unwrap_or_default();
-        for n in self.stored_group_names() {
-            if !names.contains(&n) {
-                names.push(n);
-            }
-        }
-        names.sort();
-        names
+        names.extend(self.stored_group_names());
+        names.into_iter().collect()
+    }
+
+    /// Whether group `name` has stored state or a running actor (damaged
+    /// included), without listing the others: a room member's subscribe
+    /// asks it of a log with a group per member.
+    pub fn has_group(&self, name: &str) -> bool {
+        let running = self
+            .groups
+            .lock()
+            .map(|g| g.contains_key(name))
+            .unwrap_or(false);
+        running || self.state_path(name).exists()
     }
 
     /// Lag, in-flight and member figures of every group; a damaged group
@@ -311,7 +346,7 @@ impl Topic {
         if let Ok(mut d) = self.damaged.lock() {
             d.remove(name);
         }
-        let h = self.spawn_group(name, path, Origin::Replacing);
+        let h = self.spawn_group(name, path, Origin::Replacing)?;
         groups.insert(name.to_owned(), h.clone());
         Ok(h)
     }

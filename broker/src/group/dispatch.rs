@@ -1,0 +1,323 @@
+//! Handing out one group's messages to its members: what is due for
+//! redelivery first, then what is new, round robin, as far as each
+//! member's credit and the memory budget go.
+
+use std::time::{Duration, Instant};
+
+use herald_protocol::Batch;
+
+use super::dlq;
+use super::state::{Ctx, Group};
+use crate::memory::Level;
+use crate::storage::{Log, StorageError};
+
+/// Most bytes read from the log for one delivery round to one member.
+const MAX_READ_BYTES: usize = 1 << 20;
+
+/// Most bytes read for one member in one round: the memory budget's
+/// per-connection allowance, so that a thousand members reading at once
+/// stay within the budget.
+fn read_limit(cx: &Ctx) -> usize {
+    MAX_READ_BYTES.min(cx.memory.allowance())
+}
+
+/// The fresh batches read for the members of a set's groups in one
+/// round. In a room's set every member is usually at the same offset: the
+/// first read from an offset takes as much as any member may take
+/// ([`read_limit`]) and the others take their share of it, instead of each
+/// locking the log and collecting the same batches again. A set of one
+/// reads exactly what each member may take. Cleared after each round, so
+/// it neither holds batches nor misses what the log got since.
+pub(super) struct Reads {
+    /// Share reads among groups (a room's set).
+    shared: bool,
+    /// `batches` were read from this offset and may be shared.
+    from: Option<u64>,
+    /// The last read; its allocation is reused.
+    batches: Vec<Batch>,
+}
+
+impl Reads {
+    pub fn new(shared: bool) -> Reads {
+        Reads {
+            shared,
+            from: None,
+            batches: Vec::new(),
+        }
+    }
+
+    /// Forgets the round's reads.
+    pub fn clear(&mut self) {
+        self.from = None;
+        self.batches.clear();
+    }
+
+    /// What `Log::read(from, max_bytes, max_records)` returns, from the
+    /// round's shared read when there is one from `from` (`max_bytes` is
+    /// at most `limit`, which the shared read used).
+    fn read(
+        &mut self,
+        log: &Log,
+        from: u64,
+        max_bytes: usize,
+        max_records: u32,
+        limit: usize,
+    ) -> Result<&[Batch], StorageError> {
+        if self.from != Some(from) {
+            self.from = None;
+            self.batches.clear();
+            let v = if self.shared {
+                log.read(from, limit, u32::MAX)?
+            } else {
+                log.read(from, max_bytes, max_records)?
+            };
+            self.batches = v;
+            self.from = self.shared.then_some(from);
+        }
+        let n = prefix(&self.batches, max_bytes, max_records);
+        Ok(&self.batches[..n])
+    }
+}
+
+/// How many of `batches` a read limited to `max_bytes` and `max_records`
+/// takes: the first always, then while both limits hold (as the log's
+/// reader does).
+fn prefix(batches: &[Batch], max_bytes: usize, max_records: u32) -> usize {
+    let (mut bytes, mut records) = (0usize, 0u64);
+    for (i, b) in batches.iter().enumerate() {
+        bytes = bytes.saturating_add(b.len_bytes());
+        records += u64::from(b.record_count());
+        if i > 0 && (bytes > max_bytes || records > u64::from(max_records)) {
+            return i;
+        }
+    }
+    batches.len()
+}
+
+impl Group {
+    /// Picks the next member (round robin) that has credit and a live
+    /// connection. Members whose connection is behind while the memory budget is
+    /// nearly spent are skipped (see [`crate::memory`]).
+    fn pick_member(&mut self, cx: &Ctx) -> Option<usize> {
+        let n = self.members.len();
+        for k in 0..n {
+            let i = (self.next_member + k) % n;
+            let m = &self.members[i];
+            if m.credit() > 0 && !m.failed && !m.outbox.is_closed() {
+                let level = cx.memory.delivery_level(m.outbox.queued_bytes());
+                if !cx.memory.admits(level) {
+                    if self.memory_wait != Some(Level::Delivery) {
+                        self.memory_wait = Some(level);
+                    }
+                    continue;
+                }
+                self.next_member = (i + 1) % n;
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Offsets `first..=last` were deleted by retention before the group
+    /// finished them: logged, and every member is told (a `Skipped` push),
+    /// so that the loss is loud rather than a silent jump.
+    fn tell_skipped(&self, cx: &Ctx, first: u64, last: u64) {
+        tracing::warn!(
+            topic = %cx.topic.name,
+            group = %self.name,
+            first,
+            last,
+            "offsets deleted by retention before the group read them"
+        );
+        for m in &self.members {
+            let msg = herald_protocol::Message::Skipped(herald_protocol::Skipped {
+                subscription_id: m.sub,
+                first,
+                last,
+            });
+            let mut b = bytes::BytesMut::new();
+            msg.encode(0, &mut b);
+            m.outbox.push(crate::outbox::Out::Frame(b.freeze()));
+        }
+    }
+
+    /// Hands out what is due and what is new, as far as credit goes.
+    pub async fn dispatch(&mut self, cx: &Ctx, reads: &mut Reads) {
+        self.memory_wait = None;
+        if self.members.is_empty() {
+            return;
+        }
+        let log = cx.topic.log.clone();
+        let first = log.first_offset();
+        if self.tracker.next_fresh() < first {
+            self.tell_skipped(cx, self.tracker.next_fresh(), first - 1);
+            self.tracker.skip_to(first);
+        }
+        let now = Instant::now();
+        while let Some(mi) = self.pick_member(cx) {
+            let credit = self.members[mi].credit() as u64;
+            if let Some(r) = self.tracker.take_ready(now, credit) {
+                if r.deliveries >= self.max_deliveries {
+                    self.dead_letter(cx, r.first, r.last, r.deliveries).await;
+                    continue;
+                }
+                let batch = match log.read(r.first, 1, 1) {
+                    Ok(v) => v.into_iter().next(),
+                    Err(e) => {
+                        self.tracker.untake(r.first, r.last, r.deliveries, now);
+                        self.fail_members(cx, &e);
+                        return;
+                    }
+                };
+                let Some(b) = batch else {
+                    // Gone to retention: nothing left to deliver.
+                    self.tell_skipped(cx, r.first, r.last);
+                    self.tracker.mark_dead_lettered(r.first, r.last);
+                    continue;
+                };
+                if b.base_offset() > r.first {
+                    // The head of the range was deleted by retention.
+                    let cut = (b.base_offset() - 1).min(r.last);
+                    self.tell_skipped(cx, r.first, cut);
+                    self.tracker.mark_dead_lettered(r.first, cut);
+                    if cut < r.last {
+                        self.tracker.untake(cut + 1, r.last, r.deliveries, now);
+                    }
+                    continue;
+                }
+                let last = r.last.min(b.last_offset());
+                if last < r.last {
+                    self.tracker.untake(last + 1, r.last, r.deliveries, now);
+                }
+                self.send(cx, mi, (r.first, last), r.deliveries + 1, b, now);
+                continue;
+            }
+            let fresh = self.tracker.next_fresh();
+            if fresh >= log.next_offset() {
+                break;
+            }
+            let m = &self.members[mi];
+            let budget =
+                (m.prefetch_bytes.saturating_sub(m.out_bytes) as usize).clamp(1, read_limit(cx));
+            let limit = read_limit(cx);
+            let batches = match reads.read(&log, fresh, budget, credit as u32, limit) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.fail_members(cx, &e);
+                    return;
+                }
+            };
+            if batches.is_empty() {
+                break;
+            }
+            for b in batches {
+                loop {
+                    let credit = self.members[mi].credit() as u64;
+                    let from = self.tracker.next_fresh().max(b.base_offset());
+                    if credit == 0 || from > b.last_offset() {
+                        break;
+                    }
+                    // Offsets acked before they were (re)delivered are skipped.
+                    if self.tracker.skip_done_ahead(from) {
+                        self.persist.mark_dirty();
+                        continue;
+                    }
+                    let mut last = b.last_offset().min(from + credit - 1);
+                    if let Some(next_acked) = self.tracker.next_done_ahead(from) {
+                        last = last.min(next_acked - 1);
+                    }
+                    self.send(cx, mi, (from, last), 1, b.clone(), now);
+                }
+            }
+        }
+    }
+
+    /// A read the group needs failed: every member would hit it next, so
+    /// each is told now (SubscriptionError) and gets nothing more; the
+    /// group's position stays where it is.
+    fn fail_members(&mut self, cx: &Ctx, e: &crate::storage::StorageError) {
+        crate::subscription::report_read_error(&cx.topic, e);
+        for m in self.members.iter_mut().filter(|m| !m.failed) {
+            tracing::warn!(group = %self.name, topic = %cx.topic.name, client = %m.client_id, "ending a group subscription: the group's next records cannot be read");
+            crate::subscription::push_read_error(&m.outbox, m.sub, &cx.topic.name, e);
+            m.failed = true;
+        }
+    }
+
+    fn send(
+        &mut self,
+        cx: &Ctx,
+        mi: usize,
+        (first, last): (u64, u64),
+        delivery: u32,
+        b: Batch,
+        now: Instant,
+    ) {
+        let m = &mut self.members[mi];
+        let bytes = b.len_bytes() as u32;
+        m.out_messages += (last - first + 1) as u32;
+        m.out_bytes = m.out_bytes.saturating_add(bytes);
+        let deadline = now + m.ack_timeout;
+        let (id, sub) = (m.id, m.sub);
+        m.outbox.deliver(sub, first, last, delivery, b.into_bytes());
+        cx.topic.record_delivered(last - first + 1);
+        self.tracker
+            .deliver(first, last, id, deadline, delivery, bytes);
+    }
+
+    /// Moves offsets that were delivered too often to the dead-letter topic.
+    async fn dead_letter(&mut self, cx: &Ctx, first: u64, last: u64, deliveries: u32) {
+        match dlq::forward(
+            &cx.topic,
+            &cx.defaults.dlq_suffix,
+            &self.name,
+            first,
+            last,
+            deliveries,
+        )
+        .await
+        {
+            Ok(()) => {
+                self.tracker.mark_dead_lettered(first, last);
+                self.persist.mark_dirty();
+            }
+            Err(e) => {
+                tracing::error!(group = %self.name, error = %e, "dead-lettering failed; will retry");
+                let retry = Instant::now() + Duration::from_secs(1);
+                self.tracker.untake(first, last, deliveries, retry);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_protocol::{BatchBuilder, RecordRef};
+
+    fn batch(records: usize) -> Batch {
+        let mut b = BatchBuilder::new();
+        for _ in 0..records {
+            b.push(&RecordRef {
+                payload: &[0; 10],
+                timestamp: 1,
+                ..Default::default()
+            });
+        }
+        Batch::validate(b.finish(0, 0)).unwrap()
+    }
+
+    /// A member's share of a shared read is what its own read would have
+    /// returned: the first batch always, then while both limits hold.
+    #[test]
+    fn a_share_of_a_read_keeps_the_readers_limits() {
+        let v = vec![batch(2), batch(3), batch(1)];
+        let len = v[0].len_bytes();
+        assert_eq!(prefix(&v, 1, 1), 1, "the first batch always");
+        assert_eq!(prefix(&v, usize::MAX, 4), 1);
+        assert_eq!(prefix(&v, usize::MAX, 5), 2);
+        assert_eq!(prefix(&v, usize::MAX, 6), 3);
+        assert_eq!(prefix(&v, len + v[1].len_bytes(), 100), 2);
+        assert_eq!(prefix(&[], 1, 1), 0);
+    }
+}
