@@ -13,19 +13,29 @@ use tokio::sync::watch;
 
 const N: u32 = 20_000;
 
-/// A producer publishes and a group consumer consumes 20,000 messages while
+/// A producer publishes and a group consumer consumes `n` messages while
 /// the broker restarts. Every confirmed publish is consumed, nothing is
 /// stored twice, the app sees every message exactly once, and both clients
-/// report Disconnected, Reconnecting and Reconnected.
-#[tokio::test]
-async fn survives_broker_restart_under_load() -> anyhow::Result<()> {
-    let mut broker = TestBroker::start().await;
+/// report Disconnected, Reconnecting and Reconnected. Over WebSocket the
+/// clients are given only the HTTP listener's address, so nothing can pass
+/// over the TCP port.
+async fn restart_under_load(websocket: bool, n: u32) -> anyhow::Result<()> {
+    let mut broker = if websocket {
+        TestBroker::start_web().await
+    } else {
+        TestBroker::start().await
+    };
+    let addr = if websocket {
+        broker.ws_url()
+    } else {
+        broker.addr()
+    };
     let backoff = (Duration::from_millis(20), Duration::from_millis(200));
-    let pub_client = Client::builder(broker.addr())
+    let pub_client = Client::builder(&addr)
         .reconnect_backoff(backoff.0, backoff.1)
         .connect()
         .await?;
-    let sub_client = Client::builder(broker.addr())
+    let sub_client = Client::builder(&addr)
         .client_id("restart-consumer")
         .reconnect_backoff(backoff.0, backoff.1)
         .connect()
@@ -46,7 +56,7 @@ async fn survives_broker_restart_under_load() -> anyhow::Result<()> {
     let consumer = tokio::spawn(async move {
         let mut seen = HashSet::new();
         let mut twice = Vec::new();
-        while seen.len() < N as usize {
+        while seen.len() < n as usize {
             let m = match sub.next().await {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => return Err(e),
@@ -64,7 +74,7 @@ async fn survives_broker_restart_under_load() -> anyhow::Result<()> {
     let producer = pub_client.producer("restart");
     let publisher = tokio::spawn(async move {
         let mut pending = Vec::new();
-        for i in 0..N {
+        for i in 0..n {
             pending.push(producer.send(format!("m{i}")).await?);
             if i % 64 == 0 {
                 tokio::task::yield_now().await;
@@ -79,7 +89,7 @@ async fn survives_broker_restart_under_load() -> anyhow::Result<()> {
 
     within(
         "the consumer to get going",
-        seen_rx.wait_for(|n| *n >= 2_000),
+        seen_rx.wait_for(|seen| *seen as u32 >= n / 10),
     )
     .await?;
     broker.restart().await;
@@ -99,22 +109,34 @@ async fn survives_broker_restart_under_load() -> anyhow::Result<()> {
 
     let offsets = within("every receipt", publisher).await??;
     let (seen, twice) = within("every message consumed", consumer).await??;
-    assert_eq!(offsets.len(), N as usize);
+    assert_eq!(offsets.len(), n as usize);
     let distinct: HashSet<u64> = offsets.iter().copied().collect();
     assert_eq!(
         distinct.len(),
-        N as usize,
+        n as usize,
         "each publish has its own offset"
     );
     let info = pub_client.describe_topic("restart").await?;
-    assert_eq!(info.next_offset, u64::from(N), "nothing stored twice");
+    assert_eq!(info.next_offset, u64::from(n), "nothing stored twice");
     assert!(twice.is_empty(), "the app saw offsets {twice:?} twice");
-    for i in 0..N {
+    for i in 0..n {
         assert!(seen.contains(format!("m{i}").as_bytes()), "m{i} consumed");
     }
     pub_client.close().await;
     sub_client.close().await;
     Ok(())
+}
+
+#[tokio::test]
+async fn survives_broker_restart_under_load() -> anyhow::Result<()> {
+    restart_under_load(false, N).await
+}
+
+/// The same over WebSocket: the restart closes every WebSocket with
+/// GoingAway, and both clients reconnect over WebSocket.
+#[tokio::test]
+async fn survives_broker_restart_under_load_over_websocket() -> anyhow::Result<()> {
+    restart_under_load(true, N / 2).await
 }
 
 /// With the broker down, publishes are buffered up to the limit and then
