@@ -437,14 +437,10 @@ impl Session {
                     }
                 }
                 Some((id, m)) = self.publishes.next(), if !self.publishes.is_empty() => {
-                    let frame = self.outbox.encode(id, &m);
-                    drop(m);
-                    if !self.outbox.send_frame(frame).await { return }
+                    if self.reply(id, m).await.is_err() { return }
                 }
                 Some((id, m)) = self.others.next(), if !self.others.is_empty() => {
-                    let frame = self.outbox.encode(id, &m);
-                    drop(m);
-                    if !self.outbox.send_frame(frame).await { return }
+                    if self.reply(id, m).await.is_err() { return }
                 }
                 _ = &mut auth_timer, if auth_at.is_some() => {
                     if self.token_timer().await.is_err() {
@@ -530,17 +526,13 @@ impl Session {
                 let Some((id, m)) = self.publishes.next().await else {
                     break;
                 };
-                let frame = self.outbox.encode(id, &m);
-                drop(m);
-                self.outbox.send_frame(frame).await;
+                let _ = self.reply(id, m).await;
             }
             loop {
                 let Some((id, m)) = self.others.next().await else {
                     break;
                 };
-                let frame = self.outbox.encode(id, &m);
-                drop(m);
-                self.outbox.send_frame(frame).await;
+                let _ = self.reply(id, m).await;
             }
         })
     }
