@@ -280,9 +280,9 @@ function decodeRaw(op, body) {
   }
   if (body.length < 28) throw protocolError("deliver body under 28 bytes");
   const big = (at) => {
-    const n = dv.getBigUint64(at, true);
-    if (n > BigInt(Number.MAX_SAFE_INTEGER)) throw protocolError(`u64 ${n} beyond 2^53`);
-    return Number(n);
+    const high = dv.getUint32(at + 4, true);
+    if (high >= 0x200000) throw protocolError(`u64 ${dv.getBigUint64(at, true)} beyond 2^53`);
+    return high * 0x100000000 + dv.getUint32(at, true);
   };
   const d = {
     subscription_id: big(0),
@@ -371,12 +371,17 @@ export class FrameDecoder {
     const flags = all[5];
     if ((flags & ~FLAG_PUSH) !== 0) throw protocolError(`flags 0x${flags.toString(16)}`);
     if (dv.getUint16(6, true) !== 0) throw protocolError("reserved header field not 0");
-    const id = dv.getBigUint64(8, true);
+    const idHigh = dv.getUint32(12, true);
+    // A frame that is its received buffer exactly (one frame per
+    // WebSocket message, the usual case) lends its body without a copy;
+    // otherwise the body is copied, so that what the application keeps of
+    // it does not hold the rest of a bigger buffer.
+    const whole = all.byteOffset === 0 && all.buffer.byteLength === total;
     const frame = {
       op,
       flags,
-      requestId: id <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(id) : id,
-      body: all.slice(HEADER_LEN, total),
+      requestId: idHigh < 0x200000 ? idHigh * 0x100000000 + dv.getUint32(8, true) : dv.getBigUint64(8, true),
+      body: whole ? all.subarray(HEADER_LEN, total) : all.slice(HEADER_LEN, total),
     };
     const rest = all.subarray(total);
     this.chunks = rest.length > 0 ? [rest] : [];

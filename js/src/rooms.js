@@ -24,6 +24,7 @@
 
 import { HeraldError, invalidArgument, protocolError } from "./errors.js";
 import { toBytes } from "./batch.js";
+import { TextCache, asciiCodes, bytesEqual, decodeText } from "./text.js";
 
 const text = new TextDecoder();
 
@@ -47,30 +48,94 @@ const PREFETCH = 256;
  * a page reloaded between two copies may see such an event twice. */
 export const SEEN_EMITS = 4096;
 
+const NAME = Object.freeze({
+  kind: asciiCodes(H.kind),
+  sender: asciiCodes(H.sender),
+  room: asciiCodes(H.room),
+  replyTo: asciiCodes(H.replyTo),
+  correlation: asciiCodes(H.correlation),
+  exceptSender: asciiCodes(H.exceptSender),
+  emit: asciiCodes(H.emit),
+});
+
+/**
+ * Reads the event fields of records in one pass over their headers, with
+ * the last text of each field kept (the same sender, room and kind come
+ * again event after event): one per Rooms, used by one event at a time.
+ */
+class EventReader {
+  constructor() {
+    this.name = new TextCache();
+    this.kind = new TextCache();
+    this.sender = new TextCache();
+    this.room = new TextCache();
+    this.ev = null;
+  }
+
+  read(ev, rec) {
+    ev.name = rec._keyLen > 0 ? this.name.get(rec._b, rec._keyAt, rec._keyLen) : "";
+    this.ev = ev;
+    rec.scanHeaders(this);
+    this.ev = null;
+  }
+
+  /** The header visitor: the first header of each name counts. */
+  header(b, at, len, valueAt, valueLen) {
+    const ev = this.ev;
+    // Every event header name starts "herald-"; a byte further on tells
+    // them apart before the whole name is compared.
+    if (len < 11 || b[at] !== 0x68) return;
+    if (bytesEqual(b, at, len, NAME.kind)) {
+      if (ev.kind === undefined) ev.kind = this.kind.get(b, valueAt, valueLen);
+    } else if (bytesEqual(b, at, len, NAME.sender)) {
+      if (ev.sender === undefined) ev.sender = this.sender.get(b, valueAt, valueLen);
+    } else if (bytesEqual(b, at, len, NAME.room)) {
+      if (ev.room === undefined) ev.room = this.room.get(b, valueAt, valueLen);
+    } else if (bytesEqual(b, at, len, NAME.emit)) {
+      if (ev.emitId === undefined) ev.emitId = decodeText(b, valueAt, valueLen);
+    } else if (bytesEqual(b, at, len, NAME.replyTo)) {
+      if (ev.replyTo === undefined) ev.replyTo = decodeText(b, valueAt, valueLen);
+    } else if (bytesEqual(b, at, len, NAME.correlation)) {
+      if (ev._correlation === undefined) ev._correlation = decodeText(b, valueAt, valueLen);
+    } else if (bytesEqual(b, at, len, NAME.exceptSender)) {
+      ev.exceptSender = true;
+    }
+  }
+}
+
 /** One event from the inbox or a room's log. */
 export class RoomEvent {
   constructor(rooms, m) {
     this._rooms = rooms;
     this._message = m;
-    this.name = m.key ? text.decode(m.key) : "";
+    this.name = "";
     /** "event", "presence" or "reply" */
-    this.kind = m.header(H.kind) ?? "event";
-    this.sender = m.header(H.sender) ?? "";
+    this.kind = undefined;
+    this.sender = undefined;
     /** Where it was read: `_inbox.<client id>` or `_room.<room>`. */
     this.topic = m.topic;
-    const fromRoom = m.topic.startsWith(ROOM_PREFIX) ? m.topic.slice(ROOM_PREFIX.length) : null;
-    this.room = m.header(H.room) ?? fromRoom;
-    this.payload = m.payload;
+    this.room = undefined;
     /** Position in `topic`: increases with every event of that topic. */
     this.offset = m.offset;
     this.timestamp = m.timestamp;
     this.deliveryCount = m.deliveryCount;
-    const c = m.header(H.correlation);
-    this.correlation = c === undefined ? 0 : Number(c);
-    this.replyTo = m.header(H.replyTo) ?? null;
+    this._correlation = undefined;
+    this.replyTo = undefined;
     /** The id shared by the copies of an emit to several rooms. */
-    this.emitId = m.header(H.emit) ?? null;
-    this.exceptSender = m.header(H.exceptSender) !== undefined;
+    this.emitId = undefined;
+    this.exceptSender = false;
+    rooms._reader.read(this, m._rec);
+    this.kind ??= "event";
+    this.sender ??= "";
+    if (this.room === undefined) this.room = this.topic.startsWith(ROOM_PREFIX) ? this.topic.slice(ROOM_PREFIX.length) : null;
+    this.correlation = this._correlation === undefined ? 0 : Number(this._correlation);
+    this.replyTo ??= null;
+    this.emitId ??= null;
+  }
+
+  /** The payload (a view of the delivered batch). */
+  get payload() {
+    return this._message.payload;
   }
 
   text() {
@@ -93,6 +158,11 @@ export class RoomEvent {
     const m = await this._rooms.client._request("Reply", body);
     if (m.op !== "Ok") throw protocolError(`${m.op} answered Reply`);
   }
+}
+
+/** Whether `v` is a promise (or any thenable) to wait for. */
+function isPromise(v) {
+  return v !== null && (typeof v === "object" || typeof v === "function") && typeof v.then === "function";
 }
 
 /** The wire form of an emit target. */
@@ -128,7 +198,12 @@ export class Rooms {
     // A random start: a reply left in the inbox by an earlier run of this
     // client cannot match a new request.
     this.nextCorrelation = 1 + Math.floor(Math.random() * 2 ** 40);
-    this.tail = Promise.resolve();
+    /** Events and tasks for the handlers, in order, from `head` on. */
+    this.queue = [];
+    this.head = 0;
+    /** The queue is being run (or waits for a handler's promise). */
+    this.running = false;
+    this._reader = new EventReader();
   }
 
   /** Joins, then reads the room's log; resolves once it is being read. */
@@ -222,16 +297,18 @@ export class Rooms {
   /** Calls `handler(event)` for every event named `name`; returns a
    * function that removes it. */
   on(name, handler) {
-    const set = this.handlers.get(name) ?? new Set();
-    set.add(handler);
-    this.handlers.set(name, set);
+    // A new array each time: an event being handled keeps the list it
+    // started with.
+    const list = this.handlers.get(name) ?? [];
+    if (!list.includes(handler)) this.handlers.set(name, [...list, handler]);
     this._use();
     this._serial(() => this._unpark(name));
     return () => this.off(name, handler);
   }
 
   off(name, handler) {
-    this.handlers.get(name)?.delete(handler);
+    const list = this.handlers.get(name);
+    if (list?.includes(handler)) this.handlers.set(name, list.filter((h) => h !== handler));
   }
 
   /** Calls `handler({ type, clientId, room })` for join, leave, connect and
@@ -286,16 +363,17 @@ export class Rooms {
 
   /** Hands the events of one subscription to the handlers, in order. */
   _loop(sub, room) {
-    (async () => {
-      try {
-        for await (const m of sub) {
-          const ev = new RoomEvent(this, m);
-          // A reply runs no handler: not queued behind one (which may be
-          // waiting for this very reply).
-          if (ev.kind === "reply") await this._dispatch(ev);
-          else await this._serial(() => this._dispatch(ev));
-        }
-      } catch (e) {
+    sub._handTo({
+      message: (m) => {
+        const ev = new RoomEvent(this, m);
+        // A reply runs no handler: not queued behind one (which may be
+        // waiting for this very reply).
+        if (ev.kind === "reply") this._reply(ev);
+        else this._enqueue(ev);
+      },
+      skipped: (tell) => this._enqueue(tell),
+      end: (e) => {
+        if (e === null) return;
         if (room === null) {
           this.client._emit("error", { error: e, context: "reading the inbox" });
         } else if (this.reading.get(room) === sub) {
@@ -303,14 +381,61 @@ export class Rooms {
           this.reading.delete(room);
           this.client._emit("error", { error: e, context: `reading room ${room}` });
         }
-      }
-    })();
+      },
+    });
   }
 
   /** Runs `f` after everything queued before it: handlers never overlap. */
   _serial(f) {
-    this.tail = this.tail.then(f).catch((e) => this.client._emit("error", { error: e, context: "event handler" }));
-    return this.tail;
+    this._enqueue(f);
+  }
+
+  /** Queues an event (or a task: a function) for the handlers. */
+  _enqueue(item) {
+    this.queue.push(item);
+    if (!this.running) this._drain();
+  }
+
+  /**
+   * Runs the queue in order, one item at a time. A handler that returns
+   * (not a promise) is followed by the next item at once, without a turn
+   * of the microtask queue; one that returns a promise holds the queue
+   * until it settles.
+   */
+  _drain() {
+    this.running = true;
+    while (this.head < this.queue.length) {
+      const item = this.queue[this.head];
+      this.queue[this.head++] = undefined;
+      if (this.head >= 1024 && this.head * 2 >= this.queue.length) {
+        this.queue = this.queue.slice(this.head);
+        this.head = 0;
+      }
+      let r;
+      try {
+        r = typeof item === "function" ? item() : this._dispatch(item);
+      } catch (e) {
+        this._failed(e);
+        continue;
+      }
+      if (isPromise(r)) {
+        r.then(
+          () => this._drain(),
+          (e) => {
+            this._failed(e);
+            this._drain();
+          },
+        );
+        return;
+      }
+    }
+    this.queue = [];
+    this.head = 0;
+    this.running = false;
+  }
+
+  _failed(e) {
+    this.client._emit("error", { error: e, context: "event handler" });
   }
 
   /** Whether `ev` goes to the application; if not, it is only acked. */
@@ -330,43 +455,77 @@ export class Rooms {
     return first === at;
   }
 
-  async _dispatch(ev) {
-    if (!this._forApp(ev)) {
-      ev._message.ack();
-      return;
-    }
-    if (ev.kind === "reply") {
+  /** A reply: to the request waiting for it (none: a late one), acked. */
+  _reply(ev) {
+    if (this._forApp(ev)) {
       const w = this.waiters.get(ev.correlation);
       if (w) {
         clearTimeout(w.timer);
         this.waiters.delete(ev.correlation);
         w.resolve(ev);
       }
-      ev._message.ack();
-      return;
     }
-    if (ev.kind === "presence") {
-      const p = { type: ev.name, clientId: ev.sender, room: ev.room };
-      for (const h of this.presence) await h(p);
+    ev._message.ack();
+  }
+
+  /** Hands one event over; a promise if a handler has not finished. */
+  _dispatch(ev) {
+    if (!this._forApp(ev)) {
       ev._message.ack();
-      return;
+      return undefined;
     }
+    if (ev.kind === "presence") return this._presence(ev);
     const hs = this.handlers.get(ev.name);
-    if (!hs || hs.size === 0) {
+    if (!hs || hs.length === 0) {
       // A redelivery (ack timeout) replaces the copy already kept.
       this.parked = this.parked.filter((e) => e.topic !== ev.topic || e.offset !== ev.offset);
       this.parked.push(ev);
-      return;
+      return undefined;
     }
-    await this._handle(ev, hs);
+    return this._handle(ev, hs);
   }
 
-  async _handle(ev, hs) {
+  _presence(ev) {
+    const p = { type: ev.name, clientId: ev.sender, room: ev.room };
+    const hs = [...this.presence];
+    for (let i = 0; i < hs.length; i++) {
+      const r = hs[i](p);
+      if (isPromise(r)) {
+        return (async () => {
+          await r;
+          for (let j = i + 1; j < hs.length; j++) await hs[j](p);
+          ev._message.ack();
+        })();
+      }
+    }
+    ev._message.ack();
+    return undefined;
+  }
+
+  /** Runs the handlers (`hs`, a snapshot: on/off make a new array), then
+   * acks; a handler that throws (or rejects) nacks it instead. */
+  _handle(ev, hs) {
+    for (let i = 0; i < hs.length; i++) {
+      let r;
+      try {
+        r = hs[i](ev);
+      } catch (e) {
+        // Redelivered later (up to the group's max deliveries).
+        ev._message.nack(1000);
+        throw e;
+      }
+      if (isPromise(r)) return this._handleRest(ev, hs, i, r);
+    }
+    ev._message.ack();
+    return undefined;
+  }
+
+  async _handleRest(ev, hs, i, pending) {
     try {
-      for (const h of [...hs]) await h(ev);
+      await pending;
+      for (let j = i + 1; j < hs.length; j++) await hs[j](ev);
       ev._message.ack();
     } catch (e) {
-      // Redelivered later (up to the group's max deliveries).
       ev._message.nack(1000);
       throw e;
     }
@@ -375,12 +534,19 @@ export class Rooms {
   async _unpark(name) {
     const now = this.parked.filter((e) => e.name === name);
     this.parked = this.parked.filter((e) => e.name !== name);
-    for (const ev of now) await this._handle(ev, this.handlers.get(name) ?? new Set());
+    for (const ev of now) await this._handle(ev, this.handlers.get(name) ?? []);
   }
 
-  /** Kept events are delivered again on the next connection. */
+  /** Kept events, and queued ones no handler has started, are delivered
+   * again on the next connection (they are not acked). */
   _onDisconnected() {
     this.parked = [];
+    const tasks = [];
+    for (let i = this.head; i < this.queue.length; i++) {
+      if (typeof this.queue[i] === "function") tasks.push(this.queue[i]);
+    }
+    this.queue = tasks;
+    this.head = 0;
   }
 
   _close(err) {

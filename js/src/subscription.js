@@ -16,6 +16,7 @@
 import { encodeFrame } from "./codec.js";
 import { HeraldError } from "./errors.js";
 import { startPosition } from "./client.js";
+import { asciiCodes, bytesEqual, decodeText } from "./text.js";
 
 const text = new TextDecoder();
 
@@ -39,13 +40,26 @@ export function toRanges(offsets) {
 export class Message {
   constructor(sub, rec, deliveryCount) {
     this._sub = sub;
+    this._rec = rec;
     this.topic = sub.topic;
     this.offset = rec.offset;
     this.timestamp = rec.timestamp;
-    this.key = rec.key;
-    this.headers = rec.headers;
-    this.payload = rec.payload;
     this.deliveryCount = deliveryCount;
+  }
+
+  /** The key (a view of the delivered batch), or null. */
+  get key() {
+    return this._rec.key;
+  }
+
+  /** [name, value] pairs, values as views of the delivered batch. */
+  get headers() {
+    return this._rec.headers;
+  }
+
+  /** The payload, a view of the delivered batch. */
+  get payload() {
+    return this._rec.payload;
   }
 
   /** The payload as UTF-8 text. */
@@ -58,10 +72,20 @@ export class Message {
     return JSON.parse(this.text());
   }
 
-  /** A header's value as text, or undefined. */
+  /** A header's value as text (the first of that name), or undefined. */
   header(name) {
-    const h = this.headers.find(([n]) => n === name);
-    return h ? text.decode(h[1]) : undefined;
+    const want = asciiCodes(name);
+    if (want === null) {
+      const h = this.headers.find(([n]) => n === name);
+      return h ? text.decode(h[1]) : undefined;
+    }
+    const found = { want, value: undefined };
+    this._rec.scanHeaders({
+      header(b, nameAt, nameLen, valueAt, valueLen) {
+        if (found.value === undefined && bytesEqual(b, nameAt, nameLen, found.want)) found.value = decodeText(b, valueAt, valueLen);
+      },
+    });
+    return found.value;
   }
 
   /** Done with this message (queued; sent within about a millisecond). */
@@ -119,6 +143,9 @@ export class Subscription {
     /** Ephemeral resume point: one past the last message handed out. */
     this._next = null;
     this._credit = [0, 0];
+    /** Set by `_handTo`: messages and Skipped notices go straight to it
+     * instead of the iterator's queue. */
+    this._sink = null;
     this.ready = new Promise((resolve, reject) => {
       this._ready = { resolve, reject };
     });
@@ -176,29 +203,67 @@ export class Subscription {
   }
 
   _deliver(d) {
-    const fresh = [];
-    for (const r of d.parsed.records) {
+    const records = d.parsed.records;
+    const before = this._queue.length;
+    for (let i = 0; i < records.length; i++) {
+      const r = records[i];
       if (r.offset < d.first_offset || r.offset > d.last_offset) continue;
       // Acked here, not yet durable at the broker: the app is done with it.
-      if (this._acked.has(r.offset)) continue;
-      fresh.push(new Message(this, r, d.delivery_count));
+      if (this._acked.size > 0 && this._acked.has(r.offset)) continue;
+      const m = new Message(this, r, d.delivery_count);
+      if (this._sink !== null) {
+        this._taken(m);
+        this._sink.message(m);
+      } else {
+        this._queue.push(m);
+      }
     }
     if (this.group === null) this._giveCredit(0, d.batch.length);
-    for (const m of fresh) this._push(m);
+    // Waiting readers take what came, in order.
+    if (before === 0) this._wake();
+  }
+
+  /** Hands queued messages to readers waiting in `next()`. */
+  _wake() {
+    while (this._waiters.length > 0 && this._queue.length > 0) {
+      const m = this._queue[0];
+      if (m instanceof Skip) {
+        this._queue.shift();
+        this._tellSkipped(m);
+        continue;
+      }
+      this._queue.shift();
+      this._taken(m);
+      this._waiters.shift().resolve({ value: m, done: false });
+    }
+    // A Skipped notice that nothing is queued before is told at once.
+    while (this._queue.length > 0 && this._queue[0] instanceof Skip) this._tellSkipped(this._queue.shift());
   }
 
   _push(m) {
-    if (this._queue.length === 0 && m instanceof Skip) {
-      this._tellSkipped(m);
+    if (this._sink !== null) {
+      if (m instanceof Skip) this._sink.skipped(() => this._tellSkipped(m));
+      else {
+        this._taken(m);
+        this._sink.message(m);
+      }
       return;
     }
-    const w = this._waiters.length > 0 && this._queue.length === 0 ? this._waiters.shift() : null;
-    if (w) {
-      this._taken(m);
-      w.resolve({ value: m, done: false });
-    } else {
-      this._queue.push(m);
-    }
+    this._queue.push(m);
+    if (this._queue.length === 1) this._wake();
+  }
+
+  /**
+   * Instead of the iterator: every message from now on goes to
+   * `sink.message(m)` as it arrives (it is then the application's), a
+   * Skipped notice to `sink.skipped(tell)` (call `tell` in its place among
+   * the messages), and the end to `sink.end(error)` (error null: closed).
+   * For a reader that keeps its own queue (rooms.js): no promise per message.
+   */
+  _handTo(sink) {
+    this._sink = sink;
+    for (const m of this._queue.splice(0)) this._push(m);
+    if (this._ended) sink.end(this._error);
   }
 
   /** The broker's Skipped push: told after the messages queued before it. */
@@ -301,6 +366,7 @@ export class Subscription {
     this._ended = true;
     this._error = error;
     if (error) this._ready.reject(error);
+    this._sink?.end(error);
     for (const w of this._waiters.splice(0)) {
       if (error) w.reject(error);
       else w.resolve({ value: undefined, done: true });

@@ -10,6 +10,8 @@ import { toRanges } from "../../src/subscription.js";
 import { startPosition } from "../../src/client.js";
 import { buildBatch } from "../../src/batch.js";
 
+const dec = (b) => new TextDecoder().decode(b);
+
 /** A WebSocket stand-in that records what is sent and answers Hello. */
 function fakeSocket(reply) {
   const sent = [];
@@ -172,4 +174,124 @@ test("a failing token provider rejects connect with a Token error", async () => 
   const fake = fakeBroker();
   const token = () => Promise.reject(new Error("backend down"));
   await assert.rejects(connect("ws://x/ws", { WebSocket: fake.Fake, token }), (e) => e.code === "Token" && /backend down/.test(e.message));
+});
+
+/** A Deliver of room events (key: the event name; headers as the broker
+ * writes them) at offsets `first`.. to subscription `id`. */
+function events(id, first, list) {
+  const batch = buildBatch(
+    list.map(({ name, sender = "other", kind = "event", room = "r", payload = "" }) => ({
+      key: name,
+      payload,
+      timestamp: 1,
+      headers: [["herald-kind", kind], ["herald-sender", sender], ["herald-room", room]],
+    })),
+  );
+  new DataView(batch.buffer).setBigUint64(0, BigInt(first), true);
+  return { subscription_id: id, first_offset: first, last_offset: first + list.length - 1, delivery_count: 1, batch };
+}
+
+/** The offsets acked (kind Ack) in what was sent so far. */
+const ackedOffsets = (sent) =>
+  sent
+    .filter((m) => m.op === "Ack" && m.body.kind === "Ack")
+    .flatMap((m) => m.body.ranges.flatMap(([a, b]) => Array.from({ length: b - a + 1 }, (_, i) => a + i)));
+
+const until = async (f, what = "condition") => {
+  const deadline = Date.now() + 5000;
+  while (!f()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+};
+
+test("room events reach the handler in order, each acked only once its handler has finished, one handler at a time", async () => {
+  const fake = fakeBroker({ rooms: [{ room: "r", durable: true }] });
+  const h = await connect("ws://x/ws", { WebSocket: fake.Fake });
+  const seen = [];
+  let running = 0;
+  let release;
+  const gate = new Promise((r) => (release = r));
+  h.on("slow", async (ev) => {
+    running++;
+    assert.equal(running, 1, "handlers never overlap");
+    seen.push([ev.name, ev.offset, ev.sender, ev.room, ev.kind, dec(ev.payload)]);
+    await gate;
+    running--;
+  });
+  h.on("fast", (ev) => {
+    assert.equal(running, 0, "handlers never overlap");
+    seen.push([ev.name, ev.offset, ev.sender, ev.room, ev.kind, dec(ev.payload)]);
+  });
+  await until(() => fake.subs.has("_room.r"), "the room's subscription");
+  const sub = fake.subs.get("_room.r");
+  fake.push(
+    "Deliver",
+    events(sub, 10, [
+      { name: "fast", payload: "a" },
+      { name: "slow", payload: "b", sender: "bob" },
+      { name: "fast", payload: "c", room: "other-room" },
+    ]),
+  );
+  await until(() => seen.length === 2, "two events");
+  // The slow handler has not returned: its event and the one queued
+  // behind it are neither handed over nor acked.
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(seen, [
+    ["fast", 10, "other", "r", "event", "a"],
+    ["slow", 11, "bob", "r", "event", "b"],
+  ]);
+  assert.deepEqual(ackedOffsets(fake.sent), [10]);
+  release();
+  await until(() => ackedOffsets(fake.sent).length === 3, "all three acked");
+  assert.deepEqual(seen[2], ["fast", 12, "other", "other-room", "event", "c"]);
+  assert.deepEqual(ackedOffsets(fake.sent).sort(), [10, 11, 12]);
+  await h.close({ timeoutMs: 0 });
+});
+
+test("a handler that throws nacks its event (no ack) and the next event is still handled", async () => {
+  const fake = fakeBroker({ rooms: [{ room: "r", durable: true }] });
+  const h = await connect("ws://x/ws", { WebSocket: fake.Fake });
+  const errors = [];
+  h.addEventListener("error", (e) => errors.push(e.detail.context));
+  const seen = [];
+  h.on("boom", () => {
+    throw new Error("handler failed");
+  });
+  h.on("ok", (ev) => seen.push(ev.offset));
+  await until(() => fake.subs.has("_room.r"), "the room's subscription");
+  fake.push("Deliver", events(fake.subs.get("_room.r"), 0, [{ name: "boom" }, { name: "ok" }]));
+  await until(() => ackedOffsets(fake.sent).length === 1, "the ack");
+  assert.deepEqual(seen, [1]);
+  assert.deepEqual(ackedOffsets(fake.sent), [1]);
+  const nack = fake.sent.find((m) => m.op === "Ack" && typeof m.body.kind === "object");
+  assert.deepEqual(nack.body.kind, { Nack: { delay_ms: 1000 } });
+  assert.deepEqual(nack.body.ranges, [[0, 0]]);
+  assert.deepEqual(errors, ["event handler"]);
+  await h.close({ timeoutMs: 0 });
+});
+
+test("an event with no handler waits, unacked, until one is added; own presence is acked unseen", async () => {
+  const fake = fakeBroker({ rooms: [{ room: "r", durable: true }] });
+  const h = await connect("ws://x/ws", { WebSocket: fake.Fake });
+  const presence = [];
+  h.onPresence((p) => presence.push(p));
+  await until(() => fake.subs.has("_room.r"), "the room's subscription");
+  fake.push(
+    "Deliver",
+    events(fake.subs.get("_room.r"), 0, [
+      { name: "join", kind: "presence", sender: "me" },
+      { name: "join", kind: "presence", sender: "carol" },
+      { name: "later" },
+    ]),
+  );
+  await until(() => ackedOffsets(fake.sent).length === 2, "the presence acks");
+  assert.deepEqual(presence, [{ type: "join", clientId: "carol", room: "r" }]);
+  await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(ackedOffsets(fake.sent).sort(), [0, 1], "the parked event is not acked");
+  const got = [];
+  h.on("later", (ev) => got.push(ev.offset));
+  await until(() => ackedOffsets(fake.sent).length === 3, "the parked event's ack");
+  assert.deepEqual(got, [2]);
+  await h.close({ timeoutMs: 0 });
 });
