@@ -24,6 +24,11 @@ const FATAL = new Set(["Unauthorized", "UnsupportedVersion", "InvalidArgument", 
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Runs `f` once the code and the promise reactions running now are done:
+ * Node's setImmediate (after them, before timers of the next turn); a
+ * microtask elsewhere (after the code running now). */
+const soon = typeof setImmediate === "function" ? setImmediate : queueMicrotask;
+
 /** A random, non-zero 64-bit producer id. */
 function producerId() {
   const a = new BigUint64Array(1);
@@ -134,7 +139,7 @@ export class Herald extends EventTarget {
         return;
       }
       ws.binaryType = "arraybuffer";
-      const conn = { ws, decoder: new FrameDecoder(), live: false, resolve, reject, lastRx: Date.now(), lastTx: 0 };
+      const conn = { ws, decoder: new FrameDecoder(), live: false, resolve, reject, lastRx: Date.now(), lastTx: 0, out: [], outBytes: 0, over: false };
       this._conn = conn;
       conn.timer = setTimeout(() => this._fail(conn, new HeraldError("Connect", "no handshake within the connect timeout")), this._connectTimeoutMs);
       ws.onopen = () => {
@@ -163,8 +168,37 @@ export class Herald extends EventTarget {
     });
   }
 
+  /** Queues a frame; the frames written in one go (a burst of emits, the
+   * acks of several subscriptions) leave together in one WebSocket message
+   * once the code running now is done (message boundaries mean nothing to
+   * the broker). */
   _write(conn, frame) {
-    conn.ws.send(frame);
+    conn.out.push(frame);
+    conn.outBytes += frame.length;
+    if (conn.out.length === 1) soon(() => this._flush(conn));
+  }
+
+  /** Sends the queued frames, one message. */
+  _flush(conn) {
+    const out = conn.out;
+    if (out.length === 0 || conn.over) return;
+    let message = out[0];
+    if (out.length > 1) {
+      message = new Uint8Array(conn.outBytes);
+      let p = 0;
+      for (const f of out) {
+        message.set(f, p);
+        p += f.length;
+      }
+    }
+    conn.out = [];
+    conn.outBytes = 0;
+    try {
+      conn.ws.send(message);
+    } catch (e) {
+      this._fail(conn, connectionLost(`sending failed: ${e?.message ?? e}`));
+      return;
+    }
     conn.lastTx = Date.now();
   }
 
@@ -192,6 +226,10 @@ export class Herald extends EventTarget {
   _fail(conn, err) {
     if (this._conn !== conn) return;
     this._conn = null;
+    // What was not sent is in the client's state (requests, acks): sent
+    // again on the next connection.
+    conn.over = true;
+    conn.out = [];
     clearTimeout(conn.timer);
     clearInterval(this._timer);
     try {
@@ -570,6 +608,8 @@ export class Herald extends EventTarget {
     if (c) {
       clearTimeout(c.timer);
       try {
+        this._flush(c);
+        c.over = true;
         c.ws.close(1000);
       } catch {
         // already closed

@@ -15,22 +15,28 @@ const dec = (b) => new TextDecoder().decode(b);
 /** A WebSocket stand-in that records what is sent and answers Hello. */
 function fakeSocket(reply) {
   const sent = [];
+  const sends = [];
   class Fake {
     constructor(url) {
       this.url = url;
       setTimeout(() => this.onopen?.(), 0);
     }
     send(bytes) {
+      // A message may carry several frames (the client sends what it
+      // wrote in one go together).
       const d = new FrameDecoder();
       d.push(bytes);
-      const m = decodeMessage(d.next());
-      sent.push(m);
-      const answer = reply(m);
-      if (answer) setTimeout(() => this.onmessage?.({ data: answer.buffer }), 0);
+      for (let f = d.next(); f; f = d.next()) {
+        const m = decodeMessage(f);
+        sent.push(m);
+        const answer = reply(m);
+        if (answer) setTimeout(() => this.onmessage?.({ data: answer.buffer }), 0);
+      }
+      sends.push(bytes);
     }
     close() {}
   }
-  return { Fake, sent };
+  return { Fake, sent, sends };
 }
 
 const helloOk = (m, clientId) =>
@@ -89,7 +95,7 @@ function fakeBroker({ rooms = [], clientId = "me" } = {}) {
   let socket = null;
   let nextSub = 1;
   const subs = new Map();
-  const { Fake, sent } = fakeSocket((m) => {
+  const { Fake, sent, sends } = fakeSocket((m) => {
     if (m.op === "Hello") return helloOk(m, clientId);
     if (m.op === "Subscribe") {
       const id = nextSub++;
@@ -107,7 +113,7 @@ function fakeBroker({ rooms = [], clientId = "me" } = {}) {
     }
   }
   const push = (op, body) => setTimeout(() => socket.onmessage?.({ data: encodeFrame(op, 0, body).buffer }), 0);
-  return { Fake: Tracked, sent, subs, push };
+  return { Fake: Tracked, sent, sends, subs, push };
 }
 
 /** A Deliver of records with these payloads at offsets 0.. to subscription `id`. */
@@ -294,4 +300,20 @@ test("an event with no handler waits, unacked, until one is added; own presence 
   await until(() => ackedOffsets(fake.sent).length === 3, "the parked event's ack");
   assert.deepEqual(got, [2]);
   await h.close({ timeoutMs: 0 });
+});
+
+test("frames written in one go leave in one WebSocket message, in order", async () => {
+  const fake = fakeBroker();
+  const h = await connect("ws://x/ws", { WebSocket: fake.Fake });
+  await until(() => fake.sends.length === 1, "the Hello");
+  const emits = [h.emit("r", "a", "1"), h.emit("r", "b", "2"), h.emit({ client: "c" }, "c", "3")];
+  await until(() => fake.sends.length === 2, "the emits");
+  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(fake.sends.length, 2, "one message for the three");
+  assert.deepEqual(
+    fake.sent.filter((m) => m.op === "Emit").map((m) => m.body.event),
+    ["a", "b", "c"],
+  );
+  await h.close({ timeoutMs: 0 });
+  await Promise.allSettled(emits);
 });
