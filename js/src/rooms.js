@@ -82,23 +82,30 @@ class EventReader {
   /** The header visitor: the first header of each name counts. */
   header(b, at, len, valueAt, valueLen) {
     const ev = this.ev;
-    // Every event header name starts "herald-"; a byte further on tells
-    // them apart before the whole name is compared.
-    if (len < 11 || b[at] !== 0x68) return;
-    if (bytesEqual(b, at, len, NAME.kind)) {
-      if (ev.kind === undefined) ev.kind = this.kind.get(b, valueAt, valueLen);
-    } else if (bytesEqual(b, at, len, NAME.sender)) {
-      if (ev.sender === undefined) ev.sender = this.sender.get(b, valueAt, valueLen);
-    } else if (bytesEqual(b, at, len, NAME.room)) {
-      if (ev.room === undefined) ev.room = this.room.get(b, valueAt, valueLen);
-    } else if (bytesEqual(b, at, len, NAME.emit)) {
-      if (ev.emitId === undefined) ev.emitId = decodeText(b, valueAt, valueLen);
-    } else if (bytesEqual(b, at, len, NAME.replyTo)) {
-      if (ev.replyTo === undefined) ev.replyTo = decodeText(b, valueAt, valueLen);
-    } else if (bytesEqual(b, at, len, NAME.correlation)) {
-      if (ev._correlation === undefined) ev._correlation = decodeText(b, valueAt, valueLen);
-    } else if (bytesEqual(b, at, len, NAME.exceptSender)) {
-      ev.exceptSender = true;
+    // Told apart by length and the byte after "herald-", then compared whole.
+    switch (len) {
+      case 11:
+        if (b[at + 7] === 0x6b && bytesEqual(b, at, len, NAME.kind)) {
+          if (ev.kind === undefined) ev.kind = this.kind.get(b, valueAt, valueLen);
+        } else if (b[at + 7] === 0x72 && bytesEqual(b, at, len, NAME.room)) {
+          if (ev.room === undefined) ev.room = this.room.get(b, valueAt, valueLen);
+        } else if (bytesEqual(b, at, len, NAME.emit)) {
+          if (ev.emitId === undefined) ev.emitId = decodeText(b, valueAt, valueLen);
+        }
+        return;
+      case 13:
+        if (bytesEqual(b, at, len, NAME.sender) && ev.sender === undefined) ev.sender = this.sender.get(b, valueAt, valueLen);
+        return;
+      case 15:
+        if (bytesEqual(b, at, len, NAME.replyTo) && ev.replyTo === undefined) ev.replyTo = decodeText(b, valueAt, valueLen);
+        return;
+      case 18:
+        if (bytesEqual(b, at, len, NAME.correlation) && ev._correlation === undefined) ev._correlation = decodeText(b, valueAt, valueLen);
+        return;
+      case 20:
+        if (bytesEqual(b, at, len, NAME.exceptSender)) ev.exceptSender = true;
+        return;
+      default:
     }
   }
 }

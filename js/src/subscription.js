@@ -24,16 +24,64 @@ const text = new TextDecoder();
 const ACK_DELAY_MS = 1;
 const ACK_BATCH = 256;
 
-/** Sorted offsets as inclusive [first, last] ranges. */
-export function toRanges(offsets) {
-  const sorted = [...offsets].sort((a, b) => a - b);
+/** Inclusive [first, last] ranges, sorted and merged (overlapping or
+ * adjacent ones become one). */
+export function mergeRanges(ranges) {
+  const sorted = [...ranges].sort((a, b) => a[0] - b[0]);
   const out = [];
-  for (const o of sorted) {
+  for (const [a, b] of sorted) {
     const last = out[out.length - 1];
-    if (last && o === last[1] + 1) last[1] = o;
-    else if (!last || o > last[1]) out.push([o, o]);
+    if (last && a <= last[1] + 1) last[1] = Math.max(last[1], b);
+    else out.push([a, b]);
   }
   return out;
+}
+
+/** Whether `o` is in one of `ranges`. */
+function inRanges(ranges, o) {
+  for (const [a, b] of ranges) if (o >= a && o <= b) return true;
+  return false;
+}
+
+/**
+ * Offsets as ranges: acks mostly come in order, so adding one extends the
+ * last range (no allocation, no per-offset entry); out of order it starts
+ * another, and `take` sorts and merges.
+ */
+export class Ranges {
+  constructor() {
+    this.ranges = [];
+    /** Offsets added since the last take (repeats counted). */
+    this.added = 0;
+  }
+
+  add(o) {
+    const last = this.ranges[this.ranges.length - 1];
+    if (last !== undefined && o === last[1] + 1) last[1] = o;
+    else this.ranges.push([o, o]);
+    this.added++;
+  }
+
+  addRanges(list) {
+    for (const r of list) this.ranges.push([r[0], r[1]]);
+    this.added += list.length;
+  }
+
+  has(o) {
+    return inRanges(this.ranges, o);
+  }
+
+  get empty() {
+    return this.ranges.length === 0;
+  }
+
+  /** The ranges, sorted and merged; empties this. */
+  take() {
+    const out = mergeRanges(this.ranges);
+    this.ranges = [];
+    this.added = 0;
+    return out;
+  }
 }
 
 /** One record delivered to a subscription. */
@@ -132,10 +180,12 @@ export class Subscription {
     this._waiters = [];
     this._ended = false;
     this._error = null;
-    /** Offsets acked by the application, not yet confirmed durable. */
-    this._acked = new Set();
-    /** Of those, the ones not sent on the current connection. */
-    this._unsent = new Set();
+    /** Offsets acked by the application and not sent on the current
+     * connection yet. */
+    this._unsent = new Ranges();
+    /** Ack frames sent and not confirmed durable (or refused): their
+     * ranges, still acked by the application. */
+    this._sentAcks = [];
     /** Callers of ackConfirmed, by offset. */
     this._ackWaiters = new Map();
     this._ackTimer = null;
@@ -184,7 +234,8 @@ export class Subscription {
     if (this.group === null && this._next === null) this._next = ok.start_offset;
     this._ready.resolve(this);
     // Acks made while down, or lost with the last connection.
-    for (const o of this._acked) this._unsent.add(o);
+    for (const ranges of this._sentAcks) this._unsent.addRanges(ranges);
+    this._sentAcks = [];
     this._flushAcks();
   }
 
@@ -209,7 +260,7 @@ export class Subscription {
       const r = records[i];
       if (r.offset < d.first_offset || r.offset > d.last_offset) continue;
       // Acked here, not yet durable at the broker: the app is done with it.
-      if (this._acked.size > 0 && this._acked.has(r.offset)) continue;
+      if (this._isAcked(r.offset)) continue;
       const m = new Message(this, r, d.delivery_count);
       if (this._sink !== null) {
         this._taken(m);
@@ -300,9 +351,16 @@ export class Subscription {
     this._credit = [0, 0];
   }
 
+  /** Whether the application acked `offset` and the broker has not
+   * confirmed it durable yet (its redelivery is dropped). */
+  _isAcked(offset) {
+    if (!this._unsent.empty && this._unsent.has(offset)) return true;
+    for (let i = 0; i < this._sentAcks.length; i++) if (inRanges(this._sentAcks[i], offset)) return true;
+    return false;
+  }
+
   _ack(offset, confirmed = false) {
     if (this.group === null) return confirmed ? Promise.resolve() : undefined;
-    this._acked.add(offset);
     this._unsent.add(offset);
     let p;
     if (confirmed) {
@@ -312,9 +370,22 @@ export class Subscription {
         this._ackWaiters.set(offset, ws);
       });
     }
-    if (this._unsent.size >= ACK_BATCH) this._flushAcks();
+    if (this._unsent.added >= ACK_BATCH) this._flushAcks();
     else if (this._ackTimer === null) this._ackTimer = setTimeout(() => this._flushAcks(), ACK_DELAY_MS);
     return p;
+  }
+
+  /** Settles the ackConfirmed callers whose offset is in `ranges`. */
+  _settleWaiters(ranges, error) {
+    if (this._ackWaiters.size === 0) return;
+    for (const [o, ws] of this._ackWaiters) {
+      if (!inRanges(ranges, o)) continue;
+      for (const w of ws) {
+        if (error) w.reject(error);
+        else w.resolve();
+      }
+      this._ackWaiters.delete(o);
+    }
   }
 
   /** Sends the acks not yet sent, as ranges, with a request id: the
@@ -322,36 +393,31 @@ export class Subscription {
   _flushAcks() {
     clearTimeout(this._ackTimer);
     this._ackTimer = null;
-    if (this._brokerId === null || this._unsent.size === 0 || !this.client.connected) return;
-    const offsets = [...this._unsent];
-    this._unsent.clear();
+    if (this._brokerId === null || this._unsent.empty || !this.client.connected) return;
+    const ranges = this._unsent.take();
+    this._sentAcks.push(ranges);
     this._inflightAcks++;
     const epoch = this._epoch;
-    const body = { subscription_id: this._brokerId, kind: "Ack", ranges: toRanges(offsets) };
+    const body = { subscription_id: this._brokerId, kind: "Ack", ranges };
     this.client._request("Ack", body, { onLost: () => {} }).then(
       () => {
         if (epoch === this._epoch) this._inflightAcks--;
-        for (const o of offsets) {
-          this._acked.delete(o);
-          for (const w of this._ackWaiters.get(o) ?? []) w.resolve();
-          this._ackWaiters.delete(o);
-        }
+        const i = this._sentAcks.indexOf(ranges);
+        if (i >= 0) this._sentAcks.splice(i, 1);
+        this._settleWaiters(ranges, null);
       },
       (e) => {
         if (epoch === this._epoch) this._inflightAcks--;
         // Not written (a full disk): the broker keeps it in memory and
         // retries; it is sent again after a reconnect in case the broker
         // restarted meanwhile. Redeliveries stay filtered.
-        for (const o of offsets) {
-          for (const w of this._ackWaiters.get(o) ?? []) w.reject(e);
-          this._ackWaiters.delete(o);
-        }
+        this._settleWaiters(ranges, e);
       },
     );
   }
 
   _acksPending() {
-    return this._unsent.size > 0 || this._inflightAcks > 0;
+    return !this._unsent.empty || this._inflightAcks > 0;
   }
 
   _control(kind, offset) {

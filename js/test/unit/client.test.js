@@ -6,7 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect, HeraldError } from "../../src/index.js";
 import { FrameDecoder, decodeMessage, encodeFrame } from "../../src/codec.js";
-import { toRanges } from "../../src/subscription.js";
+import { mergeRanges, Ranges } from "../../src/subscription.js";
 import { startPosition } from "../../src/client.js";
 import { buildBatch } from "../../src/batch.js";
 
@@ -75,9 +75,21 @@ test("no WebSocket class is a clear error", async () => {
   }
 });
 
-test("acked offsets become ranges", () => {
-  assert.deepEqual(toRanges([5, 1, 2, 3, 9, 7, 8, 2]), [[1, 3], [5, 5], [7, 9]]);
-  assert.deepEqual(toRanges([]), []);
+test("acked offsets become ranges, in order or not, repeated or not", () => {
+  const r = new Ranges();
+  assert.ok(r.empty);
+  for (const o of [5, 1, 2, 3, 9, 7, 8, 2]) r.add(o);
+  assert.ok(r.has(8) && r.has(1) && !r.has(4) && !r.has(10));
+  assert.equal(r.added, 8);
+  assert.deepEqual(r.take(), [[1, 3], [5, 5], [7, 9]]);
+  assert.ok(r.empty);
+  assert.equal(r.added, 0);
+  for (let o = 100; o < 1100; o++) r.add(o);
+  assert.equal(r.ranges.length, 1, "in order: one range, extended");
+  r.addRanges([[1100, 1200], [50, 60]]);
+  assert.deepEqual(r.take(), [[50, 60], [100, 1200]]);
+  assert.deepEqual(mergeRanges([[4, 6], [1, 2], [3, 3], [8, 9], [5, 5]]), [[1, 6], [8, 9]]);
+  assert.deepEqual(mergeRanges([]), []);
 });
 
 test("start positions", () => {
@@ -316,4 +328,26 @@ test("frames written in one go leave in one WebSocket message, in order", async 
   );
   await h.close({ timeoutMs: 0 });
   await Promise.allSettled(emits);
+});
+
+test("a redelivery of offsets acked but not yet confirmed is dropped, in order or not", async () => {
+  const fake = fakeBroker();
+  const h = await connect("ws://x/ws", { WebSocket: fake.Fake });
+  const sub = h.subscribe("t", { group: "g" });
+  await sub.ready;
+  fake.push("Deliver", deliver(1, ["a", "b", "c", "d"]));
+  const got = [];
+  for (let i = 0; i < 4; i++) got.push((await sub.next()).value);
+  // Acked out of order, one left unacked: 0, 3 and 1, not 2.
+  for (const i of [0, 3, 1]) got[i].ack();
+  await until(() => ackedOffsets(fake.sent).length === 3, "the acks sent");
+  assert.deepEqual(ackedOffsets(fake.sent).sort(), [0, 1, 3]);
+  // The broker has not confirmed them (no Ok): a redelivery of all four
+  // hands over only the unacked one.
+  fake.push("Deliver", deliver(1, ["a", "b", "c", "d"]));
+  const again = (await sub.next()).value;
+  assert.equal(again.offset, 2);
+  assert.equal(again.text(), "c");
+  assert.equal(sub._queue.length, 0, "nothing else handed over");
+  await h.close({ timeoutMs: 0 });
 });
