@@ -87,6 +87,20 @@ wait_port() {
   return 1
 }
 
+# CPU seconds (user + system) the server SERVER_PID has used so far.
+server_cpu() {
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$SERVER_PID/stat"
+}
+
+# Runs a command (the bench), its output to $DIR/line, its CPU seconds
+# (user + system) to $DIR/cpu; returns its exit code.
+timed() {
+  local TIMEFORMAT='%U %S' rc=0
+  { time "$@" > "$DIR/line" 2>&1 || rc=$?; } 2> "$DIR/time"
+  awk '{ printf "%.2f", $1 + $2 }' "$DIR/time" > "$DIR/cpu"
+  return "$rc"
+}
+
 # One Herald run: broker $1, JavaScript client folder $2; output in $DIR/line.
 run_herald() {
   local bin=$1 js=$2 rc=0
@@ -95,7 +109,8 @@ run_herald() {
     --fsync always > "$DIR/serve.log" 2>&1 &
   SERVER_PID=$!
   wait_port "$HTTP_PORT" "$DIR/serve.log"
-  (cd "$js" && timeout 300 node bench/ws-bench.mjs rooms "127.0.0.1:$HTTP_PORT" "$MEMBERS" "$SECONDS_RUN") > "$DIR/line" 2>&1 || rc=$?
+  (cd "$js" && timed timeout 300 node bench/ws-bench.mjs rooms "127.0.0.1:$HTTP_PORT" "$MEMBERS" "$SECONDS_RUN") || rc=$?
+  server_cpu > "$DIR/scpu"
   stop_server
   if [ "$rc" -ne 0 ]; then
     echo "ws-rooms-vs-socketio: herald run failed (exit $rc):" >&2
@@ -110,8 +125,9 @@ run_socketio() {
   node "$PEER/server.js" --port "$SIO_PORT" > "$DIR/sio.log" 2>&1 &
   SERVER_PID=$!
   wait_port "$SIO_PORT" "$DIR/sio.log"
-  node "$PEER/bench.js" --url "http://127.0.0.1:$SIO_PORT" --members "$MEMBERS" --count "$SIO_COUNT" \
-    --window "$SIO_WINDOW" --workers 0 > "$DIR/line" 2>&1 || rc=$?
+  timed node "$PEER/bench.js" --url "http://127.0.0.1:$SIO_PORT" --members "$MEMBERS" --count "$SIO_COUNT" \
+    --window "$SIO_WINDOW" --workers 0 || rc=$?
+  server_cpu > "$DIR/scpu"
   stop_server
   if [ "$rc" -ne 0 ]; then
     echo "ws-rooms-vs-socketio: socket.io run failed (exit $rc):" >&2
@@ -137,24 +153,40 @@ for round in $(seq "$ROUNDS"); do
       socketio) run_socketio ;;
     esac
     line=$(grep -E "deliveries/s|msgs/s" "$DIR/line" | head -1)
-    printf '%-8s round %s (load %s): %s\n' "$peer" "$round" "$load" "$line" | tee -a "$RESULTS"
+    printf '%-8s round %s (load %s): %s [cpu: server %s s, clients %s s]\n' "$peer" "$round" "$load" "$line" \
+      "$(cat "$DIR/scpu")" "$(cat "$DIR/cpu")" | tee -a "$RESULTS"
   done
 done
 echo "# after: load $(uptime | sed 's/.*load average: //')" | tee -a "$RESULTS"
 if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && cp "$RESULTS" "$OUT/ws-rooms-vs-socketio.txt"; fi
 
-python3 - "$RESULTS" <<'EOF'
-import re, statistics, sys
-runs = {}
+python3 - "$RESULTS" "$MEMBERS" <<'EOF'
+import math, re, statistics, sys
+# bench.js first sends max(5, ceil(50000 / members)) unmeasured warm-up events.
+sio_warmup = max(5, math.ceil(50000 / int(sys.argv[2]))) * int(sys.argv[2])
+runs, cpu = {}, {}
 for line in open(sys.argv[1]):
-    m = re.match(r"(\w+)\s+round \d+ .*?: .*?= ([\d.]+) deliveries/s", line) or re.match(
-        r"(\w+)\s+round \d+ .*?: .*?: ([\d.]+) msgs/s", line)
+    m = re.match(r"(\w+)\s+round \d+ .*?: .*?(\d+) deliveries in .*?= ([\d.]+) deliveries/s", line) or re.match(
+        r"(\w+)\s+round \d+ .*?: .*? x (\d+): ([\d.]+) msgs/s", line)
+    c = re.search(r"\[cpu: server ([\d.]+) s, clients ([\d.]+) s\]", line)
     if m:
-        runs.setdefault(m.group(1), []).append(float(m.group(2)))
+        runs.setdefault(m.group(1), []).append(float(m.group(3)))
+        if c:
+            # CPU per delivery: all the CPU both processes used over all
+            # the deliveries (Socket.IO's warm-up counted; Herald's set-up
+            # of the room, which delivers nothing measured, is not).
+            n = int(m.group(2)) + (sio_warmup if m.group(1) == "socketio" else 0)
+            us = (float(c.group(1)) + float(c.group(2))) * 1e6 / n
+            cpu.setdefault(m.group(1), []).append((us, float(c.group(1)), float(c.group(2))))
 med = {}
 for peer, v in runs.items():
     med[peer] = statistics.median(v)
-    print(f"{peer:8} deliveries/s median {med[peer]:>10,.0f} [{min(v):,.0f}-{max(v):,.0f}] over {len(v)} runs")
+    line = f"{peer:8} deliveries/s median {med[peer]:>10,.0f} [{min(v):,.0f}-{max(v):,.0f}] over {len(v)} runs"
+    if peer in cpu:
+        us = sorted(x[0] for x in cpu[peer])
+        share = statistics.median(x[1] / (x[1] + x[2]) for x in cpu[peer])
+        line += f"; CPU per delivery {statistics.median(us):.2f} us [{us[0]:.2f}-{us[-1]:.2f}], server's share {share:.0%}"
+    print(line)
 if "herald" in med and "socketio" in med:
     print(f"herald / socket.io = {med['herald'] / med['socketio']:.2f}x (target >= 10x)")
 if "base" in med and "socketio" in med:

@@ -112,26 +112,28 @@ class EventReader {
 
 /** One event from the inbox or a room's log. */
 export class RoomEvent {
-  constructor(rooms, m) {
+  /** A record of `sub` (group subscriptions only), as an event. */
+  constructor(rooms, sub, rec, deliveryCount) {
     this._rooms = rooms;
-    this._message = m;
+    this._sub = sub;
+    this._rec = rec;
     this.name = "";
     /** "event", "presence" or "reply" */
     this.kind = undefined;
     this.sender = undefined;
     /** Where it was read: `_inbox.<client id>` or `_room.<room>`. */
-    this.topic = m.topic;
+    this.topic = sub.topic;
     this.room = undefined;
     /** Position in `topic`: increases with every event of that topic. */
-    this.offset = m.offset;
-    this.timestamp = m.timestamp;
-    this.deliveryCount = m.deliveryCount;
+    this.offset = rec.offset;
+    this.timestamp = rec.timestamp;
+    this.deliveryCount = deliveryCount;
     this._correlation = undefined;
     this.replyTo = undefined;
     /** The id shared by the copies of an emit to several rooms. */
     this.emitId = undefined;
     this.exceptSender = false;
-    rooms._reader.read(this, m._rec);
+    rooms._reader.read(this, rec);
     this.kind ??= "event";
     this.sender ??= "";
     if (this.room === undefined) this.room = this.topic.startsWith(ROOM_PREFIX) ? this.topic.slice(ROOM_PREFIX.length) : null;
@@ -142,7 +144,17 @@ export class RoomEvent {
 
   /** The payload (a view of the delivered batch). */
   get payload() {
-    return this._message.payload;
+    return this._rec.payload;
+  }
+
+  /** Done with it (queued; sent within about a millisecond). */
+  _ack() {
+    this._sub._ack(this.offset);
+  }
+
+  /** Not done: delivered again after `delayMs`. */
+  _nack(delayMs) {
+    this._sub._control({ Nack: { delay_ms: delayMs } }, this.offset);
   }
 
   text() {
@@ -371,8 +383,8 @@ export class Rooms {
   /** Hands the events of one subscription to the handlers, in order. */
   _loop(sub, room) {
     sub._handTo({
-      message: (m) => {
-        const ev = new RoomEvent(this, m);
+      message: (rec, deliveryCount) => {
+        const ev = new RoomEvent(this, sub, rec, deliveryCount);
         // A reply runs no handler: not queued behind one (which may be
         // waiting for this very reply).
         if (ev.kind === "reply") this._reply(ev);
@@ -472,13 +484,13 @@ export class Rooms {
         w.resolve(ev);
       }
     }
-    ev._message.ack();
+    ev._ack();
   }
 
   /** Hands one event over; a promise if a handler has not finished. */
   _dispatch(ev) {
     if (!this._forApp(ev)) {
-      ev._message.ack();
+      ev._ack();
       return undefined;
     }
     if (ev.kind === "presence") return this._presence(ev);
@@ -501,11 +513,11 @@ export class Rooms {
         return (async () => {
           await r;
           for (let j = i + 1; j < hs.length; j++) await hs[j](p);
-          ev._message.ack();
+          ev._ack();
         })();
       }
     }
-    ev._message.ack();
+    ev._ack();
     return undefined;
   }
 
@@ -518,12 +530,12 @@ export class Rooms {
         r = hs[i](ev);
       } catch (e) {
         // Redelivered later (up to the group's max deliveries).
-        ev._message.nack(1000);
+        ev._nack(1000);
         throw e;
       }
       if (isPromise(r)) return this._handleRest(ev, hs, i, r);
     }
-    ev._message.ack();
+    ev._ack();
     return undefined;
   }
 
@@ -531,9 +543,9 @@ export class Rooms {
     try {
       await pending;
       for (let j = i + 1; j < hs.length; j++) await hs[j](ev);
-      ev._message.ack();
+      ev._ack();
     } catch (e) {
-      ev._message.nack(1000);
+      ev._nack(1000);
       throw e;
     }
   }

@@ -261,12 +261,11 @@ export class Subscription {
       if (r.offset < d.first_offset || r.offset > d.last_offset) continue;
       // Acked here, not yet durable at the broker: the app is done with it.
       if (this._isAcked(r.offset)) continue;
-      const m = new Message(this, r, d.delivery_count);
       if (this._sink !== null) {
-        this._taken(m);
-        this._sink.message(m);
+        this._taken(r.offset);
+        this._sink.message(r, d.delivery_count);
       } else {
-        this._queue.push(m);
+        this._queue.push(new Message(this, r, d.delivery_count));
       }
     }
     if (this.group === null) this._giveCredit(0, d.batch.length);
@@ -284,7 +283,7 @@ export class Subscription {
         continue;
       }
       this._queue.shift();
-      this._taken(m);
+      this._taken(m.offset);
       this._waiters.shift().resolve({ value: m, done: false });
     }
     // A Skipped notice that nothing is queued before is told at once.
@@ -295,8 +294,8 @@ export class Subscription {
     if (this._sink !== null) {
       if (m instanceof Skip) this._sink.skipped(() => this._tellSkipped(m));
       else {
-        this._taken(m);
-        this._sink.message(m);
+        this._taken(m.offset);
+        this._sink.message(m._rec, m.deliveryCount);
       }
       return;
     }
@@ -306,7 +305,8 @@ export class Subscription {
 
   /**
    * Instead of the iterator: every message from now on goes to
-   * `sink.message(m)` as it arrives (it is then the application's), a
+   * `sink.message(record, deliveryCount)` as it arrives (it is then the
+   * application's, acked with `_ack(record.offset)`; no Message made), a
    * Skipped notice to `sink.skipped(tell)` (call `tell` in its place among
    * the messages), and the end to `sink.end(error)` (error null: closed).
    * For a reader that keeps its own queue (rooms.js): no promise per message.
@@ -331,9 +331,9 @@ export class Subscription {
   }
 
   /** A message goes to the application. */
-  _taken(m) {
+  _taken(offset) {
     if (this.group === null) {
-      this._next = m.offset + 1;
+      this._next = offset + 1;
       this._giveCredit(1, 0);
     }
   }
@@ -447,7 +447,7 @@ export class Subscription {
       m = this._queue.shift();
     }
     if (m) {
-      this._taken(m);
+      this._taken(m.offset);
       return Promise.resolve({ value: m, done: false });
     }
     if (this._ended) {

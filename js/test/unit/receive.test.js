@@ -6,7 +6,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { crc32c, crc32cBytewise, buildBatch, parseBatch } from "../../src/batch.js";
+import { crc32c, crc32cBytewise, crc32cSliced, crc32cWords, buildBatch, parseBatch } from "../../src/batch.js";
 import { TextCache, isUtf8 } from "../../src/text.js";
 import { FrameDecoder, encodeFrame, decodeMessage } from "../../src/codec.js";
 
@@ -14,7 +14,7 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 test("CRC-32C: the check value, and sliced equals byte at a time at every length and alignment", () => {
-  assert.equal(crc32c(enc.encode("123456789")), 0xe3069283);
+  for (const f of [crc32c, crc32cSliced, crc32cWords, crc32cBytewise]) assert.equal(f(enc.encode("123456789")), 0xe3069283, f.name);
   assert.equal(crc32c(new Uint8Array(0)), 0);
   // iSCSI test vectors (RFC 3720, B.4): 32 bytes of zeros, of ones, ascending.
   assert.equal(crc32c(new Uint8Array(32)), 0x8a9136aa);
@@ -26,10 +26,13 @@ test("CRC-32C: the check value, and sliced equals byte at a time at every length
   for (let start = 0; start < 9; start++) {
     for (let len = 0; len < 80; len++) {
       const b = big.subarray(start, start + len);
-      assert.equal(crc32c(b), crc32cBytewise(b), `${len} bytes at ${start}`);
+      const want = crc32cBytewise(b);
+      assert.equal(crc32cWords(b), want, `${len} bytes at ${start}`);
+      assert.equal(crc32cSliced(b), want, `${len} bytes at ${start}`);
     }
     const b = big.subarray(start);
-    assert.equal(crc32c(b), crc32cBytewise(b), `${b.length} bytes at ${start}`);
+    assert.equal(crc32cWords(b), crc32cBytewise(b), `${b.length} bytes at ${start}`);
+    assert.equal(crc32cSliced(b), crc32cBytewise(b), `${b.length} bytes at ${start}`);
   }
 });
 
