@@ -99,7 +99,7 @@ export declare class Message {
   text(): string;
   json<T = unknown>(): T;
   header(name: string): string | undefined;
-  /** Done with it (queued; sent within about a millisecond). A no-op on ephemeral subscriptions. */
+  /** Done with it (queued; sent within 20 ms, or at once when half the prefetch window is pending). A no-op on ephemeral subscriptions. */
   ack(): void;
   /** Ack, and resolve once the broker wrote it durably. */
   ackConfirmed(): Promise<void>;

@@ -100,6 +100,7 @@ const ASSETS: &[Asset] = &[
     client_module!("subscription.js"),
     client_module!("rooms.js"),
     client_module!("errors.js"),
+    client_module!("text.js"),
 ];
 
 /// The broker's shared state, set once recovery has finished.

@@ -147,7 +147,7 @@ export class RoomEvent {
     return this._rec.payload;
   }
 
-  /** Done with it (queued; sent within about a millisecond). */
+  /** Done with it (queued; sent within ACK_DELAY_MS, 20 ms). */
   _ack() {
     this._sub._ack(this.offset);
   }

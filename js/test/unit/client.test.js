@@ -351,3 +351,36 @@ test("a redelivery of offsets acked but not yet confirmed is dropped, in order o
   assert.equal(sub._queue.length, 0, "nothing else handed over");
   await h.close({ timeoutMs: 0 });
 });
+
+test("acks are gathered for 20 ms, sent at once at half the prefetch window or for ackConfirmed", async (t) => {
+  const fake = fakeBroker();
+  const h = await connect("ws://x/ws", { WebSocket: fake.Fake });
+  const sub = h.subscribe("t", { group: "g", prefetch: 8 });
+  await sub.ready;
+  fake.push("Deliver", deliver(1, ["a", "b", "c", "d", "e", "f", "g", "h"]));
+  const got = [];
+  for (let i = 0; i < 8; i++) got.push((await sub.next()).value);
+  const tick = () => new Promise((r) => setImmediate(r));
+  const ackFrames = () => fake.sent.filter((m) => m.op === "Ack").map((m) => m.body.ranges);
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  try {
+    for (const m of got.slice(0, 3)) m.ack();
+    await tick();
+    t.mock.timers.tick(19);
+    await tick();
+    assert.deepEqual(ackFrames(), [], "three acks, under half the window: held");
+    t.mock.timers.tick(1);
+    await tick();
+    assert.deepEqual(ackFrames(), [[[0, 2]]], "sent together after 20 ms");
+    for (const m of got.slice(3, 7)) m.ack();
+    await tick();
+    assert.deepEqual(ackFrames(), [[[0, 2]], [[3, 6]]], "four pending of a window of 8: sent at once");
+    const confirmed = got[7].ackConfirmed();
+    await tick();
+    assert.deepEqual(ackFrames(), [[[0, 2]], [[3, 6]], [[7, 7]]], "ackConfirmed does not wait");
+    confirmed.catch(() => {});
+  } finally {
+    t.mock.timers.reset();
+  }
+  await h.close({ timeoutMs: 0 });
+});
