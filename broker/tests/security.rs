@@ -35,6 +35,8 @@ fn everything() -> GrantSpec {
         join: all(),
         emit: all(),
         request: all(),
+        // Speaking for a cluster node is not a topic or room permission.
+        cluster: false,
     }
 }
 

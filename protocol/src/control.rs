@@ -72,6 +72,10 @@ pub enum ErrorCode {
     /// request id 0 just before the broker closes the connection, or in
     /// answer to a Hello or Refresh carrying an expired token.
     TokenExpired,
+    /// A cluster node that does not lead the topic's replicas was asked to
+    /// write to it; the message names the leader's address when one is
+    /// known (`leader: HOST:PORT`).
+    NotLeader,
     Unknown(u16),
 }
 
@@ -100,6 +104,7 @@ impl ErrorCode {
             GroupUnavailable => 19,
             RoomUnavailable => 20,
             TokenExpired => 21,
+            NotLeader => 22,
             Unknown(n) => n,
         }
     }
@@ -127,6 +132,7 @@ impl ErrorCode {
             19 => GroupUnavailable,
             20 => RoomUnavailable,
             21 => TokenExpired,
+            22 => NotLeader,
             n => Unknown(n),
         }
     }
@@ -134,7 +140,10 @@ impl ErrorCode {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::Busy | ErrorCode::StorageFull | ErrorCode::ShuttingDown
+            ErrorCode::Busy
+                | ErrorCode::StorageFull
+                | ErrorCode::ShuttingDown
+                | ErrorCode::NotLeader
         )
     }
 }

@@ -73,6 +73,11 @@ pub enum Opcode {
     RoomList = 0x49,
     Refresh = 0x50,
     TokenExpiring = 0x51,
+    /// Between the nodes of a cluster: one Raft call (raw body, see
+    /// docs/cluster.md).
+    Cluster = 0x60,
+    /// The answer to a [`Opcode::Cluster`] call (raw body).
+    ClusterReply = 0x61,
 }
 
 impl Opcode {
@@ -119,6 +124,8 @@ impl Opcode {
             0x49 => RoomList,
             0x50 => Refresh,
             0x51 => TokenExpiring,
+            0x60 => Cluster,
+            0x61 => ClusterReply,
             other => return Err(WireError::UnknownOpcode(other)),
         };
         Result::Ok(op)

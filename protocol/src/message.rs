@@ -31,7 +31,10 @@ pub enum Message {
     Pong,
     GoingAway(GoingAway),
     Ok,
-    Publish { topic: String, batch: Batch },
+    Publish {
+        topic: String,
+        batch: Batch,
+    },
     PublishOk(PublishOk),
     Subscribe(Subscribe),
     SubscribeOk(SubscribeOk),
@@ -63,6 +66,11 @@ pub enum Message {
     RoomList(RoomList),
     Refresh(Refresh),
     TokenExpiring(TokenExpiring),
+    /// A Raft call between cluster nodes: an opaque body the broker
+    /// encodes and decodes (the protocol crate only carries it).
+    Cluster(Bytes),
+    /// The answer to a [`Message::Cluster`] call.
+    ClusterReply(Bytes),
 }
 
 /// A pushed delivery: a stored batch and the part of it meant for this
@@ -261,6 +269,8 @@ impl Message {
             Opcode::RoomList => Message::RoomList(from_postcard("room_list", b)?),
             Opcode::Refresh => Message::Refresh(from_postcard("refresh", b)?),
             Opcode::TokenExpiring => Message::TokenExpiring(from_postcard("token_expiring", b)?),
+            Opcode::Cluster => Message::Cluster(b.clone()),
+            Opcode::ClusterReply => Message::ClusterReply(b.clone()),
         })
     }
 
@@ -306,6 +316,8 @@ impl Message {
             Message::RoomList(_) => Opcode::RoomList,
             Message::Refresh(_) => Opcode::Refresh,
             Message::TokenExpiring(_) => Opcode::TokenExpiring,
+            Message::Cluster(_) => Opcode::Cluster,
+            Message::ClusterReply(_) => Opcode::ClusterReply,
         }
     }
 
@@ -376,6 +388,7 @@ impl Message {
             Message::RoomList(v) => put_postcard(buf, op, flags, id, v),
             Message::Refresh(v) => put_postcard(buf, op, flags, id, v),
             Message::TokenExpiring(v) => put_postcard(buf, op, flags, id, v),
+            Message::Cluster(b) | Message::ClusterReply(b) => put_frame(buf, op, flags, id, b),
         }
     }
 

@@ -1,11 +1,17 @@
 //! Publish: append a batch to a topic; the confirm leaves once durable, in
 //! the order the publishes came.
 
-use herald_protocol::{Batch, ErrorCode, Message, PublishOk};
+use std::sync::Arc;
+
+use herald_protocol::{Batch, ErrorCode, Message, PublishOk, TopicConfig};
+use openraft::error::ClientWriteError;
+
+use crate::cluster::types::{Command, Outcome};
+use crate::cluster::{Cluster, Replica};
 
 use super::Handler;
 use crate::auth::Need;
-use crate::session::{Close, Session};
+use crate::session::{Close, Session, Shared};
 use crate::storage::StorageError;
 use crate::BrokerError;
 
@@ -30,6 +36,15 @@ impl Handler for Publish {
                 ),
             );
             return s.reply(id, e).await;
+        }
+        if let Some(c) = s.shared.cluster.clone() {
+            let shared = s.shared.clone();
+            if let Some(r) = replicated(&shared, &c, &self.topic).await {
+                return match r {
+                    Ok(replica) => publish_replicated(s, id, &c, replica, self.batch).await,
+                    Err(e) => s.reply(id, e.to_message()).await,
+                };
+            }
         }
         let t = match s.shared.registry.for_publish(&self.topic) {
             Ok(t) => t,
@@ -66,4 +81,105 @@ impl Handler for Publish {
         }));
         Ok(())
     }
+}
+
+/// In a cluster: this node's replica of `topic` when the topic is
+/// replicated (created through the cluster if it is new and the broker
+/// auto-creates topics); `None` for a topic served locally (the broker's
+/// own `_` topics, and topics created before the node joined a cluster).
+async fn replicated(
+    s: &Shared,
+    c: &Cluster,
+    topic: &str,
+) -> Option<Result<Arc<Replica>, BrokerError>> {
+    if let Some(r) = c.replica(topic) {
+        return Some(Ok(r));
+    }
+    if topic.starts_with('_') {
+        return None;
+    }
+    if !c.is_replicated(topic) {
+        if s.registry.get(topic).is_ok() {
+            return None;
+        }
+        if !s.config.auto_create_topics {
+            return Some(Err(BrokerError::UnknownTopic(topic.to_owned())));
+        }
+        if let Err(e) = c.create_topic(topic, &TopicConfig::default()).await {
+            return Some(Err(e));
+        }
+    }
+    Some(c.replica(topic).ok_or_else(|| {
+        BrokerError::NotLeader(format!(
+            "node {} holds no replica of topic {topic:?}; publish to one that does",
+            c.node_id()
+        ))
+    }))
+}
+
+/// Proposes the batch to the topic's Raft group: confirmed once a majority
+/// of its replicas has it on disk and this node (the leader) has stored it
+/// in its copy of the topic.
+async fn publish_replicated(
+    s: &mut Session,
+    id: u64,
+    c: &Arc<Cluster>,
+    replica: Arc<Replica>,
+    batch: Batch,
+) -> Result<(), Close> {
+    // Queued now, in arrival order (Raft keeps it); awaited in `publishes`.
+    let queued = replica
+        .raft
+        .client_write_ff(Command::Publish(batch.into_bytes()))
+        .await;
+    let c = c.clone();
+    s.publishes.push_back(Box::pin(async move {
+        let answer = match queued {
+            Ok(rx) => rx.await.ok(),
+            Err(_) => None,
+        };
+        let m = match answer {
+            Some(Ok(r)) => match r.data {
+                Outcome::Published {
+                    base_offset,
+                    count,
+                    duplicate,
+                } => Message::PublishOk(PublishOk {
+                    base_offset,
+                    count,
+                    duplicate,
+                }),
+                Outcome::Failed { code, message } => {
+                    Message::error(ErrorCode::from_u16(code), message)
+                }
+                other => {
+                    BrokerError::Internal(format!("unexpected outcome {other:?}")).to_message()
+                }
+            },
+            Some(Err(ClientWriteError::ForwardToLeader(f))) => {
+                let leader = f
+                    .leader_node
+                    .map(|n| n.addr)
+                    .or_else(|| c.leader_address(&replica.raft));
+                BrokerError::NotLeader(match leader {
+                    Some(a) => format!(
+                        "node {} does not lead topic {:?}; leader: {a}",
+                        c.node_id(),
+                        replica.topic.name
+                    ),
+                    None => format!(
+                        "topic {:?} has no leader yet (an election is under way); retry",
+                        replica.topic.name
+                    ),
+                })
+                .to_message()
+            }
+            Some(Err(e)) => BrokerError::Internal(e.to_string()).to_message(),
+            // Raft stopped under the publish (the broker is stopping): not
+            // confirmed.
+            None => BrokerError::ShuttingDown.to_message(),
+        };
+        (id, m)
+    }));
+    Ok(())
 }
