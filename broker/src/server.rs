@@ -89,6 +89,13 @@ where
     if let Some(http) = config.http {
         auth::check_exposure(http, &config.auth, client_certs)?;
     }
+    if config.cluster.is_some() && config.tls.is_some() {
+        return Err(BrokerError::Config(
+            "a cluster node cannot use TLS yet: nodes call each other in plaintext \
+             (run the cluster on a private network, with authentication; docs/cluster.md)"
+                .into(),
+        ));
+    }
     let authenticator = Authenticator::new(&config.auth)
         .map_err(|e| BrokerError::Config(format!("authentication: {e}")))?;
     let tls_error = |e: crate::tls::TlsError| BrokerError::Config(e.to_string());

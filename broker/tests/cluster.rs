@@ -67,8 +67,9 @@ impl Cluster {
             &["--no-http", "--node-id", &id, "--peers", &peers],
         );
         // Peers that are down are expected here: openraft's reports of them
-        // are noise.
-        cmd.env("HERALD_LOG", "warn,openraft=off");
+        // are noise (HERALD_TEST_LOG shows them when a test is studied).
+        let log = std::env::var("HERALD_TEST_LOG").unwrap_or_else(|_| "warn,openraft=off".into());
+        cmd.env("HERALD_LOG", log);
         Child::start(cmd)
     }
 
@@ -315,4 +316,85 @@ async fn leader_sigkill_loses_nothing_confirmed_and_stores_nothing_twice() {
         let got = read_all(*a, "orders", N as usize).await;
         assert_eq!(got, want, "node {a}");
     }
+}
+
+/// Leader after leader is SIGKILLed (and comes back), then every node at
+/// once: every confirmed message is on every node afterwards, once, in
+/// order. `HERALD_CLUSTER_KILLS` sets how many leader kills
+/// (`scripts/cluster-kills.sh` runs the long version).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_leader_kills_and_a_whole_cluster_kill_lose_nothing() {
+    let kills: u64 = std::env::var("HERALD_CLUSTER_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mut cluster = Cluster::start(3);
+    let addrs = cluster.addrs.clone();
+    create(&addrs, "events").await;
+    let mut p = Producer {
+        addrs: addrs.clone(),
+        at: 0,
+        conn: None,
+    };
+    const PER_ROUND: u64 = 20;
+    let mut seq = 0;
+    let mut confirmed = Vec::new();
+    for k in 0..kills {
+        confirmed.extend(round(&mut p, &mut seq, PER_ROUND).await);
+        let leader = p.at;
+        cluster.kill(leader);
+        let killed = Instant::now();
+        eprintln!(
+            "killed node {} at {:?}",
+            leader + 1,
+            std::time::SystemTime::now()
+        );
+        p.conn = None;
+        // Failover time: from the SIGKILL to the first confirm by the new
+        // leader (printed for scripts/cluster-kills.sh).
+        confirmed.extend(round(&mut p, &mut seq, 1).await);
+        eprintln!("failover_ms={}", killed.elapsed().as_millis());
+        confirmed.extend(round(&mut p, &mut seq, PER_ROUND - 1).await);
+        assert_ne!(p.at, leader, "round {k}: a new leader confirmed");
+        cluster.restart(leader);
+        // The restarted node catches up before the next kill (otherwise
+        // the next failover would wait for it: it would be the only other
+        // node of a quorum of two).
+        let want: Vec<Vec<u8>> = (0..seq).map(|i| format!("e-{i}").into_bytes()).collect();
+        assert_eq!(
+            read_all(addrs[leader], "events", seq as usize).await,
+            want,
+            "round {k}: node {} after its restart",
+            leader + 1
+        );
+    }
+    // Every node at once, mid-stream: what was confirmed stays.
+    for i in 0..addrs.len() {
+        cluster.kill(i);
+    }
+    p.conn = None;
+    for i in 0..addrs.len() {
+        cluster.restart(i);
+    }
+    confirmed.extend(round(&mut p, &mut seq, PER_ROUND).await);
+    assert_eq!(confirmed, (0..seq).collect::<Vec<_>>());
+    let want: Vec<Vec<u8>> = (0..seq).map(|i| format!("e-{i}").into_bytes()).collect();
+    for a in &addrs {
+        assert_eq!(read_all(*a, "events", seq as usize).await, want, "node {a}");
+    }
+}
+
+/// Publishes `n` messages `e-<seq>` (following the leader) and returns
+/// their offsets.
+async fn round(p: &mut Producer, seq: &mut u64, n: u64) -> Vec<u64> {
+    let mut offs = Vec::new();
+    for s in *seq..*seq + n {
+        offs.push(
+            p.publish("events", format!("e-{s}").as_bytes(), s)
+                .await
+                .base_offset,
+        );
+    }
+    *seq += n;
+    offs
 }

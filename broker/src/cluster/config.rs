@@ -61,8 +61,12 @@ impl ClusterConfig {
             node_id,
             peers: map,
             token: None,
-            heartbeat: Duration::from_millis(100),
-            election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
+            // A follower stands for election 200-400 ms after it last heard
+            // from a leader (openraft adds its leader lease to that): a
+            // failover within about a second, with room for a loaded
+            // machine's pauses.
+            heartbeat: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(200), Duration::from_millis(400)),
         })
     }
 
