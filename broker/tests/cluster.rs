@@ -398,3 +398,80 @@ async fn round(p: &mut Producer, seq: &mut u64, n: u64) -> Vec<u64> {
     *seq += n;
     offs
 }
+
+/// The Rust client given every node's address follows the leader: it is
+/// connected to whichever node, publishes are answered NotLeader there and
+/// re-sent to the leader named; the leader is SIGKILLed mid-stream and the
+/// client finds the new one. Every publish is confirmed, at its own offset,
+/// and every node ends up with each message once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_follows_the_leader_through_a_sigkill() {
+    let mut cluster = Cluster::start(3);
+    let addrs = cluster.addrs.clone();
+    create(&addrs, "pipeline").await;
+    // Which node leads: the one that confirms a first message.
+    let mut probe = Producer {
+        addrs: addrs.clone(),
+        at: 0,
+        conn: None,
+    };
+    probe.publish("pipeline", b"probe", 0).await;
+    let leader = probe.at;
+    drop(probe);
+    // The leader last: the client starts at a node that answers NotLeader.
+    let mut order: Vec<SocketAddr> = addrs
+        .iter()
+        .copied()
+        .filter(|a| *a != addrs[leader])
+        .collect();
+    order.push(addrs[leader]);
+    let list = order
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let client = herald_client::Client::connect(list).await.unwrap();
+    let producer = client.producer("pipeline");
+    const N: usize = 200;
+    let mut offsets = Vec::new();
+    let mut pending = Vec::new();
+    for i in 0..N / 2 {
+        pending.push(producer.send(format!("m-{i}")).await.unwrap());
+    }
+    for p in pending.drain(..) {
+        offsets.push(
+            tokio::time::timeout(PATIENCE, p)
+                .await
+                .expect("confirm")
+                .unwrap()
+                .offset,
+        );
+    }
+    // The second half is in flight when the leader dies.
+    for i in N / 2..N {
+        pending.push(producer.send(format!("m-{i}")).await.unwrap());
+    }
+    cluster.kill(leader);
+    for (i, p) in pending.into_iter().enumerate() {
+        let r = tokio::time::timeout(PATIENCE, p)
+            .await
+            .unwrap_or_else(|_| panic!("message {} not confirmed", N / 2 + i))
+            .unwrap();
+        offsets.push(r.offset);
+    }
+    let mut sorted = offsets.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(
+        sorted,
+        (1..=N as u64).collect::<Vec<_>>(),
+        "one offset each"
+    );
+    cluster.restart(leader);
+    let mut want = vec![b"probe".to_vec()];
+    want.extend((0..N).map(|i| format!("m-{i}").into_bytes()));
+    for a in &addrs {
+        assert_eq!(read_all(*a, "pipeline", N + 1).await, want, "node {a}");
+    }
+    client.close().await;
+}

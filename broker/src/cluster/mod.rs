@@ -100,6 +100,11 @@ impl Cluster {
             election_timeout_max: config.election_timeout.1.as_millis() as u64,
             // The logs are kept whole for now (see `machine`).
             snapshot_policy: SnapshotPolicy::Never,
+            // A follower gets everything queued since its last answer in
+            // one call (openraft sends one call at a time per follower):
+            // many client batches per round trip and per follower fsync.
+            // The frame limit still bounds it (`network`: PayloadTooLarge).
+            max_payload_entries: 4096,
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate().map_err(fatal)?);
