@@ -683,3 +683,30 @@ async fn an_isolated_leader_confirms_nothing_and_its_tail_is_discarded() {
         );
     }
 }
+
+/// A follower that was down while 10 MiB of large batches were confirmed
+/// catches up when it comes back: more than one call's worth of entries
+/// (calls are cut to a byte budget below the frame limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_catches_up_on_large_batches() {
+    let mut cluster = Cluster::start(3);
+    let addrs = cluster.addrs.clone();
+    create(&addrs, "big").await;
+    let mut p = Producer {
+        addrs: addrs.clone(),
+        at: 0,
+        conn: None,
+    };
+    p.publish("big", b"first", 0).await;
+    let follower = (p.at + 1) % addrs.len();
+    cluster.kill(follower);
+    let big = |i: u64| vec![i as u8; 256 << 10];
+    for seq in 1..=40u64 {
+        p.publish("big", &big(seq), seq).await;
+    }
+    cluster.restart(follower);
+    let mut want = vec![b"first".to_vec()];
+    want.extend((1..=40).map(big));
+    let got = read_all(addrs[follower], "big", want.len()).await;
+    assert!(got == want, "the follower's copy differs");
+}

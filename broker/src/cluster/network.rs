@@ -26,6 +26,37 @@ use tokio_util::codec::Framed;
 use super::rpc::{Answer, Call, CallBody};
 use super::types::{Node, NodeId, TypeConfig};
 
+/// Bytes of entries one AppendEntries call carries at most (and at least
+/// one entry): big enough for many client batches per round trip, small
+/// enough that encoding it does not hold a runtime thread for long.
+const CALL_BYTES: usize = 4 << 20;
+
+/// `None` when `entries` fit in `budget` bytes; otherwise how many of the
+/// first ones do (at least one: a single entry always fits a frame, since
+/// a client batch is smaller than the frame limit by more than an entry's
+/// overhead).
+fn entries_within(entries: &[super::types::Entry], budget: usize) -> Option<u64> {
+    let mut total = 0usize;
+    for (i, e) in entries.iter().enumerate() {
+        total += entry_bytes(e);
+        if total > budget {
+            // The first entry goes alone if it has to.
+            let n = i.max(1);
+            return (n < entries.len()).then_some(n as u64);
+        }
+    }
+    None
+}
+
+/// An entry's encoded size, about.
+fn entry_bytes(e: &super::types::Entry) -> usize {
+    use super::types::Command;
+    64 + match &e.payload {
+        openraft::EntryPayload::Normal(Command::Publish(b)) => b.len(),
+        _ => 256,
+    }
+}
+
 /// How long a connection attempt (connect and Hello) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -70,8 +101,9 @@ enum Failure {
     Unreachable(String),
     /// The connection broke or the peer answered nonsense.
     Network(String),
-    /// The encoded call is over the frame limit.
-    TooLarge,
+    /// The call would be over the frame limit; Raft should send at most
+    /// this many entries.
+    TooLarge(u64),
 }
 
 impl Peer {
@@ -118,6 +150,10 @@ impl Peer {
 
     /// Sends `body` and waits for its answer (at most `timeout`).
     async fn call(&mut self, body: CallBody, timeout: Duration) -> Result<Answer, Failure> {
+        // Connected first: nothing is encoded for a peer that is down.
+        if self.conn.is_none() {
+            self.conn = Some(self.connect().await?);
+        }
         let call = Call {
             group: self.net.group.clone(),
             body,
@@ -125,10 +161,7 @@ impl Peer {
         let encoded = postcard::to_allocvec(&call).map_err(|e| Failure::Network(e.to_string()))?;
         // Header and a margin: the peer's frame limit counts the whole frame.
         if encoded.len() + 64 > self.net.max_frame {
-            return Err(Failure::TooLarge);
-        }
-        if self.conn.is_none() {
-            self.conn = Some(self.connect().await?);
+            return Err(Failure::TooLarge(1));
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -182,13 +215,23 @@ impl Peer {
         result
     }
 
+    /// Bytes of entries one call carries at most.
+    fn call_budget(&self) -> usize {
+        CALL_BYTES
+            .min(self.net.max_frame.saturating_sub(4096))
+            .max(1)
+    }
+
     fn error<E: std::error::Error>(&self, f: Failure) -> RpcError<E> {
+        if matches!(f, Failure::Network(_) | Failure::Unreachable(_)) {
+            tracing::debug!(peer = %self.addr, group = %self.net.group, "cluster call failed");
+        }
         let io = |m: String| std::io::Error::other(m);
         match f {
             Failure::Unreachable(m) => RPCError::Unreachable(Unreachable::new(&io(m))),
             Failure::Network(m) => RPCError::Network(NetworkError::new(&io(m))),
             // Raft sends fewer entries next time.
-            Failure::TooLarge => RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(16)),
+            Failure::TooLarge(n) => RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(n)),
         }
     }
 
@@ -214,6 +257,12 @@ impl RaftNetwork<TypeConfig> for Peer {
         req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        // Bounded before anything is encoded: a follower far behind is
+        // sent its entries in calls of at most CALL_BYTES (Raft takes the
+        // hint and sends that many next time).
+        if let Some(n) = entries_within(&req.entries, self.call_budget()) {
+            return Err(self.error(Failure::TooLarge(n)));
+        }
         match self.call(CallBody::Append(req), option.hard_ttl()).await {
             Ok(Answer::Append(Ok(r))) => Ok(r),
             Ok(Answer::Append(Err(e))) => {
@@ -277,6 +326,33 @@ pub async fn propose(
         .await
         .map_err(|f| match f {
             Failure::Unreachable(m) | Failure::Network(m) => m,
-            Failure::TooLarge => "proposal too large".into(),
+            Failure::TooLarge(_) => "proposal too large".into(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::super::types::{Command, Entry, LogId};
+    use super::*;
+
+    fn entry(size: usize) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+            payload: EntryPayload::Normal(Command::Publish(Bytes::from(vec![0u8; size]))),
+        }
+    }
+
+    /// Calls are cut to the byte budget, and one entry always goes, even
+    /// alone over it (otherwise Raft would be told to send none, forever).
+    #[test]
+    fn calls_are_bounded_but_always_carry_an_entry() {
+        let e = |n: usize, size: usize| (0..n).map(|_| entry(size)).collect::<Vec<_>>();
+        assert_eq!(entries_within(&e(10, 100), 10_000), None);
+        assert_eq!(entries_within(&e(10, 1000), 3_000), Some(2));
+        assert_eq!(entries_within(&e(3, 10_000), 5_000), Some(1));
+        assert_eq!(entries_within(&e(1, 10_000), 5_000), None);
+    }
 }
