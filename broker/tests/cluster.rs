@@ -710,3 +710,90 @@ async fn a_follower_catches_up_on_large_batches() {
     let got = read_all(addrs[follower], "big", want.len()).await;
     assert!(got == want, "the follower's copy differs");
 }
+
+/// `ClusterStatus` (and `herald cluster status`) on the leader: the
+/// topic's group with its leader and three replicas, none behind once
+/// quiet; a follower that is down falls behind by what was published since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_status_shows_leaders_and_how_far_replicas_are_behind() {
+    let mut cluster = Cluster::start(3);
+    let addrs = cluster.addrs.clone();
+    create(&addrs, "watched").await;
+    let mut p = Producer {
+        addrs: addrs.clone(),
+        at: 0,
+        conn: None,
+    };
+    for seq in 0..5 {
+        p.publish("watched", b"x", seq).await;
+    }
+    let leader = p.at;
+    let status = |addr: SocketAddr| async move {
+        let mut c = Conn::open(addr).await.expect("connect");
+        match c.request(Message::ClusterStatus).await {
+            Some(Message::ClusterInfo(i)) => i,
+            other => panic!("cluster status: {other:?}"),
+        }
+    };
+    // Every replica catches up (the followers' progress is reported to the
+    // leader with their next answer).
+    let deadline = Instant::now() + PATIENCE;
+    let group = loop {
+        let info = status(addrs[leader]).await;
+        assert_eq!(info.node_id, leader as u64 + 1);
+        assert_eq!(info.nodes.len(), 3);
+        assert_eq!(info.groups[0].name, "meta");
+        let g = info
+            .groups
+            .iter()
+            .find(|g| g.name == "topic/watched")
+            .expect("the topic's group")
+            .clone();
+        assert_eq!(g.replicas.len(), 3);
+        // Raft's metrics follow its state a moment later.
+        if g.leader == Some(leader as u64 + 1)
+            && g.replicas.iter().all(|r| r.matched == g.last_index)
+        {
+            break g;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas never caught up: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let follower = (leader + 1) % 3;
+    cluster.kill(follower);
+    for seq in 5..10 {
+        p.publish("watched", b"y", seq).await;
+    }
+    let info = status(addrs[leader]).await;
+    let g = info
+        .groups
+        .iter()
+        .find(|g| g.name == "topic/watched")
+        .unwrap();
+    let behind = g
+        .replicas
+        .iter()
+        .find(|r| r.node == follower as u64 + 1)
+        .unwrap();
+    assert_eq!(
+        behind.matched, group.last_index,
+        "the stopped follower has what it had"
+    );
+    assert!(g.last_index > group.last_index);
+    // The command line shows the same.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["cluster", "status", "--server", &addrs[leader].to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("topic/watched"))
+        .expect(&text);
+    let lag = g.last_index.unwrap() - group.last_index.unwrap();
+    assert!(line.contains(&format!("{}: {lag}", follower + 1)), "{line}");
+}

@@ -420,3 +420,46 @@ pub struct RepairReport {
     /// Bytes in `ranges`.
     pub bytes: u64,
 }
+
+/// How a cluster looks from one of its nodes (`ClusterStatus`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// The node that answered.
+    pub node_id: u64,
+    /// Every node of the cluster and its address.
+    pub nodes: Vec<ClusterNode>,
+    /// The metadata group, then each replicated topic's group this node
+    /// holds a replica of (and the connection may see).
+    pub groups: Vec<RaftGroupInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    pub id: u64,
+    pub addr: String,
+}
+
+/// One Raft group as the answering node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftGroupInfo {
+    /// `meta`, or `topic/<name>`.
+    pub name: String,
+    /// The leader this node knows of.
+    pub leader: Option<u64>,
+    pub term: u64,
+    /// Index of the last entry in this node's Raft log.
+    pub last_index: Option<u64>,
+    /// Index of the last entry this node applied.
+    pub applied: Option<u64>,
+    /// The group's voters; their progress is known on the leader only.
+    pub replicas: Vec<ReplicaInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaInfo {
+    pub node: u64,
+    /// Index of the last entry the leader knows this replica holds
+    /// (`None` when the answering node is not the leader, or it knows of
+    /// none yet).
+    pub matched: Option<u64>,
+}

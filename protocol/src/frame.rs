@@ -78,6 +78,10 @@ pub enum Opcode {
     Cluster = 0x60,
     /// The answer to a [`Opcode::Cluster`] call (raw body).
     ClusterReply = 0x61,
+    /// Asks a cluster node how the cluster looks from there.
+    ClusterStatus = 0x62,
+    /// The answer to [`Opcode::ClusterStatus`].
+    ClusterInfo = 0x63,
 }
 
 impl Opcode {
@@ -126,6 +130,8 @@ impl Opcode {
             0x51 => TokenExpiring,
             0x60 => Cluster,
             0x61 => ClusterReply,
+            0x62 => ClusterStatus,
+            0x63 => ClusterInfo,
             other => return Err(WireError::UnknownOpcode(other)),
         };
         Result::Ok(op)

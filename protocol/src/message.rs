@@ -71,6 +71,8 @@ pub enum Message {
     Cluster(Bytes),
     /// The answer to a [`Message::Cluster`] call.
     ClusterReply(Bytes),
+    ClusterStatus,
+    ClusterInfo(ClusterInfo),
 }
 
 /// A pushed delivery: a stored batch and the part of it meant for this
@@ -271,6 +273,8 @@ impl Message {
             Opcode::TokenExpiring => Message::TokenExpiring(from_postcard("token_expiring", b)?),
             Opcode::Cluster => Message::Cluster(b.clone()),
             Opcode::ClusterReply => Message::ClusterReply(b.clone()),
+            Opcode::ClusterStatus => empty("cluster_status", Message::ClusterStatus)?,
+            Opcode::ClusterInfo => Message::ClusterInfo(from_postcard("cluster_info", b)?),
         })
     }
 
@@ -318,6 +322,8 @@ impl Message {
             Message::TokenExpiring(_) => Opcode::TokenExpiring,
             Message::Cluster(_) => Opcode::Cluster,
             Message::ClusterReply(_) => Opcode::ClusterReply,
+            Message::ClusterStatus => Opcode::ClusterStatus,
+            Message::ClusterInfo(_) => Opcode::ClusterInfo,
         }
     }
 
@@ -343,7 +349,8 @@ impl Message {
             | Message::Pong
             | Message::Ok
             | Message::ListTopics
-            | Message::MyRooms => put_frame(buf, op, flags, id, &[]),
+            | Message::MyRooms
+            | Message::ClusterStatus => put_frame(buf, op, flags, id, &[]),
             Message::Publish { topic, batch } => put_publish(buf, id, topic, batch.bytes()),
             Message::Deliver(d) => {
                 put_deliver_prefix(
@@ -389,6 +396,7 @@ impl Message {
             Message::Refresh(v) => put_postcard(buf, op, flags, id, v),
             Message::TokenExpiring(v) => put_postcard(buf, op, flags, id, v),
             Message::Cluster(b) | Message::ClusterReply(b) => put_frame(buf, op, flags, id, b),
+            Message::ClusterInfo(v) => put_postcard(buf, op, flags, id, v),
         }
     }
 

@@ -32,7 +32,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use herald_protocol::{ErrorCode, TopicConfig};
+use herald_protocol::{
+    ClusterInfo, ClusterNode, ErrorCode, RaftGroupInfo, ReplicaInfo, TopicConfig,
+};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio::sync::mpsc;
@@ -381,6 +383,37 @@ impl Cluster {
         }
     }
 
+    /// How the cluster looks from this node: the metadata group, then each
+    /// replica this node holds whose topic `visible` allows.
+    pub fn status(&self, mut visible: impl FnMut(&str) -> bool) -> ClusterInfo {
+        let mut groups = vec![group_info(META_GROUP, &self.meta)];
+        let mut names: Vec<String> = self
+            .replicas
+            .iter()
+            .map(|r| r.key().clone())
+            .filter(|n| visible(n))
+            .collect();
+        names.sort();
+        for n in names {
+            if let Some(r) = self.replica(&n) {
+                groups.push(group_info(&rpc::topic_group(&n), &r.raft));
+            }
+        }
+        ClusterInfo {
+            node_id: self.config.node_id,
+            nodes: self
+                .config
+                .peers
+                .iter()
+                .map(|(id, addr)| ClusterNode {
+                    id: *id,
+                    addr: addr.clone(),
+                })
+                .collect(),
+            groups,
+        }
+    }
+
     /// Stops every group of this node and closes their Raft logs.
     pub async fn shutdown(&self) {
         let replicas: Vec<Arc<Replica>> = self.replicas.iter().map(|r| r.value().clone()).collect();
@@ -390,6 +423,29 @@ impl Cluster {
         }
         let _ = self.meta.shutdown().await;
         self.meta_log.close().await;
+    }
+}
+
+/// One group's state from its Raft metrics.
+fn group_info(name: &str, raft: &Raft) -> RaftGroupInfo {
+    let m = raft.metrics().borrow().clone();
+    let replication = m.replication.as_ref();
+    RaftGroupInfo {
+        name: name.to_owned(),
+        leader: m.current_leader,
+        term: m.current_term,
+        last_index: m.last_log_index,
+        applied: m.last_applied.map(|l| l.index),
+        replicas: m
+            .membership_config
+            .voter_ids()
+            .map(|node| ReplicaInfo {
+                node,
+                matched: replication
+                    .and_then(|r| r.get(&node))
+                    .and_then(|l| l.map(|l| l.index)),
+            })
+            .collect(),
     }
 }
 

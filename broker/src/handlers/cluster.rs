@@ -1,4 +1,5 @@
-//! Cluster: a Raft call from a peer node (see `crate::cluster::rpc`).
+//! Cluster: a Raft call from a peer node (see `crate::cluster::rpc`), and
+//! ClusterStatus.
 
 use bytes::Bytes;
 use herald_protocol::{ErrorCode, Message};
@@ -34,5 +35,27 @@ impl Handler for ClusterCall {
                     .await
             }
         }
+    }
+}
+
+/// ClusterStatus: the cluster as this node sees it; topics the connection
+/// may not see are left out.
+pub(crate) struct Status;
+
+impl Handler for Status {
+    fn needs(&self) -> Need<'_> {
+        Need::Nothing
+    }
+
+    async fn handle(self, s: &mut Session, id: u64) -> Result<(), Close> {
+        let Some(c) = s.shared.cluster.clone() else {
+            let e = Message::error(
+                ErrorCode::InvalidArgument,
+                "this broker is not in a cluster (no --node-id/--peers)",
+            );
+            return s.reply(id, e).await;
+        };
+        let info = c.status(|topic| s.access.may_see(topic));
+        s.reply(id, Message::ClusterInfo(info)).await
     }
 }
