@@ -19,8 +19,9 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
 use tokio::sync::mpsc;
 
 use super::types::{
-    Command, Entry, LogId, Membership, Node, NodeId, Outcome, StorageError, TypeConfig,
+    Appended, Command, Entry, LogId, Membership, Node, NodeId, Outcome, StorageError, TypeConfig,
 };
+use crate::storage::PendingAppend;
 use crate::storage::StorageError as LogError;
 use crate::topic::Topic;
 
@@ -83,15 +84,73 @@ impl TopicMachine {
         }))
     }
 
-    fn published(&mut self, o: &crate::storage::AppendOutcome) -> Outcome {
+    fn stored(&mut self, o: &crate::storage::AppendOutcome) -> Appended {
         if !o.duplicate {
             self.cursor = self.cursor.max(o.base_offset + u64::from(o.count));
             self.topic.record_appended(o.count);
         }
-        Outcome::Published {
+        Appended::Stored {
             base_offset: o.base_offset,
             count: o.count,
             duplicate: o.duplicate,
+        }
+    }
+
+    /// Applies one batch of entry `i` (its `j`th): appended, queued in
+    /// `queued` to be awaited with the others, or, when applying again
+    /// after a restart, found already stored.
+    async fn apply_batch(
+        &mut self,
+        bytes: bytes::Bytes,
+        at: (usize, usize),
+        out: &mut [Outcome],
+        queued: &mut Vec<(usize, usize, PendingAppend)>,
+    ) -> Result<(), StorageError> {
+        let batch = match Batch::validate(bytes) {
+            Ok(b) => b,
+            Err(err) => {
+                let a = Appended::Failed {
+                    code: ErrorCode::InvalidArgument.as_u16(),
+                    message: format!("invalid batch: {err}"),
+                };
+                set(out, at, a);
+                return Ok(());
+            }
+        };
+        if self.cursor < self.topic.log.next_offset() {
+            // Applying again after a restart: one at a time, so the cursor
+            // is exact for the next check.
+            for (i, j, p) in queued.drain(..) {
+                let a = self.finish(p).await?;
+                set(out, (i, j), a);
+            }
+            if self.stored_at_cursor(&batch)? {
+                let count = batch.record_count();
+                let a = Appended::Stored {
+                    base_offset: self.cursor,
+                    count,
+                    duplicate: false,
+                };
+                self.cursor += u64::from(count);
+                set(out, at, a);
+                return Ok(());
+            }
+            let p = self.topic.log.enqueue(batch).await.map_err(sm_write)?;
+            let a = self.finish(p).await?;
+            set(out, at, a);
+            return Ok(());
+        }
+        let p = self.topic.log.enqueue(batch).await.map_err(sm_write)?;
+        queued.push((at.0, at.1, p));
+        Ok(())
+    }
+}
+
+/// Records what became of batch `j` of entry `i`.
+fn set(out: &mut [Outcome], (i, j): (usize, usize), a: Appended) {
+    if let Some(Outcome::Appended(v)) = out.get_mut(i) {
+        if let Some(slot) = v.get_mut(j) {
+            *slot = a;
         }
     }
 }
@@ -127,61 +186,33 @@ impl RaftStateMachine<TypeConfig> for TopicMachine {
         let mut queued = Vec::new();
         for e in entries {
             self.applied = Some(e.log_id);
-            let batch = match e.payload {
-                EntryPayload::Blank => {
-                    out.push(Outcome::None);
-                    continue;
-                }
+            match e.payload {
+                EntryPayload::Blank => out.push(Outcome::None),
                 EntryPayload::Membership(m) => {
                     self.membership = Membership::new(Some(e.log_id), m);
                     out.push(Outcome::None);
-                    continue;
                 }
-                EntryPayload::Normal(Command::Publish(bytes)) => match Batch::validate(bytes) {
-                    Ok(b) => b,
-                    Err(err) => {
-                        out.push(failed(
-                            ErrorCode::InvalidArgument,
-                            format!("invalid batch: {err}"),
-                        ));
-                        continue;
+                EntryPayload::Normal(Command::Publish(batches)) => {
+                    let i = out.len();
+                    let unset = Appended::Failed {
+                        code: ErrorCode::Internal.as_u16(),
+                        message: "not applied".into(),
+                    };
+                    out.push(Outcome::Appended(vec![unset; batches.len()]));
+                    for (j, bytes) in batches.into_iter().enumerate() {
+                        self.apply_batch(bytes, (i, j), &mut out, &mut queued)
+                            .await?;
                     }
-                },
-                EntryPayload::Normal(other) => {
-                    out.push(failed(
-                        ErrorCode::InvalidArgument,
-                        format!("not a topic command: {other:?}"),
-                    ));
-                    continue;
                 }
-            };
-            if self.cursor < self.topic.log.next_offset() {
-                // Applying again after a restart: one at a time, so the
-                // cursor is exact for the next check.
-                for (i, p) in queued.drain(..) {
-                    out[i] = self.finish(p).await?;
-                }
-                if self.stored_at_cursor(&batch)? {
-                    let count = batch.record_count();
-                    out.push(Outcome::Published {
-                        base_offset: self.cursor,
-                        count,
-                        duplicate: false,
-                    });
-                    self.cursor += u64::from(count);
-                    continue;
-                }
-                let p = self.topic.log.enqueue(batch).await.map_err(sm_write)?;
-                let o = self.finish(p).await?;
-                out.push(o);
-                continue;
+                EntryPayload::Normal(other) => out.push(failed(
+                    ErrorCode::InvalidArgument,
+                    format!("not a topic command: {other:?}"),
+                )),
             }
-            let p = self.topic.log.enqueue(batch).await.map_err(sm_write)?;
-            queued.push((out.len(), p));
-            out.push(Outcome::None);
         }
-        for (i, p) in queued {
-            out[i] = self.finish(p).await?;
+        for (i, j, p) in queued {
+            let a = self.finish(p).await?;
+            set(&mut out, (i, j), a);
         }
         Ok(out)
     }
@@ -210,12 +241,15 @@ impl RaftStateMachine<TypeConfig> for TopicMachine {
 }
 
 impl TopicMachine {
-    async fn finish(&mut self, p: crate::storage::PendingAppend) -> Result<Outcome, StorageError> {
+    async fn finish(&mut self, p: PendingAppend) -> Result<Appended, StorageError> {
         match p.wait().await {
-            Ok(o) => Ok(self.published(&o)),
+            Ok(o) => Ok(self.stored(&o)),
             Err(e) if refused(&e) => {
                 let e = crate::BrokerError::from(e);
-                Ok(failed(e.code(), e.to_string()))
+                Ok(Appended::Failed {
+                    code: e.code().as_u16(),
+                    message: e.to_string(),
+                })
             }
             // The topic's log failed: this node cannot go on applying (Raft
             // stops it; the others carry on).

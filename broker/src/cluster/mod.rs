@@ -13,6 +13,7 @@
 //! - `types`: what a Raft entry carries and what applying it answers.
 //! - `raft_log`: each group's Raft log, kept in a Herald log.
 //! - `machine`: the state machines (a topic's log, the metadata).
+//! - `propose`: client batches into Raft entries, many per entry when busy.
 //! - `rpc`: what nodes say to each other; `network`: saying it.
 
 // openraft's `StorageError` (the error type its traits require) is large;
@@ -22,6 +23,7 @@
 pub mod config;
 pub mod machine;
 pub mod network;
+pub mod propose;
 pub mod raft_log;
 pub mod rpc;
 pub mod types;
@@ -61,6 +63,8 @@ const PROPOSE_PATIENCE: Duration = Duration::from_secs(10);
 pub struct Replica {
     pub raft: Raft,
     pub topic: Arc<Topic>,
+    /// Where publishes to the topic queue to become entries.
+    pub proposer: propose::Proposer,
     log: RaftLog,
 }
 
@@ -255,7 +259,13 @@ impl Cluster {
                 }
             }
         }
-        let replica = Arc::new(Replica { raft, topic, log });
+        let proposer = propose::Proposer::start(raft.clone(), self.config.peers.clone());
+        let replica = Arc::new(Replica {
+            raft,
+            topic,
+            proposer,
+            log,
+        });
         if self
             .replicas
             .insert(name.to_owned(), replica.clone())

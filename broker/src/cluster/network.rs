@@ -52,7 +52,7 @@ fn entries_within(entries: &[super::types::Entry], budget: usize) -> Option<u64>
 fn entry_bytes(e: &super::types::Entry) -> usize {
     use super::types::Command;
     64 + match &e.payload {
-        openraft::EntryPayload::Normal(Command::Publish(b)) => b.len(),
+        openraft::EntryPayload::Normal(Command::Publish(b)) => b.iter().map(|b| b.len() + 8).sum(),
         _ => 256,
     }
 }
@@ -341,7 +341,7 @@ mod tests {
     fn entry(size: usize) -> Entry {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
-            payload: EntryPayload::Normal(Command::Publish(Bytes::from(vec![0u8; size]))),
+            payload: EntryPayload::Normal(Command::Publish(vec![Bytes::from(vec![0u8; size])])),
         }
     }
 

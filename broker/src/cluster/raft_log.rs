@@ -407,7 +407,7 @@ impl RaftLogStorage<TypeConfig> for RaftLog {
 fn size_of_entry(e: &Entry) -> usize {
     use openraft::EntryPayload;
     64 + match &e.payload {
-        EntryPayload::Normal(super::types::Command::Publish(b)) => b.len(),
+        EntryPayload::Normal(super::types::Command::Publish(b)) => b.iter().map(|b| b.len()).sum(),
         _ => 256,
     }
 }
@@ -416,7 +416,7 @@ fn size_of_entry(e: &Entry) -> usize {
 #[cfg(test)]
 fn payload_of(e: &Entry) -> Option<bytes::Bytes> {
     match &e.payload {
-        openraft::EntryPayload::Normal(super::types::Command::Publish(b)) => Some(b.clone()),
+        openraft::EntryPayload::Normal(super::types::Command::Publish(b)) => b.first().cloned(),
         _ => None,
     }
 }
@@ -432,7 +432,7 @@ mod tests {
     fn entry(term: u64, index: u64, data: &'static [u8]) -> Entry {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
-            payload: EntryPayload::Normal(Command::Publish(Bytes::from_static(data))),
+            payload: EntryPayload::Normal(Command::Publish(vec![Bytes::from_static(data)])),
         }
     }
 

@@ -32,9 +32,13 @@ openraft::declare_raft_types!(
 /// What a log entry asks the state machines to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// In a replicated topic's group: a client's record batch, byte for byte
-    /// as published (validated by the leader before it was proposed).
-    Publish(Bytes),
+    /// In a replicated topic's group: client record batches, byte for byte
+    /// as published (validated by the leader before they were proposed), in
+    /// the order they arrived. The leader puts every batch that arrived
+    /// while earlier entries were in flight into one entry (see
+    /// `cluster::propose`), so Raft's cost per entry is paid per group of
+    /// publishes, like an fsync per group commit.
+    Publish(Vec<Bytes>),
     /// In the metadata group: a replicated topic exists, with these settings,
     /// on these nodes.
     CreateTopic {
@@ -49,12 +53,8 @@ pub enum Command {
 pub enum Outcome {
     /// Blank and membership entries.
     None,
-    /// A publish was stored (or found already stored: `duplicate`).
-    Published {
-        base_offset: u64,
-        count: u32,
-        duplicate: bool,
-    },
+    /// What became of each batch of a `Publish`, in its order.
+    Appended(Vec<Appended>),
     /// A command the state machine refused; nothing changed. `code` is the
     /// wire error code ([`herald_protocol::ErrorCode`]) the proposer
     /// answers its client with.
@@ -62,6 +62,20 @@ pub enum Outcome {
     /// The metadata group recorded a topic (`existed`: it was already there
     /// with these settings).
     TopicCreated { existed: bool },
+}
+
+/// What became of one batch of a `Publish` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Appended {
+    /// Stored (or found already stored: `duplicate`) at these offsets.
+    Stored {
+        base_offset: u64,
+        count: u32,
+        duplicate: bool,
+    },
+    /// Refused (a sequence gap, an invalid batch); `code` as in
+    /// [`Outcome::Failed`].
+    Failed { code: u16, message: String },
 }
 
 /// Shorthands for openraft's generic types.

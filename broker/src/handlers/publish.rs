@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use herald_protocol::{Batch, ErrorCode, Message, PublishOk, TopicConfig};
-use openraft::error::ClientWriteError;
-
-use crate::cluster::types::{Command, Outcome};
+use crate::cluster::propose::Rejected;
+use crate::cluster::types::Appended;
 use crate::cluster::{Cluster, Replica};
+use herald_protocol::{Batch, ErrorCode, Message, PublishOk, TopicConfig};
 
 use super::Handler;
 use crate::auth::Need;
@@ -127,40 +126,26 @@ async fn publish_replicated(
     replica: Arc<Replica>,
     batch: Batch,
 ) -> Result<(), Close> {
-    // Queued now, in arrival order (Raft keeps it); awaited in `publishes`.
-    let queued = replica
-        .raft
-        .client_write_ff(Command::Publish(batch.into_bytes()))
-        .await;
+    // Queued now, in arrival order (the proposer and Raft keep it);
+    // awaited in `publishes`.
+    let answer = replica.proposer.propose(batch.into_bytes()).await;
     let c = c.clone();
     s.publishes.push_back(Box::pin(async move {
-        let answer = match queued {
-            Ok(rx) => rx.await.ok(),
-            Err(_) => None,
-        };
-        let m = match answer {
-            Some(Ok(r)) => match r.data {
-                Outcome::Published {
-                    base_offset,
-                    count,
-                    duplicate,
-                } => Message::PublishOk(PublishOk {
-                    base_offset,
-                    count,
-                    duplicate,
-                }),
-                Outcome::Failed { code, message } => {
-                    Message::error(ErrorCode::from_u16(code), message)
-                }
-                other => {
-                    BrokerError::Internal(format!("unexpected outcome {other:?}")).to_message()
-                }
-            },
-            Some(Err(ClientWriteError::ForwardToLeader(f))) => {
-                let leader = f
-                    .leader_node
-                    .map(|n| n.addr)
-                    .or_else(|| c.leader_address(&replica.raft));
+        let m = match answer.await {
+            Ok(Ok(Appended::Stored {
+                base_offset,
+                count,
+                duplicate,
+            })) => Message::PublishOk(PublishOk {
+                base_offset,
+                count,
+                duplicate,
+            }),
+            Ok(Ok(Appended::Failed { code, message })) => {
+                Message::error(ErrorCode::from_u16(code), message)
+            }
+            Ok(Err(Rejected::NotLeader(leader))) => {
+                let leader = leader.or_else(|| c.leader_address(&replica.raft));
                 BrokerError::NotLeader(match leader {
                     Some(a) => format!(
                         "node {} does not lead topic {:?}; leader: {a}",
@@ -174,10 +159,10 @@ async fn publish_replicated(
                 })
                 .to_message()
             }
-            Some(Err(e)) => BrokerError::Internal(e.to_string()).to_message(),
+            Ok(Err(Rejected::Failed(e))) => BrokerError::Internal(e).to_message(),
             // Raft stopped under the publish (the broker is stopping): not
             // confirmed.
-            None => BrokerError::ShuttingDown.to_message(),
+            Ok(Err(Rejected::Stopped)) | Err(_) => BrokerError::ShuttingDown.to_message(),
         };
         (id, m)
     }));
