@@ -126,6 +126,9 @@ pub struct BrokerConfig {
     /// a time series to Prometheus). Inbox topics and room members' groups
     /// are always summed (one per client; see docs/operations.md).
     pub metrics_topic_labels: bool,
+    /// Membership of a cluster (`--node-id`, `--peers`; docs/cluster.md).
+    /// `None`: the broker runs alone.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// Where `herald serve` listens for HTTP and WebSocket unless told.
@@ -181,6 +184,7 @@ impl Default for BrokerConfig {
             http_optional: false,
             http_allowed_origins: Vec::new(),
             metrics_topic_labels: true,
+            cluster: None,
         }
     }
 }
@@ -218,6 +222,9 @@ pub struct FileConfig {
     pub http_allowed_origins: Option<Vec<String>>,
     /// `/metrics` without topic and group labels.
     pub metrics_no_topic_labels: Option<bool>,
+    pub node_id: Option<u64>,
+    pub peers: Option<String>,
+    pub cluster_token_file: Option<PathBuf>,
 }
 
 /// The `[auth]` section: same names as the flags, plus static tokens

@@ -47,6 +47,10 @@ pub enum BrokerError {
     Io(#[from] std::io::Error),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A write to a replicated topic reached a node that does not lead it;
+    /// the message names the leader when one is known.
+    #[error("{0}")]
+    NotLeader(String),
     /// A durable room whose member file could not be read at start.
     #[error("room {name:?} is unavailable: {reason}")]
     RoomUnavailable { name: String, reason: String },
@@ -87,6 +91,7 @@ impl BrokerError {
             BrokerError::Unauthorized(_) => ErrorCode::Unauthorized,
             BrokerError::TokenExpired(_) => ErrorCode::TokenExpired,
             BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
+            BrokerError::NotLeader(_) => ErrorCode::NotLeader,
             BrokerError::Storage(e) => match e {
                 StorageError::SequenceGap { .. } => ErrorCode::SequenceGap,
                 StorageError::Closed => ErrorCode::ShuttingDown,

@@ -39,6 +39,7 @@
 //! docs/architecture.md follows a message from socket to disk to subscriber.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 mod error;
 pub mod fsutil;

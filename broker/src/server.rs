@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{self, Authenticator};
+use crate::cluster::Cluster;
 use crate::config::BrokerConfig;
 use crate::lockfile::DataDirLock;
 use crate::metrics::{Metrics, Transport};
@@ -47,6 +48,8 @@ pub struct BrokerHandle {
     shutdown: CancellationToken,
     sessions: TaskTracker,
     registry: Arc<Registry>,
+    /// This node's part in a cluster (`None`: running alone).
+    cluster: Option<Arc<Cluster>>,
     background: tokio::task::JoinHandle<()>,
     /// Held until [`BrokerHandle::shutdown`] has closed every log (or the
     /// handle is dropped); the kernel releases it if the process dies.
@@ -85,6 +88,13 @@ where
     // included (see crate::http).
     if let Some(http) = config.http {
         auth::check_exposure(http, &config.auth, client_certs)?;
+    }
+    if config.cluster.is_some() && config.tls.is_some() {
+        return Err(BrokerError::Config(
+            "a cluster node cannot use TLS yet: nodes call each other in plaintext \
+             (run the cluster on a private network, with authentication; docs/cluster.md)"
+                .into(),
+        ));
     }
     let authenticator = Authenticator::new(&config.auth)
         .map_err(|e| BrokerError::Config(format!("authentication: {e}")))?;
@@ -149,7 +159,20 @@ where
             return Err(e);
         }
     };
+    let cluster = match &config.cluster {
+        Some(c) => Some(
+            Cluster::start(
+                c.clone(),
+                registry.clone(),
+                config.max_frame_bytes,
+                shutdown.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let shared = Arc::new(Shared {
+        cluster: cluster.clone(),
         config: config.clone(),
         registry: registry.clone(),
         rooms,
@@ -187,6 +210,7 @@ where
         shutdown,
         sessions,
         registry,
+        cluster,
         background,
         _lock: lock,
     })
@@ -369,6 +393,11 @@ impl BrokerHandle {
     }
 
     /// The topic registry, for embedding and tests.
+    /// This node's part in a cluster, when it is in one.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
     }
@@ -384,6 +413,12 @@ impl BrokerHandle {
         let _ = self.background.await;
         if let Some(http) = self.http {
             let _ = http.await;
+        }
+        // Raft stops before the sessions drain: a publish waiting for a
+        // quorum that is gone must not hold up the shutdown (it is answered
+        // with an error, not confirmed).
+        if let Some(c) = &self.cluster {
+            c.shutdown().await;
         }
         self.sessions.close();
         self.sessions.wait().await;

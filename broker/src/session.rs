@@ -86,6 +86,8 @@ pub(crate) fn limit_unsent(stream: &TcpStream, bytes: usize) {
 /// State shared by every session of a broker.
 pub struct Shared {
     pub config: Arc<BrokerConfig>,
+    /// This node's part in a cluster (`None`: running alone).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     pub registry: Arc<Registry>,
     /// Rooms, presence and inboxes.
     pub rooms: Arc<Rooms>,

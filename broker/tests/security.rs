@@ -35,6 +35,8 @@ fn everything() -> GrantSpec {
         join: all(),
         emit: all(),
         request: all(),
+        // Speaking for a cluster node is not a topic or room permission.
+        cluster: false,
     }
 }
 
@@ -786,4 +788,42 @@ async fn auth_off_keeps_every_client_working_without_tokens() {
         Message::Ok
     );
     b.shutdown().await;
+}
+
+/// Raft calls between cluster nodes need the `cluster` permission, which
+/// "everything" on topics and rooms does not include; a broker that is not
+/// in a cluster refuses them whoever asks.
+#[tokio::test]
+async fn cluster_calls_need_the_cluster_permission() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = herald_broker::server::start(secure_config(dir.path()))
+        .await
+        .unwrap();
+    let call = Message::Cluster(bytes::Bytes::from_static(b"\x00"));
+    let all = mint(SECRET, "app", 60, everything());
+    let mut app = Raw::connect_with_token(broker.local_addr(), Some("app"), Some(&all))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(&app.request(call.clone()).await),
+        Some(ErrorCode::Unauthorized)
+    );
+    let node = mint(
+        SECRET,
+        "node-2",
+        60,
+        GrantSpec {
+            cluster: true,
+            ..GrantSpec::default()
+        },
+    );
+    let mut peer = Raw::connect_with_token(broker.local_addr(), Some("node-2"), Some(&node))
+        .await
+        .unwrap();
+    // Allowed, but this broker is alone: refused as such.
+    assert_eq!(
+        code(&peer.request(call).await),
+        Some(ErrorCode::InvalidArgument)
+    );
+    broker.shutdown().await;
 }

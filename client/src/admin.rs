@@ -55,6 +55,20 @@ impl Client {
         }
     }
 
+    /// How a cluster looks from the node this client is connected to: its
+    /// nodes, and each Raft group's leader, term, log and (on the leader)
+    /// each replica's progress.
+    ///
+    /// # Errors
+    /// [`Error::Broker`] with `InvalidArgument` from a broker that is not in
+    /// a cluster.
+    pub async fn cluster_status(&self) -> Result<herald_protocol::ClusterInfo> {
+        match self.inner.request(Wire::ClusterStatus).await? {
+            Wire::ClusterInfo(i) => Ok(i),
+            m => Err(unexpected(m)),
+        }
+    }
+
     /// Describes one topic (offsets, size, groups).
     ///
     /// # Errors

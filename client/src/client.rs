@@ -385,7 +385,7 @@ impl ClientBuilder {
     /// retried; see [`ClientBuilder::connect_lazy`] to retry the first one
     /// too).
     pub async fn connect(self) -> Result<Client> {
-        crate::endpoint::Endpoint::parse(&self.cfg.addr, self.cfg.tls.is_some())?;
+        crate::endpoint::Endpoint::parse_list(&self.cfg.addr, self.cfg.tls.is_some())?;
         if let Some(t) = &self.cfg.tls {
             crate::tls::setup(t)?;
         }

@@ -31,6 +31,11 @@ use crate::ConnectionEvent;
 
 /// How long `close` waits for in-flight publishes and acks to be confirmed.
 const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a NotLeader that names no leader (an election is under way), the
+/// next node is dialled after this.
+const NO_LEADER_PAUSE: Duration = Duration::from_millis(100);
+/// Most addresses the client keeps (given, and learnt from NotLeader).
+const MAX_ADDRESSES: usize = 16;
 /// How long a closing client waits for its last bytes (and the goodbye of
 /// the transport) to be taken by the socket.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -76,8 +81,10 @@ pub(crate) struct Connection {
     /// Every command sender is gone; stop polling the channel.
     inputs_closed: bool,
     /// Where the broker is and over what (parsed once), or why the
-    /// address is unusable.
-    endpoint: Result<Endpoint, String>,
+    /// address is unusable: one address, or the nodes of a cluster, of
+    /// which `current` is dialled.
+    endpoints: Result<Vec<Endpoint>, String>,
+    current: usize,
     /// The TLS setup (built once), or why it could not be built.
     tls: Option<Result<Tls, String>>,
     /// Tokens fetched by the provider for a Refresh come back here.
@@ -94,9 +101,10 @@ impl Connection {
         events: broadcast::Sender<ConnectionEvent>,
         shared: Arc<ConnShared>,
     ) -> Connection {
-        let endpoint = Endpoint::parse(&cfg.addr, cfg.tls.is_some()).map_err(|e| e.to_string());
+        let endpoints =
+            Endpoint::parse_list(&cfg.addr, cfg.tls.is_some()).map_err(|e| e.to_string());
         // wss:// is TLS even without TLS settings: the system's CAs then.
-        let tls = match (&cfg.tls, &endpoint) {
+        let tls = match (&cfg.tls, endpoints.as_ref().map(|l| &l[0])) {
             (Some(t), _) => Some(t.clone()),
             (None, Ok(Endpoint::WebSocket { secure: true, .. })) => Some(TlsOptions::system()),
             (None, _) => None,
@@ -111,7 +119,8 @@ impl Connection {
             state: State::default(),
             closing: None,
             inputs_closed: false,
-            endpoint,
+            endpoints,
+            current: 0,
             tls,
             refresh_tx,
             refresh_rx,
@@ -129,6 +138,9 @@ impl Connection {
         let mut ever_connected = false;
         loop {
             let mut attempt: u32 = 0;
+            // Addresses tried in a row without success: each node of a
+            // cluster is tried once before the backoff starts.
+            let mut failed_in_row = 0;
             let (reader, writer, heartbeat) = loop {
                 if ever_connected || attempt > 0 {
                     self.emit(ConnectionEvent::Reconnecting {
@@ -140,6 +152,13 @@ impl Connection {
                     Ok(conn) => break conn,
                     Err(reason) => {
                         tracing::debug!(attempt, %reason, "connect failed");
+                        failed_in_row += 1;
+                        let nodes = self.endpoints.as_ref().map_or(1, Vec::len);
+                        self.current = (self.current + 1) % nodes;
+                        if failed_in_row < nodes {
+                            continue;
+                        }
+                        failed_in_row = 0;
                         if let Some(r) = ready.take() {
                             let _ = r.send(Err(crate::Error::Connect {
                                 addr: self.cfg.addr.clone(),
@@ -177,9 +196,37 @@ impl Connection {
                     if self.closing.is_some() {
                         return self.finish("connection dropped while closing", false);
                     }
+                    if let Some(leader) = self.state.redirect.take() {
+                        let known = leader.is_some();
+                        self.point_at(leader);
+                        // No leader yet (an election): give it a moment.
+                        if !known && !self.wait_offline(NO_LEADER_PAUSE).await {
+                            return self.finish("client closed", false);
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// Dials `leader` next (a cluster node's NotLeader named it; added to
+    /// the addresses if it was not given), or the next address when no
+    /// leader is known or the transport is WebSocket (the leader is named
+    /// by its TCP address).
+    fn point_at(&mut self, leader: Option<String>) {
+        let Ok(list) = &mut self.endpoints else {
+            return;
+        };
+        let tcp = matches!(list[0], Endpoint::Tcp { .. });
+        let at = leader.filter(|_| tcp).and_then(|a| {
+            list.iter().position(|e| e.addr() == a).or_else(|| {
+                (list.len() < MAX_ADDRESSES).then(|| {
+                    list.push(Endpoint::Tcp { addr: a });
+                    list.len() - 1
+                })
+            })
+        });
+        self.current = at.unwrap_or((self.current + 1) % list.len());
     }
 
     fn finish(mut self, reason: &str, fail_subs: bool) {
@@ -215,7 +262,10 @@ impl Connection {
     }
 
     async fn dial_inner(&mut self) -> Result<(Reader, Writer, Duration), String> {
-        let endpoint = self.endpoint.clone()?;
+        let endpoint = match &self.endpoints {
+            Ok(l) => l[self.current % l.len()].clone(),
+            Err(e) => return Err(e.clone()),
+        };
         let tcp = TcpStream::connect(endpoint.addr())
             .await
             .map_err(|e| e.to_string())?;

@@ -63,6 +63,27 @@ impl Endpoint {
         })
     }
 
+    /// Parses a comma-separated list of addresses: the nodes of a cluster
+    /// (any of them may be given alone; the others are learnt from the
+    /// brokers' NotLeader answers).
+    ///
+    /// # Errors
+    /// An empty list, or the first address [`Endpoint::parse`] refuses.
+    pub(crate) fn parse_list(s: &str, tls: bool) -> Result<Vec<Endpoint>, Error> {
+        let list = s
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| Endpoint::parse(a, tls))
+            .collect::<Result<Vec<_>, _>>()?;
+        if list.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "broker address {s:?} is empty"
+            )));
+        }
+        Ok(list)
+    }
+
     /// What to dial (`host:port`).
     pub(crate) fn addr(&self) -> &str {
         match self {
@@ -99,6 +120,17 @@ fn split_port(authority: &str) -> Option<(&str, Option<u16>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lists_of_nodes() {
+        let l = Endpoint::parse_list("127.0.0.1:1, 127.0.0.1:2,,", false).unwrap();
+        assert_eq!(
+            l.iter().map(Endpoint::addr).collect::<Vec<_>>(),
+            ["127.0.0.1:1", "127.0.0.1:2"]
+        );
+        assert!(Endpoint::parse_list(" , ", false).is_err());
+        assert!(Endpoint::parse_list("a:1,ftp://b", false).is_err());
+    }
 
     fn ws(url: &str, addr: &str, secure: bool) -> Endpoint {
         Endpoint::WebSocket {

@@ -104,6 +104,10 @@ pub(crate) type DropReason = String;
 pub(crate) struct State {
     /// Frames waiting for the socket (only appended to while `live`).
     pub(crate) out: BytesMut,
+    /// A cluster node answered a publish with NotLeader: the connection is
+    /// dropped and the next one goes to the leader it named (`Some`), or to
+    /// another node (`None`: no leader yet).
+    pub(crate) redirect: Option<Option<String>>,
     /// Whether a connection is up and handshaken.
     pub(crate) live: bool,
     next_request: u64,
@@ -603,6 +607,13 @@ impl State {
                     // Not stored; the broker is going away. Keep it for the
                     // next connection, where it is re-sent as is.
                     self.publishes.insert(id, f);
+                } else if code == ErrorCode::NotLeader {
+                    // A cluster node that does not lead the topic stored
+                    // nothing: the batch is re-sent as is (same producer
+                    // sequence) on a connection to the leader.
+                    self.publishes.insert(id, f);
+                    self.redirect = Some(leader_named(&e.message));
+                    return Err(format!("not the leader: {}", e.message));
                 } else if code == ErrorCode::SequenceGap && f.stale {
                     let seq = self.producers.get_mut(&f.batch.producer);
                     if let Some(seq) = seq {
@@ -781,6 +792,12 @@ impl State {
             }
         }
     }
+}
+
+/// The address a NotLeader message names (`...; leader: HOST:PORT`).
+fn leader_named(message: &str) -> Option<String> {
+    let a = message.rsplit_once("leader: ")?.1.trim();
+    (!a.is_empty() && !a.contains(char::is_whitespace)).then(|| a.to_owned())
 }
 
 fn reseal(batch: &mut PublishBatch, producer_id: u64, base_sequence: u64) {

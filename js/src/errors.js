@@ -26,10 +26,11 @@ export const ERROR_CODES = Object.freeze({
   19: "GroupUnavailable",
   20: "RoomUnavailable",
   21: "TokenExpired",
+  22: "NotLeader",
 });
 
 /** Codes whose request may succeed if retried later. */
-const RETRYABLE = new Set(["Busy", "StorageFull", "ShuttingDown"]);
+const RETRYABLE = new Set(["Busy", "StorageFull", "ShuttingDown", "NotLeader"]);
 
 export class HeraldError extends Error {
   /**

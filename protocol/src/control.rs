@@ -72,6 +72,10 @@ pub enum ErrorCode {
     /// request id 0 just before the broker closes the connection, or in
     /// answer to a Hello or Refresh carrying an expired token.
     TokenExpired,
+    /// A cluster node that does not lead the topic's replicas was asked to
+    /// write to it; the message names the leader's address when one is
+    /// known (`leader: HOST:PORT`).
+    NotLeader,
     Unknown(u16),
 }
 
@@ -100,6 +104,7 @@ impl ErrorCode {
             GroupUnavailable => 19,
             RoomUnavailable => 20,
             TokenExpired => 21,
+            NotLeader => 22,
             Unknown(n) => n,
         }
     }
@@ -127,6 +132,7 @@ impl ErrorCode {
             19 => GroupUnavailable,
             20 => RoomUnavailable,
             21 => TokenExpired,
+            22 => NotLeader,
             n => Unknown(n),
         }
     }
@@ -134,7 +140,10 @@ impl ErrorCode {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::Busy | ErrorCode::StorageFull | ErrorCode::ShuttingDown
+            ErrorCode::Busy
+                | ErrorCode::StorageFull
+                | ErrorCode::ShuttingDown
+                | ErrorCode::NotLeader
         )
     }
 }
@@ -410,4 +419,47 @@ pub struct RepairReport {
     pub records: u64,
     /// Bytes in `ranges`.
     pub bytes: u64,
+}
+
+/// How a cluster looks from one of its nodes (`ClusterStatus`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// The node that answered.
+    pub node_id: u64,
+    /// Every node of the cluster and its address.
+    pub nodes: Vec<ClusterNode>,
+    /// The metadata group, then each replicated topic's group this node
+    /// holds a replica of (and the connection may see).
+    pub groups: Vec<RaftGroupInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    pub id: u64,
+    pub addr: String,
+}
+
+/// One Raft group as the answering node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftGroupInfo {
+    /// `meta`, or `topic/<name>`.
+    pub name: String,
+    /// The leader this node knows of.
+    pub leader: Option<u64>,
+    pub term: u64,
+    /// Index of the last entry in this node's Raft log.
+    pub last_index: Option<u64>,
+    /// Index of the last entry this node applied.
+    pub applied: Option<u64>,
+    /// The group's voters; their progress is known on the leader only.
+    pub replicas: Vec<ReplicaInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaInfo {
+    pub node: u64,
+    /// Index of the last entry the leader knows this replica holds
+    /// (`None` when the answering node is not the leader, or it knows of
+    /// none yet).
+    pub matched: Option<u64>,
 }

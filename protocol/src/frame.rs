@@ -73,6 +73,15 @@ pub enum Opcode {
     RoomList = 0x49,
     Refresh = 0x50,
     TokenExpiring = 0x51,
+    /// Between the nodes of a cluster: one Raft call (raw body, see
+    /// docs/cluster.md).
+    Cluster = 0x60,
+    /// The answer to a [`Opcode::Cluster`] call (raw body).
+    ClusterReply = 0x61,
+    /// Asks a cluster node how the cluster looks from there.
+    ClusterStatus = 0x62,
+    /// The answer to [`Opcode::ClusterStatus`].
+    ClusterInfo = 0x63,
 }
 
 impl Opcode {
@@ -119,6 +128,10 @@ impl Opcode {
             0x49 => RoomList,
             0x50 => Refresh,
             0x51 => TokenExpiring,
+            0x60 => Cluster,
+            0x61 => ClusterReply,
+            0x62 => ClusterStatus,
+            0x63 => ClusterInfo,
             other => return Err(WireError::UnknownOpcode(other)),
         };
         Result::Ok(op)

@@ -31,7 +31,10 @@ pub enum Message {
     Pong,
     GoingAway(GoingAway),
     Ok,
-    Publish { topic: String, batch: Batch },
+    Publish {
+        topic: String,
+        batch: Batch,
+    },
     PublishOk(PublishOk),
     Subscribe(Subscribe),
     SubscribeOk(SubscribeOk),
@@ -63,6 +66,13 @@ pub enum Message {
     RoomList(RoomList),
     Refresh(Refresh),
     TokenExpiring(TokenExpiring),
+    /// A Raft call between cluster nodes: an opaque body the broker
+    /// encodes and decodes (the protocol crate only carries it).
+    Cluster(Bytes),
+    /// The answer to a [`Message::Cluster`] call.
+    ClusterReply(Bytes),
+    ClusterStatus,
+    ClusterInfo(ClusterInfo),
 }
 
 /// A pushed delivery: a stored batch and the part of it meant for this
@@ -261,6 +271,10 @@ impl Message {
             Opcode::RoomList => Message::RoomList(from_postcard("room_list", b)?),
             Opcode::Refresh => Message::Refresh(from_postcard("refresh", b)?),
             Opcode::TokenExpiring => Message::TokenExpiring(from_postcard("token_expiring", b)?),
+            Opcode::Cluster => Message::Cluster(b.clone()),
+            Opcode::ClusterReply => Message::ClusterReply(b.clone()),
+            Opcode::ClusterStatus => empty("cluster_status", Message::ClusterStatus)?,
+            Opcode::ClusterInfo => Message::ClusterInfo(from_postcard("cluster_info", b)?),
         })
     }
 
@@ -306,6 +320,10 @@ impl Message {
             Message::RoomList(_) => Opcode::RoomList,
             Message::Refresh(_) => Opcode::Refresh,
             Message::TokenExpiring(_) => Opcode::TokenExpiring,
+            Message::Cluster(_) => Opcode::Cluster,
+            Message::ClusterReply(_) => Opcode::ClusterReply,
+            Message::ClusterStatus => Opcode::ClusterStatus,
+            Message::ClusterInfo(_) => Opcode::ClusterInfo,
         }
     }
 
@@ -331,7 +349,8 @@ impl Message {
             | Message::Pong
             | Message::Ok
             | Message::ListTopics
-            | Message::MyRooms => put_frame(buf, op, flags, id, &[]),
+            | Message::MyRooms
+            | Message::ClusterStatus => put_frame(buf, op, flags, id, &[]),
             Message::Publish { topic, batch } => put_publish(buf, id, topic, batch.bytes()),
             Message::Deliver(d) => {
                 put_deliver_prefix(
@@ -376,6 +395,8 @@ impl Message {
             Message::RoomList(v) => put_postcard(buf, op, flags, id, v),
             Message::Refresh(v) => put_postcard(buf, op, flags, id, v),
             Message::TokenExpiring(v) => put_postcard(buf, op, flags, id, v),
+            Message::Cluster(b) | Message::ClusterReply(b) => put_frame(buf, op, flags, id, b),
+            Message::ClusterInfo(v) => put_postcard(buf, op, flags, id, v),
         }
     }
 

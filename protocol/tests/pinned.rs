@@ -752,13 +752,67 @@ fn token_expired_is_error_code_21() {
     assert!(!ErrorCode::TokenExpired.is_retryable());
 }
 
+#[test]
+fn cluster_frames_carry_their_body_as_is() {
+    // Between nodes: the body is the broker's own (postcard of its Raft
+    // messages); the protocol carries it byte for byte.
+    pin(
+        Message::Cluster(Bytes::from_static(b"\x01\x02")),
+        6,
+        "0e000000 60 00 0000 0600000000000000 | 0102",
+    );
+    pin(
+        Message::ClusterReply(Bytes::from_static(b"\x03")),
+        6,
+        "0d000000 61 00 0000 0600000000000000 | 03",
+    );
+}
+
+#[test]
+fn cluster_status_and_info() {
+    pin(
+        Message::ClusterStatus,
+        7,
+        "0c000000 62 00 0000 0700000000000000",
+    );
+    pin(
+        Message::ClusterInfo(ClusterInfo {
+            node_id: 2,
+            nodes: vec![ClusterNode {
+                id: 1,
+                addr: "a".into(),
+            }],
+            groups: vec![RaftGroupInfo {
+                name: "meta".into(),
+                leader: Some(1),
+                term: 3,
+                last_index: Some(9),
+                applied: None,
+                replicas: vec![ReplicaInfo {
+                    node: 1,
+                    matched: Some(9),
+                }],
+            }],
+        }),
+        7,
+        "21000000 63 00 0000 0700000000000000 | 02 | 01 01 0161 | 01 046d657461 0101 03 0109 00 | 01 01 0109",
+    );
+}
+
+#[test]
+fn not_leader_is_error_code_22_and_retryable() {
+    assert_eq!(ErrorCode::NotLeader.as_u16(), 22);
+    assert_eq!(ErrorCode::from_u16(22), ErrorCode::NotLeader);
+    assert!(ErrorCode::NotLeader.is_retryable());
+}
+
 /// Every opcode has a pinned frame above; this keeps the list honest.
 #[test]
 fn every_opcode_is_pinned() {
     let pinned: Vec<u8> = vec![
         0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25,
         0x26, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a, 0x40, 0x41, 0x42,
-        0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x50, 0x51,
+        0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x50, 0x51, 0x60, 0x61, 0x62, 0x63,
     ];
     let known: Vec<u8> = (0..=255u8)
         .filter(|b| Opcode::from_u8(*b).is_ok())

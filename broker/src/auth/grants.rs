@@ -47,6 +47,10 @@ pub struct GrantSpec {
     pub emit: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub request: Vec<String>,
+    /// Speak for a cluster node (Raft calls between nodes): given to the
+    /// nodes' own tokens only.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cluster: bool,
 }
 
 /// One subscribe permission: topics, and optionally which groups.
@@ -66,6 +70,7 @@ pub struct Grants {
     join: Patterns,
     emit: Patterns,
     request: Patterns,
+    cluster: bool,
 }
 
 impl Grants {
@@ -91,6 +96,7 @@ impl Grants {
             join: Patterns::parse(&spec.join)?,
             emit: Patterns::parse(&spec.emit)?,
             request: Patterns::parse(&spec.request)?,
+            cluster: spec.cluster,
         })
     }
 
@@ -139,6 +145,8 @@ pub enum Need<'a> {
     },
     /// Reply to a client's request.
     Reply(&'a str),
+    /// Take part in the cluster's Raft groups (a peer node).
+    Cluster,
 }
 
 /// The kinds of single-resource decisions [`Access`] remembers.
@@ -250,6 +258,7 @@ impl Access {
             Need::Join(r) => self.single(Kind::Join, r, |g, r| g.join.allows(r)),
             Need::Emit { target, request } => return self.check_emit(target, request),
             Need::Reply(c) => self.single(Kind::Request, c, |g, c| g.request.allows(c)),
+            Need::Cluster => self.grants.as_ref().is_none_or(|g| g.cluster),
         };
         if ok {
             return Ok(());
@@ -270,6 +279,12 @@ impl Access {
             Need::See(t) => self.refuse("see", "topic", t, ""),
             Need::Join(r) => self.refuse("join", "room", r, ""),
             Need::Reply(c) => self.refuse("reply to", "client", c, ""),
+            Need::Cluster => self.refuse(
+                "speak for",
+                "a cluster node",
+                "",
+                " (needs the cluster permission)",
+            ),
             Need::Nothing | Need::Emit { .. } => self.refuse("do", "this", "", ""),
         })
     }

@@ -46,6 +46,9 @@ pub struct TokenEntry {
     pub emit: Vec<String>,
     #[serde(default)]
     pub request: Vec<String>,
+    /// A cluster node's token (Raft calls between nodes).
+    #[serde(default)]
+    pub cluster: bool,
 }
 
 impl TokenEntry {
@@ -58,6 +61,7 @@ impl TokenEntry {
             join: self.join.clone(),
             emit: self.emit.clone(),
             request: self.request.clone(),
+            cluster: self.cluster,
         }
     }
 }
@@ -227,6 +231,7 @@ mod tests {
             join: vec![],
             emit: vec![],
             request: vec![],
+            cluster: false,
         }
     }
 

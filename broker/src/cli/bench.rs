@@ -43,7 +43,8 @@ enum Mode {
 )]
 pub struct BenchArgs {
     mode: Mode,
-    /// Broker address, HOST:PORT or ws://HOST:PORT/ws (ignored with
+    /// Broker address, HOST:PORT or ws://HOST:PORT/ws, or a cluster's nodes
+    /// comma-separated (ignored with
     /// --embedded).
     #[arg(long, env = "HERALD_SERVER", default_value = DEFAULT_SERVER, value_parser = parse_server)]
     server: String,

@@ -22,7 +22,8 @@ const ONE_SHOT_RECONNECTS: u32 = 3;
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
     /// Broker address: HOST:PORT (TCP), or ws://HOST:PORT/ws (wss:// with
-    /// TLS) for its WebSocket listener.
+    /// TLS) for its WebSocket listener; a cluster's nodes as a
+    /// comma-separated list (publishes follow each topic's leader).
     #[arg(
         long,
         env = "HERALD_SERVER",
@@ -91,8 +92,21 @@ impl ServerArgs {
 /// host, before anything tries to connect, so a typo such as `--server
 /// 7400` is reported as such rather than as a missing broker.
 pub fn parse_server(s: &str) -> Result<String, String> {
+    // The nodes of a cluster: each address checked alone.
+    if s.contains(',') {
+        for a in s.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            parse_one_server(a)?;
+        }
+        return Ok(s.to_owned());
+    }
+    parse_one_server(s)
+}
+
+fn parse_one_server(s: &str) -> Result<String, String> {
     // clap prefixes this with "invalid value '7400' for '--server <SERVER>'".
-    let bad = || format!("expected HOST:PORT (e.g. {DEFAULT_SERVER}) or ws://HOST:PORT/ws");
+    let bad = || {
+        format!("expected HOST:PORT (e.g. {DEFAULT_SERVER}), ws://HOST:PORT/ws, or a comma-separated list of them (a cluster's nodes)")
+    };
     if let Some((scheme, rest)) = s.split_once("://") {
         if !matches!(scheme.to_ascii_lowercase().as_str(), "ws" | "wss") {
             return Err(bad());
@@ -316,6 +330,7 @@ mod tests {
             "wss://broker.example/ws",
             "ws://[::1]:7480/ws",
             "ws://[::1]",
+            "127.0.0.1:7501,127.0.0.1:7502,127.0.0.1:7503",
         ] {
             assert_eq!(parse_server(ok), Ok(ok.to_owned()));
         }
@@ -335,6 +350,7 @@ mod tests {
             "ws://host:0/ws",
             "ws://host:x/ws",
             "ws://u@host/ws",
+            "127.0.0.1:7501,7502",
             "ws://::1:7480/ws",
         ] {
             let e = parse_server(bad).unwrap_err();

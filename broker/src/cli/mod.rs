@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch to one module per subcommand.
 
 mod bench;
+mod cluster;
 mod common;
 mod groups;
 mod publish;
@@ -46,6 +47,8 @@ pub enum Command {
     Token(token::TokenArgs),
     /// Live view of a broker: busiest topics, groups' lag, connections, memory.
     Top(top::TopArgs),
+    /// A cluster's nodes, leaders and replicas' progress.
+    Cluster(cluster::ClusterArgs),
 }
 
 /// What to do about a broker's refusal, for the one error line on stderr.
@@ -93,5 +96,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(a) => bench::run(a),
         Command::Token(a) => token::run(a),
         Command::Top(a) => top::run(a),
+        Command::Cluster(a) => cluster::run(a),
     }
 }

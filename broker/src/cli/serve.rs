@@ -77,6 +77,17 @@ pub struct ServeArgs {
     /// metric, summed): for brokers with very many topics.
     #[arg(long, env = "HERALD_METRICS_NO_TOPIC_LABELS")]
     metrics_no_topic_labels: bool,
+    /// This node's id in a cluster (needs --peers; docs/cluster.md).
+    #[arg(long, env = "HERALD_NODE_ID", requires = "peers")]
+    node_id: Option<u64>,
+    /// Every node of the cluster, this one included, as
+    /// ID=HOST:PORT,... (their broker listeners).
+    #[arg(long, env = "HERALD_PEERS", requires = "node_id")]
+    peers: Option<String>,
+    /// The token this node presents to the others when authentication is
+    /// on (made with `herald token --allow-cluster`).
+    #[arg(long, env = "HERALD_CLUSTER_TOKEN_FILE")]
+    cluster_token_file: Option<PathBuf>,
     /// A TOML file with the same settings (kebab-case keys); flags win.
     #[arg(long, env = "HERALD_CONFIG")]
     config: Option<PathBuf>,
@@ -205,6 +216,26 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<(BrokerConfig, String)> {
     if c.max_connections == 0 {
         anyhow::bail!("--max-connections must be at least 1");
     }
+    let node_id = a.node_id.or(file.node_id);
+    let peers = a.peers.clone().or(file.peers.clone());
+    c.cluster = match (node_id, peers) {
+        (Some(id), Some(peers)) => {
+            let mut cc = herald_broker::cluster::ClusterConfig::parse(id, &peers)
+                .map_err(|e| anyhow::anyhow!("--peers: {e}"))?;
+            if let Some(p) = a
+                .cluster_token_file
+                .clone()
+                .or(file.cluster_token_file.clone())
+            {
+                let t = std::fs::read_to_string(&p)
+                    .with_context(|| format!("reading cluster token file {}", p.display()))?;
+                cc.token = Some(t.trim().to_owned());
+            }
+            Some(cc)
+        }
+        (None, None) => None,
+        _ => anyhow::bail!("a cluster node needs both node-id and peers"),
+    };
     apply_http(
         a,
         (file.http, file.no_http, file.http_allowed_origins),
@@ -266,7 +297,10 @@ fn apply_http(
 fn init_logging(format: &str) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // openraft reports every unreachable peer and lost election at
+        // WARN/ERROR, over and over while a node is down: what matters of
+        // it Herald logs itself. HERALD_LOG=info,openraft=info shows it.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

@@ -62,6 +62,10 @@ pub struct TokenArgs {
     /// (repeatable).
     #[arg(long, value_name = "PATTERN")]
     allow_request: Vec<String>,
+    /// A cluster node's token: it may make Raft calls to other nodes
+    /// (give it to the nodes only; see docs/cluster.md).
+    #[arg(long)]
+    allow_cluster: bool,
 }
 
 impl TokenArgs {
@@ -73,6 +77,7 @@ impl TokenArgs {
             join: self.allow_join.clone(),
             emit: self.allow_emit.clone(),
             request: self.allow_request.clone(),
+            cluster: self.allow_cluster,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! goes on.
 
 mod acks;
+mod cluster;
 mod control;
 mod groups;
 mod publish;
@@ -61,6 +62,8 @@ pub(crate) async fn dispatch(s: &mut Session, id: u64, msg: Message) -> Result<(
         Message::MyRooms => run(s, id, rooms::MyRooms).await,
         Message::Emit(r) => run(s, id, r).await,
         Message::Reply(r) => run(s, id, r).await,
+        Message::Cluster(body) => run(s, id, cluster::ClusterCall(body)).await,
+        Message::ClusterStatus => run(s, id, cluster::Status).await,
         Message::Hello(_) => {
             let e = Message::error(ErrorCode::InvalidArgument, "already handshaken");
             s.reply(id, e).await

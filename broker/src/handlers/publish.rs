@@ -1,11 +1,16 @@
 //! Publish: append a batch to a topic; the confirm leaves once durable, in
 //! the order the publishes came.
 
-use herald_protocol::{Batch, ErrorCode, Message, PublishOk};
+use std::sync::Arc;
+
+use crate::cluster::propose::Rejected;
+use crate::cluster::types::Appended;
+use crate::cluster::{Cluster, Replica};
+use herald_protocol::{Batch, ErrorCode, Message, PublishOk, TopicConfig};
 
 use super::Handler;
 use crate::auth::Need;
-use crate::session::{Close, Session};
+use crate::session::{Close, Session, Shared};
 use crate::storage::StorageError;
 use crate::BrokerError;
 
@@ -30,6 +35,15 @@ impl Handler for Publish {
                 ),
             );
             return s.reply(id, e).await;
+        }
+        if let Some(c) = s.shared.cluster.clone() {
+            let shared = s.shared.clone();
+            if let Some(r) = replicated(&shared, &c, &self.topic).await {
+                return match r {
+                    Ok(replica) => publish_replicated(s, id, &c, replica, self.batch).await,
+                    Err(e) => s.reply(id, e.to_message()).await,
+                };
+            }
         }
         let t = match s.shared.registry.for_publish(&self.topic) {
             Ok(t) => t,
@@ -66,4 +80,91 @@ impl Handler for Publish {
         }));
         Ok(())
     }
+}
+
+/// In a cluster: this node's replica of `topic` when the topic is
+/// replicated (created through the cluster if it is new and the broker
+/// auto-creates topics); `None` for a topic served locally (the broker's
+/// own `_` topics, and topics created before the node joined a cluster).
+async fn replicated(
+    s: &Shared,
+    c: &Cluster,
+    topic: &str,
+) -> Option<Result<Arc<Replica>, BrokerError>> {
+    if let Some(r) = c.replica(topic) {
+        return Some(Ok(r));
+    }
+    if topic.starts_with('_') {
+        return None;
+    }
+    if !c.is_replicated(topic) {
+        if s.registry.get(topic).is_ok() {
+            return None;
+        }
+        if !s.config.auto_create_topics {
+            return Some(Err(BrokerError::UnknownTopic(topic.to_owned())));
+        }
+        if let Err(e) = c.create_topic(topic, &TopicConfig::default()).await {
+            return Some(Err(e));
+        }
+    }
+    Some(c.replica(topic).ok_or_else(|| {
+        BrokerError::NotLeader(format!(
+            "node {} holds no replica of topic {topic:?}; publish to one that does",
+            c.node_id()
+        ))
+    }))
+}
+
+/// Proposes the batch to the topic's Raft group: confirmed once a majority
+/// of its replicas has it on disk and this node (the leader) has stored it
+/// in its copy of the topic.
+async fn publish_replicated(
+    s: &mut Session,
+    id: u64,
+    c: &Arc<Cluster>,
+    replica: Arc<Replica>,
+    batch: Batch,
+) -> Result<(), Close> {
+    // Queued now, in arrival order (the proposer and Raft keep it);
+    // awaited in `publishes`.
+    let answer = replica.proposer.propose(batch.into_bytes()).await;
+    let c = c.clone();
+    s.publishes.push_back(Box::pin(async move {
+        let m = match answer.await {
+            Ok(Ok(Appended::Stored {
+                base_offset,
+                count,
+                duplicate,
+            })) => Message::PublishOk(PublishOk {
+                base_offset,
+                count,
+                duplicate,
+            }),
+            Ok(Ok(Appended::Failed { code, message })) => {
+                Message::error(ErrorCode::from_u16(code), message)
+            }
+            Ok(Err(Rejected::NotLeader(leader))) => {
+                let leader = leader.or_else(|| c.leader_address(&replica.raft));
+                BrokerError::NotLeader(match leader {
+                    Some(a) => format!(
+                        "node {} does not lead topic {:?}; leader: {a}",
+                        c.node_id(),
+                        replica.topic.name
+                    ),
+                    None => format!(
+                        "topic {:?} has no leader yet (an election is under way); retry",
+                        replica.topic.name
+                    ),
+                })
+                .to_message()
+            }
+            Ok(Err(Rejected::Failed(e))) => BrokerError::Internal(e).to_message(),
+            // Raft stopped under the publish (the broker is stopping): not
+            // confirmed.
+            Ok(Err(Rejected::Stopped)) | Err(_) => BrokerError::ShuttingDown.to_message(),
+        };
+        (id, m)
+    }));
+    Ok(())
 }

@@ -14,6 +14,26 @@ impl Handler for CreateTopic {
     }
 
     async fn handle(self, s: &mut Session, id: u64) -> Result<(), Close> {
+        if let Some(c) = s.shared.cluster.clone() {
+            // In a cluster, topics are replicated (the broker's own `_`
+            // topics stay on their node).
+            if !self.name.starts_with('_') {
+                if let Err(e) = crate::topic::name::validate("topic", &self.name)
+                    .and_then(|_| crate::topic::registry::validate_config(&self.config))
+                {
+                    return s.reply(id, e.to_message()).await;
+                }
+                let reg = s.shared.registry.clone();
+                return s.later(id, async move {
+                    c.create_topic(&self.name, &self.config).await?;
+                    match reg.get(&self.name) {
+                        Ok(t) => t.info().await.map(Message::TopicInfo),
+                        // Replicated on other nodes only.
+                        Err(_) => Ok(Message::Ok),
+                    }
+                });
+            }
+        }
         match s.shared.registry.create(&self.name, &self.config, false) {
             Ok(t) => s.later(id, async move { t.info().await.map(Message::TopicInfo) }),
             Err(e) => s.reply(id, e.to_message()).await,

@@ -475,7 +475,7 @@ fn read_meta(path: &Path) -> Result<TopicConfig, BrokerError> {
         .map_err(|e| BrokerError::Internal(format!("{}: {e}", path.display())))
 }
 
-fn validate_config(cfg: &TopicConfig) -> Result<(), BrokerError> {
+pub(crate) fn validate_config(cfg: &TopicConfig) -> Result<(), BrokerError> {
     // The log clamps larger sizes to MAX_SEGMENT_BYTES; accepting them
     // would store a setting that is silently not the one used.
     if let Some(s) = cfg.segment_bytes {

@@ -1,0 +1,108 @@
+//! A node's place in a cluster: its id and every member's address
+//! (`--node-id`, `--peers`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::types::NodeId;
+
+/// The cluster settings of one node. Without them the broker runs alone,
+/// exactly as it always did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's id; it must be one of `peers`.
+    pub node_id: NodeId,
+    /// Every node of the cluster, this one included: its id and the address
+    /// of its broker listener (clients and peers use the same one).
+    pub peers: BTreeMap<NodeId, String>,
+    /// The token this node presents to its peers when authentication is
+    /// on (it needs the `cluster` permission); `None` with auth off.
+    pub token: Option<String>,
+    /// Raft timings: a leader's heartbeat, and the range a follower waits
+    /// without one before it stands for election.
+    pub heartbeat: Duration,
+    pub election_timeout: (Duration, Duration),
+}
+
+impl ClusterConfig {
+    /// Parses `--peers` (`1=127.0.0.1:7501,2=127.0.0.1:7502,...`) for node
+    /// `node_id`.
+    ///
+    /// # Errors
+    /// A malformed list, a repeated id, or `node_id` missing from it.
+    pub fn parse(node_id: NodeId, peers: &str) -> Result<ClusterConfig, String> {
+        let mut map = BTreeMap::new();
+        for part in peers.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (id, addr) = part
+                .split_once('=')
+                .ok_or_else(|| format!("peer {part:?}: expected ID=HOST:PORT"))?;
+            let id: NodeId = id
+                .trim()
+                .parse()
+                .map_err(|_| format!("peer {part:?}: {id:?} is not a node id (a number)"))?;
+            let addr = addr.trim();
+            if !addr.contains(':') {
+                return Err(format!("peer {part:?}: {addr:?} is not HOST:PORT"));
+            }
+            if map.insert(id, addr.to_owned()).is_some() {
+                return Err(format!("node id {id} appears twice in --peers"));
+            }
+        }
+        if !map.contains_key(&node_id) {
+            return Err(format!(
+                "--node-id {node_id} is not in --peers ({})",
+                map.keys()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Ok(ClusterConfig {
+            node_id,
+            peers: map,
+            token: None,
+            // A follower stands for election 200-400 ms after it last heard
+            // from a leader (openraft adds its leader lease to that): a
+            // failover within about a second, with room for a loaded
+            // machine's pauses.
+            heartbeat: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(200), Duration::from_millis(400)),
+        })
+    }
+
+    /// This node's own address, as its peers know it.
+    pub fn own_address(&self) -> &str {
+        self.peers.get(&self.node_id).map_or("", String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_peer_list() {
+        let c = ClusterConfig::parse(2, "1=127.0.0.1:7501, 2=127.0.0.1:7502,3=h:1").unwrap();
+        assert_eq!(c.peers.len(), 3);
+        assert_eq!(c.own_address(), "127.0.0.1:7502");
+    }
+
+    #[test]
+    fn refuses_bad_lists() {
+        assert!(ClusterConfig::parse(4, "1=a:1,2=b:2")
+            .unwrap_err()
+            .contains("not in --peers"));
+        assert!(ClusterConfig::parse(1, "1=a:1,1=b:2")
+            .unwrap_err()
+            .contains("twice"));
+        assert!(ClusterConfig::parse(1, "x=a:1")
+            .unwrap_err()
+            .contains("not a node id"));
+        assert!(ClusterConfig::parse(1, "1=a")
+            .unwrap_err()
+            .contains("HOST:PORT"));
+        assert!(ClusterConfig::parse(1, "1")
+            .unwrap_err()
+            .contains("ID=HOST:PORT"));
+    }
+}

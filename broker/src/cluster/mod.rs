@@ -1,0 +1,483 @@
+//! A cluster of brokers: topics replicated over Raft (openraft), see
+//! docs/cluster.md.
+//!
+//! Each node runs one metadata group over every node (which replicated
+//! topics exist, with which settings, on which nodes) and one group per
+//! replicated topic it holds a replica of. A publish to a replicated topic
+//! is proposed to that topic's group by its leader and confirmed once a
+//! majority has the entry on disk and the leader has applied it to its own
+//! copy of the topic ([`machine::TopicMachine`]); subscribers and groups
+//! read that copy on any node as they read any topic.
+//!
+//! - `config`: `--node-id`, `--peers`.
+//! - `types`: what a Raft entry carries and what applying it answers.
+//! - `raft_log`: each group's Raft log, kept in a Herald log.
+//! - `machine`: the state machines (a topic's log, the metadata).
+//! - `propose`: client batches into Raft entries, many per entry when busy.
+//! - `rpc`: what nodes say to each other; `network`: saying it.
+
+// openraft's `StorageError` (the error type its traits require) is large;
+// it is returned on failures only.
+#![allow(clippy::result_large_err)]
+
+pub mod config;
+pub mod machine;
+pub mod network;
+pub mod propose;
+pub mod raft_log;
+pub mod rpc;
+pub mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use herald_protocol::{
+    ClusterInfo, ClusterNode, ErrorCode, RaftGroupInfo, ReplicaInfo, TopicConfig,
+};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, SnapshotPolicy};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use config::ClusterConfig;
+use machine::{MetaMachine, Metadata, Placement, TopicMachine};
+use network::Network;
+use raft_log::RaftLog;
+use rpc::{Answer, Call, CallBody, ProposeError, META_GROUP, TOPIC_GROUP_PREFIX};
+use types::{Command, NodeId, Outcome, Raft};
+
+use crate::storage::LogConfig;
+use crate::topic::{Registry, Topic};
+use crate::BrokerError;
+
+/// Replicas of each replicated topic (fewer when the cluster is smaller).
+pub const REPLICAS: usize = 3;
+
+/// How long a metadata change waits for a leader to be elected.
+const PROPOSE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// This node's replica of one replicated topic.
+pub struct Replica {
+    pub raft: Raft,
+    pub topic: Arc<Topic>,
+    /// Where publishes to the topic queue to become entries.
+    pub proposer: propose::Proposer,
+    log: RaftLog,
+}
+
+/// This node's part in the cluster.
+pub struct Cluster {
+    config: ClusterConfig,
+    raft_config: Arc<openraft::Config>,
+    root: PathBuf,
+    registry: Arc<Registry>,
+    max_frame: usize,
+    meta: Raft,
+    meta_log: RaftLog,
+    metadata: Arc<Metadata>,
+    replicas: DashMap<String, Arc<Replica>>,
+    shutdown: CancellationToken,
+}
+
+fn fatal(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Internal(format!("cluster: {e}"))
+}
+
+impl Cluster {
+    /// Joins the cluster: opens the metadata group (forming it on first
+    /// start: every node proposes the same members, which Raft allows),
+    /// then this node's replicas, as the metadata names them.
+    ///
+    /// # Errors
+    /// The Raft logs cannot be opened.
+    pub async fn start(
+        config: ClusterConfig,
+        registry: Arc<Registry>,
+        max_frame: usize,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Cluster>, BrokerError> {
+        let raft_config = openraft::Config {
+            cluster_name: "herald".into(),
+            heartbeat_interval: config.heartbeat.as_millis() as u64,
+            election_timeout_min: config.election_timeout.0.as_millis() as u64,
+            election_timeout_max: config.election_timeout.1.as_millis() as u64,
+            // The logs are kept whole for now (see `machine`).
+            snapshot_policy: SnapshotPolicy::Never,
+            // A follower gets everything queued since its last answer in
+            // one call (openraft sends one call at a time per follower):
+            // many client batches per round trip and per follower fsync.
+            // The frame limit still bounds it (`network`: PayloadTooLarge).
+            max_payload_entries: 4096,
+            ..Default::default()
+        };
+        let raft_config = Arc::new(raft_config.validate().map_err(fatal)?);
+        let root = registry.config().data_dir.join("cluster");
+        let metadata = Arc::new(Metadata::default());
+        let (created_tx, mut created_rx) = mpsc::unbounded_channel();
+        let meta_log = open_raft_log(root.join("meta"), registry.config().direct_io).await?;
+        let meta = Raft::new(
+            config.node_id,
+            raft_config.clone(),
+            network_for(&config, META_GROUP.into(), max_frame),
+            meta_log.clone(),
+            MetaMachine::new(metadata.clone(), created_tx),
+        )
+        .await
+        .map_err(fatal)?;
+        let cluster = Arc::new(Cluster {
+            config,
+            raft_config,
+            root,
+            registry,
+            max_frame,
+            meta,
+            meta_log,
+            metadata,
+            replicas: DashMap::new(),
+            shutdown,
+        });
+        if !cluster.meta.is_initialized().await.map_err(fatal)? {
+            let members: BTreeMap<NodeId, BasicNode> = cluster
+                .config
+                .peers
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr)))
+                .collect();
+            if let Err(e) = cluster.meta.initialize(members).await {
+                tracing::debug!(error = %e, "metadata group already formed");
+            }
+        }
+        // Replicas this node held before it stopped serve at once, before
+        // the metadata is applied again (their peers may be calling).
+        for name in cluster.replicas_on_disk() {
+            if let Err(e) = cluster.open_replica(&name, None).await {
+                tracing::error!(topic = %name, error = %e, "replica cannot be opened");
+            }
+        }
+        let c = Arc::downgrade(&cluster);
+        tokio::spawn(async move {
+            while let Some((name, placement)) = created_rx.recv().await {
+                let Some(c) = c.upgrade() else { return };
+                if let Err(e) = c.open_replica(&name, Some(&placement)).await {
+                    tracing::error!(topic = %name, error = %e, "replica cannot be opened");
+                }
+            }
+        });
+        tracing::info!(node = cluster.config.node_id, peers = ?cluster.config.peers, "cluster member started");
+        Ok(cluster)
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    /// The replicated topics and where they live.
+    pub fn topics(&self) -> Vec<(String, Placement)> {
+        self.metadata.topics()
+    }
+
+    /// This node's replica of `topic`, if the topic is replicated here.
+    pub fn replica(&self, topic: &str) -> Option<Arc<Replica>> {
+        self.replicas.get(topic).map(|r| r.value().clone())
+    }
+
+    /// Whether `topic` is a replicated topic (here or elsewhere).
+    pub fn is_replicated(&self, topic: &str) -> bool {
+        self.replicas.contains_key(topic) || self.metadata.topic(topic).is_some()
+    }
+
+    fn replicas_on_disk(&self) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(self.root.join("topics")) else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// The nodes holding `topic`: all of them up to [`REPLICAS`], else
+    /// [`REPLICAS`] consecutive ones from a place the name picks.
+    fn choose_replicas(&self, topic: &str) -> Vec<NodeId> {
+        let ids: Vec<NodeId> = self.config.peers.keys().copied().collect();
+        if ids.len() <= REPLICAS {
+            return ids;
+        }
+        let start = crc32c::crc32c(topic.as_bytes()) as usize % ids.len();
+        (0..REPLICAS)
+            .map(|i| ids[(start + i) % ids.len()])
+            .collect()
+    }
+
+    /// Opens this node's replica of `name` (creating the topic's local log
+    /// and the group's Raft log if new). With `placement` (from the
+    /// metadata), a new group is formed over its nodes.
+    async fn open_replica(
+        &self,
+        name: &str,
+        placement: Option<&Placement>,
+    ) -> Result<(), BrokerError> {
+        if let Some(p) = placement {
+            if !p.replicas.contains(&self.config.node_id) {
+                return Ok(());
+            }
+        }
+        if self.replicas.contains_key(name) || self.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let config = placement.map(|p| p.config.clone()).unwrap_or_default();
+        let topic = match self.registry.get(name) {
+            Ok(t) => t,
+            Err(BrokerError::UnknownTopic(_)) => self.registry.create(name, &config, true)?,
+            Err(e) => return Err(e),
+        };
+        let log = open_raft_log(
+            self.root.join("topics").join(name),
+            self.registry.config().direct_io,
+        )
+        .await?;
+        let raft = Raft::new(
+            self.config.node_id,
+            self.raft_config.clone(),
+            network_for(&self.config, rpc::topic_group(name), self.max_frame),
+            log.clone(),
+            TopicMachine::new(topic.clone()),
+        )
+        .await
+        .map_err(fatal)?;
+        if let Some(p) = placement {
+            if !raft.is_initialized().await.map_err(fatal)? {
+                let members: BTreeMap<NodeId, BasicNode> = p
+                    .replicas
+                    .iter()
+                    .filter_map(|id| self.config.peers.get(id).map(|a| (*id, BasicNode::new(a))))
+                    .collect();
+                if let Err(e) = raft.initialize(members).await {
+                    tracing::debug!(topic = %name, error = %e, "group already formed");
+                }
+            }
+        }
+        let proposer = propose::Proposer::start(raft.clone(), self.config.peers.clone());
+        let replica = Arc::new(Replica {
+            raft,
+            topic,
+            proposer,
+            log,
+        });
+        if self
+            .replicas
+            .insert(name.to_owned(), replica.clone())
+            .is_some()
+        {
+            // Opened twice at once (metadata and disk): keep one.
+            tracing::debug!(topic = %name, "replica opened twice");
+        }
+        tracing::info!(topic = %name, "replica serving");
+        Ok(())
+    }
+
+    /// Serves one call from a peer.
+    pub async fn serve(&self, call: Call) -> Answer {
+        let raft = if call.group == META_GROUP {
+            self.meta.clone()
+        } else if let Some(name) = call.group.strip_prefix(TOPIC_GROUP_PREFIX) {
+            match self.replicas.get(name) {
+                Some(r) => r.raft.clone(),
+                None => return Answer::NoGroup(call.group),
+            }
+        } else {
+            return Answer::NoGroup(call.group);
+        };
+        match call.body {
+            CallBody::Append(r) => Answer::Append(raft.append_entries(r).await),
+            CallBody::Vote(r) => Answer::Vote(raft.vote(r).await),
+            CallBody::Snapshot(r) => Answer::Snapshot(raft.install_snapshot(r).await),
+            CallBody::Propose(c) => Answer::Proposed(self.propose_here(&raft, c).await),
+        }
+    }
+
+    /// The address of the node leading `raft`'s group, as this node knows it.
+    pub fn leader_address(&self, raft: &Raft) -> Option<String> {
+        let leader = raft.metrics().borrow().current_leader?;
+        self.config.peers.get(&leader).cloned()
+    }
+
+    /// Proposes `c` to `raft`'s group on this node.
+    async fn propose_here(&self, raft: &Raft, c: Command) -> Result<Outcome, ProposeError> {
+        match raft.client_write(c).await {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(
+                ProposeError::NotLeader(f.leader_node.map(|n| n.addr).or_else(|| {
+                    f.leader_id
+                        .and_then(|id| self.config.peers.get(&id).cloned())
+                })),
+            ),
+            Err(e) => Err(ProposeError::Failed(e.to_string())),
+        }
+    }
+
+    /// Creates a replicated topic: a metadata write, proposed here or sent
+    /// to the metadata leader, waiting (bounded) for an election.
+    ///
+    /// # Errors
+    /// `TopicExists` with other settings; `Busy` while no leader can be
+    /// found; `Internal` otherwise.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        config: &TopicConfig,
+    ) -> Result<bool, BrokerError> {
+        let command = Command::CreateTopic {
+            name: name.to_owned(),
+            config: config.clone(),
+            replicas: self.choose_replicas(name),
+        };
+        let net = network_for(&self.config, META_GROUP.into(), self.max_frame);
+        let deadline = tokio::time::Instant::now() + PROPOSE_PATIENCE;
+        let mut tried: BTreeSet<String> = BTreeSet::new();
+        loop {
+            let r = match self.propose_here(&self.meta, command.clone()).await {
+                Err(ProposeError::NotLeader(Some(addr))) if addr != self.config.own_address() => {
+                    match network::propose(&net, &addr, command.clone(), PROPOSE_PATIENCE).await {
+                        Ok(Answer::Proposed(r)) => r,
+                        Ok(other) => {
+                            Err(ProposeError::Failed(format!("unexpected answer {other:?}")))
+                        }
+                        Err(e) => {
+                            tried.insert(addr);
+                            Err(ProposeError::Failed(e))
+                        }
+                    }
+                }
+                r => r,
+            };
+            match r {
+                Ok(Outcome::TopicCreated { existed }) => {
+                    self.wait_for_replica(name, deadline).await;
+                    return Ok(!existed);
+                }
+                Ok(Outcome::Failed { code, message }) => {
+                    return Err(match ErrorCode::from_u16(code) {
+                        ErrorCode::TopicExists => BrokerError::TopicExists(name.to_owned()),
+                        _ => BrokerError::InvalidArgument(message),
+                    })
+                }
+                Ok(other) => {
+                    return Err(BrokerError::Internal(format!(
+                        "unexpected outcome {other:?}"
+                    )))
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(BrokerError::Busy(format!(
+                        "cluster metadata cannot be written now ({e}); tried {tried:?}"
+                    )))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// Waits until this node's replica of a just-created topic is open
+    /// (when it holds one), so the creator can publish to it at once.
+    async fn wait_for_replica(&self, name: &str, deadline: tokio::time::Instant) {
+        let Some(p) = self.metadata.topic(name) else {
+            return;
+        };
+        if !p.replicas.contains(&self.config.node_id) {
+            return;
+        }
+        while !self.replicas.contains_key(name) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// How the cluster looks from this node: the metadata group, then each
+    /// replica this node holds whose topic `visible` allows.
+    pub fn status(&self, mut visible: impl FnMut(&str) -> bool) -> ClusterInfo {
+        let mut groups = vec![group_info(META_GROUP, &self.meta)];
+        let mut names: Vec<String> = self
+            .replicas
+            .iter()
+            .map(|r| r.key().clone())
+            .filter(|n| visible(n))
+            .collect();
+        names.sort();
+        for n in names {
+            if let Some(r) = self.replica(&n) {
+                groups.push(group_info(&rpc::topic_group(&n), &r.raft));
+            }
+        }
+        ClusterInfo {
+            node_id: self.config.node_id,
+            nodes: self
+                .config
+                .peers
+                .iter()
+                .map(|(id, addr)| ClusterNode {
+                    id: *id,
+                    addr: addr.clone(),
+                })
+                .collect(),
+            groups,
+        }
+    }
+
+    /// Stops every group of this node and closes their Raft logs.
+    pub async fn shutdown(&self) {
+        let replicas: Vec<Arc<Replica>> = self.replicas.iter().map(|r| r.value().clone()).collect();
+        for r in &replicas {
+            let _ = r.raft.shutdown().await;
+            r.log.close().await;
+        }
+        let _ = self.meta.shutdown().await;
+        self.meta_log.close().await;
+    }
+}
+
+/// One group's state from its Raft metrics.
+fn group_info(name: &str, raft: &Raft) -> RaftGroupInfo {
+    let m = raft.metrics().borrow().clone();
+    let replication = m.replication.as_ref();
+    RaftGroupInfo {
+        name: name.to_owned(),
+        leader: m.current_leader,
+        term: m.current_term,
+        last_index: m.last_log_index,
+        applied: m.last_applied.map(|l| l.index),
+        replicas: m
+            .membership_config
+            .voter_ids()
+            .map(|node| ReplicaInfo {
+                node,
+                matched: replication
+                    .and_then(|r| r.get(&node))
+                    .and_then(|l| l.map(|l| l.index)),
+            })
+            .collect(),
+    }
+}
+
+fn network_for(config: &ClusterConfig, group: String, max_frame: usize) -> Network {
+    Network {
+        group,
+        node_id: config.node_id,
+        token: config.token.clone(),
+        max_frame,
+    }
+}
+
+/// Opens a Raft log off the async threads (recovery reads the files).
+async fn open_raft_log(dir: PathBuf, direct_io: bool) -> Result<RaftLog, BrokerError> {
+    tokio::task::spawn_blocking(move || {
+        let config = LogConfig {
+            direct_io,
+            ..LogConfig::default()
+        };
+        RaftLog::open(&dir.join("raft"), config)
+    })
+    .await
+    .map_err(fatal)?
+    .map_err(fatal)
+}

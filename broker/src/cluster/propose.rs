@@ -1,0 +1,135 @@
+//! A replicated topic's proposer: client batches become Raft entries.
+//!
+//! Raft's costs are per entry (its bookkeeping, a record in the Raft log,
+//! a slot in each AppendEntries), so one entry per client batch would make
+//! a replicated topic slow under many small publishes. Instead publishes
+//! queue here in arrival order, and each entry takes every batch that
+//! queued while the previous entries were in flight ([`IN_FLIGHT`] at
+//! most): one entry per publish when the topic is quiet, many when it is
+//! busy, the way group commit makes one fsync per group.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use openraft::error::ClientWriteError;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::types::{Appended, Command, NodeId, Outcome, Raft};
+
+/// Entries of one topic proposed and not yet applied, at most.
+const IN_FLIGHT: usize = 8;
+/// An entry takes queued batches up to about this many bytes (it must fit
+/// in one AppendEntries call with room to spare).
+const ENTRY_BYTES: usize = 1 << 20;
+/// Publishes queued for the proposer, at most; past it publishers wait.
+const QUEUE: usize = 4096;
+
+/// Why a publish was not applied.
+#[derive(Debug, Clone)]
+pub enum Rejected {
+    /// This node does not lead the topic; the leader's address if known.
+    NotLeader(Option<String>),
+    /// Raft stopped (the broker is shutting down).
+    Stopped,
+    /// Raft failed otherwise.
+    Failed(String),
+}
+
+type Reply = oneshot::Sender<Result<Appended, Rejected>>;
+
+/// The proposer's queue (cloned into the replica).
+#[derive(Clone)]
+pub struct Proposer {
+    tx: mpsc::Sender<(Bytes, Reply)>,
+}
+
+impl Proposer {
+    /// Starts the proposer of `raft`'s group; `peers` name leaders.
+    pub fn start(raft: Raft, peers: BTreeMap<NodeId, String>) -> Proposer {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(raft, rx, Arc::new(peers)));
+        Proposer { tx }
+    }
+
+    /// Queues `batch` (in the caller's order) and returns where its answer
+    /// will come.
+    pub async fn propose(&self, batch: Bytes) -> oneshot::Receiver<Result<Appended, Rejected>> {
+        let (reply, rx) = oneshot::channel();
+        // A closed queue drops `reply`: the receiver sees the proposer gone.
+        let _ = self.tx.send((batch, reply)).await;
+        rx
+    }
+}
+
+async fn run(
+    raft: Raft,
+    mut rx: mpsc::Receiver<(Bytes, Reply)>,
+    peers: Arc<BTreeMap<NodeId, String>>,
+) {
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        // Waiting here for an entry to be applied is what lets the queue
+        // fill: the next entry takes everything that came meanwhile.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut bytes = first.0.len();
+        let mut batches = vec![first.0];
+        let mut replies = vec![first.1];
+        while bytes < ENTRY_BYTES {
+            match rx.try_recv() {
+                Ok((b, r)) => {
+                    bytes += b.len();
+                    batches.push(b);
+                    replies.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let queued = raft.client_write_ff(Command::Publish(batches)).await;
+        let peers = peers.clone();
+        tokio::spawn(async move {
+            let answer = match queued {
+                Ok(rx) => rx.await.ok(),
+                Err(_) => None,
+            };
+            drop(permit);
+            answer_all(answer, replies, &peers);
+        });
+    }
+}
+
+/// Hands each publish of an entry its own answer.
+fn answer_all(
+    answer: Option<
+        Result<
+            openraft::raft::ClientWriteResponse<super::types::TypeConfig>,
+            ClientWriteError<NodeId, super::types::Node>,
+        >,
+    >,
+    replies: Vec<Reply>,
+    peers: &BTreeMap<NodeId, String>,
+) {
+    let rejected = match answer {
+        Some(Ok(r)) => match r.data {
+            Outcome::Appended(results) if results.len() == replies.len() => {
+                for (reply, a) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(a));
+                }
+                return;
+            }
+            other => Rejected::Failed(format!("unexpected outcome {other:?}")),
+        },
+        Some(Err(ClientWriteError::ForwardToLeader(f))) => Rejected::NotLeader(
+            f.leader_node
+                .map(|n| n.addr)
+                .or_else(|| f.leader_id.and_then(|id| peers.get(&id).cloned())),
+        ),
+        Some(Err(e)) => Rejected::Failed(e.to_string()),
+        None => Rejected::Stopped,
+    };
+    for reply in replies {
+        let _ = reply.send(Err(rejected.clone()));
+    }
+}

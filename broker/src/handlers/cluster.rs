@@ -1,0 +1,61 @@
+//! Cluster: a Raft call from a peer node (see `crate::cluster::rpc`), and
+//! ClusterStatus.
+
+use bytes::Bytes;
+use herald_protocol::{ErrorCode, Message};
+
+use super::Handler;
+use crate::auth::Need;
+use crate::cluster::rpc::{Answer, Call};
+use crate::session::{Close, Session};
+
+pub(crate) struct ClusterCall(pub(crate) Bytes);
+
+impl Handler for ClusterCall {
+    fn needs(&self) -> Need<'_> {
+        Need::Cluster
+    }
+
+    async fn handle(self, s: &mut Session, id: u64) -> Result<(), Close> {
+        let Some(c) = s.shared.cluster.clone() else {
+            let e = Message::error(
+                ErrorCode::InvalidArgument,
+                "this broker is not in a cluster (no --node-id/--peers)",
+            );
+            return s.reply(id, e).await;
+        };
+        let answer = match postcard::from_bytes::<Call>(&self.0) {
+            Ok(call) => c.serve(call).await,
+            Err(e) => Answer::Malformed(format!("cluster call: {e}")),
+        };
+        match postcard::to_allocvec(&answer) {
+            Ok(b) => s.reply(id, Message::ClusterReply(b.into())).await,
+            Err(e) => {
+                s.reply(id, Message::error(ErrorCode::Internal, e.to_string()))
+                    .await
+            }
+        }
+    }
+}
+
+/// ClusterStatus: the cluster as this node sees it; topics the connection
+/// may not see are left out.
+pub(crate) struct Status;
+
+impl Handler for Status {
+    fn needs(&self) -> Need<'_> {
+        Need::Nothing
+    }
+
+    async fn handle(self, s: &mut Session, id: u64) -> Result<(), Close> {
+        let Some(c) = s.shared.cluster.clone() else {
+            let e = Message::error(
+                ErrorCode::InvalidArgument,
+                "this broker is not in a cluster (no --node-id/--peers)",
+            );
+            return s.reply(id, e).await;
+        };
+        let info = c.status(|topic| s.access.may_see(topic));
+        s.reply(id, Message::ClusterInfo(info)).await
+    }
+}
