@@ -783,6 +783,21 @@ async fn cluster_status_shows_leaders_and_how_far_replicas_are_behind() {
         "the stopped follower has what it had"
     );
     assert!(g.last_index > group.last_index);
+    // A replicated topic cannot be deleted (yet): refused, not half done.
+    let mut c = Conn::open(addrs[leader]).await.unwrap();
+    let del = Message::DeleteTopic(TopicName {
+        name: "watched".into(),
+    });
+    match c.request(del).await {
+        Some(Message::Error(e)) => {
+            assert_eq!(
+                ErrorCode::from_u16(e.code),
+                ErrorCode::InvalidArgument,
+                "{e:?}"
+            )
+        }
+        other => panic!("delete of a replicated topic: {other:?}"),
+    }
     // The command line shows the same.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(["cluster", "status", "--server", &addrs[leader].to_string()])

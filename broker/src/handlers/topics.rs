@@ -7,6 +7,7 @@ use herald_protocol::{CreateTopic, Message, RepairTopic, TopicList, TopicName};
 use super::Handler;
 use crate::auth::Need;
 use crate::session::{Close, Session};
+use crate::BrokerError;
 
 impl Handler for CreateTopic {
     fn needs(&self) -> Need<'_> {
@@ -49,6 +50,17 @@ impl Handler for DeleteTopic {
     }
 
     async fn handle(self, s: &mut Session, id: u64) -> Result<(), Close> {
+        if let Some(c) = &s.shared.cluster {
+            if c.is_replicated(&self.0.name) {
+                // Deleting this node's copy alone would leave its Raft group
+                // applying into a closed log.
+                let e = BrokerError::InvalidArgument(format!(
+                    "topic {:?} is replicated: deleting a replicated topic is not supported yet",
+                    self.0.name
+                ));
+                return s.reply(id, e.to_message()).await;
+            }
+        }
         let reg = s.shared.registry.clone();
         s.later(id, async move {
             reg.delete(&self.0.name).await.map(|_| Message::Ok)
