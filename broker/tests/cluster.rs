@@ -718,6 +718,20 @@ async fn a_follower_catches_up_on_large_batches() {
 async fn cluster_status_shows_leaders_and_how_far_replicas_are_behind() {
     let mut cluster = Cluster::start(3);
     let addrs = cluster.addrs.clone();
+    create(&addrs, "warmup").await;
+    // Once the cluster is up, a creation asked of any node (here each of
+    // them, whichever leads the metadata) answers with the topic at once.
+    for (i, a) in addrs.iter().enumerate() {
+        let mut c = Conn::open(*a).await.unwrap();
+        let m = Message::CreateTopic(CreateTopic {
+            name: format!("made-on-{i}"),
+            config: TopicConfig::default(),
+        });
+        match c.request(m).await {
+            Some(Message::TopicInfo(t)) => assert_eq!(t.name, format!("made-on-{i}")),
+            other => panic!("create through node {}: {other:?}", i + 1),
+        }
+    }
     create(&addrs, "watched").await;
     let mut p = Producer {
         addrs: addrs.clone(),

@@ -379,16 +379,18 @@ impl Cluster {
         }
     }
 
-    /// Waits until this node's replica of a just-created topic is open
-    /// (when it holds one), so the creator can publish to it at once.
+    /// Waits (until `deadline`) for this node to have applied a
+    /// just-created topic and opened its replica when it holds one: a
+    /// creation forwarded to the metadata leader is answered before this
+    /// node applies it, and the creator expects to describe the topic and
+    /// publish to it at once.
     async fn wait_for_replica(&self, name: &str, deadline: tokio::time::Instant) {
-        let Some(p) = self.metadata.topic(name) else {
-            return;
-        };
-        if !p.replicas.contains(&self.config.node_id) {
-            return;
-        }
-        while !self.replicas.contains_key(name) && tokio::time::Instant::now() < deadline {
+        while tokio::time::Instant::now() < deadline {
+            if let Some(p) = self.metadata.topic(name) {
+                if !p.replicas.contains(&self.config.node_id) || self.replicas.contains_key(name) {
+                    return;
+                }
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }

@@ -29,8 +29,13 @@ impl Handler for CreateTopic {
                     c.create_topic(&self.name, &self.config).await?;
                     match reg.get(&self.name) {
                         Ok(t) => t.info().await.map(Message::TopicInfo),
-                        // Replicated on other nodes only.
-                        Err(_) => Ok(Message::Ok),
+                        // Created, but this node holds no replica of it
+                        // (clusters of more than three nodes) or did not
+                        // open it in time.
+                        Err(_) => Err(BrokerError::Busy(format!(
+                            "topic {:?} was created in the cluster, but this node serves no copy of it yet; describe it on another node",
+                            self.name
+                        ))),
                     }
                 });
             }
