@@ -35,7 +35,8 @@ t0=$(date +%s.%N)
 "$BIN" bench pub --server 127.0.0.1:760$leader --topic c --count 500000 --size 100 > "$D/during.txt" 2>&1 &
 during=$!
 while :; do
-  lag=$("$BIN" cluster status --server 127.0.0.1:760$leader --json | python3 -c "
+  st=$("$BIN" cluster status --server 127.0.0.1:760$leader --json 2>>"$D/status.err") || { cat "$D/status.err" >&2; exit 1; }
+  lag=$(echo "$st" | python3 -c "
 import json,sys
 i=json.load(sys.stdin)
 g=[g for g in i['groups'] if g['name']=='topic/c'][0]

@@ -54,6 +54,10 @@ export const OP = Object.freeze({
   RoomList: 0x49,
   Refresh: 0x50,
   TokenExpiring: 0x51,
+  Cluster: 0x60,
+  ClusterReply: 0x61,
+  ClusterStatus: 0x62,
+  ClusterInfo: 0x63,
 });
 const NAMES = new Map(Object.entries(OP).map(([n, v]) => [v, n]));
 
@@ -202,6 +206,27 @@ const BODIES = {
   RoomList: struct([["rooms", vec(struct([["room", string], ["durable", bool]]))]]),
   Refresh: struct([["token", string]]),
   TokenExpiring: struct([["expires_in_ms", u64]]),
+  // Between cluster nodes: the broker's own bytes, carried as they are.
+  Cluster: "opaque",
+  ClusterReply: "opaque",
+  ClusterStatus: null,
+  ClusterInfo: struct([
+    ["node_id", u64],
+    ["nodes", vec(struct([["id", u64], ["addr", string]]))],
+    [
+      "groups",
+      vec(
+        struct([
+          ["name", string],
+          ["leader", option(u64)],
+          ["term", u64],
+          ["last_index", option(u64)],
+          ["applied", option(u64)],
+          ["replicas", vec(struct([["node", u64], ["matched", option(u64)]]))],
+        ]),
+      ),
+    ],
+  ]),
 };
 
 /** Pushed by the broker, unprompted. */
@@ -222,6 +247,8 @@ function encodeBody(op, body) {
     w.u8(topic.length >> 8);
     w.bytes(topic);
     w.bytes(body.batch);
+  } else if (t === "opaque") {
+    w.bytes(body);
   } else if (op === "Deliver") {
     const h = new Uint8Array(28);
     const dv = new DataView(h.buffer);
@@ -313,6 +340,8 @@ export function decodeMessage(frame) {
     value = null;
   } else if (t === "raw") {
     value = decodeRaw(op, body);
+  } else if (t === "opaque") {
+    value = body;
   } else {
     const r = new pc.Reader(body);
     value = t.dec(r);

@@ -82,6 +82,10 @@ fn message(op: &str, b: &Value) -> Message {
         "RoomList" => Message::RoomList(body(b)),
         "Refresh" => Message::Refresh(body(b)),
         "TokenExpiring" => Message::TokenExpiring(body(b)),
+        "Cluster" => Message::Cluster(Bytes::from(unhex(b["hex"].as_str().unwrap()))),
+        "ClusterReply" => Message::ClusterReply(Bytes::from(unhex(b["hex"].as_str().unwrap()))),
+        "ClusterStatus" => Message::ClusterStatus,
+        "ClusterInfo" => Message::ClusterInfo(body(b)),
         other => panic!("vector of an opcode this test does not know: {other}"),
     }
 }
