@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::store::{self, StoreError, StoredGroup};
+use crate::slotfile;
 use crate::syncer::Syncer;
 use crate::BrokerError;
 
@@ -118,6 +119,13 @@ pub struct Persister {
     current: Vec<Waiter>,
     /// Waiting for the next write.
     next: Vec<Waiter>,
+    /// The state file, kept open between writes while the group has
+    /// members ([`slotfile::Cache`]): its writes are then one `pwrite`.
+    file: slotfile::Cache,
+    /// Whether to keep `file` open after the running write: false once
+    /// the group has no members (it may not write for a long time, and an
+    /// offline room member should not hold a descriptor).
+    keep_open: bool,
 }
 
 impl Persister {
@@ -141,6 +149,17 @@ impl Persister {
             failures: 0,
             current: Vec::new(),
             next: Vec::new(),
+            file: slotfile::Cache::default(),
+            keep_open: false,
+        }
+    }
+
+    /// Whether the state file stays open between writes (see `file`):
+    /// the group says so when its first member comes or its last goes.
+    pub fn keep_open(&mut self, keep: bool) {
+        self.keep_open = keep;
+        if !keep && self.running.is_none() {
+            self.file.clear();
         }
     }
 
@@ -192,18 +211,19 @@ impl Persister {
         let path = self.path.clone();
         let told = Told(self.notify.clone(), seq);
         let (tx, outcome) = oneshot::channel();
+        let file = self.file.clone();
         match (&self.syncer, self.durable) {
             (Some(syncer), true) => {
                 let syncer = syncer.clone();
                 tokio::spawn(async move {
                     let _told = told;
-                    let _ = tx.send(store::save_synced(path, state, syncer).await);
+                    let _ = tx.send(store::save_synced(path, state, syncer, file).await);
                 });
             }
             (_, durable) => {
                 tokio::task::spawn_blocking(move || {
                     let _told = told;
-                    let _ = tx.send(store::save(&path, &state, durable));
+                    let _ = tx.send(store::save(&path, &state, durable, &file));
                 });
             }
         }
@@ -233,6 +253,9 @@ impl Persister {
     /// Answers the waiters of a write that ended; a failure makes the state
     /// dirty again and schedules a retry.
     pub fn on_finished(&mut self, r: Result<(), StoreError>) {
+        if !self.keep_open {
+            self.file.clear();
+        }
         match r {
             Ok(()) => {
                 if self.failures > 0 {
@@ -312,6 +335,9 @@ impl Persister {
 
     /// Bookkeeping after a save the caller waited for.
     fn settle_save(&mut self, r: &Result<(), StoreError>) {
+        if !self.keep_open {
+            self.file.clear();
+        }
         match r {
             Ok(()) => {
                 self.dirty = false;
@@ -339,6 +365,9 @@ impl Persister {
         for w in self.current.drain(..).chain(self.next.drain(..)) {
             let _ = w.send(Err(BrokerError::ShuttingDown));
         }
+        // Closed before the file goes: nothing may write to it afterwards.
+        self.keep_open = false;
+        self.file.clear();
         let path = self.path.clone();
         let io = |source| StoreError::Io {
             path: path.clone(),

@@ -185,6 +185,9 @@ impl Group {
                 if let Some(i) = self.members.iter().position(|m| m.id == id) {
                     self.members.remove(i);
                     self.tracker.remove_member(id, now);
+                    if self.members.is_empty() {
+                        self.persist.keep_open(false);
+                    }
                 }
             }
             Cmd::Ack {
@@ -342,6 +345,7 @@ impl Group {
             ack_timeout: j.ack_timeout.unwrap_or(cx.defaults.ack_timeout),
             failed: false,
         });
+        self.persist.keep_open(true);
         let _ = reply.send(Ok(self.tracker.floor()));
     }
 
