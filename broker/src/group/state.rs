@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_protocol::{AckKind, GroupInfo, StartPosition};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::acks::{AckTracker, MemberId, Released};
+use super::dispatch::DeadLettered;
 use super::persist::{Notify, Persister, Write};
 use super::store::StoredGroup;
 use super::{stored, Cmd, DoneReply, GroupDefaults, Join, JoinReply, Origin};
@@ -28,6 +29,10 @@ pub(super) struct Ctx {
     pub defaults: GroupDefaults,
     /// The broker's memory budget: members are skipped while it is spent.
     pub memory: Arc<MemoryBudget>,
+    /// Where copies to the dead-letter topic, which run beside the set,
+    /// say that they ended. Unbounded, yet bounded by the ranges the
+    /// set's groups hold: each range is copied at most once at a time.
+    pub dead_letters: mpsc::UnboundedSender<DeadLettered>,
 }
 
 pub(super) struct Member {
@@ -78,6 +83,8 @@ struct Creating {
 }
 
 pub(super) struct Group {
+    /// The group's key in its set.
+    pub key: u64,
     pub name: String,
     pub tracker: AckTracker,
     /// Whether the group exists: its state was loaded, or written once. A
@@ -136,6 +143,7 @@ impl Group {
         );
         let syncer = topic.registry().and_then(|r| r.syncer().cloned());
         Group {
+            key: notify.key,
             persist: Persister::new(name.clone(), path, durable, syncer, Some(notify)),
             name,
             tracker,
