@@ -204,7 +204,9 @@ mod tests {
             let all = (0..200u32).map(|i| {
                 let s = s.clone();
                 let p = dir.path().join(format!("{i}.state"));
-                tokio::spawn(async move { s.save(p, vec![round; i as usize], Default::default()).await })
+                tokio::spawn(
+                    async move { s.save(p, vec![round; i as usize], Default::default()).await },
+                )
             });
             for r in futures::future::join_all(all).await {
                 r.unwrap().unwrap();

@@ -114,7 +114,10 @@ async fn max_deliveries_moves_a_message_to_the_dead_letter_topic() {
         if l.groups[0].dead_lettered == 1 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never dead-lettered");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never dead-lettered"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut d = Raw::connect(b.local_addr()).await;

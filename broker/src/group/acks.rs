@@ -193,7 +193,11 @@ impl AckTracker {
         }
         // Below `next_fresh` every offset is done, out with a member
         // (unresolved in a chunk) or pending; above it, none was delivered.
-        let dead_lettering: u64 = self.dead_lettering.iter().map(|(a, (b, _))| b - a + 1).sum();
+        let dead_lettering: u64 = self
+            .dead_lettering
+            .iter()
+            .map(|(a, (b, _))| b - a + 1)
+            .sum();
         let delivered_undone = self.in_flight() + self.pending_count() + dead_lettering;
         let fresh = self.next_fresh.max(self.floor);
         let acked_ahead: u64 = self
