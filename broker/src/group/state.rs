@@ -144,7 +144,8 @@ impl Group {
         let syncer = topic.registry().and_then(|r| r.syncer().cloned());
         Group {
             key: notify.key,
-            persist: Persister::new(name.clone(), path, durable, syncer, Some(notify)),
+            persist: Persister::new(name.clone(), path, durable, syncer, Some(notify))
+                .with_interval(defaults.persist_interval),
             name,
             tracker,
             known,

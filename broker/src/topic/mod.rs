@@ -16,7 +16,7 @@ use std::time::Instant;
 use herald_protocol::{GroupInfo, StartPosition, TopicConfig, TopicInfo};
 use tokio_util::sync::CancellationToken;
 
-use crate::group::{self, store, GroupHandle, GroupSet, Origin};
+use crate::group::{self, store, GroupDefaults, GroupHandle, GroupSet, Origin};
 use crate::storage::Log;
 use crate::BrokerError;
 pub use registry::Registry;
@@ -171,6 +171,12 @@ impl Topic {
                 origin,
             ));
         }
+        // A room's members ack the same events at once: their saves are
+        // spaced further apart (see `ROOM_PERSIST_INTERVAL`).
+        let defaults = GroupDefaults {
+            persist_interval: group::ROOM_PERSIST_INTERVAL,
+            ..defaults
+        };
         let mut set = self.shared_groups.lock().map_err(|_| poisoned())?;
         let set = match &mut *set {
             Some(s) if !s.is_ended() => s,
