@@ -26,10 +26,11 @@ use crate::BrokerError;
 pub const PERSIST_MIN_INTERVAL: Duration = Duration::from_millis(5);
 /// The same for the members of a room (each a group on the room's log):
 /// they all ack the same events, so a room of 100 at 1,000 emits/s saved
-/// 20,000 state files a second at 5 ms, a `pwrite` each and a `syncfs` per
-/// round, about a sixth of the broker's CPU (issue 11). Spaced by this,
-/// a crash redelivers at most this much more of what members acked (at
-/// least once, as ever), and `ack_confirmed` waits up to this long.
+/// 20,000 state files a second at 5 ms (state-file work was about a sixth
+/// of the broker's CPU, issue 11); spaced by this, half as many `pwrite`s
+/// were counted. A crash redelivers at most this much more of what
+/// members acked (at least once, as ever), and `ack_confirmed` waits up
+/// to this long.
 pub const ROOM_PERSIST_INTERVAL: Duration = Duration::from_millis(25);
 /// Delay before retrying after the first failed write; it doubles with
 /// every further failure up to [`RETRY_MAX`].
