@@ -35,6 +35,8 @@ use crate::slotfile::{self, Staged};
 struct Job {
     path: PathBuf,
     body: Vec<u8>,
+    /// The file's open handle, kept between its writes.
+    cache: slotfile::Cache,
     done: oneshot::Sender<io::Result<()>>,
 }
 
@@ -62,17 +64,29 @@ impl Syncer {
 
     /// Writes `body` as `path`'s new state (see [`crate::slotfile`]) and
     /// returns once it is durable. A crash before that leaves the old
-    /// content or the new one.
+    /// content or the new one. `cache` keeps the file open between the
+    /// writes of its one writer ([`slotfile::Cache`]).
     ///
     /// # Errors
     /// Writing or renaming this file failed (ENOSPC: see
     /// [`fsutil::is_storage_full`]), the sync failed, or the broker's
     /// runtime is shutting down.
-    pub async fn save(&self, path: PathBuf, body: Vec<u8>) -> io::Result<()> {
+    pub async fn save(
+        &self,
+        path: PathBuf,
+        body: Vec<u8>,
+        cache: slotfile::Cache,
+    ) -> io::Result<()> {
         let tx = self.tx.get_or_init(|| spawn(self.root.clone()));
         let (done, wait) = oneshot::channel();
         let stopped = || io::Error::other("the group state writer has stopped");
-        tx.send(Job { path, body, done }).map_err(|_| stopped())?;
+        tx.send(Job {
+            path,
+            body,
+            cache,
+            done,
+        })
+        .map_err(|_| stopped())?;
         wait.await.map_err(|_| stopped())?
     }
 }
@@ -105,10 +119,15 @@ fn round(root: &Path, jobs: Vec<Job>) {
     let mut in_place = Vec::with_capacity(jobs.len());
     let mut temporary = Vec::new();
     for j in jobs {
-        match slotfile::stage(&j.path, &j.body, false) {
+        // Through the file's open handle when it has one: one pwrite.
+        match j
+            .cache
+            .with(|h| slotfile::stage_cached(&j.path, &j.body, false, h))
+        {
             Ok(Staged::InPlace) => in_place.push(j),
             Ok(Staged::Temporary) => temporary.push(j),
             Err(e) => {
+                // `stage_cached` dropped the handle.
                 let _ = j.done.send(Err(e));
             }
         }
@@ -128,6 +147,8 @@ fn round(root: &Path, jobs: Vec<Job>) {
         match fsutil::commit_tmp(&j.path) {
             Ok(()) => renamed.push(j),
             Err(e) => {
+                // The handle is the temporary's, not the file's.
+                j.cache.clear();
                 let _ = j.done.send(Err(e));
             }
         }
@@ -143,6 +164,9 @@ fn round(root: &Path, jobs: Vec<Job>) {
 fn fail(root: &Path, jobs: Vec<Job>, e: &io::Error) {
     tracing::error!(folder = %root.display(), error = %e, "syncfs failed");
     for j in jobs {
+        // What the file holds is no longer known for sure: the next write
+        // reads it again.
+        j.cache.clear();
         let _ = j.done.send(Err(io::Error::new(e.kind(), e.to_string())));
     }
 }
@@ -180,7 +204,9 @@ mod tests {
             let all = (0..200u32).map(|i| {
                 let s = s.clone();
                 let p = dir.path().join(format!("{i}.state"));
-                tokio::spawn(async move { s.save(p, vec![round; i as usize]).await })
+                tokio::spawn(
+                    async move { s.save(p, vec![round; i as usize], Default::default()).await },
+                )
             });
             for r in futures::future::join_all(all).await {
                 r.unwrap().unwrap();
@@ -203,7 +229,10 @@ mod tests {
         };
         let bad = dir.path().join("missing").join("g.state");
         let good = dir.path().join("g.state");
-        let (a, b) = tokio::join!(s.save(bad, vec![1]), s.save(good.clone(), vec![2]));
+        let (a, b) = tokio::join!(
+            s.save(bad, vec![1], Default::default()),
+            s.save(good.clone(), vec![2], Default::default())
+        );
         assert!(a.is_err());
         b.unwrap();
         assert_eq!(slotfile::read(&good).unwrap(), Some(vec![2]));

@@ -98,6 +98,28 @@ async fn max_deliveries_moves_a_message_to_the_dead_letter_topic() {
     }
     c.ack(s, AckKind::Nack { delay_ms: 0 }, vec![(0, 0)]).await;
     // Third delivery was the last: it is dead-lettered, not delivered again.
+    // The copy runs beside the group (it waits for the dead-letter topic's
+    // fsync): the group counts it once it is durable.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let l = match c
+            .request(Message::ListGroups(TopicName {
+                name: "jobs".into(),
+            }))
+            .await
+        {
+            Message::GroupList(l) => l,
+            m => panic!("{m:?}"),
+        };
+        if l.groups[0].dead_lettered == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut d = Raw::connect(b.local_addr()).await;
     d.subscribe("jobs.dlq", None, StartPosition::Earliest, 10)
         .await;

@@ -290,3 +290,72 @@ async fn a_non_durable_room_survives_a_restart_within_the_grace_period() {
     assert_eq!(payloads(&mut ib, 1).await, ["while you were away"]);
     b.shutdown().await;
 }
+
+/// A member that never acks an event has it copied to the room log's
+/// dead-letter topic after `max_deliveries`. The copy runs beside the
+/// room's group set (its fsync holds up no member); once it is durable,
+/// that member's position, and no other's, moves past the event, while
+/// the other member gets every event, in order, meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_lettered_event_moves_only_its_members_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.ack_timeout = Duration::from_millis(200);
+    cfg.max_deliveries = 2;
+    cfg.redelivery_backoff = vec![Duration::ZERO];
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    let addr = b.local_addr().to_string();
+    let alice = client(&addr, "alice").await;
+    alice.join("r").await.unwrap();
+    let mut a_in = alice.inbox().await.unwrap();
+    let bob = client(&addr, "bob").await;
+    bob.join("r").await.unwrap();
+    let mut b_in = bob.inbox().await.unwrap();
+    let carol = client(&addr, "carol").await;
+    let sent = ["poison", "e1", "e2", "e3"];
+    for p in sent {
+        carol.emit(Target::room("r"), "ev", p).await.unwrap();
+    }
+    assert_eq!(payloads(&mut b_in, 4).await, sent);
+    // Alice acks everything but the poison, which she is handed twice.
+    let (mut poison, mut others) = (0, Vec::new());
+    while poison < 2 || others.len() < 3 {
+        let ev = tokio::time::timeout(T, a_in.next())
+            .await
+            .expect("an event in time")
+            .expect("inbox open")
+            .expect("an event");
+        if ev.is_presence() {
+            ev.ack().await.unwrap();
+        } else if ev.payload() == &b"poison"[..] {
+            poison += 1;
+        } else {
+            others.push(String::from_utf8_lossy(ev.payload()).into_owned());
+            ev.ack().await.unwrap();
+        }
+    }
+    assert_eq!(others, ["e1", "e2", "e3"]);
+    // Once the copy is durable alice's group is done with everything; bob's
+    // dead-lettered nothing.
+    let admin = client(&addr, "admin").await;
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let groups = admin.list_groups("_room.r").await.unwrap();
+        let g = |n: &str| groups.iter().find(|g| g.name == n).cloned().unwrap();
+        let (a, b) = (g("alice"), g("bob"));
+        assert_eq!(b.dead_lettered, 0);
+        if a.dead_lettered == 1 && a.lag == 0 {
+            assert_eq!(b.lag, 0);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice's group never moved past the poison: {a:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dlq = admin.describe_topic("_room.r.dlq").await.unwrap();
+    assert_eq!(dlq.next_offset, 1, "one dead letter: {dlq:?}");
+    quiet(&mut a_in).await;
+    b.shutdown().await;
+}

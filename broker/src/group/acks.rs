@@ -113,6 +113,11 @@ pub struct AckTracker {
     /// re-sends acks for messages the (restarted) broker has not delivered
     /// again yet. Fresh delivery skips them. Start -> inclusive end.
     done_ahead: BTreeMap<u64, u64>,
+    /// Ranges being copied to the dead-letter topic (first -> last and
+    /// delivery count): taken from pending and not done yet, so they hold
+    /// the floor and are saved as undone until the copy is durable (a
+    /// crash mid-copy dead-letters them again: at least once, never lost).
+    dead_lettering: BTreeMap<u64, (u64, u32)>,
     pub redelivered: u64,
     pub dead_lettered: u64,
 }
@@ -131,6 +136,7 @@ impl AckTracker {
             deadlines: BTreeSet::new(),
             pending: BTreeMap::new(),
             done_ahead: BTreeMap::new(),
+            dead_lettering: BTreeMap::new(),
             redelivered: 0,
             dead_lettered: 0,
         }
@@ -187,7 +193,12 @@ impl AckTracker {
         }
         // Below `next_fresh` every offset is done, out with a member
         // (unresolved in a chunk) or pending; above it, none was delivered.
-        let delivered_undone = self.in_flight() + self.pending_count();
+        let dead_lettering: u64 = self
+            .dead_lettering
+            .iter()
+            .map(|(a, (b, _))| b - a + 1)
+            .sum();
+        let delivered_undone = self.in_flight() + self.pending_count() + dead_lettering;
         let fresh = self.next_fresh.max(self.floor);
         let acked_ahead: u64 = self
             .done_ahead
@@ -219,6 +230,8 @@ impl AckTracker {
         self.deadlines.clear();
         self.pending.clear();
         self.done_ahead.clear();
+        // A copy still running ends unheard (see `end_dead_letter`).
+        self.dead_lettering.clear();
         self.floor = offset;
         self.next_fresh = offset;
     }
@@ -295,6 +308,27 @@ impl AckTracker {
     pub fn mark_dead_lettered(&mut self, first: u64, last: u64) {
         self.dead_lettered += last - first + 1;
         self.recompute_floor();
+    }
+
+    /// A range from [`Self::take_ready`] is being copied to the dead-letter
+    /// topic; it stays undone until [`Self::end_dead_letter`].
+    pub fn begin_dead_letter(&mut self, first: u64, last: u64, deliveries: u32) {
+        self.dead_lettering.insert(first, (last, deliveries));
+    }
+
+    /// The copy of the range starting at `first` ended: done if `copied`,
+    /// else pending again from `retry_at`. False if the range is no longer
+    /// being dead-lettered (the group was reset meanwhile).
+    pub fn end_dead_letter(&mut self, first: u64, copied: bool, retry_at: Instant) -> bool {
+        let Some((last, deliveries)) = self.dead_lettering.remove(&first) else {
+            return false;
+        };
+        if copied {
+            self.mark_dead_lettered(first, last);
+        } else {
+            self.untake(first, last, deliveries, retry_at);
+        }
+        true
     }
 
     /// The earliest time something is due: a deadline or a pending range.
@@ -579,6 +613,9 @@ impl AckTracker {
         if let Some((&a, _)) = self.pending.iter().next() {
             f = f.min(a);
         }
+        if let Some((&a, _)) = self.dead_lettering.iter().next() {
+            f = f.min(a);
+        }
         if f > self.floor {
             self.floor = f;
         }
@@ -605,6 +642,9 @@ impl AckTracker {
         for (&a, p) in &self.pending {
             undone.push((a, p.last, p.deliveries));
         }
+        for (&a, &(b, d)) in &self.dead_lettering {
+            undone.push((a, b, d));
+        }
         undone.sort_unstable();
         Snapshot {
             floor: self.floor,
@@ -623,6 +663,45 @@ mod tests {
 
     fn no_backoff(_: u32) -> Duration {
         Duration::ZERO
+    }
+
+    /// A range being copied to the dead-letter topic (the copy runs beside
+    /// the group's set) holds the floor and is saved as undone until the
+    /// copy is durable, however the acks around it move; a failed copy
+    /// puts it back to pending, due at the retry instant.
+    #[test]
+    fn a_range_being_dead_lettered_stays_undone_until_copied() {
+        let now = Instant::now();
+        let s = Duration::from_secs;
+        let snap = Snapshot {
+            floor: 0,
+            next_fresh: 1,
+            undone: vec![(0, 0, 5)],
+            ..Default::default()
+        };
+        let mut t = AckTracker::restore(&snap, now);
+        let r = t.take_ready(now, 10).expect("offset 0 is due");
+        assert_eq!((r.first, r.last, r.deliveries), (0, 0, 5));
+        t.begin_dead_letter(r.first, r.last, r.deliveries);
+        t.deliver(1, 3, 1, now + s(30), 1, 30);
+        t.apply(1, AckKind::Ack, &[(1, 3)], now, s(30));
+        assert_eq!(t.floor(), 0, "the copy is not durable yet");
+        assert_eq!(t.snapshot().undone, vec![(0, 0, 5)]);
+        assert!(!t.has_ready(now), "not handed out again meanwhile");
+        // A failed copy: pending again, from the retry instant.
+        assert!(t.end_dead_letter(0, false, now + s(1)));
+        assert!(!t.has_ready(now) && t.has_ready(now + s(1)));
+        let r = t.take_ready(now + s(1), 10).unwrap();
+        t.begin_dead_letter(r.first, r.last, r.deliveries);
+        assert!(t.end_dead_letter(0, true, now));
+        assert_eq!(t.floor(), 4);
+        assert_eq!(t.dead_lettered, 1);
+        assert!(t.snapshot().undone.is_empty());
+        // A copy that ends after a reset is ignored.
+        t.begin_dead_letter(4, 4, 5);
+        t.reset(10);
+        assert!(!t.end_dead_letter(4, true, now));
+        assert_eq!(t.floor(), 10);
     }
 
     /// What a member held goes back to pending, due now: that needs no

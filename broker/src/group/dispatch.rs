@@ -9,6 +9,7 @@ use herald_protocol::Batch;
 use super::dlq;
 use super::state::{Ctx, Group};
 use crate::memory::Level;
+use crate::outbox::Out;
 use crate::storage::{Log, StorageError};
 
 /// Most bytes read from the log for one delivery round to one member.
@@ -141,8 +142,10 @@ impl Group {
         }
     }
 
-    /// Hands out what is due and what is new, as far as credit goes.
-    pub async fn dispatch(&mut self, cx: &Ctx, reads: &mut Reads) {
+    /// Hands out what is due and what is new, as far as credit goes. Each
+    /// member's deliveries are collected in `out` (empty, its allocation
+    /// reused from round to round) and handed to its connection at once.
+    pub fn dispatch(&mut self, cx: &Ctx, reads: &mut Reads, out: &mut Vec<Out>) {
         self.memory_wait = None;
         if self.members.is_empty() {
             return;
@@ -158,7 +161,7 @@ impl Group {
             let credit = self.members[mi].credit() as u64;
             if let Some(r) = self.tracker.take_ready(now, credit) {
                 if r.deliveries >= self.max_deliveries {
-                    self.dead_letter(cx, r.first, r.last, r.deliveries).await;
+                    self.dead_letter(cx, r.first, r.last, r.deliveries);
                     continue;
                 }
                 let batch = match log.read(r.first, 1, 1) {
@@ -189,7 +192,8 @@ impl Group {
                 if last < r.last {
                     self.tracker.untake(last + 1, r.last, r.deliveries, now);
                 }
-                self.send(cx, mi, (r.first, last), r.deliveries + 1, b, now);
+                self.send(cx, mi, (r.first, last), r.deliveries + 1, b, now, out);
+                self.members[mi].outbox.push_all(out);
                 continue;
             }
             let fresh = self.tracker.next_fresh();
@@ -226,9 +230,11 @@ impl Group {
                     if let Some(next_acked) = self.tracker.next_done_ahead(from) {
                         last = last.min(next_acked - 1);
                     }
-                    self.send(cx, mi, (from, last), 1, b.clone(), now);
+                    self.send(cx, mi, (from, last), 1, b.clone(), now, out);
                 }
             }
+            // Everything this member gets in this round, in one hand-over.
+            self.members[mi].outbox.push_all(out);
         }
     }
 
@@ -244,6 +250,9 @@ impl Group {
         }
     }
 
+    /// Records a delivery to member `mi` and adds it to `out`, which the
+    /// caller hands to the member's outbox.
+    #[allow(clippy::too_many_arguments)]
     fn send(
         &mut self,
         cx: &Ctx,
@@ -252,6 +261,7 @@ impl Group {
         delivery: u32,
         b: Batch,
         now: Instant,
+        out: &mut Vec<Out>,
     ) {
         let m = &mut self.members[mi];
         let bytes = b.len_bytes() as u32;
@@ -259,35 +269,63 @@ impl Group {
         m.out_bytes = m.out_bytes.saturating_add(bytes);
         let deadline = now + m.ack_timeout;
         let (id, sub) = (m.id, m.sub);
-        m.outbox.deliver(sub, first, last, delivery, b.into_bytes());
+        out.push(Out::Deliver {
+            subscription_id: sub,
+            first,
+            last,
+            delivery,
+            batch: b.into_bytes(),
+        });
         cx.topic.record_delivered(last - first + 1);
         self.tracker
             .deliver(first, last, id, deadline, delivery, bytes);
     }
 
-    /// Moves offsets that were delivered too often to the dead-letter topic.
-    async fn dead_letter(&mut self, cx: &Ctx, first: u64, last: u64, deliveries: u32) {
-        match dlq::forward(
-            &cx.topic,
-            &cx.defaults.dlq_suffix,
-            &self.name,
-            first,
-            last,
-            deliveries,
-        )
-        .await
-        {
-            Ok(()) => {
-                self.tracker.mark_dead_lettered(first, last);
-                self.persist.mark_dirty();
+    /// Copies offsets that were delivered too often to the dead-letter
+    /// topic, on a task of its own: the copy waits for the dead-letter
+    /// topic's fsync, which must not hold up the other groups of the set (a
+    /// room's members) nor this group's other deliveries. The offsets stay
+    /// undone until the set hears that the copy is durable
+    /// ([`Group::on_dead_lettered`]).
+    fn dead_letter(&mut self, cx: &Ctx, first: u64, last: u64, deliveries: u32) {
+        self.tracker.begin_dead_letter(first, last, deliveries);
+        let topic = cx.topic.clone();
+        let suffix = cx.defaults.dlq_suffix.clone();
+        let group = self.name.clone();
+        let done = cx.dead_letters.clone();
+        let key = self.key;
+        tokio::spawn(async move {
+            let r = dlq::forward(&topic, &suffix, &group, first, last, deliveries).await;
+            if let Err(e) = &r {
+                tracing::error!(group = %group, error = %e, "dead-lettering failed; will retry");
             }
-            Err(e) => {
-                tracing::error!(group = %self.name, error = %e, "dead-lettering failed; will retry");
-                let retry = Instant::now() + Duration::from_secs(1);
-                self.tracker.untake(first, last, deliveries, retry);
-            }
+            let _ = done.send(DeadLettered {
+                key,
+                first,
+                copied: r.is_ok(),
+            });
+        });
+    }
+
+    /// The copy of the range starting at `first` to the dead-letter topic
+    /// ended: the offsets are done, or (it failed) redelivered or copied
+    /// again after a second.
+    pub fn on_dead_lettered(&mut self, first: u64, copied: bool) {
+        let retry = Instant::now() + Duration::from_secs(1);
+        if self.tracker.end_dead_letter(first, copied, retry) && copied {
+            self.persist.mark_dirty();
         }
     }
+}
+
+/// A copy to the dead-letter topic ended (see [`Group::dead_letter`]).
+#[derive(Debug)]
+pub struct DeadLettered {
+    /// The group's key in its set.
+    pub key: u64,
+    /// The first offset of the range copied.
+    pub first: u64,
+    pub copied: bool,
 }
 
 #[cfg(test)]

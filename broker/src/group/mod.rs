@@ -15,6 +15,7 @@ pub mod acks;
 mod dispatch;
 mod dlq;
 mod persist;
+pub use persist::{PERSIST_MIN_INTERVAL, ROOM_PERSIST_INTERVAL};
 mod set;
 mod state;
 pub mod store;
@@ -42,6 +43,10 @@ pub struct GroupDefaults {
     pub max_deliveries: u32,
     pub backoff: Vec<Duration>,
     pub dlq_suffix: String,
+    /// A group's state is written at most this often
+    /// ([`PERSIST_MIN_INTERVAL`], or
+    /// [`ROOM_PERSIST_INTERVAL`] for a room's members).
+    pub persist_interval: Duration,
 }
 
 impl Default for GroupDefaults {
@@ -51,6 +56,7 @@ impl Default for GroupDefaults {
             max_deliveries: 10,
             backoff: vec![Duration::ZERO],
             dlq_suffix: ".dlq".into(),
+            persist_interval: persist::PERSIST_MIN_INTERVAL,
         }
     }
 }

@@ -26,11 +26,12 @@ use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::Reads;
+use super::dispatch::{DeadLettered, Reads};
 use super::persist::{Notify, Written};
 use super::state::{Ctx, Group};
 use super::{Cmd, DoneReply, Envelope, GroupDefaults, GroupHandle, Origin, GROUP_QUEUE};
 use crate::memory::{Level, MemoryBudget};
+use crate::outbox::Out;
 use crate::topic::Topic;
 
 /// Commands taken from the channel in one go before dispatching.
@@ -124,6 +125,7 @@ fn start(topic: Arc<Topic>, defaults: GroupDefaults, single: bool) -> GroupSet {
     let (tx, rx) = mpsc::channel(GROUP_QUEUE);
     let (adds_tx, adds) = mpsc::unbounded_channel();
     let (written_tx, written) = mpsc::unbounded_channel();
+    let (dead_tx, dead_letters) = mpsc::unbounded_channel();
     let ended = CancellationToken::new();
     let memory = topic
         .registry()
@@ -135,16 +137,19 @@ fn start(topic: Arc<Topic>, defaults: GroupDefaults, single: bool) -> GroupSet {
             topic,
             defaults,
             memory,
+            dead_letters: dead_tx,
         },
         groups: HashMap::new(),
         rx,
         adds,
         written,
+        dead_letters,
         timers: BinaryHeap::new(),
         touched: Vec::new(),
         memory_waiters: Vec::new(),
         memory_level: None,
         reads: Reads::new(!single),
+        out: Vec::new(),
         single,
     };
     let guard = ended.clone().drop_guard();
@@ -168,6 +173,8 @@ struct Shell {
     rx: mpsc::Receiver<Envelope>,
     adds: mpsc::UnboundedReceiver<(u64, Box<Group>)>,
     written: mpsc::UnboundedReceiver<Written>,
+    /// Copies to the dead-letter topic that ended (see `Ctx::dead_letters`).
+    dead_letters: mpsc::UnboundedReceiver<DeadLettered>,
     /// When groups must wake (redeliveries, ack timeouts, due writes).
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Groups to dispatch before waiting again (each once: [`Group::touched`]).
@@ -179,6 +186,9 @@ struct Shell {
     memory_level: Option<Level>,
     /// The round's reads of the log, shared among a room's groups.
     reads: Reads,
+    /// One member's deliveries of a round, handed to its connection at
+    /// once; empty between uses (the allocation is kept).
+    out: Vec<Out>,
     /// A set of one: the task ends with its group.
     single: bool,
 }
@@ -226,6 +236,12 @@ impl Shell {
                 Some((key, seq)) = self.written.recv() => {
                     membership |= self.on_written(key, seq);
                 }
+                Some(d) = self.dead_letters.recv() => {
+                    if let Some(g) = self.groups.get_mut(&d.key) {
+                        g.on_dead_lettered(d.first, d.copied);
+                    }
+                    self.touch(d.key);
+                }
             }
             // The log may have grown while commands (a room's acks) kept
             // the task busy: its members hear of it in this round, not
@@ -234,7 +250,7 @@ impl Shell {
                 watch.borrow_and_update();
                 self.touch_members();
             }
-            self.dispatch().await;
+            self.dispatch();
             if membership {
                 has_members = self.groups.values().any(|g| !g.members.is_empty());
                 if self.single && self.groups.is_empty() {
@@ -331,7 +347,7 @@ impl Shell {
 
     /// Dispatches the touched groups, starts their due writes and
     /// schedules their next wake.
-    async fn dispatch(&mut self) {
+    fn dispatch(&mut self) {
         let mut touched = std::mem::take(&mut self.touched);
         for &key in &touched {
             let Some(g) = self.groups.get_mut(&key) else {
@@ -342,7 +358,7 @@ impl Shell {
                 // No member yet; its first write is its own.
                 continue;
             }
-            g.dispatch(&self.cx, &mut self.reads).await;
+            g.dispatch(&self.cx, &mut self.reads, &mut self.out);
             g.maybe_persist();
             if let Some(level) = g.memory_wait {
                 if !g.memory_listed {

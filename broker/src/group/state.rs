@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_protocol::{AckKind, GroupInfo, StartPosition};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::acks::{AckTracker, MemberId, Released};
+use super::dispatch::DeadLettered;
 use super::persist::{Notify, Persister, Write};
 use super::store::StoredGroup;
 use super::{stored, Cmd, DoneReply, GroupDefaults, Join, JoinReply, Origin};
@@ -28,6 +29,10 @@ pub(super) struct Ctx {
     pub defaults: GroupDefaults,
     /// The broker's memory budget: members are skipped while it is spent.
     pub memory: Arc<MemoryBudget>,
+    /// Where copies to the dead-letter topic, which run beside the set,
+    /// say that they ended. Unbounded, yet bounded by the ranges the
+    /// set's groups hold: each range is copied at most once at a time.
+    pub dead_letters: mpsc::UnboundedSender<DeadLettered>,
 }
 
 pub(super) struct Member {
@@ -78,6 +83,8 @@ struct Creating {
 }
 
 pub(super) struct Group {
+    /// The group's key in its set.
+    pub key: u64,
     pub name: String,
     pub tracker: AckTracker,
     /// Whether the group exists: its state was loaded, or written once. A
@@ -136,7 +143,9 @@ impl Group {
         );
         let syncer = topic.registry().and_then(|r| r.syncer().cloned());
         Group {
-            persist: Persister::new(name.clone(), path, durable, syncer, Some(notify)),
+            key: notify.key,
+            persist: Persister::new(name.clone(), path, durable, syncer, Some(notify))
+                .with_interval(defaults.persist_interval),
             name,
             tracker,
             known,
@@ -185,6 +194,9 @@ impl Group {
                 if let Some(i) = self.members.iter().position(|m| m.id == id) {
                     self.members.remove(i);
                     self.tracker.remove_member(id, now);
+                    if self.members.is_empty() {
+                        self.persist.keep_open(false);
+                    }
                 }
             }
             Cmd::Ack {
@@ -342,6 +354,7 @@ impl Group {
             ack_timeout: j.ack_timeout.unwrap_or(cx.defaults.ack_timeout),
             failed: false,
         });
+        self.persist.keep_open(true);
         let _ = reply.send(Ok(self.tracker.floor()));
     }
 

@@ -99,12 +99,18 @@ pub fn load(path: &Path) -> Result<Option<StoredGroup>, StoreError> {
 
 /// Writes a group's state (a crash leaves the old state or the new one);
 /// with `durable`, the new state survives a crash once this returns.
-pub fn save(path: &Path, state: &StoredGroup, durable: bool) -> Result<(), StoreError> {
+/// `cache` keeps the file open between the writes of its one writer.
+pub fn save(
+    path: &Path,
+    state: &StoredGroup,
+    durable: bool,
+    cache: &slotfile::Cache,
+) -> Result<(), StoreError> {
     let body = postcard::to_allocvec(state).map_err(|e| StoreError::Corrupt {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    slotfile::write(path, &body, durable).map_err(io(path))
+    slotfile::write_cached(path, &body, durable, cache).map_err(io(path))
 }
 
 /// [`save`] through the broker's shared [`Syncer`]: the write joins the
@@ -114,12 +120,16 @@ pub async fn save_synced(
     path: PathBuf,
     state: StoredGroup,
     syncer: Arc<Syncer>,
+    cache: slotfile::Cache,
 ) -> Result<(), StoreError> {
     let body = postcard::to_allocvec(&state).map_err(|e| StoreError::Corrupt {
         path: path.clone(),
         reason: e.to_string(),
     })?;
-    syncer.save(path.clone(), body).await.map_err(io(&path))
+    syncer
+        .save(path.clone(), body, cache)
+        .await
+        .map_err(io(&path))
 }
 
 #[cfg(test)]
@@ -142,7 +152,7 @@ mod tests {
             },
             max_deliveries: 10,
         };
-        save(&p, &s, true).unwrap();
+        save(&p, &s, true, &Default::default()).unwrap();
         use std::fs;
         assert_eq!(load(&p).unwrap(), Some(s));
         // The state's only copy is at the start of the file.

@@ -149,6 +149,23 @@ impl Outbox {
         }
     }
 
+    /// Queues every item of `items` (emptied) at once: the writer is woken
+    /// once and finds them together, so a member's deliveries of one
+    /// dispatch leave in one write rather than one write each (bounded,
+    /// like [`Outbox::push`], by the caller's credit).
+    pub fn push_all(&self, items: &mut Vec<Out>) -> bool {
+        let n: usize = items.iter().map(Out::len).sum();
+        self.queued.fetch_add(n, Ordering::Relaxed);
+        self.memory.queue(n);
+        if self.pushes.push_all(items) {
+            true
+        } else {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            self.memory.dequeue(n);
+            false
+        }
+    }
+
     /// Resolves once the writer has taken every push queued before this
     /// call (or is gone), so that a reply queued afterwards reaches the peer
     /// after them: replies otherwise go first.
@@ -482,6 +499,100 @@ mod tests {
             ops.push(f.header.opcode);
         }
         assert_eq!(ops, vec![Opcode::Deliver, Opcode::Ok]);
+    }
+
+    /// Deliveries handed over together (a member's share of one dispatch
+    /// round) leave in one write, in the order given.
+    #[tokio::test]
+    async fn deliveries_handed_over_together_leave_in_one_write() {
+        let (sink, writes) = CountingSink::new();
+        let (outbox, writer) = spawn(
+            sink,
+            8,
+            Duration::from_secs(5),
+            MemoryBudget::unlimited(),
+            Arc::default(),
+        );
+        let mut items: Vec<Out> = (0..5u64)
+            .map(|i| Out::Deliver {
+                subscription_id: 1,
+                first: i,
+                last: i,
+                delivery: 1,
+                batch: {
+                    let mut b = herald_protocol::BatchBuilder::new();
+                    b.push(&herald_protocol::RecordRef {
+                        payload: &[i as u8; 100],
+                        timestamp: 1,
+                        ..Default::default()
+                    });
+                    let mut bytes = BytesMut::from(&b.finish(0, 0)[..]);
+                    herald_protocol::batch::stamp(&mut bytes, i, 1);
+                    bytes.freeze()
+                },
+            })
+            .collect();
+        assert!(outbox.push_all(&mut items));
+        assert!(items.is_empty());
+        drop(outbox);
+        writer.await.unwrap();
+        let writes = writes.lock().unwrap();
+        assert_eq!(writes.len(), 1, "one write for the lot");
+        let mut buf = BytesMut::from(&writes[0][..]);
+        let mut firsts = Vec::new();
+        while let Some(f) = decode_frame(&mut buf, 1 << 20).unwrap() {
+            let Message::Deliver(d) = Message::decode(&f).unwrap() else {
+                panic!("a delivery");
+            };
+            firsts.push(d.first_offset);
+        }
+        assert_eq!(firsts, vec![0, 1, 2, 3, 4]);
+    }
+
+    /// A sink that keeps each write apart.
+    struct CountingSink(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+    impl CountingSink {
+        fn new() -> (CountingSink, Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+            let w = Arc::new(std::sync::Mutex::new(Vec::new()));
+            (CountingSink(w.clone()), w)
+        }
+    }
+
+    impl AsyncWrite for CountingSink {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.0.lock().unwrap().push(buf.to_vec());
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_write_vectored(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            let n = all.len();
+            self.0.lock().unwrap().push(all);
+            std::task::Poll::Ready(Ok(n))
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
     }
 
     /// A connection that only exchanged a few small frames holds no write

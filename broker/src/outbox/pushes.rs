@@ -70,6 +70,28 @@ impl Pusher {
     }
 }
 
+impl Pusher {
+    /// Queues every item of `items` (emptied), in order, under one lock and
+    /// with at most one wake of the writer, so that it finds them together
+    /// and writes them in one go. False, with `items` dropped, if the
+    /// writer is gone.
+    pub(super) fn push_all(&self, items: &mut Vec<Out>) -> bool {
+        let mut s = lock(&self.0);
+        if s.closed {
+            drop(s);
+            items.clear();
+            return false;
+        }
+        let was_empty = s.items.is_empty();
+        s.items.extend(items.drain(..));
+        drop(s);
+        if was_empty {
+            self.0.ready.notify_one();
+        }
+        true
+    }
+}
+
 impl Taker {
     /// Moves everything queued to the back of `into` (one lock for the
     /// lot); false if nothing was queued.

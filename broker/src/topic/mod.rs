@@ -16,7 +16,7 @@ use std::time::Instant;
 use herald_protocol::{GroupInfo, StartPosition, TopicConfig, TopicInfo};
 use tokio_util::sync::CancellationToken;
 
-use crate::group::{self, store, GroupHandle, GroupSet, Origin};
+use crate::group::{self, store, GroupDefaults, GroupHandle, GroupSet, Origin};
 use crate::storage::Log;
 use crate::BrokerError;
 pub use registry::Registry;
@@ -171,6 +171,12 @@ impl Topic {
                 origin,
             ));
         }
+        // A room's members ack the same events at once: their saves are
+        // spaced further apart (see `ROOM_PERSIST_INTERVAL`).
+        let defaults = GroupDefaults {
+            persist_interval: group::ROOM_PERSIST_INTERVAL,
+            ..defaults
+        };
         let mut set = self.shared_groups.lock().map_err(|_| poisoned())?;
         let set = match &mut *set {
             Some(s) if !s.is_ended() => s,
@@ -247,17 +253,37 @@ impl Topic {
 
     /// Lag, in-flight and member figures of every group; a damaged group
     /// is listed with the reason instead.
+    ///
+    /// Every group is asked at once: a room's groups share one set, which
+    /// then answers them all in one turn instead of one turn (and one
+    /// round trip of the scrape) per member.
     pub async fn group_infos(self: &Arc<Self>) -> Result<Vec<GroupInfo>, BrokerError> {
-        let mut out = Vec::new();
+        /// A group to list, in the order of the names.
+        enum Listed {
+            Running(GroupHandle),
+            Damaged(GroupInfo),
+        }
+        let mut listed = Vec::new();
         for n in self.group_names() {
             match self.existing_group(&n) {
-                Ok(Some(g)) => out.extend(g.info().await?),
+                Ok(Some(g)) => listed.push(Listed::Running(g)),
                 Ok(None) => {}
                 Err(BrokerError::GroupUnavailable { reason, .. }) => {
-                    out.push(damaged_info(&n, reason))
+                    listed.push(Listed::Damaged(damaged_info(&n, reason)))
                 }
                 Err(e) => return Err(e),
             }
+        }
+        let asked = listed.into_iter().map(|l| async move {
+            match l {
+                Listed::Running(g) => g.info().await,
+                Listed::Damaged(info) => Ok(Some(info)),
+            }
+        });
+        let answers = futures::future::join_all(asked).await;
+        let mut out = Vec::with_capacity(answers.len());
+        for a in answers {
+            out.extend(a?);
         }
         Ok(out)
     }

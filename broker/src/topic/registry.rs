@@ -131,6 +131,7 @@ impl Registry {
             max_deliveries: self.config.max_deliveries,
             backoff: self.config.redelivery_backoff.clone(),
             dlq_suffix: self.config.dlq_suffix.clone(),
+            persist_interval: crate::group::PERSIST_MIN_INTERVAL,
         }
     }
 
