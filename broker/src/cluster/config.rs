@@ -61,12 +61,14 @@ impl ClusterConfig {
             node_id,
             peers: map,
             token: None,
-            // A follower stands for election 200-400 ms after it last heard
-            // from a leader (openraft adds its leader lease to that): a
-            // failover within about a second, with room for a loaded
-            // machine's pauses.
-            heartbeat: Duration::from_millis(50),
-            election_timeout: (Duration::from_millis(200), Duration::from_millis(400)),
+            // openraft gives each AppendEntries call one heartbeat interval
+            // to be answered, and a follower's answer waits for its fsync:
+            // 150 ms leaves room for a loaded disk (at 50 ms, a follower
+            // catching up on large entries timed out call after call and
+            // the group fell into elections). A follower stands for
+            // election 500-1000 ms after it last heard from a leader.
+            heartbeat: Duration::from_millis(150),
+            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
         })
     }
 

@@ -29,7 +29,7 @@ use super::types::{Node, NodeId, TypeConfig};
 /// Bytes of entries one AppendEntries call carries at most (and at least
 /// one entry): big enough for many client batches per round trip, small
 /// enough that encoding it does not hold a runtime thread for long.
-const CALL_BYTES: usize = 4 << 20;
+const CALL_BYTES: usize = 1 << 20;
 
 /// `None` when `entries` fit in `budget` bytes; otherwise how many of the
 /// first ones do (at least one: a single entry always fits a frame, since
