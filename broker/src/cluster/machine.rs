@@ -45,6 +45,36 @@ impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
     }
 }
 
+/// The snapshot half of `RaftStateMachine`, the same for both machines:
+/// none kept, none installed (see the module doc).
+macro_rules! no_snapshots {
+    () => {
+        async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+            NoSnapshots
+        }
+
+        async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+            Ok(Box::new(Cursor::new(Vec::new())))
+        }
+
+        async fn install_snapshot(
+            &mut self,
+            _meta: &SnapshotMeta<NodeId, Node>,
+            _snapshot: Box<Cursor<Vec<u8>>>,
+        ) -> Result<(), StorageError> {
+            Err(sm_write(
+                "snapshots are not supported: Raft logs are kept whole",
+            ))
+        }
+
+        async fn get_current_snapshot(
+            &mut self,
+        ) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+            Ok(None)
+        }
+    };
+}
+
 /// A replicated topic: committed publishes are appended to the topic's own
 /// log, which is what its subscribers and groups read on every node.
 pub struct TopicMachine {
@@ -217,27 +247,7 @@ impl RaftStateMachine<TypeConfig> for TopicMachine {
         Ok(out)
     }
 
-    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        NoSnapshots
-    }
-
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        _meta: &SnapshotMeta<NodeId, Node>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
-        Err(sm_write(
-            "snapshots are not supported: Raft logs are kept whole",
-        ))
-    }
-
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(None)
-    }
+    no_snapshots!();
 }
 
 impl TopicMachine {
@@ -365,25 +375,5 @@ impl RaftStateMachine<TypeConfig> for MetaMachine {
         Ok(out)
     }
 
-    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        NoSnapshots
-    }
-
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        _meta: &SnapshotMeta<NodeId, Node>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
-        Err(sm_write(
-            "snapshots are not supported: Raft logs are kept whole",
-        ))
-    }
-
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(None)
-    }
+    no_snapshots!();
 }

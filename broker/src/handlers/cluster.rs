@@ -18,11 +18,7 @@ impl Handler for ClusterCall {
 
     async fn handle(self, s: &mut Session, id: u64) -> Result<(), Close> {
         let Some(c) = s.shared.cluster.clone() else {
-            let e = Message::error(
-                ErrorCode::InvalidArgument,
-                "this broker is not in a cluster (no --node-id/--peers)",
-            );
-            return s.reply(id, e).await;
+            return s.reply(id, not_in_a_cluster()).await;
         };
         let answer = match postcard::from_bytes::<Call>(&self.0) {
             Ok(call) => c.serve(call).await,
@@ -49,13 +45,17 @@ impl Handler for Status {
 
     async fn handle(self, s: &mut Session, id: u64) -> Result<(), Close> {
         let Some(c) = s.shared.cluster.clone() else {
-            let e = Message::error(
-                ErrorCode::InvalidArgument,
-                "this broker is not in a cluster (no --node-id/--peers)",
-            );
-            return s.reply(id, e).await;
+            return s.reply(id, not_in_a_cluster()).await;
         };
         let info = c.status(|topic| s.access.may_see(topic));
         s.reply(id, Message::ClusterInfo(info)).await
     }
+}
+
+/// The answer of a broker that runs alone.
+fn not_in_a_cluster() -> Message {
+    Message::error(
+        ErrorCode::InvalidArgument,
+        "this broker is not in a cluster (no --node-id/--peers)",
+    )
 }
