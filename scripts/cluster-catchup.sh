@@ -13,7 +13,7 @@ BIN=${BIN:-target/release/herald}
 peers="1=127.0.0.1:7601,2=127.0.0.1:7602,3=127.0.0.1:7603"
 D=$(mktemp -d -p /var/tmp)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$D"' EXIT
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$D"' EXIT
 wait_port() { for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 start() { "$BIN" serve --listen 127.0.0.1:760$1 --data-dir "$D/n$1" --no-http --node-id $1 --peers $peers >> "$D/n$1.log" 2>&1 & pids[$1]=$!; wait_port 760$1; }
 for i in 1 2 3; do start $i; done
