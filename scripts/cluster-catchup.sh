@@ -49,4 +49,5 @@ t1=$(date +%s.%N)
 wait $during
 echo "W1 on the leader during the catch-up: $(head -1 "$D/during.txt")"
 echo "follower caught up ${MIB} MiB in $(python3 -c "print(round($t1-$t0,2))") s (from its restart until the leader reports it 0 entries behind)"
+"$BIN" cluster status --server 127.0.0.1:760$leader | grep -E "^group|^topic/c"   # the term shows whether the group held still
 du -sh "$D/n$follower"
