@@ -826,3 +826,140 @@ async fn cluster_status_shows_leaders_and_how_far_replicas_are_behind() {
     let lag = g.last_index.unwrap() - group.last_index.unwrap();
     assert!(line.contains(&format!("{}: {lag}", follower + 1)), "{line}");
 }
+
+/// Group `group`'s ack floor on the node at `addr`, once `want` says it is
+/// the one expected (waiting for replication, bounded).
+async fn floor_on(addr: SocketAddr, topic: &str, group: &str, want: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + PATIENCE;
+    let mut last = None;
+    loop {
+        if let Some(mut c) = Conn::open(addr).await {
+            let m = Message::ListGroups(TopicName { name: topic.into() });
+            if let Some(Message::GroupList(l)) = c.request(m).await {
+                last = l
+                    .groups
+                    .iter()
+                    .find(|g| g.name == group)
+                    .map(|g| g.ack_floor);
+                if let Some(f) = last.filter(|f| want(*f)) {
+                    return f;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group} on {addr}: floor {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Joins `group` on `addr` (start Resume) and returns its start offset and
+/// the connection, with deliveries coming.
+async fn join_group(addr: SocketAddr, topic: &str, group: &str) -> (u64, u64, Conn) {
+    let mut c = Conn::open(addr).await.expect("node up");
+    let s = Message::Subscribe(Subscribe {
+        topic: topic.into(),
+        group: Some(group.into()),
+        start: StartPosition::Resume,
+        prefetch_messages: 10_000,
+        prefetch_bytes: 64 << 20,
+        ack_timeout_ms: 0,
+        max_deliveries: 0,
+    });
+    match c.request(s).await {
+        Some(Message::SubscribeOk(ok)) => (ok.subscription_id, ok.start_offset, c),
+        other => panic!("join {group} on {addr}: {other:?}"),
+    }
+}
+
+/// The offsets delivered on `c` until `n` came.
+async fn offsets(c: &mut Conn, n: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let f = tokio::time::timeout(PATIENCE, c.framed.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {n} delivered", out.len()))
+            .expect("closed")
+            .unwrap();
+        if let Ok(Message::Deliver(d)) = Message::decode(&f) {
+            for r in d.batch.records() {
+                if r.offset >= d.first_offset && r.offset <= d.last_offset {
+                    out.push(r.offset);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_resumes_on_another_node_where_its_acks_got_to() {
+    let mut cluster = Cluster::start(3);
+    let addrs = cluster.addrs.clone();
+    create(&addrs, "jobs").await;
+    let mut p = Producer {
+        addrs: addrs.clone(),
+        at: 0,
+        conn: None,
+    };
+    for seq in 0..100 {
+        p.publish("jobs", format!("job-{seq}").as_bytes(), seq)
+            .await;
+    }
+    drop(p);
+
+    // A worker on node 1 takes all 100 and acks the first 60.
+    let (sub, start, mut c) = join_group(addrs[0], "jobs", "workers").await;
+    assert_eq!(start, 0);
+    let got = offsets(&mut c, 100).await;
+    assert_eq!(got, (0..100).collect::<Vec<_>>());
+    let ack = Message::Ack(Ack {
+        subscription_id: sub,
+        kind: AckKind::Ack,
+        ranges: vec![(0, 59)],
+    });
+    c.framed.send((999, ack)).await.unwrap();
+    // The other replicas learn where the group stands.
+    for a in &addrs[1..] {
+        floor_on(*a, "jobs", "workers", |f| f == 60).await;
+    }
+
+    // Node 1 dies with the worker's connection; the worker comes back on
+    // node 2 and gets the 40 it had not acked, and nothing it had.
+    cluster.kill(0);
+    drop(c);
+    let (_, start, mut c) = join_group(addrs[1], "jobs", "workers").await;
+    assert_eq!(start, 60, "the group resumes where its acks got to");
+    let got = offsets(&mut c, 40).await;
+    assert_eq!(got, (60..100).collect::<Vec<_>>());
+    drop(c);
+
+    // A reset on node 2 moves the group on every replica, node 1 included
+    // once it is back (it applies the log again: the reset comes after
+    // the floor it had, so the floor does not win).
+    let mut admin = Conn::open(addrs[1]).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let m = Message::ResetGroup(ResetGroup {
+            topic: "jobs".into(),
+            group: "workers".into(),
+            to: StartPosition::Offset(10),
+        });
+        match admin.request(m).await {
+            Some(Message::Ok) => break,
+            // The member that just left may not be gone yet.
+            Some(Message::Error(e)) if Instant::now() < deadline => {
+                eprintln!("reset: {e:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            other => panic!("reset: {other:?}"),
+        }
+    }
+    floor_on(addrs[2], "jobs", "workers", |f| f == 10).await;
+    cluster.restart(0);
+    floor_on(addrs[0], "jobs", "workers", |f| f == 10).await;
+    let (_, start, mut c) = join_group(addrs[0], "jobs", "workers").await;
+    assert_eq!(start, 10);
+    assert_eq!(offsets(&mut c, 90).await, (10..100).collect::<Vec<_>>());
+}

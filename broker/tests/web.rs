@@ -100,7 +100,10 @@ fn hello(id: Option<&str>) -> Message {
 }
 
 async fn session(http: SocketAddr, id: &str) -> Frames {
-    let ws = ws_connect(http, None).await.unwrap();
+    session_on(ws_connect(http, None).await.unwrap(), id).await
+}
+
+async fn session_on(ws: Socket, id: &str) -> Frames {
     let mut f = Frames {
         ws,
         buf: BytesMut::new(),
@@ -477,7 +480,18 @@ async fn a_websocket_peer_that_vanishes_is_noticed_at_once() {
     let mut p = Raw::connect(b.local_addr()).await;
     p.publish("t", &[b"x"]).await;
     drop(p);
-    let mut gone = session(http, "gone").await;
+    // The publisher's permit comes back once the broker has seen it close.
+    let ws = tokio::time::timeout(T, async {
+        loop {
+            if let Ok(ws) = ws_connect(http, None).await {
+                return ws;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await; // poll until the permit is back
+        }
+    })
+    .await
+    .expect("the publisher's connection was never released");
+    let mut gone = session_on(ws, "gone").await;
     let sub = Message::Subscribe(Subscribe {
         topic: "t".into(),
         group: Some("g".into()),

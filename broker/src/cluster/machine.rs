@@ -234,6 +234,21 @@ impl RaftStateMachine<TypeConfig> for TopicMachine {
                             .await?;
                     }
                 }
+                EntryPayload::Normal(Command::Positions(positions)) => {
+                    // The floors count records of the entries before:
+                    // those appends end first.
+                    for (i, j, p) in queued.drain(..) {
+                        let a = self.finish(p).await?;
+                        set(&mut out, (i, j), a);
+                    }
+                    for p in positions {
+                        let r = self.topic.follow_group(&p.group, p.floor, p.reset).await;
+                        if let Err(e) = r {
+                            tracing::warn!(topic = %self.topic.name, group = %p.group, error = %e, "a group's replicated position was not applied");
+                        }
+                    }
+                    out.push(Outcome::None);
+                }
                 EntryPayload::Normal(other) => out.push(failed(
                     ErrorCode::InvalidArgument,
                     format!("not a topic command: {other:?}"),

@@ -14,6 +14,7 @@
 //! - `raft_log`: each group's Raft log, kept in a Herald log.
 //! - `machine`: the state machines (a topic's log, the metadata).
 //! - `propose`: client batches into Raft entries, many per entry when busy.
+//! - `positions`: consumer groups' floors, replicated with the topic.
 //! - `rpc`: what nodes say to each other; `network`: saying it.
 
 // openraft's `StorageError` (the error type its traits require) is large;
@@ -23,12 +24,13 @@
 pub mod config;
 pub mod machine;
 pub mod network;
+pub mod positions;
 pub mod propose;
 pub mod raft_log;
 pub mod rpc;
 pub mod types;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +39,6 @@ use dashmap::DashMap;
 use herald_protocol::{
     ClusterInfo, ClusterNode, ErrorCode, RaftGroupInfo, ReplicaInfo, TopicConfig,
 };
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +47,7 @@ pub use config::ClusterConfig;
 use machine::{MetaMachine, Metadata, Placement, TopicMachine};
 use network::Network;
 use raft_log::RaftLog;
-use rpc::{Answer, Call, CallBody, ProposeError, META_GROUP, TOPIC_GROUP_PREFIX};
+use rpc::{Answer, Call, CallBody, META_GROUP, TOPIC_GROUP_PREFIX};
 use types::{Command, NodeId, Outcome, Raft};
 
 use crate::storage::LogConfig;
@@ -65,6 +66,8 @@ pub struct Replica {
     pub topic: Arc<Topic>,
     /// Where publishes to the topic queue to become entries.
     pub proposer: propose::Proposer,
+    /// Where the topic's groups tell their floors.
+    pub floors: Arc<positions::Floors>,
     log: RaftLog,
 }
 
@@ -260,10 +263,19 @@ impl Cluster {
             }
         }
         let proposer = propose::Proposer::start(raft.clone(), self.config.peers.clone());
+        let floors = Arc::new(positions::Floors::new(
+            raft.clone(),
+            network_for(&self.config, rpc::topic_group(name), self.max_frame),
+            Arc::new(self.config.peers.clone()),
+            self.config.own_address().to_owned(),
+        ));
+        topic.report_floors_to(floors.clone());
+        tokio::spawn(positions::run(floors.clone(), self.shutdown.child_token()));
         let replica = Arc::new(Replica {
             raft,
             topic,
             proposer,
+            floors,
             log,
         });
         if self
@@ -294,7 +306,9 @@ impl Cluster {
             CallBody::Append(r) => Answer::Append(raft.append_entries(r).await),
             CallBody::Vote(r) => Answer::Vote(raft.vote(r).await),
             CallBody::Snapshot(r) => Answer::Snapshot(raft.install_snapshot(r).await),
-            CallBody::Propose(c) => Answer::Proposed(self.propose_here(&raft, c).await),
+            CallBody::Propose(c) => {
+                Answer::Proposed(propose::here(&raft, &self.config.peers, c).await)
+            }
         }
     }
 
@@ -302,20 +316,6 @@ impl Cluster {
     pub fn leader_address(&self, raft: &Raft) -> Option<String> {
         let leader = raft.metrics().borrow().current_leader?;
         self.config.peers.get(&leader).cloned()
-    }
-
-    /// Proposes `c` to `raft`'s group on this node.
-    async fn propose_here(&self, raft: &Raft, c: Command) -> Result<Outcome, ProposeError> {
-        match raft.client_write(c).await {
-            Ok(r) => Ok(r.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(
-                ProposeError::NotLeader(f.leader_node.map(|n| n.addr).or_else(|| {
-                    f.leader_id
-                        .and_then(|id| self.config.peers.get(&id).cloned())
-                })),
-            ),
-            Err(e) => Err(ProposeError::Failed(e.to_string())),
-        }
     }
 
     /// Creates a replicated topic: a metadata write, proposed here or sent
@@ -336,47 +336,53 @@ impl Cluster {
         };
         let net = network_for(&self.config, META_GROUP.into(), self.max_frame);
         let deadline = tokio::time::Instant::now() + PROPOSE_PATIENCE;
-        let mut tried: BTreeSet<String> = BTreeSet::new();
-        loop {
-            let r = match self.propose_here(&self.meta, command.clone()).await {
-                Err(ProposeError::NotLeader(Some(addr))) if addr != self.config.own_address() => {
-                    match network::propose(&net, &addr, command.clone(), PROPOSE_PATIENCE).await {
-                        Ok(Answer::Proposed(r)) => r,
-                        Ok(other) => {
-                            Err(ProposeError::Failed(format!("unexpected answer {other:?}")))
-                        }
-                        Err(e) => {
-                            tried.insert(addr);
-                            Err(ProposeError::Failed(e))
-                        }
-                    }
-                }
-                r => r,
-            };
-            match r {
-                Ok(Outcome::TopicCreated { existed }) => {
-                    self.wait_for_replica(name, deadline).await;
-                    return Ok(!existed);
-                }
-                Ok(Outcome::Failed { code, message }) => {
-                    return Err(match ErrorCode::from_u16(code) {
-                        ErrorCode::TopicExists => BrokerError::TopicExists(name.to_owned()),
-                        _ => BrokerError::InvalidArgument(message),
-                    })
-                }
-                Ok(other) => {
-                    return Err(BrokerError::Internal(format!(
-                        "unexpected outcome {other:?}"
-                    )))
-                }
-                Err(e) if tokio::time::Instant::now() >= deadline => {
-                    return Err(BrokerError::Busy(format!(
-                        "cluster metadata cannot be written now ({e}); tried {tried:?}"
-                    )))
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        let r = propose::anywhere(
+            &self.meta,
+            &net,
+            &self.config.peers,
+            self.config.own_address(),
+            command,
+            PROPOSE_PATIENCE,
+        )
+        .await;
+        match r {
+            Ok(Outcome::TopicCreated { existed }) => {
+                self.wait_for_replica(name, deadline).await;
+                Ok(!existed)
             }
+            Ok(Outcome::Failed { code, message }) => Err(match ErrorCode::from_u16(code) {
+                ErrorCode::TopicExists => BrokerError::TopicExists(name.to_owned()),
+                _ => BrokerError::InvalidArgument(message),
+            }),
+            Ok(other) => Err(BrokerError::Internal(format!(
+                "unexpected outcome {other:?}"
+            ))),
+            Err(e) => Err(BrokerError::Busy(format!(
+                "cluster metadata cannot be written now ({e})"
+            ))),
         }
+    }
+
+    /// Tells every replica of `topic` that group `group` was reset to
+    /// `floor` on this node (`herald groups reset`), once committed.
+    ///
+    /// # Errors
+    /// `Busy` while no leader can be reached.
+    pub async fn reset_group(
+        &self,
+        topic: &str,
+        group: &str,
+        floor: u64,
+    ) -> Result<(), BrokerError> {
+        let Some(r) = self.replica(topic) else {
+            return Err(BrokerError::InvalidArgument(format!(
+                "topic {topic:?} has no replica on this node: reset its groups on a node that holds one"
+            )));
+        };
+        r.floors
+            .reset(group, floor, PROPOSE_PATIENCE)
+            .await
+            .map_err(|e| BrokerError::Busy(format!("the reset cannot be replicated now ({e})")))
     }
 
     /// Waits (until `deadline`) for this node to have applied a

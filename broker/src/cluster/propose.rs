@@ -8,13 +8,16 @@
 //! most): one entry per publish when the topic is quiet, many when it is
 //! busy, the way group commit makes one fsync per group.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use openraft::error::ClientWriteError;
+use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use super::network::{self, Network};
+use super::rpc::{Answer, ProposeError};
 use super::types::{Appended, Command, NodeId, Outcome, Raft};
 
 /// Entries of one topic proposed and not yet applied, at most.
@@ -131,5 +134,64 @@ fn answer_all(
     };
     for reply in replies {
         let _ = reply.send(Err(rejected.clone()));
+    }
+}
+
+/// Proposes `c` to `raft`'s group on this node.
+pub async fn here(
+    raft: &Raft,
+    peers: &BTreeMap<NodeId, String>,
+    c: Command,
+) -> Result<Outcome, ProposeError> {
+    match raft.client_write(c).await {
+        Ok(r) => Ok(r.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(ProposeError::NotLeader(
+                f.leader_node
+                    .map(|n| n.addr)
+                    .or_else(|| f.leader_id.and_then(|id| peers.get(&id).cloned())),
+            ))
+        }
+        Err(e) => Err(ProposeError::Failed(e.to_string())),
+    }
+}
+
+/// Proposes a rare write (metadata, positions) to `raft`'s group: here if
+/// this node leads it, else sent to the leader through `net`, retried
+/// while no leader answers, for `patience` at most.
+///
+/// # Errors
+/// The last failure (with the leaders tried) once `patience` ran out.
+pub async fn anywhere(
+    raft: &Raft,
+    net: &Network,
+    peers: &BTreeMap<NodeId, String>,
+    own: &str,
+    command: Command,
+    patience: Duration,
+) -> Result<Outcome, String> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut tried: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let r = match here(raft, peers, command.clone()).await {
+            Err(ProposeError::NotLeader(Some(addr))) if addr != own => {
+                match network::propose(net, &addr, command.clone(), patience).await {
+                    Ok(Answer::Proposed(r)) => r,
+                    Ok(other) => Err(ProposeError::Failed(format!("unexpected answer {other:?}"))),
+                    Err(e) => {
+                        tried.insert(addr);
+                        Err(ProposeError::Failed(e))
+                    }
+                }
+            }
+            r => r,
+        };
+        match r {
+            Ok(outcome) => return Ok(outcome),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!("{e}; tried {tried:?}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
     }
 }

@@ -46,6 +46,22 @@ pub enum Command {
         config: TopicConfig,
         replicas: Vec<NodeId>,
     },
+    /// In a replicated topic's group: consumer groups' positions, so that
+    /// a group resumes where its acks got to on whichever node it is read
+    /// from next (see `cluster::positions`).
+    Positions(Vec<GroupPosition>),
+}
+
+/// Where a consumer group of a replicated topic stands, as the node that
+/// serves it saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupPosition {
+    pub group: String,
+    /// Every offset below it is acked.
+    pub floor: u64,
+    /// `herald groups reset` moved the group to `floor`, backwards maybe;
+    /// otherwise a replica only moves its copy of the group forward.
+    pub reset: bool,
 }
 
 /// What applying a [`Command`] answers the proposer.

@@ -101,6 +101,12 @@ enum Cmd {
     Place(u64, JoinReply),
     /// Remove the group: see [`GroupHandle::delete`].
     Delete(DoneReply),
+    /// Where another node's copy of the group stands: see
+    /// [`GroupHandle::follow`].
+    Follow {
+        floor: u64,
+        reset: bool,
+    },
 }
 
 /// Replies to the commands that create a group (its first write).
@@ -223,6 +229,14 @@ impl GroupHandle {
         let (tx, rx) = oneshot::channel();
         self.send(Cmd::Delete(tx)).await?;
         rx.await.map_err(|_| gone())?
+    }
+
+    /// Moves the group to where its copy on another node of a replicated
+    /// topic stands (`cluster::positions`): forward to `floor` only,
+    /// unless `reset`; not while members read it here, whose own acks
+    /// decide. A group new here is created at `floor`. Not answered.
+    pub async fn follow(&self, floor: u64, reset: bool) -> Result<(), BrokerError> {
+        self.send(Cmd::Follow { floor, reset }).await
     }
 
     pub fn is_stopped(&self) -> bool {

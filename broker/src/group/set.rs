@@ -360,6 +360,7 @@ impl Shell {
             }
             g.dispatch(&self.cx, &mut self.reads, &mut self.out);
             g.maybe_persist();
+            g.report_floor(&self.cx);
             if let Some(level) = g.memory_wait {
                 if !g.memory_listed {
                     g.memory_listed = true;

@@ -91,6 +91,9 @@ pub(super) struct Group {
     /// new group takes its first member's start position, and is written
     /// before that member gets anything.
     pub known: bool,
+    /// The floor last told to the cluster (a replicated topic's group,
+    /// see `cluster::positions`), or learnt from it.
+    reported: u64,
     pub members: Vec<Member>,
     pub next_member: usize,
     pub max_deliveries: u32,
@@ -142,12 +145,14 @@ impl Group {
             herald_protocol::FsyncPolicy::Always
         );
         let syncer = topic.registry().and_then(|r| r.syncer().cloned());
+        let reported = tracker.floor();
         Group {
             key: notify.key,
             persist: Persister::new(name.clone(), path, durable, syncer, Some(notify))
                 .with_interval(defaults.persist_interval),
             name,
             tracker,
+            reported,
             known,
             members: Vec::new(),
             next_member: 0,
@@ -178,6 +183,46 @@ impl Group {
         let tracker = &self.tracker;
         let max_deliveries = self.max_deliveries;
         self.persist.maybe_start(|| stored(tracker, max_deliveries));
+    }
+
+    /// Tells the cluster, for a replicated topic, that the group's floor
+    /// moved (the set calls it after each dispatch; the cluster gathers
+    /// what it hears and proposes it now and then).
+    pub fn report_floor(&mut self, cx: &Ctx) {
+        let floor = self.tracker.floor();
+        if floor == self.reported || !self.known {
+            return;
+        }
+        if let Some(floors) = cx.topic.floors() {
+            floors.note(&self.name, floor);
+        }
+        self.reported = floor;
+    }
+
+    /// See [`super::GroupHandle::follow`].
+    fn follow(&mut self, cx: &Ctx, floor: u64, reset: bool) {
+        if !self.members.is_empty() {
+            return;
+        }
+        let log = &cx.topic.log;
+        let o = floor.clamp(log.first_offset(), log.next_offset());
+        if !self.known {
+            self.tracker.reset(o);
+            self.reported = o;
+            // Nobody waits for this creation.
+            let (reply, _) = oneshot::channel();
+            self.create(Creation::Place(o, reply));
+            return;
+        }
+        if reset {
+            self.tracker.reset(o);
+        } else if o > self.tracker.floor() && self.tracker.in_flight() == 0 {
+            self.tracker.skip_to(o);
+        } else {
+            return;
+        }
+        self.reported = self.tracker.floor();
+        self.persist.mark_dirty();
     }
 
     /// Runs one command. Returns the reply of a `Delete`: the set removes
@@ -229,6 +274,7 @@ impl Group {
                 self.members.clear();
                 return Some(reply);
             }
+            Cmd::Follow { floor, reset } => self.follow(cx, floor, reset),
             Cmd::Reset(to, reply) => match self.reset(cx, to) {
                 // Answered once the new position is on disk.
                 Ok(()) => self.persist.wait(reply),

@@ -1,5 +1,5 @@
 //! A topic's consumer groups: list them (any permission on the topic),
-//! reset one (admin).
+//! reset one (admin; on every replica of a replicated topic).
 
 use herald_protocol::{GroupList, Message, ResetGroup, TopicName};
 
@@ -31,11 +31,16 @@ impl Handler for ResetGroup {
     }
 
     async fn handle(self, s: &mut Session, id: u64) -> Result<(), Close> {
+        // A replicated topic's reset is replicated too: the group moves
+        // on every replica (see `cluster::positions`).
+        let cluster = s.shared.cluster.clone();
         match s.shared.registry.get(&self.topic) {
             Ok(t) => s.later(id, async move {
-                t.reset_group(&self.group, self.to)
-                    .await
-                    .map(|_| Message::Ok)
+                let floor = t.reset_group(&self.group, self.to).await?;
+                if let Some(c) = cluster.filter(|c| c.is_replicated(&self.topic)) {
+                    c.reset_group(&self.topic, &self.group, floor).await?;
+                }
+                Ok(Message::Ok)
             }),
             Err(e) => s.reply(id, e.to_message()).await,
         }

@@ -10,12 +10,13 @@ pub mod registry;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
 use herald_protocol::{GroupInfo, StartPosition, TopicConfig, TopicInfo};
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::positions::Floors;
 use crate::group::{self, store, GroupDefaults, GroupHandle, GroupSet, Origin};
 use crate::storage::Log;
 use crate::BrokerError;
@@ -47,6 +48,9 @@ pub struct Topic {
     /// included) and ephemeral ones, for the metrics: one addition per
     /// delivered chunk.
     delivered: AtomicU64,
+    /// Where its groups tell their floors, when the topic is replicated
+    /// (set once by the cluster, see `cluster::positions`).
+    floors: OnceLock<Arc<Floors>>,
 }
 
 impl Topic {
@@ -71,6 +75,7 @@ impl Topic {
             started: Instant::now(),
             appended: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
+            floors: OnceLock::new(),
         }
     }
 
@@ -87,6 +92,36 @@ impl Topic {
     /// Records delivered to subscribers so far.
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Makes its groups tell their floors to `floors` (a replicated
+    /// topic; the first call wins).
+    pub fn report_floors_to(&self, floors: Arc<Floors>) {
+        let _ = self.floors.set(floors);
+    }
+
+    /// Where its groups tell their floors, if the topic is replicated.
+    pub fn floors(&self) -> Option<&Arc<Floors>> {
+        self.floors.get()
+    }
+
+    /// Moves group `name` to where its copy on another node stands (see
+    /// [`GroupHandle::follow`]), creating it if new here. A group whose
+    /// state file is damaged is left alone (it is reset by hand).
+    ///
+    /// # Errors
+    /// The group's set has stopped (the topic is closing).
+    pub async fn follow_group(
+        self: &Arc<Self>,
+        name: &str,
+        floor: u64,
+        reset: bool,
+    ) -> Result<(), BrokerError> {
+        match self.group(name) {
+            Ok(g) => g.follow(floor, reset).await,
+            Err(BrokerError::GroupUnavailable { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn registry(&self) -> Option<Arc<Registry>> {
@@ -292,6 +327,8 @@ impl Topic {
     /// whose state file is damaged gets a fresh state at `to`; the damaged
     /// file is kept aside as `<name>.state.damaged-<unix ms>`.
     ///
+    /// Returns the group's new floor.
+    ///
     /// # Errors
     /// `UnknownGroup` if the topic has no such group (nothing is created),
     /// and those of [`GroupHandle::reset`].
@@ -299,7 +336,7 @@ impl Topic {
         self: &Arc<Self>,
         name: &str,
         to: StartPosition,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<u64, BrokerError> {
         name::validate("group", name)?;
         let handle = match self.existing_group(name) {
             Ok(Some(h)) => h,
@@ -316,7 +353,8 @@ impl Topic {
             }
             Err(e) => return Err(e),
         };
-        handle.reset(to).await
+        handle.reset(to).await?;
+        Ok(handle.info().await?.map_or(0, |i| i.ack_floor))
     }
 
     /// Removes group `name` (its state file included) if it exists; a no-op
