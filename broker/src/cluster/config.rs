@@ -65,8 +65,13 @@ impl ClusterConfig {
             // to be answered, and a follower's answer waits for its fsync:
             // 150 ms leaves room for a loaded disk (at 50 ms, a follower
             // catching up on large entries timed out call after call and
-            // the group fell into elections). A follower stands for
-            // election 500-1000 ms after it last heard from a leader.
+            // the group fell into elections). A follower that heard from a
+            // leader stands for election once the leader's lease (the
+            // range's top) and then a pick in the range have passed
+            // without a word from it: 1.5-2 s. With 200-400 ms (0.6-0.8 s)
+            // three nodes sharing one disk with a node catching up 1 GiB
+            // missed heartbeats behind each other's fsyncs and re-elected
+            // every few seconds (docs/cluster.md).
             heartbeat: Duration::from_millis(150),
             election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
         })

@@ -10,6 +10,7 @@
 //! read that copy on any node as they read any topic.
 //!
 //! - `config`: `--node-id`, `--peers`.
+//! - `catchup`: a node that knows it is behind keeps out of elections.
 //! - `types`: what a Raft entry carries and what applying it answers.
 //! - `raft_log`: each group's Raft log, kept in a Herald log.
 //! - `machine`: the state machines (a topic's log, the metadata).
@@ -21,6 +22,7 @@
 // it is returned on failures only.
 #![allow(clippy::result_large_err)]
 
+pub mod catchup;
 pub mod config;
 pub mod machine;
 pub mod network;
@@ -68,6 +70,7 @@ pub struct Replica {
     pub proposer: propose::Proposer,
     /// Where the topic's groups tell their floors.
     pub floors: Arc<positions::Floors>,
+    catchup: Arc<catchup::Catchup>,
     log: RaftLog,
 }
 
@@ -79,6 +82,7 @@ pub struct Cluster {
     registry: Arc<Registry>,
     max_frame: usize,
     meta: Raft,
+    meta_catchup: Arc<catchup::Catchup>,
     meta_log: RaftLog,
     metadata: Arc<Metadata>,
     replicas: DashMap<String, Arc<Replica>>,
@@ -121,6 +125,7 @@ impl Cluster {
         let metadata = Arc::new(Metadata::default());
         let (created_tx, mut created_rx) = mpsc::unbounded_channel();
         let meta_log = open_raft_log(root.join("meta"), registry.config().direct_io).await?;
+        let meta_restarted = meta_log.has_entries();
         let meta = Raft::new(
             config.node_id,
             raft_config.clone(),
@@ -130,6 +135,7 @@ impl Cluster {
         )
         .await
         .map_err(fatal)?;
+        let meta_catchup = catchup::Catchup::start(meta.clone(), meta_restarted);
         let cluster = Arc::new(Cluster {
             config,
             raft_config,
@@ -137,6 +143,7 @@ impl Cluster {
             registry,
             max_frame,
             meta,
+            meta_catchup,
             meta_log,
             metadata,
             replicas: DashMap::new(),
@@ -241,6 +248,7 @@ impl Cluster {
             self.registry.config().direct_io,
         )
         .await?;
+        let restarted = log.has_entries();
         let raft = Raft::new(
             self.config.node_id,
             self.raft_config.clone(),
@@ -271,11 +279,13 @@ impl Cluster {
         ));
         topic.report_floors_to(floors.clone());
         tokio::spawn(positions::run(floors.clone(), self.shutdown.child_token()));
+        let catchup = catchup::Catchup::start(raft.clone(), restarted);
         let replica = Arc::new(Replica {
             raft,
             topic,
             proposer,
             floors,
+            catchup,
             log,
         });
         if self
@@ -292,18 +302,21 @@ impl Cluster {
 
     /// Serves one call from a peer.
     pub async fn serve(&self, call: Call) -> Answer {
-        let raft = if call.group == META_GROUP {
-            self.meta.clone()
+        let (raft, catchup) = if call.group == META_GROUP {
+            (self.meta.clone(), self.meta_catchup.clone())
         } else if let Some(name) = call.group.strip_prefix(TOPIC_GROUP_PREFIX) {
             match self.replicas.get(name) {
-                Some(r) => r.raft.clone(),
+                Some(r) => (r.raft.clone(), r.catchup.clone()),
                 None => return Answer::NoGroup(call.group),
             }
         } else {
             return Answer::NoGroup(call.group);
         };
         match call.body {
-            CallBody::Append(r) => Answer::Append(raft.append_entries(r).await),
+            CallBody::Append(r) => {
+                catchup.on_append(&r);
+                Answer::Append(raft.append_entries(r).await)
+            }
             CallBody::Vote(r) => Answer::Vote(raft.vote(r).await),
             CallBody::Snapshot(r) => Answer::Snapshot(raft.install_snapshot(r).await),
             CallBody::Propose(c) => {

@@ -149,11 +149,20 @@ impl Peer {
     }
 
     /// Sends `body` and waits for its answer (at most `timeout`).
+    ///
+    /// The connection is taken out for the call and put back only once its
+    /// answer came: a call Raft gives up on (its own timeout drops this
+    /// future) closes the connection with it. Kept open, the peer would
+    /// still have to serve the abandoned call, and every retry would queue
+    /// behind it (the peer serves one call per connection at a time): a
+    /// follower catching up then heard nothing else for seconds, heartbeats
+    /// included, and stood for election.
     async fn call(&mut self, body: CallBody, timeout: Duration) -> Result<Answer, Failure> {
         // Connected first: nothing is encoded for a peer that is down.
-        if self.conn.is_none() {
-            self.conn = Some(self.connect().await?);
-        }
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => self.connect().await?,
+        };
         let call = Call {
             group: self.net.group.clone(),
             body,
@@ -161,15 +170,12 @@ impl Peer {
         let encoded = postcard::to_allocvec(&call).map_err(|e| Failure::Network(e.to_string()))?;
         // Header and a margin: the peer's frame limit counts the whole frame.
         if encoded.len() + 64 > self.net.max_frame {
+            self.conn = Some(conn);
             return Err(Failure::TooLarge(1));
         }
         let id = self.next_id;
         self.next_id += 1;
         let result = tokio::time::timeout(timeout, async {
-            let conn = self
-                .conn
-                .as_mut()
-                .ok_or_else(|| Failure::Network("no connection".into()))?;
             conn.send((id, Message::Cluster(encoded.into())))
                 .await
                 .map_err(|e| Failure::Network(e.to_string()))?;
@@ -209,8 +215,8 @@ impl Peer {
                 self.addr
             )))
         });
-        if result.is_err() {
-            self.conn = None;
+        if result.is_ok() {
+            self.conn = Some(conn);
         }
         result
     }
@@ -251,7 +257,16 @@ impl Peer {
     }
 }
 
+/// How long Raft waits before calling an unreachable peer again (openraft
+/// waits 500 ms by default): a restarted node hears from its leader soon
+/// after its listener is up, well within `catchup::HOLD`.
+pub const BACKOFF: Duration = Duration::from_millis(100);
+
 impl RaftNetwork<TypeConfig> for Peer {
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(BACKOFF))
+    }
+
     async fn append_entries(
         &mut self,
         req: AppendEntriesRequest<TypeConfig>,

@@ -208,6 +208,12 @@ impl RaftLog {
         Ok(out.base_offset)
     }
 
+    /// Whether the log holds (or held) any entry: the group ran here
+    /// before.
+    pub fn has_entries(&self) -> bool {
+        self.lock().last_log_id().is_some()
+    }
+
     /// Closes the underlying log (its writer flushes and stops).
     pub async fn close(&self) {
         let _ = self.log.close().await;
