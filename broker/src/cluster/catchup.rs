@@ -19,10 +19,11 @@
 //! about to call (it backs off from an unreachable peer for up to
 //! [`super::network::BACKOFF`]), and a node that restarts is usually behind.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::raft::AppendEntriesRequest;
+use tokio::sync::Notify;
 
 use super::types::{Raft, TypeConfig};
 
@@ -35,27 +36,50 @@ pub struct Catchup {
     raft: Raft,
     /// Elections are off until this instant (renewed while behind).
     off_until: Mutex<Option<Instant>>,
+    /// Wakes the task that turns elections back on: a hold began, or the
+    /// guard is gone. While nothing is held the task sleeps on it, so an
+    /// idle group costs no wake-ups.
+    held: Arc<Notify>,
+}
+
+impl Drop for Catchup {
+    fn drop(&mut self) {
+        self.held.notify_one();
+    }
 }
 
 impl Catchup {
     /// Starts the guard of `raft`, holding elections off for [`HOLD`] if
     /// the group had a log (a restart, not a new group); a task turns them
     /// back on once the hold has passed.
-    pub fn start(raft: Raft, restarted: bool) -> std::sync::Arc<Catchup> {
-        let c = std::sync::Arc::new(Catchup {
+    pub fn start(raft: Raft, restarted: bool) -> Arc<Catchup> {
+        let held = Arc::new(Notify::new());
+        let c = Arc::new(Catchup {
             raft,
             off_until: Mutex::new(None),
+            held: held.clone(),
         });
         if restarted {
             c.hold();
         }
-        let weak = std::sync::Arc::downgrade(&c);
+        let weak = Arc::downgrade(&c);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(HOLD / 4);
             loop {
-                tick.tick().await;
-                let Some(c) = weak.upgrade() else { return };
-                c.release_if_due();
+                let until = match weak.upgrade() {
+                    Some(c) => c.off_until.lock().map(|u| *u).unwrap_or(None),
+                    None => return,
+                };
+                match until {
+                    // Renewed meanwhile? Then this sleeps again.
+                    Some(t) => {
+                        tokio::time::sleep_until(t.into()).await;
+                        match weak.upgrade() {
+                            Some(c) => c.release_if_due(),
+                            None => return,
+                        }
+                    }
+                    None => held.notified().await,
+                }
             }
         });
         c
@@ -67,6 +91,7 @@ impl Catchup {
         };
         if until.is_none() {
             self.raft.runtime_config().elect(false);
+            self.held.notify_one();
         }
         *until = Some(Instant::now() + HOLD);
     }
