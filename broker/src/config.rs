@@ -224,6 +224,7 @@ pub struct FileConfig {
     pub metrics_no_topic_labels: Option<bool>,
     pub node_id: Option<u64>,
     pub peers: Option<String>,
+    pub join: Option<bool>,
     pub cluster_token_file: Option<PathBuf>,
 }
 

@@ -31,6 +31,9 @@ struct Cluster {
     addrs: Vec<SocketAddr>,
     dirs: Vec<tempfile::TempDir>,
     nodes: Vec<Option<Child>>,
+    /// The first `formed` nodes form the cluster; the others start with
+    /// `--join` and wait to be added.
+    formed: usize,
     /// With a partitionable network: `links[i][j]` is the proxy node `i`
     /// reaches node `j` through.
     links: Option<Vec<Vec<Option<Link>>>>,
@@ -72,10 +75,12 @@ impl Cluster {
         let dirs: Vec<_> = (0..addrs.len())
             .map(|_| tempfile::tempdir().unwrap())
             .collect();
+        let formed = addrs.len();
         Cluster {
             addrs,
             dirs,
             nodes: Vec::new(),
+            formed,
             links,
         }
     }
@@ -89,12 +94,13 @@ impl Cluster {
         }
     }
 
-    /// `--peers` for node `i`: itself at its own address, the others at
-    /// theirs or through `i`'s proxies to them.
+    /// `--peers` for node `i`: itself at its own address, the others that
+    /// form the cluster at theirs or through `i`'s proxies to them.
     fn peers(&self, i: usize) -> String {
         self.addrs
             .iter()
             .enumerate()
+            .filter(|(j, _)| *j < self.formed || *j == i)
             .map(|(j, a)| {
                 let a = match &self.links {
                     Some(l) if i != j => l[i][j].as_ref().map_or(*a, |p| p.addr),
@@ -123,11 +129,11 @@ impl Cluster {
     fn spawn(&self, i: usize) -> Child {
         let id = (i + 1).to_string();
         let peers = self.peers(i);
-        let mut cmd = Child::command(
-            self.dirs[i].path(),
-            &self.addrs[i].to_string(),
-            &["--no-http", "--node-id", &id, "--peers", &peers],
-        );
+        let mut args = vec!["--no-http", "--node-id", &id, "--peers", &peers];
+        if i >= self.formed {
+            args.push("--join");
+        }
+        let mut cmd = Child::command(self.dirs[i].path(), &self.addrs[i].to_string(), &args);
         // Peers that are down are expected here: openraft's reports of them
         // are noise (HERALD_TEST_LOG shows them when a test is studied).
         let log = std::env::var("HERALD_TEST_LOG").unwrap_or_else(|_| "warn,openraft=off".into());
@@ -797,21 +803,6 @@ async fn cluster_status_shows_leaders_and_how_far_replicas_are_behind() {
         "the stopped follower has what it had"
     );
     assert!(g.last_index > group.last_index);
-    // A replicated topic cannot be deleted (yet): refused, not half done.
-    let mut c = Conn::open(addrs[leader]).await.unwrap();
-    let del = Message::DeleteTopic(TopicName {
-        name: "watched".into(),
-    });
-    match c.request(del).await {
-        Some(Message::Error(e)) => {
-            assert_eq!(
-                ErrorCode::from_u16(e.code),
-                ErrorCode::InvalidArgument,
-                "{e:?}"
-            )
-        }
-        other => panic!("delete of a replicated topic: {other:?}"),
-    }
     // The command line shows the same.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(["cluster", "status", "--server", &addrs[leader].to_string()])
@@ -962,4 +953,268 @@ async fn a_group_resumes_on_another_node_where_its_acks_got_to() {
     let (_, start, mut c) = join_group(addrs[0], "jobs", "workers").await;
     assert_eq!(start, 10);
     assert_eq!(offsets(&mut c, 90).await, (10..100).collect::<Vec<_>>());
+}
+
+/// Asks the node at `addr` for a cluster change and waits (long: a new
+/// replica copies the topic) for its answer.
+async fn change(addr: SocketAddr, change: ClusterChange) -> Message {
+    let mut c = Conn::open(addr).await.expect("node up");
+    let id = c.next;
+    c.next += 1;
+    c.framed
+        .send((id, Message::ClusterChange(change)))
+        .await
+        .unwrap();
+    let wait = async {
+        loop {
+            let f = c.framed.next().await.expect("closed").unwrap();
+            if f.header.request_id == id {
+                return Message::decode(&f).unwrap();
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), wait)
+        .await
+        .expect("the change was not answered")
+}
+
+/// Describes `topic` on `addr` until `done` accepts the answer (bounded).
+async fn describe_until(addr: SocketAddr, topic: &str, done: impl Fn(&Message) -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(mut c) = Conn::open(addr).await {
+            let m = Message::DescribeTopic(TopicName { name: topic.into() });
+            last = c.request(m).await;
+            if last.as_ref().is_some_and(&done) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{topic} on {addr}: {last:?}");
+}
+
+fn unknown_topic(m: &Message) -> bool {
+    matches!(m, Message::Error(e) if ErrorCode::from_u16(e.code) == ErrorCode::UnknownTopic)
+}
+
+/// A fourth node joins a running cluster (`herald cluster add`), a topic
+/// moves onto it while a producer keeps publishing (`herald cluster move`:
+/// nothing confirmed is lost or stored twice, the new replica holds every
+/// record), the node it left lets its copy go, and that node is then taken
+/// out of the cluster (`herald cluster remove`), which goes on without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_a_topic_moves_onto_it_and_the_node_it_left_is_removed() {
+    let mut cluster = Cluster::start_on(free_addrs(4), None);
+    cluster.formed = 3;
+    for i in 0..3 {
+        let c = cluster.spawn(i);
+        cluster.nodes.push(Some(c));
+    }
+    let addrs = cluster.addrs.clone();
+    create(&addrs[..3], "orders").await;
+    let mut p = Producer {
+        addrs: addrs[..3].to_vec(),
+        at: 0,
+        conn: None,
+    };
+    let mut confirmed = Vec::new();
+    for seq in 0..50 {
+        confirmed.push(
+            p.publish("orders", format!("m-{seq}").as_bytes(), seq)
+                .await
+                .base_offset,
+        );
+    }
+    // Node 4 starts with --join: it forms nothing and waits.
+    let joining = cluster.spawn(3);
+    cluster.nodes.push(Some(joining));
+    let bad = ClusterChange::AddNode {
+        id: 4,
+        addr: "no-port".into(),
+    };
+    assert!(
+        matches!(change(addrs[1], bad).await, Message::Error(e) if ErrorCode::from_u16(e.code) == ErrorCode::InvalidArgument)
+    );
+    let add = ClusterChange::AddNode {
+        id: 4,
+        addr: addrs[3].to_string(),
+    };
+    match change(addrs[1], add).await {
+        Message::ClusterInfo(i) => assert!(i.nodes.iter().any(|n| n.id == 4), "{i:?}"),
+        other => panic!("add node 4: {other:?}"),
+    }
+    // Node 1 holds a replica: it cannot be removed yet.
+    match change(addrs[1], ClusterChange::RemoveNode { id: 1 }).await {
+        Message::Error(e) => assert!(e.message.contains("still holds replicas"), "{e:?}"),
+        other => panic!("remove node 1 early: {other:?}"),
+    }
+    // Move the topic from 1,2,3 to 2,3,4 while publishing goes on (until
+    // 20 more were confirmed after the move).
+    let moved = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = moved.clone();
+    let producer = tokio::spawn(async move {
+        let mut p = Producer {
+            addrs: addrs[1..].to_vec(),
+            at: 0,
+            conn: None,
+        };
+        let mut confirmed = Vec::new();
+        let mut after = 0;
+        let mut seq = 50;
+        while after < 20 {
+            if done.load(std::sync::atomic::Ordering::SeqCst) {
+                after += 1;
+            }
+            let m = format!("m-{seq}");
+            confirmed.push(p.publish("orders", m.as_bytes(), seq).await.base_offset);
+            seq += 1;
+        }
+        confirmed
+    });
+    let addrs = cluster.addrs.clone();
+    let mv = ClusterChange::MoveTopic {
+        topic: "orders".into(),
+        replicas: vec![2, 3, 4],
+    };
+    match change(addrs[0], mv.clone()).await {
+        Message::ClusterInfo(_) => {}
+        other => panic!("move: {other:?}"),
+    }
+    moved.store(true, std::sync::atomic::Ordering::SeqCst);
+    confirmed.extend(producer.await.unwrap());
+    let n = confirmed.len() as u64;
+    assert!(n > 70, "publishes went on during the move ({n})");
+    assert_eq!(
+        confirmed,
+        (0..n).collect::<Vec<_>>(),
+        "dense: none lost, none twice"
+    );
+    let want: Vec<Vec<u8>> = (0..n).map(|i| format!("m-{i}").into_bytes()).collect();
+    assert!(
+        read_all(addrs[3], "orders", n as usize).await == want,
+        "node 4's copy"
+    );
+    // Node 1 let its copy go: the topic and its Raft log are gone there.
+    describe_until(addrs[0], "orders", unknown_topic).await;
+    assert!(!cluster.dirs[0]
+        .path()
+        .join("cluster/topics/orders")
+        .exists());
+    // Moving again to where it is changes nothing (here through the
+    // command line, which prints the cluster afterwards).
+    let _ = mv;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "cluster",
+            "move",
+            "orders",
+            "--to",
+            "2,3,4",
+            "--timeout",
+            "60s",
+        ])
+        .args(["--server", &addrs[2].to_string(), "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let group = info["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "topic/orders")
+        .expect("the topic's group")
+        .clone();
+    let nodes: Vec<u64> = group["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["node"].as_u64().unwrap())
+        .collect();
+    assert_eq!(nodes, vec![2, 3, 4], "{info}");
+    // Now node 1 can go; the cluster carries on without it.
+    match change(addrs[2], ClusterChange::RemoveNode { id: 1 }).await {
+        Message::ClusterInfo(i) => assert!(i.nodes.iter().all(|n| n.id != 1), "{i:?}"),
+        other => panic!("remove node 1: {other:?}"),
+    }
+    cluster.kill(0);
+    create(&addrs[1..], "after").await;
+    let mut p = Producer {
+        addrs: addrs[1..].to_vec(),
+        at: 0,
+        conn: None,
+    };
+    assert_eq!(p.publish("after", b"a", 0).await.base_offset, 0);
+    assert_eq!(read_all(addrs[3], "after", 1).await, vec![b"a".to_vec()]);
+    assert_eq!(p.publish("orders", b"more", n).await.base_offset, n);
+}
+
+/// Deleting a replicated topic deletes it on every node, also on one that
+/// was down and learns of it when it comes back; the name can then be
+/// created afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_topic_is_deleted_everywhere_even_on_a_node_that_was_down() {
+    let mut cluster = Cluster::start(3);
+    let addrs = cluster.addrs.clone();
+    create(&addrs, "gone").await;
+    let mut p = Producer {
+        addrs: addrs.clone(),
+        at: 0,
+        conn: None,
+    };
+    for seq in 0..10 {
+        p.publish("gone", b"x", seq).await;
+    }
+    let down = (p.at + 1) % 3;
+    cluster.kill(down);
+    let asked = (down + 1) % 3;
+    let mut c = Conn::open(addrs[asked]).await.unwrap();
+    let del = Message::DeleteTopic(TopicName {
+        name: "gone".into(),
+    });
+    match c.request(del.clone()).await {
+        Some(Message::Ok) => {}
+        other => panic!("delete: {other:?}"),
+    }
+    for (i, a) in addrs.iter().enumerate() {
+        if i != down {
+            describe_until(*a, "gone", unknown_topic).await;
+        }
+    }
+    // Deleting it again: it is not there.
+    match c.request(del).await {
+        Some(Message::Error(e)) => {
+            assert_eq!(
+                ErrorCode::from_u16(e.code),
+                ErrorCode::UnknownTopic,
+                "{e:?}"
+            )
+        }
+        other => panic!("second delete: {other:?}"),
+    }
+    cluster.restart(down);
+    describe_until(addrs[down], "gone", unknown_topic).await;
+    let raft_dir = cluster.dirs[down].path().join("cluster/topics/gone");
+    let deadline = Instant::now() + PATIENCE;
+    while raft_dir.exists() {
+        assert!(Instant::now() < deadline, "{raft_dir:?} is still there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The name is free again: a new topic, from offset 0, on every node.
+    create(&addrs, "gone").await;
+    let mut p = Producer {
+        addrs: addrs.clone(),
+        at: 0,
+        conn: None,
+    };
+    assert_eq!(p.publish("gone", b"new", 0).await.base_offset, 0);
+    for a in &addrs {
+        assert_eq!(read_all(*a, "gone", 1).await, vec![b"new".to_vec()]);
+    }
 }

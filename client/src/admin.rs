@@ -69,6 +69,26 @@ impl Client {
         }
     }
 
+    /// Changes the cluster (adds or removes a node, moves a topic's
+    /// replicas) through the node this client is connected to; answers how
+    /// the cluster looks once the change is committed. Copying a big topic
+    /// to a new replica takes a while: give the client a request timeout
+    /// to match ([`crate::ClientBuilder::request_timeout`]).
+    ///
+    /// # Errors
+    /// [`Error::Broker`] with `InvalidArgument` (unknown node or topic, a
+    /// node that still holds replicas), `Busy` (no leader reachable in
+    /// time), `Unauthorized` (no `cluster` permission).
+    pub async fn cluster_change(
+        &self,
+        change: herald_protocol::ClusterChange,
+    ) -> Result<herald_protocol::ClusterInfo> {
+        match self.inner.request(Wire::ClusterChange(change)).await? {
+            Wire::ClusterInfo(i) => Ok(i),
+            m => Err(unexpected(m)),
+        }
+    }
+
     /// Describes one topic (offsets, size, groups).
     ///
     /// # Errors

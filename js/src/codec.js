@@ -58,6 +58,7 @@ export const OP = Object.freeze({
   ClusterReply: 0x61,
   ClusterStatus: 0x62,
   ClusterInfo: 0x63,
+  ClusterChange: 0x64,
 });
 const NAMES = new Map(Object.entries(OP).map(([n, v]) => [v, n]));
 
@@ -226,6 +227,11 @@ const BODIES = {
         ]),
       ),
     ],
+  ]),
+  ClusterChange: enumeration([
+    ["AddNode", struct([["id", u64], ["addr", string]])],
+    ["RemoveNode", struct([["id", u64]])],
+    ["MoveTopic", struct([["topic", string], ["replicas", vec(u64)]])],
   ]),
 };
 

@@ -433,6 +433,20 @@ pub struct ClusterInfo {
     pub groups: Vec<RaftGroupInfo>,
 }
 
+/// A change to a cluster (`herald cluster add|remove|move`), asked of any
+/// node; it needs the `cluster` permission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClusterChange {
+    /// Makes node `id`, reachable at `addr` (started with `--join`), a
+    /// member: it takes part in the metadata group and can hold replicas.
+    AddNode { id: u64, addr: String },
+    /// Takes node `id` out of the cluster; it must hold no replica.
+    RemoveNode { id: u64 },
+    /// Moves a replicated topic's replicas onto `replicas`: new ones copy
+    /// the topic while the old ones serve, then the old ones let it go.
+    MoveTopic { topic: String, replicas: Vec<u64> },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterNode {
     pub id: u64,

@@ -82,6 +82,9 @@ pub enum Opcode {
     ClusterStatus = 0x62,
     /// The answer to [`Opcode::ClusterStatus`].
     ClusterInfo = 0x63,
+    /// Changes the cluster's membership or a topic's replicas (postcard
+    /// [`crate::ClusterChange`]), answered by ClusterInfo once done.
+    ClusterChange = 0x64,
 }
 
 impl Opcode {
@@ -132,6 +135,7 @@ impl Opcode {
             0x61 => ClusterReply,
             0x62 => ClusterStatus,
             0x63 => ClusterInfo,
+            0x64 => ClusterChange,
             other => return Err(WireError::UnknownOpcode(other)),
         };
         Result::Ok(op)

@@ -73,6 +73,7 @@ pub enum Message {
     ClusterReply(Bytes),
     ClusterStatus,
     ClusterInfo(ClusterInfo),
+    ClusterChange(ClusterChange),
 }
 
 /// A pushed delivery: a stored batch and the part of it meant for this
@@ -275,6 +276,7 @@ impl Message {
             Opcode::ClusterReply => Message::ClusterReply(b.clone()),
             Opcode::ClusterStatus => empty("cluster_status", Message::ClusterStatus)?,
             Opcode::ClusterInfo => Message::ClusterInfo(from_postcard("cluster_info", b)?),
+            Opcode::ClusterChange => Message::ClusterChange(from_postcard("cluster_change", b)?),
         })
     }
 
@@ -324,6 +326,7 @@ impl Message {
             Message::ClusterReply(_) => Opcode::ClusterReply,
             Message::ClusterStatus => Opcode::ClusterStatus,
             Message::ClusterInfo(_) => Opcode::ClusterInfo,
+            Message::ClusterChange(_) => Opcode::ClusterChange,
         }
     }
 
@@ -397,6 +400,7 @@ impl Message {
             Message::TokenExpiring(v) => put_postcard(buf, op, flags, id, v),
             Message::Cluster(b) | Message::ClusterReply(b) => put_frame(buf, op, flags, id, b),
             Message::ClusterInfo(v) => put_postcard(buf, op, flags, id, v),
+            Message::ClusterChange(v) => put_postcard(buf, op, flags, id, v),
         }
     }
 

@@ -812,7 +812,7 @@ fn every_opcode_is_pinned() {
     let pinned: Vec<u8> = vec![
         0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25,
         0x26, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a, 0x40, 0x41, 0x42,
-        0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x50, 0x51, 0x60, 0x61, 0x62, 0x63,
+        0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x50, 0x51, 0x60, 0x61, 0x62, 0x63, 0x64,
     ];
     let known: Vec<u8> = (0..=255u8)
         .filter(|b| Opcode::from_u8(*b).is_ok())
@@ -827,4 +827,29 @@ fn batch_from_literal_validates() {
     let b = Batch::validate(Bytes::from(hex(BATCH))).unwrap();
     assert_eq!(b, one_record_batch());
     assert_eq!(b.crc(), 0xe0e3_3f71);
+}
+
+#[test]
+fn cluster_changes() {
+    pin(
+        Message::ClusterChange(ClusterChange::AddNode {
+            id: 4,
+            addr: "h:1".into(),
+        }),
+        8,
+        "12000000 64 00 0000 0800000000000000 | 00 04 03683a31",
+    );
+    pin(
+        Message::ClusterChange(ClusterChange::RemoveNode { id: 4 }),
+        8,
+        "0e000000 64 00 0000 0800000000000000 | 01 04",
+    );
+    pin(
+        Message::ClusterChange(ClusterChange::MoveTopic {
+            topic: "t".into(),
+            replicas: vec![2, 3, 4],
+        }),
+        8,
+        "13000000 64 00 0000 0800000000000000 | 02 0174 03 020304",
+    );
 }

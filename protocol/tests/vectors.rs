@@ -86,6 +86,7 @@ fn message(op: &str, b: &Value) -> Message {
         "ClusterReply" => Message::ClusterReply(Bytes::from(unhex(b["hex"].as_str().unwrap()))),
         "ClusterStatus" => Message::ClusterStatus,
         "ClusterInfo" => Message::ClusterInfo(body(b)),
+        "ClusterChange" => Message::ClusterChange(body(b)),
         other => panic!("vector of an opcode this test does not know: {other}"),
     }
 }

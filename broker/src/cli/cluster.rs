@@ -1,16 +1,17 @@
-//! `herald cluster status`: a cluster as one of its nodes sees it.
+//! `herald cluster status|add|remove|move`: a cluster as one of its nodes
+//! sees it, and changes to it (docs/cluster.md, "Changing the cluster").
 
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use herald_protocol::{ClusterInfo, RaftGroupInfo};
+use herald_protocol::{ClusterChange, ClusterInfo, RaftGroupInfo};
 use serde_json::json;
 
 use super::common::{runtime, ServerArgs};
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  herald cluster status --server 127.0.0.1:7501\n  herald cluster status --server 127.0.0.1:7501 --json"
+    after_help = "Examples:\n  herald cluster status --server 127.0.0.1:7501\n  herald cluster status --server 127.0.0.1:7501 --json\n  herald cluster add 4 127.0.0.1:7504 --server 127.0.0.1:7501\n  herald cluster move orders --to 2,3,4 --server 127.0.0.1:7501\n  herald cluster remove 1 --server 127.0.0.1:7502"
 )]
 pub struct ClusterArgs {
     #[command(subcommand)]
@@ -25,10 +26,72 @@ enum ClusterCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Makes a node started with `--join` a member of the cluster.
+    Add {
+        /// The new node's id (its --node-id).
+        id: u64,
+        /// Its broker listener, as the other nodes reach it (HOST:PORT).
+        addr: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Takes a node that holds no replica out of the cluster (move its
+    /// topics away first); it can then be stopped.
+    Remove {
+        id: u64,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Moves a replicated topic onto other nodes: the new ones copy it while
+    /// the old ones serve, then the old ones let it go. Running the same
+    /// move again finishes one that was cut short.
+    Move {
+        topic: String,
+        /// The nodes that hold the topic afterwards, e.g. 2,3,4.
+        #[arg(long, value_delimiter = ',', required = true)]
+        to: Vec<u64>,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ChangeArgs {
+    /// How long to wait for the change (copying a big topic takes a while).
+    #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 pub fn run(a: ClusterArgs) -> anyhow::Result<ExitCode> {
-    let ClusterCommand::Status { server } = a.command;
+    let (change, args) = match a.command {
+        ClusterCommand::Status { server } => return status(server),
+        ClusterCommand::Add { id, addr, change } => (ClusterChange::AddNode { id, addr }, change),
+        ClusterCommand::Remove { id, change } => (ClusterChange::RemoveNode { id }, change),
+        ClusterCommand::Move { topic, to, change } => (
+            ClusterChange::MoveTopic {
+                topic,
+                replicas: to,
+            },
+            change,
+        ),
+    };
+    runtime()?.block_on(async move {
+        let client = args.server.connect_with_timeout(args.timeout).await?;
+        let info = client.cluster_change(change).await;
+        client.close().await;
+        let info = info?;
+        if args.server.json {
+            println!("{}", status_json(&info));
+        } else {
+            print!("{}", status_text(&info));
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn status(server: ServerArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
         let client = server.connect().await?;
         let info = client.cluster_status().await;

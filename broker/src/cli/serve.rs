@@ -84,6 +84,11 @@ pub struct ServeArgs {
     /// ID=HOST:PORT,... (their broker listeners).
     #[arg(long, env = "HERALD_PEERS", requires = "node_id")]
     peers: Option<String>,
+    /// Join a running cluster instead of forming one: the node waits until
+    /// `herald cluster add ID HOST:PORT` makes it a member (docs/cluster.md).
+    /// Needed on a new node's first start only.
+    #[arg(long, env = "HERALD_JOIN", requires = "node_id")]
+    join: bool,
     /// The token this node presents to the others when authentication is
     /// on (made with `herald token --allow-cluster`).
     #[arg(long, env = "HERALD_CLUSTER_TOKEN_FILE")]
@@ -231,6 +236,7 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<(BrokerConfig, String)> {
                     .with_context(|| format!("reading cluster token file {}", p.display()))?;
                 cc.token = Some(t.trim().to_owned());
             }
+            cc.join = a.join || file.join.unwrap_or(false);
             Some(cc)
         }
         (None, None) => None,

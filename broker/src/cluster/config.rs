@@ -18,6 +18,10 @@ pub struct ClusterConfig {
     /// The token this node presents to its peers when authentication is
     /// on (it needs the `cluster` permission); `None` with auth off.
     pub token: Option<String>,
+    /// Started with `--join`: the node does not form a cluster with
+    /// `peers` on its first start, it waits to be added to a running one
+    /// (`herald cluster add`).
+    pub join: bool,
     /// Raft timings: a leader's heartbeat, and the range a follower waits
     /// without one before it stands for election.
     pub heartbeat: Duration,
@@ -61,6 +65,7 @@ impl ClusterConfig {
             node_id,
             peers: map,
             token: None,
+            join: false,
             // openraft gives each AppendEntries call one heartbeat interval
             // to be answered, and a follower's answer waits for its fsync:
             // 150 ms leaves room for a loaded disk (at 50 ms, a follower
@@ -76,11 +81,6 @@ impl ClusterConfig {
             election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
         })
     }
-
-    /// This node's own address, as its peers know it.
-    pub fn own_address(&self) -> &str {
-        self.peers.get(&self.node_id).map_or("", String::as_str)
-    }
 }
 
 #[cfg(test)]
@@ -91,7 +91,7 @@ mod tests {
     fn parses_a_peer_list() {
         let c = ClusterConfig::parse(2, "1=127.0.0.1:7501, 2=127.0.0.1:7502,3=h:1").unwrap();
         assert_eq!(c.peers.len(), 3);
-        assert_eq!(c.own_address(), "127.0.0.1:7502");
+        assert_eq!(c.peers[&c.node_id], "127.0.0.1:7502");
     }
 
     #[test]

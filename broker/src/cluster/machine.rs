@@ -18,6 +18,7 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
 use tokio::sync::mpsc;
 
+use super::peers::Peers;
 use super::types::{
     Appended, Command, Entry, LogId, Membership, Node, NodeId, Outcome, StorageError, TypeConfig,
 };
@@ -288,6 +289,10 @@ impl TopicMachine {
 pub struct Placement {
     pub config: TopicConfig,
     pub replicas: Vec<NodeId>,
+    /// How many times the topic was moved (`PlaceTopic`). Only a topic
+    /// never moved forms its group from its placement; a moved topic's
+    /// group exists, and new replicas wait to be added to it.
+    pub moves: u64,
 }
 
 /// The metadata every node agrees on: the replicated topics. Shared between
@@ -310,11 +315,14 @@ impl Metadata {
     }
 }
 
-/// The metadata group's state machine. Each topic it records is handed to
-/// the cluster (`created`), which opens this node's replica of it.
+/// The metadata group's state machine. The name of each topic it changes
+/// is handed to the cluster (`changed`), which opens or lets go of this
+/// node's replica to match; each membership it applies goes to the address
+/// book (`peers`).
 pub struct MetaMachine {
     data: Arc<Metadata>,
-    created: mpsc::UnboundedSender<(String, Placement)>,
+    changed: mpsc::UnboundedSender<String>,
+    peers: Arc<Peers>,
     applied: Option<LogId>,
     membership: Membership,
 }
@@ -322,24 +330,25 @@ pub struct MetaMachine {
 impl MetaMachine {
     pub fn new(
         data: Arc<Metadata>,
-        created: mpsc::UnboundedSender<(String, Placement)>,
+        changed: mpsc::UnboundedSender<String>,
+        peers: Arc<Peers>,
     ) -> MetaMachine {
         MetaMachine {
             data,
-            created,
+            changed,
+            peers,
             applied: None,
             membership: Membership::default(),
         }
     }
 
-    fn create(&self, name: String, placement: Placement) -> Outcome {
+    fn create(&self, name: String, config: TopicConfig, replicas: Vec<NodeId>) -> Outcome {
         let Ok(mut topics) = self.data.topics.lock() else {
             return failed(ErrorCode::Internal, "metadata lock poisoned".into());
         };
         match topics.get(&name) {
-            Some(p) if p.config == placement.config => {
-                // Applied again (a restart): the replica is opened again.
-                let _ = self.created.send((name, p.clone()));
+            Some(p) if p.config == config => {
+                let _ = self.changed.send(name);
                 Outcome::TopicCreated { existed: true }
             }
             Some(_) => failed(
@@ -347,11 +356,48 @@ impl MetaMachine {
                 format!("topic {name:?} already exists with different settings"),
             ),
             None => {
-                topics.insert(name.clone(), placement.clone());
-                let _ = self.created.send((name, placement));
+                let placement = Placement {
+                    config,
+                    replicas,
+                    moves: 0,
+                };
+                topics.insert(name.clone(), placement);
+                let _ = self.changed.send(name);
                 Outcome::TopicCreated { existed: false }
             }
         }
+    }
+
+    fn place(&self, name: String, replicas: Vec<NodeId>) -> Outcome {
+        let Ok(mut topics) = self.data.topics.lock() else {
+            return failed(ErrorCode::Internal, "metadata lock poisoned".into());
+        };
+        let Some(p) = topics.get_mut(&name) else {
+            return failed(
+                ErrorCode::UnknownTopic,
+                format!("no replicated topic {name:?}"),
+            );
+        };
+        if p.replicas != replicas {
+            p.replicas = replicas;
+            p.moves += 1;
+        }
+        let _ = self.changed.send(name);
+        Outcome::None
+    }
+
+    fn delete(&self, name: String) -> Outcome {
+        let Ok(mut topics) = self.data.topics.lock() else {
+            return failed(ErrorCode::Internal, "metadata lock poisoned".into());
+        };
+        if topics.remove(&name).is_none() {
+            return failed(
+                ErrorCode::UnknownTopic,
+                format!("no replicated topic {name:?}"),
+            );
+        }
+        let _ = self.changed.send(name);
+        Outcome::None
     }
 }
 
@@ -373,6 +419,7 @@ impl RaftStateMachine<TypeConfig> for MetaMachine {
             out.push(match e.payload {
                 EntryPayload::Blank => Outcome::None,
                 EntryPayload::Membership(m) => {
+                    self.peers.learn(m.nodes());
                     self.membership = Membership::new(Some(e.log_id), m);
                     Outcome::None
                 }
@@ -380,7 +427,11 @@ impl RaftStateMachine<TypeConfig> for MetaMachine {
                     name,
                     config,
                     replicas,
-                }) => self.create(name, Placement { config, replicas }),
+                }) => self.create(name, config, replicas),
+                EntryPayload::Normal(Command::PlaceTopic { name, replicas }) => {
+                    self.place(name, replicas)
+                }
+                EntryPayload::Normal(Command::DeleteTopic { name }) => self.delete(name),
                 EntryPayload::Normal(other) => failed(
                     ErrorCode::InvalidArgument,
                     format!("not a metadata command: {other:?}"),

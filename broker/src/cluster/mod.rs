@@ -9,7 +9,9 @@
 //! copy of the topic ([`machine::TopicMachine`]); subscribers and groups
 //! read that copy on any node as they read any topic.
 //!
-//! - `config`: `--node-id`, `--peers`.
+//! - `config`: `--node-id`, `--peers`, `--join`.
+//! - `peers`: where each node is (from `--peers`, then the metadata).
+//! - `membership`: adding and removing nodes, moving and deleting topics.
 //! - `catchup`: a node that knows it is behind keeps out of elections.
 //! - `types`: what a Raft entry carries and what applying it answers.
 //! - `raft_log`: each group's Raft log, kept in a Herald log.
@@ -25,7 +27,9 @@
 pub mod catchup;
 pub mod config;
 pub mod machine;
+pub mod membership;
 pub mod network;
+pub mod peers;
 pub mod positions;
 pub mod propose;
 pub mod raft_log;
@@ -48,6 +52,8 @@ use tokio_util::sync::CancellationToken;
 pub use config::ClusterConfig;
 use machine::{MetaMachine, Metadata, Placement, TopicMachine};
 use network::Network;
+use peers::Peers;
+use propose::Write;
 use raft_log::RaftLog;
 use rpc::{Answer, Call, CallBody, META_GROUP, TOPIC_GROUP_PREFIX};
 use types::{Command, NodeId, Outcome, Raft};
@@ -72,11 +78,14 @@ pub struct Replica {
     pub floors: Arc<positions::Floors>,
     catchup: Arc<catchup::Catchup>,
     log: RaftLog,
+    /// Stops the replica's own tasks when it is let go.
+    stop: CancellationToken,
 }
 
 /// This node's part in the cluster.
 pub struct Cluster {
     config: ClusterConfig,
+    peers: Arc<Peers>,
     raft_config: Arc<openraft::Config>,
     root: PathBuf,
     registry: Arc<Registry>,
@@ -123,7 +132,8 @@ impl Cluster {
         let raft_config = Arc::new(raft_config.validate().map_err(fatal)?);
         let root = registry.config().data_dir.join("cluster");
         let metadata = Arc::new(Metadata::default());
-        let (created_tx, mut created_rx) = mpsc::unbounded_channel();
+        let peers = Arc::new(Peers::new(config.node_id, config.peers.clone()));
+        let (changed_tx, mut changed_rx) = mpsc::unbounded_channel();
         let meta_log = open_raft_log(root.join("meta"), registry.config().direct_io).await?;
         let meta_restarted = meta_log.has_entries();
         let meta = Raft::new(
@@ -131,13 +141,14 @@ impl Cluster {
             raft_config.clone(),
             network_for(&config, META_GROUP.into(), max_frame),
             meta_log.clone(),
-            MetaMachine::new(metadata.clone(), created_tx),
+            MetaMachine::new(metadata.clone(), changed_tx, peers.clone()),
         )
         .await
         .map_err(fatal)?;
         let meta_catchup = catchup::Catchup::start(meta.clone(), meta_restarted);
         let cluster = Arc::new(Cluster {
             config,
+            peers,
             raft_config,
             root,
             registry,
@@ -149,7 +160,9 @@ impl Cluster {
             replicas: DashMap::new(),
             shutdown,
         });
-        if !cluster.meta.is_initialized().await.map_err(fatal)? {
+        // A node started with `--join` waits to be added (`herald cluster
+        // add`); the others form the cluster the first time they start.
+        if !cluster.config.join && !cluster.meta.is_initialized().await.map_err(fatal)? {
             let members: BTreeMap<NodeId, BasicNode> = cluster
                 .config
                 .peers
@@ -167,16 +180,16 @@ impl Cluster {
                 tracing::error!(topic = %name, error = %e, "replica cannot be opened");
             }
         }
+        // Each topic the metadata changes: this node's replica is opened or
+        // let go to match. One at a time, in the order applied.
         let c = Arc::downgrade(&cluster);
         tokio::spawn(async move {
-            while let Some((name, placement)) = created_rx.recv().await {
+            while let Some(name) = changed_rx.recv().await {
                 let Some(c) = c.upgrade() else { return };
-                if let Err(e) = c.open_replica(&name, Some(&placement)).await {
-                    tracing::error!(topic = %name, error = %e, "replica cannot be opened");
-                }
+                c.reconcile(&name).await;
             }
         });
-        tracing::info!(node = cluster.config.node_id, peers = ?cluster.config.peers, "cluster member started");
+        tracing::info!(node = cluster.config.node_id, peers = ?cluster.peers.all(), join = cluster.config.join, "cluster member started");
         Ok(cluster)
     }
 
@@ -208,10 +221,60 @@ impl Cluster {
             .collect()
     }
 
-    /// The nodes holding `topic`: all of them up to [`REPLICAS`], else
+    /// The metadata group's voters (the cluster's members) and their
+    /// addresses.
+    fn members(&self) -> BTreeMap<NodeId, String> {
+        let voters: Vec<NodeId> = self
+            .meta
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        let book = self.peers.all();
+        voters
+            .into_iter()
+            .map(|id| (id, book.get(&id).cloned().unwrap_or_default()))
+            .collect()
+    }
+
+    /// Every node of the cluster as this node's metadata group sees it now
+    /// (a change just made shows at once, before it is applied here); the
+    /// address book before the group has a membership.
+    fn nodes(&self) -> Vec<ClusterNode> {
+        let from_membership: Vec<ClusterNode> = self
+            .meta
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| ClusterNode {
+                id: *id,
+                addr: n.addr.clone(),
+            })
+            .collect();
+        if !from_membership.is_empty() {
+            return from_membership;
+        }
+        self.peers
+            .all()
+            .iter()
+            .map(|(id, addr)| ClusterNode {
+                id: *id,
+                addr: addr.clone(),
+            })
+            .collect()
+    }
+
+    /// The nodes holding `topic`: all members up to [`REPLICAS`], else
     /// [`REPLICAS`] consecutive ones from a place the name picks.
     fn choose_replicas(&self, topic: &str) -> Vec<NodeId> {
-        let ids: Vec<NodeId> = self.config.peers.keys().copied().collect();
+        let mut ids: Vec<NodeId> = self.members().keys().copied().collect();
+        if ids.is_empty() {
+            ids = self.peers.all().keys().copied().collect();
+        }
         if ids.len() <= REPLICAS {
             return ids;
         }
@@ -223,7 +286,8 @@ impl Cluster {
 
     /// Opens this node's replica of `name` (creating the topic's local log
     /// and the group's Raft log if new). With `placement` (from the
-    /// metadata), a new group is formed over its nodes.
+    /// metadata) of a topic never moved, a new group is formed over its
+    /// nodes; a moved topic's new replica waits to be added to its group.
     async fn open_replica(
         &self,
         name: &str,
@@ -258,27 +322,27 @@ impl Cluster {
         )
         .await
         .map_err(fatal)?;
-        if let Some(p) = placement {
+        if let Some(p) = placement.filter(|p| p.moves == 0) {
             if !raft.is_initialized().await.map_err(fatal)? {
                 let members: BTreeMap<NodeId, BasicNode> = p
                     .replicas
                     .iter()
-                    .filter_map(|id| self.config.peers.get(id).map(|a| (*id, BasicNode::new(a))))
+                    .filter_map(|id| self.peers.get(*id).map(|a| (*id, BasicNode::new(a))))
                     .collect();
                 if let Err(e) = raft.initialize(members).await {
                     tracing::debug!(topic = %name, error = %e, "group already formed");
                 }
             }
         }
-        let proposer = propose::Proposer::start(raft.clone(), self.config.peers.clone());
+        let proposer = propose::Proposer::start(raft.clone(), self.peers.clone());
         let floors = Arc::new(positions::Floors::new(
             raft.clone(),
             network_for(&self.config, rpc::topic_group(name), self.max_frame),
-            Arc::new(self.config.peers.clone()),
-            self.config.own_address().to_owned(),
+            self.peers.clone(),
         ));
         topic.report_floors_to(floors.clone());
-        tokio::spawn(positions::run(floors.clone(), self.shutdown.child_token()));
+        let stop = self.shutdown.child_token();
+        tokio::spawn(positions::run(floors.clone(), stop.clone()));
         let catchup = catchup::Catchup::start(raft.clone(), restarted);
         let replica = Arc::new(Replica {
             raft,
@@ -287,6 +351,7 @@ impl Cluster {
             floors,
             catchup,
             log,
+            stop,
         });
         if self
             .replicas
@@ -298,6 +363,65 @@ impl Cluster {
         }
         tracing::info!(topic = %name, "replica serving");
         Ok(())
+    }
+
+    /// Opens or lets go of this node's replica of `name` to match the
+    /// metadata as it stands now (not as it stood when the change that
+    /// called this was applied: a restarted node applying its metadata log
+    /// again acts on where it ends, mostly).
+    async fn reconcile(&self, name: &str) {
+        let wanted = self
+            .metadata
+            .topic(name)
+            .filter(|p| p.replicas.contains(&self.config.node_id));
+        let open = self.replicas.contains_key(name);
+        match wanted {
+            Some(p) if !open => {
+                if let Err(e) = self.open_replica(name, Some(&p)).await {
+                    tracing::error!(topic = %name, error = %e, "replica cannot be opened");
+                }
+            }
+            None if open => {
+                if let Err(e) = self.close_replica(name).await {
+                    tracing::error!(topic = %name, error = %e, "replica cannot be let go");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Lets go of this node's replica of `name` (the topic was moved off
+    /// this node, or deleted): stops its group, then deletes the topic's
+    /// copy here and the group's Raft log. The topic goes first: a crash
+    /// in between leaves the Raft log, which opens the replica again at
+    /// the next start, and the metadata lets it go again.
+    async fn close_replica(&self, name: &str) -> Result<(), BrokerError> {
+        let Some((_, r)) = self.replicas.remove(name) else {
+            return Ok(());
+        };
+        r.stop.cancel();
+        let _ = r.raft.shutdown().await;
+        r.log.close().await;
+        match self.registry.delete(name).await {
+            Ok(()) | Err(BrokerError::UnknownTopic(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let dir = self.root.join("topics").join(name);
+        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await
+        .map_err(fatal)?
+        .map_err(|e| BrokerError::Internal(format!("removing {name}'s Raft log: {e}")))?;
+        tracing::info!(topic = %name, "replica let go");
+        Ok(())
+    }
+
+    /// Makes a rare write in the metadata group, wherever its leader is.
+    async fn write_meta(&self, w: Write, patience: Duration) -> Result<Outcome, String> {
+        let net = network_for(&self.config, META_GROUP.into(), self.max_frame);
+        propose::anywhere(&self.meta, &net, &self.peers, w, patience).await
     }
 
     /// Serves one call from a peer.
@@ -320,7 +444,10 @@ impl Cluster {
             CallBody::Vote(r) => Answer::Vote(raft.vote(r).await),
             CallBody::Snapshot(r) => Answer::Snapshot(raft.install_snapshot(r).await),
             CallBody::Propose(c) => {
-                Answer::Proposed(propose::here(&raft, &self.config.peers, c).await)
+                Answer::Proposed(propose::here(&raft, &self.peers, Write::Entry(c)).await)
+            }
+            CallBody::Reconfigure(voters) => {
+                Answer::Proposed(propose::here(&raft, &self.peers, Write::Voters(voters)).await)
             }
         }
     }
@@ -328,7 +455,7 @@ impl Cluster {
     /// The address of the node leading `raft`'s group, as this node knows it.
     pub fn leader_address(&self, raft: &Raft) -> Option<String> {
         let leader = raft.metrics().borrow().current_leader?;
-        self.config.peers.get(&leader).cloned()
+        self.peers.get(leader)
     }
 
     /// Creates a replicated topic: a metadata write, proposed here or sent
@@ -347,17 +474,10 @@ impl Cluster {
             config: config.clone(),
             replicas: self.choose_replicas(name),
         };
-        let net = network_for(&self.config, META_GROUP.into(), self.max_frame);
         let deadline = tokio::time::Instant::now() + PROPOSE_PATIENCE;
-        let r = propose::anywhere(
-            &self.meta,
-            &net,
-            &self.config.peers,
-            self.config.own_address(),
-            command,
-            PROPOSE_PATIENCE,
-        )
-        .await;
+        let r = self
+            .write_meta(Write::Entry(command), PROPOSE_PATIENCE)
+            .await;
         match r {
             Ok(Outcome::TopicCreated { existed }) => {
                 self.wait_for_replica(name, deadline).await;
@@ -432,15 +552,7 @@ impl Cluster {
         }
         ClusterInfo {
             node_id: self.config.node_id,
-            nodes: self
-                .config
-                .peers
-                .iter()
-                .map(|(id, addr)| ClusterNode {
-                    id: *id,
-                    addr: addr.clone(),
-                })
-                .collect(),
+            nodes: self.nodes(),
             groups,
         }
     }

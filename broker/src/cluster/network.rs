@@ -319,15 +319,15 @@ impl RaftNetwork<TypeConfig> for Peer {
     }
 }
 
-/// Sends one proposal to the node at `addr` (a metadata write forwarded to
-/// its leader) and returns its answer.
+/// Sends one write to the node at `addr` (a rare write forwarded to its
+/// group's leader) and returns its answer.
 ///
 /// # Errors
 /// The peer could not be reached or answered something else.
 pub async fn propose(
     net: &Network,
     addr: &str,
-    command: super::types::Command,
+    write: super::propose::Write,
     timeout: Duration,
 ) -> Result<Answer, String> {
     let mut peer = Peer {
@@ -337,12 +337,14 @@ pub async fn propose(
         conn: None,
         next_id: 1,
     };
-    peer.call(CallBody::Propose(command), timeout)
-        .await
-        .map_err(|f| match f {
-            Failure::Unreachable(m) | Failure::Network(m) => m,
-            Failure::TooLarge(_) => "proposal too large".into(),
-        })
+    let body = match write {
+        super::propose::Write::Entry(c) => CallBody::Propose(c),
+        super::propose::Write::Voters(v) => CallBody::Reconfigure(v),
+    };
+    peer.call(body, timeout).await.map_err(|f| match f {
+        Failure::Unreachable(m) | Failure::Network(m) => m,
+        Failure::TooLarge(_) => "proposal too large".into(),
+    })
 }
 
 #[cfg(test)]

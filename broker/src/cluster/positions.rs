@@ -16,7 +16,7 @@
 //! ([`Floors::reset`]), in the same order as the floors around it, so a
 //! floor told before the reset cannot undo it on the other replicas.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,8 +24,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::network::Network;
-use super::propose;
-use super::types::{Command, GroupPosition, NodeId, Raft};
+use super::peers::Peers;
+use super::propose::{self, Write};
+use super::types::{Command, GroupPosition, Raft};
 
 /// How often at most a replica proposes its groups' floors: what a
 /// failover may redeliver is what was acked in about this long.
@@ -50,43 +51,25 @@ pub struct Floors {
 struct Writer {
     raft: Raft,
     net: Network,
-    peers: Arc<BTreeMap<NodeId, String>>,
-    own: String,
+    peers: Arc<Peers>,
 }
 
 impl Writer {
     async fn write(&self, positions: Vec<GroupPosition>, patience: Duration) -> Result<(), String> {
-        let command = Command::Positions(positions);
-        propose::anywhere(
-            &self.raft,
-            &self.net,
-            &self.peers,
-            &self.own,
-            command,
-            patience,
-        )
-        .await
-        .map(|_| ())
+        let write = Write::Entry(Command::Positions(positions));
+        propose::anywhere(&self.raft, &self.net, &self.peers, write, patience)
+            .await
+            .map(|_| ())
     }
 }
 
 impl Floors {
-    pub fn new(
-        raft: Raft,
-        net: Network,
-        peers: Arc<BTreeMap<NodeId, String>>,
-        own: String,
-    ) -> Floors {
+    pub fn new(raft: Raft, net: Network, peers: Arc<Peers>) -> Floors {
         Floors {
             changed: Mutex::new(HashMap::new()),
             notify: Notify::new(),
             proposing: tokio::sync::Mutex::new(()),
-            writer: Writer {
-                raft,
-                net,
-                peers,
-                own,
-            },
+            writer: Writer { raft, net, peers },
         }
     }
 

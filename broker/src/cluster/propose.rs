@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::network::{self, Network};
+use super::peers::Peers;
 use super::rpc::{Answer, ProposeError};
-use super::types::{Appended, Command, NodeId, Outcome, Raft};
+use super::types::{Appended, Command, Node, NodeId, Outcome, Raft};
 
 /// Entries of one topic proposed and not yet applied, at most.
 const IN_FLIGHT: usize = 8;
@@ -49,9 +50,9 @@ pub struct Proposer {
 
 impl Proposer {
     /// Starts the proposer of `raft`'s group; `peers` name leaders.
-    pub fn start(raft: Raft, peers: BTreeMap<NodeId, String>) -> Proposer {
+    pub fn start(raft: Raft, peers: Arc<Peers>) -> Proposer {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(raft, rx, Arc::new(peers)));
+        tokio::spawn(run(raft, rx, peers));
         Proposer { tx }
     }
 
@@ -65,11 +66,7 @@ impl Proposer {
     }
 }
 
-async fn run(
-    raft: Raft,
-    mut rx: mpsc::Receiver<(Bytes, Reply)>,
-    peers: Arc<BTreeMap<NodeId, String>>,
-) {
+async fn run(raft: Raft, mut rx: mpsc::Receiver<(Bytes, Reply)>, peers: Arc<Peers>) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         // Waiting here for an entry to be applied is what lets the queue
@@ -108,11 +105,11 @@ fn answer_all(
     answer: Option<
         Result<
             openraft::raft::ClientWriteResponse<super::types::TypeConfig>,
-            ClientWriteError<NodeId, super::types::Node>,
+            ClientWriteError<NodeId, Node>,
         >,
     >,
     replies: Vec<Reply>,
-    peers: &BTreeMap<NodeId, String>,
+    peers: &Peers,
 ) {
     let rejected = match answer {
         Some(Ok(r)) => match r.data {
@@ -124,11 +121,9 @@ fn answer_all(
             }
             other => Rejected::Failed(format!("unexpected outcome {other:?}")),
         },
-        Some(Err(ClientWriteError::ForwardToLeader(f))) => Rejected::NotLeader(
-            f.leader_node
-                .map(|n| n.addr)
-                .or_else(|| f.leader_id.and_then(|id| peers.get(&id).cloned())),
-        ),
+        Some(Err(ClientWriteError::ForwardToLeader(f))) => {
+            Rejected::NotLeader(leader_of(&f, peers))
+        }
         Some(Err(e)) => Rejected::Failed(e.to_string()),
         None => Rejected::Stopped,
     };
@@ -137,45 +132,87 @@ fn answer_all(
     }
 }
 
-/// Proposes `c` to `raft`'s group on this node.
-pub async fn here(
-    raft: &Raft,
-    peers: &BTreeMap<NodeId, String>,
-    c: Command,
-) -> Result<Outcome, ProposeError> {
-    match raft.client_write(c).await {
-        Ok(r) => Ok(r.data),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Err(ProposeError::NotLeader(
-                f.leader_node
-                    .map(|n| n.addr)
-                    .or_else(|| f.leader_id.and_then(|id| peers.get(&id).cloned())),
-            ))
+/// The leader a ForwardToLeader names, by address.
+fn leader_of(f: &ForwardToLeader<NodeId, Node>, peers: &Peers) -> Option<String> {
+    f.leader_node
+        .as_ref()
+        .map(|n| n.addr.clone())
+        .or_else(|| f.leader_id.and_then(|id| peers.get(id)))
+}
+
+/// A rare write to a group: an entry, or a change of its voters.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Entry(Command),
+    /// The group's voters from now on, with their addresses.
+    Voters(BTreeMap<NodeId, String>),
+}
+
+/// Why a write this node made failed.
+fn refused(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>, peers: &Peers) -> ProposeError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            ProposeError::NotLeader(leader_of(&f, peers))
         }
-        Err(e) => Err(ProposeError::Failed(e.to_string())),
+        e => ProposeError::Failed(e.to_string()),
     }
 }
 
-/// Proposes a rare write (metadata, positions) to `raft`'s group: here if
-/// this node leads it, else sent to the leader through `net`, retried
-/// while no leader answers, for `patience` at most.
+/// Makes `write` in `raft`'s group on this node.
+pub async fn here(raft: &Raft, peers: &Peers, write: Write) -> Result<Outcome, ProposeError> {
+    match write {
+        Write::Entry(c) => match raft.client_write(c).await {
+            Ok(r) => Ok(r.data),
+            Err(e) => Err(refused(e, peers)),
+        },
+        Write::Voters(voters) => {
+            // A node not yet a voter first follows as a learner until it
+            // has caught up (add_learner waits for that), so that the
+            // change of voters does not stall commits behind its copying.
+            let current: BTreeSet<NodeId> = raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
+            for (id, addr) in &voters {
+                if !current.contains(id) {
+                    raft.add_learner(*id, Node::new(addr), true)
+                        .await
+                        .map_err(|e| refused(e, peers))?;
+                }
+            }
+            let ids: BTreeSet<NodeId> = voters.keys().copied().collect();
+            raft.change_membership(ids, false)
+                .await
+                .map_err(|e| refused(e, peers))?;
+            Ok(Outcome::None)
+        }
+    }
+}
+
+/// Makes a rare write (metadata, positions, voters) in `raft`'s group:
+/// here if this node leads it, else sent to the leader through `net`,
+/// retried while no leader answers, for `patience` at most.
 ///
 /// # Errors
 /// The last failure (with the leaders tried) once `patience` ran out.
 pub async fn anywhere(
     raft: &Raft,
     net: &Network,
-    peers: &BTreeMap<NodeId, String>,
-    own: &str,
-    command: Command,
+    peers: &Peers,
+    write: Write,
     patience: Duration,
 ) -> Result<Outcome, String> {
     let deadline = tokio::time::Instant::now() + patience;
+    let own = peers.own_address();
     let mut tried: BTreeSet<String> = BTreeSet::new();
     loop {
-        let r = match here(raft, peers, command.clone()).await {
+        let r = match here(raft, peers, write.clone()).await {
             Err(ProposeError::NotLeader(Some(addr))) if addr != own => {
-                match network::propose(net, &addr, command.clone(), patience).await {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match network::propose(net, &addr, write.clone(), left).await {
                     Ok(Answer::Proposed(r)) => r,
                     Ok(other) => Err(ProposeError::Failed(format!("unexpected answer {other:?}"))),
                     Err(e) => {

@@ -7,6 +7,8 @@
 //! The bodies are postcard of the types below; only brokers of the same
 //! version are meant to talk to each other.
 
+use std::collections::BTreeMap;
+
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -41,6 +43,10 @@ pub enum CallBody {
     /// A write for the group, sent to its leader by a node that does not
     /// lead it (a metadata change asked of any node).
     Propose(Command),
+    /// A change of the group's voters (`herald cluster add|move`), sent to
+    /// its leader: new nodes are added as learners, waited for until they
+    /// caught up, then the voters become exactly these.
+    Reconfigure(BTreeMap<NodeId, String>),
 }
 
 /// The answer to a [`Call`].

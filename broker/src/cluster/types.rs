@@ -50,6 +50,14 @@ pub enum Command {
     /// a group resumes where its acks got to on whichever node it is read
     /// from next (see `cluster::positions`).
     Positions(Vec<GroupPosition>),
+    /// In the metadata group: a replicated topic now lives on these nodes
+    /// (`herald cluster move`; see `cluster::membership`). Nodes newly
+    /// named open a replica that waits to be added to the topic's group;
+    /// nodes no longer named let theirs go.
+    PlaceTopic { name: String, replicas: Vec<NodeId> },
+    /// In the metadata group: a replicated topic is deleted; every node
+    /// lets its replica go.
+    DeleteTopic { name: String },
 }
 
 /// Where a consumer group of a replicated topic stands, as the node that

@@ -2,7 +2,7 @@
 //! ClusterStatus.
 
 use bytes::Bytes;
-use herald_protocol::{ErrorCode, Message};
+use herald_protocol::{ClusterChange, ErrorCode, Message};
 
 use super::Handler;
 use crate::auth::Need;
@@ -49,6 +49,27 @@ impl Handler for Status {
         };
         let info = c.status(|topic| s.access.may_see(topic));
         s.reply(id, Message::ClusterInfo(info)).await
+    }
+}
+
+/// ClusterChange: adds or removes a node, or moves a topic's replicas
+/// (`crate::cluster::membership`); answered by how the cluster looks once
+/// the change is committed.
+pub(crate) struct Change(pub(crate) ClusterChange);
+
+impl Handler for Change {
+    fn needs(&self) -> Need<'_> {
+        Need::Cluster
+    }
+
+    async fn handle(self, s: &mut Session, id: u64) -> Result<(), Close> {
+        let Some(c) = s.shared.cluster.clone() else {
+            return s.reply(id, not_in_a_cluster()).await;
+        };
+        s.later(id, async move {
+            c.change(self.0).await?;
+            Ok(Message::ClusterInfo(c.status(|_| true)))
+        })
     }
 }
 

@@ -64,6 +64,7 @@ pub(crate) async fn dispatch(s: &mut Session, id: u64, msg: Message) -> Result<(
         Message::Reply(r) => run(s, id, r).await,
         Message::Cluster(body) => run(s, id, cluster::ClusterCall(body)).await,
         Message::ClusterStatus => run(s, id, cluster::Status).await,
+        Message::ClusterChange(c) => run(s, id, cluster::Change(c)).await,
         Message::Hello(_) => {
             let e = Message::error(ErrorCode::InvalidArgument, "already handshaken");
             s.reply(id, e).await

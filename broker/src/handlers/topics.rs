@@ -55,15 +55,12 @@ impl Handler for DeleteTopic {
     }
 
     async fn handle(self, s: &mut Session, id: u64) -> Result<(), Close> {
-        if let Some(c) = &s.shared.cluster {
+        if let Some(c) = s.shared.cluster.clone() {
             if c.is_replicated(&self.0.name) {
-                // Deleting this node's copy alone would leave its Raft group
-                // applying into a closed log.
-                let e = BrokerError::InvalidArgument(format!(
-                    "topic {:?} is replicated: deleting a replicated topic is not supported yet",
-                    self.0.name
-                ));
-                return s.reply(id, e.to_message()).await;
+                // Every node lets its replica go (docs/cluster.md).
+                return s.later(id, async move {
+                    c.delete_topic(&self.0.name).await.map(|_| Message::Ok)
+                });
             }
         }
         let reg = s.shared.registry.clone();
