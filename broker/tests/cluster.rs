@@ -100,7 +100,8 @@ impl Cluster {
         self.addrs
             .iter()
             .enumerate()
-            .filter(|(j, _)| *j < self.formed || *j == i)
+            // A joining node knows only itself (docs/cluster.md).
+            .filter(|(j, _)| (*j < self.formed && i < self.formed) || *j == i)
             .map(|(j, a)| {
                 let a = match &self.links {
                     Some(l) if i != j => l[i][j].as_ref().map_or(*a, |p| p.addr),
@@ -1153,6 +1154,12 @@ async fn a_node_joins_a_topic_moves_onto_it_and_the_node_it_left_is_removed() {
     assert_eq!(p.publish("after", b"a", 0).await.base_offset, 0);
     assert_eq!(read_all(addrs[3], "after", 1).await, vec![b"a".to_vec()]);
     assert_eq!(p.publish("orders", b"more", n).await.base_offset, n);
+    // The node that joined restarts from its own logs like any member.
+    cluster.kill(3);
+    cluster.restart(3);
+    let got = read_all(addrs[3], "orders", n as usize + 1).await;
+    assert_eq!(got.last().map(Vec::as_slice), Some(&b"more"[..]));
+    assert_eq!(p.publish("orders", b"again", n + 1).await.base_offset, n + 1);
 }
 
 /// Deleting a replicated topic deletes it on every node, also on one that
