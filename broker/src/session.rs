@@ -153,6 +153,9 @@ pub(crate) struct Session {
     pub(crate) publishes: FuturesOrdered<BoxFuture<'static, Reply>>,
     /// Other replies that wait on something (persisted acks, describe).
     pub(crate) others: FuturesUnordered<BoxFuture<'static, Reply>>,
+    /// Set when a cluster peer leads Raft groups through this connection:
+    /// its end tells the cluster (`cluster::failover`).
+    pub(crate) cluster_peer: Option<crate::cluster::failover::PeerLink>,
 }
 
 /// Why a session must end after a request.
@@ -225,6 +228,7 @@ where
         next_sub: 1,
         publishes: FuturesOrdered::new(),
         others: FuturesUnordered::new(),
+        cluster_peer: None,
     };
     s.schedule_token();
     s.serve(&mut frames).await;

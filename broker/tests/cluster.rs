@@ -412,12 +412,25 @@ async fn leader_sigkill_loses_nothing_confirmed_and_stores_nothing_twice() {
     // SIGKILL the node that confirmed the last publish: the leader.
     let leader = p.at;
     cluster.kill(leader);
+    let killed = Instant::now();
     p.conn = None;
     for seq in N / 2..N {
         let ok = p
             .publish("orders", format!("m-{seq}").as_bytes(), seq)
             .await;
         confirmed.push(ok.base_offset);
+        if seq == N / 2 {
+            // The followers saw the leader's connections close, found it
+            // gone and elected another at once (cluster::failover): the
+            // first confirm comes before openraft's own timers could have
+            // started an election (the dead leader's lease, 1 s, then 0.5-1 s
+            // more after its last heartbeat, at most 150 ms before the kill).
+            let took = killed.elapsed();
+            assert!(
+                took < Duration::from_millis(1200),
+                "failover took {took:?}: the followers waited for openraft's timers"
+            );
+        }
     }
     assert_ne!(p.at, leader, "a new leader confirmed the second half");
     // Offsets are dense and in order: nothing stored twice, no gap.
@@ -1159,7 +1172,10 @@ async fn a_node_joins_a_topic_moves_onto_it_and_the_node_it_left_is_removed() {
     cluster.restart(3);
     let got = read_all(addrs[3], "orders", n as usize + 1).await;
     assert_eq!(got.last().map(Vec::as_slice), Some(&b"more"[..]));
-    assert_eq!(p.publish("orders", b"again", n + 1).await.base_offset, n + 1);
+    assert_eq!(
+        p.publish("orders", b"again", n + 1).await.base_offset,
+        n + 1
+    );
 }
 
 /// Deleting a replicated topic deletes it on every node, also on one that

@@ -96,6 +96,11 @@ impl Catchup {
         *until = Some(Instant::now() + HOLD);
     }
 
+    /// Whether this node keeps out of elections now.
+    pub fn holding(&self) -> bool {
+        self.off_until.lock().map(|u| u.is_some()).unwrap_or(false)
+    }
+
     fn release(&self) {
         let Ok(mut until) = self.off_until.lock() else {
             return;

@@ -13,6 +13,7 @@
 //! - `peers`: where each node is (from `--peers`, then the metadata).
 //! - `membership`: adding and removing nodes, moving and deleting topics.
 //! - `catchup`: a node that knows it is behind keeps out of elections.
+//! - `failover`: a node that sees its leader die elects another at once.
 //! - `types`: what a Raft entry carries and what applying it answers.
 //! - `raft_log`: each group's Raft log, kept in a Herald log.
 //! - `machine`: the state machines (a topic's log, the metadata).
@@ -26,6 +27,7 @@
 
 pub mod catchup;
 pub mod config;
+pub mod failover;
 pub mod machine;
 pub mod membership;
 pub mod network;
@@ -95,6 +97,7 @@ pub struct Cluster {
     meta_log: RaftLog,
     metadata: Arc<Metadata>,
     replicas: DashMap<String, Arc<Replica>>,
+    suspects: Arc<failover::Suspects>,
     shutdown: CancellationToken,
 }
 
@@ -158,6 +161,7 @@ impl Cluster {
             meta_log,
             metadata,
             replicas: DashMap::new(),
+            suspects: Arc::default(),
             shutdown,
         });
         // A node started with `--join` waits to be added (`herald cluster
@@ -422,6 +426,44 @@ impl Cluster {
     async fn write_meta(&self, w: Write, patience: Duration) -> Result<Outcome, String> {
         let net = network_for(&self.config, META_GROUP.into(), self.max_frame);
         propose::anywhere(&self.meta, &net, &self.peers, w, patience).await
+    }
+
+    /// A connection on which node `node` made Raft calls closed: if it
+    /// leads groups here, find out whether it is gone ([`failover`]).
+    pub fn peer_closed(&self, node: NodeId) {
+        if node == self.config.node_id || self.shutdown.is_cancelled() {
+            return;
+        }
+        let leads = |raft: &Raft| raft.metrics().borrow().current_leader == Some(node);
+        let mut led = Vec::new();
+        if leads(&self.meta) {
+            led.push(failover::Led {
+                raft: self.meta.clone(),
+                catchup: self.meta_catchup.clone(),
+            });
+        }
+        for r in self.replicas.iter() {
+            if leads(&r.raft) {
+                led.push(failover::Led {
+                    raft: r.raft.clone(),
+                    catchup: r.catchup.clone(),
+                });
+            }
+        }
+        tracing::debug!(
+            me = self.config.node_id,
+            node,
+            led = led.len(),
+            "a peer's connection closed"
+        );
+        let (Some(addr), false) = (self.peers.get(node), led.is_empty()) else {
+            return;
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let check =
+                failover::check(self.suspects.clone(), self.config.node_id, node, addr, led);
+            rt.spawn(check);
+        }
     }
 
     /// Serves one call from a peer.

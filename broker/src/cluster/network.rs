@@ -319,6 +319,28 @@ impl RaftNetwork<TypeConfig> for Peer {
     }
 }
 
+/// Whether a broker answers at `addr` within `timeout`: it takes a
+/// connection and answers a Hello (with anything: an unauthorized Hello's
+/// error is an answer too). A connection alone proves nothing: a process
+/// being killed closes its connections before its listener, which still
+/// takes connections meanwhile.
+pub async fn answers(addr: &str, timeout: Duration) -> bool {
+    let probe = async {
+        let stream = TcpStream::connect(addr).await.ok()?;
+        let mut framed = Framed::new(stream, FrameCodec::default());
+        let hello = Message::Hello(Hello {
+            min_version: 1,
+            max_version: 1,
+            client_name: "herald-node-probe".into(),
+            client_id: None,
+            token: None,
+        });
+        framed.send((1, hello)).await.ok()?;
+        framed.next().await?.ok()
+    };
+    matches!(tokio::time::timeout(timeout, probe).await, Ok(Some(_)))
+}
+
 /// Sends one write to the node at `addr` (a rare write forwarded to its
 /// group's leader) and returns its answer.
 ///

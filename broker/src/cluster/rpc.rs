@@ -49,6 +49,16 @@ pub enum CallBody {
     Reconfigure(BTreeMap<NodeId, String>),
 }
 
+impl Call {
+    /// The node that made a leader's call (AppendEntries), if it is one.
+    pub fn leader(&self) -> Option<NodeId> {
+        match &self.body {
+            CallBody::Append(r) => r.vote.leader_id().voted_for(),
+            _ => None,
+        }
+    }
+}
+
 /// The answer to a [`Call`].
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Answer {

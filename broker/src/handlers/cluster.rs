@@ -6,6 +6,7 @@ use herald_protocol::{ClusterChange, ErrorCode, Message};
 
 use super::Handler;
 use crate::auth::Need;
+use crate::cluster::failover::PeerLink;
 use crate::cluster::rpc::{Answer, Call};
 use crate::session::{Close, Session};
 
@@ -21,7 +22,17 @@ impl Handler for ClusterCall {
             return s.reply(id, not_in_a_cluster()).await;
         };
         let answer = match postcard::from_bytes::<Call>(&self.0) {
-            Ok(call) => c.serve(call).await,
+            Ok(call) => {
+                if s.cluster_peer.is_none() {
+                    if let Some(node) = call.leader() {
+                        s.cluster_peer = Some(PeerLink {
+                            cluster: c.clone(),
+                            node,
+                        });
+                    }
+                }
+                c.serve(call).await
+            }
             Err(e) => Answer::Malformed(format!("cluster call: {e}")),
         };
         match postcard::to_allocvec(&answer) {
