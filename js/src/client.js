@@ -9,6 +9,10 @@
 // A token provider is asked for a token at every handshake and whenever
 // the broker says the connection's token is expiring (then sent in a
 // Refresh, which keeps the connection and its subscriptions).
+// Given a cluster's URLs, the connection follows the leader of the topics
+// it publishes to: a publish answered NotLeader is kept, the connection
+// moves to the leader's URL (nodes.js says which), and the publish is sent
+// again there as it was.
 
 import { encodeFrame, withRequestId, decodeMessage, FrameDecoder, PROTOCOL_VERSION } from "./codec.js";
 import { buildBatch, toBytes } from "./batch.js";
