@@ -16,7 +16,9 @@ export interface ConnectOptions {
   WebSocket?: unknown;
   /** Free text for the broker's logs. */
   clientName?: string;
-  /** First reconnect delay (default 100 ms); doubles up to reconnectMaxMs, with jitter. */
+  /** First reconnect delay (default 100 ms); doubles up to reconnectMaxMs, with jitter.
+   * The same waits space out the hops between a cluster's nodes after
+   * NotLeader answers (all but the first hop to a named leader). */
   reconnectInitialMs?: number;
   /** Longest reconnect delay (default 5000 ms). */
   reconnectMaxMs?: number;
