@@ -16,7 +16,9 @@ export interface ConnectOptions {
   WebSocket?: unknown;
   /** Free text for the broker's logs. */
   clientName?: string;
-  /** First reconnect delay (default 100 ms); doubles up to reconnectMaxMs, with jitter. */
+  /** First reconnect delay (default 100 ms); doubles up to reconnectMaxMs, with jitter.
+   * The same waits space out the hops between a cluster's nodes after
+   * NotLeader answers (all but the first hop to a named leader). */
   reconnectInitialMs?: number;
   /** Longest reconnect delay (default 5000 ms). */
   reconnectMaxMs?: number;
@@ -202,8 +204,12 @@ export interface TopicInfo {
 
 export interface ConnectionEventMap {
   connected: Event & { detail: object };
+  /** `code` "NotLeader": a cluster node does not lead a publish's topic; the
+   * client goes to the leader (docs/cluster.md). */
   disconnected: Event & { detail: { reason: string; code: string } };
-  reconnecting: Event & { detail: { attempt: number; delayMs: number } };
+  /** `url`: where this attempt goes (the next URL after a failed one; the
+   * leader's after a NotLeader). */
+  reconnecting: Event & { detail: { attempt: number; delayMs: number; url: string } };
   reconnected: Event & { detail: { attempt: number } };
   closed: Event & { detail: { reason: string } };
   /** A handler threw, a rejoin failed, the broker ended the connection
@@ -218,8 +224,36 @@ export interface ConnectionEventMap {
   skipped: Event & { detail: { room?: string; topic: string; group?: string | null; first: number; last: number } };
 }
 
+export interface ClusterNode {
+  id: number;
+  /** The node's broker (TCP) address, as the node asked knows it. */
+  addr: string;
+}
+
+export interface RaftGroupInfo {
+  /** "meta" or "topic/<name>". */
+  name: string;
+  /** The leader's node id, if known. */
+  leader: number | null;
+  term: number;
+  lastIndex: number | null;
+  applied: number | null;
+  /** How many entries each replica has; known on the leader only. */
+  replicas: Array<{ node: number; matched: number | null }>;
+}
+
+export interface ClusterInfo {
+  /** The id of the node asked. */
+  nodeId: number;
+  nodes: ClusterNode[];
+  groups: RaftGroupInfo[];
+}
+
 export declare class Herald extends EventTarget {
+  /** The URL in use (or tried next). */
   readonly url: string;
+  /** The URLs given to connect. */
+  readonly urls: string[];
   readonly clientId: string;
   readonly state: "connecting" | "connected" | "reconnecting" | "closed";
   readonly connected: boolean;
@@ -237,6 +271,9 @@ export declare class Herald extends EventTarget {
   listGroups(topic: string): Promise<GroupInfo[]>;
   resetGroup(topic: string, group: string, to: Exclude<Start, "resume">): Promise<void>;
   repairTopic(name: string, options?: { dryRun?: boolean }): Promise<unknown>;
+  /** The cluster as the node this client is connected to sees it (topics it
+   * may not see left out); InvalidArgument from a broker not in a cluster. */
+  clusterStatus(): Promise<ClusterInfo>;
 
   /** Joins, then reads the room's log; resolves once it is being read. */
   join(room: string, options?: JoinOptions): Promise<void>;
@@ -262,5 +299,11 @@ export declare class Herald extends EventTarget {
   close(options?: { timeoutMs?: number }): Promise<void>;
 }
 
-export declare function connect(url: string, options?: ConnectOptions): Promise<Herald>;
+/**
+ * Connects; resolves once a broker accepted the handshake. `urls`: one
+ * broker's WebSocket URL (`ws://HOST:PORT/ws`), or the URLs of a cluster's
+ * nodes (any order; they are tried in turn, and a publish answered
+ * NotLeader moves the connection to the topic's leader among them).
+ */
+export declare function connect(urls: string | string[], options?: ConnectOptions): Promise<Herald>;
 export declare const CLIENT_NAME: string;

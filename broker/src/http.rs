@@ -99,6 +99,7 @@ const ASSETS: &[Asset] = &[
     client_module!("batch.js"),
     client_module!("subscription.js"),
     client_module!("rooms.js"),
+    client_module!("nodes.js"),
     client_module!("errors.js"),
     client_module!("text.js"),
 ];

@@ -9,12 +9,17 @@
 // A token provider is asked for a token at every handshake and whenever
 // the broker says the connection's token is expiring (then sent in a
 // Refresh, which keeps the connection and its subscriptions).
+// Given a cluster's URLs, the connection follows the leader of the topics
+// it publishes to: a publish answered NotLeader is kept, the connection
+// moves to the leader's URL (nodes.js says which), and the publish is sent
+// again there as it was.
 
 import { encodeFrame, withRequestId, decodeMessage, FrameDecoder, PROTOCOL_VERSION } from "./codec.js";
 import { buildBatch, toBytes } from "./batch.js";
 import { HeraldError, connectionLost, invalidArgument, protocolError } from "./errors.js";
 import { Subscription } from "./subscription.js";
 import { Rooms } from "./rooms.js";
+import { Nodes, leaderNamed, urlList } from "./nodes.js";
 
 export const CLIENT_NAME = "herald-js/0.1.0";
 
@@ -45,23 +50,25 @@ export function camel(v) {
 }
 
 /**
- * Connects and resolves once the broker accepted the handshake.
- * @param {string} url e.g. "ws://127.0.0.1:7480/ws"
+ * Connects and resolves once the broker accepted the handshake. Given the
+ * URLs of a cluster's nodes, it tries each in turn until one accepts.
+ * @param {string|string[]} urls e.g. "ws://127.0.0.1:7480/ws", or one URL per cluster node
  * @param {object} [options] see index.d.ts
  * @returns {Promise<Herald>}
  */
-export async function connect(url, options = {}) {
-  const h = new Herald(url, options);
-  await h._open();
+export async function connect(urls, options = {}) {
+  const h = new Herald(urls, options);
+  await h._openFirst();
   h.state = "connected";
   h._emit("connected");
   return h;
 }
 
 export class Herald extends EventTarget {
-  constructor(url, o = {}) {
+  constructor(urls, o = {}) {
     super();
-    this.url = url;
+    /** The URLs given, and what the client learnt of the nodes there (nodes.js). */
+    this._nodes = new Nodes(urlList(urls));
     this._WS = o.WebSocket ?? globalThis.WebSocket;
     if (typeof this._WS !== "function") {
       throw invalidArgument("no WebSocket class here: on Node before 22, pass { WebSocket } from the ws package");
@@ -88,6 +95,10 @@ export class Herald extends EventTarget {
     this._subs = new Set();
     this._byBrokerId = new Map();
     this._closed = false;
+    /** NotLeader answers followed since the last confirmed publish. */
+    this._hops = 0;
+    /** Where the next reconnect goes after a NotLeader: { index, delayMs }. */
+    this._redirect = null;
     this._heartbeatMs = 10000;
     this._timer = null;
     this.rooms = new Rooms(this);
@@ -103,6 +114,16 @@ export class Herald extends EventTarget {
 
   get connected() {
     return this._conn?.live === true;
+  }
+
+  /** The URL in use (or tried next). */
+  get url() {
+    return this._nodes.url;
+  }
+
+  /** The URLs the client was given. */
+  get urls() {
+    return [...this._nodes.urls];
   }
 
   // ---- the connection ----
@@ -126,20 +147,36 @@ export class Herald extends EventTarget {
     return FATAL.has(e.code) || (e.code === "TokenExpired" && typeof this._token !== "function");
   }
 
-  /** Opens one connection; resolves at HelloOk, rejects if it fails first. */
-  async _open() {
+  /** The first connection: each URL in turn until one takes it (a refusal
+   * no retry can fix ends it at once). */
+  async _openFirst() {
+    const n = this._nodes.urls.length;
+    for (let i = 0; ; i++) {
+      try {
+        return await this._open(i);
+      } catch (e) {
+        if (i + 1 >= n || this._fatal(e) || this._closed) throw e;
+      }
+    }
+  }
+
+  /** Opens one connection to URL `index`; resolves at HelloOk, rejects if
+   * it fails first. */
+  async _open(index) {
     const token = await this._currentToken();
     if (this._closed) throw connectionLost("the client is closed");
+    this._nodes.current = index;
+    const url = this._nodes.urls[index];
     return new Promise((resolve, reject) => {
       let ws;
       try {
-        ws = new this._WS(this.url);
+        ws = new this._WS(url);
       } catch (e) {
         reject(new HeraldError("Connect", String(e?.message ?? e)));
         return;
       }
       ws.binaryType = "arraybuffer";
-      const conn = { ws, decoder: new FrameDecoder(), live: false, resolve, reject, lastRx: Date.now(), lastTx: 0, out: [], outBytes: 0, over: false };
+      const conn = { ws, index, decoder: new FrameDecoder(), live: false, resolve, reject, lastRx: Date.now(), lastTx: 0, out: [], outBytes: 0, over: false };
       this._conn = conn;
       conn.timer = setTimeout(() => this._fail(conn, new HeraldError("Connect", "no handshake within the connect timeout")), this._connectTimeoutMs);
       ws.onopen = () => {
@@ -243,26 +280,40 @@ export class Herald extends EventTarget {
     }
     this._onDisconnected();
     this._emit("disconnected", { reason: err.detail ?? String(err), code: err.code });
-    if (!this._closed) this._reconnect();
+    const redirect = this._redirect;
+    this._redirect = null;
+    if (!this._closed) this._reconnect(conn.index, redirect);
   }
 
-  async _reconnect() {
+  /** A delay for the `n`th try (1, 2, ...): exponential backoff with
+   * jitter, so that a broker restart or an election is not met by every
+   * client at the same instant. */
+  _backoffMs(n) {
     const [initial, max] = this._backoff;
+    const base = Math.min(max, initial * 2 ** Math.min(n - 1, 20));
+    return Math.round(base * (0.5 + Math.random() / 2));
+  }
+
+  /**
+   * Reconnects after the connection to URL `from` ended: to the URL a
+   * NotLeader pointed at (`redirect`), else to the same URL first (a drop
+   * may be brief), then to the next URL after each failed attempt.
+   */
+  async _reconnect(from, redirect = null) {
+    let index = redirect ? redirect.index : from;
     for (let attempt = 1; !this._closed; attempt++) {
       if (attempt > this._maxAttempts) {
         this._shutDown(connectionLost(`gave up after ${attempt - 1} reconnect attempts`));
         return;
       }
-      // Exponential backoff with jitter: a broker restart is not met by
-      // every client at the same instant.
-      const base = Math.min(max, initial * 2 ** Math.min(attempt - 1, 20));
-      const delayMs = Math.round(base * (0.5 + Math.random() / 2));
+      if (attempt > 1) index = this._nodes.next(index);
+      const delayMs = attempt === 1 && redirect ? redirect.delayMs : this._backoffMs(attempt);
       this.state = "reconnecting";
-      this._emit("reconnecting", { attempt, delayMs });
-      await sleep(delayMs);
+      this._emit("reconnecting", { attempt, delayMs, url: this._nodes.urls[index] });
+      if (delayMs > 0) await sleep(delayMs);
       if (this._closed) return;
       try {
-        await this._open();
+        await this._open(index);
         this.state = "connected";
         this._emit("reconnected", { attempt });
         return;
@@ -307,6 +358,7 @@ export class Herald extends EventTarget {
     this._pending.clear();
     const pubs = [...this._publishes.values()];
     this._publishes.clear();
+    this._askWhoIsThere();
     this.rooms._rejoin();
     for (const s of this._subs) s._resubscribe();
     for (const p of pubs) this._sendPublish(p);
@@ -315,6 +367,23 @@ export class Herald extends EventTarget {
       this._pending.set(id, r);
       this._send(withRequestId(r.frame, id));
     }
+  }
+
+  /** With several URLs, asks the node just reached who it is (once per
+   * URL), so that a NotLeader naming it leads here (nodes.js). */
+  _askWhoIsThere() {
+    const i = this._conn.index;
+    if (!this._nodes.shouldAsk(i)) return;
+    const noop = () => {};
+    this._requestSync("ClusterStatus", null, {
+      // Read while the frame is: a NotLeader right behind it finds it.
+      sync: (m, err) => {
+        if (!err && m.op === "ClusterInfo") this._nodes.learn(i, m.body);
+        else this._nodes.notACluster(i);
+      },
+      onLost: noop,
+      reject: noop,
+    });
   }
 
   _onDisconnected() {
@@ -362,7 +431,7 @@ export class Herald extends EventTarget {
       default:
     }
     const p = this._publishes.get(m.requestId);
-    if (p) return this._onPublishReply(m.requestId, p, m);
+    if (p) return this._onPublishReply(conn, m.requestId, p, m);
     const r = this._pending.get(m.requestId);
     if (!r) return;
     this._pending.delete(m.requestId);
@@ -463,10 +532,20 @@ export class Herald extends EventTarget {
     this._send(encodeFrame("Publish", id, { topic: p.topic, batch: p.batch }));
   }
 
-  _onPublishReply(id, p, m) {
+  _onPublishReply(conn, id, p, m) {
+    if (m.op === "Error" && m.body.code === 22 && this._followLeader(conn, m.body)) {
+      // Kept in its place among the unconfirmed publishes: re-sent as is
+      // (same producer sequence) on the next connection, in order.
+      return;
+    }
     this._publishes.delete(id);
     if (m.op === "PublishOk") {
+      this._hops = 0;
       p.resolve({ offset: m.body.base_offset, duplicate: m.body.duplicate });
+    } else if (m.op === "Error" && m.body.code === 22) {
+      // No URL of this client is the leader's: nothing to follow.
+      p.reject(new HeraldError("NotLeader", `${m.body.message} (none of the URLs this client was given is the leader's)`, 22));
+      this._producer = { id: producerId(), next: 0 };
     } else if (m.op === "Error" && m.body.code === 12 && p.producer !== this._producer.id) {
       // Sealed under a producer retired after a refusal (below): the
       // broker saw a gap. Seal it again under the current one.
@@ -484,6 +563,27 @@ export class Herald extends EventTarget {
       this._producer = { id: producerId(), next: 0 };
     }
     this._space.shift()?.();
+  }
+
+  /**
+   * A cluster node does not lead the topic of a publish (NotLeader, which
+   * stored nothing): drops the connection and reconnects to the leader's
+   * URL, or to another node's while an election is under way, where the
+   * unconfirmed publishes are sent again. False when no URL of this client
+   * can be the leader's.
+   */
+  _followLeader(conn, body) {
+    const leader = leaderNamed(body.message);
+    const to = this._nodes.redirect(conn.index, leader);
+    if (!to) return false;
+    this._hops++;
+    // The first hop to a named leader is made at once; the hops after it
+    // (the leader moved again, or was not where it was looked for) and
+    // every hop during an election wait, longer each time, with jitter.
+    const delayMs = leader !== null && this._hops === 1 ? 0 : this._backoffMs(this._hops);
+    this._redirect = { index: to.index, delayMs };
+    this._fail(conn, HeraldError.fromBroker(body));
+    return true;
   }
 
   // ---- subscriptions ----
@@ -535,6 +635,13 @@ export class Herald extends EventTarget {
 
   async repairTopic(name, { dryRun = false } = {}) {
     return camel(await this._expect("RepairTopic", { name, dry_run: dryRun }, "RepairReport"));
+  }
+
+  /** The cluster as the node this client is connected to sees it (docs/cluster.md):
+   * { nodeId, nodes: [{ id, addr }], groups: [{ name, leader, term, lastIndex, applied, replicas }] }.
+   * A broker not in a cluster answers InvalidArgument. */
+  async clusterStatus() {
+    return camel(await this._expect("ClusterStatus", null, "ClusterInfo"));
   }
 
   // ---- rooms (see rooms.js) ----

@@ -71,12 +71,15 @@ export class Broker {
     }));
   }
 
-  constructor(extra = []) {
+  /** `o.tcp`, `o.http`: fixed addresses (default: free ports, kept for
+   * restarts); `o.log`: HERALD_LOG (default $HERALD_LOG, else "warn"). */
+  constructor(extra = [], o = {}) {
     this.dir = mkdtempSync(join(tmpdir(), "herald-js-"));
     folders.add(this.dir);
     this.extra = extra;
-    this.tcp = "127.0.0.1:0";
-    this.http = "127.0.0.1:0";
+    this.tcp = o.tcp ?? "127.0.0.1:0";
+    this.http = o.http ?? "127.0.0.1:0";
+    this.log = o.log;
     this.child = null;
   }
 
@@ -97,7 +100,7 @@ export class Broker {
   /** Starts the process (again, on the same ports, after the first time). */
   run() {
     const args = ["serve", "--listen", this.tcp, "--http", this.http, "--data-dir", this.dir, ...this.extra];
-    const env = { ...process.env, HERALD_LOG: process.env.HERALD_LOG ?? "warn" };
+    const env = { ...process.env, HERALD_LOG: process.env.HERALD_LOG ?? this.log ?? "warn" };
     const child = spawn(heraldBin(), args, { stdio: ["ignore", "pipe", "pipe"], env, detached: true });
     this.child = child;
     running.add(child);
