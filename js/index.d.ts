@@ -180,6 +180,12 @@ export interface TopicConfig {
   fsync?: "always" | "never" | { intervalMs: number };
 }
 
+/** Settings of a new topic. */
+export interface CreateTopicOptions extends TopicConfig {
+  /** In a cluster, on how many nodes the topic is replicated (default: 3, or every node of a smaller cluster). */
+  replicas?: number;
+}
+
 export interface GroupInfo {
   name: string;
   ackFloor: number;
@@ -264,7 +270,7 @@ export declare class Herald extends EventTarget {
   publish(topic: string, data: Data, options?: PublishOptions): Promise<Receipt>;
   subscribe(topic: string, options?: SubscribeOptions): Subscription;
 
-  createTopic(name: string, config?: TopicConfig): Promise<TopicInfo>;
+  createTopic(name: string, options?: CreateTopicOptions): Promise<TopicInfo>;
   deleteTopic(name: string): Promise<void>;
   listTopics(): Promise<TopicInfo[]>;
   describeTopic(name: string): Promise<TopicInfo>;

@@ -138,6 +138,7 @@ async fn topic_admin_validates_and_is_idempotent() {
         Message::CreateTopic(CreateTopic {
             name: n.into(),
             config: cfg.clone(),
+            replicas: 0,
         })
     };
     match c.request(create("orders", &cfg)).await {
@@ -150,6 +151,19 @@ async fn topic_admin_validates_and_is_idempotent() {
     ));
     match c.request(create("orders", &TopicConfig::default())).await {
         Message::Error(e) => assert_eq!(ErrorCode::from_u16(e.code), ErrorCode::TopicExists),
+        m => panic!("{m:?}"),
+    }
+    // Replicas need a cluster: a broker alone takes 0 or 1 only.
+    let replicated = Message::CreateTopic(CreateTopic {
+        name: "copies".into(),
+        config: TopicConfig::default(),
+        replicas: 2,
+    });
+    match c.request(replicated).await {
+        Message::Error(e) => {
+            assert_eq!(ErrorCode::from_u16(e.code), ErrorCode::InvalidArgument);
+            assert!(e.message.contains("not in a cluster"), "{}", e.message);
+        }
         m => panic!("{m:?}"),
     }
     match c.request(create("bad/name", &cfg)).await {

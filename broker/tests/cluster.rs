@@ -378,6 +378,7 @@ async fn create(addrs: &[SocketAddr], topic: &str) {
             let m = Message::CreateTopic(CreateTopic {
                 name: topic.into(),
                 config: TopicConfig::default(),
+                replicas: 0,
             });
             if let Some(Message::TopicInfo(_)) = c.request(m).await {
                 return;
@@ -746,6 +747,7 @@ async fn cluster_status_shows_leaders_and_how_far_replicas_are_behind() {
         let m = Message::CreateTopic(CreateTopic {
             name: format!("made-on-{i}"),
             config: TopicConfig::default(),
+            replicas: 0,
         });
         match c.request(m).await {
             Some(Message::TopicInfo(t)) => assert_eq!(t.name, format!("made-on-{i}")),
@@ -1058,6 +1060,51 @@ async fn a_node_joins_a_topic_moves_onto_it_and_the_node_it_left_is_removed() {
     match change(addrs[1], add).await {
         Message::ClusterInfo(i) => assert!(i.nodes.iter().any(|n| n.id == 4), "{i:?}"),
         other => panic!("add node 4: {other:?}"),
+    }
+    // Four nodes now: a topic on two of them (`--replicas 2`), and not on
+    // five.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["topics", "create", "pair", "--replicas", "2"])
+        .args(["--server", &addrs[1].to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // (Each holder opens its replica as it applies the creation.)
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut holders = Vec::new();
+        for a in &addrs {
+            let mut c = Conn::open(*a).await.unwrap();
+            if let Some(Message::ClusterInfo(i)) = c.request(Message::ClusterStatus).await {
+                if let Some(g) = i.groups.iter().find(|g| g.name == "topic/pair") {
+                    assert_eq!(g.replicas.len(), 2, "{g:?}");
+                    holders.push(i.node_id);
+                }
+            }
+        }
+        assert!(holders.len() <= 2, "nodes holding a replica: {holders:?}");
+        if holders.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes holding a replica: {holders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut c = Conn::open(addrs[1]).await.unwrap();
+    let five = Message::CreateTopic(CreateTopic {
+        name: "five".into(),
+        config: TopicConfig::default(),
+        replicas: 5,
+    });
+    match c.request(five).await {
+        Some(Message::Error(e)) => assert!(e.message.contains("the cluster has 4 nodes"), "{e:?}"),
+        other => panic!("five replicas on four nodes: {other:?}"),
     }
     // Node 1 holds a replica: it cannot be removed yet.
     match change(addrs[1], ClusterChange::RemoveNode { id: 1 }).await {

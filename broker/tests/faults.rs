@@ -123,6 +123,7 @@ async fn a_full_disk_is_storage_full_never_internal() {
         .request(Message::CreateTopic(CreateTopic {
             name: "made-on-full-disk".into(),
             config: TopicConfig::default(),
+            replicas: 0,
         }))
         .await;
     seen.record("create topic", &r);

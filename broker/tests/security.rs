@@ -207,6 +207,7 @@ fn requests() -> Vec<(&'static str, Message)> {
             Message::CreateTopic(CreateTopic {
                 name: "evil".into(),
                 config: TopicConfig::default(),
+                replicas: 0,
             }),
         ),
         ("delete", Message::DeleteTopic(name("orders"))),

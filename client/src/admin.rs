@@ -13,15 +13,32 @@ fn unexpected(m: Wire) -> Error {
 }
 
 impl Client {
-    /// Creates a topic.
+    /// Creates a topic (in a cluster, replicated on the broker's default
+    /// number of nodes: see [`Client::create_replicated_topic`]).
     ///
     /// # Errors
     /// [`Error::Broker`] with `TopicExists` if it exists (also when a
     /// reconnect made the client re-send a create that had succeeded).
     pub async fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
+        self.create_replicated_topic(name, config, 0).await
+    }
+
+    /// Creates a topic replicated on `replicas` nodes of a cluster (0: the
+    /// broker's default, 3 or every node of a smaller cluster).
+    ///
+    /// # Errors
+    /// As [`Client::create_topic`]; `InvalidArgument` when the cluster has
+    /// fewer nodes, or the broker runs alone and `replicas` is over 1.
+    pub async fn create_replicated_topic(
+        &self,
+        name: &str,
+        config: TopicConfig,
+        replicas: u32,
+    ) -> Result<TopicInfo> {
         let msg = Wire::CreateTopic(CreateTopic {
             name: name.into(),
             config,
+            replicas,
         });
         match self.inner.request(msg).await? {
             Wire::TopicInfo(t) => Ok(t),

@@ -610,7 +610,8 @@ export class Herald extends EventTarget {
       segment_bytes: o.segmentBytes ?? null,
       fsync: fsyncPolicy(o.fsync),
     };
-    return camel(await this._expect("CreateTopic", { name, config }, "TopicInfo"));
+    const replicas = o.replicas ?? 0;
+    return camel(await this._expect("CreateTopic", { name, config, replicas }, "TopicInfo"));
   }
 
   async deleteTopic(name) {

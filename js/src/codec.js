@@ -166,7 +166,7 @@ const BODIES = {
   ]),
   Flow: struct([["subscription_id", u64], ["messages", u32], ["bytes", u32]]),
   SubscriptionError: struct([["subscription_id", u64], ["code", u16], ["message", string]]),
-  CreateTopic: struct([["name", string], ["config", topicConfig]]),
+  CreateTopic: struct([["name", string], ["config", topicConfig], ["replicas", u32]]),
   DeleteTopic: topicName,
   ListTopics: null,
   DescribeTopic: topicName,

@@ -323,6 +323,10 @@ pub struct TopicConfig {
 pub struct CreateTopic {
     pub name: String,
     pub config: TopicConfig,
+    /// In a cluster, on how many nodes the topic is replicated; 0 for the
+    /// broker's default (3, or every node of a smaller cluster). A broker
+    /// that runs alone takes 0 or 1 only.
+    pub replicas: u32,
 }
 
 /// Names one topic (delete, describe, list groups).

@@ -339,9 +339,10 @@ fn create_topic() {
                 segment_bytes: None,
                 fsync: Some(FsyncPolicy::Interval { ms: 100 }),
             },
+            replicas: 3,
         }),
         7,
-        "19000000 30 00 0000 0700000000000000 | 0174 018080808004 00 00 010164",
+        "1a000000 30 00 0000 0700000000000000 | 0174 018080808004 00 00 010164 03",
     );
 }
 
@@ -352,7 +353,7 @@ fn fsync_policy_indices() {
         (FsyncPolicy::Interval { ms: 1 }, "0101"),
         (FsyncPolicy::Never, "02"),
     ] {
-        let body = format!("0174 00 00 00 01{p}");
+        let body = format!("0174 00 00 00 01{p} 00");
         let len = 12 + hex(&body).len();
         pin(
             Message::CreateTopic(CreateTopic {
@@ -361,6 +362,7 @@ fn fsync_policy_indices() {
                     fsync: Some(policy),
                     ..TopicConfig::default()
                 },
+                replicas: 0,
             }),
             1,
             &format!("{len:02x}000000 30 00 0000 0100000000000000 | {body}"),

@@ -238,8 +238,8 @@ proptest! {
     }
 
     #[test]
-    fn create_topic(name in s(), config in config(), rid in any::<u64>()) {
-        round_trip(&Message::CreateTopic(CreateTopic { name, config }), rid)?;
+    fn create_topic(name in s(), config in config(), replicas in any::<u32>(), rid in any::<u64>()) {
+        round_trip(&Message::CreateTopic(CreateTopic { name, config, replicas }), rid)?;
     }
 
     #[test]

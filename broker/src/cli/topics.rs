@@ -29,7 +29,7 @@ enum TopicsCmd {
     List,
     /// Create a topic (succeeds if it exists with the same settings).
     #[command(
-        after_help = "Examples:\n  herald topics create orders\n  herald topics create orders --retention-bytes 10GiB --retention 7d --segment-bytes 64MiB --fsync interval:100"
+        after_help = "Examples:\n  herald topics create orders\n  herald topics create orders --retention-bytes 10GiB --retention 7d --segment-bytes 64MiB --fsync interval:100\n  herald topics create orders --replicas 3 --server 127.0.0.1:7501,127.0.0.1:7502"
     )]
     Create {
         name: String,
@@ -45,6 +45,10 @@ enum TopicsCmd {
         /// always, interval:<ms> or never (default: the broker's).
         #[arg(long, value_parser = parse_fsync)]
         fsync: Option<herald_protocol::FsyncPolicy>,
+        /// In a cluster, on how many nodes the topic is replicated
+        /// (default: 3, or every node of a smaller cluster).
+        #[arg(long)]
+        replicas: Option<u32>,
     },
     /// Delete a topic and its data.
     #[command(after_help = "Examples:\n  herald topics delete orders")]
@@ -223,6 +227,7 @@ pub fn run(a: TopicsArgs) -> anyhow::Result<ExitCode> {
                 retention,
                 segment_bytes,
                 fsync,
+                replicas,
             } => {
                 let cfg = TopicConfig {
                     retention_bytes,
@@ -230,7 +235,9 @@ pub fn run(a: TopicsArgs) -> anyhow::Result<ExitCode> {
                     segment_bytes,
                     fsync,
                 };
-                let t = client.create_topic(&name, cfg).await?;
+                let t = client
+                    .create_replicated_topic(&name, cfg, replicas.unwrap_or(0))
+                    .await?;
                 if a.server.json {
                     println!("{}", info_json(&t));
                 } else {

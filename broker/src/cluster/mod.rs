@@ -272,20 +272,31 @@ impl Cluster {
             .collect()
     }
 
-    /// The nodes holding `topic`: all members up to [`REPLICAS`], else
-    /// [`REPLICAS`] consecutive ones from a place the name picks.
-    fn choose_replicas(&self, topic: &str) -> Vec<NodeId> {
+    /// The `n` nodes holding `topic` (0: [`REPLICAS`], or every member of
+    /// a smaller cluster): consecutive members from a place the name picks.
+    ///
+    /// # Errors
+    /// `InvalidArgument` when the cluster has fewer than `n` members.
+    fn choose_replicas(&self, topic: &str, n: u32) -> Result<Vec<NodeId>, BrokerError> {
         let mut ids: Vec<NodeId> = self.members().keys().copied().collect();
         if ids.is_empty() {
             ids = self.peers.all().keys().copied().collect();
         }
-        if ids.len() <= REPLICAS {
-            return ids;
+        let n = match n as usize {
+            0 => REPLICAS.min(ids.len()),
+            n if n > ids.len() => {
+                return Err(BrokerError::InvalidArgument(format!(
+                    "{n} replicas asked, but the cluster has {} nodes",
+                    ids.len()
+                )))
+            }
+            n => n,
+        };
+        if n == ids.len() {
+            return Ok(ids);
         }
         let start = crc32c::crc32c(topic.as_bytes()) as usize % ids.len();
-        (0..REPLICAS)
-            .map(|i| ids[(start + i) % ids.len()])
-            .collect()
+        Ok((0..n).map(|i| ids[(start + i) % ids.len()]).collect())
     }
 
     /// Opens this node's replica of `name` (creating the topic's local log
@@ -510,11 +521,12 @@ impl Cluster {
         &self,
         name: &str,
         config: &TopicConfig,
+        replicas: u32,
     ) -> Result<bool, BrokerError> {
         let command = Command::CreateTopic {
             name: name.to_owned(),
             config: config.clone(),
-            replicas: self.choose_replicas(name),
+            replicas: self.choose_replicas(name, replicas)?,
         };
         let deadline = tokio::time::Instant::now() + PROPOSE_PATIENCE;
         let r = self

@@ -104,7 +104,7 @@ async fn replicated(
         if !s.config.auto_create_topics {
             return Some(Err(BrokerError::UnknownTopic(topic.to_owned())));
         }
-        if let Err(e) = c.create_topic(topic, &TopicConfig::default()).await {
+        if let Err(e) = c.create_topic(topic, &TopicConfig::default(), 0).await {
             return Some(Err(e));
         }
     }

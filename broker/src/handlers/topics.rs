@@ -2,7 +2,7 @@
 //! need the admin permission on the topic; reading a topic's description
 //! needs any permission on it, and a list shows only such topics.
 
-use herald_protocol::{CreateTopic, Message, RepairTopic, TopicList, TopicName};
+use herald_protocol::{CreateTopic, Message, RepairTopic, TopicInfo, TopicList, TopicName};
 
 use super::Handler;
 use crate::auth::Need;
@@ -26,19 +26,39 @@ impl Handler for CreateTopic {
                 }
                 let reg = s.shared.registry.clone();
                 return s.later(id, async move {
-                    c.create_topic(&self.name, &self.config).await?;
+                    let created = c
+                        .create_topic(&self.name, &self.config, self.replicas)
+                        .await?;
                     match reg.get(&self.name) {
                         Ok(t) => t.info().await.map(Message::TopicInfo),
-                        // Created, but this node holds no replica of it
-                        // (clusters of more than three nodes) or did not
-                        // open it in time.
+                        // Created on other nodes (this one holds no
+                        // replica): a new topic is empty.
+                        Err(_) if created => Ok(Message::TopicInfo(TopicInfo {
+                            name: self.name,
+                            config: self.config,
+                            first_offset: 0,
+                            next_offset: 0,
+                            bytes_on_disk: 0,
+                            segments: 0,
+                            messages_per_sec: 0.0,
+                            groups: Vec::new(),
+                        })),
+                        // It existed, elsewhere, or this node did not open
+                        // its replica in time.
                         Err(_) => Err(BrokerError::Busy(format!(
-                            "topic {:?} was created in the cluster, but this node serves no copy of it yet; describe it on another node",
+                            "topic {:?} exists in the cluster, but this node serves no copy of it; describe it on a node that does (herald cluster status)",
                             self.name
                         ))),
                     }
                 });
             }
+        }
+        if self.replicas > 1 {
+            let e = BrokerError::InvalidArgument(format!(
+                "{} replicas asked, but this broker is not in a cluster (docs/cluster.md)",
+                self.replicas
+            ));
+            return s.reply(id, e.to_message()).await;
         }
         match s.shared.registry.create(&self.name, &self.config, false) {
             Ok(t) => s.later(id, async move { t.info().await.map(Message::TopicInfo) }),

@@ -159,6 +159,7 @@ impl Raw {
             .request(Message::CreateTopic(CreateTopic {
                 name: name.into(),
                 config: TopicConfig::default(),
+                replicas: 0,
             }))
             .await
         {
