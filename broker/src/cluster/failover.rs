@@ -9,9 +9,11 @@
 //! (docs/cluster.md). But a leader that dies is usually seen at once: the
 //! connection it called this node on closes. Then:
 //!
-//! 1. This node says Hello to the leader's listener. Refused, or no answer
-//!    within [`PROBE`]: the leader is gone. Answered: it lives (it closed a
-//!    call it gave up on), and nothing happens.
+//! 1. This node says Hello to the leader's listener. Refused, or the
+//!    connection closed unanswered: the leader's process is gone. Answered:
+//!    it lives (it closed a call it gave up on), and nothing happens. No
+//!    answer within [`PROBE`]: nothing happens either (a busy leader, or a
+//!    machine that is down; openraft's timers decide).
 //! 2. Every group that leader led here stands for election at once
 //!    (`trigger().elect()`), even while catching up ([`super::catchup`]
 //!    keeps a node that is behind from deposing a live leader; this one is
@@ -37,8 +39,11 @@ use super::network;
 use super::types::{NodeId, Raft};
 use openraft::ServerState;
 
-/// How long a dead leader's listener may take to refuse or answer.
-pub const PROBE: Duration = Duration::from_millis(200);
+/// How long the probe waits for a leader to answer. Only a refusal or a
+/// closed connection counts as gone: a leader busy past this (a loaded
+/// machine, a disk saturated by a catch-up) must not be deposed for it, and
+/// a machine that is down is left to openraft's timers.
+pub const PROBE: Duration = Duration::from_secs(2);
 /// How long after the first, split round the lowest follower stands again.
 pub const SECOND_ROUND: Duration = Duration::from_millis(50);
 
@@ -90,7 +95,7 @@ pub async fn check(
     if !suspects.begin(leader) {
         return;
     }
-    let gone = !network::answers(&addr, PROBE).await;
+    let gone = network::probe(&addr, PROBE).await == network::Probe::Gone;
     suspects.end(leader);
     if !gone {
         return;

@@ -319,14 +319,26 @@ impl RaftNetwork<TypeConfig> for Peer {
     }
 }
 
-/// Whether a broker answers at `addr` within `timeout`: it takes a
-/// connection and answers a Hello (with anything: an unauthorized Hello's
-/// error is an answer too). A connection alone proves nothing: a process
-/// being killed closes its connections before its listener, which still
-/// takes connections meanwhile.
-pub async fn answers(addr: &str, timeout: Duration) -> bool {
+/// What saying Hello to a broker found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// It answered (anything: an unauthorized Hello's error is an answer).
+    Answered,
+    /// Nothing listens there, or the connection was closed unanswered: the
+    /// process is gone. (A connection alone proves nothing: a process being
+    /// killed closes its connections before its listener, which still
+    /// takes connections meanwhile, and resets them once it is gone.)
+    Gone,
+    /// No answer in time: a busy broker, or a machine that is down.
+    Silent,
+}
+
+/// Says Hello to the broker at `addr` and waits `timeout` at most.
+pub async fn probe(addr: &str, timeout: Duration) -> Probe {
     let probe = async {
-        let stream = TcpStream::connect(addr).await.ok()?;
+        let Ok(stream) = TcpStream::connect(addr).await else {
+            return Probe::Gone;
+        };
         let mut framed = Framed::new(stream, FrameCodec::default());
         let hello = Message::Hello(Hello {
             min_version: 1,
@@ -335,10 +347,17 @@ pub async fn answers(addr: &str, timeout: Duration) -> bool {
             client_id: None,
             token: None,
         });
-        framed.send((1, hello)).await.ok()?;
-        framed.next().await?.ok()
+        if framed.send((1, hello)).await.is_err() {
+            return Probe::Gone;
+        }
+        match framed.next().await {
+            Some(Ok(_)) => Probe::Answered,
+            _ => Probe::Gone,
+        }
     };
-    matches!(tokio::time::timeout(timeout, probe).await, Ok(Some(_)))
+    tokio::time::timeout(timeout, probe)
+        .await
+        .unwrap_or(Probe::Silent)
 }
 
 /// Sends one write to the node at `addr` (a rare write forwarded to its
