@@ -271,6 +271,14 @@ struct Producer {
 }
 
 impl Producer {
+    fn new(addrs: &[SocketAddr]) -> Producer {
+        Producer {
+            addrs: addrs.to_vec(),
+            at: 0,
+            conn: None,
+        }
+    }
+
     async fn publish(&mut self, topic: &str, payload: &[u8], seq: u64) -> PublishOk {
         let deadline = Instant::now() + PATIENCE;
         loop {
@@ -397,11 +405,7 @@ async fn leader_sigkill_loses_nothing_confirmed_and_stores_nothing_twice() {
     let mut cluster = Cluster::start(3);
     let addrs = cluster.addrs.clone();
     create(&addrs, "orders").await;
-    let mut p = Producer {
-        addrs: addrs.clone(),
-        at: 0,
-        conn: None,
-    };
+    let mut p = Producer::new(&addrs);
     const N: u64 = 120;
     let mut confirmed = Vec::new();
     for seq in 0..N / 2 {
@@ -457,11 +461,7 @@ async fn repeated_leader_kills_and_a_whole_cluster_kill_lose_nothing() {
     let mut cluster = Cluster::start(3);
     let addrs = cluster.addrs.clone();
     create(&addrs, "events").await;
-    let mut p = Producer {
-        addrs: addrs.clone(),
-        at: 0,
-        conn: None,
-    };
+    let mut p = Producer::new(&addrs);
     const PER_ROUND: u64 = 20;
     let mut seq = 0;
     let mut confirmed = Vec::new();
@@ -536,11 +536,7 @@ async fn the_client_follows_the_leader_through_a_sigkill() {
     let addrs = cluster.addrs.clone();
     create(&addrs, "pipeline").await;
     // Which node leads: the one that confirms a first message.
-    let mut probe = Producer {
-        addrs: addrs.clone(),
-        at: 0,
-        conn: None,
-    };
+    let mut probe = Producer::new(&addrs);
     probe.publish("pipeline", b"probe", 0).await;
     let leader = probe.at;
     drop(probe);
@@ -612,11 +608,7 @@ async fn an_isolated_leader_confirms_nothing_and_its_tail_is_discarded() {
     let cluster = Cluster::start_partitionable(3).await;
     let addrs = cluster.addrs.clone();
     create(&addrs, "split").await;
-    let mut p = Producer {
-        addrs: addrs.clone(),
-        at: 0,
-        conn: None,
-    };
+    let mut p = Producer::new(&addrs);
     let mut confirmed = std::collections::BTreeMap::new();
     for seq in 0..20u64 {
         let ok = p.publish("split", format!("c-{seq}").as_bytes(), seq).await;
@@ -713,11 +705,7 @@ async fn a_follower_catches_up_on_large_batches() {
     let mut cluster = Cluster::start(3);
     let addrs = cluster.addrs.clone();
     create(&addrs, "big").await;
-    let mut p = Producer {
-        addrs: addrs.clone(),
-        at: 0,
-        conn: None,
-    };
+    let mut p = Producer::new(&addrs);
     p.publish("big", b"first", 0).await;
     let follower = (p.at + 1) % addrs.len();
     cluster.kill(follower);
@@ -755,11 +743,7 @@ async fn cluster_status_shows_leaders_and_how_far_replicas_are_behind() {
         }
     }
     create(&addrs, "watched").await;
-    let mut p = Producer {
-        addrs: addrs.clone(),
-        at: 0,
-        conn: None,
-    };
+    let mut p = Producer::new(&addrs);
     for seq in 0..5 {
         p.publish("watched", b"x", seq).await;
     }
@@ -905,11 +889,7 @@ async fn a_group_resumes_on_another_node_where_its_acks_got_to() {
     let mut cluster = Cluster::start(3);
     let addrs = cluster.addrs.clone();
     create(&addrs, "jobs").await;
-    let mut p = Producer {
-        addrs: addrs.clone(),
-        at: 0,
-        conn: None,
-    };
+    let mut p = Producer::new(&addrs);
     for seq in 0..100 {
         p.publish("jobs", format!("job-{seq}").as_bytes(), seq)
             .await;
@@ -1030,11 +1010,7 @@ async fn a_node_joins_a_topic_moves_onto_it_and_the_node_it_left_is_removed() {
     }
     let addrs = cluster.addrs.clone();
     create(&addrs[..3], "orders").await;
-    let mut p = Producer {
-        addrs: addrs[..3].to_vec(),
-        at: 0,
-        conn: None,
-    };
+    let mut p = Producer::new(&addrs[..3]);
     let mut confirmed = Vec::new();
     for seq in 0..50 {
         confirmed.push(
@@ -1116,11 +1092,7 @@ async fn a_node_joins_a_topic_moves_onto_it_and_the_node_it_left_is_removed() {
     let moved = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let done = moved.clone();
     let producer = tokio::spawn(async move {
-        let mut p = Producer {
-            addrs: addrs[1..].to_vec(),
-            at: 0,
-            conn: None,
-        };
+        let mut p = Producer::new(&addrs[1..]);
         let mut confirmed = Vec::new();
         let mut after = 0;
         let mut seq = 50;
@@ -1206,11 +1178,7 @@ async fn a_node_joins_a_topic_moves_onto_it_and_the_node_it_left_is_removed() {
     }
     cluster.kill(0);
     create(&addrs[1..], "after").await;
-    let mut p = Producer {
-        addrs: addrs[1..].to_vec(),
-        at: 0,
-        conn: None,
-    };
+    let mut p = Producer::new(&addrs[1..]);
     assert_eq!(p.publish("after", b"a", 0).await.base_offset, 0);
     assert_eq!(read_all(addrs[3], "after", 1).await, vec![b"a".to_vec()]);
     assert_eq!(p.publish("orders", b"more", n).await.base_offset, n);
@@ -1233,11 +1201,7 @@ async fn a_replicated_topic_is_deleted_everywhere_even_on_a_node_that_was_down()
     let mut cluster = Cluster::start(3);
     let addrs = cluster.addrs.clone();
     create(&addrs, "gone").await;
-    let mut p = Producer {
-        addrs: addrs.clone(),
-        at: 0,
-        conn: None,
-    };
+    let mut p = Producer::new(&addrs);
     for seq in 0..10 {
         p.publish("gone", b"x", seq).await;
     }
@@ -1278,11 +1242,7 @@ async fn a_replicated_topic_is_deleted_everywhere_even_on_a_node_that_was_down()
     }
     // The name is free again: a new topic, from offset 0, on every node.
     create(&addrs, "gone").await;
-    let mut p = Producer {
-        addrs: addrs.clone(),
-        at: 0,
-        conn: None,
-    };
+    let mut p = Producer::new(&addrs);
     assert_eq!(p.publish("gone", b"new", 0).await.base_offset, 0);
     for a in &addrs {
         assert_eq!(read_all(*a, "gone", 1).await, vec![b"new".to_vec()]);

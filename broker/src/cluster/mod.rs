@@ -228,14 +228,7 @@ impl Cluster {
     /// The metadata group's voters (the cluster's members) and their
     /// addresses.
     fn members(&self) -> BTreeMap<NodeId, String> {
-        let voters: Vec<NodeId> = self
-            .meta
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
+        let voters = types::voters(&self.meta);
         let book = self.peers.all();
         voters
             .into_iter()

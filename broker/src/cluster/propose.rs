@@ -169,13 +169,7 @@ pub async fn here(raft: &Raft, peers: &Peers, write: Write) -> Result<Outcome, P
             // A node not yet a voter first follows as a learner until it
             // has caught up (add_learner waits for that), so that the
             // change of voters does not stall commits behind its copying.
-            let current: BTreeSet<NodeId> = raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .collect();
+            let current = super::types::voters(raft);
             for (id, addr) in &voters {
                 if !current.contains(id) {
                     raft.add_learner(*id, Node::new(addr), true)

@@ -102,6 +102,17 @@ pub enum Appended {
     Failed { code: u16, message: String },
 }
 
+/// The voters of `raft`'s group as this node sees them now (its effective
+/// membership: a change shows before it is committed).
+pub fn voters(raft: &Raft) -> std::collections::BTreeSet<NodeId> {
+    raft.metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect()
+}
+
 /// Shorthands for openraft's generic types.
 pub type Raft = openraft::Raft<TypeConfig>;
 pub type LogId = openraft::LogId<NodeId>;
