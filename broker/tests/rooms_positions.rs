@@ -34,7 +34,9 @@ async fn client(addr: SocketAddr, id: &str) -> Client {
 }
 
 fn groups_dir(data: &Path, room: &str) -> PathBuf {
-    data.join("topics").join(format!("_room.{room}")).join("groups")
+    data.join("topics")
+        .join(format!("_room.{room}"))
+        .join("groups")
 }
 
 fn positions_file(data: &Path, room: &str) -> PathBuf {
@@ -133,7 +135,9 @@ async fn emit(c: &Client, room: &str, name: &str, payload: String) {
 /// had confirmed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn positions_survive_a_sigkill_of_the_broker() {
-    tokio::time::timeout(BOUND, sigkill()).await.expect("bounded");
+    tokio::time::timeout(BOUND, sigkill())
+        .await
+        .expect("bounded");
 }
 
 async fn sigkill() {
@@ -278,7 +282,9 @@ fn assert_group_unavailable<T: std::fmt::Debug>(r: herald_client::Result<T>, wha
 /// reset says, the others at the room's end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_positions_file_is_detected_reported_and_stays_local() {
-    tokio::time::timeout(BOUND, damaged()).await.expect("bounded");
+    tokio::time::timeout(BOUND, damaged())
+        .await
+        .expect("bounded");
 }
 
 async fn damaged() {
@@ -347,7 +353,11 @@ async fn damaged() {
     let kept = std::fs::read_dir(groups_dir(dir.path(), "lobby"))
         .unwrap()
         .flatten()
-        .any(|e| e.file_name().to_string_lossy().starts_with(".positions.damaged-"));
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".positions.damaged-")
+        });
     assert!(kept, "the damaged file is kept aside");
     let text = scrape(b.http_addr().unwrap()).await;
     assert!(
@@ -392,7 +402,9 @@ async fn scrape(http: SocketAddr) -> String {
 /// (removing them), and each member resumes exactly where it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_member_state_files_of_the_previous_version_are_moved_in() {
-    tokio::time::timeout(BOUND, migration()).await.expect("bounded");
+    tokio::time::timeout(BOUND, migration())
+        .await
+        .expect("bounded");
 }
 
 async fn migration() {

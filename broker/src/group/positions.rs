@@ -160,7 +160,10 @@ pub fn load(path: &Path) -> Result<Option<Stored>, StoreError> {
     if stored.format != FORMAT {
         return Err(corrupt(
             path,
-            format!("unknown format {} (this broker writes {FORMAT})", stored.format),
+            format!(
+                "unknown format {} (this broker writes {FORMAT})",
+                stored.format
+            ),
         ));
     }
     Ok(Some(stored))
@@ -391,7 +394,9 @@ impl Positions {
         rx.await.unwrap_or_else(|_| {
             Err(StoreError::Io {
                 path: self.path.clone(),
-                source: std::io::Error::other("the room's positions writer ended without an answer"),
+                source: std::io::Error::other(
+                    "the room's positions writer ended without an answer",
+                ),
             })
         })
     }
@@ -631,8 +636,10 @@ mod tests {
         let r = Positions::replace_damaged(dir.path(), false, None, "t").unwrap();
         assert!(r.damage().is_none() && r.names().is_empty());
         r.apply(Op::Save("a".into(), state(4))).await.unwrap();
-        assert!(std::fs::read_dir(dir.path())
+        assert!(std::fs::read_dir(dir.path()).unwrap().any(|e| e
             .unwrap()
-            .any(|e| e.unwrap().file_name().to_string_lossy().contains("damaged-")));
+            .file_name()
+            .to_string_lossy()
+            .contains("damaged-")));
     }
 }

@@ -95,7 +95,15 @@ impl GroupSet {
             tx: self.written.clone(),
             key,
         };
-        let g = Group::new(topic, name, target, defaults, origin, notify, stopped.clone());
+        let g = Group::new(
+            topic,
+            name,
+            target,
+            defaults,
+            origin,
+            notify,
+            stopped.clone(),
+        );
         let handle = GroupHandle {
             tx: self.tx.clone(),
             key,
