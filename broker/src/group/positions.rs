@@ -296,8 +296,8 @@ impl Positions {
                     Ok(Some(s)) => {
                         // Already moved by a start that ended before
                         // removing the file: the entry is the newer.
-                        if !groups.contains_key(&name) {
-                            groups.insert(name, s);
+                        if let std::collections::hash_map::Entry::Vacant(e) = groups.entry(name) {
+                            e.insert(s);
                             added += 1;
                         }
                         moved.push(file);
