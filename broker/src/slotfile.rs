@@ -13,8 +13,10 @@
 //! is still written through a temporary and a rename.
 //!
 //! Layout: the file is two slots of equal size (its length / 2). A slot is
-//! `magic "HGS2" | seq u64 LE | len u32 LE | crc32c u32 LE | body | zero
-//! padding`; the checksum covers seq, len and body. The valid slot with the
+//! `magic "HGS2" | seq u64 LE | len u32 LE | crc32c u32 LE | body | rest`;
+//! the checksum covers seq, len and body; the rest of the slot is zeros in
+//! a new file and whatever longer states left there after in-place writes
+//! (never read). The valid slot with the
 //! higher `seq` is the state. A slot that fails its checksum is a write a
 //! crash interrupted (never confirmed: the other slot holds the newest
 //! confirmed state), or damage; either way it is logged, and only a file
@@ -212,7 +214,11 @@ impl Handle {
     /// The caller drops the handle if this fails.
     fn write(&mut self, body: &[u8], sync: bool) -> io::Result<()> {
         let target = self.newest.map_or(0, |i| 1 - i);
-        self.buf.resize(self.slot_size, 0);
+        // The header and the body only: what follows them in the slot is
+        // never read (a slot's length says where its body ends), so a
+        // room's positions file of a few KiB in a bigger slot costs the
+        // pages its state fills, not the slot's.
+        self.buf.resize(HEADER + body.len(), 0);
         fill_slot(&mut self.buf, self.seq + 1, body);
         self.file
             .write_all_at(&self.buf, (target * self.slot_size) as u64)?;

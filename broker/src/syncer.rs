@@ -19,6 +19,11 @@
 //! Requests are coalesced: whatever arrives while a round runs goes into
 //! the next one.
 //!
+//! Since then the members of a room keep their states in one positions
+//! file per room ([`crate::group::positions`]): a room is one file per
+//! round here, whatever its number of members; the groups of ordinary
+//! topics (and inboxes) still have a file each.
+//!
 //! Linux only (`syncfs(2)`); elsewhere [`Syncer::new`] returns `None` and
 //! the groups fsync their own files.
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::positions::{Op, Positions};
 use super::store::{self, StoreError, StoredGroup};
 use crate::slotfile;
 use crate::syncer::Syncer;
@@ -92,7 +93,7 @@ fn lost() -> StoreError {
 
 /// Sends a write's [`Notify`] message when dropped: after its outcome was
 /// sent, or while a panic unwinds, so that the actor always hears of it.
-struct Told(Option<Notify>, u64);
+pub(super) struct Told(Option<Notify>, u64);
 
 impl Drop for Told {
     fn drop(&mut self) {
@@ -102,9 +103,21 @@ impl Drop for Told {
     }
 }
 
+/// Where a group's state is written.
+pub enum Target {
+    /// A file of its own (`groups/<name>.state`).
+    File(PathBuf),
+    /// Its entry in the positions file of a room's log, written with the
+    /// other members' (see [`super::positions`]).
+    Room(Arc<Positions>),
+}
+
 /// The persistence side of one group.
 pub struct Persister {
     group: String,
+    target: Target,
+    /// The state file's path (for a room member, the room's positions
+    /// file), for messages.
     path: PathBuf,
     /// fsync the file and folder (the topic's policy is `always`).
     durable: bool,
@@ -142,13 +155,18 @@ pub struct Persister {
 impl Persister {
     pub fn new(
         group: String,
-        path: PathBuf,
+        target: Target,
         durable: bool,
         syncer: Option<Arc<Syncer>>,
         notify: Option<Notify>,
     ) -> Persister {
+        let path = match &target {
+            Target::File(p) => p.clone(),
+            Target::Room(p) => p.path().to_path_buf(),
+        };
         Persister {
             group,
+            target,
             path,
             durable,
             syncer,
@@ -229,6 +247,12 @@ impl Persister {
         let path = self.path.clone();
         let told = Told(self.notify.clone(), seq);
         let (tx, outcome) = oneshot::channel();
+        if let Target::Room(positions) = &self.target {
+            // One write of the room's file carries it, with the other
+            // members' changes of the round.
+            positions.submit(Op::Save(self.group.clone(), state), tx, Some(told));
+            return Write { seq, outcome };
+        }
         let file = self.file.clone();
         match (&self.syncer, self.durable) {
             (Some(syncer), true) => {
@@ -383,6 +407,11 @@ impl Persister {
         for w in self.current.drain(..).chain(self.next.drain(..)) {
             let _ = w.send(Err(BrokerError::ShuttingDown));
         }
+        if let Target::Room(positions) = &self.target {
+            // Its entry leaves the room's file, durably, after every
+            // earlier write of it (one writer, in order).
+            return positions.apply(Op::Remove(self.group.clone())).await;
+        }
         // Closed before the file goes: nothing may write to it afterwards.
         self.keep_open = false;
         self.file.clear();
@@ -425,7 +454,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // The folder does not exist: every write fails.
         let path = dir.path().join("missing").join("g.state");
-        let mut p = Persister::new("g".into(), path.clone(), false, None, None);
+        let mut p = Persister::new("g".into(), Target::File(path.clone()), false, None, None);
         let (tx, rx) = oneshot::channel();
         p.wait(tx);
         p.maybe_start(StoredGroup::default);
@@ -450,7 +479,7 @@ mod tests {
     async fn a_failed_last_write_is_not_reported_as_ok() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing").join("g.state");
-        let mut p = Persister::new("g".into(), path, false, None, None);
+        let mut p = Persister::new("g".into(), Target::File(path), false, None, None);
         let (tx, rx) = oneshot::channel();
         p.wait(tx);
         p.close(StoredGroup::default()).await;
@@ -461,7 +490,7 @@ mod tests {
     fn backoff_is_bounded() {
         let mut p = Persister::new(
             "g".into(),
-            PathBuf::from("/nonexistent/g.state"),
+            Target::File(PathBuf::from("/nonexistent/g.state")),
             false,
             None,
             None,

@@ -27,7 +27,7 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{DeadLettered, Reads};
-use super::persist::{Notify, Written};
+use super::persist::{Notify, Target, Written};
 use super::state::{Ctx, Group};
 use super::{Cmd, DoneReply, Envelope, GroupDefaults, GroupHandle, Origin, GROUP_QUEUE};
 use crate::memory::{Level, MemoryBudget};
@@ -58,18 +58,18 @@ impl GroupSet {
         start(topic, defaults, false)
     }
 
-    /// Adds group `name` (state file `path`) to the set.
+    /// Adds group `name` (its state written to `target`) to the set.
     pub fn add(
         &mut self,
         topic: &Topic,
         name: String,
-        path: PathBuf,
+        target: Target,
         defaults: &GroupDefaults,
         origin: Origin,
     ) -> GroupHandle {
         let key = self.next_key;
         self.next_key += 1;
-        let (g, handle) = self.group(key, topic, name, path, defaults, origin);
+        let (g, handle) = self.group(key, topic, name, target, defaults, origin);
         // A set that ended drops the group, which marks its handle stopped.
         let _ = self.adds.send((key, Box::new(g)));
         handle
@@ -86,7 +86,7 @@ impl GroupSet {
         key: u64,
         topic: &Topic,
         name: String,
-        path: PathBuf,
+        target: Target,
         defaults: &GroupDefaults,
         origin: Origin,
     ) -> (Group, GroupHandle) {
@@ -95,7 +95,15 @@ impl GroupSet {
             tx: self.written.clone(),
             key,
         };
-        let g = Group::new(topic, name, path, defaults, origin, notify, stopped.clone());
+        let g = Group::new(
+            topic,
+            name,
+            target,
+            defaults,
+            origin,
+            notify,
+            stopped.clone(),
+        );
         let handle = GroupHandle {
             tx: self.tx.clone(),
             key,
@@ -115,7 +123,7 @@ pub fn spawn(
     origin: Origin,
 ) -> GroupHandle {
     let set = start(topic.clone(), defaults.clone(), true);
-    let (g, handle) = set.group(0, &topic, name, path, &defaults, origin);
+    let (g, handle) = set.group(0, &topic, name, Target::File(path), &defaults, origin);
     let _ = set.adds.send((0, Box::new(g)));
     handle
 }

@@ -4,7 +4,6 @@
 //! and its timers; nothing here waits for the disk, so that one slow group
 //! does not hold up the others of its set.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::acks::{AckTracker, MemberId, Released};
 use super::dispatch::DeadLettered;
-use super::persist::{Notify, Persister, Write};
+use super::persist::{Notify, Persister, Target, Write};
 use super::store::StoredGroup;
 use super::{stored, Cmd, DoneReply, GroupDefaults, Join, JoinReply, Origin};
 use crate::memory::{Level, MemoryBudget};
@@ -119,7 +118,7 @@ impl Group {
     pub fn new(
         topic: &Topic,
         name: String,
-        path: PathBuf,
+        target: Target,
         defaults: &GroupDefaults,
         origin: Origin,
         notify: Notify,
@@ -148,7 +147,7 @@ impl Group {
         let reported = tracker.floor();
         Group {
             key: notify.key,
-            persist: Persister::new(name.clone(), path, durable, syncer, Some(notify))
+            persist: Persister::new(name.clone(), target, durable, syncer, Some(notify))
                 .with_interval(defaults.persist_interval),
             name,
             tracker,

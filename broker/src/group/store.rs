@@ -1,6 +1,8 @@
 //! Where a group's acknowledgement state lives on disk: one small file per
 //! group (`groups/<name>.state`), postcard-encoded, rewritten in place in
-//! two alternating checksummed copies ([`crate::slotfile`]).
+//! two alternating checksummed copies ([`crate::slotfile`]). The groups of
+//! a room's log (its members) keep theirs in the room's positions file
+//! instead ([`super::positions`]), encoded the same way.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

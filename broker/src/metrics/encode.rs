@@ -342,6 +342,16 @@ impl SnapshotCollector {
         single(
             enc,
             &Desc(
+                "herald_room_positions_damaged",
+                "Rooms whose positions file (every member's position) is damaged: their members cannot read them.",
+                None,
+                Gauge,
+            ),
+            s.room_positions_damaged,
+        )?;
+        single(
+            enc,
+            &Desc(
                 "herald_room_emits",
                 "Emit requests accepted.",
                 None,

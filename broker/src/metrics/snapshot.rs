@@ -76,6 +76,9 @@ pub struct Snapshot {
     pub rooms: RoomGauges,
     pub emits: u64,
     pub presence_events: u64,
+    /// Room logs whose positions file (every member's position) is
+    /// damaged.
+    pub room_positions_damaged: u64,
     /// Records delivered from room logs and inboxes.
     pub room_deliveries: u64,
     pub memory_limit: u64,
@@ -121,6 +124,9 @@ impl Snapshot {
             s.add_topic(t, labelled);
             if member_groups(&t.name) {
                 s.room_deliveries += t.delivered();
+            }
+            if t.positions_damaged() {
+                s.room_positions_damaged += 1;
             }
         }
         for t in &topics {

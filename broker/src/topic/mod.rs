@@ -17,7 +17,7 @@ use herald_protocol::{GroupInfo, StartPosition, TopicConfig, TopicInfo};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::positions::Floors;
-use crate::group::{self, store, GroupDefaults, GroupHandle, GroupSet, Origin};
+use crate::group::{self, store, GroupDefaults, GroupHandle, GroupSet, Origin, Positions, Target};
 use crate::storage::Log;
 use crate::BrokerError;
 pub use registry::Registry;
@@ -35,6 +35,10 @@ pub struct Topic {
     /// see [`group::GroupSet`]), started on first use; `None` for other
     /// topics, whose groups have an actor each. Locked inside `groups`.
     shared_groups: Mutex<Option<GroupSet>>,
+    /// Where a room log's groups (its members) keep their state, all in
+    /// one file (see [`group::positions`]); opened on first use, `None`
+    /// until then and for other topics, whose groups have a file each.
+    positions: Mutex<Option<Arc<Positions>>>,
     /// Groups whose state file is damaged or unreadable, with the reason.
     /// They are listed as damaged, refuse members, and are replaced by a
     /// reset. Found at open and whenever a state file fails to load.
@@ -69,6 +73,7 @@ impl Topic {
             dir,
             groups: Mutex::new(HashMap::new()),
             shared_groups: Mutex::new(None),
+            positions: Mutex::new(None),
             damaged: Mutex::new(HashMap::new()),
             cancel,
             registry,
@@ -136,6 +141,59 @@ impl Topic {
         self.groups_dir().join(format!("{group}.state"))
     }
 
+    /// A room's log: its groups are the room's members, whose states are
+    /// kept in one positions file.
+    fn is_room_log(&self) -> bool {
+        self.name.starts_with(crate::rooms::log::ROOM_PREFIX)
+    }
+
+    fn durable(&self) -> bool {
+        matches!(
+            self.log.config().fsync,
+            herald_protocol::FsyncPolicy::Always
+        )
+    }
+
+    /// A room log's positions file, opened on first use (per-member files
+    /// of an older version are moved into it then, see
+    /// [`group::positions`]). A damaged file is opened too, and says so.
+    ///
+    /// # Errors
+    /// The file cannot be read (the next use tries again), or the move of
+    /// older files failed.
+    fn positions(&self) -> Result<Arc<Positions>, BrokerError> {
+        let mut slot = self.positions.lock().map_err(|_| poisoned())?;
+        if let Some(p) = &*slot {
+            return Ok(p.clone());
+        }
+        let syncer = self.registry().and_then(|r| r.syncer().cloned());
+        let p = Arc::new(Positions::open(
+            &self.groups_dir(),
+            self.durable(),
+            syncer,
+            &self.name,
+        )?);
+        *slot = Some(p.clone());
+        Ok(p)
+    }
+
+    /// Whether this is a room's log whose positions file is damaged.
+    pub fn positions_damaged(&self) -> bool {
+        self.positions
+            .lock()
+            .ok()
+            .and_then(|p| p.as_ref().map(|p| p.damage().is_some()))
+            .unwrap_or(false)
+    }
+
+    /// For a room's log whose positions file is damaged: why.
+    fn positions_damage(&self) -> Result<Option<String>, BrokerError> {
+        if !self.is_room_log() {
+            return Ok(None);
+        }
+        Ok(self.positions()?.damage().map(str::to_owned))
+    }
+
     /// The actor of group `name`, started (and its state loaded) on first
     /// use; a group without state is created by its first member.
     ///
@@ -167,6 +225,23 @@ impl Topic {
                 return Ok(Some(g.clone()));
             }
         }
+        if self.is_room_log() {
+            let positions = self.positions()?;
+            if let Some(reason) = positions.damage() {
+                return Err(unavailable(name, reason.to_owned()));
+            }
+            let origin = match positions.get(name) {
+                Some(s) => Origin::Loaded(s),
+                None if !create => return Ok(None),
+                None => {
+                    std::fs::create_dir_all(self.groups_dir())?;
+                    Origin::New
+                }
+            };
+            let h = self.spawn_group(name, Target::Room(positions), origin)?;
+            groups.insert(name.to_owned(), h.clone());
+            return Ok(Some(h));
+        }
         let path = self.state_path(name);
         let origin = match store::load(&path) {
             Ok(Some(s)) => Origin::Loaded(s),
@@ -182,7 +257,7 @@ impl Topic {
                 return Err(unavailable(name, reason));
             }
         };
-        let h = self.spawn_group(name, path, origin)?;
+        let h = self.spawn_group(name, Target::File(path), origin)?;
         groups.insert(name.to_owned(), h.clone());
         Ok(Some(h))
     }
@@ -192,20 +267,23 @@ impl Topic {
     fn spawn_group(
         self: &Arc<Self>,
         name: &str,
-        path: PathBuf,
+        target: Target,
         origin: Origin,
     ) -> Result<GroupHandle, BrokerError> {
         let reg = self.registry();
         let defaults = reg.as_ref().map(|r| r.group_defaults()).unwrap_or_default();
-        if !self.name.starts_with(crate::rooms::log::ROOM_PREFIX) {
-            return Ok(group::spawn(
-                self.clone(),
-                name.to_owned(),
-                path,
-                defaults,
-                origin,
-            ));
-        }
+        let target = match target {
+            Target::File(path) if !self.is_room_log() => {
+                return Ok(group::spawn(
+                    self.clone(),
+                    name.to_owned(),
+                    path,
+                    defaults,
+                    origin,
+                ));
+            }
+            t => t,
+        };
         // A room's members ack the same events at once: their saves are
         // spaced further apart (see `ROOM_PERSIST_INTERVAL`).
         let defaults = GroupDefaults {
@@ -217,7 +295,7 @@ impl Topic {
             Some(s) if !s.is_ended() => s,
             stale => stale.insert(GroupSet::spawn(self.clone(), defaults.clone())),
         };
-        Ok(set.add(self, name.to_owned(), path, &defaults, origin))
+        Ok(set.add(self, name.to_owned(), target, &defaults, origin))
     }
 
     fn damage_of(&self, name: &str) -> Option<String> {
@@ -238,7 +316,18 @@ impl Topic {
     /// one is logged at ERROR with its file and reason, and its group is
     /// marked unavailable. The others load when first used.
     pub(crate) fn check_groups(&self) {
+        if self.is_room_log() {
+            // Opening it moves older per-member files in, and logs damage;
+            // what is left of those files below is damaged.
+            if let Err(e) = self.positions() {
+                tracing::error!(topic = %self.name, error = %e, "the positions file of this room cannot be read; its members' positions are unavailable until it can");
+            }
+        }
         for name in self.stored_group_names() {
+            if !self.state_path(&name).exists() {
+                // A member in the room's positions file, checked above.
+                continue;
+            }
             let path = self.state_path(&name);
             if let Err(e) = store::load(&path) {
                 tracing::error!(topic = %self.name, group = %name, file = %path.display(), error = %e, "group state is damaged or unreadable; the group is unavailable until it is reset (`herald groups TOPIC GROUP --reset-to POSITION`)");
@@ -247,9 +336,15 @@ impl Topic {
         }
     }
 
-    /// Names of groups with a state file (damaged ones included).
+    /// Names of groups with a state file (damaged ones included), or an
+    /// entry in a room log's positions file.
     fn stored_group_names(&self) -> Vec<String> {
         let mut names = Vec::new();
+        if self.is_room_log() {
+            if let Ok(p) = self.positions() {
+                names.extend(p.names());
+            }
+        }
         if let Ok(rd) = std::fs::read_dir(self.groups_dir()) {
             for e in rd.flatten() {
                 let f = e.file_name().to_string_lossy().to_string();
@@ -283,7 +378,16 @@ impl Topic {
             .lock()
             .map(|g| g.contains_key(name))
             .unwrap_or(false);
-        running || self.state_path(name).exists()
+        if running || self.state_path(name).exists() {
+            return true;
+        }
+        // A member of a room whose positions file is damaged has a
+        // position, only not a readable one: it is not placed afresh.
+        self.is_room_log()
+            && self
+                .positions()
+                .map(|p| p.damage().is_some() || p.contains(name))
+                .unwrap_or(true)
     }
 
     /// Lag, in-flight and member figures of every group; a damaged group
@@ -363,6 +467,11 @@ impl Topic {
     /// # Errors
     /// The state file cannot be removed.
     pub async fn delete_group(self: &Arc<Self>, name: &str) -> Result<(), BrokerError> {
+        if let Some(reason) = self.positions_damage()? {
+            // The file holds every member's position: nothing is removed
+            // from it, or written to it, until it is repaired.
+            return Err(unavailable(name, reason));
+        }
         let handle = match self.existing_group(name) {
             Ok(Some(h)) => h,
             Ok(None) => return Ok(()),
@@ -388,6 +497,22 @@ impl Topic {
     /// Sets a damaged state file aside and starts the group afresh.
     fn replace_damaged(self: &Arc<Self>, name: &str) -> Result<GroupHandle, BrokerError> {
         let mut groups = self.groups.lock().map_err(|_| poisoned())?;
+        if self.positions_damage()?.is_some() {
+            // A room's damaged positions file: set aside, replaced by an
+            // empty one; the other members, without a position now, start
+            // at the room's end when they next read it.
+            let syncer = self.registry().and_then(|r| r.syncer().cloned());
+            let fresh = Arc::new(Positions::replace_damaged(
+                &self.groups_dir(),
+                self.durable(),
+                syncer,
+                &self.name,
+            )?);
+            *self.positions.lock().map_err(|_| poisoned())? = Some(fresh.clone());
+            let h = self.spawn_group(name, Target::Room(fresh), Origin::Replacing)?;
+            groups.insert(name.to_owned(), h.clone());
+            return Ok(h);
+        }
         let path = self.state_path(name);
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -410,7 +535,12 @@ impl Topic {
         if let Ok(mut d) = self.damaged.lock() {
             d.remove(name);
         }
-        let h = self.spawn_group(name, path, Origin::Replacing)?;
+        let target = if self.is_room_log() {
+            Target::Room(self.positions()?)
+        } else {
+            Target::File(path)
+        };
+        let h = self.spawn_group(name, target, Origin::Replacing)?;
         groups.insert(name.to_owned(), h.clone());
         Ok(h)
     }
