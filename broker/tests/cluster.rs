@@ -34,6 +34,8 @@ struct Cluster {
     /// The first `formed` nodes form the cluster; the others start with
     /// `--join` and wait to be added.
     formed: usize,
+    /// Each node's HTTP listener (WebSocket clients), when it has one.
+    http: Option<Vec<SocketAddr>>,
     /// With a partitionable network: `links[i][j]` is the proxy node `i`
     /// reaches node `j` through.
     links: Option<Vec<Vec<Option<Link>>>>,
@@ -81,6 +83,7 @@ impl Cluster {
             dirs,
             nodes: Vec::new(),
             formed,
+            http: None,
             links,
         }
     }
@@ -130,7 +133,12 @@ impl Cluster {
     fn spawn(&self, i: usize) -> Child {
         let id = (i + 1).to_string();
         let peers = self.peers(i);
-        let mut args = vec!["--no-http", "--node-id", &id, "--peers", &peers];
+        let http = self.http.as_ref().map(|h| h[i].to_string());
+        let mut args = vec!["--node-id", &id, "--peers", &peers];
+        match &http {
+            Some(h) => args.extend(["--http", h.as_str()]),
+            None => args.push("--no-http"),
+        }
         if i >= self.formed {
             args.push("--join");
         }
@@ -1247,4 +1255,44 @@ async fn a_replicated_topic_is_deleted_everywhere_even_on_a_node_that_was_down()
     for a in &addrs {
         assert_eq!(read_all(*a, "gone", 1).await, vec![b"new".to_vec()]);
     }
+}
+
+/// A Rust client over WebSocket given only a follower's URL cannot dial
+/// the leader (a NotLeader names it by its TCP address): it tries its one
+/// address again after a pause each time, instead of reconnecting in a
+/// tight loop, and its publish is never confirmed by a node that does not
+/// lead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_client_that_cannot_reach_the_leader_does_not_spin() {
+    let mut cluster = Cluster::start_on(free_addrs(3), None);
+    cluster.http = Some(free_addrs(3));
+    cluster.spawn_all();
+    let addrs = cluster.addrs.clone();
+    create(&addrs, "far").await;
+    let mut p = Producer::new(&addrs);
+    p.publish("far", b"x", 0).await;
+    let follower = (p.at + 1) % addrs.len();
+    let url = format!("ws://{}/ws", cluster.http.as_ref().unwrap()[follower]);
+    let client = herald_client::Client::connect(url).await.unwrap();
+    let mut events = client.events();
+    let producer = client.producer("far");
+    let confirm = producer.send("y").await.unwrap();
+    let drops = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = drops.clone();
+    let counter = tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            if matches!(e, herald_client::ConnectionEvent::Disconnected { .. }) {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    // Watched for 2 s: a NotLeader every 100 ms at most (the pause) is 20
+    // drops; a tight loop is hundreds.
+    if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(2), confirm).await {
+        panic!("confirmed through a follower it cannot leave: {c:?}");
+    }
+    counter.abort();
+    let drops = drops.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(drops >= 2, "the client tried again ({drops} drops)");
+    assert!(drops <= 40, "{drops} reconnects in 2 s: the client spins");
 }

@@ -197,10 +197,11 @@ impl Connection {
                         return self.finish("connection dropped while closing", false);
                     }
                     if let Some(leader) = self.state.redirect.take() {
-                        let known = leader.is_some();
-                        self.point_at(leader);
-                        // No leader yet (an election): give it a moment.
-                        if !known && !self.wait_offline(NO_LEADER_PAUSE).await {
+                        // No leader yet (an election), or one this client
+                        // cannot dial (named by its TCP address, over
+                        // WebSocket): the next address, after a moment, so
+                        // that a single address does not loop at once.
+                        if !self.point_at(leader) && !self.wait_offline(NO_LEADER_PAUSE).await {
                             return self.finish("client closed", false);
                         }
                     }
@@ -212,10 +213,10 @@ impl Connection {
     /// Dials `leader` next (a cluster node's NotLeader named it; added to
     /// the addresses if it was not given), or the next address when no
     /// leader is known or the transport is WebSocket (the leader is named
-    /// by its TCP address).
-    fn point_at(&mut self, leader: Option<String>) {
+    /// by its TCP address). Whether it is the leader that is dialled next.
+    fn point_at(&mut self, leader: Option<String>) -> bool {
         let Ok(list) = &mut self.endpoints else {
-            return;
+            return false;
         };
         let tcp = matches!(list[0], Endpoint::Tcp { .. });
         let at = leader.filter(|_| tcp).and_then(|a| {
@@ -227,6 +228,7 @@ impl Connection {
             })
         });
         self.current = at.unwrap_or((self.current + 1) % list.len());
+        at.is_some()
     }
 
     fn finish(mut self, reason: &str, fail_subs: bool) {
