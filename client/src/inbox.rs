@@ -15,17 +15,18 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use herald_protocol::batch::HeaderSpan;
 use herald_protocol::rooms::headers;
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::StreamMap;
 
 use crate::client::ClientInner;
+use crate::handoff::Handoff;
 use crate::{Client, Error, Message, Result, Start, Subscription};
 
 /// Events read from the inbox and not yet taken by the [`Inbox`] stream.
@@ -55,8 +56,13 @@ pub(crate) struct InboxHub {
     /// Requests waiting for their reply, by correlation id.
     waiters: Mutex<HashMap<u64, oneshot::Sender<Bytes>>>,
     handlers: Mutex<HashMap<String, Handler>>,
-    /// The stream's end, while no [`Inbox`] holds it.
-    rx: Mutex<Option<mpsc::Receiver<Result<Event>>>>,
+    /// Set by the first [`Client::on`]: until then the reader looks up no
+    /// handler per event.
+    has_handlers: AtomicBool,
+    /// Events for the [`Inbox`] stream.
+    queue: Arc<Handoff<Result<Event>>>,
+    /// Whether an [`Inbox`] stream is alive (there is one at a time).
+    taken: AtomicBool,
     /// Random start: a reply left in the inbox by an earlier run of this
     /// client cannot match a new request.
     next_correlation: AtomicU64,
@@ -66,7 +72,7 @@ pub(crate) struct InboxHub {
     reading: Mutex<HashSet<String>>,
     /// Cleared by the first user of the hub, which reads the rooms this
     /// client id is already a member of (a restarted process).
-    rooms_unknown: std::sync::atomic::AtomicBool,
+    rooms_unknown: AtomicBool,
 }
 
 impl std::fmt::Debug for InboxHub {
@@ -136,54 +142,76 @@ pub enum EventKind {
 /// One event from the inbox. Ack it once handled ([`Event::ack`]);
 /// unacked events are delivered again (after the ack timeout, or after a
 /// reconnect).
+///
+/// Its name, sender and room are read from the record in place (where
+/// they lie in its headers), not copied: a busy room hands out hundreds
+/// of thousands of events a second, and each copy was an allocation.
 #[derive(Debug, Clone)]
 pub struct Event {
     msg: Message,
-    name: String,
     kind: EventKind,
+    sender: Option<HeaderSpan>,
+    room: Option<HeaderSpan>,
+    reply_to: Option<(HeaderSpan, u64)>,
+    /// Only when a name, sender, room or reply address is not UTF-8 (a
+    /// record written without this client): their lossy copies.
+    lossy: Option<Box<Lossy>>,
+    client: Weak<ClientInner>,
+}
+
+#[derive(Debug, Clone)]
+struct Lossy {
+    name: String,
     sender: String,
     room: Option<String>,
-    reply_to: Option<(String, u64)>,
-    client: Weak<ClientInner>,
+    reply_to: String,
 }
 
 /// The room headers of a record (the first of each name), read in one
 /// pass over its headers: an event is looked at for half a dozen of them,
 /// and a busy room delivers hundreds of thousands of events a second.
+/// Values are kept as where they lie in the record, not copied.
 #[derive(Default)]
-struct Fields<'a> {
-    kind: &'a [u8],
-    sender: Option<&'a [u8]>,
-    room: Option<&'a [u8]>,
-    reply_to: Option<&'a [u8]>,
-    correlation: Option<&'a [u8]>,
+struct Fields {
+    presence: bool,
+    reply: bool,
+    sender: Option<HeaderSpan>,
+    room: Option<HeaderSpan>,
+    reply_to: Option<HeaderSpan>,
+    correlation: Option<u64>,
     except_sender: bool,
-    emit_id: Option<&'a [u8]>,
+    emit_id: Option<HeaderSpan>,
 }
 
-impl<'a> Fields<'a> {
-    fn of(msg: &'a Message) -> Fields<'a> {
+impl Fields {
+    fn of(msg: &Message) -> Fields {
         let mut f = Fields::default();
         let mut kind = None;
-        for (name, value) in msg.headers() {
-            let slot = match name {
-                headers::KIND => &mut kind,
-                headers::SENDER => &mut f.sender,
-                headers::ROOM => &mut f.room,
-                headers::REPLY_TO => &mut f.reply_to,
-                headers::CORRELATION => &mut f.correlation,
-                headers::EMIT_ID => &mut f.emit_id,
-                headers::EXCEPT_SENDER => {
+        let mut correlation = None;
+        for h in msg.record.raw_headers() {
+            // Header names compared as bytes: no UTF-8 check per header.
+            let slot = match h.name {
+                n if n == headers::KIND.as_bytes() => &mut kind,
+                n if n == headers::SENDER.as_bytes() => &mut f.sender,
+                n if n == headers::ROOM.as_bytes() => &mut f.room,
+                n if n == headers::REPLY_TO.as_bytes() => &mut f.reply_to,
+                n if n == headers::CORRELATION.as_bytes() => &mut correlation,
+                n if n == headers::EMIT_ID.as_bytes() => &mut f.emit_id,
+                n if n == headers::EXCEPT_SENDER.as_bytes() => {
                     f.except_sender = true;
                     continue;
                 }
                 _ => continue,
             };
-            if slot.is_none() {
-                *slot = Some(value);
-            }
+            slot.get_or_insert(h.span);
         }
-        f.kind = kind.unwrap_or_default();
+        let rec = &msg.record;
+        let kind = kind.map(|k| rec.header_value(k)).unwrap_or_default();
+        f.presence = kind == headers::KIND_PRESENCE.as_bytes();
+        f.reply = kind == headers::KIND_REPLY.as_bytes();
+        f.correlation = correlation
+            .and_then(|c| std::str::from_utf8(rec.header_value(c)).ok())
+            .and_then(|c| c.parse::<u64>().ok());
         f
     }
 }
@@ -192,31 +220,42 @@ fn text(v: &[u8]) -> String {
     String::from_utf8_lossy(v).into_owned()
 }
 
+/// A header value as text; "" if not UTF-8 (then the event keeps a lossy
+/// copy, see [`Event::lossy`]).
+fn as_str(v: &[u8]) -> &str {
+    std::str::from_utf8(v).unwrap_or("")
+}
+
 impl Event {
-    fn parse(msg: Message, client: Weak<ClientInner>) -> (Event, Option<u64>) {
-        let name = msg.key().map(|k| text(k)).unwrap_or_default();
-        let f = Fields::of(&msg);
-        let correlation = f
-            .correlation
-            .and_then(|c| std::str::from_utf8(c).ok())
-            .and_then(|c| c.parse::<u64>().ok());
-        let reply = (f.kind == headers::KIND_REPLY.as_bytes())
-            .then_some(correlation)
-            .flatten();
-        let reply_to = f.reply_to.map(text).zip(correlation);
-        let kind = if f.kind == headers::KIND_PRESENCE.as_bytes() {
+    fn parse(msg: Message, f: &Fields, client: Weak<ClientInner>) -> (Event, Option<u64>) {
+        let reply = f.correlation.filter(|_| f.reply);
+        let kind = if f.presence {
             EventKind::Presence
         } else {
             EventKind::Event
         };
-        let sender = f.sender.map(text).unwrap_or_default();
-        let room = f.room.map(text);
+        let rec = &msg.record;
+        let value = |s: Option<HeaderSpan>| s.map(|s| rec.header_value(s));
+        let name = msg.key().map(|k| &k[..]).unwrap_or_default();
+        let sender = value(f.sender).unwrap_or_default();
+        let room = value(f.room);
+        let reply_to = value(f.reply_to).unwrap_or_default();
+        let valid = |v: &[u8]| std::str::from_utf8(v).is_ok();
+        let all_valid = valid(name) && valid(sender) && room.is_none_or(valid) && valid(reply_to);
+        let lossy = (!all_valid).then(|| {
+            Box::new(Lossy {
+                name: text(name),
+                sender: text(sender),
+                room: room.map(text),
+                reply_to: text(reply_to),
+            })
+        });
         let ev = Event {
-            name,
             kind,
-            sender,
-            room,
-            reply_to,
+            sender: f.sender,
+            room: f.room,
+            reply_to: f.reply_to.zip(f.correlation),
+            lossy,
             msg,
             client,
         };
@@ -226,7 +265,10 @@ impl Event {
     /// The event name (for presence: `join`, `leave`, `connect`,
     /// `disconnect`).
     pub fn name(&self) -> &str {
-        &self.name
+        match &self.lossy {
+            Some(l) => &l.name,
+            None => self.msg.key().map(|k| as_str(k)).unwrap_or_default(),
+        }
     }
     /// The payload.
     pub fn payload(&self) -> &Bytes {
@@ -242,11 +284,18 @@ impl Event {
     }
     /// The client id that emitted it (for presence: whose presence changed).
     pub fn sender(&self) -> &str {
-        &self.sender
+        match (&self.lossy, self.sender) {
+            (Some(l), _) => &l.sender,
+            (None, Some(s)) => as_str(self.msg.record.header_value(s)),
+            (None, None) => "",
+        }
     }
     /// The room it came through; `None` for direct and emit-all events.
     pub fn room(&self) -> Option<&str> {
-        self.room.as_deref()
+        match &self.lossy {
+            Some(l) => l.room.as_deref(),
+            None => self.room.map(|s| as_str(self.msg.record.header_value(s))),
+        }
     }
     /// Whether the sender waits for a reply ([`crate::Client::request`]).
     pub fn expects_reply(&self) -> bool {
@@ -273,15 +322,19 @@ impl Event {
     /// [`Error::InvalidArgument`] if the event expects no reply;
     /// [`Error::ConnectionLost`] if the client is gone; broker errors.
     pub async fn reply(&self, payload: impl Into<Bytes>) -> Result<()> {
-        let Some((to, correlation)) = &self.reply_to else {
+        let Some((to, correlation)) = self.reply_to else {
             return Err(Error::InvalidArgument("this event expects no reply".into()));
+        };
+        let to = match &self.lossy {
+            Some(l) => l.reply_to.as_str(),
+            None => as_str(self.msg.record.header_value(to)),
         };
         let inner = self
             .client
             .upgrade()
             .ok_or_else(|| Error::ConnectionLost("client dropped".into()))?;
         Client { inner }
-            .send_reply(to, *correlation, payload.into())
+            .send_reply(to, correlation, payload.into())
             .await
     }
 }
@@ -289,7 +342,8 @@ impl Event {
 /// The stream of this client's events, from [`Client::inbox`]. Dropping it
 /// keeps the events not yet read for the next [`Client::inbox`] call.
 pub struct Inbox {
-    rx: Option<mpsc::Receiver<Result<Event>>>,
+    /// Events taken from the queue, not yet yielded.
+    buffer: VecDeque<Result<Event>>,
     hub: Arc<InboxHub>,
 }
 
@@ -309,18 +363,22 @@ impl Inbox {
 impl Stream for Inbox {
     type Item = Result<Event>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.rx.as_mut() {
-            Some(rx) => rx.poll_recv(cx),
-            None => Poll::Ready(None),
+        let this = &mut *self;
+        if let Some(ev) = this.buffer.pop_front() {
+            return Poll::Ready(Some(ev));
+        }
+        match this.hub.queue.poll_take(&mut this.buffer, cx) {
+            Poll::Ready(true) => Poll::Ready(this.buffer.pop_front()),
+            Poll::Ready(false) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
 
 impl Drop for Inbox {
     fn drop(&mut self) {
-        if let Some(rx) = self.rx.take() {
-            *lock(&self.hub.rx) = Some(rx);
-        }
+        self.hub.queue.put_back(std::mem::take(&mut self.buffer));
+        self.hub.taken.store(false, Ordering::Release);
     }
 }
 
@@ -358,24 +416,29 @@ impl Client {
             // reposition it).
             .start(Start::Resume)
             .await?;
-        let (tx, rx) = mpsc::channel(INBOX_BUFFER);
+        let queue = Arc::new(Handoff::new(INBOX_BUFFER));
         let (rooms_tx, rooms_rx) = mpsc::unbounded_channel();
         let hub = Arc::new(InboxHub {
             waiters: Mutex::new(HashMap::new()),
             handlers: Mutex::new(HashMap::new()),
-            rx: Mutex::new(Some(rx)),
+            has_handlers: AtomicBool::new(false),
+            queue: queue.clone(),
+            taken: AtomicBool::new(false),
             next_correlation: AtomicU64::new(rand::random()),
             rooms: rooms_tx,
             reading: Mutex::new(HashSet::new()),
-            rooms_unknown: std::sync::atomic::AtomicBool::new(true),
+            rooms_unknown: AtomicBool::new(true),
         });
         let reader = Reader {
             me: id,
-            tx,
+            queue,
             hub: hub.clone(),
             client: Arc::downgrade(&self.inner),
             seen: VecDeque::new(),
             seen_set: HashSet::new(),
+            rooms: Vec::new(),
+            next_room: 0,
+            out: Vec::new(),
         };
         tokio::spawn(reader.run(sub, rooms_rx));
         Ok(hub)
@@ -390,10 +453,13 @@ impl Client {
     /// client id is not known yet; subscribe errors.
     pub async fn inbox(&self) -> Result<Inbox> {
         let hub = self.hub().await?;
-        let rx = lock(&hub.rx)
-            .take()
-            .ok_or_else(|| Error::InvalidArgument("the inbox is already taken".into()))?;
-        Ok(Inbox { rx: Some(rx), hub })
+        if hub.taken.swap(true, Ordering::AcqRel) {
+            return Err(Error::InvalidArgument("the inbox is already taken".into()));
+        }
+        Ok(Inbox {
+            buffer: VecDeque::new(),
+            hub,
+        })
     }
 
     /// Runs `handler` for every event named `event` (presence names
@@ -410,6 +476,7 @@ impl Client {
     {
         let hub = self.hub().await?;
         lock(&hub.handlers).insert(event.to_owned(), Arc::new(handler));
+        hub.has_handlers.store(true, Ordering::Release);
         Ok(())
     }
 }
@@ -418,43 +485,110 @@ impl Client {
 struct Reader {
     /// This client's id: its own presence and broadcasts are dropped.
     me: String,
-    tx: mpsc::Sender<Result<Event>>,
+    queue: Arc<Handoff<Result<Event>>>,
     hub: Arc<InboxHub>,
     client: Weak<ClientInner>,
     /// Emit ids seen lately (see [`SEEN_EMITS`]), oldest first.
     seen: VecDeque<String>,
     seen_set: HashSet<String>,
+    /// The joined rooms' logs, polled in turn from `next_room`.
+    rooms: Vec<(Arc<str>, Subscription)>,
+    next_room: usize,
+    /// Events of this wake, handed to the queue together.
+    out: Vec<Result<Event>>,
 }
 
-/// What the reader does with one item.
+/// What the reader does after one item.
 enum Next {
     Go,
     Stop,
 }
 
+/// Items taken from one subscription before the others get a turn.
+const TURN: usize = 64;
+
 impl Reader {
     async fn run(mut self, mut inbox: Subscription, mut cmds: mpsc::UnboundedReceiver<RoomCmd>) {
-        let mut rooms: StreamMap<String, Subscription> = StreamMap::new();
+        std::future::poll_fn(|cx| self.poll(cx, &mut inbox, &mut cmds)).await;
+        self.queue.give(&mut self.out);
+        self.queue.close();
+    }
+
+    /// Reads what is ready, a turn per subscription, and hands it to the
+    /// [`Inbox`] queue at once. Everything in here is synchronous: an
+    /// event goes from the subscription's buffer to the queue without
+    /// another task hop or a copy per `.await`. Ready when the reader ends
+    /// (the inbox's subscription ended: the client is closed).
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        inbox: &mut Subscription,
+        cmds: &mut mpsc::UnboundedReceiver<RoomCmd>,
+    ) -> Poll<()> {
         loop {
-            tokio::select! {
-                cmd = cmds.recv() => match cmd {
-                    Some(RoomCmd::Read(room, sub)) => { rooms.insert(room, sub); }
-                    Some(RoomCmd::Stop(room)) => { rooms.remove(&room); }
-                    None => return,
-                },
-                item = inbox.next() => match item {
-                    Some(item) => if let Next::Stop = self.on_item(item, None).await { return },
-                    None => return,
-                },
-                Some((room, item)) = futures::StreamExt::next(&mut rooms), if !rooms.is_empty() => {
-                    let ended = matches!(&item, Err(e) if !matches!(e, Error::Skipped { .. }));
-                    if ended {
+            while let Poll::Ready(cmd) = cmds.poll_recv(cx) {
+                match cmd {
+                    Some(RoomCmd::Read(room, sub)) => {
+                        let room: Arc<str> = room.into();
+                        self.rooms.retain(|(r, _)| *r != room);
+                        self.rooms.push((room, sub));
+                    }
+                    Some(RoomCmd::Stop(room)) => self.rooms.retain(|(r, _)| **r != *room),
+                    None => return Poll::Ready(()),
+                }
+            }
+            if self.queue.poll_room(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let mut progress = false;
+            for _ in 0..TURN {
+                match inbox.poll_next_unpin(cx) {
+                    Poll::Ready(Some(item)) => {
+                        progress = true;
+                        if let Next::Stop = self.on_item(item, None) {
+                            return Poll::Ready(());
+                        }
+                    }
+                    Poll::Ready(None) => return Poll::Ready(()),
+                    Poll::Pending => break,
+                }
+            }
+            // Taken out while read, so that `on_item` may borrow the
+            // reader and an item its room's name.
+            let mut rooms = std::mem::take(&mut self.rooms);
+            let n = rooms.len();
+            let mut done = Vec::new();
+            for i in 0..n {
+                let at = (self.next_room + i) % n;
+                let (room, sub) = &mut rooms[at];
+                for _ in 0..TURN {
+                    let item = match sub.poll_next_unpin(cx) {
+                        Poll::Ready(Some(item)) => item,
+                        Poll::Ready(None) => {
+                            done.push(at);
+                            break;
+                        }
+                        Poll::Pending => break,
+                    };
+                    progress = true;
+                    if matches!(&item, Err(e) if !matches!(e, Error::Skipped { .. })) {
                         // The room's subscription is over (refused, ended):
                         // the app is told; joining again reads it anew.
-                        lock(&self.hub.reading).remove(&room);
+                        lock(&self.hub.reading).remove(&**room);
                     }
-                    if let Next::Stop = self.on_item(item, Some(room)).await { return }
+                    // A room ending does not end the reader.
+                    let _ = self.on_item(item, Some(room));
                 }
+            }
+            done.sort_unstable();
+            for at in done.into_iter().rev() {
+                rooms.remove(at);
+            }
+            self.rooms = rooms;
+            self.next_room = self.next_room.wrapping_add(1);
+            self.queue.give(&mut self.out);
+            if !progress {
+                return Poll::Pending;
             }
         }
     }
@@ -474,53 +608,130 @@ impl Reader {
         false
     }
 
-    async fn on_item(&mut self, item: Result<Message>, room: Option<String>) -> Next {
+    fn on_item(&mut self, item: Result<Message>, room: Option<&str>) -> Next {
         let msg = match item {
             Ok(m) => m,
             Err(Error::Skipped { first, last, .. }) => {
-                let e = Error::Skipped { first, last, room };
-                return self.give(Err(e)).await;
+                let room = room.map(str::to_owned);
+                self.out.push(Err(Error::Skipped { first, last, room }));
+                return Next::Go;
             }
             Err(e) => {
-                let next = self.give(Err(e)).await;
+                self.out.push(Err(e));
                 // The inbox ending ends the reader; a room ending does not.
-                return if room.is_none() { Next::Stop } else { next };
+                return if room.is_none() { Next::Stop } else { Next::Go };
             }
         };
         let f = Fields::of(&msg);
-        let own = f.sender == Some(self.me.as_bytes());
-        let not_for_me = own && (f.kind == headers::KIND_PRESENCE.as_bytes() || f.except_sender);
+        let rec = &msg.record;
+        let own = f.sender.map(|s| rec.header_value(s)) == Some(self.me.as_bytes());
+        let not_for_me = own && (f.presence || f.except_sender);
         let duplicate = match f.emit_id {
-            Some(id) => self.seen_before(&String::from_utf8_lossy(id)),
+            Some(id) => self.seen_before(&String::from_utf8_lossy(rec.header_value(id))),
             None => false,
         };
         if not_for_me || duplicate {
-            let _ = msg.ack().await;
+            let _ = msg.ack_now();
             return Next::Go;
         }
-        let (ev, reply) = Event::parse(msg, self.client.clone());
+        let (ev, reply) = Event::parse(msg, &f, self.client.clone());
         if let Some(correlation) = reply {
             if let Some(w) = lock(&self.hub.waiters).remove(&correlation) {
                 let _ = w.send(ev.payload().clone());
             }
-            let _ = ev.ack().await;
+            let _ = ev.msg.ack_now();
             return Next::Go;
         }
-        let handler = lock(&self.hub.handlers).get(ev.name()).cloned();
-        if let Some(h) = handler {
-            h(ev.clone());
-            let _ = ev.ack().await;
-            return Next::Go;
+        if self.hub.has_handlers.load(Ordering::Acquire) {
+            let handler = lock(&self.hub.handlers).get(ev.name()).cloned();
+            if let Some(h) = handler {
+                h(ev.clone());
+                let _ = ev.msg.ack_now();
+                return Next::Go;
+            }
         }
-        self.give(Ok(ev)).await
+        self.out.push(Ok(ev));
+        Next::Go
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acks::{AckSignal, SubShared};
+    use herald_protocol::batch::{Batch, BatchBuilder, RecordRef};
+
+    fn message(key: &[u8], hs: &[(&str, &[u8])]) -> Message {
+        let mut b = BatchBuilder::new();
+        b.push(&RecordRef {
+            key,
+            headers: hs,
+            payload: b"p",
+            timestamp: 1,
+        });
+        let batch = Batch::validate(b.finish(1, 0)).expect("a valid batch");
+        let record = batch.records().next().expect("one record");
+        Message {
+            record,
+            delivery_count: 1,
+            topic: "_inbox.bob".into(),
+            sub: Arc::new(SubShared::new(1, true, Arc::new(AckSignal::default()))),
+        }
     }
 
-    /// Hands an item to the [`Inbox`] stream (waiting while it is full).
-    async fn give(&self, item: Result<Event>) -> Next {
-        if self.tx.send(item).await.is_err() {
-            Next::Stop
-        } else {
-            Next::Go
-        }
+    fn event(key: &[u8], hs: &[(&str, &[u8])]) -> (Event, Option<u64>) {
+        let msg = message(key, hs);
+        let f = Fields::of(&msg);
+        Event::parse(msg, &f, Weak::new())
+    }
+
+    #[test]
+    fn fields_are_read_in_place_first_header_of_each_name_wins() {
+        let (ev, reply) = event(
+            b"chat",
+            &[
+                (headers::KIND, b"event"),
+                (headers::SENDER, b"alice"),
+                (headers::SENDER, b"mallory"),
+                (headers::ROOM, b"lobby"),
+                (headers::REPLY_TO, b"alice"),
+                (headers::CORRELATION, b"42"),
+            ],
+        );
+        assert_eq!(reply, None, "an event, not a reply");
+        assert_eq!(ev.name(), "chat");
+        assert_eq!(ev.sender(), "alice");
+        assert_eq!(ev.room(), Some("lobby"));
+        assert!(ev.expects_reply());
+        assert!(!ev.is_presence());
+        assert!(ev.lossy.is_none());
+
+        let (ev, reply) = event(
+            b"",
+            &[(headers::KIND, b"reply"), (headers::CORRELATION, b"7")],
+        );
+        assert_eq!(reply, Some(7));
+        assert_eq!((ev.name(), ev.sender(), ev.room()), ("", "", None));
+        let (ev, _) = event(b"join", &[(headers::KIND, b"presence")]);
+        assert!(ev.is_presence());
+    }
+
+    /// The client API writes only text, but a record is bytes: one that is
+    /// not UTF-8 reads as lossy text, as before events were read in place.
+    #[test]
+    fn names_that_are_not_utf8_read_as_lossy_text() {
+        let (ev, _) = event(
+            b"n\xffme",
+            &[
+                (headers::SENDER, b"s\xfe"),
+                (headers::ROOM, b"hall"),
+                (headers::REPLY_TO, b"r\xff"),
+                (headers::CORRELATION, b"1"),
+            ],
+        );
+        assert_eq!(ev.name(), "n\u{fffd}me");
+        assert_eq!(ev.sender(), "s\u{fffd}");
+        assert_eq!(ev.room(), Some("hall"));
+        assert!(ev.lossy.as_ref().is_some_and(|l| l.reply_to == "r\u{fffd}"));
     }
 }

@@ -64,6 +64,7 @@ mod connection;
 mod endpoint;
 mod error;
 mod events;
+mod handoff;
 mod inbox;
 mod message;
 mod producer;

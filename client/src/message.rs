@@ -173,6 +173,11 @@ impl Message {
         Ok(())
     }
 
+    /// [`Message::ack`] without the future, for the client's own tasks.
+    pub(crate) fn ack_now(&self) -> Result<()> {
+        self.record(AckKind::Ack)
+    }
+
     /// Done with this message: the group will not deliver it again.
     ///
     /// Returns once the ack is queued; it is sent within about a

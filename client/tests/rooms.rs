@@ -194,6 +194,57 @@ async fn durable_member_gets_what_it_missed_once_in_order() -> anyhow::Result<()
     Ok(())
 }
 
+/// The inbox stream takes the reader's events in batches: one dropped with
+/// events taken but not yet yielded must give them, in order and once, to
+/// the next inbox, from the room's log and from the client's inbox alike.
+#[tokio::test]
+async fn an_inbox_dropped_with_events_unread_hands_them_to_the_next_one() -> anyhow::Result<()> {
+    let b = TestBroker::start().await;
+    let alice = client(&b, "alice").await;
+    let bob = client(&b, "bob").await;
+    bob.join_durable("news").await?;
+    let mut ib = inbox(&bob).await;
+    for i in 0..20 {
+        alice
+            .emit(Target::room("news"), "r", format!("{i}"))
+            .await?;
+        alice.emit_to_client("bob", "d", format!("{i}")).await?;
+    }
+    let mut seen = Vec::new();
+    let first = next_event(&mut ib).await;
+    seen.push(format!(
+        "{}{}",
+        first.name(),
+        String::from_utf8_lossy(first.payload())
+    ));
+    let again = bob.inbox().await;
+    assert!(
+        matches!(again, Err(Error::InvalidArgument(_))),
+        "a second inbox while one is alive: {again:?}"
+    );
+    drop(ib);
+    let mut ib = inbox(&bob).await;
+    while seen.len() < 40 {
+        let ev = next_event(&mut ib).await;
+        seen.push(format!(
+            "{}{}",
+            ev.name(),
+            String::from_utf8_lossy(ev.payload())
+        ));
+    }
+    quiet(&mut ib, "bob").await;
+    for kind in ["r", "d"] {
+        let got: Vec<&String> = seen.iter().filter(|s| s.starts_with(kind)).collect();
+        let want: Vec<String> = (0..20).map(|i| format!("{kind}{i}")).collect();
+        assert_eq!(
+            got,
+            want.iter().collect::<Vec<_>>(),
+            "{kind} events once, in order"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn direct_message_waits_for_a_client_across_a_restart() -> anyhow::Result<()> {
     let mut b = TestBroker::start().await;

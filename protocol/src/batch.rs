@@ -526,42 +526,90 @@ pub struct Record {
 impl Record {
     /// The record's headers as (name, value) pairs, parsed lazily.
     pub fn headers(&self) -> HeaderIter<'_> {
-        HeaderIter {
+        HeaderIter(self.raw_headers())
+    }
+    /// The record's headers with their names as bytes (not checked again
+    /// as UTF-8: the batch check did) and where each value lies, for
+    /// readers that look at every header of every record and keep a few
+    /// values ([`Record::header_value`]) without copying them.
+    pub fn raw_headers(&self) -> RawHeaders<'_> {
+        RawHeaders {
             b: &self.headers,
             pos: 0,
             remaining: self.header_count,
         }
+    }
+    /// The value at `span`, as reported by [`Record::raw_headers`] for this
+    /// record (empty for a span it did not report).
+    pub fn header_value(&self, span: HeaderSpan) -> &[u8] {
+        let start = span.start as usize;
+        self.headers
+            .get(start..start + span.len as usize)
+            .unwrap_or_default()
     }
     pub fn header_count(&self) -> usize {
         self.header_count as usize
     }
 }
 
-/// Iterator over a record's headers.
-pub struct HeaderIter<'a> {
+/// Where a header value lies in its record's headers: small enough to keep
+/// beside the record instead of a copy of the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderSpan {
+    pub start: u32,
+    pub len: u32,
+}
+
+/// One header from [`Record::raw_headers`].
+#[derive(Debug, Clone, Copy)]
+pub struct RawHeader<'a> {
+    pub name: &'a [u8],
+    pub value: &'a [u8],
+    pub span: HeaderSpan,
+}
+
+/// Iterator over a record's headers, names as bytes.
+pub struct RawHeaders<'a> {
     b: &'a [u8],
     pos: usize,
     remaining: u16,
 }
 
-impl<'a> Iterator for HeaderIter<'a> {
-    type Item = (&'a str, &'a [u8]);
+impl<'a> Iterator for RawHeaders<'a> {
+    type Item = RawHeader<'a>;
     fn next(&mut self) -> Option<Self::Item> {
         if self.remaining == 0 {
             return None;
         }
         self.remaining -= 1;
         let b = self.b;
+        // In bounds: the batch check validated the layout.
         let nl = u16_at(b, self.pos) as usize;
         self.pos += 2;
-        // Validated: the name is UTF-8 and in bounds.
-        let name = std::str::from_utf8(&b[self.pos..self.pos + nl]).unwrap_or("");
+        let name = &b[self.pos..self.pos + nl];
         self.pos += nl;
         let vl = u32_at(b, self.pos) as usize;
         self.pos += 4;
         let value = &b[self.pos..self.pos + vl];
+        let span = HeaderSpan {
+            start: self.pos as u32,
+            len: vl as u32,
+        };
         self.pos += vl;
-        Some((name, value))
+        Some(RawHeader { name, value, span })
+    }
+}
+
+/// Iterator over a record's headers.
+pub struct HeaderIter<'a>(RawHeaders<'a>);
+
+impl<'a> Iterator for HeaderIter<'a> {
+    type Item = (&'a str, &'a [u8]);
+    fn next(&mut self) -> Option<Self::Item> {
+        // Validated: the batch check refused names that are not UTF-8.
+        self.0
+            .next()
+            .map(|h| (std::str::from_utf8(h.name).unwrap_or(""), h.value))
     }
 }
 
