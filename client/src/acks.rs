@@ -8,13 +8,13 @@
 //! connection task drains them into Ack frames about every millisecond, or at
 //! once when [`FLUSH_AT`] are pending.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use herald_protocol::AckKind;
 use tokio::sync::{oneshot, Notify};
 
+use crate::offsets::OffsetSet;
 use crate::Result;
 
 /// Pending ack operations at which the connection task is woken to flush at
@@ -93,7 +93,7 @@ pub(crate) struct AckState {
     /// Number of offsets recorded in `pending`.
     pending_count: usize,
     /// Acked offsets whose ack the broker has not yet confirmed durable.
-    acked: BTreeSet<u64>,
+    acked: OffsetSet,
     /// Everything below this was acked with `ack_up_to`.
     floor: u64,
     /// Highest offset handed to the application (ephemeral resume point).
@@ -105,7 +105,7 @@ pub(crate) struct AckState {
 impl AckState {
     /// Whether the application already acked `offset`.
     pub(crate) fn is_done(&self, offset: u64) -> bool {
-        offset < self.floor || self.acked.contains(&offset)
+        offset < self.floor || self.acked.contains(offset)
     }
 
     /// Records one operation; returns how many are now pending.
@@ -131,8 +131,7 @@ impl AckState {
 
     fn record_up_to(&mut self, offset: u64) -> usize {
         self.floor = self.floor.max(offset.saturating_add(1));
-        let keep = self.acked.split_off(&self.floor);
-        self.acked = keep;
+        self.acked.remove_below(self.floor);
         self.pending.push((AckKind::AckUpTo, vec![(0, offset)]));
         self.pending_count += 1;
         self.pending_count
@@ -177,13 +176,7 @@ impl AckState {
     /// deliver them again.
     pub(crate) fn prune(&mut self, ranges: &[(u64, u64)]) {
         for &(a, b) in ranges {
-            if b.saturating_sub(a) as usize > self.acked.len() {
-                self.acked.retain(|o| *o < a || *o > b);
-            } else {
-                for o in a..=b {
-                    self.acked.remove(&o);
-                }
-            }
+            self.acked.remove_range(a, b);
         }
     }
 

@@ -67,6 +67,7 @@ mod events;
 mod handoff;
 mod inbox;
 mod message;
+mod offsets;
 mod producer;
 mod rooms;
 mod state;
