@@ -19,6 +19,8 @@
 #   SIO_WORKERS=0         member processes for Socket.IO (0: in the
 #                         emitter's process), see the peer's README.md
 #   OUT=DIR               also keep the raw JSON lines there
+#   HERALD_BIN=PATH       the herald binary (default: cargo build --release,
+#                         target/release/herald)
 # Needs: cargo, node >= 20 and npm (installs the pinned Socket.IO with npm ci).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,8 +46,12 @@ if [ "$node_major" -lt 20 ]; then
   exit 2
 fi
 (cd "$PEER" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-cargo build --release --bin herald --quiet
-H=./target/release/herald
+if [ -n "${HERALD_BIN:-}" ]; then
+  H=$HERALD_BIN
+else
+  cargo build --release --bin herald --quiet
+  H=./target/release/herald
+fi
 
 DIR=$(mktemp -d -p "${TMPDIR:-/var/tmp}" rooms-vs-sio.XXXXXX)
 SERVER_PID=
