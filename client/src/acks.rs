@@ -219,16 +219,25 @@ pub(crate) struct SubShared {
     signal: Arc<AckSignal>,
     /// Set when the subscription is closed; later acks are refused.
     pub(crate) closed: AtomicBool,
+    /// The topic, for [`crate::Message::topic`]: kept here once rather
+    /// than in every message.
+    pub(crate) topic: Arc<str>,
 }
 
 impl SubShared {
-    pub(crate) fn new(local_id: u64, group: bool, signal: Arc<AckSignal>) -> SubShared {
+    pub(crate) fn new(
+        local_id: u64,
+        group: bool,
+        signal: Arc<AckSignal>,
+        topic: Arc<str>,
+    ) -> SubShared {
         SubShared {
             local_id,
             group,
             state: Mutex::new(AckState::default()),
             signal,
             closed: AtomicBool::new(false),
+            topic,
         }
     }
 

@@ -240,7 +240,7 @@ impl Event {
         let sender = value(f.sender).unwrap_or_default();
         let room = value(f.room);
         let reply_to = value(f.reply_to).unwrap_or_default();
-        let valid = |v: &[u8]| std::str::from_utf8(v).is_ok();
+        let valid = |v: &[u8]| v.is_ascii() || std::str::from_utf8(v).is_ok();
         let all_valid = valid(name) && valid(sender) && room.is_none_or(valid) && valid(reply_to);
         let lossy = (!all_valid).then(|| {
             Box::new(Lossy {
@@ -674,8 +674,12 @@ mod tests {
         Message {
             record,
             delivery_count: 1,
-            topic: "_inbox.bob".into(),
-            sub: Arc::new(SubShared::new(1, true, Arc::new(AckSignal::default()))),
+            sub: Arc::new(SubShared::new(
+                1,
+                true,
+                Arc::new(AckSignal::default()),
+                "_inbox.bob".into(),
+            )),
         }
     }
 

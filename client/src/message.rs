@@ -123,7 +123,6 @@ pub struct Receipt {
 pub struct Message {
     pub(crate) record: herald_protocol::Record,
     pub(crate) delivery_count: u32,
-    pub(crate) topic: Arc<str>,
     pub(crate) sub: Arc<SubShared>,
 }
 
@@ -162,7 +161,7 @@ impl Message {
     }
     /// The topic.
     pub fn topic(&self) -> &str {
-        &self.topic
+        &self.sub.topic
     }
 
     fn record(&self, kind: AckKind) -> Result<()> {

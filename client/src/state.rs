@@ -872,7 +872,12 @@ mod tests {
             live: true,
             ..State::default()
         };
-        let shared = Arc::new(SubShared::new(1, true, Arc::new(AckSignal::default())));
+        let shared = Arc::new(SubShared::new(
+            1,
+            true,
+            Arc::new(AckSignal::default()),
+            "t".into(),
+        ));
         let (tx, _rx) = mpsc::unbounded_channel();
         let (reply, _answer) = oneshot::channel();
         let reg = SubRegistration {
@@ -949,7 +954,12 @@ mod tests {
             live: true,
             ..State::default()
         };
-        let shared = Arc::new(SubShared::new(1, true, Arc::new(AckSignal::default())));
+        let shared = Arc::new(SubShared::new(
+            1,
+            true,
+            Arc::new(AckSignal::default()),
+            "t".into(),
+        ));
         let (tx, mut items) = mpsc::unbounded_channel();
         let (reply, _answer) = oneshot::channel();
         let reg = SubRegistration {
@@ -1024,7 +1034,12 @@ mod tests {
             live: true,
             ..State::default()
         };
-        let shared = Arc::new(SubShared::new(1, true, Arc::new(AckSignal::default())));
+        let shared = Arc::new(SubShared::new(
+            1,
+            true,
+            Arc::new(AckSignal::default()),
+            "t".into(),
+        ));
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (reply, _answer) = oneshot::channel();
         let reg = SubRegistration {

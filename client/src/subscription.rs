@@ -126,6 +126,7 @@ impl SubscribeBuilder {
             local_id,
             self.group.is_some(),
             inner.conn.acks.clone(),
+            self.topic.as_str().into(),
         ));
         let (tx, rx) = mpsc::unbounded_channel();
         let ack_timeout_ms = self
@@ -148,7 +149,6 @@ impl SubscribeBuilder {
         let start_offset = inner.await_reply(answer).await?;
         Ok(Subscription {
             shared,
-            topic: self.topic.into(),
             rx,
             cmd_tx: inner.cmd_tx.clone(),
             current: None,
@@ -200,7 +200,6 @@ struct Flow {
 /// Dropping it unsubscribes.
 pub struct Subscription {
     shared: Arc<SubShared>,
-    topic: Arc<str>,
     rx: mpsc::UnboundedReceiver<SubItem>,
     cmd_tx: mpsc::Sender<Command>,
     current: Option<Current>,
@@ -212,7 +211,7 @@ pub struct Subscription {
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription")
-            .field("topic", &self.topic)
+            .field("topic", &self.shared.topic)
             .field("group", &self.shared.group)
             .finish()
     }
@@ -221,7 +220,7 @@ impl std::fmt::Debug for Subscription {
 impl Subscription {
     /// The topic.
     pub fn topic(&self) -> &str {
-        &self.topic
+        &self.shared.topic
     }
 
     /// The first offset the broker offered when the subscription was made.
@@ -332,7 +331,6 @@ impl Subscription {
             return Some(Message {
                 record: rec,
                 delivery_count,
-                topic: self.topic.clone(),
                 sub: self.shared.clone(),
             });
         }
