@@ -24,11 +24,24 @@
 //! round here, whatever its number of members; the groups of ordinary
 //! topics (and inboxes) still have a file each.
 //!
+//! The logs the broker writes itself (room logs and inboxes) share the
+//! rounds too ([`Syncer::sync`]): each of them commits one emit or two at a
+//! time, and a thousand small rooms each fsyncing its own log made every
+//! emit an fsync of its own (the disk does about 2,500 a second); one
+//! `syncfs` makes every log written before it durable at once.
+//!
+//! The sync goes through one descriptor of `root` kept for the syncer's
+//! life, so that `syncfs` reports a write-back error of the file system
+//! that happened at any time since (not only during its own call). Such an
+//! error fails everyone in the round: it cannot be told which file it
+//! hit.
+//!
 //! Linux only (`syncfs(2)`); elsewhere [`Syncer::new`] returns `None` and
-//! the groups fsync their own files.
+//! the groups and logs fsync their own files.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
@@ -36,13 +49,20 @@ use tokio::sync::{mpsc, oneshot};
 use crate::fsutil;
 use crate::slotfile::{self, Staged};
 
-/// One file to replace, and who waits for it.
-struct Job {
-    path: PathBuf,
-    body: Vec<u8>,
-    /// The file's open handle, kept between its writes.
-    cache: slotfile::Cache,
-    done: oneshot::Sender<io::Result<()>>,
+/// A file to replace, or only a wait for the next sync, and who waits.
+enum Job {
+    Save {
+        path: PathBuf,
+        body: Vec<u8>,
+        /// The file's open handle, kept between its writes.
+        cache: slotfile::Cache,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+    /// Something written before this request (a log's group commit) that
+    /// becomes durable with the round's sync.
+    Sync {
+        done: oneshot::Sender<io::Result<()>>,
+    },
 }
 
 /// Batched, durable replacement of small files on one file system (the
@@ -53,6 +73,8 @@ pub struct Syncer {
     /// The task that runs the rounds, started on first use (so that a
     /// syncer can be made outside a runtime).
     tx: OnceLock<mpsc::UnboundedSender<Job>>,
+    /// `syncfs` calls made, for tests and metrics.
+    syncs: Arc<AtomicU64>,
 }
 
 impl Syncer {
@@ -63,6 +85,7 @@ impl Syncer {
             Arc::new(Syncer {
                 root,
                 tx: OnceLock::new(),
+                syncs: Arc::new(AtomicU64::new(0)),
             })
         })
     }
@@ -82,64 +105,140 @@ impl Syncer {
         body: Vec<u8>,
         cache: slotfile::Cache,
     ) -> io::Result<()> {
-        let tx = self.tx.get_or_init(|| spawn(self.root.clone()));
         let (done, wait) = oneshot::channel();
-        let stopped = || io::Error::other("the group state writer has stopped");
-        tx.send(Job {
-            path,
-            body,
-            cache,
-            done,
-        })
-        .map_err(|_| stopped())?;
+        self.submit(
+            Job::Save {
+                path,
+                body,
+                cache,
+                done,
+            },
+            wait,
+        )
+        .await
+    }
+
+    /// Returns once everything written to the file system before the call
+    /// is durable: one `syncfs` shared with every other caller and state
+    /// file of the round.
+    ///
+    /// # Errors
+    /// The sync failed (a write-back error anywhere on the file system since
+    /// the syncer started, or the sync itself), or the broker's runtime is
+    /// shutting down.
+    pub async fn sync(&self) -> io::Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.submit(Job::Sync { done }, wait).await
+    }
+
+    /// `syncfs` calls made so far.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    async fn submit(&self, job: Job, wait: oneshot::Receiver<io::Result<()>>) -> io::Result<()> {
+        let tx = self
+            .tx
+            .get_or_init(|| spawn(self.root.clone(), self.syncs.clone()));
+        let stopped = || io::Error::other("the sync task has stopped");
+        tx.send(job).map_err(|_| stopped())?;
         wait.await.map_err(|_| stopped())?
     }
 }
 
 /// Starts the task that serves jobs, one round per batch.
-fn spawn(root: PathBuf) -> mpsc::UnboundedSender<Job> {
+fn spawn(root: PathBuf, syncs: Arc<AtomicU64>) -> mpsc::UnboundedSender<Job> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
     tokio::spawn(async move {
+        // Opened once: see the module's note on write-back errors.
+        let mut dir: Option<Arc<std::fs::File>> = None;
         while let Some(first) = rx.recv().await {
             let mut jobs = vec![first];
             while let Ok(j) = rx.try_recv() {
                 jobs.push(j);
             }
             let root = root.clone();
-            let done = tokio::task::spawn_blocking(move || round(&root, jobs)).await;
-            if let Err(e) = done {
-                // The waiters' senders were dropped with the round: they
-                // hear that the writer stopped.
-                tracing::error!(error = %e, "group state round failed");
+            let held = dir.clone();
+            let syncs = syncs.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                let dir = match held {
+                    Some(d) => d,
+                    None => match std::fs::File::open(&root) {
+                        Ok(d) => Arc::new(d),
+                        Err(e) => {
+                            fail(&root, jobs, &e);
+                            return None;
+                        }
+                    },
+                };
+                round(&root, &dir, jobs, &syncs);
+                Some(dir)
+            })
+            .await;
+            match done {
+                Ok(d) => dir = d.or(dir),
+                Err(e) => {
+                    // The waiters' senders were dropped with the round: they
+                    // hear that the writer stopped.
+                    tracing::error!(error = %e, "sync round failed");
+                }
             }
         }
     });
     tx
 }
 
-/// Writes every job (in place, or to a temporary for a new file), syncs,
+/// A state file to write, with who waits for it.
+struct Save {
+    path: PathBuf,
+    cache: slotfile::Cache,
+    done: oneshot::Sender<io::Result<()>>,
+}
+
+/// Writes every file (in place, or to a temporary for a new file), syncs,
 /// renames the temporaries and syncs again if there were any, and answers
-/// each job.
-fn round(root: &Path, jobs: Vec<Job>) {
+/// each job; a job that only waits for the sync hears the first sync's
+/// outcome.
+fn round(root: &Path, dir: &std::fs::File, jobs: Vec<Job>, syncs: &AtomicU64) {
     let mut in_place = Vec::with_capacity(jobs.len());
     let mut temporary = Vec::new();
+    let mut waits = Vec::new();
     for j in jobs {
+        let (path, body, cache, done) = match j {
+            Job::Save {
+                path,
+                body,
+                cache,
+                done,
+            } => (path, body, cache, done),
+            Job::Sync { done } => {
+                waits.push(done);
+                continue;
+            }
+        };
         // Through the file's open handle when it has one: one pwrite.
-        match j
-            .cache
-            .with(|h| slotfile::stage_cached(&j.path, &j.body, false, h))
-        {
-            Ok(Staged::InPlace) => in_place.push(j),
-            Ok(Staged::Temporary) => temporary.push(j),
+        let staged = cache.with(|h| slotfile::stage_cached(&path, &body, false, h));
+        let save = Save { path, cache, done };
+        match staged {
+            Ok(Staged::InPlace) => in_place.push(save),
+            Ok(Staged::Temporary) => temporary.push(save),
             Err(e) => {
                 // `stage_cached` dropped the handle.
-                let _ = j.done.send(Err(e));
+                let _ = save.done.send(Err(e));
             }
         }
     }
-    if let Err(e) = syncfs(root) {
-        fail(root, in_place, &e);
-        return fail(root, temporary, &e);
+    syncs.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = syncfs(dir) {
+        tracing::error!(folder = %root.display(), error = %e, "syncfs failed");
+        for w in waits {
+            let _ = w.send(Err(io::Error::new(e.kind(), e.to_string())));
+        }
+        fail_saves(in_place, &e);
+        return fail_saves(temporary, &e);
+    }
+    for w in waits {
+        let _ = w.send(Ok(()));
     }
     for j in in_place {
         let _ = j.done.send(Ok(()));
@@ -158,17 +257,29 @@ fn round(root: &Path, jobs: Vec<Job>) {
             }
         }
     }
-    if let Err(e) = syncfs(root) {
-        return fail(root, renamed, &e);
+    syncs.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = syncfs(dir) {
+        tracing::error!(folder = %root.display(), error = %e, "syncfs failed");
+        return fail_saves(renamed, &e);
     }
     for j in renamed {
         let _ = j.done.send(Ok(()));
     }
 }
 
+/// Answers jobs whose round could not open its folder.
 fn fail(root: &Path, jobs: Vec<Job>, e: &io::Error) {
-    tracing::error!(folder = %root.display(), error = %e, "syncfs failed");
+    tracing::error!(folder = %root.display(), error = %e, "cannot open the folder to sync");
     for j in jobs {
+        let done = match j {
+            Job::Save { done, .. } | Job::Sync { done } => done,
+        };
+        let _ = done.send(Err(io::Error::new(e.kind(), e.to_string())));
+    }
+}
+
+fn fail_saves(saves: Vec<Save>, e: &io::Error) {
+    for j in saves {
         // What the file holds is no longer known for sure: the next write
         // reads it again.
         j.cache.clear();
@@ -177,9 +288,8 @@ fn fail(root: &Path, jobs: Vec<Job>, e: &io::Error) {
 }
 
 #[cfg(target_os = "linux")]
-fn syncfs(root: &Path) -> io::Result<()> {
+fn syncfs(dir: &std::fs::File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let dir = std::fs::File::open(root)?;
     // SAFETY: a valid open descriptor.
     if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
         Ok(())
@@ -189,7 +299,7 @@ fn syncfs(root: &Path) -> io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn syncfs(_root: &Path) -> io::Result<()> {
+fn syncfs(_dir: &std::fs::File) -> io::Result<()> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "syncfs"))
 }
 
@@ -241,5 +351,29 @@ mod tests {
         assert!(a.is_err());
         b.unwrap();
         assert_eq!(slotfile::read(&good).unwrap(), Some(vec![2]));
+    }
+
+    /// Sync-only waits share the rounds of the saves and are all answered.
+    #[tokio::test]
+    async fn sync_waits_are_answered_with_the_saves_of_their_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(s) = Syncer::new(dir.path().to_path_buf()) else {
+            return;
+        };
+        let all = (0..100u32).map(|i| {
+            let s = s.clone();
+            let p = dir.path().join(format!("{i}.state"));
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    s.sync().await
+                } else {
+                    s.save(p, vec![1], Default::default()).await
+                }
+            })
+        });
+        for r in futures::future::join_all(all).await {
+            r.unwrap().unwrap();
+        }
+        s.sync().await.unwrap();
     }
 }

@@ -44,6 +44,57 @@ async fn group_commit_uses_fewer_fsyncs_than_appends() {
     log.close().await.expect("close");
 }
 
+/// Logs that share the broker's sync rounds (room logs, inboxes) confirm
+/// each append only after a `syncfs` that started after it was written,
+/// one for many logs at once, and keep everything across a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logs_sharing_sync_rounds_use_fewer_syncs_than_appends_and_keep_them() {
+    let dir = tempfile::TempDir::new().expect("tmp");
+    let Some(syncer) = herald_broker::syncer::Syncer::new(dir.path().to_path_buf()) else {
+        return; // no syncfs here: logs fsync their own files
+    };
+    let cfg = LogConfig {
+        shared_sync: Some(syncer.clone()),
+        ..config(FsyncPolicy::Always)
+    };
+    const LOGS: usize = 40;
+    const PER_LOG: usize = 5;
+    let logs: Vec<_> = (0..LOGS)
+        .map(|i| Log::open(dir.path().join(format!("l{i}")), cfg.clone()).expect("open"))
+        .collect();
+    let mut handles = Vec::new();
+    for (i, log) in logs.iter().enumerate() {
+        let log = log.clone();
+        handles.push(tokio::spawn(async move {
+            for n in 0..PER_LOG {
+                let payload = format!("l{i}-{n}");
+                log.append(batch(&[payload.as_bytes()]))
+                    .await
+                    .expect("append");
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("task");
+    }
+    let appends = (LOGS * PER_LOG) as u64;
+    let syncs = syncer.syncs();
+    assert!(syncs > 0, "Always must sync");
+    assert!(
+        syncs < appends,
+        "{syncs} syncs for {appends} appends over {LOGS} logs: not shared"
+    );
+    for log in &logs {
+        log.close().await.expect("close");
+    }
+    for i in 0..LOGS {
+        let log = Log::open(dir.path().join(format!("l{i}")), cfg.clone()).expect("reopen");
+        let got: Vec<_> = read_all(&log, 0);
+        assert_eq!(got.len(), PER_LOG, "log {i}");
+        log.close().await.expect("close");
+    }
+}
+
 #[tokio::test]
 async fn idempotent_retries_gaps_and_reopen() {
     let dir = tmpdir();

@@ -44,6 +44,11 @@ pub struct LogConfig {
     /// record per append (room logs, inboxes). Client-published topics
     /// keep their batches as received.
     pub coalesce: bool,
+    /// Under `Always`, make each group commit durable through this shared
+    /// sync round (see [`crate::syncer`]) instead of an `fdatasync` of its
+    /// own: for the logs the broker writes itself (room logs, inboxes),
+    /// many of which commit one emit at a time. `None`: `fdatasync`.
+    pub shared_sync: Option<Arc<crate::syncer::Syncer>>,
 }
 
 impl Default for LogConfig {
@@ -59,6 +64,7 @@ impl Default for LogConfig {
             direct_io: true,
             memory: None,
             coalesce: false,
+            shared_sync: None,
         }
     }
 }

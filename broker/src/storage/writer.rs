@@ -4,10 +4,12 @@
 //! first request, drains whatever else is already queued (up to
 //! [`GROUP_MAX_BYTES`]), checks idempotence, assigns offsets, stamps the
 //! batches into one buffer and writes it with a single `pwrite`. Under
-//! `Always` it then runs `fdatasync` on a blocking thread; appends that
-//! arrive meanwhile queue up and the next fsync covers them all (group
-//! commit). Only then are the appends answered and the new data published to
-//! readers, the tail cache and the `next_offset` watch.
+//! `Always` it then runs `fdatasync` on a blocking thread (or, for the
+//! logs the broker writes itself, waits for the broker's next shared sync
+//! round, see [`crate::syncer`]); appends that arrive meanwhile queue up
+//! and the next fsync covers them all (group commit). Only then are the
+//! appends answered and the new data published to readers, the tail cache
+//! and the `next_offset` watch.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -503,14 +505,34 @@ impl Writer {
         // the runtime keeps serving. Without one, a write into the page
         // cache of a small group is quicker than the hand-off (a thread
         // wake-up each way), which dominated publish latency under `never`.
-        let result = if always || to_write.len() > INLINE_WRITE_MAX {
+        // A log that shares the broker's sync rounds writes without its
+        // own fsync and waits for the next round instead.
+        let shared_sync = self.shared.config.shared_sync.clone().filter(|_| always);
+        let own_sync = always && shared_sync.is_none();
+        let result = if own_sync || to_write.len() > INLINE_WRITE_MAX {
+            let file = file.clone();
             tokio::task::spawn_blocking(move || {
-                write_durably(&file, &to_write, at, pre, truncate_to, always)
+                write_durably(&file, &to_write, at, pre, truncate_to, own_sync)
             })
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()).into()))
         } else {
-            write_durably(&file, &to_write, at, pre, truncate_to, always)
+            write_durably(&file, &to_write, at, pre, truncate_to, own_sync)
+        };
+        let result = match (result, shared_sync) {
+            (Ok(_), Some(syncer)) => {
+                let started = Instant::now();
+                match syncer.sync().await {
+                    Ok(()) => Ok(started.elapsed()),
+                    // Written but not known durable: cut back like a
+                    // failed write, so that it can never be recovered.
+                    Err(error) => Err(WriteFailure {
+                        cut_back: file.set_len(pre).is_ok(),
+                        error,
+                    }),
+                }
+            }
+            (result, _) => result,
         };
         (result, data, aligned)
     }

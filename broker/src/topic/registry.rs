@@ -141,11 +141,13 @@ impl Registry {
 
     /// `name`'s log settings: `cfg`, the broker's defaults, and for the
     /// logs only the broker writes (room logs, inboxes: one record per
-    /// emit) merged batches.
+    /// emit) merged batches and a sync shared with every other such log.
     fn log_config(&self, name: &str, cfg: &TopicConfig) -> LogConfig {
+        let broker_written = name.starts_with(crate::rooms::log::ROOM_PREFIX)
+            || name.starts_with(crate::rooms::inbox::INBOX_PREFIX);
         LogConfig {
-            coalesce: name.starts_with(crate::rooms::log::ROOM_PREFIX)
-                || name.starts_with(crate::rooms::inbox::INBOX_PREFIX),
+            coalesce: broker_written,
+            shared_sync: self.syncer.clone().filter(|_| broker_written),
             segment_bytes: cfg.segment_bytes.unwrap_or(self.config.segment_bytes),
             fsync: cfg.fsync.unwrap_or(self.config.fsync),
             retention_bytes: cfg.retention_bytes,
