@@ -522,7 +522,7 @@ impl Writer {
         let result = match (result, shared_sync) {
             (Ok(_), Some(syncer)) => {
                 let started = Instant::now();
-                match syncer.sync().await {
+                match syncer.sync(file.clone()).await {
                     Ok(()) => Ok(started.elapsed()),
                     // Written but not known durable: cut back like a
                     // failed write, so that it can never be recovered.
