@@ -22,6 +22,7 @@ use tokio::time::{sleep, timeout, Instant};
 use tokio_util::codec::FramedRead;
 
 use crate::acks::AckSignal;
+use crate::acks::ACK_LINGER;
 use crate::command::Command;
 use crate::config::ClientConfig;
 use crate::endpoint::Endpoint;
@@ -39,8 +40,6 @@ const MAX_ADDRESSES: usize = 16;
 /// How long a closing client waits for its last bytes (and the goodbye of
 /// the transport) to be taken by the socket.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long acks may wait to be coalesced into one frame.
-const ACK_LINGER: Duration = Duration::from_millis(1);
 /// Heartbeat used when the broker announces 0.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 

@@ -679,6 +679,7 @@ mod tests {
                 true,
                 Arc::new(AckSignal::default()),
                 "_inbox.bob".into(),
+                (10, 1 << 20),
             )),
         }
     }

@@ -168,8 +168,14 @@ impl Message {
         if self.sub.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Error::ConnectionLost("subscription closed".into()));
         }
-        self.sub.record(kind, self.record.offset);
+        self.sub.record(kind, self.record.offset, self.weight());
         Ok(())
+    }
+
+    /// What this message counts for in the prefetch window's bytes, as far
+    /// as the ack flush rule cares ([`crate::acks::SubShared::new`]).
+    fn weight(&self) -> usize {
+        self.record.payload.len() + self.record.key.len()
     }
 
     /// [`Message::ack`] without the future, for the client's own tasks.
@@ -179,9 +185,9 @@ impl Message {
 
     /// Done with this message: the group will not deliver it again.
     ///
-    /// Returns once the ack is queued; it is sent within about a
-    /// millisecond together with other acks, and re-sent after a reconnect
-    /// if needed. From now on this client never yields the message again.
+    /// Returns once the ack is queued; it is sent within 20 ms together
+    /// with other acks (at once when half the prefetch window is acked),
+    /// and re-sent after a reconnect if needed. From now on this client never yields the message again.
     /// A no-op on ephemeral subscriptions, which need no acks.
     ///
     /// # Errors
@@ -194,10 +200,10 @@ impl Message {
     /// ack durably (the group will not deliver the message again, even
     /// after a broker restart).
     ///
-    /// Like [`Message::ack`] the ack travels with the others (within about
-    /// a millisecond), so awaiting many of these concurrently costs no more
-    /// frames; each one waits for the broker's next state write (a few
-    /// milliseconds). Returns at once on ephemeral subscriptions.
+    /// The ack is sent at once, with every other ack pending on the
+    /// connection (acks awaited concurrently share frames), and waits for
+    /// the broker's next state write (a few milliseconds). Returns at once
+    /// on ephemeral subscriptions.
     ///
     /// # Errors
     /// [`Error::Broker`] when the broker could not write the ack:
@@ -215,7 +221,7 @@ impl Message {
         if !self.sub.group {
             return Ok(());
         }
-        let Some(answer) = self.sub.record_awaited(self.record.offset) else {
+        let Some(answer) = self.sub.record_awaited(self.record.offset, self.weight()) else {
             return Err(Error::ConnectionLost("subscription closed".into()));
         };
         answer.await.map_err(|_| {

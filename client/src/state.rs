@@ -877,6 +877,7 @@ mod tests {
             true,
             Arc::new(AckSignal::default()),
             "t".into(),
+            (10, 1 << 20),
         ));
         let (tx, _rx) = mpsc::unbounded_channel();
         let (reply, _answer) = oneshot::channel();
@@ -902,8 +903,8 @@ mod tests {
         state.on_reply(id, ok(7)).expect("subscribed");
 
         state.on_disconnect();
-        shared.record(AckKind::Ack, 3);
-        shared.record(AckKind::Ack, 4);
+        shared.record(AckKind::Ack, 3, 0);
+        shared.record(AckKind::Ack, 4, 0);
         // The flush the first ack asked for finds no connection.
         state.flush_acks();
         state.restore();
@@ -959,6 +960,7 @@ mod tests {
             true,
             Arc::new(AckSignal::default()),
             "t".into(),
+            (10, 1 << 20),
         ));
         let (tx, mut items) = mpsc::unbounded_channel();
         let (reply, _answer) = oneshot::channel();
@@ -983,7 +985,7 @@ mod tests {
         };
         state.on_reply(id, ok(7)).expect("subscribed");
 
-        let answer = shared.record_awaited(3).expect("a group subscription");
+        let answer = shared.record_awaited(3, 0).expect("a group subscription");
         state.flush_acks();
         let sent_acks = acks(sent(&mut state));
         assert_eq!(sent_acks.len(), 1);
@@ -1005,7 +1007,7 @@ mod tests {
         state.on_reply(resent[0].0, storage_full()).expect("reply");
 
         // A later ack confirmed on this connection settles it.
-        shared.record(AckKind::Ack, 4);
+        shared.record(AckKind::Ack, 4, 0);
         state.flush_acks();
         let later = acks(sent(&mut state));
         state.on_reply(later[0].0, Wire::Ok).expect("reply");
@@ -1039,6 +1041,7 @@ mod tests {
             true,
             Arc::new(AckSignal::default()),
             "t".into(),
+            (10, 1 << 20),
         ));
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (reply, _answer) = oneshot::channel();
@@ -1072,7 +1075,7 @@ mod tests {
             }
             _ => panic!("the stream must be told"),
         }
-        shared.record(AckKind::Ack, 4);
+        shared.record(AckKind::Ack, 4, 0);
         state.flush_acks();
         let acked = sent(&mut state)
             .iter()

@@ -127,6 +127,7 @@ impl SubscribeBuilder {
             self.group.is_some(),
             inner.conn.acks.clone(),
             self.topic.as_str().into(),
+            (self.prefetch, self.prefetch_bytes),
         ));
         let (tx, rx) = mpsc::unbounded_channel();
         let ack_timeout_ms = self

@@ -241,3 +241,44 @@ async fn admin_calls() -> anyhow::Result<()> {
     assert!(client.describe_topic("made").await.is_err());
     Ok(())
 }
+
+/// Acks wait up to 20 ms to share a frame, but never while the broker
+/// holds deliveries back for want of credit: with one message of prefetch
+/// (by count, then by bytes) each ack goes at once. Were they held for the
+/// linger, these 150 messages would take 3 s each way.
+#[tokio::test]
+async fn a_member_with_a_small_window_is_not_held_back_by_the_ack_linger() -> anyhow::Result<()> {
+    let broker = TestBroker::start().await;
+    let client = Client::connect(broker.addr()).await?;
+    const N: u64 = 150;
+    let producer = client.producer("narrow");
+    let mut pending = Vec::new();
+    for i in 0..N {
+        pending.push(producer.send(vec![i as u8; 600]).await?);
+    }
+    for p in pending {
+        within("a receipt", p).await?;
+    }
+    for (group, messages, bytes) in [("by-count", 1, 1 << 20), ("by-bytes", 10_000, 1_000)] {
+        let mut sub = client
+            .subscribe("narrow")
+            .group(group)
+            .start(Start::Earliest)
+            .prefetch(messages)
+            .prefetch_bytes(bytes)
+            .await?;
+        let t0 = std::time::Instant::now();
+        for i in 0..N {
+            let m = next(&mut sub).await;
+            assert_eq!(m.offset(), i);
+            m.ack().await?;
+        }
+        let took = t0.elapsed();
+        assert!(
+            took < Duration::from_millis(1_500),
+            "{group}: {N} messages took {took:?}; acks waited for the linger"
+        );
+    }
+    client.close().await;
+    Ok(())
+}
