@@ -11,6 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use herald_protocol::AckKind;
 use tokio::sync::{oneshot, Notify};
@@ -31,7 +32,7 @@ use crate::Result;
 /// half its prefetch window is pending (see [`SubShared::new`]). What it
 /// widens: a message acked in the last 20 ms before the process dies comes
 /// again to its next run, as the JavaScript client's (docs/web.md).
-pub(crate) const ACK_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+pub(crate) const ACK_LINGER: Duration = Duration::from_millis(20);
 /// Most pending ack operations before the connection task is woken to
 /// flush at once.
 pub(crate) const FLUSH_AT: usize = 256;
@@ -85,7 +86,7 @@ pub(crate) struct AckSignal {
     /// task then flushes after [`ACK_LINGER`]), or, with `urgent`, when
     /// one should go at once.
     pub(crate) notify: Notify,
-    /// Set with the wake-up when a flush should not wait for the tick.
+    /// Set with the wake-up when a flush should not wait for the linger.
     pub(crate) urgent: AtomicBool,
 }
 
@@ -302,8 +303,8 @@ impl SubShared {
     /// answer; `None` on an ephemeral subscription (nothing to confirm), or
     /// once the subscription is closed (the waiter would never be
     /// answered: a closed subscription's waiters are dropped by
-    /// [`AckState::drop_waiters`] after `closed` is set).
-    /// Sent at once (with whatever else is pending): the caller waits.
+    /// [`AckState::drop_waiters`] after `closed` is set). Sent at once,
+    /// with whatever else is pending: the caller waits for the answer.
     pub(crate) fn record_awaited(
         &self,
         offset: u64,

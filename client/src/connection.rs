@@ -21,8 +21,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::{sleep, timeout, Instant};
 use tokio_util::codec::FramedRead;
 
-use crate::acks::AckSignal;
-use crate::acks::ACK_LINGER;
+use crate::acks::{AckSignal, ACK_LINGER};
 use crate::command::Command;
 use crate::config::ClientConfig;
 use crate::endpoint::Endpoint;

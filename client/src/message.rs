@@ -187,7 +187,8 @@ impl Message {
     ///
     /// Returns once the ack is queued; it is sent within 20 ms together
     /// with other acks (at once when half the prefetch window is acked),
-    /// and re-sent after a reconnect if needed. From now on this client never yields the message again.
+    /// and re-sent after a reconnect if needed. From now on this client
+    /// never yields the message again.
     /// A no-op on ephemeral subscriptions, which need no acks.
     ///
     /// # Errors
