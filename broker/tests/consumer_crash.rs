@@ -63,6 +63,19 @@ fn consumer(
     (child, rx)
 }
 
+/// Counts every offset a dead consumer printed. The reader thread ends when
+/// the pipe does, so the channel disconnects once every line was read;
+/// `try_recv` alone would miss lines still in the pipe, and those were acked.
+fn drain(rx: &mpsc::Receiver<u64>, seen: &mut HashMap<u64, u32>) {
+    loop {
+        match rx.recv_timeout(T) {
+            Ok(o) => *seen.entry(o).or_default() += 1,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("a dead consumer's output never ended"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_consumer_process_resumes_at_least_once_within_a_bound() {
     let dir = tempfile::tempdir().unwrap();
@@ -89,10 +102,9 @@ async fn a_killed_consumer_process_resumes_at_least_once_within_a_bound() {
         }
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
-        // What it printed before dying counts as seen.
-        while let Ok(o) = rx.try_recv() {
-            *seen.entry(o).or_default() += 1;
-        }
+        // What it printed before dying counts as seen: lines may still sit
+        // in the pipe, so read until the reader thread reaches its end.
+        drain(&rx, &mut seen);
     }
     // A last run drains the rest and exits after a quiet second.
     let (mut child, rx) = consumer(broker.addr, &["--timeout", "1s"]);
@@ -105,9 +117,7 @@ async fn a_killed_consumer_process_resumes_at_least_once_within_a_bound() {
         .unwrap()
         .unwrap();
     assert!(status.unwrap().success());
-    while let Ok(o) = rx.try_recv() {
-        *seen.entry(o).or_default() += 1;
-    }
+    drain(&rx, &mut seen);
     for o in 0..N {
         assert!(seen.contains_key(&o), "offset {o} never consumed");
     }
