@@ -64,6 +64,9 @@ enum Job {
     /// commit) that becomes durable with the round's sync.
     Sync {
         file: Arc<std::fs::File>,
+        /// The round must `syncfs`, even if it is a lone one: `file`'s log
+        /// was created without syncing its folders.
+        full: bool,
         done: oneshot::Sender<io::Result<()>>,
     },
 }
@@ -86,8 +89,8 @@ pub struct Syncer {
     /// The same for the logs' syncs: rounds of their own, so that a log's
     /// group commit never waits behind a round of state files.
     logs_tx: OnceLock<mpsc::UnboundedSender<Job>>,
-    /// Syncs made (`syncfs`, or `fdatasync` in a lone round), for tests.
-    syncs: Arc<AtomicU64>,
+    /// Syncs made, for tests and the metrics.
+    counts: Arc<Counts>,
 }
 
 impl Syncer {
@@ -99,7 +102,7 @@ impl Syncer {
                 root,
                 tx: OnceLock::new(),
                 logs_tx: OnceLock::new(),
-                syncs: Arc::new(AtomicU64::new(0)),
+                counts: Arc::default(),
             })
         })
     }
@@ -135,20 +138,27 @@ impl Syncer {
     /// Returns once what was written to `file` before the call is durable:
     /// one `syncfs` shared with every other caller and state file of the
     /// round (or, in a round of at most [`LONE_SYNCS`] logs and no state
-    /// file, an `fdatasync` of `file`).
+    /// file, an `fdatasync` of `file`). With `full`, always a `syncfs`:
+    /// it also makes durable the folders and files created for `file`'s
+    /// log, and whatever else was written on the file system before it.
     ///
     /// # Errors
     /// The sync failed (a write-back error anywhere on the file system since
     /// the syncer started, or the sync itself), or the broker's runtime is
     /// shutting down.
-    pub async fn sync(&self, file: Arc<std::fs::File>) -> io::Result<()> {
+    pub async fn sync(&self, file: Arc<std::fs::File>, full: bool) -> io::Result<()> {
         let (done, wait) = oneshot::channel();
-        self.submit(Job::Sync { file, done }, wait).await
+        self.submit(Job::Sync { file, full, done }, wait).await
     }
 
     /// Syncs made so far (`syncfs`, or `fdatasync` in a lone round).
     pub fn syncs(&self) -> u64 {
-        self.syncs.load(Ordering::Relaxed)
+        self.counts.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Of those, the `syncfs` calls.
+    pub fn full_syncs(&self) -> u64 {
+        self.counts.syncfs.load(Ordering::Relaxed)
     }
 
     async fn submit(&self, job: Job, wait: oneshot::Receiver<io::Result<()>>) -> io::Result<()> {
@@ -156,7 +166,7 @@ impl Syncer {
             Job::Save { .. } => &self.tx,
             Job::Sync { .. } => &self.logs_tx,
         };
-        let tx = tx.get_or_init(|| spawn(self.root.clone(), self.syncs.clone()));
+        let tx = tx.get_or_init(|| spawn(self.root.clone(), self.counts.clone()));
         let stopped = || io::Error::other("the sync task has stopped");
         tx.send(job).map_err(|_| stopped())?;
         wait.await.map_err(|_| stopped())?
@@ -164,7 +174,15 @@ impl Syncer {
 }
 
 /// Starts the task that serves jobs, one round per batch.
-fn spawn(root: PathBuf, syncs: Arc<AtomicU64>) -> mpsc::UnboundedSender<Job> {
+/// Syncs made: `syncfs`, or `fdatasync` in a lone round (`syncs`), and
+/// the `syncfs` calls among them.
+#[derive(Debug, Default)]
+struct Counts {
+    syncs: AtomicU64,
+    syncfs: AtomicU64,
+}
+
+fn spawn(root: PathBuf, counts: Arc<Counts>) -> mpsc::UnboundedSender<Job> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
     tokio::spawn(async move {
         // Opened once: see the module's note on write-back errors.
@@ -176,7 +194,7 @@ fn spawn(root: PathBuf, syncs: Arc<AtomicU64>) -> mpsc::UnboundedSender<Job> {
             }
             let root = root.clone();
             let held = dir.clone();
-            let syncs = syncs.clone();
+            let counts = counts.clone();
             let done = tokio::task::spawn_blocking(move || {
                 let dir = match held {
                     Some(d) => d,
@@ -188,7 +206,7 @@ fn spawn(root: PathBuf, syncs: Arc<AtomicU64>) -> mpsc::UnboundedSender<Job> {
                         }
                     },
                 };
-                round(&root, &dir, jobs, &syncs);
+                round(&root, &dir, jobs, &counts);
                 Some(dir)
             })
             .await;
@@ -216,10 +234,11 @@ struct Save {
 /// renames the temporaries and syncs again if there were any, and answers
 /// each job; a job that only waits for the sync hears the first sync's
 /// outcome.
-fn round(root: &Path, dir: &std::fs::File, jobs: Vec<Job>, syncs: &AtomicU64) {
+fn round(root: &Path, dir: &std::fs::File, jobs: Vec<Job>, counts: &Counts) {
     let mut in_place = Vec::with_capacity(jobs.len());
     let mut temporary = Vec::new();
     let mut waits = Vec::new();
+    let mut full = false;
     for j in jobs {
         let (path, body, cache, done) = match j {
             Job::Save {
@@ -228,7 +247,12 @@ fn round(root: &Path, dir: &std::fs::File, jobs: Vec<Job>, syncs: &AtomicU64) {
                 cache,
                 done,
             } => (path, body, cache, done),
-            Job::Sync { file, done } => {
+            Job::Sync {
+                file,
+                full: f,
+                done,
+            } => {
+                full |= f;
                 waits.push((file, done));
                 continue;
             }
@@ -245,14 +269,15 @@ fn round(root: &Path, dir: &std::fs::File, jobs: Vec<Job>, syncs: &AtomicU64) {
             }
         }
     }
-    if in_place.is_empty() && temporary.is_empty() && waits.len() <= LONE_SYNCS {
+    if !full && in_place.is_empty() && temporary.is_empty() && waits.len() <= LONE_SYNCS {
         for (file, done) in waits {
-            syncs.fetch_add(1, Ordering::Relaxed);
+            counts.syncs.fetch_add(1, Ordering::Relaxed);
             let _ = done.send(file.sync_data());
         }
         return;
     }
-    syncs.fetch_add(1, Ordering::Relaxed);
+    counts.syncs.fetch_add(1, Ordering::Relaxed);
+    counts.syncfs.fetch_add(1, Ordering::Relaxed);
     if let Err(e) = syncfs(dir) {
         tracing::error!(folder = %root.display(), error = %e, "syncfs failed");
         for (_, w) in waits {
@@ -281,7 +306,8 @@ fn round(root: &Path, dir: &std::fs::File, jobs: Vec<Job>, syncs: &AtomicU64) {
             }
         }
     }
-    syncs.fetch_add(1, Ordering::Relaxed);
+    counts.syncs.fetch_add(1, Ordering::Relaxed);
+    counts.syncfs.fetch_add(1, Ordering::Relaxed);
     if let Err(e) = syncfs(dir) {
         tracing::error!(folder = %root.display(), error = %e, "syncfs failed");
         return fail_saves(renamed, &e);
@@ -390,7 +416,7 @@ mod tests {
             tokio::spawn(async move {
                 if i % 2 == 0 {
                     let f = std::fs::File::create(&p)?;
-                    s.sync(Arc::new(f)).await
+                    s.sync(Arc::new(f), false).await
                 } else {
                     s.save(p, vec![1], Default::default()).await
                 }
@@ -401,8 +427,11 @@ mod tests {
         }
         // Alone in its round: an fdatasync of its own file, not a syncfs.
         let lone = Arc::new(std::fs::File::create(dir.path().join("lone")).unwrap());
-        let before = s.syncs();
-        s.sync(lone).await.unwrap();
-        assert_eq!(s.syncs(), before + 1);
+        let (before, full) = (s.syncs(), s.full_syncs());
+        s.sync(lone.clone(), false).await.unwrap();
+        assert_eq!((s.syncs(), s.full_syncs()), (before + 1, full));
+        // A log created unsynced asks for a syncfs even alone.
+        s.sync(lone, true).await.unwrap();
+        assert_eq!((s.syncs(), s.full_syncs()), (before + 2, full + 1));
     }
 }

@@ -2,6 +2,10 @@
 //! broker: the real `herald serve` starts, logs the file and the reason at
 //! ERROR, refuses every request naming the room with `RoomUnavailable`
 //! (code 20) and serves the other rooms and the topics as before.
+//!
+//! And what a crash leaves of an inbox or a room log created by a join,
+//! whose files are not synced until its first commit (an empty settings
+//! file), is taken for what it is: the topic is set up again and serves.
 
 mod common;
 
@@ -22,8 +26,12 @@ struct Serve {
 
 impl Serve {
     fn start(dir: &Path) -> Serve {
+        Serve::start_with(dir, "never")
+    }
+
+    fn start_with(dir: &Path, fsync: &str) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--fsync", "never"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--fsync", fsync])
             .arg("--data-dir")
             .arg(dir)
             .env("HERALD_LOG", "warn")
@@ -170,4 +178,94 @@ async fn scenario() {
         .find(|l| l.contains("ERROR") && l.contains("lobby.room"))
         .unwrap_or_else(|| panic!("no ERROR line naming the file in:\n{log}"));
     assert!(line.contains("checksum"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbox_and_a_room_log_whose_creation_a_crash_cut_short_serve_again() {
+    tokio::time::timeout(std::time::Duration::from_secs(60), blank_settings())
+        .await
+        .expect("the test took too long");
+}
+
+async fn blank_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Serve::start_with(dir.path(), "always");
+    let bob = client(first.addr, "bob").await;
+    bob.join_durable("lobby").await.unwrap();
+    let _inbox = bob.inbox().await.unwrap();
+    bob.producer("t").send("x").await.unwrap().await.unwrap();
+    let topics = dir.path().join("topics");
+    // Created by the join and never committed to: no fsync was spent on
+    // them, nor on index files, which are derived data.
+    for t in ["_inbox.bob", "_room.lobby"] {
+        let index = topics
+            .join(t)
+            .join("log")
+            .join("00000000000000000000.index");
+        assert!(!index.exists(), "{t}: {}", index.display());
+    }
+    bob.close().await;
+    first.kill();
+
+    // What a power cut can leave of settings written but never synced.
+    for t in ["_inbox.bob", "_room.lobby", "t"] {
+        std::fs::write(topics.join(t).join("topic.meta"), b"").unwrap();
+    }
+    let second = Serve::start_with(dir.path(), "always");
+    let alice = client(second.addr, "alice").await;
+    let bob = client(second.addr, "bob").await;
+    let mut inbox = bob.inbox().await.unwrap();
+    alice.emit_to_client("bob", "dm", "psst").await.unwrap();
+    alice.join_durable("lobby").await.unwrap();
+    alice
+        .emit(Target::room("lobby"), "chat", "hi")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let ev = tokio::time::timeout(common::T, futures::StreamExt::next(&mut inbox))
+            .await
+            .expect("an event")
+            .expect("the inbox ended")
+            .expect("an event, not an error");
+        ev.ack().await.unwrap();
+        if ev.kind() == herald_client::EventKind::Event {
+            got.push((ev.name().to_owned(), ev.room().map(str::to_owned)));
+        }
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("chat".to_owned(), Some("lobby".to_owned())),
+            ("dm".to_owned(), None)
+        ]
+    );
+    // A topic a client created keeps its settings or is unavailable:
+    // the broker cannot know them.
+    let sent = match alice.producer("t").send("y").await {
+        Ok(confirm) => confirm.await,
+        Err(e) => Err(e),
+    };
+    match sent {
+        Err(Error::Broker {
+            code: ErrorCode::TopicUnavailable,
+            ..
+        }) => {}
+        other => panic!("expected TopicUnavailable, got {other:?}"),
+    }
+    alice.close().await;
+    bob.close().await;
+    for t in ["_inbox.bob", "_room.lobby"] {
+        let meta = std::fs::metadata(topics.join(t).join("topic.meta")).unwrap();
+        assert!(meta.len() > 4, "{t}: settings written again");
+    }
+    let log = second.kill();
+    for t in ["_inbox.bob", "_room.lobby"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("WARN") && l.contains(t) && l.contains("settings file empty")),
+            "no WARN line for {t} in:\n{log}"
+        );
+    }
 }

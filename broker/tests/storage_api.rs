@@ -95,6 +95,39 @@ async fn logs_sharing_sync_rounds_use_fewer_syncs_than_appends_and_keep_them() {
     }
 }
 
+/// A log created without syncing its files (an inbox or a room log
+/// created by a join) makes them durable with its first commit: a
+/// `syncfs`, even alone in its round; later commits are ordinary ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_created_unsynced_syncs_the_file_system_with_its_first_commit() {
+    let dir = tempfile::TempDir::new().expect("tmp");
+    let Some(syncer) = herald_broker::syncer::Syncer::new(dir.path().to_path_buf()) else {
+        return; // no syncfs here: such logs are created synced
+    };
+    let cfg = LogConfig {
+        shared_sync: Some(syncer.clone()),
+        create_unsynced: true,
+        ..config(FsyncPolicy::Always)
+    };
+    let path = dir.path().join("inbox");
+    let log = Log::open(&path, cfg.clone()).expect("open");
+    assert!(!path.join("00000000000000000000.index").exists());
+    let full = syncer.full_syncs();
+    log.append(batch(&[b"first"])).await.expect("append");
+    assert_eq!(syncer.full_syncs(), full + 1, "the first commit syncfs");
+    let syncs = syncer.syncs();
+    log.append(batch(&[b"second"])).await.expect("append");
+    assert_eq!(
+        (syncer.syncs(), syncer.full_syncs()),
+        (syncs + 1, full + 1),
+        "then, alone, an fdatasync"
+    );
+    log.close().await.expect("close");
+    let log = Log::open(&path, cfg).expect("reopen");
+    assert_eq!(read_all(&log, 0).len(), 2);
+    log.close().await.expect("close");
+}
+
 #[tokio::test]
 async fn idempotent_retries_gaps_and_reopen() {
     let dir = tmpdir();

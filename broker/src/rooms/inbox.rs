@@ -20,6 +20,7 @@ use herald_protocol::rooms::headers;
 use herald_protocol::{Batch, BatchBuilder, EmitOk, RecordRef, TopicConfig};
 
 use super::{Recipients, Rooms};
+use crate::config::BrokerConfig;
 use crate::storage::PendingAppend;
 use crate::topic::name::{self, MAX_NAME_LEN};
 use crate::topic::Topic;
@@ -117,13 +118,18 @@ fn now_ms() -> i64 {
 /// # Errors
 /// As [`crate::topic::Registry::create`].
 pub fn topic(rooms: &Rooms, client: &str) -> Result<Arc<Topic>, BrokerError> {
-    let c = rooms.config();
-    let cfg = TopicConfig {
+    rooms
+        .registry()
+        .create(&topic_name(client), &config(rooms.config()), true)
+}
+
+/// The settings every inbox is created with.
+pub fn config(c: &BrokerConfig) -> TopicConfig {
+    TopicConfig {
         retention_ms: Some(c.inbox_retention.as_millis() as u64),
         retention_bytes: Some(c.inbox_retention_bytes),
         ..TopicConfig::default()
-    };
-    rooms.registry().create(&topic_name(client), &cfg, true)
+    }
 }
 
 /// Records in `topic` its reader has not acknowledged yet.

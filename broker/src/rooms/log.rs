@@ -13,6 +13,7 @@ use std::sync::Arc;
 use herald_protocol::TopicConfig;
 
 use super::Rooms;
+use crate::config::BrokerConfig;
 use crate::storage::PendingAppend;
 use crate::topic::name::MAX_NAME_LEN;
 use crate::topic::Topic;
@@ -38,13 +39,18 @@ pub fn topic(rooms: &Rooms, room: &str) -> Result<Arc<Topic>, BrokerError> {
     if let Ok(t) = rooms.registry().get(&topic_name(room)) {
         return Ok(t);
     }
-    let c = rooms.config();
-    let cfg = TopicConfig {
+    rooms
+        .registry()
+        .create(&topic_name(room), &config(rooms.config()), true)
+}
+
+/// The settings every room's log is created with.
+pub fn config(c: &BrokerConfig) -> TopicConfig {
+    TopicConfig {
         retention_ms: Some(c.room_retention.as_millis() as u64),
         retention_bytes: Some(c.room_retention_bytes),
         ..TopicConfig::default()
-    };
-    rooms.registry().create(&topic_name(room), &cfg, true)
+    }
 }
 
 /// Starts a new member at the room's end, or `history` records before it,

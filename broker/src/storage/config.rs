@@ -49,6 +49,15 @@ pub struct LogConfig {
     /// own: for the logs the broker writes itself (room logs, inboxes),
     /// many of which commit one emit at a time. `None`: `fdatasync`.
     pub shared_sync: Option<Arc<crate::syncer::Syncer>>,
+    /// Create a new log's folder and first segment without syncing them
+    /// (and without its index files, derived data written when the segment
+    /// closes): the log's first group commit syncs the whole file system
+    /// instead ([`crate::syncer::Syncer::sync`] with `full`), which makes
+    /// them durable before anything in them is confirmed. Only meaningful
+    /// with `shared_sync` under `Always`; set by the registry for the logs
+    /// the broker creates per client (inboxes) and per room, whose creation
+    /// (a join) otherwise cost seven fsyncs.
+    pub create_unsynced: bool,
 }
 
 impl Default for LogConfig {
@@ -65,6 +74,7 @@ impl Default for LogConfig {
             memory: None,
             coalesce: false,
             shared_sync: None,
+            create_unsynced: false,
         }
     }
 }

@@ -66,7 +66,11 @@ pub struct Recovered {
 /// Opens or creates the log in `dir`.
 pub fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, StorageError> {
     fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
-    segment::sync_dir(dir)?;
+    // Unsynced creation: the first commit's full sync covers the folder.
+    let synced = !config.create_unsynced;
+    if synced {
+        segment::sync_dir(dir)?;
+    }
     let mut bases = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
         let entry = entry.map_err(|e| StorageError::io(dir, e))?;
@@ -78,8 +82,10 @@ pub fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, StorageError
     if bases.is_empty() {
         let paths = SegmentPaths::new(dir, 0);
         let file = segment::open_log_file(&paths.log, true)?;
-        persist_index(&paths, &[])?;
-        segment::sync_dir(dir)?;
+        if synced {
+            persist_index(&paths, &[])?;
+            segment::sync_dir(dir)?;
+        }
         return Ok(Recovered {
             closed: Vec::new(),
             active: empty_entry(0, paths, file),

@@ -199,6 +199,10 @@ pub struct Writer {
     /// Appends in the previous group: more than one means concurrent
     /// appenders, worth a yield before gathering the next group.
     last_group: usize,
+    /// The log was created without syncing its files
+    /// ([`super::LogConfig::create_unsynced`]): its next shared sync must
+    /// be a full one. Cleared once one succeeded.
+    unsynced_files: bool,
 }
 
 impl Writer {
@@ -209,6 +213,7 @@ impl Writer {
         producers: ProducerMap,
         last_time: i64,
     ) -> Self {
+        let unsynced_files = shared.config.create_unsynced;
         Writer {
             shared,
             rx,
@@ -218,6 +223,7 @@ impl Writer {
             dirty: false,
             truncate_to: None,
             last_group: 0,
+            unsynced_files,
         }
     }
 
@@ -522,8 +528,12 @@ impl Writer {
         let result = match (result, shared_sync) {
             (Ok(_), Some(syncer)) => {
                 let started = Instant::now();
-                match syncer.sync(file.clone()).await {
-                    Ok(()) => Ok(started.elapsed()),
+                let full = self.unsynced_files;
+                match syncer.sync(file.clone(), full).await {
+                    Ok(()) => {
+                        self.unsynced_files = false;
+                        Ok(started.elapsed())
+                    }
                     // Written but not known durable: cut back like a
                     // failed write, so that it can never be recovered.
                     Err(error) => Err(WriteFailure {

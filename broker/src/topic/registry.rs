@@ -167,18 +167,30 @@ impl Registry {
     ) -> Result<Arc<Topic>, BrokerError> {
         let dir = self.topic_dir(name);
         let meta = dir.join(META_FILE);
-        let cfg = match create {
+        let (cfg, log_config) = match create {
             Some(cfg) => {
+                let mut log_config = self.log_config(name, cfg);
+                // An inbox or a room's log, created by a join: no fsyncs
+                // here; its first commit syncs the file system instead
+                // (`LogConfig::create_unsynced`). Until then it holds
+                // nothing confirmed, and a crash leaves at worst an empty
+                // settings file, which `open_meta` recognises.
+                let unsynced =
+                    log_config.shared_sync.is_some() && log_config.fsync == FsyncPolicy::Always;
+                log_config.create_unsynced = unsynced;
                 std::fs::create_dir_all(&dir)?;
-                let body =
-                    postcard::to_allocvec(cfg).map_err(|e| BrokerError::Internal(e.to_string()))?;
-                fsutil::write_atomic(&meta, &body, true)?;
-                fsutil::sync_dir(&self.root)?;
-                cfg.clone()
+                write_meta(&meta, cfg, !unsynced)?;
+                if !unsynced {
+                    fsutil::sync_dir(&self.root)?;
+                }
+                (cfg.clone(), log_config)
             }
-            None => read_meta(&meta)?,
+            None => {
+                let cfg = self.open_meta(name, &meta)?;
+                (cfg.clone(), self.log_config(name, &cfg))
+            }
         };
-        let log = Log::open(dir.join("log"), self.log_config(name, &cfg))?;
+        let log = Log::open(dir.join("log"), log_config)?;
         let topic = Arc::new(Topic::new(
             name.to_owned(),
             cfg,
@@ -191,6 +203,33 @@ impl Registry {
             topic.check_groups();
         }
         Ok(topic)
+    }
+
+    /// The settings of an existing topic. An inbox's or a room log's
+    /// settings file that is empty (or zeros) is what a crash leaves of
+    /// one created unsynced, before its first commit (so with nothing
+    /// confirmed in it): it is written again with the settings such a
+    /// topic is created with. Any other unreadable settings file makes the
+    /// topic unavailable.
+    fn open_meta(&self, name: &str, path: &Path) -> Result<TopicConfig, BrokerError> {
+        let error = match read_meta(path) {
+            Ok(cfg) => return Ok(cfg),
+            Err(e) => e,
+        };
+        let blank = std::fs::read(path).is_ok_and(|b| b.iter().all(|&x| x == 0));
+        let cfg = if name.starts_with(crate::rooms::inbox::INBOX_PREFIX) {
+            crate::rooms::inbox::config(&self.config)
+        } else if name.starts_with(crate::rooms::log::ROOM_PREFIX) {
+            crate::rooms::log::config(&self.config)
+        } else {
+            return Err(error);
+        };
+        if !blank {
+            return Err(error);
+        }
+        tracing::warn!(topic = %name, file = %path.display(), "settings file empty (the broker stopped while creating the topic); written again with the defaults");
+        write_meta(path, &cfg, true)?;
+        Ok(cfg)
     }
 
     /// The topic, if it exists and is usable.
@@ -469,6 +508,11 @@ fn report_damage(t: &Topic) {
         list.join(", "),
         t.name,
     );
+}
+
+fn write_meta(path: &Path, cfg: &TopicConfig, durable: bool) -> Result<(), BrokerError> {
+    let body = postcard::to_allocvec(cfg).map_err(|e| BrokerError::Internal(e.to_string()))?;
+    Ok(fsutil::write_atomic(path, &body, durable)?)
 }
 
 fn read_meta(path: &Path) -> Result<TopicConfig, BrokerError> {
