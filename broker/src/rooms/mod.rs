@@ -165,9 +165,9 @@ pub struct Rooms {
     /// A std Mutex: held only to read or change the maps, never across an
     /// await; presence appends and file writes happen after it is released.
     state: Mutex<State>,
-    /// Serialises durable member-file writes, so that the snapshot written
-    /// last is also the newest.
-    persist: tokio::sync::Mutex<()>,
+    /// Member-file writes: one at a time per room, shared by the changes
+    /// made meanwhile.
+    writes: store::Writes,
     /// Stops grace timers when the broker shuts down (a shutdown is not a
     /// disconnect: clients come back when the broker does).
     shutdown: CancellationToken,
@@ -238,7 +238,7 @@ impl Rooms {
             registry,
             dir,
             state: Mutex::new(state),
-            persist: tokio::sync::Mutex::new(()),
+            writes: store::Writes::default(),
             shutdown,
             legacy: Mutex::new(legacy),
             counters: RoomCounters::default(),
@@ -647,22 +647,18 @@ impl Rooms {
     /// Writes the member set of a room (or deletes its file once the room
     /// is empty): fsynced for a durable room.
     async fn persist(&self, room: &str) -> Result<(), BrokerError> {
-        let _one_at_a_time = self.persist.lock().await;
-        let stored = {
-            let st = self.lock();
-            st.rooms
-                .get(room)
-                .map(|r| store::StoredRoom {
-                    durable: r.durable,
-                    members: r.members.iter().cloned().collect(),
-                })
-                .unwrap_or_default()
-        };
-        let dir = self.dir.clone();
-        let room = room.to_owned();
-        tokio::task::spawn_blocking(move || store::save(&dir, &room, &stored))
+        self.writes
+            .write(&self.dir, room, || {
+                let st = self.lock();
+                st.rooms
+                    .get(room)
+                    .map(|r| store::StoredRoom {
+                        durable: r.durable,
+                        members: r.members.iter().cloned().collect(),
+                    })
+                    .unwrap_or_default()
+            })
             .await
-            .map_err(|e| BrokerError::Internal(e.to_string()))?
     }
 }
 

@@ -9,7 +9,10 @@
 //! postcard `Vec<String>`, durable rooms only), are read as durable rooms
 //! and replaced by a `.room` file the first time the room changes.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -140,6 +143,77 @@ pub fn save(dir: &Path, room: &str, stored: &StoredRoom) -> Result<(), BrokerErr
     Ok(())
 }
 
+/// The member-file writes of every room: one at a time per room, so that
+/// the snapshot written last is the newest, and rooms in parallel. A write
+/// whose change a later snapshot already carried to disk returns at once:
+/// members joining one room together share its writes, instead of each
+/// rewriting the whole member list with two fsyncs, one after the other.
+#[derive(Debug, Default)]
+pub struct Writes {
+    /// Rooms with a write wanted or running (entries go once idle).
+    rooms: Mutex<HashMap<String, Arc<RoomWrites>>>,
+}
+
+#[derive(Debug, Default)]
+struct RoomWrites {
+    one_at_a_time: tokio::sync::Mutex<()>,
+    /// Changes asked to be written (numbered from 1), and the newest
+    /// number a finished write carried.
+    wanted: AtomicU64,
+    written: AtomicU64,
+}
+
+impl Writes {
+    /// Writes `room`'s file with a snapshot taken after the caller's
+    /// change (made before the call), or returns once a write that
+    /// started after the change has ended well.
+    ///
+    /// # Errors
+    /// As [`save`]; a failed write is tried again by the next waiter.
+    pub async fn write(
+        &self,
+        dir: &Path,
+        room: &str,
+        snapshot: impl FnOnce() -> StoredRoom,
+    ) -> Result<(), BrokerError> {
+        let w = self.lock()?.entry(room.to_owned()).or_default().clone();
+        let mine = w.wanted.fetch_add(1, Ordering::SeqCst) + 1;
+        let result = async {
+            let _g = w.one_at_a_time.lock().await;
+            if w.written.load(Ordering::SeqCst) >= mine {
+                return Ok(());
+            }
+            // Every change numbered up to `upto` was made before it was
+            // numbered, so the snapshot taken next holds them all.
+            let upto = w.wanted.load(Ordering::SeqCst);
+            let stored = snapshot();
+            let (dir, name) = (dir.to_path_buf(), room.to_owned());
+            tokio::task::spawn_blocking(move || save(&dir, &name, &stored))
+                .await
+                .map_err(|e| BrokerError::Internal(e.to_string()))??;
+            w.written.store(upto, Ordering::SeqCst);
+            Ok(())
+        }
+        .await;
+        drop(w);
+        let mut rooms = self.lock()?;
+        // Only the map holds it: no write is waiting or running, and none
+        // can start without taking this lock.
+        if rooms.get(room).is_some_and(|w| Arc::strong_count(w) == 1) {
+            rooms.remove(room);
+        }
+        result
+    }
+
+    fn lock(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, HashMap<String, Arc<RoomWrites>>>, BrokerError> {
+        self.rooms
+            .lock()
+            .map_err(|_| BrokerError::Internal("room writes lock poisoned".into()))
+    }
+}
+
 /// Removes `path`; whether it was there.
 fn remove(path: &Path) -> Result<bool, BrokerError> {
     match std::fs::remove_file(path) {
@@ -158,6 +232,42 @@ mod tests {
             durable,
             members: members.iter().map(|m| m.to_string()).collect(),
         }
+    }
+
+    /// Members joining one room together share its writes, and the file
+    /// ends up with every one of them.
+    #[tokio::test]
+    async fn joins_at_once_share_the_room_file_writes() -> Result<(), BrokerError> {
+        let dir = tempfile::tempdir()?;
+        let writes = Arc::new(Writes::default());
+        let state = Arc::new(Mutex::new(room(true, &[])));
+        let snapshots = Arc::new(AtomicU64::new(0));
+        let joins = (0..50).map(|i| {
+            let (dir, writes, state, snapshots) = (
+                dir.path().to_path_buf(),
+                writes.clone(),
+                state.clone(),
+                snapshots.clone(),
+            );
+            tokio::spawn(async move {
+                state.lock().unwrap().members.push(format!("m{i:02}"));
+                writes
+                    .write(&dir, "lobby", || {
+                        snapshots.fetch_add(1, Ordering::SeqCst);
+                        state.lock().unwrap().clone()
+                    })
+                    .await
+            })
+        });
+        for j in futures::future::join_all(joins).await {
+            j.map_err(|e| BrokerError::Internal(e.to_string()))??;
+        }
+        let n = snapshots.load(Ordering::SeqCst);
+        assert!(n <= 3, "{n} writes for 50 joins");
+        let loaded = load_all(dir.path())?;
+        assert_eq!(loaded.rooms[0].stored.members.len(), 50);
+        assert!(writes.lock()?.is_empty(), "idle rooms are forgotten");
+        Ok(())
     }
 
     #[test]
