@@ -359,3 +359,74 @@ async fn a_dead_lettered_event_moves_only_its_members_position() {
     quiet(&mut a_in).await;
     b.shutdown().await;
 }
+
+/// Direct emits to clients never seen before each create an inbox (created
+/// without fsyncs, made durable by its first commit). The broker is
+/// SIGKILLed while dozens of them are being created and confirmed: after a
+/// restart every confirmed emit is in its recipient's inbox, and every
+/// inbox the kill cut short serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_emits_to_new_inboxes_survive_a_broker_kill() {
+    tokio::time::timeout(Duration::from_secs(90), new_inboxes_killed())
+        .await
+        .expect("the test took too long");
+}
+
+async fn new_inboxes_killed() {
+    const N: usize = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Child::spawn(dir.path(), &[]);
+    let addr = broker.addr.to_string();
+    let alice = client(&addr, "alice").await;
+    let (tx, mut confirmed) = tokio::sync::mpsc::unbounded_channel();
+    let emits: Vec<_> = (0..N)
+        .map(|i| {
+            let (alice, tx) = (alice.clone(), tx.clone());
+            tokio::spawn(async move {
+                // Unconfirmed emits are re-sent after the reconnect (at
+                // least once), so they may be confirmed by the new broker.
+                if alice
+                    .emit_to_client(&format!("c{i}"), "dm", format!("p{i}"))
+                    .await
+                    .is_ok()
+                {
+                    let _ = tx.send(i);
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    let mut ok = Vec::new();
+    while ok.len() < N / 3 {
+        ok.push(confirmed.recv().await.expect("a confirm"));
+    }
+    let before = ok.len();
+    broker.kill(); // SIGKILL, mid-storm
+    let broker = Child::spawn_on(dir.path(), &addr, &[]);
+    let addr = broker.addr.to_string();
+    for e in emits {
+        e.await.unwrap();
+    }
+    while let Some(i) = confirmed.recv().await {
+        ok.push(i);
+    }
+    eprintln!(
+        "{before} of {N} emits confirmed before the kill, {} in all",
+        ok.len()
+    );
+    assert!(ok.len() >= N / 3, "{} confirmed", ok.len());
+    for i in 0..N {
+        let c = client(&addr, &format!("c{i}")).await;
+        let mut inbox = c.inbox().await.unwrap();
+        if ok.contains(&i) {
+            let ev = next_event(&mut inbox).await;
+            assert_eq!(
+                (ev.name(), &ev.payload()[..]),
+                ("dm", format!("p{i}").as_bytes()),
+                "c{i}"
+            );
+        }
+        c.close().await;
+    }
+    alice.close().await;
+}
