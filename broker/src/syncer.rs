@@ -89,7 +89,7 @@ pub struct Syncer {
     /// The same for the logs' syncs: rounds of their own, so that a log's
     /// group commit never waits behind a round of state files.
     logs_tx: OnceLock<mpsc::UnboundedSender<Job>>,
-    /// Syncs made, for tests and the metrics.
+    /// Syncs made, for tests.
     counts: Arc<Counts>,
 }
 
