@@ -430,3 +430,45 @@ async fn new_inboxes_killed() {
     }
     alice.close().await;
 }
+
+/// Members joining one durable room at once share its member-file writes
+/// (`rooms::store::Writes`); every join that was answered is in the file:
+/// after a SIGKILL and a restart the room lists all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_joining_at_once_are_all_kept_across_a_broker_kill() {
+    tokio::time::timeout(Duration::from_secs(60), joins_at_once())
+        .await
+        .expect("the test took too long");
+}
+
+async fn joins_at_once() {
+    const N: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Child::spawn(dir.path(), &[]);
+    let addr = broker.addr.to_string();
+    let mut clients = Vec::new();
+    for i in 0..N {
+        clients.push(client(&addr, &format!("m{i:02}")).await);
+    }
+    let joins = clients.iter().map(|c| c.join_durable("crowd"));
+    for r in futures::future::join_all(joins).await {
+        r.unwrap();
+    }
+    broker.kill();
+    drop(clients);
+
+    let broker = Child::spawn(dir.path(), &[]);
+    // Only a member may list a room: the first one, back.
+    let m00 = client(&broker.addr.to_string(), "m00").await;
+    let mut ids: Vec<String> = m00
+        .members("crowd")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.client_id)
+        .collect();
+    ids.sort();
+    let want: Vec<String> = (0..N).map(|i| format!("m{i:02}")).collect();
+    assert_eq!(ids, want);
+    m00.close().await;
+}
