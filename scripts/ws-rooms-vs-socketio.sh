@@ -17,7 +17,8 @@
 #   MEMBERS=100        room size
 #   SECONDS_RUN=10     seconds of emitting per Herald run
 #   SIO_COUNT=5000     events per Socket.IO run (SIO_COUNT x MEMBERS deliveries)
-#   SIO_WINDOW=64      Socket.IO acknowledged emits in flight (Herald's is 64)
+#   WINDOW=64          emits in flight from the one emitter, each still
+#                      confirmed, on both sides
 #   HERALD_BIN=PATH    the broker (default: cargo build --release, target/release/herald)
 #   BASE_REF=REF       also run the JavaScript client of this commit (git archive)
 #   BASE_BIN=PATH      the broker for the BASE_REF runs (default: HERALD_BIN)
@@ -30,13 +31,13 @@ ROUNDS=${1:-3}
 MEMBERS=${MEMBERS:-100}
 SECONDS_RUN=${SECONDS_RUN:-10}
 SIO_COUNT=${SIO_COUNT:-5000}
-SIO_WINDOW=${SIO_WINDOW:-64}
+WINDOW=${WINDOW:-${SIO_WINDOW:-64}}
 HTTP_PORT=${HTTP_PORT:-7594}
 TCP_PORT=${TCP_PORT:-7593}
 SIO_PORT=${SIO_PORT:-7598}
 PEER=benches/peers/socketio
 
-for v in ROUNDS MEMBERS SECONDS_RUN SIO_COUNT SIO_WINDOW; do
+for v in ROUNDS MEMBERS SECONDS_RUN SIO_COUNT WINDOW; do
   case ${!v} in
     '' | *[!0-9]* | 0) echo "ws-rooms-vs-socketio: $v must be a whole number >= 1, not '${!v}'" >&2; exit 2 ;;
   esac
@@ -109,7 +110,7 @@ run_herald() {
     --fsync always > "$DIR/serve.log" 2>&1 &
   SERVER_PID=$!
   wait_port "$HTTP_PORT" "$DIR/serve.log"
-  (cd "$js" && timed timeout 300 node bench/ws-bench.mjs rooms "127.0.0.1:$HTTP_PORT" "$MEMBERS" "$SECONDS_RUN") || rc=$?
+  (cd "$js" && timed timeout 300 node bench/ws-bench.mjs rooms "127.0.0.1:$HTTP_PORT" "$MEMBERS" "$SECONDS_RUN" "$WINDOW") || rc=$?
   server_cpu > "$DIR/scpu"
   stop_server
   if [ "$rc" -ne 0 ]; then
@@ -126,7 +127,7 @@ run_socketio() {
   SERVER_PID=$!
   wait_port "$SIO_PORT" "$DIR/sio.log"
   timed node "$PEER/bench.js" --url "http://127.0.0.1:$SIO_PORT" --members "$MEMBERS" --count "$SIO_COUNT" \
-    --window "$SIO_WINDOW" --workers 0 || rc=$?
+    --window "$WINDOW" --workers 0 || rc=$?
   server_cpu > "$DIR/scpu"
   stop_server
   if [ "$rc" -ne 0 ]; then
@@ -140,7 +141,7 @@ RESULTS="$DIR/results.txt"
 : > "$RESULTS"
 header="# $(date -u '+%F %T') UTC, $(nproc) cores, herald $(git rev-parse --short HEAD)${BASE_REF:+ against base $BASE_REF ($(git rev-parse --short "$BASE_REF"))},"
 header+=" socket.io $(node -p "require('./$PEER/node_modules/socket.io/package.json').version"), node $(node --version),"
-header+=" rounds $ROUNDS, room of $MEMBERS, herald $SECONDS_RUN s per run, socket.io $SIO_COUNT events, window $SIO_WINDOW"
+header+=" rounds $ROUNDS, room of $MEMBERS, herald $SECONDS_RUN s per run, socket.io $SIO_COUNT events, window $WINDOW"
 echo "$header" | tee "$RESULTS"
 peers="herald socketio"
 [ -n "$JS_BASE" ] && peers="base herald socketio"

@@ -6,9 +6,9 @@
 //     (after SETTLE_MS, default 40 s: jemalloc gives freed pages back after
 //     about 10 s, and the idle sessions have been pinged a few times). TRANSPORT=tcp with the TCP address: the same over TCP.
 //
-//   node bench/ws-bench.mjs rooms HTTP_ADDR MEMBERS SECONDS
-//     The rooms workload: one emitter (herald-client, 64 emits in flight,
-//     each resolved once durable in every inbox) and a room of MEMBERS
+//   node bench/ws-bench.mjs rooms HTTP_ADDR MEMBERS SECONDS [WINDOW]
+//     The rooms workload: one emitter (herald-client, WINDOW emits in flight,
+//     default 64, each resolved once durable) and a room of MEMBERS
 //     members, each its own herald-client WebSocket connection with an
 //     on() handler; prints deliveries per second.
 //
@@ -179,7 +179,7 @@ async function latency(kind, addr, rate, seconds) {
   return percentile(lat, 99);
 }
 
-async function rooms(http, members, seconds) {
+async function rooms(http, members, seconds, window) {
   const tag = Math.random().toString(36).slice(2, 7);
   const room = `bench-${tag}`;
   const url = `ws://${http}/ws`;
@@ -202,7 +202,7 @@ async function rooms(http, members, seconds) {
   let emits = 0;
   const inflight = new Set();
   while (performance.now() < end) {
-    while (inflight.size < 64) {
+    while (inflight.size < window) {
       const p = emitter.emit({ room }, "tick", payload).then(() => inflight.delete(p));
       inflight.add(p);
       emits++;
@@ -215,7 +215,7 @@ async function rooms(http, members, seconds) {
   while (delivered < want && performance.now() < deadline) await sleep(10);
   const secs = (performance.now() - t0) / 1000;
   console.log(
-    `rooms over WebSocket: 1 emitter, room of ${members}: ${emits} durable emits, ${delivered - before} deliveries in ${secs.toFixed(1)} s = ${((delivered - before) / secs).toFixed(0)} deliveries/s (${(emits / secs).toFixed(0)} emits/s)`,
+    `rooms over WebSocket: 1 emitter, room of ${members}, ${window} emits in flight: ${emits} durable emits, ${delivered - before} deliveries in ${secs.toFixed(1)} s = ${((delivered - before) / secs).toFixed(0)} deliveries/s (${(emits / secs).toFixed(0)} emits/s)`,
   );
   for (const c of [...clients, emitter]) await c.close({ timeoutMs: 1000 });
 }
@@ -225,15 +225,16 @@ if (cmd === "idle") {
   const [http, pid, n, roomSize] = args;
   await idle(http, Number(pid), Number(n), roomSize ? Number(roomSize) : 0);
 } else if (cmd === "rooms") {
-  const [http, members, seconds] = args;
-  await rooms(http, Number(members), Number(seconds));
+  const [http, members, seconds, window = "64"] = args;
+  if (!(Number(window) >= 1)) throw new Error(`WINDOW must be a number >= 1, not ${window}`);
+  await rooms(http, Number(members), Number(seconds), Number(window));
 } else if (cmd === "latency") {
   const [tcp, http, rate, seconds] = args;
   const t = await latency("tcp", tcp, Number(rate), Number(seconds));
   const w = await latency("ws", http, Number(rate), Number(seconds));
   console.log(`p99 WebSocket / TCP = ${(w / t).toFixed(2)}`);
 } else {
-  console.error("usage: ws-bench.mjs idle HTTP_ADDR BROKER_PID N [ROOM_SIZE] | rooms HTTP_ADDR MEMBERS SECONDS | latency TCP_ADDR HTTP_ADDR RATE SECONDS");
+  console.error("usage: ws-bench.mjs idle HTTP_ADDR BROKER_PID N [ROOM_SIZE] | rooms HTTP_ADDR MEMBERS SECONDS [WINDOW] | latency TCP_ADDR HTTP_ADDR RATE SECONDS");
   process.exit(2);
 }
 process.exit(0);
