@@ -194,6 +194,8 @@ async fn blank_settings() {
     bob.join_durable("lobby").await.unwrap();
     let _inbox = bob.inbox().await.unwrap();
     bob.producer("t").send("x").await.unwrap().await.unwrap();
+    // Creates carol's inbox, whose settings are damaged below.
+    bob.emit_to_client("carol", "dm", "1").await.unwrap();
     let topics = dir.path().join("topics");
     // Created by the join and never committed to: no fsync was spent on
     // them, nor on index files, which are derived data.
@@ -211,6 +213,9 @@ async fn blank_settings() {
     for t in ["_inbox.bob", "_room.lobby", "t"] {
         std::fs::write(topics.join(t).join("topic.meta"), b"").unwrap();
     }
+    // Not what a crash leaves: damage, which stays as it is.
+    let carol_meta = topics.join("_inbox.carol").join("topic.meta");
+    std::fs::write(&carol_meta, b"not a settings file").unwrap();
     let second = Serve::start_with(dir.path(), "always");
     let alice = client(second.addr, "alice").await;
     let bob = client(second.addr, "bob").await;
@@ -254,6 +259,23 @@ async fn blank_settings() {
         }) => {}
         other => panic!("expected TopicUnavailable, got {other:?}"),
     }
+    // Creating it again does not write new settings over its files, nor
+    // does a direct emit to a client whose inbox is damaged.
+    assert_topic_unavailable(
+        alice
+            .create_topic("t", herald_client::TopicConfig::default())
+            .await,
+        "create t",
+    );
+    assert_topic_unavailable(
+        alice.emit_to_client("carol", "dm", "2").await,
+        "emit to carol",
+    );
+    assert_eq!(
+        std::fs::read(topics.join("t").join("topic.meta")).unwrap(),
+        b""
+    );
+    assert_eq!(std::fs::read(&carol_meta).unwrap(), b"not a settings file");
     alice.close().await;
     bob.close().await;
     for t in ["_inbox.bob", "_room.lobby"] {
@@ -267,5 +289,15 @@ async fn blank_settings() {
                 .any(|l| l.contains("WARN") && l.contains(t) && l.contains("settings file empty")),
             "no WARN line for {t} in:\n{log}"
         );
+    }
+}
+
+fn assert_topic_unavailable<T: std::fmt::Debug>(r: herald_client::Result<T>, what: &str) {
+    match r {
+        Err(Error::Broker {
+            code: ErrorCode::TopicUnavailable,
+            ..
+        }) => {}
+        other => panic!("{what}: expected TopicUnavailable, got {other:?}"),
     }
 }

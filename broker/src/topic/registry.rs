@@ -283,7 +283,8 @@ impl Registry {
 
     /// Creates a topic. Creating one that exists with the same settings
     /// succeeds (idempotent); with other settings it is `TopicExists`, unless
-    /// `existing_ok` (auto-creation races).
+    /// `existing_ok` (auto-creation races). One whose files failed to open
+    /// is `TopicUnavailable`, with the reason, and its files stay as they are.
     pub fn create(
         &self,
         name: &str,
@@ -299,11 +300,15 @@ impl Registry {
             .admin
             .lock()
             .map_err(|_| BrokerError::Internal("admin lock poisoned".into()))?;
-        if let Ok(t) = self.get(name) {
-            if existing_ok || &t.config == cfg {
-                return Ok(t);
-            }
-            return Err(BrokerError::TopicExists(name.to_owned()));
+        match self.get(name) {
+            Ok(t) if existing_ok || &t.config == cfg => return Ok(t),
+            Ok(_) => return Err(BrokerError::TopicExists(name.to_owned())),
+            // Its files are there but did not open: creating it again would
+            // write new settings over them and quietly serve what is left.
+            // The reason goes back instead; deleting the topic, or fixing
+            // its files, is the operator's call (docs/operations.md).
+            Err(e @ BrokerError::TopicUnavailable { .. }) => return Err(e),
+            Err(_) => {}
         }
         if self.deleting.contains_key(name) {
             return Err(BrokerError::Busy(format!(
