@@ -225,7 +225,10 @@ impl Fanout {
 mod tests {
     use super::*;
 
-    fn headers_of(e: &Entry<'_>) -> (Vec<(String, Vec<u8>)>, Vec<u8>, Vec<u8>) {
+    type Headers = Vec<(String, Vec<u8>)>;
+
+    /// The one record of `e`'s batch: its headers, key and payload.
+    fn headers_of(e: &Entry<'_>) -> (Headers, Vec<u8>, Vec<u8>) {
         let batch = e.batch();
         herald_protocol::batch::check(batch.bytes()).unwrap();
         let records: Vec<_> = batch.records().collect();
@@ -238,7 +241,7 @@ mod tests {
         (h, r.key.to_vec(), r.payload.to_vec())
     }
 
-    fn owned(pairs: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
+    fn owned(pairs: &[(&str, &[u8])]) -> Headers {
         pairs
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_vec()))
