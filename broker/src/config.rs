@@ -87,6 +87,9 @@ pub struct BrokerConfig {
     pub max_rooms_per_connection: usize,
     /// Members one room may have. Past it Join fails with `Busy`.
     pub max_members_per_room: usize,
+    /// Rooms with more members than this get no presence records (join,
+    /// leave, connect, disconnect): each is delivered to every member.
+    pub presence_max_members: usize,
     /// Events an inbox may hold unacknowledged. A direct emit or reply to a
     /// full inbox fails with `Busy`; room emits skip full inboxes and count
     /// them in `EmitOk.skipped`.
@@ -174,6 +177,7 @@ impl Default for BrokerConfig {
             presence_grace: Duration::from_secs(5),
             max_rooms_per_connection: 128,
             max_members_per_room: 10_000,
+            presence_max_members: 1_000,
             max_inbox_pending: 100_000,
             inbox_retention: Duration::from_secs(7 * 24 * 3600),
             inbox_retention_bytes: 256 << 20,
@@ -208,6 +212,7 @@ pub struct FileConfig {
     pub presence_grace_ms: Option<u64>,
     pub max_rooms_per_connection: Option<usize>,
     pub max_members_per_room: Option<usize>,
+    pub presence_max_members: Option<usize>,
     pub max_inbox_pending: Option<u64>,
     /// A size: `512MiB`, `2GiB`, or bytes.
     pub max_memory: Option<String>,

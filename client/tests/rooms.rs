@@ -335,6 +335,63 @@ async fn presence_events_and_the_grace_period() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Past `presence_max_members` a room is announced nothing: joins, leaves
+/// and disconnects of a big room are not delivered to every member (N
+/// deliveries per change), while a room at or under the limit still is.
+#[tokio::test]
+async fn a_room_past_the_presence_limit_gets_no_presence() -> anyhow::Result<()> {
+    let b = TestBroker::start_with(|c| {
+        c.presence_grace = GRACE;
+        c.presence_max_members = 2;
+    })
+    .await;
+    let alice = client(&b, "alice").await;
+    alice.join("hall").await?;
+    let mut ia = inbox(&alice).await;
+    let bob = client(&b, "bob").await;
+    bob.join("hall").await?;
+    let ev = next_any(&mut ia).await;
+    assert_eq!(
+        (ev.name(), ev.sender()),
+        ("join", "bob"),
+        "2 members: announced"
+    );
+
+    // A third member: nothing announced. Events are in the room's log in
+    // order, so the next thing alice reads is carol's event, not a join.
+    let carol = client(&b, "carol").await;
+    carol.join("hall").await?;
+    carol.emit(Target::room("hall"), "hi", "1").await?;
+    let ev = next_any(&mut ia).await;
+    assert_eq!((ev.name(), ev.sender()), ("hi", "carol"));
+
+    // Leaving a room of 3: not announced either.
+    carol.leave("hall").await?;
+    bob.emit(Target::room("hall"), "after", "2").await?;
+    let ev = next_any(&mut ia).await;
+    assert_eq!((ev.name(), ev.sender()), ("after", "bob"));
+
+    // Disconnected for good from a room of 3: no disconnect, no leave.
+    carol.join("hall").await?;
+    carol.close().await;
+    within("carol dropped from hall", async {
+        while alice.members("hall").await?.len() > 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        anyhow::Ok(())
+    })
+    .await?;
+    bob.emit(Target::room("hall"), "later", "3").await?;
+    let ev = next_any(&mut ia).await;
+    assert_eq!((ev.name(), ev.sender()), ("later", "bob"));
+
+    // Back to 2 members: announced again.
+    bob.leave("hall").await?;
+    let ev = next_any(&mut ia).await;
+    assert_eq!((ev.name(), ev.sender()), ("leave", "bob"));
+    Ok(())
+}
+
 async fn bob_members_of_lobby(bob: &Client) -> Result<Vec<herald_client::RoomMember>, Error> {
     bob.members("lobby").await
 }

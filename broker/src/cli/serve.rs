@@ -155,6 +155,9 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<(BrokerConfig, String)> {
     if let Some(v) = file.max_members_per_room {
         c.max_members_per_room = v;
     }
+    if let Some(v) = file.presence_max_members {
+        c.presence_max_members = v;
+    }
     if let Some(v) = file.max_inbox_pending {
         c.max_inbox_pending = v;
     }
