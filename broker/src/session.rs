@@ -116,6 +116,12 @@ pub(crate) enum Sub {
         handle: GroupHandle,
         member: u64,
     },
+    /// The client's own inbox, not created yet: the subscription joins its
+    /// group when the inbox's first record creates it (`rooms::waiting`).
+    Inbox {
+        topic: String,
+        waiting: Arc<crate::rooms::waiting::Waiting>,
+    },
 }
 
 impl Sub {
@@ -124,6 +130,7 @@ impl Sub {
         match self {
             Sub::Ephemeral { cancel, .. } => cancel.cancel(),
             Sub::Group { handle, member, .. } => handle.leave(member).await,
+            Sub::Inbox { waiting, .. } => waiting.end().await,
         }
     }
 }

@@ -192,7 +192,16 @@ async fn blank_settings() {
     let first = Serve::start_with(dir.path(), "always");
     let bob = client(first.addr, "bob").await;
     bob.join_durable("lobby").await.unwrap();
-    let _inbox = bob.inbox().await.unwrap();
+    let mut inbox = bob.inbox().await.unwrap();
+    // An inbox is created by its first event (subscribing creates none).
+    bob.emit_to_client("bob", "note", "to self").await.unwrap();
+    let ev = tokio::time::timeout(common::T, futures::StreamExt::next(&mut inbox))
+        .await
+        .expect("an event")
+        .expect("the inbox ended")
+        .expect("an event, not an error");
+    assert_eq!(ev.name(), "note");
+    ev.ack().await.unwrap();
     bob.producer("t").send("x").await.unwrap().await.unwrap();
     // Creates carol's inbox, whose settings are damaged below.
     bob.emit_to_client("carol", "dm", "1").await.unwrap();
@@ -234,7 +243,8 @@ async fn blank_settings() {
             .expect("the inbox ended")
             .expect("an event, not an error");
         ev.ack().await.unwrap();
-        if ev.kind() == herald_client::EventKind::Event {
+        // The note to self comes again if its ack was not saved yet.
+        if ev.kind() == herald_client::EventKind::Event && ev.name() != "note" {
             got.push((ev.name().to_owned(), ev.room().map(str::to_owned)));
         }
     }

@@ -392,6 +392,67 @@ async fn a_room_past_the_presence_limit_gets_no_presence() -> anyhow::Result<()>
     Ok(())
 }
 
+/// Whether the broker has `client`'s inbox topic.
+async fn has_inbox(c: &Client, client: &str) -> bool {
+    match c.describe_topic(&format!("_inbox.{client}")).await {
+        Ok(_) => true,
+        Err(e) if e.code() == Some(ErrorCode::UnknownTopic) => false,
+        Err(e) => panic!("describe _inbox.{client}: {e}"),
+    }
+}
+
+/// A client that reads its inbox creates no inbox topic: the first event
+/// for it does, and the client, already subscribed, gets that event and
+/// the next ones, once, in order. A subscription that ended before its
+/// inbox existed does not join it: the client, back, reads everything.
+#[tokio::test]
+async fn an_inbox_is_created_by_its_first_event() -> anyhow::Result<()> {
+    let b = TestBroker::start().await;
+    let alice = client(&b, "alice").await;
+    alice.join("lobby").await?;
+    let mut ia = inbox(&alice).await;
+    let bob = client(&b, "bob").await;
+    let mut ib = inbox(&bob).await;
+    assert!(!has_inbox(&bob, "alice").await, "subscribing created it");
+    assert!(!has_inbox(&bob, "bob").await, "subscribing created it");
+
+    for i in 0..3 {
+        bob.emit_to_client("alice", "dm", format!("{i}")).await?;
+    }
+    for i in 0..3 {
+        let ev = next_event(&mut ia).await;
+        assert_eq!(
+            (ev.name(), &ev.payload()[..]),
+            ("dm", format!("{i}").as_bytes())
+        );
+    }
+    assert!(has_inbox(&bob, "alice").await);
+    // Requests and replies go through inboxes created the same way.
+    let asked = tokio::spawn(async move {
+        let ev = next_event(&mut ib).await;
+        ev.reply("pong").await.map(|_| ev.name().to_owned())
+    });
+    let pong = alice
+        .request("bob", "ping", "?", Duration::from_secs(10))
+        .await?;
+    assert_eq!(&pong[..], b"pong");
+    assert_eq!(asked.await??, "ping");
+    quiet(&mut ia, "alice").await;
+
+    // carol subscribes, leaves before anything is sent, and comes back.
+    let carol = client(&b, "carol").await;
+    drop(inbox(&carol).await);
+    carol.close().await;
+    bob.emit_to_client("carol", "hello", "while you were out")
+        .await?;
+    let carol = client(&b, "carol").await;
+    let mut ic = inbox(&carol).await;
+    let ev = next_event(&mut ic).await;
+    assert_eq!(ev.name(), "hello");
+    quiet(&mut ic, "carol").await;
+    Ok(())
+}
+
 async fn bob_members_of_lobby(bob: &Client) -> Result<Vec<herald_client::RoomMember>, Error> {
     bob.members("lobby").await
 }

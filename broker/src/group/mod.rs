@@ -70,6 +70,9 @@ pub struct Join {
     /// The Subscribe's request id: the actor sends SubscribeOk itself,
     /// through the push queue, so it precedes the first delivery.
     pub request_id: u64,
+    /// False when the subscription was answered already (one that waited
+    /// for its inbox, `rooms::waiting`).
+    pub subscribe_ok: bool,
     pub client_id: String,
     pub outbox: Outbox,
     pub start: StartPosition,

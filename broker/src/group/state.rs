@@ -380,13 +380,15 @@ impl Group {
         if let Some(m) = j.max_deliveries {
             self.max_deliveries = m;
         }
-        let ok = herald_protocol::Message::SubscribeOk(herald_protocol::SubscribeOk {
-            subscription_id: j.subscription_id,
-            start_offset: self.tracker.floor(),
-        });
-        let mut b = bytes::BytesMut::new();
-        ok.encode(j.request_id, &mut b);
-        j.outbox.push(crate::outbox::Out::Frame(b.freeze()));
+        if j.subscribe_ok {
+            let ok = herald_protocol::Message::SubscribeOk(herald_protocol::SubscribeOk {
+                subscription_id: j.subscription_id,
+                start_offset: self.tracker.floor(),
+            });
+            let mut b = bytes::BytesMut::new();
+            ok.encode(j.request_id, &mut b);
+            j.outbox.push(crate::outbox::Out::Frame(b.freeze()));
+        }
         self.members.push(Member {
             id: j.member,
             sub: j.subscription_id,

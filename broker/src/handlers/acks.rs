@@ -15,9 +15,18 @@ impl Handler for Ack {
     }
 
     async fn handle(self, s: &mut Session, id: u64) -> Result<(), Close> {
-        match s.subs.get(&self.subscription_id) {
-            Some(Sub::Group { handle, member, .. }) => {
-                let (h, m) = (handle.clone(), *member);
+        let group = match s.subs.get(&self.subscription_id) {
+            Some(Sub::Group { handle, member, .. }) => Some((handle.clone(), *member)),
+            Some(Sub::Inbox { waiting, .. }) => match waiting.joined() {
+                Some(g) => Some(g),
+                // Nothing was delivered yet: nothing to ack.
+                None if id != 0 => return s.reply(id, Message::Ok).await,
+                None => return Ok(()),
+            },
+            _ => None,
+        };
+        match (s.subs.get(&self.subscription_id), group) {
+            (_, Some((h, m))) => {
                 match h.ack(m, self.kind, self.ranges, id != 0).await {
                     // The group is gone (topic deleted, shutting down): say
                     // so if asked; the connection itself is fine.
@@ -36,13 +45,13 @@ impl Handler for Ack {
                     }
                 }
             }
-            Some(Sub::Ephemeral { .. }) if id != 0 => {
+            (Some(Sub::Ephemeral { .. }), _) if id != 0 => {
                 let e = BrokerError::InvalidArgument(
                     "an ephemeral subscription takes no acks; use Flow".into(),
                 );
                 s.reply(id, e.to_message()).await
             }
-            None if id != 0 => {
+            (None, _) if id != 0 => {
                 let e = BrokerError::UnknownSubscription(self.subscription_id);
                 s.reply(id, e.to_message()).await
             }

@@ -2,6 +2,7 @@
 //! no longer covers.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use herald_protocol::{
@@ -12,10 +13,11 @@ use super::Handler;
 use crate::auth::Need;
 use crate::group::Join;
 use crate::outbox::Out;
+use crate::rooms::waiting::Opened;
 use crate::rooms::{inbox, log as room_log};
 use crate::session::{Close, Session, Sub};
 use crate::subscription;
-use crate::topic::position;
+use crate::topic::{position, Topic};
 use crate::BrokerError;
 
 impl Handler for Subscribe {
@@ -42,12 +44,61 @@ async fn subscribe(s: &mut Session, id: u64, r: Subscribe) -> Result<(), BrokerE
             cfg.max_subscriptions_per_connection
         )));
     }
+    let window = (
+        r.prefetch_messages.clamp(1, cfg.max_prefetch_messages),
+        r.prefetch_bytes.clamp(1, cfg.max_prefetch_bytes),
+    );
+    let sub_id = s.next_sub;
+    s.next_sub += 1;
+    let (start, ack_timeout, max_deliveries) = (
+        r.start,
+        (r.ack_timeout_ms > 0).then(|| Duration::from_millis(r.ack_timeout_ms as u64)),
+        (r.max_deliveries > 0).then_some(r.max_deliveries),
+    );
+    let join = move |s: &Session, subscribe_ok: bool| Join {
+        member: s.shared.next_member.fetch_add(1, Ordering::Relaxed),
+        subscription_id: sub_id,
+        request_id: id,
+        subscribe_ok,
+        client_id: s.client_id.clone(),
+        outbox: s.outbox.clone(),
+        start,
+        prefetch_messages: window.0,
+        prefetch_bytes: window.1,
+        ack_timeout,
+        max_deliveries,
+    };
+    let inbox_owner = r.topic.strip_prefix(inbox::INBOX_PREFIX);
+    // A client's own inbox is created at its first event (`rooms::waiting`):
+    // until then the subscription waits, answered now.
+    if let (Some(owner), Some(inbox::INBOX_GROUP)) = (inbox_owner, r.group.as_deref()) {
+        let j = join(s, false);
+        let waiting = match s.shared.rooms.open_inbox_or_wait(owner, j)? {
+            Opened::Topic(topic, mut j) => {
+                j.subscribe_ok = true;
+                return join_group(s, r.topic, topic, inbox::INBOX_GROUP.to_owned(), j).await;
+            }
+            Opened::Waiting(w) => w,
+        };
+        s.subs.insert(
+            sub_id,
+            Sub::Inbox {
+                topic: r.topic,
+                waiting,
+            },
+        );
+        let ok = Message::SubscribeOk(SubscribeOk {
+            subscription_id: sub_id,
+            start_offset: 0,
+        });
+        let mut b = bytes::BytesMut::new();
+        ok.encode(id, &mut b);
+        s.outbox.push(Out::Frame(b.freeze()));
+        return Ok(());
+    }
     // Inboxes are created with their own retention (only the owner gets
     // here: see `auth::grants`).
-    let topic = match (
-        r.topic.strip_prefix(inbox::INBOX_PREFIX),
-        r.topic.strip_prefix(room_log::ROOM_PREFIX),
-    ) {
+    let topic = match (inbox_owner, r.topic.strip_prefix(room_log::ROOM_PREFIX)) {
         (Some(owner), _) => inbox::topic(&s.shared.rooms, owner)?,
         // A room's log is read by its members, each with its own group.
         (None, Some(room)) => {
@@ -56,39 +107,10 @@ async fn subscribe(s: &mut Session, id: u64, r: Subscribe) -> Result<(), BrokerE
         }
         (None, None) => s.shared.registry.for_subscribe(&r.topic)?,
     };
-    let window = (
-        r.prefetch_messages.clamp(1, cfg.max_prefetch_messages),
-        r.prefetch_bytes.clamp(1, cfg.max_prefetch_bytes),
-    );
-    let sub_id = s.next_sub;
-    s.next_sub += 1;
     match r.group {
-        Some(g) => {
-            let handle = topic.group(&g)?;
-            let member = s.shared.next_member.fetch_add(1, Ordering::Relaxed);
-            let join = Join {
-                member,
-                subscription_id: sub_id,
-                request_id: id,
-                client_id: s.client_id.clone(),
-                outbox: s.outbox.clone(),
-                start: r.start,
-                prefetch_messages: window.0,
-                prefetch_bytes: window.1,
-                ack_timeout: (r.ack_timeout_ms > 0)
-                    .then(|| Duration::from_millis(r.ack_timeout_ms as u64)),
-                max_deliveries: (r.max_deliveries > 0).then_some(r.max_deliveries),
-            };
-            handle.join(join).await?;
-            s.subs.insert(
-                sub_id,
-                Sub::Group {
-                    topic: r.topic,
-                    group: g,
-                    handle,
-                    member,
-                },
-            );
+        Some(group) => {
+            let j = join(s, true);
+            return join_group(s, r.topic, topic, group, j).await;
         }
         None => {
             let log = &topic.log;
@@ -128,6 +150,29 @@ async fn subscribe(s: &mut Session, id: u64, r: Subscribe) -> Result<(), BrokerE
     Ok(())
 }
 
+/// Joins `j` to `group` of `topic` and keeps the subscription.
+async fn join_group(
+    s: &mut Session,
+    name: String,
+    topic: Arc<Topic>,
+    group: String,
+    j: Join,
+) -> Result<(), BrokerError> {
+    let handle = topic.group(&group)?;
+    let (sub_id, member) = (j.subscription_id, j.member);
+    handle.join(j).await?;
+    s.subs.insert(
+        sub_id,
+        Sub::Group {
+            topic: name,
+            group,
+            handle,
+            member,
+        },
+    );
+    Ok(())
+}
+
 impl Handler for Unsubscribe {
     fn needs(&self) -> Need<'_> {
         // Only the connection's own subscriptions can be named.
@@ -157,6 +202,7 @@ pub(crate) async fn end_unauthorized(s: &mut Session) -> Result<(), Close> {
         let (topic, group) = match sub {
             Sub::Ephemeral { topic, .. } => (topic.as_str(), None),
             Sub::Group { topic, group, .. } => (topic.as_str(), Some(group.as_str())),
+            Sub::Inbox { topic, .. } => (topic.as_str(), Some(inbox::INBOX_GROUP)),
         };
         if let Err(e) = s.access.check(Need::Subscribe { topic, group }) {
             refused.push((*id, e));

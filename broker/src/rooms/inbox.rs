@@ -185,6 +185,8 @@ pub async fn fan_out(
     };
     for (client, room) in recipients {
         let t = topic(rooms, client)?;
+        // Its reader may be waiting for it to exist.
+        rooms.inbox_waiters.wake(client, &t).await;
         let n = pending(&t).await?;
         if n >= max {
             if strict {

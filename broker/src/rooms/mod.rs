@@ -25,6 +25,7 @@ pub mod log;
 pub mod presence;
 pub mod requests;
 mod store;
+pub mod waiting;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -195,6 +196,8 @@ pub struct Rooms {
     legacy: Mutex<Vec<(String, Vec<String>)>>,
     /// Emits and presence events, for the metrics.
     pub(crate) counters: RoomCounters,
+    /// Subscriptions to inboxes not created yet.
+    inbox_waiters: Arc<waiting::Waiters>,
 }
 
 /// What rooms count for the metrics (relaxed atomics, one addition per
@@ -261,6 +264,7 @@ impl Rooms {
             shutdown,
             legacy: Mutex::new(legacy),
             counters: RoomCounters::default(),
+            inbox_waiters: Arc::default(),
         }))
     }
 
@@ -342,6 +346,20 @@ impl Rooms {
 
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// `client`'s inbox to join with `join`, or `join` waiting until the
+    /// inbox's first record creates it (see [`waiting`]).
+    ///
+    /// # Errors
+    /// The inbox exists but is unavailable.
+    pub fn open_inbox_or_wait(
+        &self,
+        client: &str,
+        join: crate::group::Join,
+    ) -> Result<waiting::Opened, BrokerError> {
+        self.inbox_waiters
+            .open_or_wait(&self.registry, client, join)
     }
 
     /// A session with `client` started. Returns the `connect` notices to
