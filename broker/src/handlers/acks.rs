@@ -15,47 +15,42 @@ impl Handler for Ack {
     }
 
     async fn handle(self, s: &mut Session, id: u64) -> Result<(), Close> {
-        let group = match s.subs.get(&self.subscription_id) {
-            Some(Sub::Group { handle, member, .. }) => Some((handle.clone(), *member)),
+        let (h, m) = match s.subs.get(&self.subscription_id) {
+            Some(Sub::Group { handle, member, .. }) => (handle.clone(), *member),
             Some(Sub::Inbox { waiting, .. }) => match waiting.joined() {
-                Some(g) => Some(g),
-                // Nothing was delivered yet: nothing to ack.
+                Some(g) => g,
+                // Its inbox does not exist yet: nothing was delivered.
                 None if id != 0 => return s.reply(id, Message::Ok).await,
                 None => return Ok(()),
             },
-            _ => None,
-        };
-        match (s.subs.get(&self.subscription_id), group) {
-            (_, Some((h, m))) => {
-                match h.ack(m, self.kind, self.ranges, id != 0).await {
-                    // The group is gone (topic deleted, shutting down): say
-                    // so if asked; the connection itself is fine.
-                    Err(e) if id != 0 => s.reply(id, e.to_message()).await,
-                    Err(_) | Ok(None) => Ok(()),
-                    Ok(Some(persisted)) => {
-                        let outbox = s.outbox.clone();
-                        s.later(id, async move {
-                            let r = persisted.await.unwrap_or(Err(BrokerError::ShuttingDown));
-                            // The Ok lets the client forget these offsets: a
-                            // delivery of them queued before the ack took
-                            // effect must reach it first.
-                            outbox.pushes_taken().await;
-                            r.map(|_| Message::Ok)
-                        })
-                    }
-                }
-            }
-            (Some(Sub::Ephemeral { .. }), _) if id != 0 => {
+            Some(Sub::Ephemeral { .. }) if id != 0 => {
                 let e = BrokerError::InvalidArgument(
                     "an ephemeral subscription takes no acks; use Flow".into(),
                 );
-                s.reply(id, e.to_message()).await
+                return s.reply(id, e.to_message()).await;
             }
-            (None, _) if id != 0 => {
+            None if id != 0 => {
                 let e = BrokerError::UnknownSubscription(self.subscription_id);
-                s.reply(id, e.to_message()).await
+                return s.reply(id, e.to_message()).await;
             }
-            _ => Ok(()),
+            _ => return Ok(()),
+        };
+        match h.ack(m, self.kind, self.ranges, id != 0).await {
+            // The group is gone (topic deleted, shutting down): say so if
+            // asked; the connection itself is fine.
+            Err(e) if id != 0 => s.reply(id, e.to_message()).await,
+            Err(_) | Ok(None) => Ok(()),
+            Ok(Some(persisted)) => {
+                let outbox = s.outbox.clone();
+                s.later(id, async move {
+                    let r = persisted.await.unwrap_or(Err(BrokerError::ShuttingDown));
+                    // The Ok lets the client forget these offsets: a
+                    // delivery of them queued before the ack took effect
+                    // must reach it first.
+                    outbox.pushes_taken().await;
+                    r.map(|_| Message::Ok)
+                })
+            }
         }
     }
 }
