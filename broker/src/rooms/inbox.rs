@@ -134,6 +134,18 @@ pub fn topic(rooms: &Rooms, client: &str) -> Result<Arc<Topic>, BrokerError> {
         .create(&topic_name(client), &config(rooms.config()), true)
 }
 
+/// The inbox of `client`, created if needed, to append to: a subscription
+/// of its reader that waits for it to exist joins it now
+/// ([`super::waiting`]).
+///
+/// # Errors
+/// As [`topic`].
+pub async fn for_append(rooms: &Rooms, client: &str) -> Result<Arc<Topic>, BrokerError> {
+    let t = topic(rooms, client)?;
+    rooms.inbox_waiters.wake(client, &t).await;
+    Ok(t)
+}
+
 /// The settings every inbox is created with.
 pub fn config(c: &BrokerConfig) -> TopicConfig {
     TopicConfig {
@@ -184,9 +196,7 @@ pub async fn fan_out(
         ..Fanout::default()
     };
     for (client, room) in recipients {
-        let t = topic(rooms, client)?;
-        // Its reader may be waiting for it to exist.
-        rooms.inbox_waiters.wake(client, &t).await;
+        let t = for_append(rooms, client).await?;
         let n = pending(&t).await?;
         if n >= max {
             if strict {
