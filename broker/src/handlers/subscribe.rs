@@ -55,11 +55,11 @@ async fn subscribe(s: &mut Session, id: u64, r: Subscribe) -> Result<(), BrokerE
         (r.ack_timeout_ms > 0).then(|| Duration::from_millis(r.ack_timeout_ms as u64)),
         (r.max_deliveries > 0).then_some(r.max_deliveries),
     );
-    let join = move |s: &Session, subscribe_ok: bool| Join {
+    let join = move |s: &Session| Join {
         member: s.shared.next_member.fetch_add(1, Ordering::Relaxed),
         subscription_id: sub_id,
         request_id: id,
-        subscribe_ok,
+        subscribe_ok: true,
         client_id: s.client_id.clone(),
         outbox: s.outbox.clone(),
         start,
@@ -72,10 +72,8 @@ async fn subscribe(s: &mut Session, id: u64, r: Subscribe) -> Result<(), BrokerE
     // A client's own inbox is created at its first event (`rooms::waiting`):
     // until then the subscription waits, answered now.
     if let (Some(owner), Some(inbox::INBOX_GROUP)) = (inbox_owner, r.group.as_deref()) {
-        let j = join(s, false);
-        let waiting = match s.shared.rooms.open_inbox_or_wait(owner, j)? {
-            Opened::Topic(topic, mut j) => {
-                j.subscribe_ok = true;
+        let waiting = match s.shared.rooms.open_inbox_or_wait(owner, join(s))? {
+            Opened::Topic(topic, j) => {
                 return join_group(s, r.topic, topic, inbox::INBOX_GROUP.to_owned(), j).await;
             }
             Opened::Waiting(w) => w,
@@ -109,7 +107,7 @@ async fn subscribe(s: &mut Session, id: u64, r: Subscribe) -> Result<(), BrokerE
     };
     match r.group {
         Some(group) => {
-            let j = join(s, true);
+            let j = join(s);
             return join_group(s, r.topic, topic, group, j).await;
         }
         None => {

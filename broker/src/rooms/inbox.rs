@@ -140,9 +140,9 @@ pub fn topic(rooms: &Rooms, client: &str) -> Result<Arc<Topic>, BrokerError> {
 ///
 /// # Errors
 /// As [`topic`].
-pub async fn for_append(rooms: &Rooms, client: &str) -> Result<Arc<Topic>, BrokerError> {
+pub fn for_append(rooms: &Rooms, client: &str) -> Result<Arc<Topic>, BrokerError> {
     let t = topic(rooms, client)?;
-    rooms.inbox_waiters.wake(client, &t).await;
+    rooms.inbox_waiters.wake(client, &t);
     Ok(t)
 }
 
@@ -196,7 +196,7 @@ pub async fn fan_out(
         ..Fanout::default()
     };
     for (client, room) in recipients {
-        let t = for_append(rooms, client).await?;
+        let t = for_append(rooms, client)?;
         let n = pending(&t).await?;
         if n >= max {
             if strict {

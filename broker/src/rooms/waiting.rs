@@ -66,7 +66,7 @@ pub enum Opened {
 impl Waiters {
     /// The inbox of `client` with `join` for its group, or, if there is no
     /// such topic yet, `join` made to wait for it. The caller answers the
-    /// subscription itself when it waits (the group will not).
+    /// subscription itself when it waits: the group will not.
     ///
     /// # Errors
     /// The inbox exists but is unavailable (its files failed to open).
@@ -74,12 +74,13 @@ impl Waiters {
         self: &Arc<Self>,
         registry: &Registry,
         client: &str,
-        join: Join,
+        mut join: Join,
     ) -> Result<Opened, BrokerError> {
         let mut map = lock(&self.by_client);
         match registry.get(&topic_name(client)) {
             Ok(t) => Ok(Opened::Topic(t, join)),
             Err(BrokerError::UnknownTopic(_)) => {
+                join.subscribe_ok = false;
                 let w = Arc::new(Waiting {
                     client: client.to_owned(),
                     waiters: self.clone(),
@@ -97,9 +98,13 @@ impl Waiters {
     }
 
     /// Joins the subscriptions waiting for the inbox of `client`, which
-    /// `topic` now is. Called for every record addressed to a client, so
-    /// it costs one lock and one lookup when nobody waits.
-    pub async fn wake(&self, client: &str, topic: &Arc<Topic>) {
+    /// `topic` now is, each in a task of its own: the emit that created the
+    /// inbox does not wait for the group's first write (an emit to everyone
+    /// may create thousands of inboxes), and a new group starts at the
+    /// inbox's first record whenever it joins. Called for every record
+    /// addressed to a client, so it costs one lock and one lookup when
+    /// nobody waits.
+    pub fn wake(&self, client: &str, topic: &Arc<Topic>) {
         let waiting = {
             let mut map = lock(&self.by_client);
             if map.is_empty() {
@@ -108,7 +113,8 @@ impl Waiters {
             map.remove(client)
         };
         for w in waiting.into_iter().flatten() {
-            w.join(topic).await;
+            let topic = topic.clone();
+            tokio::spawn(async move { w.join(&topic).await });
         }
     }
 
