@@ -90,6 +90,42 @@ async fn group_state_survives_sigkill() {
     c.expect_quiet(Duration::from_millis(300)).await;
 }
 
+/// The `Ok` to an Ack confirms every Ack of the subscription sent before it
+/// on the connection, those without a request id included (the Rust client
+/// sends most acks so, docs/protocol.md section 6.4): once it came, a
+/// SIGKILL brings none of them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_confirm_covers_the_acks_sent_before_it_without_a_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = Child::spawn(dir.path(), &[]);
+    let mut c = Raw::connect(child.addr).await;
+    for i in 0..20u32 {
+        let m = i.to_string();
+        c.publish("t", &[m.as_bytes()]).await;
+    }
+    let s = c
+        .subscribe("t", Some("g"), StartPosition::Resume, 100)
+        .await;
+    c.take(20).await;
+    for ranges in [vec![(0, 4)], vec![(5, 9)], vec![(15, 15)]] {
+        c.send_no_reply(Message::Ack(Ack {
+            subscription_id: s,
+            kind: AckKind::Ack,
+            ranges,
+        }))
+        .await;
+    }
+    c.ack(s, AckKind::Ack, vec![(12, 12)]).await;
+    child.kill();
+    let child = Child::spawn(dir.path(), &[]);
+    let mut c = Raw::connect(child.addr).await;
+    c.subscribe("t", Some("g"), StartPosition::Resume, 100)
+        .await;
+    let got: Vec<u64> = c.take(8).await.iter().map(|(_, r)| r.offset).collect();
+    assert_eq!(got, vec![10, 11, 13, 14, 16, 17, 18, 19]);
+    c.expect_quiet(Duration::from_millis(300)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_is_graceful_and_loses_no_confirmed_publish() {
     let dir = tempfile::tempdir().unwrap();

@@ -36,6 +36,20 @@ pub(crate) const ACK_LINGER: Duration = Duration::from_millis(20);
 /// Most pending ack operations before the connection task is woken to
 /// flush at once.
 pub(crate) const FLUSH_AT: usize = 256;
+/// Most Ack frames of one subscription sent without a request id (so
+/// without a reply) before one that asks the broker to confirm them all.
+///
+/// Why: the broker answers an Ack that has a request id with an `Ok` once
+/// it is durable, and a member of a small room acks about every event on
+/// its own (an event every 100 ms, a flush every 20 ms), so each delivery
+/// cost three socket messages: the Deliver, the Ack and the `Ok`. The
+/// broker applies a subscription's acks in the order they arrive and writes
+/// its whole state, so the `Ok` to one frame confirms every frame sent
+/// before it on the same connection. Until that `Ok`, the unconfirmed ones
+/// are kept, to be sent again after a reconnect (acking twice is harmless)
+/// and to hide their redeliveries. 16 bounds what is kept; a caller of
+/// `ack_confirmed`, a Nack or an Extend, leaving, and closing ask at once.
+pub(crate) const UNCONFIRMED_MAX: usize = 16;
 /// Most ranges in one Ack frame, so a frame stays far below the frame limit
 /// (a range is at most ~20 bytes of postcard).
 pub(crate) const MAX_RANGES_PER_FRAME: usize = 8192;

@@ -396,7 +396,7 @@ impl Connection {
                 cmd = self.cmd_rx.recv(), if room && !self.inputs_closed => match cmd {
                     Some(Command::Close { reply }) => {
                         self.closing = Some((reply, Instant::now()));
-                        self.state.flush_acks();
+                        self.state.flush_acks_to_close();
                     }
                     Some(c) => {
                         self.state.on_command(c);
@@ -406,7 +406,7 @@ impl Connection {
                             match self.cmd_rx.try_recv() {
                                 Ok(Command::Close { reply }) => {
                                     self.closing = Some((reply, Instant::now()));
-                                    self.state.flush_acks();
+                                    self.state.flush_acks_to_close();
                                     break;
                                 }
                                 Ok(c) => self.state.on_command(c),
@@ -418,7 +418,7 @@ impl Connection {
                         // Every handle is gone: nobody can observe anything
                         // further, but acks still deserve to be sent.
                         self.inputs_closed = true;
-                        self.state.flush_acks();
+                        self.state.flush_acks_to_close();
                         let (tx, _rx) = oneshot::channel();
                         self.closing = Some((tx, Instant::now()));
                     }

@@ -18,7 +18,7 @@ use herald_protocol::{
 };
 use tokio::sync::oneshot;
 
-use crate::acks::{AckOp, AckWaiter, MAX_RANGES_PER_FRAME};
+use crate::acks::{AckOp, AckWaiter, MAX_RANGES_PER_FRAME, UNCONFIRMED_MAX};
 use crate::command::{Command, PublishBatch, SubItem, SubRegistration};
 use crate::{Error, Receipt, Result};
 
@@ -42,6 +42,10 @@ struct InFlight {
 /// ranges.
 type RefusedAck = (u64, AckKind, Vec<(u64, u64)>);
 
+/// An Ack frame sent without a request id, not yet confirmed by the `Ok` to
+/// a later one (see [`UNCONFIRMED_MAX`]): its kind and ranges.
+type SentAck = (AckKind, Vec<(u64, u64)>);
+
 /// A subscription and its per-connection state.
 struct SubEntry {
     reg: SubRegistration,
@@ -55,6 +59,10 @@ struct SubEntry {
     reply: Option<oneshot::Sender<Result<u64>>>,
     /// Acks sent on a connection that dropped before confirming them.
     unsent_acks: Vec<AckOp>,
+    /// Ack frames sent on this connection without a request id since the
+    /// last one that asked for a confirm: the next confirmed one covers
+    /// them.
+    unconfirmed: Vec<SentAck>,
     /// Acks the broker refused to confirm because it could not write them
     /// (full disk). It keeps them in memory and retries; they are sent
     /// again after a reconnect in case the broker restarted meanwhile, and
@@ -87,6 +95,9 @@ enum Pending {
         ranges: Vec<(u64, u64)>,
         /// Callers of `ack_confirmed` whose offset this frame carries.
         waiters: Vec<AckWaiter>,
+        /// Frames sent before it without a request id, which its `Ok`
+        /// confirms too.
+        covered: Vec<SentAck>,
     },
     Admin {
         msg: Wire,
@@ -110,6 +121,9 @@ pub(crate) struct State {
     pub(crate) redirect: Option<Option<String>>,
     /// Whether a connection is up and handshaken.
     pub(crate) live: bool,
+    /// The client is closing: every ack sent from now on asks for a
+    /// confirm, so that closing can wait until they are durable.
+    closing: bool,
     next_request: u64,
     producers: HashMap<u64, ProducerSeq>,
     /// Keyed by request id, which grows monotonically, so iteration order is
@@ -142,10 +156,11 @@ impl State {
                 .requests
                 .values()
                 .any(|p| matches!(p, Pending::Ack { .. }))
-            && self
-                .subs
-                .values()
-                .all(|s| s.unsent_acks.is_empty() && !s.reg.shared.lock().has_pending())
+            && self.subs.values().all(|s| {
+                s.unsent_acks.is_empty()
+                    && s.unconfirmed.is_empty()
+                    && !s.reg.shared.lock().has_pending()
+            })
     }
 
     /// Handles one command; `Close` is handled by the caller.
@@ -163,6 +178,7 @@ impl State {
                         start_offset: None,
                         reply: Some(reply),
                         unsent_acks: Vec::new(),
+                        unconfirmed: Vec::new(),
                         rejected_acks: Vec::new(),
                         leaving: None,
                         ended: false,
@@ -316,6 +332,13 @@ impl State {
         }
     }
 
+    /// The client is closing: sends every ack recorded so far, each asking
+    /// for a confirm ([`State::is_drained`] waits for them).
+    pub(crate) fn flush_acks_to_close(&mut self) {
+        self.closing = true;
+        self.flush_acks();
+    }
+
     /// Sends every ack recorded by the application, for subscriptions that
     /// are subscribed on the current connection.
     pub(crate) fn flush_acks(&mut self) {
@@ -334,21 +357,45 @@ impl State {
     }
 
     /// Sends one subscription's acks: those a lost connection left
-    /// unconfirmed, then those the app made since the last flush.
+    /// unconfirmed, then those the app made since the last flush. While it
+    /// is leaving or the client is closing, the last frame asks for a
+    /// confirm that covers every earlier one.
     fn flush_sub_acks(&mut self, local_id: u64) {
+        let closing = self.closing;
         let Some(s) = self.subs.get_mut(&local_id) else {
             return;
         };
+        let confirm = closing || s.leaving.is_some();
         let mut ops = std::mem::take(&mut s.unsent_acks);
         ops.extend(s.reg.shared.lock().drain_ops());
-        for op in ops {
-            for part in op.split(MAX_RANGES_PER_FRAME) {
-                self.send_ack(local_id, part);
+        let parts: Vec<AckOp> = ops
+            .into_iter()
+            .flat_map(|op| op.split(MAX_RANGES_PER_FRAME))
+            .collect();
+        if parts.is_empty() && confirm && s.broker_id.is_some() {
+            // Nothing new, but frames await a confirm: the last of them goes
+            // again, asking for one (an ack sent twice does nothing more).
+            if let Some((kind, ranges)) = s.unconfirmed.pop() {
+                let op = AckOp {
+                    kind,
+                    ranges,
+                    waiters: Vec::new(),
+                };
+                self.send_ack(local_id, op, true);
             }
+            return;
+        }
+        let last = parts.len().saturating_sub(1);
+        for (i, part) in parts.into_iter().enumerate() {
+            self.send_ack(local_id, part, confirm && i == last);
         }
     }
 
-    fn send_ack(&mut self, local_id: u64, op: AckOp) {
+    /// Sends one Ack frame. It goes without a request id (no reply) when
+    /// nothing waits for it and it can be sent again harmlessly; one in
+    /// [`UNCONFIRMED_MAX`] (and any other) asks for the `Ok` that confirms
+    /// it and every frame before it.
+    fn send_ack(&mut self, local_id: u64, op: AckOp, confirm: bool) {
         let Some(s) = self.subs.get_mut(&local_id) else {
             return;
         };
@@ -357,6 +404,29 @@ impl State {
             s.unsent_acks.push(op);
             return;
         };
+        let repeatable = matches!(
+            op.kind,
+            AckKind::Ack | AckKind::AckUpTo | AckKind::Terminate
+        );
+        if repeatable
+            && !confirm
+            && op.waiters.is_empty()
+            && s.unconfirmed.len() + 1 < UNCONFIRMED_MAX
+        {
+            let msg = Wire::Ack(Ack {
+                subscription_id,
+                kind: op.kind,
+                ranges: op.ranges,
+            });
+            if self.live {
+                msg.encode(0, &mut self.out);
+            }
+            if let Wire::Ack(Ack { ranges, .. }) = msg {
+                s.unconfirmed.push((op.kind, ranges));
+            }
+            return;
+        }
+        let covered = std::mem::take(&mut s.unconfirmed);
         let id = self.request_id();
         let msg = Wire::Ack(Ack {
             subscription_id,
@@ -372,6 +442,7 @@ impl State {
                     kind: op.kind,
                     ranges,
                     waiters: op.waiters,
+                    covered,
                 },
             );
         }
@@ -471,6 +542,7 @@ impl State {
                     kind,
                     ranges,
                     waiters,
+                    covered,
                 },
                 Wire::Ok,
             ) => {
@@ -479,14 +551,15 @@ impl State {
                 }
                 if let Some(s) = self.subs.get_mut(&local_id) {
                     // The state the broker wrote for this ack holds every
-                    // ack it applied before, the ones it refused to
-                    // confirm earlier on this connection included.
+                    // ack it applied before: those sent without a request
+                    // id, and the ones it refused to confirm earlier on
+                    // this connection.
                     let (earlier, later): (Vec<_>, Vec<_>) = std::mem::take(&mut s.rejected_acks)
                         .into_iter()
                         .partition(|(rid, _, _)| *rid < id);
                     s.rejected_acks = later;
                     let durable = earlier.into_iter().map(|(_, k, r)| (k, r));
-                    for (k, r) in durable.chain([(kind, ranges)]) {
+                    for (k, r) in durable.chain(covered).chain([(kind, ranges)]) {
                         if matches!(k, AckKind::Ack | AckKind::Terminate) {
                             let _ = s.reg.tx.send(SubItem::AcksDurable(r));
                         }
@@ -500,6 +573,7 @@ impl State {
                     kind,
                     ranges,
                     waiters,
+                    covered,
                 },
                 Wire::Error(e),
             ) => {
@@ -510,9 +584,12 @@ impl State {
                     let _ = w.send(Err(Error::from_body(e.code, e.message.clone())));
                 }
                 let unwritten = matches!(code, ErrorCode::StorageFull | ErrorCode::Internal);
-                let done = matches!(kind, AckKind::Ack | AckKind::Terminate | AckKind::AckUpTo);
-                if let (true, true, Some(s)) = (unwritten, done, self.subs.get_mut(&local_id)) {
-                    s.rejected_acks.push((id, kind, ranges));
+                if let (true, Some(s)) = (unwritten, self.subs.get_mut(&local_id)) {
+                    for (k, r) in covered.into_iter().chain([(kind, ranges)]) {
+                        if matches!(k, AckKind::Ack | AckKind::Terminate | AckKind::AckUpTo) {
+                            s.rejected_acks.push((id, k, r));
+                        }
+                    }
                 }
                 self.leave_if_acked(local_id);
             }
@@ -687,7 +764,9 @@ impl State {
         for s in self.subs.values_mut() {
             s.broker_id = None;
             // The broker may have restarted without writing these.
-            for (_, kind, ranges) in std::mem::take(&mut s.rejected_acks) {
+            let unconfirmed = std::mem::take(&mut s.unconfirmed).into_iter();
+            let rejected = std::mem::take(&mut s.rejected_acks).into_iter();
+            for (kind, ranges) in unconfirmed.chain(rejected.map(|(_, k, r)| (k, r))) {
                 s.unsent_acks.push(AckOp {
                     kind,
                     ranges,
@@ -709,8 +788,16 @@ impl State {
                     kind,
                     ranges,
                     waiters,
+                    covered,
                 } => {
                     if let Some(s) = self.subs.get_mut(&local_id) {
+                        for (kind, ranges) in covered {
+                            s.unsent_acks.push(AckOp {
+                                kind,
+                                ranges,
+                                waiters: Vec::new(),
+                            });
+                        }
                         s.unsent_acks.push(AckOp {
                             kind,
                             ranges,
@@ -942,6 +1029,104 @@ mod tests {
             .collect()
     }
 
+    /// The ranges the subscription's stream was told are durable.
+    fn durable_acks(items: &mut mpsc::UnboundedReceiver<SubItem>) -> Vec<(u64, u64)> {
+        let mut durable = Vec::new();
+        while let Ok(item) = items.try_recv() {
+            if let SubItem::AcksDurable(r) = item {
+                durable.extend(r);
+            }
+        }
+        durable
+    }
+
+    /// Ack frames go without a request id (and so without a reply) until
+    /// one in [`UNCONFIRMED_MAX`] asks for the confirm that covers them
+    /// all; unconfirmed ones are sent again after a reconnect, and closing
+    /// asks for a confirm of whatever is left.
+    #[test]
+    fn acks_go_unconfirmed_until_one_asks_for_a_confirm_of_them_all() {
+        let mut state = State {
+            live: true,
+            ..State::default()
+        };
+        let shared = Arc::new(SubShared::new(
+            1,
+            true,
+            Arc::new(AckSignal::default()),
+            "t".into(),
+            (10, 1 << 20),
+        ));
+        let (tx, mut items) = mpsc::unbounded_channel();
+        let (reply, _answer) = oneshot::channel();
+        let reg = SubRegistration {
+            shared: shared.clone(),
+            topic: "t".into(),
+            group: Some("g".into()),
+            start: StartPosition::Resume,
+            prefetch_messages: 10,
+            prefetch_bytes: 1 << 20,
+            ack_timeout_ms: 0,
+            max_deliveries: 0,
+            tx,
+        };
+        state.on_command(Command::Subscribe { reg, reply });
+        let id = subscribe_id(&sent(&mut state));
+        let ok = |sub| {
+            Wire::SubscribeOk(SubscribeOk {
+                subscription_id: sub,
+                start_offset: 0,
+            })
+        };
+        state.on_reply(id, ok(7)).expect("subscribed");
+
+        let mut frames = Vec::new();
+        for offset in 0..UNCONFIRMED_MAX as u64 {
+            shared.record(AckKind::Ack, offset, 0);
+            state.flush_acks();
+            frames.extend(acks(sent(&mut state)));
+        }
+        let ids: Vec<u64> = frames.iter().map(|(id, _)| *id).collect();
+        assert!(
+            ids[..UNCONFIRMED_MAX - 1].iter().all(|&id| id == 0),
+            "{ids:?}"
+        );
+        let confirming = ids[UNCONFIRMED_MAX - 1];
+        assert_ne!(confirming, 0, "{ids:?}");
+        assert!(durable_acks(&mut items).is_empty());
+        state.on_reply(confirming, Wire::Ok).expect("reply");
+        let all: Vec<(u64, u64)> = (0..UNCONFIRMED_MAX as u64).map(|o| (o, o)).collect();
+        assert_eq!(
+            durable_acks(&mut items),
+            all,
+            "one Ok confirms every frame before it"
+        );
+
+        // An unconfirmed ack is sent again on the next connection.
+        shared.record(AckKind::Ack, 100, 0);
+        state.flush_acks();
+        assert_eq!(acks(sent(&mut state))[0].0, 0);
+        state.on_disconnect();
+        state.restore();
+        let id = subscribe_id(&sent(&mut state));
+        state.on_reply(id, ok(8)).expect("resubscribed");
+        let resent = acks(sent(&mut state));
+        assert_eq!(resent.len(), 1);
+        assert_eq!(resent[0].1.ranges, vec![(100, 100)]);
+        assert!(!state.is_drained(), "an unconfirmed ack is not drained");
+
+        // Closing asks for a confirm of what is left, and waits for it.
+        state.flush_acks_to_close();
+        let last = acks(sent(&mut state));
+        assert_eq!(last.len(), 1);
+        assert_ne!(last[0].0, 0, "closing asks for a confirm");
+        assert_eq!(last[0].1.ranges, vec![(100, 100)]);
+        assert!(!state.is_drained());
+        state.on_reply(last[0].0, Wire::Ok).expect("reply");
+        assert!(state.is_drained());
+        assert_eq!(durable_acks(&mut items), vec![(100, 100)]);
+    }
+
     fn storage_full() -> Wire {
         Wire::error(ErrorCode::StorageFull, "disk full")
     }
@@ -996,28 +1181,34 @@ mod tests {
         assert_eq!(e.code(), Some(ErrorCode::StorageFull));
         assert!(shared.lock().is_done(3), "the filter keeps a refused ack");
 
-        // A reconnect re-sends it.
+        // A reconnect re-sends it, without asking for a confirm: the next
+        // frame that asks covers it.
         state.on_disconnect();
         state.restore();
         let id = subscribe_id(&sent(&mut state));
         state.on_reply(id, ok(8)).expect("resubscribed");
         let resent = acks(sent(&mut state));
         assert_eq!(resent.len(), 1);
+        assert_eq!(resent[0].0, 0, "no request id");
         assert_eq!(resent[0].1.ranges, vec![(3, 3)]);
-        state.on_reply(resent[0].0, storage_full()).expect("reply");
 
-        // A later ack confirmed on this connection settles it.
-        shared.record(AckKind::Ack, 4, 0);
+        // That next frame is refused too: both are kept.
+        let answer = shared.record_awaited(4, 0).expect("a group subscription");
+        state.flush_acks();
+        let refused = acks(sent(&mut state));
+        assert_eq!(refused.len(), 1);
+        assert_ne!(refused[0].0, 0, "an awaited ack asks for a confirm");
+        state.on_reply(refused[0].0, storage_full()).expect("reply");
+        assert!(answer.await.expect("answered").is_err());
+        assert!(durable_acks(&mut items).is_empty());
+
+        // A later ack confirmed on this connection settles them.
+        let answer = shared.record_awaited(5, 0).expect("a group subscription");
         state.flush_acks();
         let later = acks(sent(&mut state));
         state.on_reply(later[0].0, Wire::Ok).expect("reply");
-        let mut durable = Vec::new();
-        while let Ok(item) = items.try_recv() {
-            if let SubItem::AcksDurable(r) = item {
-                durable.extend(r);
-            }
-        }
-        assert_eq!(durable, vec![(3, 3), (4, 4)]);
+        answer.await.expect("answered").expect("confirmed");
+        assert_eq!(durable_acks(&mut items), vec![(3, 3), (4, 4), (5, 5)]);
         // Nothing is left to re-send after another reconnect.
         state.on_disconnect();
         state.restore();
