@@ -699,7 +699,7 @@ export class Herald extends EventTarget {
   async close({ timeoutMs = 5000 } = {}) {
     if (this._closed) return;
     const deadline = Date.now() + timeoutMs;
-    for (const s of this._subs) s._flushAcks();
+    for (const s of this._subs) s._flushAcks(true);
     while (this.connected && Date.now() < deadline && (this._publishes.size > 0 || [...this._subs].some((s) => s._acksPending()))) {
       await sleep(5);
     }

@@ -33,6 +33,18 @@ const text = new TextDecoder();
  */
 export const ACK_DELAY_MS = 20;
 const ACK_BATCH = 256;
+/**
+ * Most Ack frames of one subscription sent without a request id (so
+ * without a reply) before one that asks the broker to confirm them all.
+ * The broker applies a subscription's acks in order and writes whole
+ * states, so the Ok to one frame confirms every frame sent before it on
+ * the connection (docs/protocol.md, section 6.4); an Ok per frame was a
+ * third of the messages per event for a member of a small room, which
+ * acks about every event on its own. Until then the unconfirmed frames
+ * keep filtering redeliveries and are sent again after a reconnect.
+ * ackConfirmed, closing and leaving ask at once. As the Rust client.
+ */
+export const UNCONFIRMED_MAX = 16;
 
 /** Inclusive [first, last] ranges, sorted and merged (overlapping or
  * adjacent ones become one). */
@@ -196,6 +208,9 @@ export class Subscription {
     /** Ack frames sent and not confirmed durable (or refused): their
      * ranges, still acked by the application. */
     this._sentAcks = [];
+    /** Of those, the frames sent without a request id on this connection
+     * since the last one that asked for a confirm. */
+    this._unconfirmed = [];
     /** Callers of ackConfirmed, by offset. */
     this._ackWaiters = new Map();
     this._ackTimer = null;
@@ -257,6 +272,8 @@ export class Subscription {
   _onDisconnected() {
     this._brokerId = null;
     this._inflightAcks = 0;
+    // Still in _sentAcks: sent again once subscribed again.
+    this._unconfirmed = [];
     // Delivered but not yet handed out: the broker delivers them again
     // on the next connection (unacked in a group; after the resume point
     // of an ephemeral subscription). A Skipped notice is not: it stays.
@@ -398,23 +415,42 @@ export class Subscription {
     }
   }
 
-  /** Sends the acks not yet sent, as ranges, with a request id: the
-   * broker answers Ok once they are durable. */
-  _flushAcks() {
+  /** Sends the acks not yet sent, as ranges: without a request id, or,
+   * one frame in UNCONFIRMED_MAX (and with `confirm`, or when a caller of
+   * ackConfirmed waits), with one: the broker answers Ok once it and the
+   * frames before it are durable. With `confirm` and nothing new, the last
+   * unconfirmed frame goes again, asking (acking twice does nothing). */
+  _flushAcks(confirm = false) {
     clearTimeout(this._ackTimer);
     this._ackTimer = null;
-    if (this._brokerId === null || this._unsent.empty || !this.client.connected) return;
-    const ranges = this._unsent.take();
-    this._sentAcks.push(ranges);
+    if (this._brokerId === null || !this.client.connected) return;
+    let ranges;
+    if (!this._unsent.empty) {
+      ranges = this._unsent.take();
+      this._sentAcks.push(ranges);
+    } else if (confirm && this._unconfirmed.length > 0) {
+      ranges = this._unconfirmed.pop();
+    } else {
+      return;
+    }
+    const body = { subscription_id: this._brokerId, kind: "Ack", ranges };
+    if (!confirm && this._ackWaiters.size === 0 && this._unconfirmed.length + 1 < UNCONFIRMED_MAX) {
+      this._unconfirmed.push(ranges);
+      this.client._send(encodeFrame("Ack", 0, body));
+      return;
+    }
+    const covered = this._unconfirmed;
+    this._unconfirmed = [];
     this._inflightAcks++;
     const epoch = this._epoch;
-    const body = { subscription_id: this._brokerId, kind: "Ack", ranges };
     this.client._request("Ack", body, { onLost: () => {} }).then(
       () => {
         if (epoch === this._epoch) this._inflightAcks--;
-        const i = this._sentAcks.indexOf(ranges);
-        if (i >= 0) this._sentAcks.splice(i, 1);
-        this._settleWaiters(ranges, null);
+        for (const r of [...covered, ranges]) {
+          const i = this._sentAcks.indexOf(r);
+          if (i >= 0) this._sentAcks.splice(i, 1);
+          this._settleWaiters(r, null);
+        }
       },
       (e) => {
         if (epoch === this._epoch) this._inflightAcks--;
@@ -427,7 +463,7 @@ export class Subscription {
   }
 
   _acksPending() {
-    return !this._unsent.empty || this._inflightAcks > 0;
+    return !this._unsent.empty || this._inflightAcks > 0 || this._unconfirmed.length > 0;
   }
 
   _control(kind, offset) {
@@ -483,7 +519,7 @@ export class Subscription {
    */
   async close() {
     if (this._ended && this._brokerId === null) return;
-    this._flushAcks();
+    this._flushAcks(true);
     const deadline = Date.now() + 5000;
     while (this._acksPending() && this.client.connected && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 2));

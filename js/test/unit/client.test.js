@@ -6,7 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect, HeraldError } from "../../src/index.js";
 import { FrameDecoder, decodeMessage, encodeFrame } from "../../src/codec.js";
-import { mergeRanges, Ranges } from "../../src/subscription.js";
+import { mergeRanges, Ranges, UNCONFIRMED_MAX } from "../../src/subscription.js";
 import { startPosition } from "../../src/client.js";
 import { buildBatch } from "../../src/batch.js";
 
@@ -103,7 +103,7 @@ test("start positions", () => {
 
 /** A fake broker: answers Hello, Subscribe (ids 1, 2, ...), MyRooms and
  * Refresh; `push(op, body)` sends a push on the connection. */
-function fakeBroker({ rooms = [], clientId = "me" } = {}) {
+function fakeBroker({ rooms = [], clientId = "me", answerAcks = false } = {}) {
   let socket = null;
   let nextSub = 1;
   const subs = new Map();
@@ -116,6 +116,7 @@ function fakeBroker({ rooms = [], clientId = "me" } = {}) {
     }
     if (m.op === "MyRooms") return encodeFrame("RoomList", m.requestId, { rooms });
     if (m.op === "Refresh" || m.op === "Join") return encodeFrame("Ok", m.requestId);
+    if (m.op === "Ack" && answerAcks && m.requestId !== 0) return encodeFrame("Ok", m.requestId);
     return null;
   });
   class Tracked extends Fake {
@@ -385,4 +386,36 @@ test("acks are gathered for 20 ms, sent at once at half the prefetch window or f
     t.mock.timers.reset();
   }
   await h.close({ timeoutMs: 0 });
+});
+
+test("ack frames go without a request id until one in 16 asks for the Ok that confirms them all; closing asks for the rest", async () => {
+  const fake = fakeBroker({ answerAcks: true });
+  const h = await connect("ws://x/ws", { WebSocket: fake.Fake });
+  const sub = h.subscribe("t", { group: "g", prefetch: 2 });
+  await sub.ready;
+  const n = UNCONFIRMED_MAX + 1;
+  fake.push("Deliver", deliver(1, Array.from({ length: n }, (_, i) => String(i))));
+  const got = [];
+  for (let i = 0; i < n; i++) got.push((await sub.next()).value);
+  const ackFrames = () => fake.sent.filter((m) => m.op === "Ack");
+  // A window of 2: each ack is a frame of its own, sent at once.
+  for (let i = 0; i < UNCONFIRMED_MAX; i++) {
+    got[i].ack();
+    await until(() => ackFrames().length === i + 1, `ack frame ${i}`);
+  }
+  const ids = ackFrames().map((m) => m.requestId);
+  assert.ok(ids.slice(0, UNCONFIRMED_MAX - 1).every((id) => id === 0), `ids ${ids}`);
+  assert.notEqual(ids[UNCONFIRMED_MAX - 1], 0, "the 16th asks for a confirm");
+  // Its Ok confirms every frame before it: the filter lets them go.
+  await until(() => sub._sentAcks.length === 0 && !sub._acksPending(), "the confirm");
+  got[UNCONFIRMED_MAX].ack();
+  await until(() => ackFrames().length === UNCONFIRMED_MAX + 1, "one more frame");
+  assert.equal(ackFrames()[UNCONFIRMED_MAX].requestId, 0);
+  assert.ok(sub._acksPending(), "an unconfirmed frame is pending");
+  // Closing sends it again, asking, and waits for the Ok.
+  await h.close({ timeoutMs: 2000 });
+  const last = ackFrames()[UNCONFIRMED_MAX + 1];
+  assert.notEqual(last.requestId, 0, "closing asks for a confirm");
+  assert.deepEqual(last.body.ranges, [[UNCONFIRMED_MAX, UNCONFIRMED_MAX]]);
+  assert.equal(sub._sentAcks.length, 0, "confirmed before the client closed");
 });
