@@ -65,10 +65,9 @@ async fn confirmed_publishes_survive_sigkill() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn group_state_survives_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let child = Child::spawn(dir.path(), &[]);
+/// Publishes offsets 0..20 to `t` and has them delivered to group `g`:
+/// the connection and its subscription id.
+async fn twenty_delivered(child: &Child) -> (Raw, u64) {
     let mut c = Raw::connect(child.addr).await;
     for i in 0..20u32 {
         let m = i.to_string();
@@ -78,6 +77,14 @@ async fn group_state_survives_sigkill() {
         .subscribe("t", Some("g"), StartPosition::Resume, 100)
         .await;
     c.take(20).await;
+    (c, s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_state_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = Child::spawn(dir.path(), &[]);
+    let (mut c, s) = twenty_delivered(&child).await;
     // Acks with a request id are answered once persisted.
     c.ack(s, AckKind::Ack, vec![(0, 9), (15, 15)]).await;
     child.kill();
@@ -98,15 +105,7 @@ async fn group_state_survives_sigkill() {
 async fn an_ack_confirm_covers_the_acks_sent_before_it_without_a_request_id() {
     let dir = tempfile::tempdir().unwrap();
     let child = Child::spawn(dir.path(), &[]);
-    let mut c = Raw::connect(child.addr).await;
-    for i in 0..20u32 {
-        let m = i.to_string();
-        c.publish("t", &[m.as_bytes()]).await;
-    }
-    let s = c
-        .subscribe("t", Some("g"), StartPosition::Resume, 100)
-        .await;
-    c.take(20).await;
+    let (mut c, s) = twenty_delivered(&child).await;
     for ranges in [vec![(0, 4)], vec![(5, 9)], vec![(15, 15)]] {
         c.send_no_reply(Message::Ack(Ack {
             subscription_id: s,

@@ -937,6 +937,56 @@ mod tests {
         frames
     }
 
+    /// A live connection's state with one group subscription, subscribed
+    /// as broker id 7: its shared ack state and its stream's items.
+    fn subscribed_to_a_group() -> (State, Arc<SubShared>, mpsc::UnboundedReceiver<SubItem>) {
+        let mut state = State {
+            live: true,
+            ..State::default()
+        };
+        let shared = Arc::new(SubShared::new(
+            1,
+            true,
+            Arc::new(AckSignal::default()),
+            "t".into(),
+            (10, 1 << 20),
+        ));
+        let (tx, items) = mpsc::unbounded_channel();
+        let (reply, _answer) = oneshot::channel();
+        let reg = SubRegistration {
+            shared: shared.clone(),
+            topic: "t".into(),
+            group: Some("g".into()),
+            start: StartPosition::Resume,
+            prefetch_messages: 10,
+            prefetch_bytes: 1 << 20,
+            ack_timeout_ms: 0,
+            max_deliveries: 0,
+            tx,
+        };
+        state.on_command(Command::Subscribe { reg, reply });
+        let id = subscribe_id(&sent(&mut state));
+        state.on_reply(id, ok(7)).expect("subscribed");
+        (state, shared, items)
+    }
+
+    /// The connection drops and comes back; the broker confirms the
+    /// resubscribe as subscription `sub`.
+    fn reconnect(state: &mut State, sub: u64) {
+        state.on_disconnect();
+        state.restore();
+        let id = subscribe_id(&sent(state));
+        state.on_reply(id, ok(sub)).expect("resubscribed");
+    }
+
+    /// The broker's SubscribeOk naming subscription `sub`.
+    fn ok(sub: u64) -> Wire {
+        Wire::SubscribeOk(SubscribeOk {
+            subscription_id: sub,
+            start_offset: 0,
+        })
+    }
+
     /// The request id of the one Subscribe in `frames`.
     fn subscribe_id(frames: &[(u64, Wire)]) -> u64 {
         let ids: Vec<u64> = frames
@@ -955,39 +1005,7 @@ mod tests {
     /// broker held those messages until their ack deadline.)
     #[test]
     fn acks_recorded_while_down_go_out_on_resubscribe() {
-        let mut state = State {
-            live: true,
-            ..State::default()
-        };
-        let shared = Arc::new(SubShared::new(
-            1,
-            true,
-            Arc::new(AckSignal::default()),
-            "t".into(),
-            (10, 1 << 20),
-        ));
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let (reply, _answer) = oneshot::channel();
-        let reg = SubRegistration {
-            shared: shared.clone(),
-            topic: "t".into(),
-            group: Some("g".into()),
-            start: StartPosition::Resume,
-            prefetch_messages: 10,
-            prefetch_bytes: 1 << 20,
-            ack_timeout_ms: 0,
-            max_deliveries: 0,
-            tx,
-        };
-        state.on_command(Command::Subscribe { reg, reply });
-        let id = subscribe_id(&sent(&mut state));
-        let ok = |sub| {
-            Wire::SubscribeOk(SubscribeOk {
-                subscription_id: sub,
-                start_offset: 0,
-            })
-        };
-        state.on_reply(id, ok(7)).expect("subscribed");
+        let (mut state, shared, _rx) = subscribed_to_a_group();
 
         state.on_disconnect();
         shared.record(AckKind::Ack, 3, 0);
@@ -1046,39 +1064,7 @@ mod tests {
     /// asks for a confirm of whatever is left.
     #[test]
     fn acks_go_unconfirmed_until_one_asks_for_a_confirm_of_them_all() {
-        let mut state = State {
-            live: true,
-            ..State::default()
-        };
-        let shared = Arc::new(SubShared::new(
-            1,
-            true,
-            Arc::new(AckSignal::default()),
-            "t".into(),
-            (10, 1 << 20),
-        ));
-        let (tx, mut items) = mpsc::unbounded_channel();
-        let (reply, _answer) = oneshot::channel();
-        let reg = SubRegistration {
-            shared: shared.clone(),
-            topic: "t".into(),
-            group: Some("g".into()),
-            start: StartPosition::Resume,
-            prefetch_messages: 10,
-            prefetch_bytes: 1 << 20,
-            ack_timeout_ms: 0,
-            max_deliveries: 0,
-            tx,
-        };
-        state.on_command(Command::Subscribe { reg, reply });
-        let id = subscribe_id(&sent(&mut state));
-        let ok = |sub| {
-            Wire::SubscribeOk(SubscribeOk {
-                subscription_id: sub,
-                start_offset: 0,
-            })
-        };
-        state.on_reply(id, ok(7)).expect("subscribed");
+        let (mut state, shared, mut items) = subscribed_to_a_group();
 
         let mut frames = Vec::new();
         for offset in 0..UNCONFIRMED_MAX as u64 {
@@ -1106,10 +1092,7 @@ mod tests {
         shared.record(AckKind::Ack, 100, 0);
         state.flush_acks();
         assert_eq!(acks(sent(&mut state))[0].0, 0);
-        state.on_disconnect();
-        state.restore();
-        let id = subscribe_id(&sent(&mut state));
-        state.on_reply(id, ok(8)).expect("resubscribed");
+        reconnect(&mut state, 8);
         let resent = acks(sent(&mut state));
         assert_eq!(resent.len(), 1);
         assert_eq!(resent[0].1.ranges, vec![(100, 100)]);
@@ -1136,39 +1119,7 @@ mod tests {
     /// durable for the filter) once a later ack is confirmed.
     #[tokio::test]
     async fn refused_acks_are_reported_resent_and_settled_by_a_later_confirm() {
-        let mut state = State {
-            live: true,
-            ..State::default()
-        };
-        let shared = Arc::new(SubShared::new(
-            1,
-            true,
-            Arc::new(AckSignal::default()),
-            "t".into(),
-            (10, 1 << 20),
-        ));
-        let (tx, mut items) = mpsc::unbounded_channel();
-        let (reply, _answer) = oneshot::channel();
-        let reg = SubRegistration {
-            shared: shared.clone(),
-            topic: "t".into(),
-            group: Some("g".into()),
-            start: StartPosition::Resume,
-            prefetch_messages: 10,
-            prefetch_bytes: 1 << 20,
-            ack_timeout_ms: 0,
-            max_deliveries: 0,
-            tx,
-        };
-        state.on_command(Command::Subscribe { reg, reply });
-        let id = subscribe_id(&sent(&mut state));
-        let ok = |sub| {
-            Wire::SubscribeOk(SubscribeOk {
-                subscription_id: sub,
-                start_offset: 0,
-            })
-        };
-        state.on_reply(id, ok(7)).expect("subscribed");
+        let (mut state, shared, mut items) = subscribed_to_a_group();
 
         let answer = shared.record_awaited(3, 0).expect("a group subscription");
         state.flush_acks();
@@ -1183,10 +1134,7 @@ mod tests {
 
         // A reconnect re-sends it, without asking for a confirm: the next
         // frame that asks covers it.
-        state.on_disconnect();
-        state.restore();
-        let id = subscribe_id(&sent(&mut state));
-        state.on_reply(id, ok(8)).expect("resubscribed");
+        reconnect(&mut state, 8);
         let resent = acks(sent(&mut state));
         assert_eq!(resent.len(), 1);
         assert_eq!(resent[0].0, 0, "no request id");
@@ -1210,10 +1158,7 @@ mod tests {
         answer.await.expect("answered").expect("confirmed");
         assert_eq!(durable_acks(&mut items), vec![(3, 3), (4, 4), (5, 5)]);
         // Nothing is left to re-send after another reconnect.
-        state.on_disconnect();
-        state.restore();
-        let id = subscribe_id(&sent(&mut state));
-        state.on_reply(id, ok(9)).expect("resubscribed");
+        reconnect(&mut state, 9);
         assert!(acks(sent(&mut state)).is_empty());
     }
 
