@@ -21,18 +21,28 @@ use crate::Result;
 
 /// How long acks may wait to be gathered into one frame.
 ///
-/// Why 20 ms and not 1: every Ack frame is a socket write at each end and
-/// a command at the broker, and a member of a room that hears an event
-/// every millisecond or so sent one frame per event with 1 ms. At 1,000
-/// emits/s into a room of 100 members, 20 ms took the emit-to-deliver p50
-/// from 3.7 to 2.0 ms and p99 from 10.2 to 7.2 ms on the two shared cores
-/// here, and a room of 100 at full speed from 1.07 to 1.28 M deliveries/s
-/// (medians of 3 runs, docs/performance.md).
+/// Why not 1 ms: every Ack frame is a socket write at each end and a
+/// command at the broker. At 1,000 emits/s into a room of 100 members,
+/// 20 ms instead of 1 took the emit-to-deliver p50 from 3.7 to 2.0 ms and
+/// p99 from 10.2 to 7.2 ms on the two shared cores here, and a room of 100
+/// at full speed from 1.07 to 1.28 M deliveries/s.
+/// Why 100 ms and not 20: a member of a small room hears an event every
+/// 50-100 ms, so with 20 ms each event was an Ack frame of its own (two
+/// socket messages per delivery with the Deliver); 100 ms took 200 rooms
+/// of 10 from about 24,000 to 32,000-38,000 deliveries/s, with a third
+/// less CPU per delivery (docs/performance.md). Pulsar's consumers group
+/// acks for 100 ms by default too.
 /// The broker never waits for them: a subscription flushes at once when
-/// half its prefetch window is pending (see [`SubShared::new`]). What it
-/// widens: a message acked in the last 20 ms before the process dies comes
-/// again to its next run, as the JavaScript client's (docs/web.md).
-pub(crate) const ACK_LINGER: Duration = Duration::from_millis(20);
+/// half its prefetch window is pending (see [`SubShared::new`]), and at
+/// every ack when its ack timeout is short ([`EAGER_BELOW`]). What it
+/// widens: a message acked in the last 100 ms before the process dies
+/// comes again to its next run. (The JavaScript client keeps 20 ms: a page
+/// goes away abruptly and more often.)
+pub(crate) const ACK_LINGER: Duration = Duration::from_millis(100);
+/// A subscription whose ack timeout is below this flushes every ack at
+/// once: a linger near the ack timeout would have the broker redeliver
+/// what was acked (hidden by the filter, but sent for nothing).
+pub(crate) const EAGER_BELOW: Duration = Duration::from_millis(400);
 /// Most pending ack operations before the connection task is woken to
 /// flush at once.
 pub(crate) const FLUSH_AT: usize = 256;
@@ -41,7 +51,7 @@ pub(crate) const FLUSH_AT: usize = 256;
 ///
 /// Why: the broker answers an Ack that has a request id with an `Ok` once
 /// it is durable, and a member of a small room acks about every event on
-/// its own (an event every 100 ms, a flush every 20 ms), so each delivery
+/// its own (an event every 100 ms, a flush every 20 ms then), so each delivery
 /// cost three socket messages: the Deliver, the Ack and the `Ok`. The
 /// broker applies a subscription's acks in the order they arrive and writes
 /// its whole state, so the `Ok` to one frame confirms every frame sent
@@ -261,19 +271,24 @@ pub(crate) struct SubShared {
     /// Pending acks, and their bytes, at which the connection task flushes
     /// at once: half the prefetch window.
     flush_at: (usize, u64),
+    /// Every ack is flushed at once: the ack timeout is below
+    /// [`EAGER_BELOW`].
+    eager: bool,
 }
 
 impl SubShared {
     /// `window` is the subscription's prefetch window (messages, bytes):
     /// acks are flushed at once when half of either is pending, so that a
     /// broker holding back deliveries for want of credit never waits for
-    /// [`ACK_LINGER`].
+    /// [`ACK_LINGER`]. `ack_timeout` is the subscription's own, if it set
+    /// one.
     pub(crate) fn new(
         local_id: u64,
         group: bool,
         signal: Arc<AckSignal>,
         topic: Arc<str>,
         window: (u32, u32),
+        ack_timeout: Option<Duration>,
     ) -> SubShared {
         let half = |n: u32| u64::from(n).div_ceil(2).max(1);
         SubShared {
@@ -284,6 +299,7 @@ impl SubShared {
             closed: AtomicBool::new(false),
             topic,
             flush_at: ((half(window.0) as usize).min(FLUSH_AT), half(window.1)),
+            eager: ack_timeout.is_some_and(|t| t < EAGER_BELOW),
         }
     }
 
@@ -295,7 +311,7 @@ impl SubShared {
     }
 
     fn wake(&self, (count, bytes): (usize, u64), urgent: bool) {
-        if urgent || count >= self.flush_at.0 || bytes >= self.flush_at.1 {
+        if urgent || self.eager || count >= self.flush_at.0 || bytes >= self.flush_at.1 {
             self.signal.urgent.store(true, Ordering::Release);
             self.signal.notify.notify_one();
         } else if count == 1 {
@@ -355,7 +371,14 @@ mod tests {
     use super::*;
 
     fn sub(window: (u32, u32)) -> SubShared {
-        SubShared::new(1, true, Arc::new(AckSignal::default()), "t".into(), window)
+        SubShared::new(
+            1,
+            true,
+            Arc::new(AckSignal::default()),
+            "t".into(),
+            window,
+            None,
+        )
     }
 
     fn urgent(s: &SubShared) -> bool {
@@ -397,6 +420,21 @@ mod tests {
         assert!(!urgent(&s));
         s.record(AckKind::Ack, FLUSH_AT as u64, 1);
         assert!(urgent(&s));
+    }
+
+    /// A subscription with a short ack timeout does not wait for the
+    /// linger: the broker would redeliver before the ack arrived.
+    #[test]
+    fn a_short_ack_timeout_flushes_every_ack_at_once() {
+        let signal = Arc::new(AckSignal::default());
+        let short = Some(EAGER_BELOW - Duration::from_millis(1));
+        let s = SubShared::new(1, true, signal.clone(), "t".into(), (10, 1 << 20), short);
+        s.record(AckKind::Ack, 0, 10);
+        assert!(urgent(&s), "a short ack timeout: at once");
+        let long = Some(EAGER_BELOW);
+        let s = SubShared::new(1, true, signal, "t".into(), (10, 1 << 20), long);
+        s.record(AckKind::Ack, 0, 10);
+        assert!(!urgent(&s), "a long ack timeout: after the linger");
     }
 
     #[test]

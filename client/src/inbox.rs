@@ -680,6 +680,7 @@ mod tests {
                 Arc::new(AckSignal::default()),
                 "_inbox.bob".into(),
                 (10, 1 << 20),
+                None,
             )),
         }
     }

@@ -950,6 +950,7 @@ mod tests {
             Arc::new(AckSignal::default()),
             "t".into(),
             (10, 1 << 20),
+            None,
         ));
         let (tx, items) = mpsc::unbounded_channel();
         let (reply, _answer) = oneshot::channel();
@@ -1178,6 +1179,7 @@ mod tests {
             Arc::new(AckSignal::default()),
             "t".into(),
             (10, 1 << 20),
+            None,
         ));
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (reply, _answer) = oneshot::channel();

@@ -128,6 +128,7 @@ impl SubscribeBuilder {
             inner.conn.acks.clone(),
             self.topic.as_str().into(),
             (self.prefetch, self.prefetch_bytes),
+            self.ack_timeout,
         ));
         let (tx, rx) = mpsc::unbounded_channel();
         let ack_timeout_ms = self
