@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use herald_protocol::AckKind;
 use tokio::sync::{oneshot, Notify};
@@ -26,19 +26,24 @@ use crate::Result;
 /// 20 ms instead of 1 took the emit-to-deliver p50 from 3.7 to 2.0 ms and
 /// p99 from 10.2 to 7.2 ms on the two shared cores here, and a room of 100
 /// at full speed from 1.07 to 1.28 M deliveries/s.
-/// Why 100 ms and not 20: a member of a small room hears an event every
-/// 50-100 ms, so with 20 ms each event was an Ack frame of its own (two
-/// socket messages per delivery with the Deliver); 100 ms took 200 rooms
-/// of 10 from about 24,000 to 32,000-38,000 deliveries/s, with a third
-/// less CPU per delivery (docs/performance.md). Pulsar's consumers group
-/// acks for 100 ms by default too.
 /// The broker never waits for them: a subscription flushes at once when
 /// half its prefetch window is pending (see [`SubShared::new`]), and at
-/// every ack when its ack timeout is short ([`EAGER_BELOW`]). What it
-/// widens: a message acked in the last 100 ms before the process dies
-/// comes again to its next run. (The JavaScript client keeps 20 ms: a page
-/// goes away abruptly and more often.)
-pub(crate) const ACK_LINGER: Duration = Duration::from_millis(100);
+/// every ack when its ack timeout is short ([`EAGER_BELOW`]). A
+/// subscription with a single ack pending waits longer
+/// ([`SPARSE_LINGER`]). What it widens: a message acked in the last 20 ms
+/// (100 ms for a lone ack) before the process dies comes again to its next
+/// run, as the JavaScript client's 20 ms (docs/web.md).
+pub(crate) const ACK_LINGER: Duration = Duration::from_millis(20);
+/// How long a subscription's one pending ack may wait for company.
+///
+/// Why: a member of a small room hears an event every 50-100 ms, so with
+/// 20 ms each event was an Ack frame of its own, two socket messages per
+/// delivery with the Deliver. Waiting for a second ack (or 100 ms, as
+/// Pulsar's consumers group acks by default) halves those frames; a busy
+/// subscription, with more than one ack pending at 20 ms, is not held back
+/// (a flat 100 ms linger cost a room of 1,000 about 5% of its deliveries:
+/// docs/performance.md).
+pub(crate) const SPARSE_LINGER: Duration = Duration::from_millis(100);
 /// A subscription whose ack timeout is below this flushes every ack at
 /// once: a linger near the ack timeout would have the broker redeliver
 /// what was acked (hidden by the filter, but sent for nothing).
@@ -135,6 +140,8 @@ pub(crate) struct AckState {
     pending_count: usize,
     /// Their messages' payload and key bytes (for the flush rule).
     pending_bytes: u64,
+    /// When the first of them was recorded.
+    pending_since: Option<Instant>,
     /// Acked offsets whose ack the broker has not yet confirmed durable.
     acked: OffsetSet,
     /// Everything below this was acked with `ack_up_to`.
@@ -171,6 +178,7 @@ impl AckState {
         }
         self.pending_count += 1;
         self.pending_bytes = self.pending_bytes.saturating_add(bytes as u64);
+        self.pending_since.get_or_insert_with(Instant::now);
         (self.pending_count, self.pending_bytes)
     }
 
@@ -179,6 +187,7 @@ impl AckState {
         self.acked.remove_below(self.floor);
         self.pending.push((AckKind::AckUpTo, vec![(0, offset)]));
         self.pending_count += 1;
+        self.pending_since.get_or_insert_with(Instant::now);
         (self.pending_count, self.pending_bytes)
     }
 
@@ -186,6 +195,7 @@ impl AckState {
     pub(crate) fn drain(&mut self) -> Vec<(AckKind, Vec<(u64, u64)>)> {
         self.pending_count = 0;
         self.pending_bytes = 0;
+        self.pending_since = None;
         let mut out = std::mem::take(&mut self.pending);
         for (kind, ranges) in &mut out {
             if *kind != AckKind::AckUpTo {
@@ -234,6 +244,15 @@ impl AckState {
 
     pub(crate) fn has_pending(&self) -> bool {
         self.pending_count > 0
+    }
+
+    /// Whether the pending acks should go when the linger ran out: more
+    /// than one, or one that waited [`SPARSE_LINGER`].
+    pub(crate) fn due(&self, now: Instant) -> bool {
+        self.pending_count > 1
+            || self
+                .pending_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= SPARSE_LINGER)
     }
 }
 

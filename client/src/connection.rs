@@ -433,7 +433,9 @@ impl Connection {
                 }
                 _ = async { if let Some(t) = ack_timer.as_mut() { t.await } }, if ack_timer.is_some() => {
                     ack_timer = None;
-                    self.state.flush_acks();
+                    if self.state.flush_lingering_acks(std::time::Instant::now()) {
+                        ack_timer = Some(Box::pin(sleep(ACK_LINGER)));
+                    }
                 }
                 Some(token) = self.refresh_rx.recv() => self.send_refresh(token),
                 _ = tick.tick() => {

@@ -339,6 +339,32 @@ impl State {
         self.flush_acks();
     }
 
+    /// The linger ran out: sends the acks of every subscription whose
+    /// pending acks are [`due`](crate::acks::AckState::due); one with a
+    /// single recent ack waits for the next round. Whether acks still wait.
+    pub(crate) fn flush_lingering_acks(&mut self, now: std::time::Instant) -> bool {
+        if !self.live {
+            return false;
+        }
+        let mut waiting = false;
+        let mut ready = Vec::new();
+        for (id, s) in &self.subs {
+            if s.broker_id.is_none() || !s.reg.shared.group {
+                continue;
+            }
+            let acks = s.reg.shared.lock();
+            if acks.due(now) {
+                ready.push(*id);
+            } else {
+                waiting |= acks.has_pending();
+            }
+        }
+        for local_id in ready {
+            self.flush_sub_acks(local_id);
+        }
+        waiting
+    }
+
     /// Sends every ack recorded by the application, for subscriptions that
     /// are subscribed on the current connection.
     pub(crate) fn flush_acks(&mut self) {
@@ -925,7 +951,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::acks::{AckSignal, SubShared};
+    use crate::acks::{AckSignal, SubShared, SPARSE_LINGER};
 
     /// Every frame waiting in `out`, decoded (and `out` emptied).
     fn sent(state: &mut State) -> Vec<(u64, Wire)> {
@@ -1109,6 +1135,31 @@ mod tests {
         state.on_reply(last[0].0, Wire::Ok).expect("reply");
         assert!(state.is_drained());
         assert_eq!(durable_acks(&mut items), vec![(100, 100)]);
+    }
+
+    /// When the linger runs out, a subscription with one recent ack keeps
+    /// it for company (or until it waited [`SPARSE_LINGER`]); two or more
+    /// go at once.
+    #[test]
+    fn a_lone_ack_waits_for_company_when_the_linger_runs_out() {
+        let (mut state, shared, _items) = subscribed_to_a_group();
+        shared.record(AckKind::Ack, 0, 0);
+        let now = std::time::Instant::now();
+        assert!(state.flush_lingering_acks(now), "one ack: still waiting");
+        assert!(acks(sent(&mut state)).is_empty());
+        shared.record(AckKind::Ack, 1, 0);
+        assert!(!state.flush_lingering_acks(now), "two acks: nothing waits");
+        let frames = acks(sent(&mut state));
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].1.ranges, vec![(0, 1)]);
+
+        shared.record(AckKind::Ack, 2, 0);
+        let later = std::time::Instant::now() + SPARSE_LINGER;
+        assert!(
+            !state.flush_lingering_acks(later),
+            "a lone ack goes after a while"
+        );
+        assert_eq!(acks(sent(&mut state))[0].1.ranges, vec![(2, 2)]);
     }
 
     fn storage_full() -> Wire {
