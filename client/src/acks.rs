@@ -246,13 +246,15 @@ impl AckState {
         self.pending_count > 0
     }
 
-    /// Whether the pending acks should go when the linger ran out: more
-    /// than one, or one that waited [`SPARSE_LINGER`].
-    pub(crate) fn due(&self, now: Instant) -> bool {
-        self.pending_count > 1
-            || self
-                .pending_since
-                .is_some_and(|t| now.saturating_duration_since(t) >= SPARSE_LINGER)
+    /// When the pending acks should go once the linger ran out: at once
+    /// (`now`) for more than one, [`SPARSE_LINGER`] after it was recorded
+    /// for a lone one; `None` when nothing is pending.
+    pub(crate) fn due_at(&self, now: Instant) -> Option<Instant> {
+        match (self.pending_count, self.pending_since) {
+            (0, _) => None,
+            (1, Some(t)) => Some(t + SPARSE_LINGER),
+            _ => Some(now),
+        }
     }
 }
 
@@ -333,7 +335,9 @@ impl SubShared {
         if urgent || self.eager || count >= self.flush_at.0 || bytes >= self.flush_at.1 {
             self.signal.urgent.store(true, Ordering::Release);
             self.signal.notify.notify_one();
-        } else if count == 1 {
+        } else if count <= 2 {
+            // The first ack starts the linger; the second ends a lone
+            // ack's longer wait (see [`SPARSE_LINGER`]).
             self.signal.notify.notify_one();
         }
     }

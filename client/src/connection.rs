@@ -18,7 +18,7 @@ use herald_protocol::{
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio::time::{sleep, timeout, Instant};
+use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tokio_util::codec::FramedRead;
 
 use crate::acks::{AckSignal, ACK_LINGER};
@@ -427,14 +427,21 @@ impl Connection {
                     if signal.urgent.swap(false, Ordering::AcqRel) {
                         self.state.flush_acks();
                         ack_timer = None;
-                    } else if ack_timer.is_none() {
-                        ack_timer = Some(Box::pin(sleep(ACK_LINGER)));
+                    } else {
+                        // A first ack, or a second one for a subscription
+                        // whose lone ack waits longer: within the linger.
+                        let soon = Instant::now() + ACK_LINGER;
+                        match ack_timer.as_mut() {
+                            Some(t) if t.deadline() > soon => t.as_mut().reset(soon),
+                            Some(_) => {}
+                            None => ack_timer = Some(Box::pin(sleep(ACK_LINGER))),
+                        }
                     }
                 }
                 _ = async { if let Some(t) = ack_timer.as_mut() { t.await } }, if ack_timer.is_some() => {
                     ack_timer = None;
-                    if self.state.flush_lingering_acks(std::time::Instant::now()) {
-                        ack_timer = Some(Box::pin(sleep(ACK_LINGER)));
+                    if let Some(due) = self.state.flush_lingering_acks(std::time::Instant::now()) {
+                        ack_timer = Some(Box::pin(sleep_until(Instant::from_std(due))));
                     }
                 }
                 Some(token) = self.refresh_rx.recv() => self.send_refresh(token),

@@ -157,9 +157,12 @@ impl State {
                 .values()
                 .any(|p| matches!(p, Pending::Ack { .. }))
             && self.subs.values().all(|s| {
-                s.unsent_acks.is_empty()
-                    && s.unconfirmed.is_empty()
-                    && !s.reg.shared.lock().has_pending()
+                // An ended subscription is not subscribed again: its acks
+                // cannot go, so closing does not wait for them.
+                s.ended
+                    || (s.unsent_acks.is_empty()
+                        && s.unconfirmed.is_empty()
+                        && !s.reg.shared.lock().has_pending())
             })
     }
 
@@ -340,29 +343,32 @@ impl State {
     }
 
     /// The linger ran out: sends the acks of every subscription whose
-    /// pending acks are [`due`](crate::acks::AckState::due); one with a
-    /// single recent ack waits for the next round. Whether acks still wait.
-    pub(crate) fn flush_lingering_acks(&mut self, now: std::time::Instant) -> bool {
+    /// pending acks are due ([`AckState::due_at`](crate::acks::AckState::due_at));
+    /// one with a single recent ack keeps it. When the earliest of those
+    /// lone acks is due, if any.
+    pub(crate) fn flush_lingering_acks(
+        &mut self,
+        now: std::time::Instant,
+    ) -> Option<std::time::Instant> {
         if !self.live {
-            return false;
+            return None;
         }
-        let mut waiting = false;
+        let mut next: Option<std::time::Instant> = None;
         let mut ready = Vec::new();
         for (id, s) in &self.subs {
             if s.broker_id.is_none() || !s.reg.shared.group {
                 continue;
             }
-            let acks = s.reg.shared.lock();
-            if acks.due(now) {
-                ready.push(*id);
-            } else {
-                waiting |= acks.has_pending();
+            match s.reg.shared.lock().due_at(now) {
+                Some(t) if t <= now => ready.push(*id),
+                Some(t) => next = Some(next.map_or(t, |n| n.min(t))),
+                None => {}
             }
         }
         for local_id in ready {
             self.flush_sub_acks(local_id);
         }
-        waiting
+        next
     }
 
     /// Sends every ack recorded by the application, for subscriptions that
@@ -609,8 +615,15 @@ impl State {
                 for (_, w) in waiters {
                     let _ = w.send(Err(Error::from_body(e.code, e.message.clone())));
                 }
-                let unwritten = matches!(code, ErrorCode::StorageFull | ErrorCode::Internal);
-                if let (true, Some(s)) = (unwritten, self.subs.get_mut(&local_id)) {
+                // Not written (a full disk, an I/O error), or not taken (the
+                // group stopped while the broker shuts down): kept, sent
+                // again after a reconnect, settled by a later confirm. Only
+                // an ack the broker can never take is given up.
+                let kept = !matches!(
+                    code,
+                    ErrorCode::UnknownSubscription | ErrorCode::InvalidArgument
+                );
+                if let (true, Some(s)) = (kept, self.subs.get_mut(&local_id)) {
                     for (k, r) in covered.into_iter().chain([(kind, ranges)]) {
                         if matches!(k, AckKind::Ack | AckKind::Terminate | AckKind::AckUpTo) {
                             s.rejected_acks.push((id, k, r));
@@ -1145,21 +1158,58 @@ mod tests {
         let (mut state, shared, _items) = subscribed_to_a_group();
         shared.record(AckKind::Ack, 0, 0);
         let now = std::time::Instant::now();
-        assert!(state.flush_lingering_acks(now), "one ack: still waiting");
+        let due = state
+            .flush_lingering_acks(now)
+            .expect("one ack: still waiting");
+        assert!(
+            due > now && due <= now + SPARSE_LINGER,
+            "due within the sparse linger"
+        );
         assert!(acks(sent(&mut state)).is_empty());
         shared.record(AckKind::Ack, 1, 0);
-        assert!(!state.flush_lingering_acks(now), "two acks: nothing waits");
+        assert_eq!(
+            state.flush_lingering_acks(now),
+            None,
+            "two acks: nothing waits"
+        );
         let frames = acks(sent(&mut state));
         assert_eq!(frames.len(), 1);
         assert_eq!(frames[0].1.ranges, vec![(0, 1)]);
 
         shared.record(AckKind::Ack, 2, 0);
         let later = std::time::Instant::now() + SPARSE_LINGER;
-        assert!(
-            !state.flush_lingering_acks(later),
-            "a lone ack goes after a while"
+        assert_eq!(
+            state.flush_lingering_acks(later),
+            None,
+            "a lone ack goes when due"
         );
         assert_eq!(acks(sent(&mut state))[0].1.ranges, vec![(2, 2)]);
+    }
+
+    /// An ack the broker did not take because it was shutting down (its
+    /// group had stopped) is sent again on the next connection, with the
+    /// frames its confirm covered; were it dropped, the filter would hide
+    /// its redeliveries and nothing would ack them.
+    #[test]
+    fn acks_refused_while_the_broker_shuts_down_are_sent_again() {
+        let (mut state, shared, _items) = subscribed_to_a_group();
+        for offset in 0..UNCONFIRMED_MAX as u64 {
+            shared.record(AckKind::Ack, offset, 0);
+            state.flush_acks();
+        }
+        let frames = acks(sent(&mut state));
+        let confirming = frames.last().expect("frames").0;
+        assert_ne!(confirming, 0);
+        let shutting_down = Wire::error(ErrorCode::ShuttingDown, "going away");
+        state.on_reply(confirming, shutting_down).expect("reply");
+        reconnect(&mut state, 8);
+        let mut resent: Vec<(u64, u64)> = acks(sent(&mut state))
+            .into_iter()
+            .flat_map(|(_, a)| a.ranges)
+            .collect();
+        resent.sort_unstable();
+        let all: Vec<(u64, u64)> = (0..UNCONFIRMED_MAX as u64).map(|o| (o, o)).collect();
+        assert_eq!(crate::acks::merge(resent), crate::acks::merge(all));
     }
 
     fn storage_full() -> Wire {

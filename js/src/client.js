@@ -95,6 +95,8 @@ export class Herald extends EventTarget {
     this._subs = new Set();
     this._byBrokerId = new Map();
     this._closed = false;
+    /** close() is waiting for acks: each ack frame asks for a confirm. */
+    this._closing = false;
     /** NotLeader answers followed since the last confirmed publish. */
     this._hops = 0;
     /** Where the next reconnect goes after a NotLeader: { index, delayMs }. */
@@ -699,6 +701,9 @@ export class Herald extends EventTarget {
   async close({ timeoutMs = 5000 } = {}) {
     if (this._closed) return;
     const deadline = Date.now() + timeoutMs;
+    // Acks made from now on (and re-sent after a reconnect) ask for a
+    // confirm too, so that the wait below ends.
+    this._closing = true;
     for (const s of this._subs) s._flushAcks(true);
     while (this.connected && Date.now() < deadline && (this._publishes.size > 0 || [...this._subs].some((s) => s._acksPending()))) {
       await sleep(5);

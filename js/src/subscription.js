@@ -211,6 +211,8 @@ export class Subscription {
     /** Of those, the frames sent without a request id on this connection
      * since the last one that asked for a confirm. */
     this._unconfirmed = [];
+    /** Being closed: every ack frame asks for a confirm. */
+    this._closing = false;
     /** Callers of ackConfirmed, by offset. */
     this._ackWaiters = new Map();
     this._ackTimer = null;
@@ -434,6 +436,9 @@ export class Subscription {
       return;
     }
     const body = { subscription_id: this._brokerId, kind: "Ack", ranges };
+    // Closing (the subscription or the client) waits for every ack to be
+    // confirmed: each frame from then on asks.
+    if (this._closing || this.client._closing) confirm = true;
     if (!confirm && this._ackWaiters.size === 0 && this._unconfirmed.length + 1 < UNCONFIRMED_MAX) {
       this._unconfirmed.push(ranges);
       this.client._send(encodeFrame("Ack", 0, body));
@@ -519,6 +524,7 @@ export class Subscription {
    */
   async close() {
     if (this._ended && this._brokerId === null) return;
+    this._closing = true;
     this._flushAcks(true);
     const deadline = Date.now() + 5000;
     while (this._acksPending() && this.client.connected && Date.now() < deadline) {

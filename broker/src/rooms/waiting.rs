@@ -155,36 +155,46 @@ impl Waiting {
             return;
         };
         let (outbox, sub, member) = (j.outbox.clone(), j.subscription_id, j.member);
-        let joined = match topic.group(INBOX_GROUP) {
-            Ok(group) => group.join(j).await.map(|_| group),
-            Err(e) => Err(e),
+        let group = match topic.group(INBOX_GROUP) {
+            Ok(group) => group,
+            Err(e) => return self.failed(&outbox, sub, e),
         };
-        match joined {
-            Ok(group) => {
-                let ended = {
-                    let mut st = lock(&self.state);
-                    if !st.ended {
-                        st.joined = Some((group.clone(), member));
-                    }
-                    st.ended
-                };
-                if ended {
+        // Acks go to the group from now on, before the join is done: the
+        // group takes its commands in order, so an ack of a delivery (which
+        // only the join makes possible) comes after the join, never dropped
+        // or answered before it took effect.
+        {
+            let mut st = lock(&self.state);
+            if st.ended {
+                return;
+            }
+            st.joined = Some((group.clone(), member));
+        }
+        match group.join(j).await {
+            Ok(_) => {
+                if lock(&self.state).ended {
+                    // Ended while joining: leave (again, if `end` did).
                     group.leave(member).await;
                 }
             }
             Err(e) => {
-                // The client hears that its subscription ended, as when a
-                // group is deleted under it.
-                tracing::warn!(client = %self.client, error = %e, "joining a subscription to its new inbox");
-                let m = Message::SubscriptionError(SubscriptionError {
-                    subscription_id: sub,
-                    code: e.code().as_u16(),
-                    message: e.to_string(),
-                });
-                let mut b = bytes::BytesMut::new();
-                m.encode(0, &mut b);
-                outbox.push(Out::Frame(b.freeze()));
+                lock(&self.state).joined = None;
+                self.failed(&outbox, sub, e);
             }
         }
+    }
+
+    /// The client hears that its subscription ended, as when a group is
+    /// deleted under it.
+    fn failed(&self, outbox: &crate::outbox::Outbox, sub: u64, e: BrokerError) {
+        tracing::warn!(client = %self.client, error = %e, "joining a subscription to its new inbox");
+        let m = Message::SubscriptionError(SubscriptionError {
+            subscription_id: sub,
+            code: e.code().as_u16(),
+            message: e.to_string(),
+        });
+        let mut b = bytes::BytesMut::new();
+        m.encode(0, &mut b);
+        outbox.push(Out::Frame(b.freeze()));
     }
 }

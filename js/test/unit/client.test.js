@@ -419,3 +419,23 @@ test("ack frames go without a request id until one in 16 asks for the Ok that co
   assert.deepEqual(last.body.ranges, [[UNCONFIRMED_MAX, UNCONFIRMED_MAX]]);
   assert.equal(sub._sentAcks.length, 0, "confirmed before the client closed");
 });
+
+test("an ack made while close() waits asks for a confirm, so close does not wait out its timeout", async () => {
+  const fake = fakeBroker({ answerAcks: true });
+  const h = await connect("ws://x/ws", { WebSocket: fake.Fake });
+  const sub = h.subscribe("t", { group: "g", prefetch: 2 });
+  await sub.ready;
+  fake.push("Deliver", deliver(1, ["a", "b"]));
+  const a = (await sub.next()).value;
+  const b = (await sub.next()).value;
+  a.ack();
+  const ackFrames = () => fake.sent.filter((m) => m.op === "Ack");
+  await until(() => ackFrames().length === 1, "the first ack");
+  const started = Date.now();
+  const closed = h.close({ timeoutMs: 3000 });
+  b.ack(); // the app's loop still runs while close waits
+  await closed;
+  assert.ok(Date.now() - started < 1500, `close took ${Date.now() - started} ms`);
+  assert.ok(ackFrames().slice(1).every((m) => m.requestId !== 0), "frames sent while closing ask for a confirm");
+  assert.equal(sub._sentAcks.length, 0, "both acks confirmed before the client closed");
+});
