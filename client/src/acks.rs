@@ -5,9 +5,11 @@
 //! One [`SubShared`] per subscription is shared by the [`crate::Subscription`]
 //! stream, every [`crate::Message`] it handed out, and the connection task.
 //! Messages record their acks here (cheap: a lock and a vector push); the
-//! connection task drains them into Ack frames within [`ACK_LINGER`], or at
-//! once when half the subscription's prefetch window (at most [`FLUSH_AT`]
-//! acks) is pending, or when a caller waits for the broker's answer.
+//! connection task drains them into Ack frames within [`ACK_LINGER`] (a
+//! lone ack within [`SPARSE_LINGER`]), or at once when half the
+//! subscription's prefetch window (at most [`FLUSH_AT`] acks) is pending,
+//! or when a caller waits for the broker's answer. Most frames ask for no
+//! answer ([`UNCONFIRMED_MAX`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
