@@ -147,7 +147,16 @@ pub enum EventKind {
 /// they lie in its headers), not copied: a busy room hands out hundreds
 /// of thousands of events a second, and each copy was an allocation.
 #[derive(Debug, Clone)]
-pub struct Event {
+pub struct Event(Box<EventData>);
+
+/// What an [`Event`] holds, behind one box. Unboxed, an event was 208
+/// bytes, and on its way from the inbox reader through the queue to the
+/// app it is moved about five times: those `memcpy`s were a sixth of the
+/// client's CPU in a room of 1,000. One small allocation per event costs
+/// less (the rooms bench, one room of 1,000: 2.09-2.24 M deliveries/s
+/// unboxed, 2.40-2.56 M boxed, client CPU -10%).
+#[derive(Debug, Clone)]
+struct EventData {
     msg: Message,
     kind: EventKind,
     sender: Option<HeaderSpan>,
@@ -250,7 +259,7 @@ impl Event {
                 reply_to: text(reply_to),
             })
         });
-        let ev = Event {
+        let ev = Event(Box::new(EventData {
             kind,
             sender: f.sender,
             room: f.room,
@@ -258,52 +267,55 @@ impl Event {
             lossy,
             msg,
             client,
-        };
+        }));
         (ev, reply)
     }
 
     /// The event name (for presence: `join`, `leave`, `connect`,
     /// `disconnect`).
     pub fn name(&self) -> &str {
-        match &self.lossy {
+        match &self.0.lossy {
             Some(l) => &l.name,
-            None => self.msg.key().map(|k| as_str(k)).unwrap_or_default(),
+            None => self.0.msg.key().map(|k| as_str(k)).unwrap_or_default(),
         }
     }
     /// The payload.
     pub fn payload(&self) -> &Bytes {
-        self.msg.payload()
+        self.0.msg.payload()
     }
     /// Application event or presence.
     pub fn kind(&self) -> EventKind {
-        self.kind
+        self.0.kind
     }
     /// Whether this is a presence event.
     pub fn is_presence(&self) -> bool {
-        self.kind == EventKind::Presence
+        self.0.kind == EventKind::Presence
     }
     /// The client id that emitted it (for presence: whose presence changed).
     pub fn sender(&self) -> &str {
-        match (&self.lossy, self.sender) {
+        match (&self.0.lossy, self.0.sender) {
             (Some(l), _) => &l.sender,
-            (None, Some(s)) => as_str(self.msg.record.header_value(s)),
+            (None, Some(s)) => as_str(self.0.msg.record.header_value(s)),
             (None, None) => "",
         }
     }
     /// The room it came through; `None` for direct and emit-all events.
     pub fn room(&self) -> Option<&str> {
-        match &self.lossy {
+        match &self.0.lossy {
             Some(l) => l.room.as_deref(),
-            None => self.room.map(|s| as_str(self.msg.record.header_value(s))),
+            None => self
+                .0
+                .room
+                .map(|s| as_str(self.0.msg.record.header_value(s))),
         }
     }
     /// Whether the sender waits for a reply ([`crate::Client::request`]).
     pub fn expects_reply(&self) -> bool {
-        self.reply_to.is_some()
+        self.0.reply_to.is_some()
     }
     /// The underlying inbox message (offset, timestamp, delivery count).
     pub fn message(&self) -> &Message {
-        &self.msg
+        &self.0.msg
     }
 
     /// Done with this event: it is not delivered again.
@@ -311,7 +323,7 @@ impl Event {
     /// # Errors
     /// [`Error::ConnectionLost`] once the client is closed.
     pub async fn ack(&self) -> Result<()> {
-        self.msg.ack().await
+        self.0.msg.ack().await
     }
 
     /// Answers a request; resolves once the reply is durable in the
@@ -322,14 +334,15 @@ impl Event {
     /// [`Error::InvalidArgument`] if the event expects no reply;
     /// [`Error::ConnectionLost`] if the client is gone; broker errors.
     pub async fn reply(&self, payload: impl Into<Bytes>) -> Result<()> {
-        let Some((to, correlation)) = self.reply_to else {
+        let Some((to, correlation)) = self.0.reply_to else {
             return Err(Error::InvalidArgument("this event expects no reply".into()));
         };
-        let to = match &self.lossy {
+        let to = match &self.0.lossy {
             Some(l) => l.reply_to.as_str(),
-            None => as_str(self.msg.record.header_value(to)),
+            None => as_str(self.0.msg.record.header_value(to)),
         };
         let inner = self
+            .0
             .client
             .upgrade()
             .ok_or_else(|| Error::ConnectionLost("client dropped".into()))?;
@@ -639,14 +652,14 @@ impl Reader {
             if let Some(w) = lock(&self.hub.waiters).remove(&correlation) {
                 let _ = w.send(ev.payload().clone());
             }
-            let _ = ev.msg.ack_now();
+            let _ = ev.0.msg.ack_now();
             return Next::Go;
         }
         if self.hub.has_handlers.load(Ordering::Acquire) {
             let handler = lock(&self.hub.handlers).get(ev.name()).cloned();
             if let Some(h) = handler {
                 h(ev.clone());
-                let _ = ev.msg.ack_now();
+                let _ = ev.0.msg.ack_now();
                 return Next::Go;
             }
         }
@@ -710,7 +723,7 @@ mod tests {
         assert_eq!(ev.room(), Some("lobby"));
         assert!(ev.expects_reply());
         assert!(!ev.is_presence());
-        assert!(ev.lossy.is_none());
+        assert!(ev.0.lossy.is_none());
 
         let (ev, reply) = event(
             b"",
@@ -738,6 +751,10 @@ mod tests {
         assert_eq!(ev.name(), "n\u{fffd}me");
         assert_eq!(ev.sender(), "s\u{fffd}");
         assert_eq!(ev.room(), Some("hall"));
-        assert!(ev.lossy.as_ref().is_some_and(|l| l.reply_to == "r\u{fffd}"));
+        assert!(ev
+            .0
+            .lossy
+            .as_ref()
+            .is_some_and(|l| l.reply_to == "r\u{fffd}"));
     }
 }
