@@ -35,9 +35,17 @@ pub const MAX_ROOM_NAME: usize = MAX_NAME_LEN - ROOM_PREFIX.len();
 /// # Errors
 /// As [`crate::topic::Registry::create`].
 pub fn topic(rooms: &Rooms, room: &str) -> Result<Arc<Topic>, BrokerError> {
-    // The common case, once per emit: a lock-free lookup.
-    if let Ok(t) = rooms.registry().get(&topic_name(room)) {
-        return Ok(t);
+    // The common case, once per emit: a lock-free lookup, by a name put
+    // together on the stack (a `format!` per emit was 1.3% of the broker's
+    // CPU in a room of 10).
+    let mut buf = [0u8; MAX_NAME_LEN];
+    let len = ROOM_PREFIX.len() + room.len();
+    if let Some(name) = buf.get_mut(..len) {
+        name[..ROOM_PREFIX.len()].copy_from_slice(ROOM_PREFIX.as_bytes());
+        name[ROOM_PREFIX.len()..].copy_from_slice(room.as_bytes());
+        if let Ok(Ok(t)) = std::str::from_utf8(name).map(|n| rooms.registry().get(n)) {
+            return Ok(t);
+        }
     }
     rooms
         .registry()
