@@ -10,7 +10,9 @@
 # Environment:
 #   SIZES="10 100 1000"   room sizes (members); 10000 works too, given the
 #                         file descriptors (ulimit -n above ~10,100)
-#   DELIVERIES=200000     per run; events per run = DELIVERIES / members,
+#   ROOMS=1               rooms of that size at once (members = size x
+#                         ROOMS), the emits round-robin over them
+#   DELIVERIES=200000     per run; events per run = DELIVERIES / size,
 #   MIN_EVENTS=20         but at least MIN_EVENTS
 #   PAYLOAD=100           payload bytes
 #   WINDOW=1              emits in flight from the one emitter, each still
@@ -26,6 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 SIZES=${SIZES:-10 100 1000}
+ROOMS=${ROOMS:-1}
 DELIVERIES=${DELIVERIES:-200000}
 MIN_EVENTS=${MIN_EVENTS:-20}
 PAYLOAD=${PAYLOAD:-100}
@@ -35,7 +38,7 @@ HERALD_PORT=${HERALD_PORT:-7497}
 SIO_PORT=${SIO_PORT:-7498}
 PEER=benches/peers/socketio
 
-for v in ROUNDS DELIVERIES MIN_EVENTS PAYLOAD WINDOW; do
+for v in ROUNDS ROOMS DELIVERIES MIN_EVENTS PAYLOAD WINDOW; do
   case ${!v} in
     '' | *[!0-9]* | 0) echo "rooms-vs-socketio: $v must be a whole number >= 1, not '${!v}'" >&2; exit 2 ;;
   esac
@@ -90,20 +93,20 @@ run_peer() {
     log="$DIR/serve.log"
     rm -rf "$DIR/data"
     start_server "$log" $H serve --listen "127.0.0.1:$HERALD_PORT" --data-dir "$DIR/data" \
-      --fsync always --max-connections 20000
-    $H bench rooms --server "127.0.0.1:$HERALD_PORT" --consumers "$members" \
-      --producers 1 --inflight "$WINDOW" --count "$events" --size "$PAYLOAD" --fsync always --json \
-      > "$DIR/line" || rc=$?
+      --fsync always --max-connections 20000 --max-connections-per-address 20000
+    $H bench rooms --server "127.0.0.1:$HERALD_PORT" --consumers "$((members * ROOMS))" \
+      --rooms "$ROOMS" --producers 1 --inflight "$WINDOW" --count "$events" --size "$PAYLOAD" \
+      --fsync always --json > "$DIR/line" || rc=$?
   else
     log="$DIR/sio.log"
     start_server "$log" node "$PEER/server.js" --port "$SIO_PORT"
-    node "$PEER/bench.js" --url "http://127.0.0.1:$SIO_PORT" --members "$members" \
-      --count "$events" --size "$PAYLOAD" --window "$WINDOW" --workers "$SIO_WORKERS" --json \
-      > "$DIR/line" || rc=$?
+    node "$PEER/bench.js" --url "http://127.0.0.1:$SIO_PORT" --members "$((members * ROOMS))" \
+      --rooms "$ROOMS" --count "$events" --size "$PAYLOAD" --window "$WINDOW" \
+      --workers "$SIO_WORKERS" --json > "$DIR/line" || rc=$?
   fi
   stop_server
   if [ "$rc" -ne 0 ]; then
-    echo "rooms-vs-socketio: $peer, room of $members, failed (exit $rc); server log:" >&2
+    echo "rooms-vs-socketio: $peer, $ROOMS room(s) of $members, failed (exit $rc); server log:" >&2
     tail -20 "$log" >&2
     return "$rc"
   fi
@@ -113,10 +116,11 @@ run_peer() {
 print_run() {
   python3 - "$@" <<'EOF'
 import json, sys
-peer, members, rnd, line = sys.argv[1:5]
+peer, members, rnd, line, rooms = sys.argv[1:6]
 r = json.loads(line)
 lat = r.get("latency", {})
-print(f"{peer:9} room {members:>5} round {rnd}: {r['msgs_per_sec']:>12,.0f} deliveries/s"
+room = f"room {members:>5}" if rooms == "1" else f"{rooms} rooms of {members}"
+print(f"{peer:9} {room} round {rnd}: {r['msgs_per_sec']:>12,.0f} deliveries/s"
       f"  p50 {lat.get('p50_us', 0):>7} us  p99 {lat.get('p99_us', 0):>8} us"
       f"  ({r['deliveries']} in {r['secs']:.2f} s)")
 EOF
@@ -126,7 +130,7 @@ RESULTS="$DIR/results.txt"
 : > "$RESULTS"
 echo "# $(date -u '+%F %T') UTC, $(nproc) cores, herald $(git rev-parse --short HEAD)," \
   "socket.io $(node -p "require('./$PEER/node_modules/socket.io/package.json').version")," \
-  "node $(node --version), rounds $ROUNDS, payload $PAYLOAD B, window $WINDOW, socket.io member processes $SIO_WORKERS"
+  "node $(node --version), rounds $ROUNDS, payload $PAYLOAD B, window $WINDOW, socket.io member processes $SIO_WORKERS, rooms at once $ROOMS"
 for members in $SIZES; do
   events=$((DELIVERIES / members))
   [ "$events" -ge "$MIN_EVENTS" ] || events=$MIN_EVENTS
@@ -135,14 +139,15 @@ for members in $SIZES; do
       run_peer "$peer" "$members" "$events"
       line=$(cat "$DIR/line")
       echo "$peer $members $round $line" >> "$RESULTS"
-      print_run "$peer" "$members" "$round" "$line"
+      print_run "$peer" "$members" "$round" "$line" "$ROOMS"
     done
   done
 done
 if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && cp "$RESULTS" "$OUT/rooms-vs-socketio.jsonl"; fi
 
-python3 - "$RESULTS" <<'EOF'
+python3 - "$RESULTS" "$ROOMS" <<'EOF'
 import json, statistics, sys
+rooms = int(sys.argv[2])
 runs = {}
 for line in open(sys.argv[1]):
     peer, members, _, js = line.split(" ", 3)
@@ -171,7 +176,8 @@ for members in sorted({m for m, _ in runs}):
     if not h or not s:
         continue
     hr, sr = [x[0] for x in h], [x[0] for x in s]
-    print(f"| {members:,} | {cell(hr, rate)} | {ms(med([x[1] for x in h]))} / {ms(med([x[2] for x in h]))}"
+    room = f"{members:,}" if rooms == 1 else f"{rooms:,} rooms of {members:,}"
+    print(f"| {room} | {cell(hr, rate)} | {ms(med([x[1] for x in h]))} / {ms(med([x[2] for x in h]))}"
           f" | {cell(sr, rate)} | {ms(med([x[1] for x in s]))} / {ms(med([x[2] for x in s]))}"
           f" | {med(hr) / med(sr):.2f}x |")
 EOF

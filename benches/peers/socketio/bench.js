@@ -1,15 +1,16 @@
-// The Socket.IO side of `herald bench rooms`: N members in one room, one
-// emitter sending `count` events with at most `window` unacknowledged, each
-// broadcast by server.js to the room (except the sender) and acked to the
-// emitter. Measures deliveries/s = members x events / (time from the first
-// emit until the last member received the last event) and emit-to-deliver
+// The Socket.IO side of `herald bench rooms`: N members in one room (or
+// spread round-robin over `rooms` rooms), one emitter sending `count` events
+// with at most `window` unacknowledged, round-robin over the rooms, each
+// broadcast by server.js to its room (except the sender) and acked to the
+// emitter. Measures deliveries/s = the events the members received / (time
+// from the first emit until the last member received its last event) and emit-to-deliver
 // latency over all deliveries, and prints them as `herald bench rooms` does.
 // `warmup` events go first, unmeasured, so that V8 has compiled the hot
 // paths of both the server and the clients (a fresh server is interpreted
 // for its first thousands of packets).
 //
 // Usage: node bench.js [--url http://127.0.0.1:3000] [--members 10]
-//          [--count 10000] [--size 100] [--window 1] [--workers 0]
+//          [--rooms 1] [--count 10000] [--size 100] [--window 1] [--workers 0]
 //          [--warmup EVENTS] [--binary] [--timeout 60] [--json]
 "use strict";
 
@@ -21,7 +22,7 @@ const { nowUs, payload } = require("./clock");
 const { startMembers } = require("./members");
 
 const USAGE =
-  "usage: node bench.js [--url URL] [--members N] [--count EVENTS] [--size BYTES]\n" +
+  "usage: node bench.js [--url URL] [--members N] [--rooms R] [--count EVENTS] [--size BYTES]\n" +
   "         [--window K] [--workers W] [--warmup EVENTS] [--binary] [--timeout SECS] [--json]";
 
 /** Deliveries the default warm-up makes (spread over the members' events). */
@@ -31,6 +32,7 @@ function parseArgs(argv) {
   const o = {
     url: "http://127.0.0.1:3000",
     members: 10,
+    rooms: 1,
     count: 10000,
     size: 100,
     window: 1,
@@ -40,7 +42,7 @@ function parseArgs(argv) {
     timeout: 60,
     json: false,
   };
-  const numeric = new Set(["members", "count", "size", "window", "workers", "warmup", "timeout"]);
+  const numeric = new Set(["members", "rooms", "count", "size", "window", "workers", "warmup", "timeout"]);
   for (let i = 0; i < argv.length; i++) {
     const name = argv[i].replace(/^--/, "");
     if (name === "json" || name === "binary") {
@@ -55,10 +57,12 @@ function parseArgs(argv) {
       throw new Error(`unknown argument ${argv[i]}\n${USAGE}`);
     }
   }
-  if (o.members < 1 || o.window < 1 || o.timeout < 1) {
-    throw new Error("--members, --window and --timeout must be at least 1");
+  if (o.members < 1 || o.rooms < 1 || o.window < 1 || o.timeout < 1) {
+    throw new Error("--members, --rooms, --window and --timeout must be at least 1");
   }
-  if (o.warmup < 0) o.warmup = Math.max(5, Math.ceil(WARMUP_DELIVERIES / o.members));
+  if (o.rooms > o.members) throw new Error(`--rooms ${o.rooms} is more than --members ${o.members}: a room would be empty`);
+  // Each event reaches one room: members / rooms members.
+  if (o.warmup < 0) o.warmup = Math.max(5 * o.rooms, Math.ceil((WARMUP_DELIVERIES * o.rooms) / o.members));
   return o;
 }
 
@@ -102,15 +106,18 @@ function workerMembers(spec) {
   };
 }
 
-/** Splits `members` over `workers` processes (0: in this process). */
-function startGroups(o, room) {
-  const spec = (n) => ({ url: o.url, room, members: n, warmup: o.warmup, count: o.count });
-  if (o.workers === 0) return [startMembers(spec(o.members))];
+/** Splits `members` over `workers` processes (0: in this process); member
+ * i (counted over all processes) is in room i % rooms. */
+function startGroups(o, rooms) {
+  const spec = (first, n) => ({ url: o.url, rooms, first, members: n, warmup: o.warmup, count: o.count });
+  if (o.workers === 0) return [startMembers(spec(0, o.members))];
   const groups = [];
   const w = Math.min(o.workers, o.members);
+  let first = 0;
   for (let i = 0; i < w; i++) {
     const n = Math.floor(o.members / w) + (i < o.members % w ? 1 : 0);
-    groups.push(workerMembers(spec(n)));
+    groups.push(workerMembers(spec(first, n)));
+    first += n;
   }
   return groups;
 }
@@ -124,10 +131,11 @@ function connectEmitter(url) {
 }
 
 /**
- * Emits events `first` .. `first + n - 1` to `room`, at most `o.window`
- * unacked; resolves with the emit-to-ack histogram once all are acked.
+ * Emits events `first` .. `first + n - 1`, event k to room k % rooms, at
+ * most `o.window` unacked; resolves with the emit-to-ack histogram once all
+ * are acked.
  */
-function emitAll(socket, room, o, first, n) {
+function emitAll(socket, rooms, o, first, n) {
   const acks = new Histogram();
   return new Promise((resolve) => {
     let sent = 0;
@@ -137,7 +145,8 @@ function emitAll(socket, room, o, first, n) {
       while (inflight < o.window && sent < n) {
         const t = Math.round(nowUs());
         inflight += 1;
-        socket.emit("emit", room, payload(o.size, t, first + sent, o.binary), () => {
+        const seq = first + sent;
+        socket.emit("emit", rooms[seq % rooms.length], payload(o.size, t, seq, o.binary), () => {
           acks.record(nowUs() - t);
           inflight -= 1;
           acked += 1;
@@ -178,8 +187,9 @@ function stallGuard(groups, secs) {
 }
 
 async function run(o) {
-  const room = `bench-room-${Math.floor(Math.random() * 2 ** 32).toString(16)}`;
-  const groups = startGroups(o, room);
+  const tag = Math.floor(Math.random() * 2 ** 32).toString(16);
+  const rooms = Array.from({ length: o.rooms }, (_, r) => `bench-room-${tag}-${r}`);
+  const groups = startGroups(o, rooms);
   const closeAll = () => groups.forEach((g) => g.close());
   try {
     await Promise.all(groups.map((g) => g.ready));
@@ -188,12 +198,12 @@ async function run(o) {
     const failures = Promise.race([stall.guard, lost(emitter)]);
     try {
       await Promise.race([
-        Promise.all([emitAll(emitter, room, o, 0, o.warmup), ...groups.map((g) => g.warm)]),
+        Promise.all([emitAll(emitter, rooms, o, 0, o.warmup), ...groups.map((g) => g.warm)]),
         failures,
       ]);
       const t0 = nowUs();
       const [acks, results] = await Promise.race([
-        Promise.all([emitAll(emitter, room, o, o.warmup, o.count), Promise.all(groups.map((g) => g.done))]),
+        Promise.all([emitAll(emitter, rooms, o, o.warmup, o.count), Promise.all(groups.map((g) => g.done))]),
         failures,
       ]);
       return report(o, t0, acks, results);
@@ -219,6 +229,7 @@ function report(o, t0, acks, results) {
   return {
     deliveries: received,
     members: o.members,
+    rooms: o.rooms,
     emitted: o.count,
     secs,
     msgs_per_sec: received / secs,

@@ -1,12 +1,13 @@
 // Room members for bench.js: N socket.io-client connections (websocket
-// transport only, each its own connection) that join one room and count
-// the "event"s they receive, recording emit-to-deliver latency from the send
+// transport only, each its own connection) that join their room (member i,
+// counted from `first`, joins rooms[i % rooms.length]) and count the
+// "event"s they receive, recording emit-to-deliver latency from the send
 // time each payload carries. The first `warmup` events (sequence numbers
 // below it) warm the JIT up and are not measured.
 //
 // Used in the emitter's process (bench.js --workers 0) or as a forked worker
 // process (bench.js --workers W), driven over IPC:
-//   parent -> worker  {type: "start", url, room, members, warmup, count}
+//   parent -> worker  {type: "start", url, rooms, first, members, warmup, count}
 //   worker -> parent  {type: "ready"} once every member has joined,
 //                     {type: "warm"} once every member got the warm-up,
 //                     {type: "progress", received} every 500 ms (all events),
@@ -37,15 +38,23 @@ function connectMember(url, room, onEvent) {
   });
 }
 
+/** Events below sequence `seq` that go to room `r` of `n` (the emitter
+ * sends event k to room k % n). */
+function eventsBelow(seq, r, n) {
+  return seq > r ? Math.floor((seq - r - 1) / n) + 1 : 0;
+}
+
 /**
- * Connects `members` members to `room`; each expects `warmup` + `count`
- * events. Returns {ready, warm, done, received(), close()}: `ready` resolves
- * once all have joined, `warm` once all got the warm-up, `done` with
+ * Connects `members` members, member i (counted from `first`) to room
+ * rooms[i % rooms.length]. The events are numbered 0 .. warmup + count - 1,
+ * event k goes to room k % rooms.length, and the first `warmup` are the
+ * warm-up; each member expects those of its room. Returns {ready, warm,
+ * done, received(), close()}: `ready` resolves once all have joined, `warm` once all got the warm-up, `done` with
  * {received, lastUs, hist} once all got every measured event (lastUs: when
  * the last one arrived); `warm` and `done` reject if a member drops.
  * received() counts every event, warm-up included (progress).
  */
-function startMembers({ url, room, members, warmup, count }) {
+function startMembers({ url, rooms, first, members, warmup, count }) {
   const hist = new Histogram();
   const sockets = [];
   let received = 0;
@@ -73,15 +82,22 @@ function startMembers({ url, room, members, warmup, count }) {
   warm.catch(() => {});
   done.catch(() => {});
 
-  const member = () => {
-    let n = 0;
+  const member = (r) => {
+    const n = rooms.length;
+    const myWarmup = eventsBelow(warmup, r, n);
+    const myCount = eventsBelow(warmup + count, r, n) - myWarmup;
+    // A member whose room gets no warm-up (or no measured) event is done
+    // with that phase from the start.
+    if (myWarmup === 0) warmed += 1;
+    if (myCount === 0) complete += 1;
+    let got = 0;
     let w = 0;
     return (payload) => {
       const now = nowUs();
       seen += 1;
       if (seqOf(payload) < warmup) {
         w += 1;
-        if (w === warmup) {
+        if (w === myWarmup) {
           warmed += 1;
           if (warmed === members) warmedUp();
         }
@@ -89,8 +105,8 @@ function startMembers({ url, room, members, warmup, count }) {
       }
       hist.record(now - sentAt(payload));
       received += 1;
-      n += 1;
-      if (n === count) {
+      got += 1;
+      if (got === myCount) {
         lastUs = Math.max(lastUs, now);
         complete += 1;
         if (complete === members) finish({ received, lastUs, hist });
@@ -102,7 +118,8 @@ function startMembers({ url, room, members, warmup, count }) {
     for (let i = 0; i < members; i += CONNECT_CONCURRENCY) {
       const batch = [];
       for (let j = i; j < Math.min(members, i + CONNECT_CONCURRENCY); j++) {
-        batch.push(connectMember(url, room, member()));
+        const r = (first + j) % rooms.length;
+        batch.push(connectMember(url, rooms[r], member(r)));
       }
       for (const s of await Promise.all(batch)) {
         s.on("disconnect", (reason) => {
@@ -111,8 +128,8 @@ function startMembers({ url, room, members, warmup, count }) {
         sockets.push(s);
       }
     }
-    if (warmup === 0) warmedUp();
-    if (count === 0) finish({ received, lastUs, hist });
+    if (warmed === members) warmedUp();
+    if (complete === members) finish({ received, lastUs, hist });
   })();
 
   return {
