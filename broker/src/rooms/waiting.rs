@@ -198,3 +198,200 @@ impl Waiting {
         outbox.push(Out::Frame(b.freeze()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::time::Duration;
+
+    use bytes::BytesMut;
+    use herald_protocol::frame::decode_frame;
+    use herald_protocol::{AckKind, StartPosition};
+    use tokio::io::{AsyncReadExt, DuplexStream};
+    use tokio::runtime::Runtime;
+
+    use super::super::inbox::{self, Entry};
+    use super::*;
+    use crate::config::BrokerConfig;
+    use crate::memory::MemoryBudget;
+
+    const CLIENT: &str = "alice";
+    const SUB: u64 = 7;
+    const MEMBER: u64 = 1;
+    /// Bounds every wait: nothing here takes more than a few writes.
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    fn runtime() -> Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    }
+
+    fn within<F: Future>(rt: &Runtime, what: &str, f: F) -> F::Output {
+        rt.block_on(async { tokio::time::timeout(PATIENCE, f).await })
+            .unwrap_or_else(|_| panic!("timed out: {what}"))
+    }
+
+    /// The next frame the client's connection receives.
+    async fn next_frame(peer: &mut DuplexStream, buf: &mut BytesMut) -> Message {
+        loop {
+            if let Some(f) = decode_frame(buf, 1 << 20).expect("a well-formed frame") {
+                return Message::decode(&f).expect("a well-formed message");
+            }
+            let n = peer.read_buf(buf).await.expect("reading the connection");
+            assert!(n > 0, "the outbox closed");
+        }
+    }
+
+    /// What the session does with an Ack of a subscription that waited for
+    /// its inbox (`handlers::acks`): to the group once joined, dropped
+    /// before (nothing can have been delivered then). Returns whether it
+    /// reached the group, once the ack is on disk.
+    async fn ack_as_the_session_does(w: &Waiting, offset: u64) -> bool {
+        let Some((group, member)) = w.joined() else {
+            return false;
+        };
+        let persisted = group
+            .ack(member, AckKind::Ack, vec![(offset, offset)], true)
+            .await
+            .expect("the group takes the ack")
+            .expect("asked to wait for the write");
+        persisted
+            .await
+            .expect("the group answers")
+            .expect("the ack is written");
+        true
+    }
+
+    /// The group delivers as soon as it admits the member, before the task
+    /// joining the waiting subscription hears that the join is done; the
+    /// client may ack that delivery meanwhile, and the ack must reach the
+    /// group rather than be dropped for want of a group to route it to.
+    ///
+    /// The window is made certain by running the joining task (spawned by
+    /// `wake`) on a runtime of its own, driven only when the test says: the
+    /// group (and the connection's writer) run on the broker's runtime, so
+    /// the first delivery reaches the client while the joining task has not
+    /// resumed from `group.join`.
+    #[test]
+    fn an_ack_between_the_first_delivery_and_the_end_of_the_join_takes_effect() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let broker = runtime();
+        let joiner = runtime();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            direct_io: false,
+            ..BrokerConfig::default()
+        };
+        let waiters = Arc::new(Waiters::default());
+        let (registry, topic, group, w, mut peer) = broker.block_on(async {
+            let registry = Registry::open(Arc::new(config), Default::default())
+                .expect("a registry in the temp dir");
+            let (sink, peer) = tokio::io::duplex(1 << 20);
+            let (outbox, _writer) = crate::outbox::spawn(
+                sink,
+                8,
+                Duration::from_secs(60),
+                MemoryBudget::unlimited(),
+                Arc::default(),
+            );
+            let join = Join {
+                member: MEMBER,
+                subscription_id: SUB,
+                request_id: 3,
+                subscribe_ok: true,
+                client_id: CLIENT.to_owned(),
+                outbox,
+                start: StartPosition::Resume,
+                prefetch_messages: 16,
+                prefetch_bytes: 1 << 20,
+                ack_timeout: None,
+                max_deliveries: None,
+            };
+            let w = match waiters.open_or_wait(&registry, CLIENT, join) {
+                Ok(Opened::Waiting(w)) => w,
+                Ok(Opened::Topic(..)) => panic!("the inbox does not exist yet"),
+                Err(e) => panic!("waiting for the inbox: {e}"),
+            };
+            // What the first record for the client does (`inbox::fan_out`),
+            // but for the wake, which comes below.
+            let topic = registry
+                .create(&topic_name(CLIENT), &inbox::config(registry.config()), true)
+                .expect("the inbox is created");
+            let entry = Entry {
+                kind: "event",
+                event: "hello",
+                sender: "bob",
+                room: None,
+                correlation: 0,
+                reply_to: None,
+                except_sender: false,
+                emit_id: None,
+                payload: b"hi",
+            };
+            topic
+                .log
+                .append(entry.batch())
+                .await
+                .expect("the record is appended");
+            // The group's actor runs here, on the broker's runtime.
+            let group = topic.group(INBOX_GROUP).expect("the inbox's group");
+            (registry, topic, group, w, peer)
+        });
+
+        {
+            let _on = joiner.enter();
+            waiters.wake(CLIENT, &topic);
+        }
+        // Run the joining task until its join reached the group, no further:
+        // the group answers `info` after the join it queued before it.
+        let mut member_seen = false;
+        for _ in 0..100 {
+            joiner.block_on(tokio::task::yield_now());
+            let info = within(&broker, "the group's info", group.info()).expect("the group runs");
+            if info.is_some_and(|i| i.members == [CLIENT]) {
+                member_seen = true;
+                break;
+            }
+        }
+        assert!(member_seen, "the joining task never reached the group");
+
+        let mut buf = BytesMut::new();
+        match within(
+            &broker,
+            "the first delivery",
+            next_frame(&mut peer, &mut buf),
+        ) {
+            Message::Deliver(d) => {
+                assert_eq!((d.subscription_id, d.first_offset), (SUB, 0));
+            }
+            m => panic!("expected the first delivery, got {m:?}"),
+        }
+        assert_eq!(
+            Arc::strong_count(&w),
+            2,
+            "the joining task (which holds the subscription) has not ended"
+        );
+
+        let routed = within(&broker, "the ack", ack_as_the_session_does(&w, 0));
+        within(&joiner, "the end of the join", async {
+            while Arc::strong_count(&w) > 1 {
+                tokio::task::yield_now().await;
+            }
+        });
+        let info = within(&broker, "the group's info", group.info())
+            .expect("the group runs")
+            .expect("the group exists");
+        assert!(
+            routed && info.ack_floor == 1 && info.in_flight == 0,
+            "an ack of the first delivery, sent before the join was done, \
+             did not take effect (routed to the group: {routed}; ack floor \
+             {}, in flight {})",
+            info.ack_floor,
+            info.in_flight
+        );
+        drop(group);
+        within(&broker, "closing the topics", registry.close_all());
+    }
+}
