@@ -6,7 +6,8 @@
 //! stream, every [`crate::Message`] it handed out, and the connection task.
 //! Messages record their acks here (cheap: a lock and a vector push); the
 //! connection task drains them into Ack frames within [`ACK_LINGER`] (a
-//! lone ack within [`SPARSE_LINGER`]), or at once when half the
+//! few acks, fewer than [`SPARSE_ACKS`], within [`SPARSE_LINGER`]), or at
+//! once when half the
 //! subscription's prefetch window (at most [`FLUSH_AT`] acks) is pending,
 //! or when a caller waits for the broker's answer. Most frames ask for no
 //! answer ([`UNCONFIRMED_MAX`]).
@@ -31,21 +32,32 @@ use crate::Result;
 /// The broker never waits for them: a subscription flushes at once when
 /// half its prefetch window is pending (see [`SubShared::new`]), and at
 /// every ack when its ack timeout is short ([`EAGER_BELOW`]). A
-/// subscription with a single ack pending waits longer
+/// subscription with only a few acks pending waits longer
 /// ([`SPARSE_LINGER`]). What it widens: a message acked in the last 20 ms
-/// (100 ms for a lone ack) before the process dies comes again to its next
-/// run, as the JavaScript client's 20 ms (docs/web.md).
+/// (500 ms for a subscription that acks little) before the process dies
+/// comes again to its next run (the JavaScript client keeps 20 ms: a
+/// reloaded page would show such an event again, docs/web.md).
 pub(crate) const ACK_LINGER: Duration = Duration::from_millis(20);
-/// How long a subscription's one pending ack may wait for company.
+/// How long a subscription's few pending acks (fewer than
+/// [`SPARSE_ACKS`]) may wait for company once [`ACK_LINGER`] ran out,
+/// counted from the first; at most a quarter of the subscription's own ack
+/// timeout.
 ///
 /// Why: a member of a small room hears an event every 50-100 ms, so with
 /// 20 ms each event was an Ack frame of its own, two socket messages per
-/// delivery with the Deliver. Waiting for a second ack (or 100 ms, as
-/// Pulsar's consumers group acks by default) halves those frames; a busy
-/// subscription, with more than one ack pending at 20 ms, is not held back
-/// (a flat 100 ms linger cost a room of 1,000 about 5% of its deliveries:
-/// docs/performance.md).
-pub(crate) const SPARSE_LINGER: Duration = Duration::from_millis(100);
+/// delivery with the Deliver; waiting for a second ack (up to 100 ms, as
+/// Pulsar's consumers group acks by default) still left one Ack frame per
+/// two deliveries, and those frames (a socket write and read, the broker's
+/// ack and position write) were a third of the CPU of 200 rooms of 10,
+/// where Socket.IO, which has no acks, was faster than Herald. Waiting
+/// for eight acks or 500 ms: 1.3-1.5x the deliveries/s (docs/performance.md).
+/// A busy subscription, with eight acks pending at 20 ms, is not held back
+/// (a flat 100 ms linger cost a room of 1,000 about 5% of its deliveries).
+/// Kafka's consumers commit their offsets every 5 s by default.
+pub(crate) const SPARSE_LINGER: Duration = Duration::from_millis(500);
+/// Pending acks below which a subscription's acks wait for
+/// [`SPARSE_LINGER`] rather than [`ACK_LINGER`].
+pub(crate) const SPARSE_ACKS: usize = 8;
 /// A subscription whose ack timeout is below this flushes every ack at
 /// once: a linger near the ack timeout would have the broker redeliver
 /// what was acked (hidden by the filter, but sent for nothing).
@@ -248,13 +260,14 @@ impl AckState {
         self.pending_count > 0
     }
 
-    /// When the pending acks should go once the linger ran out: at once
-    /// (`now`) for more than one, [`SPARSE_LINGER`] after it was recorded
-    /// for a lone one; `None` when nothing is pending.
-    pub(crate) fn due_at(&self, now: Instant) -> Option<Instant> {
+    /// When the pending acks should go once [`ACK_LINGER`] ran out: at
+    /// once (`now`) when [`SPARSE_ACKS`] or more are pending, `linger`
+    /// after the first was recorded when fewer are; `None` when nothing is
+    /// pending.
+    pub(crate) fn due_at(&self, now: Instant, linger: Duration) -> Option<Instant> {
         match (self.pending_count, self.pending_since) {
             (0, _) => None,
-            (1, Some(t)) => Some(t + SPARSE_LINGER),
+            (n, Some(t)) if n < SPARSE_ACKS => Some(t + linger),
             _ => Some(now),
         }
     }
@@ -297,6 +310,11 @@ pub(crate) struct SubShared {
     /// Every ack is flushed at once: the ack timeout is below
     /// [`EAGER_BELOW`].
     eager: bool,
+    /// How long fewer than [`SPARSE_ACKS`] pending acks may wait:
+    /// [`SPARSE_LINGER`], or a quarter of the subscription's own ack
+    /// timeout if that is less (an ack must reach the broker well before
+    /// the broker gives the message to someone else).
+    sparse_linger: Duration,
 }
 
 impl SubShared {
@@ -323,7 +341,14 @@ impl SubShared {
             topic,
             flush_at: ((half(window.0) as usize).min(FLUSH_AT), half(window.1)),
             eager: ack_timeout.is_some_and(|t| t < EAGER_BELOW),
+            sparse_linger: ack_timeout.map_or(SPARSE_LINGER, |t| SPARSE_LINGER.min(t / 4)),
         }
+    }
+
+    /// When this subscription's pending acks are due (see
+    /// [`AckState::due_at`]).
+    pub(crate) fn due_at(&self, now: Instant) -> Option<Instant> {
+        self.lock().due_at(now, self.sparse_linger)
     }
 
     /// The ack state. A poisoned lock (a panic while held, which only a bug
@@ -337,9 +362,9 @@ impl SubShared {
         if urgent || self.eager || count >= self.flush_at.0 || bytes >= self.flush_at.1 {
             self.signal.urgent.store(true, Ordering::Release);
             self.signal.notify.notify_one();
-        } else if count <= 2 {
-            // The first ack starts the linger; the second ends a lone
-            // ack's longer wait (see [`SPARSE_LINGER`]).
+        } else if count == 1 || count == SPARSE_ACKS {
+            // The first ack starts the linger; the eighth ends the longer
+            // wait of a few (see [`SPARSE_LINGER`]).
             self.signal.notify.notify_one();
         }
     }
@@ -460,6 +485,26 @@ mod tests {
         let s = SubShared::new(1, true, signal, "t".into(), (10, 1 << 20), long);
         s.record(AckKind::Ack, 0, 10);
         assert!(!urgent(&s), "a long ack timeout: after the linger");
+    }
+
+    /// A few acks wait at most a quarter of the subscription's own ack
+    /// timeout, so that they reach the broker well before it would give
+    /// the messages to another member; without one, [`SPARSE_LINGER`].
+    #[test]
+    fn a_few_acks_wait_no_longer_than_a_quarter_of_the_ack_timeout() {
+        let signal = Arc::new(AckSignal::default());
+        let due = |timeout: Option<Duration>| {
+            let s = SubShared::new(1, true, signal.clone(), "t".into(), (100, 1 << 20), timeout);
+            s.record(AckKind::Ack, 0, 10);
+            let since = s.lock().pending_since.expect("an ack is pending");
+            s.due_at(since).expect("an ack is pending") - since
+        };
+        assert_eq!(due(None), SPARSE_LINGER);
+        assert_eq!(due(Some(Duration::from_secs(30))), SPARSE_LINGER);
+        assert_eq!(
+            due(Some(Duration::from_secs(1))),
+            Duration::from_millis(250)
+        );
     }
 
     #[test]

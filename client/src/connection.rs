@@ -428,8 +428,8 @@ impl Connection {
                         self.state.flush_acks();
                         ack_timer = None;
                     } else {
-                        // A first ack, or a second one for a subscription
-                        // whose lone ack waits longer: within the linger.
+                        // A first ack, or the eighth of a subscription
+                        // whose few acks wait longer: within the linger.
                         let soon = Instant::now() + ACK_LINGER;
                         match ack_timer.as_mut() {
                             Some(t) if t.deadline() > soon => t.as_mut().reset(soon),

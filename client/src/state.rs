@@ -344,8 +344,8 @@ impl State {
 
     /// The linger ran out: sends the acks of every subscription whose
     /// pending acks are due ([`AckState::due_at`](crate::acks::AckState::due_at));
-    /// one with a single recent ack keeps it. When the earliest of those
-    /// lone acks is due, if any.
+    /// one with only a few recent acks keeps them. When the earliest of
+    /// those kept is due, if any.
     pub(crate) fn flush_lingering_acks(
         &mut self,
         now: std::time::Instant,
@@ -359,7 +359,7 @@ impl State {
             if s.broker_id.is_none() || !s.reg.shared.group {
                 continue;
             }
-            match s.reg.shared.lock().due_at(now) {
+            match s.reg.shared.due_at(now) {
                 Some(t) if t <= now => ready.push(*id),
                 Some(t) => next = Some(next.map_or(t, |n| n.min(t))),
                 None => {}
@@ -964,7 +964,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::acks::{AckSignal, SubShared, SPARSE_LINGER};
+    use crate::acks::{AckSignal, SubShared, SPARSE_ACKS, SPARSE_LINGER};
 
     /// Every frame waiting in `out`, decoded (and `out` emptied).
     fn sent(state: &mut State) -> Vec<(u64, Wire)> {
@@ -1154,36 +1154,39 @@ mod tests {
     /// it for company (or until it waited [`SPARSE_LINGER`]); two or more
     /// go at once.
     #[test]
-    fn a_lone_ack_waits_for_company_when_the_linger_runs_out() {
+    fn a_few_acks_wait_for_company_when_the_linger_runs_out() {
         let (mut state, shared, _items) = subscribed_to_a_group();
-        shared.record(AckKind::Ack, 0, 0);
         let now = std::time::Instant::now();
-        let due = state
-            .flush_lingering_acks(now)
-            .expect("one ack: still waiting");
-        assert!(
-            due > now && due <= now + SPARSE_LINGER,
-            "due within the sparse linger"
-        );
-        assert!(acks(sent(&mut state)).is_empty());
-        shared.record(AckKind::Ack, 1, 0);
+        for offset in 0..SPARSE_ACKS as u64 - 1 {
+            shared.record(AckKind::Ack, offset, 0);
+            let due = state
+                .flush_lingering_acks(now)
+                .expect("fewer than SPARSE_ACKS: still waiting");
+            assert!(
+                due > now && due <= now + SPARSE_LINGER + std::time::Duration::from_secs(1),
+                "due within the sparse linger of the first"
+            );
+            assert!(acks(sent(&mut state)).is_empty());
+        }
+        shared.record(AckKind::Ack, SPARSE_ACKS as u64 - 1, 0);
         assert_eq!(
             state.flush_lingering_acks(now),
             None,
-            "two acks: nothing waits"
+            "SPARSE_ACKS acks: nothing waits"
         );
         let frames = acks(sent(&mut state));
         assert_eq!(frames.len(), 1);
-        assert_eq!(frames[0].1.ranges, vec![(0, 1)]);
+        assert_eq!(frames[0].1.ranges, vec![(0, SPARSE_ACKS as u64 - 1)]);
 
-        shared.record(AckKind::Ack, 2, 0);
+        let lone = SPARSE_ACKS as u64;
+        shared.record(AckKind::Ack, lone, 0);
         let later = std::time::Instant::now() + SPARSE_LINGER;
         assert_eq!(
             state.flush_lingering_acks(later),
             None,
             "a lone ack goes when due"
         );
-        assert_eq!(acks(sent(&mut state))[0].1.ranges, vec![(2, 2)]);
+        assert_eq!(acks(sent(&mut state))[0].1.ranges, vec![(lone, lone)]);
     }
 
     /// An ack the broker did not take because it was shutting down (its
