@@ -261,7 +261,10 @@ where
     let task = tokio::spawn(async move {
         // Dropped when the task ends, however it ends (also if it is
         // aborted or panics): the flag first, then the token's waiters.
-        let guard = Gone { flag: gone, token: closed };
+        let guard = Gone {
+            flag: gone,
+            token: closed,
+        };
         let _counted = counted;
         if let Err(e) = writer.run(sink).await {
             tracing::debug!(error = %e, "connection writer stopped");
