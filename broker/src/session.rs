@@ -363,6 +363,8 @@ async fn handshake<S: AsyncRead>(
         max_frame: cfg.max_frame_bytes as u32,
         max_batch: (cfg.max_frame_bytes - 1024) as u32,
         heartbeat_ms: cfg.heartbeat.as_millis() as u32,
+        // Version 2: clients that gather acks keep them within it.
+        ack_timeout_ms: (hi >= 2).then(|| cfg.ack_timeout.as_millis().min(u32::MAX as u128) as u32),
     };
     if !outbox.reply(id, &Message::HelloOk(ok)).await {
         return None;

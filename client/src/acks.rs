@@ -12,7 +12,7 @@
 //! or when a caller waits for the broker's answer. Most frames ask for no
 //! answer ([`UNCONFIRMED_MAX`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -40,8 +40,9 @@ use crate::Result;
 pub(crate) const ACK_LINGER: Duration = Duration::from_millis(20);
 /// How long a subscription's few pending acks (fewer than
 /// [`SPARSE_ACKS`]) may wait for company once [`ACK_LINGER`] ran out,
-/// counted from the first; at most a quarter of the subscription's own ack
-/// timeout.
+/// counted from the first; at most a quarter of the ack timeout that
+/// applies (the subscription's own, or the broker's default, which a
+/// version-2 broker says in its `HelloOk`).
 ///
 /// Why: a member of a small room hears an event every 50-100 ms, so with
 /// 20 ms each event was an Ack frame of its own, two socket messages per
@@ -58,6 +59,10 @@ pub(crate) const SPARSE_LINGER: Duration = Duration::from_millis(500);
 /// Pending acks below which a subscription's acks wait for
 /// [`SPARSE_LINGER`] rather than [`ACK_LINGER`].
 pub(crate) const SPARSE_ACKS: usize = 8;
+/// The longest wait of a few acks when the ack timeout is not known (a
+/// broker speaking protocol version 1 does not say its default): short
+/// enough for any ack timeout [`EAGER_BELOW`] would let linger.
+pub(crate) const UNKNOWN_TIMEOUT_LINGER: Duration = Duration::from_millis(100);
 /// A subscription whose ack timeout is below this flushes every ack at
 /// once: a linger near the ack timeout would have the broker redeliver
 /// what was acked (hidden by the filter, but sent for nothing).
@@ -126,11 +131,31 @@ impl AckOp {
 #[derive(Debug, Default)]
 pub(crate) struct AckSignal {
     /// Woken when the first ack after a flush is recorded (the connection
-    /// task then flushes after [`ACK_LINGER`]), or, with `urgent`, when
-    /// one should go at once.
+    /// task then flushes after [`ACK_LINGER`]), or the [`SPARSE_ACKS`]th
+    /// of a subscription whose few acks wait longer, or, with `urgent`,
+    /// when one should go at once.
     pub(crate) notify: Notify,
     /// Set with the wake-up when a flush should not wait for the linger.
     pub(crate) urgent: AtomicBool,
+    /// The broker's default ack timeout in ms, from its `HelloOk`
+    /// (protocol version 2); 0 while unknown (a version-1 broker).
+    broker_ack_timeout_ms: AtomicU32,
+}
+
+impl AckSignal {
+    /// Learns the broker's default ack timeout (at each handshake: a
+    /// reconnect may reach another broker).
+    pub(crate) fn set_broker_ack_timeout(&self, ms: Option<u32>) {
+        self.broker_ack_timeout_ms
+            .store(ms.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    fn broker_ack_timeout(&self) -> Option<Duration> {
+        match self.broker_ack_timeout_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(u64::from(ms))),
+        }
+    }
 }
 
 /// The ack state of one subscription.
@@ -307,14 +332,9 @@ pub(crate) struct SubShared {
     /// Pending acks, and their bytes, at which the connection task flushes
     /// at once: half the prefetch window.
     flush_at: (usize, u64),
-    /// Every ack is flushed at once: the ack timeout is below
-    /// [`EAGER_BELOW`].
-    eager: bool,
-    /// How long fewer than [`SPARSE_ACKS`] pending acks may wait:
-    /// [`SPARSE_LINGER`], or a quarter of the subscription's own ack
-    /// timeout if that is less (an ack must reach the broker well before
-    /// the broker gives the message to someone else).
-    sparse_linger: Duration,
+    /// The subscription's own ack timeout, if it set one; otherwise the
+    /// broker's default applies ([`AckSignal::set_broker_ack_timeout`]).
+    own_ack_timeout: Option<Duration>,
 }
 
 impl SubShared {
@@ -340,15 +360,38 @@ impl SubShared {
             closed: AtomicBool::new(false),
             topic,
             flush_at: ((half(window.0) as usize).min(FLUSH_AT), half(window.1)),
-            eager: ack_timeout.is_some_and(|t| t < EAGER_BELOW),
-            sparse_linger: ack_timeout.map_or(SPARSE_LINGER, |t| SPARSE_LINGER.min(t / 4)),
+            own_ack_timeout: ack_timeout,
+        }
+    }
+
+    /// The ack timeout the broker applies to this subscription, if known.
+    fn ack_timeout(&self) -> Option<Duration> {
+        self.own_ack_timeout
+            .or_else(|| self.signal.broker_ack_timeout())
+    }
+
+    /// Every ack goes at once: the ack timeout is below [`EAGER_BELOW`].
+    fn eager(&self) -> bool {
+        self.ack_timeout().is_some_and(|t| t < EAGER_BELOW)
+    }
+
+    /// How long fewer than [`SPARSE_ACKS`] pending acks may wait:
+    /// [`SPARSE_LINGER`], or a quarter of the ack timeout if that is less
+    /// (an ack must reach the broker well before the broker gives the
+    /// message to someone else), or [`UNKNOWN_TIMEOUT_LINGER`] when the
+    /// broker did not say its default.
+    fn sparse_linger(&self) -> Duration {
+        match self.ack_timeout() {
+            Some(t) => SPARSE_LINGER.min(t / 4),
+            None => UNKNOWN_TIMEOUT_LINGER,
         }
     }
 
     /// When this subscription's pending acks are due (see
     /// [`AckState::due_at`]).
     pub(crate) fn due_at(&self, now: Instant) -> Option<Instant> {
-        self.lock().due_at(now, self.sparse_linger)
+        let linger = self.sparse_linger();
+        self.lock().due_at(now, linger)
     }
 
     /// The ack state. A poisoned lock (a panic while held, which only a bug
@@ -359,7 +402,7 @@ impl SubShared {
     }
 
     fn wake(&self, (count, bytes): (usize, u64), urgent: bool) {
-        if urgent || self.eager || count >= self.flush_at.0 || bytes >= self.flush_at.1 {
+        if urgent || self.eager() || count >= self.flush_at.0 || bytes >= self.flush_at.1 {
             self.signal.urgent.store(true, Ordering::Release);
             self.signal.notify.notify_one();
         } else if count == 1 || count == SPARSE_ACKS {
@@ -376,7 +419,9 @@ impl SubShared {
             return;
         }
         let n = self.lock().record(kind, offset, bytes);
-        self.wake(n, false);
+        // A Nack asks for a redelivery and an Extend must arrive before
+        // the deadline it pushes back: neither waits to be gathered.
+        self.wake(n, matches!(kind, AckKind::Nack { .. } | AckKind::Extend));
     }
 
     /// Records an ack of `offset` whose caller waits for the broker's
@@ -487,24 +532,31 @@ mod tests {
         assert!(!urgent(&s), "a long ack timeout: after the linger");
     }
 
-    /// A few acks wait at most a quarter of the subscription's own ack
-    /// timeout, so that they reach the broker well before it would give
-    /// the messages to another member; without one, [`SPARSE_LINGER`].
+    /// A few acks wait at most a quarter of the ack timeout that applies:
+    /// the subscription's own, else the broker's default (protocol
+    /// version 2 says it); 100 ms when neither is known; not at all below
+    /// [`EAGER_BELOW`] (a broker whose default is 200 ms would otherwise
+    /// redeliver, and dead-letter, what was acked).
     #[test]
     fn a_few_acks_wait_no_longer_than_a_quarter_of_the_ack_timeout() {
-        let signal = Arc::new(AckSignal::default());
-        let due = |timeout: Option<Duration>| {
-            let s = SubShared::new(1, true, signal.clone(), "t".into(), (100, 1 << 20), timeout);
+        let due = |broker_ms: Option<u32>, own: Option<Duration>| {
+            let signal = Arc::new(AckSignal::default());
+            signal.set_broker_ack_timeout(broker_ms);
+            let s = SubShared::new(1, true, signal, "t".into(), (100, 1 << 20), own);
             s.record(AckKind::Ack, 0, 10);
+            if urgent(&s) {
+                return None;
+            }
             let since = s.lock().pending_since.expect("an ack is pending");
-            s.due_at(since).expect("an ack is pending") - since
+            Some(s.due_at(since).expect("an ack is pending") - since)
         };
-        assert_eq!(due(None), SPARSE_LINGER);
-        assert_eq!(due(Some(Duration::from_secs(30))), SPARSE_LINGER);
-        assert_eq!(
-            due(Some(Duration::from_secs(1))),
-            Duration::from_millis(250)
-        );
+        let ms = Duration::from_millis;
+        assert_eq!(due(Some(30_000), None), Some(SPARSE_LINGER));
+        assert_eq!(due(Some(1_000), None), Some(ms(250)));
+        assert_eq!(due(Some(200), None), None, "a short default: at once");
+        assert_eq!(due(None, None), Some(UNKNOWN_TIMEOUT_LINGER));
+        assert_eq!(due(Some(200), Some(ms(30_000))), Some(SPARSE_LINGER));
+        assert_eq!(due(None, Some(ms(1_000))), Some(ms(250)));
     }
 
     #[test]

@@ -323,6 +323,7 @@ impl Connection {
                 self.shared
                     .max_batch
                     .store(ok.max_batch as usize, Ordering::Relaxed);
+                self.shared.acks.set_broker_ack_timeout(ok.ack_timeout_ms);
                 let hb = match ok.heartbeat_ms {
                     0 => DEFAULT_HEARTBEAT,
                     ms => Duration::from_millis(u64::from(ms)),

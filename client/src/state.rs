@@ -360,7 +360,8 @@ impl State {
                 continue;
             }
             match s.reg.shared.due_at(now) {
-                Some(t) if t <= now => ready.push(*id),
+                // Closing waits for every ack: none lingers then.
+                Some(t) if t <= now || self.closing => ready.push(*id),
                 Some(t) => next = Some(next.map_or(t, |n| n.min(t))),
                 None => {}
             }
@@ -1150,9 +1151,9 @@ mod tests {
         assert_eq!(durable_acks(&mut items), vec![(100, 100)]);
     }
 
-    /// When the linger runs out, a subscription with one recent ack keeps
-    /// it for company (or until it waited [`SPARSE_LINGER`]); two or more
-    /// go at once.
+    /// When the linger runs out, a subscription with fewer than
+    /// [`SPARSE_ACKS`] recent acks keeps them for company (or until the
+    /// first waited its sparse linger); that many go at once.
     #[test]
     fn a_few_acks_wait_for_company_when_the_linger_runs_out() {
         let (mut state, shared, _items) = subscribed_to_a_group();

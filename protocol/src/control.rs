@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// Protocol versions this crate speaks.
 pub const PROTOCOL_VERSION_MIN: u16 = 1;
-pub const PROTOCOL_VERSION_MAX: u16 = 1;
+pub const PROTOCOL_VERSION_MAX: u16 = 2;
 
 /// First frame of every connection, client to broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +35,13 @@ pub struct HelloOk {
     /// The broker pings an idle connection after this long and closes it
     /// after three intervals of silence.
     pub heartbeat_ms: u32,
+    /// Version 2 on: the ack timeout, in ms, of the group members that set
+    /// none of their own (the broker's default). A client that holds acks
+    /// back to gather them keeps them well within it. Not on the wire in
+    /// version 1 (`None`); in version 2 a varint after `heartbeat_ms`
+    /// (docs/protocol.md, section 5).
+    #[serde(default)]
+    pub ack_timeout_ms: Option<u32>,
 }
 
 /// Stable error codes. Their numbers never change meaning.

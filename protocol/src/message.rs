@@ -105,6 +105,86 @@ fn from_postcard<T: DeserializeOwned>(what: &'static str, body: &[u8]) -> Result
     Ok(v)
 }
 
+/// [`HelloOk`]'s body: version 1's fields, then, in version 2, the ack
+/// timeout (a varint). Decoded whichever is there, so a client reads the
+/// answer of a version-1 broker and of a version-2 one alike.
+mod hello_ok {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct V1 {
+        version: u16,
+        client_id: String,
+        max_frame: u32,
+        max_batch: u32,
+        heartbeat_ms: u32,
+    }
+
+    #[derive(Serialize)]
+    struct V2<'a> {
+        version: u16,
+        client_id: &'a str,
+        max_frame: u32,
+        max_batch: u32,
+        heartbeat_ms: u32,
+        ack_timeout_ms: u32,
+    }
+
+    pub(super) fn decode(b: &[u8]) -> Result<HelloOk, WireError> {
+        let bad = |e: postcard::Error| WireError::BadBody {
+            what: "hello_ok",
+            reason: e.to_string(),
+        };
+        let (v1, rest) = postcard::take_from_bytes::<V1>(b).map_err(bad)?;
+        let ack_timeout_ms = match rest {
+            [] => None,
+            rest => Some(from_postcard::<u32>("hello_ok", rest)?),
+        };
+        Ok(HelloOk {
+            version: v1.version,
+            client_id: v1.client_id,
+            max_frame: v1.max_frame,
+            max_batch: v1.max_batch,
+            heartbeat_ms: v1.heartbeat_ms,
+            ack_timeout_ms,
+        })
+    }
+
+    pub(super) fn encode(buf: &mut BytesMut, op: Opcode, flags: u8, id: u64, v: &HelloOk) {
+        match v.ack_timeout_ms {
+            None => put_postcard(
+                buf,
+                op,
+                flags,
+                id,
+                &(
+                    v.version,
+                    &v.client_id,
+                    v.max_frame,
+                    v.max_batch,
+                    v.heartbeat_ms,
+                ),
+            ),
+            Some(ack_timeout_ms) => put_postcard(
+                buf,
+                op,
+                flags,
+                id,
+                &V2 {
+                    version: v.version,
+                    client_id: &v.client_id,
+                    max_frame: v.max_frame,
+                    max_batch: v.max_batch,
+                    heartbeat_ms: v.heartbeat_ms,
+                    ack_timeout_ms,
+                },
+            ),
+        }
+    }
+}
+
 fn put_postcard<T: Serialize>(buf: &mut BytesMut, op: Opcode, flags: u8, id: u64, v: &T) {
     // Control bodies are small; serialising to a Vec first keeps the length
     // prefix exact. Errors are impossible for these types (no maps, no
@@ -229,7 +309,7 @@ impl Message {
         };
         Ok(match frame.header.opcode {
             Opcode::Hello => Message::Hello(from_postcard("hello", b)?),
-            Opcode::HelloOk => Message::HelloOk(from_postcard("hello_ok", b)?),
+            Opcode::HelloOk => Message::HelloOk(hello_ok::decode(b)?),
             Opcode::Error => Message::Error(from_postcard("error", b)?),
             Opcode::Ping => empty("ping", Message::Ping)?,
             Opcode::Pong => empty("pong", Message::Pong)?,
@@ -367,7 +447,7 @@ impl Message {
                 buf.put_slice(d.batch.bytes());
             }
             Message::Hello(v) => put_postcard(buf, op, flags, id, v),
-            Message::HelloOk(v) => put_postcard(buf, op, flags, id, v),
+            Message::HelloOk(v) => hello_ok::encode(buf, op, flags, id, v),
             Message::Error(v) => put_postcard(buf, op, flags, id, v),
             Message::GoingAway(v) => put_postcard(buf, op, flags, id, v),
             Message::PublishOk(v) => put_postcard(buf, op, flags, id, v),

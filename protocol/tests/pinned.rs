@@ -88,9 +88,27 @@ fn hello_ok() {
             max_frame: 8 << 20,
             max_batch: 1 << 20,
             heartbeat_ms: 5000,
+            ack_timeout_ms: None,
         }),
         1,
         "19000000 02 00 0000 0100000000000000 | 01 026331 80808004 808040 8827",
+    );
+}
+
+/// Version 2 appends the broker's default ack timeout: 30000 -> b0 ea 01.
+#[test]
+fn hello_ok_version_2() {
+    pin(
+        Message::HelloOk(HelloOk {
+            version: 2,
+            client_id: "c1".into(),
+            max_frame: 8 << 20,
+            max_batch: 1 << 20,
+            heartbeat_ms: 5000,
+            ack_timeout_ms: Some(30_000),
+        }),
+        1,
+        "1c000000 02 00 0000 0100000000000000 | 02 026331 80808004 808040 8827 b0ea01",
     );
 }
 

@@ -162,9 +162,10 @@ proptest! {
 
     #[test]
     fn hello_ok(version in any::<u16>(), id in s(), f in any::<u32>(), b in any::<u32>(),
-                hb in any::<u32>(), rid in any::<u64>()) {
+                hb in any::<u32>(), ack in any::<Option<u32>>(), rid in any::<u64>()) {
         let m = Message::HelloOk(HelloOk {
             version, client_id: id, max_frame: f, max_batch: b, heartbeat_ms: hb,
+            ack_timeout_ms: ack,
         });
         round_trip(&m, rid)?;
     }
