@@ -60,8 +60,9 @@ pub(crate) const SPARSE_LINGER: Duration = Duration::from_millis(500);
 /// [`SPARSE_LINGER`] rather than [`ACK_LINGER`].
 pub(crate) const SPARSE_ACKS: usize = 8;
 /// The longest wait of a few acks when the ack timeout is not known (a
-/// broker speaking protocol version 1 does not say its default): short
-/// enough for any ack timeout [`EAGER_BELOW`] would let linger.
+/// broker speaking protocol version 1 does not say its default): what a
+/// lone ack waited before version 2, so nothing waits longer against such
+/// a broker than it did then.
 pub(crate) const UNKNOWN_TIMEOUT_LINGER: Duration = Duration::from_millis(100);
 /// A subscription whose ack timeout is below this flushes every ack at
 /// once: a linger near the ack timeout would have the broker redeliver
