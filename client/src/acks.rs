@@ -34,7 +34,7 @@ use crate::Result;
 /// every ack when its ack timeout is short ([`EAGER_BELOW`]). A
 /// subscription with only a few acks pending waits longer
 /// ([`SPARSE_LINGER`]). What it widens: a message acked in the last 20 ms
-/// (500 ms for a subscription that acks little) before the process dies
+/// (2 s for a subscription that acks little) before the process dies
 /// comes again to its next run (the JavaScript client keeps 20 ms: a
 /// reloaded page would show such an event again, docs/web.md).
 pub(crate) const ACK_LINGER: Duration = Duration::from_millis(20);
@@ -51,11 +51,13 @@ pub(crate) const ACK_LINGER: Duration = Duration::from_millis(20);
 /// two deliveries, and those frames (a socket write and read, the broker's
 /// ack and position write) were a third of the CPU of 200 rooms of 10,
 /// where Socket.IO, which has no acks, was faster than Herald. Waiting
-/// for eight acks or 500 ms: 1.3-1.5x the deliveries/s (docs/performance.md).
+/// for eight acks or 500 ms: 1.3-1.5x the deliveries/s; in 1,500 rooms of
+/// 10, where a member hears an event every 300 ms or so, 2 s instead of
+/// 500 ms: another 1.3x (docs/performance.md).
 /// A busy subscription, with eight acks pending at 20 ms, is not held back
 /// (a flat 100 ms linger cost a room of 1,000 about 5% of its deliveries).
 /// Kafka's consumers commit their offsets every 5 s by default.
-pub(crate) const SPARSE_LINGER: Duration = Duration::from_millis(500);
+pub(crate) const SPARSE_LINGER: Duration = Duration::from_secs(2);
 /// Pending acks below which a subscription's acks wait for
 /// [`SPARSE_LINGER`] rather than [`ACK_LINGER`].
 pub(crate) const SPARSE_ACKS: usize = 8;

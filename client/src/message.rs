@@ -186,7 +186,7 @@ impl Message {
     /// Done with this message: the group will not deliver it again.
     ///
     /// Returns once the ack is queued; it is sent within 20 ms (within
-    /// 500 ms while its subscription has fewer than 8 pending) together
+    /// 2 s while its subscription has fewer than 8 pending) together
     /// with other acks (at once when half the prefetch window is acked),
     /// and re-sent after a reconnect if needed. From now on this client
     /// never yields the message again.
