@@ -220,3 +220,32 @@ async fn no_auto_create_refuses_unknown_topics() {
     assert_eq!(ErrorCode::from_u16(e.code), ErrorCode::UnknownTopic);
     b.shutdown().await;
 }
+
+/// Version 2's HelloOk carries the broker's default ack timeout (clients
+/// that gather acks keep them well within it); a client that speaks only
+/// version 1, such as the JavaScript one, gets version 1's bytes without it.
+#[tokio::test]
+async fn the_default_ack_timeout_is_said_to_version_2_clients_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.ack_timeout = Duration::from_millis(1234);
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    for (max_version, want) in [(1, (1, None)), (2, (2, Some(1234)))] {
+        let mut r = Raw::unhandshaken(b.local_addr()).await;
+        let hello = Message::Hello(Hello {
+            min_version: 1,
+            max_version,
+            client_name: "test".into(),
+            client_id: None,
+            token: None,
+        });
+        match tokio::time::timeout(T, r.request(hello))
+            .await
+            .expect("an answer in time")
+        {
+            Message::HelloOk(ok) => assert_eq!((ok.version, ok.ack_timeout_ms), want),
+            other => panic!("handshake: {other:?}"),
+        }
+    }
+    b.shutdown().await;
+}

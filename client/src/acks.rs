@@ -535,6 +535,19 @@ mod tests {
         assert!(!urgent(&s), "a long ack timeout: after the linger");
     }
 
+    /// A Nack asks for a redelivery and an Extend must beat the deadline
+    /// it pushes back: neither waits to be gathered with other acks.
+    #[test]
+    fn nacks_and_extends_go_at_once() {
+        let s = sub((100, 1 << 20));
+        s.record(AckKind::Ack, 0, 10);
+        assert!(!urgent(&s), "an ack waits");
+        s.record(AckKind::Nack { delay_ms: 0 }, 1, 10);
+        assert!(urgent(&s), "a nack does not");
+        s.record(AckKind::Extend, 2, 10);
+        assert!(urgent(&s), "an extend does not");
+    }
+
     /// A few acks wait at most a quarter of the ack timeout that applies:
     /// the subscription's own, else the broker's default (protocol
     /// version 2 says it); 100 ms when neither is known; not at all below

@@ -1190,6 +1190,21 @@ mod tests {
         assert_eq!(acks(sent(&mut state))[0].1.ranges, vec![(lone, lone)]);
     }
 
+    /// Once the client is closing, an ack recorded meanwhile does not
+    /// linger: closing waits for every ack, and would wait out the linger.
+    #[test]
+    fn a_closing_client_does_not_hold_a_few_acks_back() {
+        let (mut state, shared, _items) = subscribed_to_a_group();
+        state.flush_acks_to_close();
+        shared.record(AckKind::Ack, 0, 0);
+        let now = std::time::Instant::now();
+        assert_eq!(state.flush_lingering_acks(now), None, "nothing waits");
+        let frames = acks(sent(&mut state));
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].1.ranges, vec![(0, 0)]);
+        assert_ne!(frames[0].0, 0, "closing: it asks for a confirm");
+    }
+
     /// An ack the broker did not take because it was shutting down (its
     /// group had stopped) is sent again on the next connection, with the
     /// frames its confirm covered; were it dropped, the filter would hide
