@@ -130,6 +130,8 @@ const BODIES = {
     ["max_frame", u32],
     ["max_batch", u32],
     ["heartbeat_ms", u32],
+    // Version 2 only; this client speaks version 1 and never gets it.
+    ["ack_timeout_ms", pc.trailing(u32)],
   ]),
   Error: struct([["code", u16], ["message", string]]),
   Ping: null,

@@ -248,16 +248,31 @@ export const tuple = (...ts) => ({
   dec: (r) => ts.map((t) => t.dec(r)),
 });
 
-/** A struct: its fields in declaration order, no names on the wire. */
+/** A struct: its fields in declaration order, no names on the wire. A
+ * field a later protocol version appended ({@link trailing}) is left out
+ * of the object when absent. */
 export const struct = (fields) => ({
   enc: (w, v) => {
     for (const [name, t] of fields) t.enc(w, v[name]);
   },
   dec: (r) => {
     const o = {};
-    for (const [name, t] of fields) o[name] = t.dec(r);
+    for (const [name, t] of fields) {
+      const x = t.dec(r);
+      if (x !== undefined) o[name] = x;
+    }
     return o;
   },
+});
+
+/** A last field that only a later protocol version sends (HelloOk's
+ * `ack_timeout_ms`, version 2): nothing on the wire when absent
+ * (undefined or null), read only if bytes are left. */
+export const trailing = (t) => ({
+  enc: (w, v) => {
+    if (v !== null && v !== undefined) t.enc(w, v);
+  },
+  dec: (r) => (r.pos === r.b.length ? undefined : t.dec(r)),
 });
 
 /**
