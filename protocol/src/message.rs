@@ -122,16 +122,6 @@ mod hello_ok {
         heartbeat_ms: u32,
     }
 
-    #[derive(Serialize)]
-    struct V2<'a> {
-        version: u16,
-        client_id: &'a str,
-        max_frame: u32,
-        max_batch: u32,
-        heartbeat_ms: u32,
-        ack_timeout_ms: u32,
-    }
-
     pub(super) fn decode(b: &[u8]) -> Result<HelloOk, WireError> {
         let bad = |e: postcard::Error| WireError::BadBody {
             what: "hello_ok",
@@ -153,34 +143,17 @@ mod hello_ok {
     }
 
     pub(super) fn encode(buf: &mut BytesMut, op: Opcode, flags: u8, id: u64, v: &HelloOk) {
+        let v1 = (
+            v.version,
+            &v.client_id,
+            v.max_frame,
+            v.max_batch,
+            v.heartbeat_ms,
+        );
         match v.ack_timeout_ms {
-            None => put_postcard(
-                buf,
-                op,
-                flags,
-                id,
-                &(
-                    v.version,
-                    &v.client_id,
-                    v.max_frame,
-                    v.max_batch,
-                    v.heartbeat_ms,
-                ),
-            ),
-            Some(ack_timeout_ms) => put_postcard(
-                buf,
-                op,
-                flags,
-                id,
-                &V2 {
-                    version: v.version,
-                    client_id: &v.client_id,
-                    max_frame: v.max_frame,
-                    max_batch: v.max_batch,
-                    heartbeat_ms: v.heartbeat_ms,
-                    ack_timeout_ms,
-                },
-            ),
+            None => put_postcard(buf, op, flags, id, &v1),
+            // A tuple is its fields one after the other: version 1's, then the varint.
+            Some(t) => put_postcard(buf, op, flags, id, &(v1, t)),
         }
     }
 }
