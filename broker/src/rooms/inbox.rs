@@ -72,6 +72,25 @@ pub struct Entry<'a> {
     pub payload: &'a [u8],
 }
 
+#[cfg(test)]
+impl<'a> Entry<'a> {
+    /// A plain event from `sender`: no room, no request, no flags (tests
+    /// set what they need on top).
+    pub(crate) fn plain(event: &'a str, sender: &'a str, payload: &'a [u8]) -> Entry<'a> {
+        Entry {
+            kind: "event",
+            event,
+            sender,
+            room: None,
+            correlation: 0,
+            reply_to: None,
+            except_sender: false,
+            emit_id: None,
+            payload,
+        }
+    }
+}
+
 impl Entry<'_> {
     /// The record as a one-record batch (producer id 0: not idempotent; an
     /// emit re-sent after a reconnect is delivered again).
@@ -262,17 +281,7 @@ mod tests {
 
     #[test]
     fn an_entry_is_one_record_with_the_headers_it_has_in_order() {
-        let plain = Entry {
-            kind: "event",
-            event: "chat",
-            sender: "alice",
-            room: None,
-            correlation: 0,
-            reply_to: None,
-            except_sender: false,
-            emit_id: None,
-            payload: b"hi",
-        };
+        let plain = Entry::plain("chat", "alice", b"hi");
         let (h, key, payload) = headers_of(&plain);
         assert_eq!(
             h,

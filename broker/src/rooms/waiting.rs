@@ -319,17 +319,7 @@ mod tests {
             let topic = registry
                 .create(&topic_name(CLIENT), &inbox::config(registry.config()), true)
                 .expect("the inbox is created");
-            let entry = Entry {
-                kind: "event",
-                event: "hello",
-                sender: "bob",
-                room: None,
-                correlation: 0,
-                reply_to: None,
-                except_sender: false,
-                emit_id: None,
-                payload: b"hi",
-            };
+            let entry = Entry::plain("hello", "bob", b"hi");
             topic
                 .log
                 .append(entry.batch())
