@@ -6,13 +6,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, FuturesUnordered};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use herald_protocol::codec::{CodecError, FrameCodec};
 use herald_protocol::{
     ErrorCode, Frame, Hello, HelloOk, Message, Opcode, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{tokens, Access, Authenticator, Identity};
 use crate::config::BrokerConfig;
 use crate::group::GroupHandle;
-use crate::memory::Level;
+use crate::memory::{Level, MemoryBudget};
 use crate::metrics::{Metrics, Refusal, Transport};
 use crate::outbox::{self, Outbox};
 use crate::ready::Readiness;
@@ -38,6 +39,11 @@ use crate::BrokerError;
 /// little; it grows to the largest frame the peer sends (bounded by
 /// `max_frame_bytes`).
 const READ_BUFFER_INITIAL: usize = 512;
+
+/// Requests (or confirms) served in one turn of the session's loop when
+/// more are ready; bounded so that one busy connection still lets the
+/// loop see a shutdown or the heartbeat.
+const DRAIN_TURN: usize = 64;
 
 /// Bytes the kernel may hold unsent for one connection
 /// (`TCP_NOTSENT_LOWAT`). Without it the send buffer grows to several MiB,
@@ -417,29 +423,21 @@ impl Session {
                 _ = self.outbox.closed() => return,
                 f = frames.next(), if can_read => {
                     last_read = Instant::now();
-                    match f {
-                        None | Some(Err(CodecError::Io(_))) => { self.drain().await; return }
-                        Some(Err(CodecError::Wire(e))) => {
-                            tracing::debug!(client = %self.client_id, error = %e, "bad frame; closing");
-                            self.drain().await;
-                            self.outbox.reply(0, &wire_error(&e)).await;
-                            return;
+                    if self.on_read(f, &mut parked, &memory).await.is_break() {
+                        return;
+                    }
+                    // Frames that came in the same read are served now,
+                    // without another turn of this `select!`: a turn polls
+                    // every branch (two cancellation tokens, the heartbeat),
+                    // which cost more than a small request itself when an
+                    // emitter keeps hundreds in flight.
+                    for _ in 0..DRAIN_TURN {
+                        if parked.is_some() || self.publishes.len() >= cfg.max_inflight_publishes {
+                            break;
                         }
-                        Some(Ok(frame)) => {
-                            if frame.header.opcode == Opcode::Publish && !memory.admits(Level::Publish) {
-                                parked = Some(frame);
-                                continue;
-                            }
-                            // Each request is handled in its own allocation:
-                            // the session's task is sized for its largest
-                            // state, and inline the biggest handler's future
-                            // was two thirds of an idle connection's task
-                            // (issue 12). One allocation per frame, next to
-                            // the frame's decoding.
-                            if Box::pin(self.handle(frame)).await.is_err() {
-                                self.drain().await;
-                                return;
-                            }
+                        let Some(f) = frames.next().now_or_never() else { break };
+                        if self.on_read(f, &mut parked, &memory).await.is_break() {
+                            return;
                         }
                     }
                 }
@@ -453,6 +451,12 @@ impl Session {
                 }
                 Some((id, m)) = self.publishes.next(), if !self.publishes.is_empty() => {
                     if self.reply(id, m).await.is_err() { return }
+                    // Confirms that are ready too (one sync confirms a whole
+                    // group of publishes and emits) go in the same turn.
+                    for _ in 0..DRAIN_TURN {
+                        let Some(Some((id, m))) = self.publishes.next().now_or_never() else { break };
+                        if self.reply(id, m).await.is_err() { return }
+                    }
                 }
                 Some((id, m)) = self.others.next(), if !self.others.is_empty() => {
                     if self.reply(id, m).await.is_err() { return }
@@ -472,6 +476,45 @@ impl Session {
                         self.outbox.reply(0, &Message::Ping).await;
                     }
                 }
+            }
+        }
+    }
+
+    /// Serves what one read of the connection gave: a request, or the end
+    /// of the connection (`Break`). A publish that does not fit the memory
+    /// budget is parked in `parked` until it does.
+    async fn on_read(
+        &mut self,
+        f: Option<Result<Frame, CodecError>>,
+        parked: &mut Option<Frame>,
+        memory: &MemoryBudget,
+    ) -> ControlFlow<()> {
+        match f {
+            None | Some(Err(CodecError::Io(_))) => {
+                self.drain().await;
+                ControlFlow::Break(())
+            }
+            Some(Err(CodecError::Wire(e))) => {
+                tracing::debug!(client = %self.client_id, error = %e, "bad frame; closing");
+                self.drain().await;
+                self.outbox.reply(0, &wire_error(&e)).await;
+                ControlFlow::Break(())
+            }
+            Some(Ok(frame)) => {
+                if frame.header.opcode == Opcode::Publish && !memory.admits(Level::Publish) {
+                    *parked = Some(frame);
+                    return ControlFlow::Continue(());
+                }
+                // Each request is handled in its own allocation: the
+                // session's task is sized for its largest state, and inline
+                // the biggest handler's future was two thirds of an idle
+                // connection's task (issue 12). One allocation per frame,
+                // next to the frame's decoding.
+                if Box::pin(self.handle(frame)).await.is_err() {
+                    self.drain().await;
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
             }
         }
     }

@@ -249,3 +249,71 @@ async fn the_default_ack_timeout_is_said_to_version_2_clients_only() {
     }
     b.shutdown().await;
 }
+
+/// Requests that arrive together (one write, one read at the broker) are
+/// served in order, each answered, their confirms in the order they came,
+/// under the in-flight publish limit; a bad frame among them ends the
+/// connection, but only after everything before it was answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order_up_to_a_bad_frame() {
+    const N: u64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.max_inflight_publishes = 8;
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    let mut raw = Raw::connect(b.local_addr()).await;
+    let mut wire = bytes::BytesMut::new();
+    for i in 0..N {
+        let payload = format!("m{i}");
+        Message::Publish {
+            topic: "pipe".into(),
+            batch: batch(&[payload.as_bytes()], 0, 0),
+        }
+        .encode(1000 + i, &mut wire);
+        if i % 50 == 49 {
+            Message::Ping.encode(5000 + i, &mut wire);
+        }
+    }
+    // An opcode that is not a request: answered BadFrame, then closed.
+    wire.extend_from_slice(&raw_frame(Opcode::PublishOk, 9999, &[0]));
+    Message::Ping.encode(7777, &mut wire);
+    raw.framed.get_mut().write_all(&wire).await.unwrap();
+
+    let mut next_offset = 0;
+    let mut pongs = Vec::new();
+    let mut refused = 0;
+    // Everything the broker says until it closes (the confirms of publishes
+    // still syncing may follow the error: they are drained, not dropped).
+    while let Some(f) = tokio::time::timeout(T, raw.framed.next())
+        .await
+        .expect("the broker answered and closed within the timeout")
+    {
+        let Ok(f) = f else { break };
+        let id = f.header.request_id;
+        match Message::decode(&f).unwrap() {
+            Message::PublishOk(ok) => {
+                assert_eq!(id, 1000 + next_offset, "confirms in the order sent");
+                assert_eq!(ok.base_offset, next_offset);
+                next_offset += 1;
+            }
+            Message::Pong => pongs.push(id),
+            Message::Error(e) => {
+                assert_eq!(id, 9999);
+                assert_eq!(ErrorCode::from_u16(e.code), ErrorCode::BadFrame);
+                refused += 1;
+            }
+            m => panic!("unexpected {m:?}"),
+        }
+    }
+    assert_eq!(refused, 1, "the bad frame answered once");
+    assert_eq!(
+        next_offset, N,
+        "every publish before the bad frame confirmed"
+    );
+    // The Ping after the bad frame (7777) is not served.
+    assert_eq!(
+        pongs,
+        (0..N / 50).map(|k| 5000 + k * 50 + 49).collect::<Vec<_>>()
+    );
+    b.shutdown().await;
+}
