@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
-use herald_protocol::codec::FrameCodec;
+use futures::{FutureExt, StreamExt};
+use herald_protocol::codec::{CodecError, FrameCodec};
 use herald_protocol::frame::FLAG_PUSH;
 use herald_protocol::{
     Frame, Hello, Message as Wire, Refresh, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
@@ -28,6 +28,11 @@ use crate::endpoint::Endpoint;
 use crate::state::State;
 use crate::tls::{Stream, Tls, TlsOptions};
 use crate::ConnectionEvent;
+
+/// Frames handled in one turn of the connection's loop when more came in
+/// the same read; bounded so that a busy connection still writes, sends
+/// its acks and sees its heartbeat.
+const READ_TURN: usize = 64;
 
 /// How long `close` waits for in-flight publishes and acks to be confirmed.
 const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -376,16 +381,22 @@ impl Connection {
             }
             let room = self.state.out.len() < self.cfg.max_write_buffer;
             tokio::select! {
-                frame = reader.next() => match frame {
-                    Some(Ok(f)) => {
-                        last_rx = Instant::now();
-                        if let Err(reason) = self.on_frame(f) {
+                frame = reader.next() => {
+                    last_rx = Instant::now();
+                    if let Err(reason) = self.on_read(frame) {
+                        return Ended::Dropped(reason);
+                    }
+                    // Frames that came in the same read are handled in this
+                    // turn: a turn of this `select!` polls every branch
+                    // (the ack signal's `Notified` takes a lock to register
+                    // and another to drop), more than a small frame costs.
+                    for _ in 0..READ_TURN {
+                        let Some(frame) = reader.next().now_or_never() else { break };
+                        if let Err(reason) = self.on_read(frame) {
                             return Ended::Dropped(reason);
                         }
                     }
-                    Some(Err(e)) => return Ended::Dropped(e.to_string()),
-                    None => return Ended::Dropped("connection closed by the broker".into()),
-                },
+                }
                 res = pump(&mut writer, &mut self.state.out), if unflushed || !self.state.out.is_empty() => {
                     match res {
                         Ok(Some(0)) => return Ended::Dropped("socket closed for writing".into()),
@@ -445,7 +456,10 @@ impl Connection {
                         ack_timer = Some(Box::pin(sleep_until(Instant::from_std(due))));
                     }
                 }
-                Some(token) = self.refresh_rx.recv() => self.send_refresh(token),
+                // Polled only while a token is being fetched: an idle
+                // channel polled every turn is a cache miss per frame on
+                // each of thousands of connections.
+                Some(token) = self.refresh_rx.recv(), if self.refreshing => self.send_refresh(token),
                 _ = tick.tick() => {
                     let idle = last_rx.elapsed();
                     if idle > hb * 3 {
@@ -456,6 +470,15 @@ impl Connection {
                     }
                 }
             }
+        }
+    }
+
+    /// Handles what one read gave: a frame, or why the connection ended.
+    fn on_read(&mut self, frame: Option<Result<Frame, CodecError>>) -> Result<(), String> {
+        match frame {
+            Some(Ok(f)) => self.on_frame(f),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("connection closed by the broker".into()),
         }
     }
 
