@@ -882,11 +882,21 @@ impl State {
         for (id, f) in &self.publishes {
             put_publish(out, *id, &f.batch.topic, &f.batch.bytes);
         }
+        // In the order they were first sent (ids grow): the broker keeps a
+        // sender's emits to a room in the order it reads them, and the map
+        // has no order of its own.
+        let mut again: Vec<(u64, &Wire)> = self
+            .requests
+            .iter()
+            .filter_map(|(id, p)| match p {
+                Pending::Admin { msg, .. } => Some((*id, msg)),
+                _ => None,
+            })
+            .collect();
+        again.sort_unstable_by_key(|(id, _)| *id);
         let out = &mut self.out;
-        for (id, p) in &self.requests {
-            if let Pending::Admin { msg, .. } = p {
-                msg.encode(*id, out);
-            }
+        for (id, msg) in again {
+            msg.encode(id, out);
         }
     }
 
@@ -966,6 +976,46 @@ mod tests {
 
     use super::*;
     use crate::acks::{AckSignal, SubShared, SPARSE_ACKS, SPARSE_LINGER};
+
+    /// Requests not answered when the connection dropped (emits among
+    /// them) go again in the order they were first sent.
+    #[test]
+    fn unanswered_requests_go_again_in_their_first_order() {
+        let mut state = State {
+            live: true,
+            ..State::default()
+        };
+        let mut answers = Vec::new();
+        for i in 0..50u64 {
+            let (reply, rx) = oneshot::channel();
+            answers.push(rx);
+            state.on_command(Command::Request {
+                msg: Wire::Emit(herald_protocol::Emit {
+                    target: herald_protocol::EmitTarget::Room("r".into()),
+                    event: "e".into(),
+                    payload: i.to_le_bytes().to_vec(),
+                    correlation: 0,
+                }),
+                reply,
+            });
+        }
+        let first: Vec<u64> = sent(&mut state).into_iter().map(|(id, _)| id).collect();
+        state.live = false;
+        state.restore();
+        let again: Vec<(u64, Vec<u8>)> = sent(&mut state)
+            .into_iter()
+            .filter_map(|(id, m)| match m {
+                Wire::Emit(e) => Some((id, e.payload)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(again.iter().map(|(id, _)| *id).collect::<Vec<_>>(), first);
+        let order: Vec<u64> = again
+            .iter()
+            .map(|(_, p)| u64::from_le_bytes(p[..8].try_into().expect("8 bytes")))
+            .collect();
+        assert_eq!(order, (0..50).collect::<Vec<_>>());
+    }
 
     /// Every frame waiting in `out`, decoded (and `out` emptied).
     fn sent(state: &mut State) -> Vec<(u64, Wire)> {
