@@ -52,6 +52,8 @@ export const OP = Object.freeze({
   Skipped: 0x47,
   MyRooms: 0x48,
   RoomList: 0x49,
+  EmitBatch: 0x4a,
+  EmitBatchOk: 0x4b,
   Refresh: 0x50,
   TokenExpiring: 0x51,
   Cluster: 0x60,
@@ -113,6 +115,13 @@ const emitTarget = enumeration([
   ["Rooms", struct([["rooms", vec(string)], ["except_sender", bool]])],
   ["Client", string],
   ["All", null],
+]);
+
+const emit = struct([["target", emitTarget], ["event", string], ["payload", bytes], ["correlation", u64]]);
+const emitOk = struct([["recipients", u32], ["skipped", u32]]);
+const emitOutcome = enumeration([
+  ["Ok", emitOk],
+  ["Err", struct([["code", u16], ["message", string]])],
 ]);
 
 /** Postcard body of each opcode; null: empty body; "raw": Publish, Deliver. */
@@ -199,14 +208,17 @@ const BODIES = {
   ]),
   Join: struct([["room", string], ["durable", bool], ["history", u32]]),
   Leave: roomName,
-  Emit: struct([["target", emitTarget], ["event", string], ["payload", bytes], ["correlation", u64]]),
-  EmitOk: struct([["recipients", u32], ["skipped", u32]]),
+  Emit: emit,
+  EmitOk: emitOk,
   Members: roomName,
   MemberList: struct([["members", vec(struct([["client_id", string], ["online", bool]]))]]),
   Reply: struct([["to_client", string], ["correlation", u64], ["payload", bytes]]),
   Skipped: struct([["subscription_id", u64], ["first", u64], ["last", u64]]),
   MyRooms: null,
   RoomList: struct([["rooms", vec(struct([["room", string], ["durable", bool]]))]]),
+  // Version 3; this client speaks version 1 and sends its emits one by one.
+  EmitBatch: struct([["emits", vec(emit)]]),
+  EmitBatchOk: struct([["results", vec(emitOutcome)]]),
   Refresh: struct([["token", string]]),
   TokenExpiring: struct([["expires_in_ms", u64]]),
   // Between cluster nodes: the broker's own bytes, carried as they are.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// Protocol versions this crate speaks.
 pub const PROTOCOL_VERSION_MIN: u16 = 1;
-pub const PROTOCOL_VERSION_MAX: u16 = 2;
+pub const PROTOCOL_VERSION_MAX: u16 = 3;
 
 /// First frame of every connection, client to broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

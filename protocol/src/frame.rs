@@ -71,6 +71,8 @@ pub enum Opcode {
     Skipped = 0x47,
     MyRooms = 0x48,
     RoomList = 0x49,
+    EmitBatch = 0x4A,
+    EmitBatchOk = 0x4B,
     Refresh = 0x50,
     TokenExpiring = 0x51,
     /// Between the nodes of a cluster: one Raft call (raw body, see
@@ -129,6 +131,8 @@ impl Opcode {
             0x47 => Skipped,
             0x48 => MyRooms,
             0x49 => RoomList,
+            0x4A => EmitBatch,
+            0x4B => EmitBatchOk,
             0x50 => Refresh,
             0x51 => TokenExpiring,
             0x60 => Cluster,

@@ -34,6 +34,6 @@ pub use error::{BatchError, WireError};
 pub use frame::{Frame, FrameHeader, Opcode, DEFAULT_MAX_FRAME, HEADER_LEN};
 pub use message::{Deliver, Message};
 pub use rooms::{
-    Emit, EmitOk, EmitTarget, JoinRoom, JoinedRoom, MemberList, ReplyTo, RoomList, RoomMember,
-    RoomName, RESERVED_EVENTS,
+    Emit, EmitBatch, EmitBatchOk, EmitOk, EmitOutcome, EmitTarget, JoinRoom, JoinedRoom,
+    MemberList, ReplyTo, RoomList, RoomMember, RoomName, RESERVED_EVENTS,
 };

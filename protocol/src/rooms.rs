@@ -76,6 +76,32 @@ pub struct EmitOk {
     pub skipped: u32,
 }
 
+/// Several emits in one frame (`0x4A`, protocol version 3). The broker
+/// handles each as if it had come alone, in order (permission, target,
+/// append), and answers once with [`EmitBatchOk`] when all of them are
+/// durable or refused. A client sends it when several emits are queued at
+/// once: the frame, its handling and its confirm are paid once for all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmitBatch {
+    pub emits: Vec<Emit>,
+}
+
+/// What became of one emit of an [`EmitBatch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EmitOutcome {
+    /// Durable in every recipient's log, as an [`EmitOk`] says.
+    Ok(EmitOk),
+    /// Refused, as an `Error` reply to a lone Emit would say.
+    Err(crate::control::ErrorBody),
+}
+
+/// The answer to an [`EmitBatch`] (`0x4B`): one outcome per emit, in the
+/// batch's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmitBatchOk {
+    pub results: Vec<EmitOutcome>,
+}
+
 /// One member of a room, in a [`MemberList`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomMember {

@@ -702,6 +702,53 @@ fn emit_ok() {
     );
 }
 
+/// Version 3: a sequence of emits (count, then each as in `Emit`).
+#[test]
+fn emit_batch() {
+    pin(
+        Message::EmitBatch(EmitBatch {
+            emits: vec![
+                Emit {
+                    target: EmitTarget::Room("r".into()),
+                    event: "e".into(),
+                    payload: b"hi".to_vec(),
+                    correlation: 0,
+                },
+                Emit {
+                    target: EmitTarget::RoomExceptSender("r".into()),
+                    event: "chat".into(),
+                    payload: Vec::new(),
+                    correlation: 300,
+                },
+            ],
+        }),
+        6,
+        "21000000 4a 00 0000 0600000000000000 | 02 | 00 0172 0165 026869 00 | 01 0172 0463686174 00 ac02",
+    );
+}
+
+/// Version 3: one outcome per emit, `Ok` (0) with an EmitOk or `Err` (1)
+/// with an error body.
+#[test]
+fn emit_batch_ok() {
+    pin(
+        Message::EmitBatchOk(EmitBatchOk {
+            results: vec![
+                EmitOutcome::Ok(EmitOk {
+                    recipients: 3,
+                    skipped: 1,
+                }),
+                EmitOutcome::Err(ErrorBody {
+                    code: 5,
+                    message: "no".into(),
+                }),
+            ],
+        }),
+        6,
+        "15000000 4b 00 0000 0600000000000000 | 02 | 00 03 01 | 01 05 026e6f",
+    );
+}
+
 #[test]
 fn members() {
     pin(
@@ -832,7 +879,8 @@ fn every_opcode_is_pinned() {
     let pinned: Vec<u8> = vec![
         0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25,
         0x26, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a, 0x40, 0x41, 0x42,
-        0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x50, 0x51, 0x60, 0x61, 0x62, 0x63, 0x64,
+        0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x4b, 0x50, 0x51, 0x60, 0x61, 0x62, 0x63,
+        0x64,
     ];
     let known: Vec<u8> = (0..=255u8)
         .filter(|b| Opcode::from_u8(*b).is_ok())

@@ -315,6 +315,30 @@ proptest! {
     }
 
     #[test]
+    fn emit_batch(emits in vec((emit_target(), s(), vec(any::<u8>(), 0..16), any::<u64>()), 0..6),
+                  rid in any::<u64>()) {
+        let emits = emits
+            .into_iter()
+            .map(|(target, event, payload, correlation)| Emit { target, event, payload, correlation })
+            .collect();
+        round_trip(&Message::EmitBatch(EmitBatch { emits }), rid)?;
+    }
+
+    #[test]
+    fn emit_batch_ok(r in vec((any::<bool>(), any::<u32>(), any::<u32>(), s()), 0..6),
+                     rid in any::<u64>()) {
+        let results = r
+            .into_iter()
+            .map(|(ok, a, b, message)| if ok {
+                EmitOutcome::Ok(EmitOk { recipients: a, skipped: b })
+            } else {
+                EmitOutcome::Err(ErrorBody { code: a as u16, message })
+            })
+            .collect();
+        round_trip(&Message::EmitBatchOk(EmitBatchOk { results }), rid)?;
+    }
+
+    #[test]
     fn member_list(m in vec((s(), any::<bool>()), 0..6), rid in any::<u64>()) {
         let members = m
             .into_iter()

@@ -80,6 +80,8 @@ fn message(op: &str, b: &Value) -> Message {
         "Skipped" => Message::Skipped(body(b)),
         "MyRooms" => Message::MyRooms,
         "RoomList" => Message::RoomList(body(b)),
+        "EmitBatch" => Message::EmitBatch(body(b)),
+        "EmitBatchOk" => Message::EmitBatchOk(body(b)),
         "Refresh" => Message::Refresh(body(b)),
         "TokenExpiring" => Message::TokenExpiring(body(b)),
         "Cluster" => Message::Cluster(Bytes::from(unhex(b["hex"].as_str().unwrap()))),

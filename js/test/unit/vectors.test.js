@@ -22,6 +22,7 @@ function toCodec(op, body) {
   if (op === "PublishOk" && body.base_offset === UNKNOWN_OFFSET) return { ...body, base_offset: null };
   if (op === "Publish" || op === "Deliver") return { ...body, batch: unhex(body.batch) };
   if (op === "Emit" || op === "Reply") return { ...body, payload: new Uint8Array(body.payload) };
+  if (op === "EmitBatch") return { emits: body.emits.map((e) => toCodec("Emit", e)) };
   if (op === "Cluster" || op === "ClusterReply") return unhex(body.hex);
   return body;
 }
@@ -37,6 +38,7 @@ function toVector(op, body) {
     return { ...rest, batch: hex(body.batch) };
   }
   if (op === "Emit" || op === "Reply") return { ...body, payload: Array.from(body.payload) };
+  if (op === "EmitBatch") return { emits: body.emits.map((e) => toVector("Emit", e)) };
   if (op === "Cluster" || op === "ClusterReply") return { hex: hex(body) };
   return body;
 }
