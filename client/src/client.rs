@@ -63,10 +63,20 @@ impl ClientInner {
     }
 
     pub(crate) async fn command(&self, cmd: Command) -> Result<()> {
-        self.cmd_tx
-            .send(cmd)
-            .await
-            .map_err(|_| Error::ConnectionLost("client closed".into()))
+        let closed = || Error::ConnectionLost("client closed".into());
+        // Queued at once when there is room: `send().await` spends the
+        // task's cooperative budget and, when it runs out, yields even
+        // with room, so of many requests polled together (a `buffered`
+        // stream of emits) a later one could be queued before an earlier
+        // one. With the queue full, senders wait in turn (the channel is
+        // fair, and `try_send` does not pass those waiting).
+        match self.cmd_tx.try_send(cmd) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(cmd)) => {
+                self.cmd_tx.send(cmd).await.map_err(|_| closed())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(closed()),
+        }
     }
 
     /// Waits for a reply within the request timeout.

@@ -571,3 +571,43 @@ async fn rooms_are_rejoined_after_a_reconnect() -> anyhow::Result<()> {
     assert_eq!(next_event(&mut ia).await.name(), "hi");
     Ok(())
 }
+
+/// Emits made at once leave together (one `EmitBatch` frame): each caller
+/// still gets its own outcome, a refused emit among them fails alone, and
+/// the room hears the others in the order they were sent (`buffered`
+/// polls them in order; see docs/rooms.md on `join_all`).
+#[tokio::test]
+async fn emits_made_at_once_each_get_their_own_outcome_in_order() -> anyhow::Result<()> {
+    const N: usize = 300;
+    const BAD: usize = 150;
+    let b = TestBroker::start().await;
+    let alice = client(&b, "alice").await;
+    alice.join("burst").await?;
+    let bob = client(&b, "bob").await;
+    bob.join("burst").await?;
+    let mut ib = inbox(&bob).await;
+    let calls = (0..N).map(|i| {
+        // "join" is reserved for presence: the broker refuses that one.
+        let name = if i == BAD { "join" } else { "e" };
+        alice.emit(Target::room("burst"), name, format!("{i}"))
+    });
+    let outcomes: Vec<_> = within(
+        "every emit's outcome",
+        futures::stream::iter(calls).buffered(N).collect::<Vec<_>>(),
+    )
+    .await;
+    for (i, r) in outcomes.iter().enumerate() {
+        match (i == BAD, r) {
+            (false, Ok(receipt)) => assert_eq!(receipt.recipients, 2, "emit {i}"),
+            (true, Err(e)) => assert_eq!(e.code(), Some(ErrorCode::InvalidArgument), "{e}"),
+            (_, r) => panic!("emit {i}: {r:?}"),
+        }
+    }
+    for i in (0..N).filter(|i| *i != BAD) {
+        let ev = next_event(&mut ib).await;
+        assert_eq!(ev.name(), "e");
+        assert_eq!(ev.payload(), format!("{i}").as_bytes(), "in the order sent");
+    }
+    quiet(&mut ib, "bob").await;
+    Ok(())
+}
