@@ -243,6 +243,22 @@ fn requests() -> Vec<(&'static str, Message)> {
         ("emit", emit(EmitTarget::All)),
         ("emit", emit(EmitTarget::Client("carol".into()))),
         (
+            "emit batch",
+            Message::EmitBatch(EmitBatch {
+                emits: [
+                    EmitTarget::Room("lobby".into()),
+                    EmitTarget::All,
+                    EmitTarget::Client("carol".into()),
+                ]
+                .into_iter()
+                .map(|target| match emit(target) {
+                    Message::Emit(e) => e,
+                    _ => unreachable!(),
+                })
+                .collect(),
+            }),
+        ),
+        (
             "reply",
             Message::Reply(ReplyTo {
                 to_client: "carol".into(),
@@ -346,6 +362,21 @@ async fn hostile_requests_change_nothing() {
                 continue;
             }
             let m = alice.request(req).await;
+            if what == "emit batch" {
+                // Each emit is checked on its own, and each refused.
+                let Message::EmitBatchOk(ok) = &m else {
+                    panic!("{what}: {m:?}")
+                };
+                assert_eq!(ok.results.len(), 3, "{m:?}");
+                for r in &ok.results {
+                    let EmitOutcome::Err(e) = r else {
+                        panic!("{what}: {r:?}")
+                    };
+                    assert_eq!(ErrorCode::from_u16(e.code), ErrorCode::Unauthorized);
+                    assert!(e.message.contains("\"alice\" may not"), "{}", e.message);
+                }
+                continue;
+            }
             if !own_state.contains(&what) {
                 let Message::Error(e) = &m else {
                     panic!("{what}: {m:?}")
@@ -379,8 +410,28 @@ async fn hostile_requests_change_nothing() {
         }
         assert_eq!(alice.request(Message::Ping).await, Message::Pong);
         assert_eq!(snapshot(&mut ops).await, before);
-        // What alice may do, she can.
+        // What alice may do, she can: in one batch, her emit goes and the
+        // other is refused.
         alice.publish("alice.notes", &[b"mine"]).await;
+        let mine = |room: &str| Emit {
+            target: EmitTarget::Room(room.into()),
+            event: "note".into(),
+            payload: b"x".to_vec(),
+            correlation: 0,
+        };
+        let m = alice
+            .request(Message::EmitBatch(EmitBatch {
+                emits: vec![mine("alice.room"), mine("lobby")],
+            }))
+            .await;
+        let Message::EmitBatchOk(ok) = &m else {
+            panic!("{m:?}")
+        };
+        assert!(matches!(ok.results[0], EmitOutcome::Ok(_)), "{m:?}");
+        assert!(
+            matches!(&ok.results[1], EmitOutcome::Err(e) if ErrorCode::from_u16(e.code) == ErrorCode::Unauthorized),
+            "{m:?}"
+        );
         b.shutdown().await;
     })
     .await

@@ -329,6 +329,7 @@ impl Connection {
                     .max_batch
                     .store(ok.max_batch as usize, Ordering::Relaxed);
                 self.shared.acks.set_broker_ack_timeout(ok.ack_timeout_ms);
+                self.state.version = ok.version;
                 let hb = match ok.heartbeat_ms {
                     0 => DEFAULT_HEARTBEAT,
                     ms => Duration::from_millis(u64::from(ms)),
@@ -425,6 +426,8 @@ impl Connection {
                                 Err(_) => break,
                             }
                         }
+                        // The emits taken go as one frame.
+                        self.state.flush_emits();
                     }
                     None => {
                         // Every handle is gone: nobody can observe anything

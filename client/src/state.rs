@@ -13,8 +13,8 @@ use bytes::BytesMut;
 use herald_protocol::batch::set_producer;
 use herald_protocol::message::put_publish;
 use herald_protocol::{
-    Ack, AckKind, ErrorCode, Flow, JoinRoom, Message as Wire, PublishOk, StartPosition, Subscribe,
-    SubscribeOk, SubscriptionError, Unsubscribe,
+    Ack, AckKind, Emit, EmitBatch, EmitOutcome, ErrorCode, Flow, JoinRoom, Message as Wire,
+    PublishOk, StartPosition, Subscribe, SubscribeOk, SubscriptionError, Unsubscribe,
 };
 use tokio::sync::oneshot;
 
@@ -103,6 +103,11 @@ enum Pending {
         msg: Wire,
         reply: oneshot::Sender<Result<Wire>>,
     },
+    /// An `EmitBatch` (`msg`): one caller per emit, in the batch's order.
+    Emits {
+        msg: Wire,
+        replies: Vec<oneshot::Sender<Result<Wire>>>,
+    },
     /// A Join re-sent after a reconnect; nobody waits for it.
     Rejoin,
 }
@@ -135,7 +140,19 @@ pub(crate) struct State {
     /// Rooms joined (and not left), with their durability: joined again
     /// after every reconnect, in case the broker's grace period ran out.
     rooms: BTreeMap<String, bool>,
+    /// The protocol version of the current connection (0 before the first).
+    pub(crate) version: u16,
+    /// Emits taken in this turn of the connection's loop, sent together
+    /// as one `EmitBatch` by [`State::flush_emits`] (version 3).
+    emits: Vec<(Emit, oneshot::Sender<Result<Wire>>)>,
+    /// The bytes of `emits`' payloads and names.
+    emit_bytes: usize,
 }
+
+/// Emits in one `EmitBatch` at most, and their payload bytes: well under
+/// any frame limit, and enough that the frame's own cost is spread thin.
+const EMIT_BATCH_MAX: usize = 1024;
+const EMIT_BATCH_BYTES: usize = 256 << 10;
 
 impl State {
     fn request_id(&mut self) -> u64 {
@@ -168,6 +185,26 @@ impl State {
 
     /// Handles one command; `Close` is handled by the caller.
     pub(crate) fn on_command(&mut self, cmd: Command) {
+        let cmd = match cmd {
+            Command::Request {
+                msg: Wire::Emit(e),
+                reply,
+            } if self.live && self.version >= 3 => {
+                let bytes = e.payload.len() + e.event.len();
+                if self.emit_bytes + bytes > EMIT_BATCH_BYTES || self.emits.len() >= EMIT_BATCH_MAX
+                {
+                    self.flush_emits();
+                }
+                self.emit_bytes += bytes;
+                self.emits.push((e, reply));
+                return;
+            }
+            // Anything else keeps its place after the emits before it.
+            other => {
+                self.flush_emits();
+                other
+            }
+        };
         match cmd {
             Command::Publish(b) => self.publish(b),
             Command::Subscribe { reg, reply } => {
@@ -216,6 +253,31 @@ impl State {
                 self.requests.insert(id, Pending::Admin { msg, reply });
             }
             Command::Close { .. } => {}
+        }
+    }
+
+    /// Sends the emits taken since the last call: one alone as an `Emit`,
+    /// several as one `EmitBatch`. The connection calls it once it has
+    /// taken every queued command, before it writes.
+    pub(crate) fn flush_emits(&mut self) {
+        self.emit_bytes = 0;
+        match self.emits.len() {
+            0 => {}
+            1 => {
+                if let Some((e, reply)) = self.emits.pop() {
+                    let msg = Wire::Emit(e);
+                    let id = self.request_id();
+                    self.send(id, &msg);
+                    self.requests.insert(id, Pending::Admin { msg, reply });
+                }
+            }
+            _ => {
+                let (emits, replies): (Vec<Emit>, Vec<_>) = self.emits.drain(..).unzip();
+                let msg = Wire::EmitBatch(EmitBatch { emits });
+                let id = self.request_id();
+                self.send(id, &msg);
+                self.requests.insert(id, Pending::Emits { msg, replies });
+            }
         }
     }
 
@@ -648,6 +710,26 @@ impl State {
                 }
                 let _ = reply.send(Ok(m));
             }
+            (Pending::Emits { replies, .. }, Wire::EmitBatchOk(ok)) => {
+                let n = ok.results.len();
+                let mut results = ok.results.into_iter();
+                let total = replies.len();
+                for reply in replies {
+                    let r = match results.next() {
+                        Some(EmitOutcome::Ok(ok)) => Ok(Wire::EmitOk(ok)),
+                        Some(EmitOutcome::Err(e)) => Err(Error::from_body(e.code, e.message)),
+                        None => Err(Error::Protocol(format!(
+                            "the broker answered {n} outcomes for {total} emits"
+                        ))),
+                    };
+                    let _ = reply.send(r);
+                }
+            }
+            (Pending::Emits { replies, .. }, Wire::Error(e)) => {
+                for reply in replies {
+                    let _ = reply.send(Err(Error::from_body(e.code, e.message.clone())));
+                }
+            }
             (Pending::Rejoin, Wire::Error(e)) => {
                 tracing::warn!(code = e.code, message = %e.message, "rejoining a room failed");
             }
@@ -781,6 +863,8 @@ impl State {
 
     /// The connection dropped: forget per-connection ids, keep the rest.
     pub(crate) fn on_disconnect(&mut self) {
+        // Emits taken but not yet sent become pending like the others.
+        self.flush_emits();
         self.live = false;
         self.out.clear();
         self.by_broker_id.clear();
@@ -850,6 +934,13 @@ impl State {
                         self.requests.insert(id, Pending::Admin { msg, reply });
                     }
                 }
+                Pending::Emits { msg, replies } => {
+                    // Sent again whole, even if some callers gave up: the
+                    // batch is one request.
+                    if replies.iter().any(|r| !r.is_closed()) {
+                        self.requests.insert(id, Pending::Emits { msg, replies });
+                    }
+                }
             }
         }
     }
@@ -858,6 +949,9 @@ impl State {
     /// unconfirmed publish (same bytes, same order) and pending request.
     pub(crate) fn restore(&mut self) {
         self.live = true;
+        if self.version < 3 {
+            self.split_emit_batches();
+        }
         // Rooms first: a room's log is read by its members only, so the
         // membership (gone if the grace period ran out) comes back before
         // its subscription does. The broker handles requests in order.
@@ -889,7 +983,7 @@ impl State {
             .requests
             .iter()
             .filter_map(|(id, p)| match p {
-                Pending::Admin { msg, .. } => Some((*id, msg)),
+                Pending::Admin { msg, .. } | Pending::Emits { msg, .. } => Some((*id, msg)),
                 _ => None,
             })
             .collect();
@@ -897,6 +991,50 @@ impl State {
         let out = &mut self.out;
         for (id, msg) in again {
             msg.encode(id, out);
+        }
+    }
+
+    /// The new connection speaks a version without `EmitBatch` (a broker
+    /// downgraded, another cluster node): each pending batch becomes its
+    /// emits, one request each, in the batch's order and its place.
+    fn split_emit_batches(&mut self) {
+        if !self
+            .requests
+            .values()
+            .any(|p| matches!(p, Pending::Emits { .. }))
+        {
+            return;
+        }
+        // Every request to be sent again gets a new id, in the old order,
+        // so that the emits of a batch keep their place among the others
+        // (after a disconnect only these are pending; see `on_disconnect`).
+        let mut all: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, p)| matches!(p, Pending::Admin { .. } | Pending::Emits { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        all.sort_unstable();
+        for old in all {
+            let Some(p) = self.requests.remove(&old) else {
+                continue;
+            };
+            match p {
+                Pending::Emits {
+                    msg: Wire::EmitBatch(b),
+                    replies,
+                } => {
+                    for (e, reply) in b.emits.into_iter().zip(replies) {
+                        let id = self.request_id();
+                        let msg = Wire::Emit(e);
+                        self.requests.insert(id, Pending::Admin { msg, reply });
+                    }
+                }
+                other => {
+                    let id = self.request_id();
+                    self.requests.insert(id, other);
+                }
+            }
         }
     }
 
@@ -912,6 +1050,11 @@ impl State {
             match p {
                 Pending::Admin { reply, .. } => {
                     let _ = reply.send(Err(err.clone()));
+                }
+                Pending::Emits { replies, .. } => {
+                    for reply in replies {
+                        let _ = reply.send(Err(err.clone()));
+                    }
                 }
                 Pending::Unsubscribe { reply: Some(r) } => {
                     let _ = r.send(Ok(()));
@@ -1015,6 +1158,116 @@ mod tests {
             .map(|(_, p)| u64::from_le_bytes(p[..8].try_into().expect("8 bytes")))
             .collect();
         assert_eq!(order, (0..50).collect::<Vec<_>>());
+    }
+
+    fn an_emit(i: u64) -> herald_protocol::Emit {
+        herald_protocol::Emit {
+            target: herald_protocol::EmitTarget::Room("r".into()),
+            event: "e".into(),
+            payload: i.to_le_bytes().to_vec(),
+            correlation: 0,
+        }
+    }
+
+    fn payload_index(e: &herald_protocol::Emit) -> u64 {
+        u64::from_le_bytes(e.payload[..8].try_into().expect("8 bytes"))
+    }
+
+    /// On a version-3 connection the emits taken in one turn leave as one
+    /// `EmitBatch`; its answer reaches each caller; after a reconnect to a
+    /// version-2 broker a batch still pending goes again as lone emits, in
+    /// order.
+    #[test]
+    fn emits_of_one_turn_leave_as_one_batch_and_split_for_an_older_broker() {
+        let mut state = State {
+            live: true,
+            version: 3,
+            ..State::default()
+        };
+        let mut answers = Vec::new();
+        for i in 0..5u64 {
+            let (reply, rx) = oneshot::channel();
+            answers.push(rx);
+            state.on_command(Command::Request {
+                msg: Wire::Emit(an_emit(i)),
+                reply,
+            });
+        }
+        assert!(
+            sent(&mut state).is_empty(),
+            "nothing leaves before the turn ends"
+        );
+        state.flush_emits();
+        let frames = sent(&mut state);
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        let (id, Wire::EmitBatch(b)) = &frames[0] else {
+            panic!("{frames:?}")
+        };
+        assert_eq!(
+            b.emits.iter().map(payload_index).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4]
+        );
+
+        // The answer: the third refused, one outcome missing.
+        let ok = |n| {
+            EmitOutcome::Ok(herald_protocol::EmitOk {
+                recipients: n,
+                skipped: 0,
+            })
+        };
+        let refused = EmitOutcome::Err(herald_protocol::ErrorBody {
+            code: ErrorCode::Unauthorized.as_u16(),
+            message: "no".into(),
+        });
+        let results = vec![ok(1), ok(2), refused, ok(4)];
+        state
+            .on_reply(
+                *id,
+                Wire::EmitBatchOk(herald_protocol::EmitBatchOk { results }),
+            )
+            .expect("a known reply");
+        let got: Vec<_> = answers
+            .iter_mut()
+            .map(|rx| rx.try_recv().expect("answered"))
+            .collect();
+        assert!(matches!(got[0], Ok(Wire::EmitOk(ref o)) if o.recipients == 1));
+        assert!(matches!(got[1], Ok(Wire::EmitOk(ref o)) if o.recipients == 2));
+        assert!(matches!(&got[2], Err(e) if e.code() == Some(ErrorCode::Unauthorized)));
+        assert!(matches!(got[3], Ok(Wire::EmitOk(ref o)) if o.recipients == 4));
+        assert!(matches!(got[4], Err(Error::Protocol(_))), "{:?}", got[4]);
+
+        // A lone emit in a turn goes as a plain Emit.
+        let (reply, _lone) = oneshot::channel();
+        state.on_command(Command::Request {
+            msg: Wire::Emit(an_emit(9)),
+            reply,
+        });
+        state.flush_emits();
+        assert!(matches!(sent(&mut state)[..], [(_, Wire::Emit(_))]));
+
+        // A batch pending at a disconnect, and the next broker speaks 2.
+        let mut later = Vec::new();
+        for i in 10..13u64 {
+            let (reply, rx) = oneshot::channel();
+            later.push(rx);
+            state.on_command(Command::Request {
+                msg: Wire::Emit(an_emit(i)),
+                reply,
+            });
+        }
+        state.flush_emits();
+        state.on_disconnect();
+        state.version = 2;
+        state.restore();
+        let again: Vec<u64> = sent(&mut state)
+            .iter()
+            .filter_map(|(_, m)| match m {
+                Wire::Emit(e) => Some(payload_index(e)),
+                Wire::EmitBatch(_) => panic!("a batch to a version-2 broker"),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(again, vec![9, 10, 11, 12]);
     }
 
     /// Every frame waiting in `out`, decoded (and `out` emptied).

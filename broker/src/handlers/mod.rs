@@ -18,6 +18,7 @@ use herald_protocol::{ErrorCode, Message};
 
 use crate::auth::Need;
 use crate::session::{Close, Session};
+use crate::BrokerError;
 
 /// A request the session can serve.
 pub(crate) trait Handler: Sized {
@@ -29,10 +30,17 @@ pub(crate) trait Handler: Sized {
     async fn handle(self, s: &mut Session, id: u64) -> Result<(), Close>;
 }
 
+/// Whether the connection may make request `h`: the one place a request
+/// is authorized (also for each emit of an `EmitBatch`).
+fn permitted<H: Handler>(s: &mut Session, h: &H) -> Result<(), BrokerError> {
+    s.access.check(h.needs()).inspect_err(|e| {
+        tracing::debug!(client = %s.client_id, reason = %e, "request refused");
+    })
+}
+
 /// Checks `h`'s permission, then runs it.
 async fn run<H: Handler>(s: &mut Session, id: u64, h: H) -> Result<(), Close> {
-    if let Err(e) = s.access.check(h.needs()) {
-        tracing::debug!(client = %s.client_id, reason = %e, "request refused");
+    if let Err(e) = permitted(s, &h) {
         return s.reply(id, e.to_message()).await;
     }
     h.handle(s, id).await
@@ -61,6 +69,8 @@ pub(crate) async fn dispatch(s: &mut Session, id: u64, msg: Message) -> Result<(
         Message::Members(r) => run(s, id, rooms::Members(r)).await,
         Message::MyRooms => run(s, id, rooms::MyRooms).await,
         Message::Emit(r) => run(s, id, r).await,
+        // Each emit is checked on its own (`permitted`), as if it came alone.
+        Message::EmitBatch(b) => rooms::emit_batch(s, id, b).await,
         Message::Reply(r) => run(s, id, r).await,
         Message::Cluster(body) => run(s, id, cluster::ClusterCall(body)).await,
         Message::ClusterStatus => run(s, id, cluster::Status).await,

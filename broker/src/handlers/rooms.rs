@@ -1,12 +1,15 @@
 //! Room requests (see [`crate::rooms::requests`]): Join, Leave, Members,
-//! MyRooms, Emit, Reply. Membership changes and appends are queued before the next
+//! MyRooms, Emit, EmitBatch, Reply. Membership changes and appends are queued before the next
 //! frame is read, so the session's requests take effect in the order they
 //! came; replies wait in `others` (join, leave) or `publishes` (emit,
 //! reply: confirms in order).
 
-use herald_protocol::{Emit, JoinRoom, Message, ReplyTo, RoomList, RoomName};
+use herald_protocol::{
+    Emit, EmitBatch, EmitBatchOk, EmitOutcome, ErrorBody, JoinRoom, Message, ReplyTo, RoomList,
+    RoomName,
+};
 
-use super::Handler;
+use super::{permitted, Handler};
 use crate::auth::Need;
 use crate::rooms::inbox::Fanout;
 use crate::rooms::requests::{self, Pending};
@@ -82,6 +85,39 @@ impl Handler for Emit {
         let r = requests::emit(&rooms, &s.client_id, self).await;
         confirm_fanout(s, id, r, true).await
     }
+}
+
+/// Several emits in one frame: each is checked and appended as a lone
+/// Emit would be, in order, before the next frame is read; one answer
+/// carries every outcome once all of them are durable (or refused).
+pub(super) async fn emit_batch(s: &mut Session, id: u64, b: EmitBatch) -> Result<(), Close> {
+    let rooms = s.shared.rooms.clone();
+    let mut pending = Vec::with_capacity(b.emits.len());
+    for e in b.emits {
+        let fanout = match permitted(s, &e) {
+            Ok(()) => requests::emit(&rooms, &s.client_id, e).await,
+            Err(refused) => Err(refused),
+        };
+        pending.push(fanout);
+    }
+    s.publishes.push_back(Box::pin(async move {
+        let mut results = Vec::with_capacity(pending.len());
+        for p in pending {
+            let outcome = match p {
+                Ok(f) => f.wait().await,
+                Err(e) => Err(e),
+            };
+            results.push(match outcome {
+                Ok(ok) => EmitOutcome::Ok(ok),
+                Err(e) => EmitOutcome::Err(ErrorBody {
+                    code: e.code().as_u16(),
+                    message: e.to_string(),
+                }),
+            });
+        }
+        (id, Message::EmitBatchOk(EmitBatchOk { results }))
+    }));
+    Ok(())
 }
 
 impl Handler for ReplyTo {
