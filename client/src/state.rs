@@ -1120,46 +1120,6 @@ mod tests {
     use super::*;
     use crate::acks::{AckSignal, SubShared, SPARSE_ACKS, SPARSE_LINGER};
 
-    /// Requests not answered when the connection dropped (emits among
-    /// them) go again in the order they were first sent.
-    #[test]
-    fn unanswered_requests_go_again_in_their_first_order() {
-        let mut state = State {
-            live: true,
-            ..State::default()
-        };
-        let mut answers = Vec::new();
-        for i in 0..50u64 {
-            let (reply, rx) = oneshot::channel();
-            answers.push(rx);
-            state.on_command(Command::Request {
-                msg: Wire::Emit(herald_protocol::Emit {
-                    target: herald_protocol::EmitTarget::Room("r".into()),
-                    event: "e".into(),
-                    payload: i.to_le_bytes().to_vec(),
-                    correlation: 0,
-                }),
-                reply,
-            });
-        }
-        let first: Vec<u64> = sent(&mut state).into_iter().map(|(id, _)| id).collect();
-        state.live = false;
-        state.restore();
-        let again: Vec<(u64, Vec<u8>)> = sent(&mut state)
-            .into_iter()
-            .filter_map(|(id, m)| match m {
-                Wire::Emit(e) => Some((id, e.payload)),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(again.iter().map(|(id, _)| *id).collect::<Vec<_>>(), first);
-        let order: Vec<u64> = again
-            .iter()
-            .map(|(_, p)| u64::from_le_bytes(p[..8].try_into().expect("8 bytes")))
-            .collect();
-        assert_eq!(order, (0..50).collect::<Vec<_>>());
-    }
-
     fn an_emit(i: u64) -> herald_protocol::Emit {
         herald_protocol::Emit {
             target: herald_protocol::EmitTarget::Room("r".into()),
@@ -1173,6 +1133,41 @@ mod tests {
         u64::from_le_bytes(e.payload[..8].try_into().expect("8 bytes"))
     }
 
+    /// Makes emit `i` (its payload says `i`) as a caller would; returns
+    /// where its answer comes.
+    fn request_emit(state: &mut State, i: u64) -> oneshot::Receiver<Result<Wire>> {
+        let (reply, rx) = oneshot::channel();
+        state.on_command(Command::Request {
+            msg: Wire::Emit(an_emit(i)),
+            reply,
+        });
+        rx
+    }
+
+    /// Requests not answered when the connection dropped (emits among
+    /// them) go again in the order they were first sent.
+    #[test]
+    fn unanswered_requests_go_again_in_their_first_order() {
+        let mut state = State {
+            live: true,
+            ..State::default()
+        };
+        let _answers: Vec<_> = (0..50).map(|i| request_emit(&mut state, i)).collect();
+        let first: Vec<u64> = sent(&mut state).into_iter().map(|(id, _)| id).collect();
+        state.live = false;
+        state.restore();
+        let again: Vec<(u64, u64)> = sent(&mut state)
+            .into_iter()
+            .filter_map(|(id, m)| match m {
+                Wire::Emit(e) => Some((id, payload_index(&e))),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(again.iter().map(|(id, _)| *id).collect::<Vec<_>>(), first);
+        let order: Vec<u64> = again.iter().map(|(_, i)| *i).collect();
+        assert_eq!(order, (0..50).collect::<Vec<_>>());
+    }
+
     /// On a version-3 connection the emits taken in one turn leave as one
     /// `EmitBatch`; its answer reaches each caller; after a reconnect to a
     /// version-2 broker a batch still pending goes again as lone emits, in
@@ -1184,15 +1179,7 @@ mod tests {
             version: 3,
             ..State::default()
         };
-        let mut answers = Vec::new();
-        for i in 0..5u64 {
-            let (reply, rx) = oneshot::channel();
-            answers.push(rx);
-            state.on_command(Command::Request {
-                msg: Wire::Emit(an_emit(i)),
-                reply,
-            });
-        }
+        let mut answers: Vec<_> = (0..5).map(|i| request_emit(&mut state, i)).collect();
         assert!(
             sent(&mut state).is_empty(),
             "nothing leaves before the turn ends"
@@ -1237,24 +1224,12 @@ mod tests {
         assert!(matches!(got[4], Err(Error::Protocol(_))), "{:?}", got[4]);
 
         // A lone emit in a turn goes as a plain Emit.
-        let (reply, _lone) = oneshot::channel();
-        state.on_command(Command::Request {
-            msg: Wire::Emit(an_emit(9)),
-            reply,
-        });
+        let _lone = request_emit(&mut state, 9);
         state.flush_emits();
         assert!(matches!(sent(&mut state)[..], [(_, Wire::Emit(_))]));
 
         // A batch pending at a disconnect, and the next broker speaks 2.
-        let mut later = Vec::new();
-        for i in 10..13u64 {
-            let (reply, rx) = oneshot::channel();
-            later.push(rx);
-            state.on_command(Command::Request {
-                msg: Wire::Emit(an_emit(i)),
-                reply,
-            });
-        }
+        let _later: Vec<_> = (10..13).map(|i| request_emit(&mut state, i)).collect();
         state.flush_emits();
         state.on_disconnect();
         state.version = 2;
