@@ -330,6 +330,7 @@ impl Connection {
                     .store(ok.max_batch as usize, Ordering::Relaxed);
                 self.shared.acks.set_broker_ack_timeout(ok.ack_timeout_ms);
                 self.state.version = ok.version;
+                self.state.max_frame = ok.max_frame as usize;
                 let hb = match ok.heartbeat_ms {
                     0 => DEFAULT_HEARTBEAT,
                     ms => Duration::from_millis(u64::from(ms)),

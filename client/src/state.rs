@@ -142,6 +142,9 @@ pub(crate) struct State {
     rooms: BTreeMap<String, bool>,
     /// The protocol version of the current connection (0 before the first).
     pub(crate) version: u16,
+    /// The broker's frame limit (HelloOk `max_frame`; 0 before the first
+    /// connection): an `EmitBatch` stays well under it.
+    pub(crate) max_frame: usize,
     /// Emits taken in this turn of the connection's loop, sent together
     /// as one `EmitBatch` by [`State::flush_emits`] (version 3).
     emits: Vec<(Emit, oneshot::Sender<Result<Wire>>)>,
@@ -149,10 +152,26 @@ pub(crate) struct State {
     emit_bytes: usize,
 }
 
-/// Emits in one `EmitBatch` at most, and their payload bytes: well under
-/// any frame limit, and enough that the frame's own cost is spread thin.
+/// Emits in one `EmitBatch` at most, and their bytes (also at most half
+/// the broker's frame limit, which may be as low as 4 KiB): enough that the
+/// frame's own cost is spread thin.
 const EMIT_BATCH_MAX: usize = 1024;
 const EMIT_BATCH_BYTES: usize = 256 << 10;
+
+/// At least the bytes `e` takes in a frame body: its strings and payload,
+/// and room for each length prefix, tag and the correlation.
+fn emit_size(e: &Emit) -> usize {
+    let target = match &e.target {
+        herald_protocol::EmitTarget::Room(r)
+        | herald_protocol::EmitTarget::RoomExceptSender(r)
+        | herald_protocol::EmitTarget::Client(r) => r.len() + 5,
+        herald_protocol::EmitTarget::Rooms { rooms, .. } => {
+            rooms.iter().map(|r| r.len() + 5).sum::<usize>() + 7
+        }
+        herald_protocol::EmitTarget::All => 1,
+    };
+    target + e.event.len() + e.payload.len() + 24
+}
 
 impl State {
     fn request_id(&mut self) -> u64 {
@@ -190,9 +209,12 @@ impl State {
                 msg: Wire::Emit(e),
                 reply,
             } if self.live && self.version >= 3 => {
-                let bytes = e.payload.len() + e.event.len();
-                if self.emit_bytes + bytes > EMIT_BATCH_BYTES || self.emits.len() >= EMIT_BATCH_MAX
-                {
+                let bytes = emit_size(&e);
+                let limit = match self.max_frame {
+                    0 => EMIT_BATCH_BYTES,
+                    f => EMIT_BATCH_BYTES.min(f / 2),
+                };
+                if self.emit_bytes + bytes > limit || self.emits.len() >= EMIT_BATCH_MAX {
                     self.flush_emits();
                 }
                 self.emit_bytes += bytes;
@@ -1166,6 +1188,40 @@ mod tests {
         assert_eq!(again.iter().map(|(id, _)| *id).collect::<Vec<_>>(), first);
         let order: Vec<u64> = again.iter().map(|(_, i)| *i).collect();
         assert_eq!(order, (0..50).collect::<Vec<_>>());
+    }
+
+    /// A broker with a small frame limit gets batches well under it.
+    #[test]
+    fn emit_batches_stay_under_half_the_frame_limit() {
+        let mut state = State {
+            live: true,
+            version: 3,
+            max_frame: 4096,
+            ..State::default()
+        };
+        let _answers: Vec<_> = (0..200).map(|i| request_emit(&mut state, i)).collect();
+        state.flush_emits();
+        let mut out = state.out.clone();
+        let mut sizes = Vec::new();
+        while let Some(f) = decode_frame(&mut out, 1 << 20).expect("well-formed frame") {
+            sizes.push(herald_protocol::HEADER_LEN + f.body.len());
+        }
+        assert!(sizes.len() > 1, "{sizes:?}");
+        assert!(
+            sizes
+                .iter()
+                .all(|s| *s <= 2048 + herald_protocol::HEADER_LEN),
+            "{sizes:?}"
+        );
+        let order: Vec<u64> = sent(&mut state)
+            .iter()
+            .flat_map(|(_, m)| match m {
+                Wire::EmitBatch(b) => b.emits.iter().map(payload_index).collect(),
+                Wire::Emit(e) => vec![payload_index(e)],
+                m => panic!("{m:?}"),
+            })
+            .collect();
+        assert_eq!(order, (0..200).collect::<Vec<_>>());
     }
 
     /// On a version-3 connection the emits taken in one turn leave as one

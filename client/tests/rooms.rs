@@ -578,18 +578,22 @@ async fn rooms_are_rejoined_after_a_reconnect() -> anyhow::Result<()> {
 /// polls them in order; see docs/rooms.md on `join_all`).
 #[tokio::test]
 async fn emits_made_at_once_each_get_their_own_outcome_in_order() -> anyhow::Result<()> {
+    emits_in_flight(&TestBroker::start().await).await
+}
+
+async fn emits_in_flight(b: &TestBroker) -> anyhow::Result<()> {
     const N: usize = 300;
     const BAD: usize = 150;
-    let b = TestBroker::start().await;
-    let alice = client(&b, "alice").await;
+    let alice = client(b, "alice").await;
     alice.join("burst").await?;
-    let bob = client(&b, "bob").await;
+    let bob = client(b, "bob").await;
     bob.join("burst").await?;
     let mut ib = inbox(&bob).await;
     let calls = (0..N).map(|i| {
         // "join" is reserved for presence: the broker refuses that one.
         let name = if i == BAD { "join" } else { "e" };
-        alice.emit(Target::room("burst"), name, format!("{i}"))
+        // A 100-byte payload: 300 of them need several batches under 4 KiB.
+        alice.emit(Target::room("burst"), name, format!("{i:0100}"))
     });
     let outcomes: Vec<_> = within(
         "every emit's outcome",
@@ -606,7 +610,11 @@ async fn emits_made_at_once_each_get_their_own_outcome_in_order() -> anyhow::Res
     for i in (0..N).filter(|i| *i != BAD) {
         let ev = next_event(&mut ib).await;
         assert_eq!(ev.name(), "e");
-        assert_eq!(ev.payload(), format!("{i}").as_bytes(), "in the order sent");
+        assert_eq!(
+            ev.payload(),
+            format!("{i:0100}").as_bytes(),
+            "in the order sent"
+        );
     }
     quiet(&mut ib, "bob").await;
     Ok(())
