@@ -581,6 +581,14 @@ async fn emits_made_at_once_each_get_their_own_outcome_in_order() -> anyhow::Res
     emits_in_flight(&TestBroker::start().await).await
 }
 
+/// The same against a broker whose frame limit is the smallest allowed
+/// (4 KiB): the client's batches stay under it, and so do the room log's
+/// merged batches the members are delivered.
+#[tokio::test]
+async fn emits_in_flight_fit_a_small_frame_limit() -> anyhow::Result<()> {
+    emits_in_flight(&TestBroker::start_with(|c| c.max_frame_bytes = 4096).await).await
+}
+
 async fn emits_in_flight(b: &TestBroker) -> anyhow::Result<()> {
     const N: usize = 300;
     const BAD: usize = 150;

@@ -35,12 +35,15 @@ pub struct Merged {
     parts: Vec<(Reply<AppendOutcome>, u32, u32)>,
 }
 
-/// Merges runs of plain batches in `group`; returns the group to commit
-/// and the merged batches' appenders, to answer with [`answer`] once the
-/// group is committed.
+/// Merges runs of plain batches in `group`, each merged batch at most
+/// `max_bytes` (and [`MAX_BYTES`]); returns the group to commit and the
+/// merged batches' appenders, to answer with [`answer`] once the group is
+/// committed.
 pub fn coalesce(
     group: Vec<(Batch, Reply<AppendOutcome>)>,
+    max_bytes: usize,
 ) -> (Vec<(Batch, Reply<AppendOutcome>)>, Vec<Merged>) {
+    let max_bytes = max_bytes.min(MAX_BYTES);
     let mut out = Vec::with_capacity(group.len());
     let mut merged = Vec::new();
     let mut run: Vec<(Batch, Reply<AppendOutcome>)> = Vec::new();
@@ -48,7 +51,7 @@ pub fn coalesce(
     for (batch, reply) in group {
         let plain = batch.producer_id() == 0;
         let fits =
-            records + batch.record_count() <= MAX_RECORDS && bytes + batch.len_bytes() <= MAX_BYTES;
+            records + batch.record_count() <= MAX_RECORDS && bytes + batch.len_bytes() <= max_bytes;
         if !plain || !fits {
             flush(&mut run, &mut out, &mut merged);
             (records, bytes) = (0, 0);
@@ -142,7 +145,7 @@ mod tests {
             group.push((batch(n, producer), tx));
             answers.push(rx);
         }
-        let (out, merged) = coalesce(group);
+        let (out, merged) = coalesce(group, MAX_BYTES);
         let shapes: Vec<(u32, u64)> = out
             .iter()
             .map(|(b, _)| (b.record_count(), b.producer_id()))
@@ -174,10 +177,28 @@ mod tests {
         let group: Vec<_> = (0..MAX_RECORDS + 10)
             .map(|_| (batch(1, 0), oneshot::channel().0))
             .collect();
-        let (out, merged) = coalesce(group);
+        let (out, merged) = coalesce(group, MAX_BYTES);
         let counts: Vec<u32> = out.iter().map(|(b, _)| b.record_count()).collect();
         assert_eq!(counts, [MAX_RECORDS, 10]);
         assert_eq!(merged.len(), 2);
+    }
+
+    /// A smaller byte limit (a broker with a small frame limit) gives
+    /// smaller merged batches, each within it.
+    #[test]
+    fn merged_batches_stay_within_a_smaller_byte_limit() {
+        let one = batch(1, 0).len_bytes();
+        let group: Vec<_> = (0..40)
+            .map(|_| (batch(1, 0), oneshot::channel().0))
+            .collect();
+        let (out, _merged) = coalesce(group, one * 10);
+        let counts: Vec<u32> = out.iter().map(|(b, _)| b.record_count()).collect();
+        assert_eq!(counts.iter().sum::<u32>(), 40);
+        assert!(out.len() >= 4, "{counts:?}");
+        assert!(
+            out.iter().all(|(b, _)| b.len_bytes() <= one * 10),
+            "{counts:?}"
+        );
     }
 
     /// A failed commit reaches every appender of the merged batch.
@@ -185,7 +206,7 @@ mod tests {
     async fn a_failure_reaches_every_appender() {
         let (a, ra) = oneshot::channel();
         let (b, rb) = oneshot::channel();
-        let (out, merged) = coalesce(vec![(batch(1, 0), a), (batch(1, 0), b)]);
+        let (out, merged) = coalesce(vec![(batch(1, 0), a), (batch(1, 0), b)], MAX_BYTES);
         for (_, reply) in out {
             let _ = reply.send(Err(StorageError::Closed));
         }

@@ -44,6 +44,10 @@ pub struct LogConfig {
     /// record per append (room logs, inboxes). Client-published topics
     /// keep their batches as received.
     pub coalesce: bool,
+    /// Most bytes of one merged batch: [`super::coalesce::MAX_BYTES`], or
+    /// less so that a Deliver of it fits the broker's frame limit (which
+    /// clients enforce on what they read).
+    pub coalesce_max_bytes: usize,
     /// Under `Always`, make each group commit durable through this shared
     /// sync round (see [`crate::syncer`]) instead of an `fdatasync` of its
     /// own: for the logs the broker writes itself (room logs, inboxes),
@@ -73,6 +77,7 @@ impl Default for LogConfig {
             direct_io: true,
             memory: None,
             coalesce: false,
+            coalesce_max_bytes: super::coalesce::MAX_BYTES,
             shared_sync: None,
             create_unsynced: false,
         }

@@ -299,7 +299,8 @@ impl Writer {
         }
         self.last_group = group.len();
         if self.shared.config.coalesce {
-            let (group, merged) = super::coalesce::coalesce(group);
+            let (group, merged) =
+                super::coalesce::coalesce(group, self.shared.config.coalesce_max_bytes);
             self.commit_group(group).await;
             super::coalesce::answer(merged);
         } else {
