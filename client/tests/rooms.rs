@@ -627,3 +627,28 @@ async fn emits_in_flight(b: &TestBroker) -> anyhow::Result<()> {
     quiet(&mut ib, "bob").await;
     Ok(())
 }
+
+/// An emit whose record, once the broker adds its headers, would not fit
+/// a Deliver frame is refused (it could never be delivered); one that fits
+/// is delivered.
+#[tokio::test]
+async fn an_event_too_big_to_deliver_is_refused() -> anyhow::Result<()> {
+    let b = TestBroker::start_with(|c| c.max_frame_bytes = 4096).await;
+    let alice = client(&b, "alice").await;
+    alice.join("big").await?;
+    let bob = client(&b, "bob").await;
+    bob.join("big").await?;
+    let mut ib = inbox(&bob).await;
+    // The Emit frame itself fits 4 KiB; its record would not.
+    let e = alice
+        .broadcast("big", "e", vec![b'x'; 3950])
+        .await
+        .expect_err("refused");
+    assert_eq!(e.code(), Some(ErrorCode::InvalidArgument), "{e}");
+    assert!(e.to_string().contains("smaller payload"), "{e}");
+    alice.broadcast("big", "e", vec![b'y'; 2000]).await?;
+    let ev = next_event(&mut ib).await;
+    assert_eq!(ev.payload().len(), 2000);
+    quiet(&mut ib, "bob").await;
+    Ok(())
+}

@@ -104,6 +104,20 @@ pub async fn emit(rooms: &Rooms, sender: &str, e: Emit) -> Result<Fanout, Broker
         }
         .batch()
     };
+    // Its record, with the headers added here, must fit a Deliver frame
+    // (what clients are told is the frame limit), or it could never be
+    // delivered: measured only for a payload near the limit.
+    let deliverable = rooms.config().max_frame_bytes.saturating_sub(64);
+    if e.payload.len() + 1024 > deliverable {
+        let longest = to.rooms.iter().max_by_key(|r| r.len()).map(String::as_str);
+        let size = entry(longest.or(Some("")), true).len_bytes();
+        if size > deliverable {
+            return Err(BrokerError::InvalidArgument(format!(
+                "the event's record would be {size} bytes with its headers, over the {deliverable} \
+                 a delivery may carry (the frame limit less the Deliver prefix): send a smaller payload"
+            )));
+        }
+    }
     let mut out = inbox::fan_out(rooms, &to.clients, strict, |room| entry(room, false)).await?;
     for room in &to.rooms {
         let q = log::append(rooms, room, entry(Some(room), to.except_sender)).await?;
