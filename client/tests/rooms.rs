@@ -628,9 +628,9 @@ async fn emits_in_flight(b: &TestBroker) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An emit whose record, once the broker adds its headers, would not fit
-/// a Deliver frame is refused (it could never be delivered); one that fits
-/// is delivered.
+/// An emit (or a reply) whose record, once the broker adds its headers,
+/// would not fit a Deliver frame is refused (it could never be delivered);
+/// one that fits is delivered.
 #[tokio::test]
 async fn an_event_too_big_to_deliver_is_refused() -> anyhow::Result<()> {
     let b = TestBroker::start_with(|c| c.max_frame_bytes = 4096).await;
@@ -649,6 +649,22 @@ async fn an_event_too_big_to_deliver_is_refused() -> anyhow::Result<()> {
     alice.broadcast("big", "e", vec![b'y'; 2000]).await?;
     let ev = next_event(&mut ib).await;
     assert_eq!(ev.payload().len(), 2000);
+    // A reply too big to deliver is refused the same way; a smaller one
+    // goes.
+    let asking = {
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            alice
+                .request("bob", "ping", "?", Duration::from_secs(20))
+                .await
+        })
+    };
+    let req = next_event(&mut ib).await;
+    let e = req.reply(vec![b'z'; 3950]).await.expect_err("refused");
+    assert_eq!(e.code(), Some(ErrorCode::InvalidArgument), "{e}");
+    req.reply("pong").await?;
+    let answer = within("the reply", asking).await??;
+    assert_eq!(&answer[..], b"pong");
     quiet(&mut ib, "bob").await;
     Ok(())
 }

@@ -104,20 +104,8 @@ pub async fn emit(rooms: &Rooms, sender: &str, e: Emit) -> Result<Fanout, Broker
         }
         .batch()
     };
-    // Its record, with the headers added here, must fit a Deliver frame
-    // (what clients are told is the frame limit), or it could never be
-    // delivered: measured only for a payload near the limit.
-    let deliverable = rooms.config().max_frame_bytes.saturating_sub(64);
-    if e.payload.len() + 1024 > deliverable {
-        let longest = to.rooms.iter().max_by_key(|r| r.len()).map(String::as_str);
-        let size = entry(longest.or(Some("")), true).len_bytes();
-        if size > deliverable {
-            return Err(BrokerError::InvalidArgument(format!(
-                "the event's record would be {size} bytes with its headers, over the {deliverable} \
-                 a delivery may carry (the frame limit less the Deliver prefix): send a smaller payload"
-            )));
-        }
-    }
+    let longest = to.rooms.iter().max_by_key(|r| r.len()).map(String::as_str);
+    check_deliverable(rooms, e.payload.len(), || entry(longest.or(Some("")), true))?;
     let mut out = inbox::fan_out(rooms, &to.clients, strict, |room| entry(room, false)).await?;
     for room in &to.rooms {
         let q = log::append(rooms, room, entry(Some(room), to.except_sender)).await?;
@@ -140,7 +128,7 @@ pub async fn reply(rooms: &Rooms, sender: &str, r: ReplyTo) -> Result<Fanout, Br
         ));
     }
     let to: Recipients = [(r.to_client.clone(), None)].into_iter().collect();
-    inbox::fan_out(rooms, &to, true, |_| {
+    let record = || {
         Entry {
             kind: headers::KIND_REPLY,
             event: "reply",
@@ -153,6 +141,30 @@ pub async fn reply(rooms: &Rooms, sender: &str, r: ReplyTo) -> Result<Fanout, Br
             payload: &r.payload,
         }
         .batch()
-    })
-    .await
+    };
+    check_deliverable(rooms, r.payload.len(), record)?;
+    inbox::fan_out(rooms, &to, true, |_| record()).await
+}
+
+/// Refuses a record that, with the headers the broker adds, would not fit
+/// a Deliver frame (what clients are told is the frame limit): it could
+/// never be delivered. Measured (`record` built) only for a payload near
+/// the limit.
+fn check_deliverable(
+    rooms: &Rooms,
+    payload: usize,
+    record: impl FnOnce() -> herald_protocol::Batch,
+) -> Result<(), BrokerError> {
+    let deliverable = rooms.config().max_frame_bytes.saturating_sub(64);
+    if payload + 1024 <= deliverable {
+        return Ok(());
+    }
+    let size = record().len_bytes();
+    if size > deliverable {
+        return Err(BrokerError::InvalidArgument(format!(
+            "the record would be {size} bytes with its headers, over the {deliverable} a \
+             delivery may carry (the frame limit less the Deliver prefix): send a smaller payload"
+        )));
+    }
+    Ok(())
 }
