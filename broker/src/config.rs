@@ -140,6 +140,17 @@ pub const DEFAULT_HTTP: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     7480,
 ));
 
+impl BrokerConfig {
+    /// The biggest record batch a Deliver frame can carry within the frame
+    /// limit, which clients enforce on what they read: the limit less the
+    /// frame header and the Deliver prefix.
+    pub fn max_deliverable_batch(&self) -> usize {
+        self.max_frame_bytes.saturating_sub(
+            herald_protocol::HEADER_LEN + herald_protocol::message::DELIVER_PREFIX_LEN,
+        )
+    }
+}
+
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {

@@ -155,7 +155,7 @@ fn check_deliverable(
     payload: usize,
     record: impl FnOnce() -> herald_protocol::Batch,
 ) -> Result<(), BrokerError> {
-    let deliverable = rooms.config().max_frame_bytes.saturating_sub(64);
+    let deliverable = rooms.config().max_deliverable_batch();
     if payload + 1024 <= deliverable {
         return Ok(());
     }

@@ -45,8 +45,8 @@ pub struct LogConfig {
     /// keep their batches as received.
     pub coalesce: bool,
     /// Most bytes of one merged batch: [`super::coalesce::MAX_BYTES`], or
-    /// less so that a Deliver of it fits the broker's frame limit (which
-    /// clients enforce on what they read).
+    /// less so that a Deliver of it fits the broker's frame limit
+    /// ([`crate::BrokerConfig::max_deliverable_batch`]).
     pub coalesce_max_bytes: usize,
     /// Under `Always`, make each group commit durable through this shared
     /// sync round (see [`crate::syncer`]) instead of an `fdatasync` of its

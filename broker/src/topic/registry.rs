@@ -147,9 +147,7 @@ impl Registry {
             || name.starts_with(crate::rooms::inbox::INBOX_PREFIX);
         LogConfig {
             coalesce: broker_written,
-            // A Deliver (header and prefix, under 64 bytes) of a merged
-            // batch fits the frame limit clients are told.
-            coalesce_max_bytes: self.config.max_frame_bytes.saturating_sub(64),
+            coalesce_max_bytes: self.config.max_deliverable_batch(),
             shared_sync: self.syncer.clone().filter(|_| broker_written),
             segment_bytes: cfg.segment_bytes.unwrap_or(self.config.segment_bytes),
             fsync: cfg.fsync.unwrap_or(self.config.fsync),
