@@ -153,16 +153,36 @@ async fn scrape_shows_appends_lag_errors_and_connections() {
     )
     .await;
 
-    // Bad requests: an invalid topic name, a handshake without Hello.
+    // Bad requests: an invalid topic name, an emit of a reserved event name
+    // inside an EmitBatch (counted like a lone refusal), a handshake
+    // without Hello.
     let bad = c.publish_seq("no spaces allowed", &[b"x"], 0, 0).await;
     assert_eq!(bad.unwrap_err().code, ErrorCode::InvalidArgument.as_u16());
+    let emit = |event: &str| Emit {
+        target: EmitTarget::Room("lobby".into()),
+        event: event.into(),
+        payload: Vec::new(),
+        correlation: 0,
+    };
+    let m = c
+        .request(Message::EmitBatch(EmitBatch {
+            emits: vec![emit("fine"), emit("join")],
+        }))
+        .await;
+    let Message::EmitBatchOk(ok) = &m else {
+        panic!("{m:?}")
+    };
+    assert!(
+        matches!(ok.results[..], [EmitOutcome::Ok(_), EmitOutcome::Err(_)]),
+        "{m:?}"
+    );
     let mut rude = Raw::unhandshaken(b.local_addr()).await;
     rude.send_no_reply(Message::Ping).await;
     assert!(rude.recv().await.is_some(), "the refusal is answered");
     let text = scrape(http).await;
     assert_eq!(
         value(&text, "herald_errors_total{code=\"InvalidArgument\"}"),
-        Some(1.0),
+        Some(2.0),
         "{text}"
     );
     assert_eq!(

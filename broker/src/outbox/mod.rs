@@ -124,11 +124,22 @@ impl Outbox {
         self.send_frame(self.encode(request_id, msg))
     }
 
-    /// Encodes a reply (and counts it if it is an error).
+    /// Encodes a reply (and counts it if it is an error, or the refused
+    /// emits of an `EmitBatchOk`: each as an error reply to it alone
+    /// would be).
     pub fn encode(&self, request_id: u64, msg: &Message) -> Bytes {
-        if let Message::Error(e) = msg {
+        let count = |e: &herald_protocol::ErrorBody| {
             self.metrics
-                .error(herald_protocol::ErrorCode::from_u16(e.code));
+                .error(herald_protocol::ErrorCode::from_u16(e.code))
+        };
+        match msg {
+            Message::Error(e) => count(e),
+            Message::EmitBatchOk(ok) => ok.results.iter().for_each(|r| {
+                if let herald_protocol::EmitOutcome::Err(e) = r {
+                    count(e);
+                }
+            }),
+            _ => {}
         }
         let mut b = BytesMut::new();
         msg.encode(request_id, &mut b);
