@@ -1155,6 +1155,15 @@ mod tests {
         u64::from_le_bytes(e.payload[..8].try_into().expect("8 bytes"))
     }
 
+    /// A live connection's state at protocol `version`.
+    fn live(version: u16) -> State {
+        State {
+            live: true,
+            version,
+            ..State::default()
+        }
+    }
+
     /// Makes emit `i` (its payload says `i`) as a caller would; returns
     /// where its answer comes.
     fn request_emit(state: &mut State, i: u64) -> oneshot::Receiver<Result<Wire>> {
@@ -1170,10 +1179,7 @@ mod tests {
     /// them) go again in the order they were first sent.
     #[test]
     fn unanswered_requests_go_again_in_their_first_order() {
-        let mut state = State {
-            live: true,
-            ..State::default()
-        };
+        let mut state = live(0);
         let _answers: Vec<_> = (0..50).map(|i| request_emit(&mut state, i)).collect();
         let first: Vec<u64> = sent(&mut state).into_iter().map(|(id, _)| id).collect();
         state.live = false;
@@ -1194,10 +1200,8 @@ mod tests {
     #[test]
     fn emit_batches_stay_under_half_the_frame_limit() {
         let mut state = State {
-            live: true,
-            version: 3,
             max_frame: 4096,
-            ..State::default()
+            ..live(3)
         };
         let _answers: Vec<_> = (0..200).map(|i| request_emit(&mut state, i)).collect();
         state.flush_emits();
@@ -1230,11 +1234,7 @@ mod tests {
     /// order.
     #[test]
     fn emits_of_one_turn_leave_as_one_batch_and_split_for_an_older_broker() {
-        let mut state = State {
-            live: true,
-            version: 3,
-            ..State::default()
-        };
+        let mut state = live(3);
         let mut answers: Vec<_> = (0..5).map(|i| request_emit(&mut state, i)).collect();
         assert!(
             sent(&mut state).is_empty(),
