@@ -22,40 +22,62 @@ fn read_limit(cx: &Ctx) -> usize {
     MAX_READ_BYTES.min(cx.memory.allowance())
 }
 
-/// The fresh batches read for the members of a set's groups in one
-/// round. In a room's set every member is usually at the same offset: the
-/// first read from an offset takes as much as any member may take
-/// ([`read_limit`]) and the others take their share of it, instead of each
-/// locking the log and collecting the same batches again. A set of one
-/// reads exactly what each member may take. Cleared after each round, so
-/// it neither holds batches nor misses what the log got since.
+/// The fresh batches read for the members of a set's groups. In a room's
+/// set the members are usually near one another: the first read from an
+/// offset takes as much as any member may take ([`read_limit`]) and every
+/// member whose next offset lies inside it takes its share, instead of each
+/// locking the log and collecting the same batches again. A read that ends
+/// where the log ended is forgotten after its round (the log may have
+/// more since); one that ends before is kept for the next rounds while
+/// members read from it: members that fell behind the tail cache read from
+/// disk, each at its own offset, and without it every one of them read
+/// (and checked) its own megabyte for the few records its credit took
+/// (docs/performance.md, "Members behind the tail cache"). A set of one
+/// reads exactly what its member may take.
 pub(super) struct Reads {
     /// Share reads among groups (a room's set).
     shared: bool,
-    /// `batches` were read from this offset and may be shared.
-    from: Option<u64>,
-    /// The last read; its allocation is reused.
+    /// The last read: contiguous batches.
     batches: Vec<Batch>,
+    /// `batches` reach what was the log's end when they were read.
+    at_end: bool,
+    /// `batches` served a member in this round.
+    used: bool,
 }
 
 impl Reads {
     pub fn new(shared: bool) -> Reads {
         Reads {
             shared,
-            from: None,
             batches: Vec::new(),
+            at_end: true,
+            used: false,
         }
     }
 
-    /// Forgets the round's reads.
-    pub fn clear(&mut self) {
-        self.from = None;
-        self.batches.clear();
+    /// The end of a round: forgets the reads, unless they stop short of
+    /// the log's end and a member read from them in this round.
+    pub fn end_round(&mut self) {
+        if !self.shared || self.at_end || !self.used {
+            self.batches.clear();
+        }
+        self.used = false;
+    }
+
+    /// Where the held batches serve a read from `from`: the index of the
+    /// batch that holds it.
+    fn holding(&self, from: u64) -> Option<usize> {
+        let first = self.batches.first()?;
+        let last = self.batches.last()?;
+        if from < first.base_offset() || from > last.last_offset() {
+            return None;
+        }
+        Some(self.batches.partition_point(|b| b.last_offset() < from))
     }
 
     /// What `Log::read(from, max_bytes, max_records)` returns, from the
-    /// round's shared read when there is one from `from` (`max_bytes` is
-    /// at most `limit`, which the shared read used).
+    /// held shared read when it holds `from` (`max_bytes` is at most
+    /// `limit`, which the shared read used).
     fn read(
         &mut self,
         log: &Log,
@@ -64,19 +86,26 @@ impl Reads {
         max_records: u32,
         limit: usize,
     ) -> Result<&[Batch], StorageError> {
-        if self.from != Some(from) {
-            self.from = None;
-            self.batches.clear();
-            let v = if self.shared {
-                log.read(from, limit, u32::MAX)?
-            } else {
-                log.read(from, max_bytes, max_records)?
-            };
-            self.batches = v;
-            self.from = self.shared.then_some(from);
-        }
-        let n = prefix(&self.batches, max_bytes, max_records);
-        Ok(&self.batches[..n])
+        let start = match self.holding(from).filter(|_| self.shared) {
+            Some(i) => i,
+            None => {
+                self.batches.clear();
+                self.batches = if self.shared {
+                    log.read(from, limit, u32::MAX)?
+                } else {
+                    log.read(from, max_bytes, max_records)?
+                };
+                self.at_end = self
+                    .batches
+                    .last()
+                    .is_none_or(|b| b.last_offset() + 1 >= log.next_offset());
+                0
+            }
+        };
+        self.used = true;
+        let rest = &self.batches[start..];
+        let n = prefix(rest, max_bytes, max_records);
+        Ok(&rest[..n])
     }
 }
 
@@ -357,5 +386,63 @@ mod tests {
         assert_eq!(prefix(&v, usize::MAX, 6), 3);
         assert_eq!(prefix(&v, len + v[1].len_bytes(), 100), 2);
         assert_eq!(prefix(&[], 1, 1), 0);
+    }
+
+    /// Members behind the tail cache read one shared disk read: a read from
+    /// an offset inside the held batches is served from them (the same
+    /// bytes, not a second read), in later rounds too while they stop
+    /// short of the log's end and members read from them; a read that
+    /// reached the end is forgotten after its round.
+    #[tokio::test]
+    async fn members_inside_a_held_read_share_it_across_rounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::storage::LogConfig {
+            tail_cache_bytes: 0,
+            ..Default::default()
+        };
+        let log = Log::open(dir.path(), cfg).unwrap();
+        for _ in 0..10 {
+            log.append(batch(10)).await.unwrap();
+        }
+        let same = |a: &Batch, b: &Batch| a.bytes().as_ptr() == b.bytes().as_ptr();
+        let mut reads = Reads::new(true);
+        let limit = 5 * batch(10).len_bytes();
+        let first = reads.read(&log, 0, usize::MAX, 10, limit).unwrap().to_vec();
+        assert_eq!(first.len(), 1);
+        reads.end_round();
+        // Another member, at offset 23, in the next round: the held read
+        // (offsets 0-49) has it, from its third batch on.
+        let got = reads
+            .read(&log, 23, usize::MAX, 100, limit)
+            .unwrap()
+            .to_vec();
+        assert_eq!(got.len(), 3, "to the end of the held read");
+        assert_eq!(got[0].base_offset(), 20);
+        assert!(
+            same(&got[0], &reads.batches[2]),
+            "served from the held read"
+        );
+        reads.end_round();
+        // A round that does not use it forgets it.
+        reads.end_round();
+        assert!(reads.batches.is_empty());
+        // A read that reaches the log's end is not held past its round.
+        let tail = reads.read(&log, 60, usize::MAX, 100, usize::MAX).unwrap();
+        assert_eq!(tail.last().map(Batch::last_offset), Some(99));
+        reads.end_round();
+        assert!(reads.batches.is_empty());
+        // Outside the held batches: a read of the log.
+        let _ = reads.read(&log, 0, usize::MAX, 10, limit).unwrap();
+        let past = reads
+            .read(&log, 70, usize::MAX, 10, limit)
+            .unwrap()
+            .to_vec();
+        assert_eq!(past[0].base_offset(), 70);
+        // A set of one never shares: each read is the member's own.
+        let mut own = Reads::new(false);
+        let a = own.read(&log, 0, usize::MAX, 10, limit).unwrap().to_vec();
+        let b = own.read(&log, 5, usize::MAX, 10, limit).unwrap().to_vec();
+        assert!(!same(&a[0], &b[0]));
+        log.close().await.unwrap();
     }
 }

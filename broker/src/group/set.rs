@@ -192,7 +192,7 @@ struct Shell {
     memory_waiters: Vec<u64>,
     /// The most lenient level they wait for.
     memory_level: Option<Level>,
-    /// The round's reads of the log, shared among a room's groups.
+    /// Reads of the log shared among a room's groups (see [`Reads`]).
     reads: Reads,
     /// One member's deliveries of a round, handed to its connection at
     /// once; empty between uses (the allocation is kept).
@@ -385,7 +385,7 @@ impl Shell {
                 }
             }
         }
-        self.reads.clear();
+        self.reads.end_round();
         // Keep the allocation for the next round.
         touched.clear();
         self.touched = touched;
