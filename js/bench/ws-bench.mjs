@@ -12,6 +12,14 @@
 //     members, each its own herald-client WebSocket connection with an
 //     on() handler; prints deliveries per second.
 //
+//   node bench/ws-bench.mjs catchup HTTP_ADDR MEMBERS COUNT
+//     MEMBERS durable members of a room go away (their clients close), one
+//     emitter sends COUNT events (64 in flight), then every member comes
+//     back at once (a new client with the same id, an on() handler): the
+//     events per second they catch up at, all members together, from their
+//     connects to the last event. Past the broker's tail cache (8 MiB, about
+//     40,000 events of 100 bytes) they read the room's log from disk.
+//
 //   node bench/ws-bench.mjs latency TCP_ADDR HTTP_ADDR RATE SECONDS
 //     Publish-to-deliver latency at RATE msg/s, once over TCP and once over
 //     WebSocket, with the same code (raw frames from js/src/codec.js): one
@@ -220,6 +228,57 @@ async function rooms(http, members, seconds, window) {
   for (const c of [...clients, emitter]) await c.close({ timeoutMs: 1000 });
 }
 
+async function catchup(http, members, count) {
+  const tag = Math.random().toString(36).slice(2, 7);
+  const room = `bench-${tag}`;
+  const url = `ws://${http}/ws`;
+  const ids = Array.from({ length: members }, (_, i) => `m-${tag}-${i}`);
+  for (const id of ids) {
+    const c = await connect(url, { WebSocket, clientId: id });
+    await c.joinDurable(room);
+    await c.close({ timeoutMs: 1000 });
+  }
+  const emitter = await connect(url, { WebSocket, clientId: `e-${tag}` });
+  const payload = new Uint8Array(100);
+  const e0 = performance.now();
+  let sent = 0;
+  const inflight = new Set();
+  while (sent < count) {
+    while (inflight.size < 64 && sent < count) {
+      const p = emitter.emit({ room }, "tick", payload).then(() => inflight.delete(p));
+      inflight.add(p);
+      sent++;
+    }
+    await Promise.race(inflight);
+  }
+  await Promise.all(inflight);
+  const emitSecs = (performance.now() - e0) / 1000;
+  await emitter.close({ timeoutMs: 1000 });
+  let delivered = 0;
+  const want = count * members;
+  let done;
+  const all = new Promise((resolve) => (done = resolve));
+  const t0 = performance.now();
+  const clients = await Promise.all(
+    ids.map(async (id) => {
+      const c = await connect(url, { WebSocket, clientId: id });
+      c.on("tick", () => {
+        if (++delivered === want) done();
+      });
+      return c;
+    }),
+  );
+  const timeout = setTimeout(() => done(), 120000);
+  await all;
+  clearTimeout(timeout);
+  const secs = (performance.now() - t0) / 1000;
+  console.log(
+    `catch-up over WebSocket: ${members} durable members back after ${count} events (emitted at ${(count / emitSecs).toFixed(0)}/s): ${delivered} of ${want} events in ${secs.toFixed(2)} s = ${(delivered / secs).toFixed(0)} events/s`,
+  );
+  for (const c of clients) await c.close({ timeoutMs: 1000 });
+  if (delivered !== want) process.exit(1);
+}
+
 const [cmd, ...args] = process.argv.slice(2);
 if (cmd === "idle") {
   const [http, pid, n, roomSize] = args;
@@ -228,13 +287,16 @@ if (cmd === "idle") {
   const [http, members, seconds, window = "64"] = args;
   if (!(Number(window) >= 1)) throw new Error(`WINDOW must be a number >= 1, not ${window}`);
   await rooms(http, Number(members), Number(seconds), Number(window));
+} else if (cmd === "catchup") {
+  const [http, members, count] = args;
+  await catchup(http, Number(members), Number(count));
 } else if (cmd === "latency") {
   const [tcp, http, rate, seconds] = args;
   const t = await latency("tcp", tcp, Number(rate), Number(seconds));
   const w = await latency("ws", http, Number(rate), Number(seconds));
   console.log(`p99 WebSocket / TCP = ${(w / t).toFixed(2)}`);
 } else {
-  console.error("usage: ws-bench.mjs idle HTTP_ADDR BROKER_PID N [ROOM_SIZE] | rooms HTTP_ADDR MEMBERS SECONDS [WINDOW] | latency TCP_ADDR HTTP_ADDR RATE SECONDS");
+  console.error("usage: ws-bench.mjs idle HTTP_ADDR BROKER_PID N [ROOM_SIZE] | rooms HTTP_ADDR MEMBERS SECONDS [WINDOW] | catchup HTTP_ADDR MEMBERS COUNT | latency TCP_ADDR HTTP_ADDR RATE SECONDS");
   process.exit(2);
 }
 process.exit(0);

@@ -32,14 +32,15 @@ enum Mode {
     /// Emit events to a durable room of N members (each gets every event
     /// in its inbox and acks it); deliveries/s and emit-to-deliver latency.
     Rooms,
-    /// A durable room member goes offline while `--count` events are
-    /// emitted to its room, then comes back: events/s it catches up at.
+    /// `--consumers` durable room members (default 1) go offline while
+    /// `--count` events are emitted to their room, then all come back at
+    /// once: events/s they catch up at, together
     Catchup,
 }
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  herald bench pub --embedded --count 1000000 --size 100\n  herald bench pub --server 127.0.0.1:7400 --size 1024 --count 200000 --json\n  herald bench sub --embedded --count 500000\n  herald bench pubsub --embedded --rate 20000 --count 200000 --fsync never\n  herald bench pubsub --server ws://127.0.0.1:7480/ws --rate 20000 --count 200000\n  herald bench fanout --embedded --consumers 4 --count 1000000\n  herald bench rooms --embedded --consumers 10 --producers 4 --count 10000\n  herald bench catchup --embedded --count 1000000"
+    after_help = "Examples:\n  herald bench pub --embedded --count 1000000 --size 100\n  herald bench pub --server 127.0.0.1:7400 --size 1024 --count 200000 --json\n  herald bench sub --embedded --count 500000\n  herald bench pubsub --embedded --rate 20000 --count 200000 --fsync never\n  herald bench pubsub --server ws://127.0.0.1:7480/ws --rate 20000 --count 200000\n  herald bench fanout --embedded --consumers 4 --count 1000000\n  herald bench rooms --embedded --consumers 10 --producers 4 --count 10000\n  herald bench catchup --embedded --count 1000000\n  herald bench catchup --embedded --consumers 100 --count 100000"
 )]
 pub struct BenchArgs {
     mode: Mode,
@@ -262,7 +263,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             }
             Mode::Catchup => {
                 let (n, secs) = catch_up(&a, &builder, &connect, epoch).await?;
-                json!({"caught_up": n, "emitted": a.count, "inflight": a.inflight, "secs": secs})
+                json!({"caught_up": n, "members": a.consumers, "emitted": a.count, "inflight": a.inflight, "secs": secs})
                     .with_rates(n, a.size, secs, &Lat::new(), "")
             }
             Mode::Fanout => {
@@ -809,29 +810,44 @@ where
 {
     let tag = format!("{:08x}", rand::random::<u32>());
     let room = format!("bench-{tag}");
-    let id = format!("bench-{tag}-member");
-    let member = builder.clone().client_id(id.clone()).connect().await?;
-    member.join_durable(&room).await?;
-    member.close().await;
+    let ids: Vec<String> = (0..a.consumers.max(1))
+        .map(|i| format!("bench-{tag}-member-{i}"))
+        .collect();
+    for id in &ids {
+        let member = builder.clone().client_id(id.clone()).connect().await?;
+        member.join_durable(&room).await?;
+        member.close().await;
+    }
     emit_to(a, connect, std::slice::from_ref(&room), epoch).await?;
     let t0 = Instant::now();
-    let member = builder.clone().client_id(id).connect().await?;
-    let mut inbox = member.inbox().await?;
-    let bar = progress(a.count);
-    let mut n = 0u64;
-    while n < a.count {
-        let next = tokio::time::timeout(Duration::from_secs(30), inbox.next()).await;
-        let ev = next
-            .context("no event for 30 s")?
-            .context("the inbox ended")??;
-        if ev.name() == "bench" {
-            n += 1;
-            bar.inc(1);
-        }
-        ev.ack().await?;
+    let bar = progress(a.count * ids.len() as u64);
+    let count = a.count;
+    let members = ids.into_iter().map(|id| {
+        let (builder, bar) = (builder.clone(), bar.clone());
+        tokio::spawn(async move {
+            let member = builder.client_id(id).connect().await?;
+            let mut inbox = member.inbox().await?;
+            let mut n = 0u64;
+            while n < count {
+                let next = tokio::time::timeout(Duration::from_secs(30), inbox.next()).await;
+                let ev = next
+                    .context("no event for 30 s")?
+                    .context("the inbox ended")??;
+                if ev.name() == "bench" {
+                    n += 1;
+                    bar.inc(1);
+                }
+                ev.ack().await?;
+            }
+            member.close().await;
+            anyhow::Ok(n)
+        })
+    });
+    let mut n = 0;
+    for joined in futures::future::join_all(members).await {
+        n += joined.context("a member's task")??;
     }
     let secs = t0.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    member.close().await;
     Ok((n, secs))
 }
