@@ -14,7 +14,7 @@ use herald_protocol::Batch;
 use super::damage::Damage;
 use super::error::StorageError;
 use super::index;
-use super::segment::scan_to;
+use super::segment::{self, scan_to};
 use super::{LogState, Shared};
 
 /// Most bytes one disk read fetches, whatever `max_bytes` says (the first
@@ -265,6 +265,7 @@ fn read_disk(
     let avail = (limit - pos) as usize;
     let want = max_bytes
         .min(MAX_READ_BYTES)
+        .min(sized_for(&first, max_records))
         .max(first.batch_len as usize)
         .min(avail);
     let mut buf = BytesMut::zeroed(want);
@@ -287,6 +288,20 @@ fn read_disk(
         )),
         _ => Ok(out),
     }
+}
+
+/// Bytes enough for the first batch and `max_records` more records at its
+/// size per record: a reader with credit for a few records (a group member
+/// with a small prefetch) does not fetch, zero and charge a megabyte to
+/// use a few hundred bytes of it. An estimate: a read that falls short
+/// returns fewer records, and the caller reads again.
+fn sized_for(first: &segment::Header, max_records: u32) -> usize {
+    let len = first.batch_len as usize;
+    let per_record = len / first.record_count.max(1) as usize;
+    per_record
+        .saturating_add(1)
+        .saturating_mul(max_records as usize)
+        .saturating_add(len)
 }
 
 /// Splits `buf` (batches from offset `expected` on) into checked batches
@@ -408,5 +423,55 @@ mod tests {
         let mut b = Budget::new(usize::MAX, 3);
         assert!(b.take(10, 5));
         assert!(!b.take(10, 1));
+    }
+
+    /// A disk read is sized by the records asked for, and still holds them
+    /// all when the batches are alike: `k` records asked, `k` returned
+    /// (whole batches, the first one always), for reads starting inside a
+    /// batch as well.
+    #[tokio::test]
+    async fn a_disk_read_sized_by_records_still_holds_them() {
+        let h = |len: u32, count: u32| segment::Header {
+            base_offset: 0,
+            append_time: 0,
+            batch_len: len,
+            magic: 1,
+            record_count: count,
+            producer_id: 0,
+            base_sequence: 0,
+        };
+        assert_eq!(sized_for(&h(1000, 10), 5), 1000 + 5 * 101);
+        assert!(sized_for(&h(1000, 10), u32::MAX) > MAX_READ_BYTES);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = super::super::LogConfig {
+            tail_cache_bytes: 0,
+            ..Default::default()
+        };
+        let log = super::super::Log::open(dir.path(), cfg).unwrap();
+        for _ in 0..40 {
+            let mut b = BatchBuilder::new();
+            for _ in 0..3 {
+                b.push(&RecordRef {
+                    payload: &[7; 50],
+                    ..RecordRef::default()
+                });
+            }
+            log.append(Batch::from_trusted(b.finish(0, 0)))
+                .await
+                .unwrap();
+        }
+        for from in [0, 1, 2, 30] {
+            for k in 1..=40u32 {
+                let got = log.read(from, usize::MAX, k).unwrap();
+                let records: u64 = got.iter().map(|b| u64::from(b.record_count())).sum();
+                let start = from - from % 3;
+                // Whole batches from the one holding `from`, while the
+                // records from `start` stay within k (the first batch always).
+                let want = (u64::from(k) / 3).max(1) * 3;
+                assert_eq!(records, want, "from {from}, {k} records asked");
+                assert_eq!(got[0].base_offset(), start);
+            }
+        }
+        log.close().await.unwrap();
     }
 }
