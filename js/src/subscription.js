@@ -208,6 +208,10 @@ export class Subscription {
     /** Ack frames sent and not confirmed durable (or refused): their
      * ranges, still acked by the application. */
     this._sentAcks = [];
+    /** The highest offset the application ever acked here: a delivery
+     * past it (every fresh one) cannot be among the acked, and is not
+     * looked up in them. */
+    this._ackedMax = -1;
     /** Of those, the frames sent without a request id on this connection
      * since the last one that asked for a confirm. */
     this._unconfirmed = [];
@@ -383,6 +387,7 @@ export class Subscription {
   /** Whether the application acked `offset` and the broker has not
    * confirmed it durable yet (its redelivery is dropped). */
   _isAcked(offset) {
+    if (offset > this._ackedMax) return false;
     if (!this._unsent.empty && this._unsent.has(offset)) return true;
     for (let i = 0; i < this._sentAcks.length; i++) if (inRanges(this._sentAcks[i], offset)) return true;
     return false;
@@ -391,6 +396,7 @@ export class Subscription {
   _ack(offset, confirmed = false) {
     if (this.group === null) return confirmed ? Promise.resolve() : undefined;
     this._unsent.add(offset);
+    if (offset > this._ackedMax) this._ackedMax = offset;
     let p;
     if (confirmed) {
       p = new Promise((resolve, reject) => {
