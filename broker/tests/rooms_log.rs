@@ -472,3 +472,71 @@ async fn joins_at_once() {
     assert_eq!(ids, want);
     m00.close().await;
 }
+
+/// Members coming back together after an outage read the room's log from
+/// disk (no tail cache here), through reads shared among them and kept
+/// across rounds while they stop short of the log's end. Each reads the
+/// log as the JavaScript client does (its group is its client id) with a
+/// small prefetch, so each takes a few records at a time, at its own pace
+/// and offset: each gets every event once, in order, then nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_back_together_from_disk_each_get_every_event_once_in_order() {
+    const MEMBERS: usize = 5;
+    const EVENTS: usize = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.tail_cache_bytes = 0;
+    cfg.segment_bytes = 256 * 1024;
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    let addr = b.local_addr().to_string();
+    let ids: Vec<String> = (0..MEMBERS).map(|i| format!("m{i}")).collect();
+    for id in &ids {
+        let m = client(&addr, id).await;
+        m.join_durable("back").await.unwrap();
+        m.close().await;
+    }
+    let alice = client(&addr, "alice").await;
+    let pad = "x".repeat(400);
+    for chunk in (0..EVENTS).collect::<Vec<_>>().chunks(100) {
+        let emits = chunk
+            .iter()
+            .map(|i| alice.emit(Target::room("back"), "m", format!("{i:05}{pad}")));
+        for r in futures::future::join_all(emits).await {
+            r.unwrap();
+        }
+    }
+    let members = ids.iter().enumerate().map(|(k, id)| {
+        let (addr, id) = (addr.clone(), id.clone());
+        tokio::spawn(async move {
+            let m = client(&addr, &id).await;
+            let mut sub = m
+                .subscribe("_room.back")
+                .group(id.clone())
+                .prefetch(20 + 10 * k as u32)
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            while got.len() < EVENTS {
+                let msg = tokio::time::timeout(T, sub.next())
+                    .await
+                    .expect("an event in time")
+                    .expect("open")
+                    .expect("a message");
+                if msg.key().map(|k| &k[..]) == Some(&b"m"[..]) {
+                    got.push(String::from_utf8_lossy(msg.payload()).into_owned());
+                }
+                msg.ack().await.unwrap();
+            }
+            let more = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
+            assert!(more.is_err(), "{id}: more than every event once");
+            m.close().await;
+            (id, got)
+        })
+    });
+    let want: Vec<String> = (0..EVENTS).map(|i| format!("{i:05}{pad}")).collect();
+    for joined in futures::future::join_all(members).await {
+        let (id, got) = joined.unwrap();
+        assert!(got == want, "{id}: not every event once in order");
+    }
+    b.shutdown().await;
+}
