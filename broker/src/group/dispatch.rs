@@ -95,10 +95,12 @@ impl Reads {
                 } else {
                     log.read(from, max_bytes, max_records)?
                 };
-                self.at_end = self
-                    .batches
-                    .last()
-                    .is_none_or(|b| b.last_offset() + 1 >= log.next_offset());
+                // Only a shared read is kept past its round.
+                self.at_end = !self.shared
+                    || self
+                        .batches
+                        .last()
+                        .is_none_or(|b| b.last_offset() + 1 >= log.next_offset());
                 0
             }
         };
