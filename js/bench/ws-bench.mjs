@@ -19,6 +19,8 @@
 //     events per second they catch up at, all members together, from their
 //     connects to the last event. Past the broker's tail cache (8 MiB, about
 //     40,000 events of 100 bytes) they read the room's log from disk.
+//     STAGGER_MS=D: member i comes back i*D ms after the first (they are
+//     then spread over the backlog instead of together).
 //
 //   node bench/ws-bench.mjs latency TCP_ADDR HTTP_ADDR RATE SECONDS
 //     Publish-to-deliver latency at RATE msg/s, once over TCP and once over
@@ -259,8 +261,10 @@ async function catchup(http, members, count) {
   let done;
   const all = new Promise((resolve) => (done = resolve));
   const t0 = performance.now();
+  const stagger = Number(process.env.STAGGER_MS ?? 0);
   const clients = await Promise.all(
-    ids.map(async (id) => {
+    ids.map(async (id, i) => {
+      if (stagger > 0) await sleep(i * stagger);
       const c = await connect(url, { WebSocket, clientId: id });
       c.on("tick", () => {
         if (++delivered === want) done();

@@ -22,50 +22,50 @@ fn read_limit(cx: &Ctx) -> usize {
     MAX_READ_BYTES.min(cx.memory.allowance())
 }
 
+/// Most reads a room's set keeps past their round.
+const HELD_MAX: usize = 8;
+
+/// A shared read takes this many times the records the member asking may
+/// take (within [`read_limit`]): enough for the members near it, and a
+/// read that only its own member uses costs a few rounds' worth, not a
+/// megabyte.
+const SHARED_READ_CREDITS: u32 = 8;
+
+/// A kept read that no member has read from for this long is dropped.
+pub(super) const HELD_FOR: Duration = Duration::from_secs(1);
+
 /// The fresh batches read for the members of a set's groups. In a room's
-/// set the members are usually near one another: the first read from an
-/// offset takes as much as any member may take ([`read_limit`]) and every
-/// member whose next offset lies inside it takes its share, instead of each
+/// set the members are usually near one another: a read from an offset
+/// takes as much as any member may take ([`read_limit`]) and every member
+/// whose next offset lies inside it takes its share, instead of each
 /// locking the log and collecting the same batches again. A read that ends
-/// where the log ended is forgotten after its round (the log may have
-/// more since); one that ends before is kept for the next rounds while
-/// members read from it: members that fell behind the tail cache read from
-/// disk, each at its own offset, and without it every one of them read
-/// (and checked) its own megabyte for the few records its credit took
-/// (docs/performance.md, "Members behind the tail cache"). A set of one
-/// reads exactly what its member may take.
+/// where the log ended is forgotten after its round (the log may have more
+/// since). Up to [`HELD_MAX`] reads that end before it are kept across
+/// rounds until no member has read from them for [`HELD_FOR`] (the set
+/// wakes then to drop them; the least recently used goes first when a
+/// new one needs room): members that fell behind the tail cache read from
+/// disk, each at its own offset, a round often serving one member, and
+/// without them every one of them read (and checked) its own megabyte for
+/// the few records its credit took (docs/performance.md, "Members behind
+/// the tail cache"). A set of one reads exactly what its member may take,
+/// and keeps nothing.
 pub(super) struct Reads {
     /// Share reads among groups (a room's set).
     shared: bool,
-    /// The last read: contiguous batches.
-    batches: Vec<Batch>,
-    /// `batches` reach what was the log's end when they were read.
-    at_end: bool,
-    /// `batches` served a member in this round.
-    used: bool,
+    held: Vec<Held>,
 }
 
-impl Reads {
-    pub fn new(shared: bool) -> Reads {
-        Reads {
-            shared,
-            batches: Vec::new(),
-            at_end: true,
-            used: false,
-        }
-    }
+/// One read: contiguous batches.
+struct Held {
+    batches: Vec<Batch>,
+    /// They reach what was the log's end when they were read.
+    at_end: bool,
+    /// When a member last read from them.
+    used: Instant,
+}
 
-    /// The end of a round: forgets the reads, unless they stop short of
-    /// the log's end and a member read from them in this round.
-    pub fn end_round(&mut self) {
-        if !self.shared || self.at_end || !self.used {
-            self.batches.clear();
-        }
-        self.used = false;
-    }
-
-    /// Where the held batches serve a read from `from`: the index of the
-    /// batch that holds it.
+impl Held {
+    /// The index of the batch that holds `from`, if one does.
     fn holding(&self, from: u64) -> Option<usize> {
         let first = self.batches.first()?;
         let last = self.batches.last()?;
@@ -74,10 +74,32 @@ impl Reads {
         }
         Some(self.batches.partition_point(|b| b.last_offset() < from))
     }
+}
 
-    /// What `Log::read(from, max_bytes, max_records)` returns, from the
-    /// held shared read when it holds `from` (`max_bytes` is at most
-    /// `limit`, which the shared read used).
+impl Reads {
+    pub fn new(shared: bool) -> Reads {
+        Reads {
+            shared,
+            held: Vec::new(),
+        }
+    }
+
+    /// The end of a round: forgets the reads that reached the log's end,
+    /// those no member read from for [`HELD_FOR`], and all of a set of one.
+    pub fn end_round(&mut self, now: Instant) {
+        let shared = self.shared;
+        self.held
+            .retain(|h| shared && !h.at_end && now.duration_since(h.used) < HELD_FOR);
+    }
+
+    /// When the set must wake to drop a kept read (then [`Reads::end_round`]).
+    pub fn expiry(&self) -> Option<Instant> {
+        self.held.iter().map(|h| h.used + HELD_FOR).min()
+    }
+
+    /// What `Log::read(from, max_bytes, max_records)` returns, from a
+    /// kept shared read when one holds `from` (`max_bytes` is at most
+    /// `limit`, which a shared read used).
     fn read(
         &mut self,
         log: &Log,
@@ -86,26 +108,46 @@ impl Reads {
         max_records: u32,
         limit: usize,
     ) -> Result<&[Batch], StorageError> {
-        let start = match self.holding(from).filter(|_| self.shared) {
-            Some(i) => i,
+        let now = Instant::now();
+        let found = if self.shared {
+            self.held
+                .iter()
+                .enumerate()
+                .find_map(|(i, h)| h.holding(from).map(|start| (i, start)))
+        } else {
+            None
+        };
+        let (i, start) = match found {
+            Some(found) => found,
             None => {
-                self.batches.clear();
-                self.batches = if self.shared {
-                    log.read(from, limit, u32::MAX)?
+                let batches = if self.shared {
+                    log.read(from, limit, max_records.saturating_mul(SHARED_READ_CREDITS))?
                 } else {
                     log.read(from, max_bytes, max_records)?
                 };
                 // Only a shared read is kept past its round.
-                self.at_end = !self.shared
-                    || self
-                        .batches
+                let at_end = !self.shared
+                    || batches
                         .last()
                         .is_none_or(|b| b.last_offset() + 1 >= log.next_offset());
-                0
+                let max = if self.shared { HELD_MAX } else { 1 };
+                if self.held.len() >= max {
+                    let lru = (0..self.held.len())
+                        .min_by_key(|&i| self.held[i].used)
+                        .unwrap_or(0);
+                    self.held.swap_remove(lru);
+                }
+                self.held.push(Held {
+                    batches,
+                    at_end,
+                    used: now,
+                });
+                (self.held.len() - 1, 0)
             }
         };
-        self.used = true;
-        let rest = &self.batches[start..];
+        let h = &mut self.held[i];
+        h.used = now;
+        let rest = &h.batches[start..];
         let n = prefix(rest, max_bytes, max_records);
         Ok(&rest[..n])
     }
@@ -390,20 +432,20 @@ mod tests {
         assert_eq!(prefix(&[], 1, 1), 0);
     }
 
-    /// Members behind the tail cache read one shared disk read: a read from
-    /// an offset inside the held batches is served from them (the same
-    /// bytes, not a second read), in later rounds too while they stop
-    /// short of the log's end and members read from them; a read that
-    /// reached the end is forgotten after its round.
+    /// Members behind the tail cache share disk reads: a read from an
+    /// offset inside a kept read is served from it (the same bytes, not a
+    /// second read), in later rounds too, until no member has read from it
+    /// for HELD_FOR; a read that reached the log's end is forgotten after
+    /// its round; at most HELD_MAX are kept, the least recently used going.
     #[tokio::test]
-    async fn members_inside_a_held_read_share_it_across_rounds() {
+    async fn members_inside_a_kept_read_share_it_across_rounds() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = crate::storage::LogConfig {
             tail_cache_bytes: 0,
             ..Default::default()
         };
         let log = Log::open(dir.path(), cfg).unwrap();
-        for _ in 0..10 {
+        for _ in 0..60 {
             log.append(batch(10)).await.unwrap();
         }
         let same = |a: &Batch, b: &Batch| a.bytes().as_ptr() == b.bytes().as_ptr();
@@ -411,40 +453,64 @@ mod tests {
         let limit = 5 * batch(10).len_bytes();
         let first = reads.read(&log, 0, usize::MAX, 10, limit).unwrap().to_vec();
         assert_eq!(first.len(), 1);
-        reads.end_round();
-        // Another member, at offset 23, in the next round: the held read
+        reads.end_round(Instant::now());
+        // Another member, at offset 23, in the next round: the kept read
         // (offsets 0-49) has it, from its third batch on.
         let got = reads
             .read(&log, 23, usize::MAX, 100, limit)
             .unwrap()
             .to_vec();
-        assert_eq!(got.len(), 3, "to the end of the held read");
+        assert_eq!(got.len(), 3, "to the end of the kept read");
         assert_eq!(got[0].base_offset(), 20);
         assert!(
-            same(&got[0], &reads.batches[2]),
-            "served from the held read"
+            same(&got[0], &reads.held[0].batches[2]),
+            "served from the kept read"
         );
-        reads.end_round();
-        // A round that does not use it forgets it.
-        reads.end_round();
-        assert!(reads.batches.is_empty());
-        // A read that reaches the log's end is not held past its round.
-        let tail = reads.read(&log, 60, usize::MAX, 100, usize::MAX).unwrap();
-        assert_eq!(tail.last().map(Batch::last_offset), Some(99));
-        reads.end_round();
-        assert!(reads.batches.is_empty());
-        // Outside the held batches: a read of the log.
-        let _ = reads.read(&log, 0, usize::MAX, 10, limit).unwrap();
-        let past = reads
-            .read(&log, 70, usize::MAX, 10, limit)
+        // A member elsewhere gets a read of its own, kept beside the first.
+        let far = reads
+            .read(&log, 120, usize::MAX, 10, limit)
             .unwrap()
             .to_vec();
-        assert_eq!(past[0].base_offset(), 70);
-        // A set of one never shares: each read is the member's own.
+        assert_eq!(far[0].base_offset(), 120);
+        reads.end_round(Instant::now());
+        assert_eq!(reads.held.len(), 2);
+        let again = reads.read(&log, 7, usize::MAX, 10, limit).unwrap().to_vec();
+        assert!(same(&again[0], &first[0]), "the first read is still kept");
+        // The set wakes when the oldest expires; unused that long, both go.
+        let expiry = reads.expiry().expect("reads kept");
+        reads.end_round(expiry + HELD_FOR);
+        assert!(reads.held.is_empty());
+        assert_eq!(reads.expiry(), None);
+        // At most HELD_MAX: one more read drops one.
+        let newest = 50 * HELD_MAX as u64;
+        for from in (0..=newest).step_by(50) {
+            let _ = reads.read(&log, from, usize::MAX, 10, limit).unwrap();
+        }
+        assert_eq!(reads.held.len(), HELD_MAX);
+        assert!(
+            reads.held.iter().any(|h| h.holding(newest).is_some()),
+            "the newest is kept"
+        );
+        // A shared read takes SHARED_READ_CREDITS times what its member
+        // may take, when the byte limit allows.
+        let _ = reads.read(&log, 450, usize::MAX, 10, usize::MAX).unwrap();
+        let h = reads.held.iter().find(|h| h.holding(450).is_some());
+        assert_eq!(
+            h.map(|h| h.batches.len()),
+            Some(SHARED_READ_CREDITS as usize)
+        );
+        // A read that reaches the log's end is not kept past its round.
+        let tail = reads.read(&log, 560, usize::MAX, 100, usize::MAX).unwrap();
+        assert_eq!(tail.last().map(Batch::last_offset), Some(599));
+        reads.end_round(Instant::now());
+        assert!(reads.held.iter().all(|h| h.holding(560).is_none()));
+        // A set of one never shares and keeps nothing.
         let mut own = Reads::new(false);
         let a = own.read(&log, 0, usize::MAX, 10, limit).unwrap().to_vec();
         let b = own.read(&log, 5, usize::MAX, 10, limit).unwrap().to_vec();
         assert!(!same(&a[0], &b[0]));
+        own.end_round(Instant::now());
+        assert!(own.held.is_empty());
         log.close().await.unwrap();
     }
 }

@@ -207,6 +207,8 @@ impl Shell {
         let mut has_members = false;
         loop {
             let timer = self.timers.peek().map(|Reverse((t, _))| *t);
+            // A kept read nobody reads from is dropped by the round after.
+            let held = self.reads.expiry();
             let memory_level = self.memory_level;
             let mut membership = false;
             tokio::select! {
@@ -232,6 +234,7 @@ impl Shell {
                 _ = sleep_until(timer.map(tokio::time::Instant::from_std).unwrap_or_else(far_future)), if timer.is_some() => {
                     self.fire_timers();
                 }
+                _ = sleep_until(held.map(tokio::time::Instant::from_std).unwrap_or_else(far_future)), if held.is_some() => {}
                 _ = self.cx.memory.recheck(memory_level.unwrap_or(Level::Delivery)), if memory_level.is_some() => {
                     self.memory_level = None;
                     for key in std::mem::take(&mut self.memory_waiters) {
@@ -385,7 +388,7 @@ impl Shell {
                 }
             }
         }
-        self.reads.end_round();
+        self.reads.end_round(Instant::now());
         // Keep the allocation for the next round.
         touched.clear();
         self.touched = touched;
