@@ -99,7 +99,8 @@ impl Reads {
 
     /// What `Log::read(from, max_bytes, max_records)` returns, from a
     /// kept shared read when one holds `from` (`max_bytes` is at most
-    /// `limit`, which a shared read used).
+    /// `limit`, which a shared read used). `now`: the round's instant, when
+    /// the read it serves from was last used.
     fn read(
         &mut self,
         log: &Log,
@@ -107,8 +108,8 @@ impl Reads {
         max_bytes: usize,
         max_records: u32,
         limit: usize,
+        now: Instant,
     ) -> Result<&[Batch], StorageError> {
-        let now = Instant::now();
         let found = if self.shared {
             self.held
                 .iter()
@@ -277,7 +278,7 @@ impl Group {
             let budget =
                 (m.prefetch_bytes.saturating_sub(m.out_bytes) as usize).clamp(1, read_limit(cx));
             let limit = read_limit(cx);
-            let batches = match reads.read(&log, fresh, budget, credit as u32, limit) {
+            let batches = match reads.read(&log, fresh, budget, credit as u32, limit, now) {
                 Ok(v) => v,
                 Err(e) => {
                     self.fail_members(cx, &e);
@@ -451,13 +452,16 @@ mod tests {
         let same = |a: &Batch, b: &Batch| a.bytes().as_ptr() == b.bytes().as_ptr();
         let mut reads = Reads::new(true);
         let limit = 5 * batch(10).len_bytes();
-        let first = reads.read(&log, 0, usize::MAX, 10, limit).unwrap().to_vec();
+        let first = reads
+            .read(&log, 0, usize::MAX, 10, limit, Instant::now())
+            .unwrap()
+            .to_vec();
         assert_eq!(first.len(), 1);
         reads.end_round(Instant::now());
         // Another member, at offset 23, in the next round: the kept read
         // (offsets 0-49) has it, from its third batch on.
         let got = reads
-            .read(&log, 23, usize::MAX, 100, limit)
+            .read(&log, 23, usize::MAX, 100, limit, Instant::now())
             .unwrap()
             .to_vec();
         assert_eq!(got.len(), 3, "to the end of the kept read");
@@ -468,13 +472,16 @@ mod tests {
         );
         // A member elsewhere gets a read of its own, kept beside the first.
         let far = reads
-            .read(&log, 120, usize::MAX, 10, limit)
+            .read(&log, 120, usize::MAX, 10, limit, Instant::now())
             .unwrap()
             .to_vec();
         assert_eq!(far[0].base_offset(), 120);
         reads.end_round(Instant::now());
         assert_eq!(reads.held.len(), 2);
-        let again = reads.read(&log, 7, usize::MAX, 10, limit).unwrap().to_vec();
+        let again = reads
+            .read(&log, 7, usize::MAX, 10, limit, Instant::now())
+            .unwrap()
+            .to_vec();
         assert!(same(&again[0], &first[0]), "the first read is still kept");
         // The set wakes when the oldest expires; unused that long, both go.
         let expiry = reads.expiry().expect("reads kept");
@@ -484,7 +491,9 @@ mod tests {
         // At most HELD_MAX: one more read drops one.
         let newest = 50 * HELD_MAX as u64;
         for from in (0..=newest).step_by(50) {
-            let _ = reads.read(&log, from, usize::MAX, 10, limit).unwrap();
+            let _ = reads
+                .read(&log, from, usize::MAX, 10, limit, Instant::now())
+                .unwrap();
         }
         assert_eq!(reads.held.len(), HELD_MAX);
         assert!(
@@ -493,21 +502,31 @@ mod tests {
         );
         // A shared read takes SHARED_READ_CREDITS times what its member
         // may take, when the byte limit allows.
-        let _ = reads.read(&log, 450, usize::MAX, 10, usize::MAX).unwrap();
+        let _ = reads
+            .read(&log, 450, usize::MAX, 10, usize::MAX, Instant::now())
+            .unwrap();
         let h = reads.held.iter().find(|h| h.holding(450).is_some());
         assert_eq!(
             h.map(|h| h.batches.len()),
             Some(SHARED_READ_CREDITS as usize)
         );
         // A read that reaches the log's end is not kept past its round.
-        let tail = reads.read(&log, 560, usize::MAX, 100, usize::MAX).unwrap();
+        let tail = reads
+            .read(&log, 560, usize::MAX, 100, usize::MAX, Instant::now())
+            .unwrap();
         assert_eq!(tail.last().map(Batch::last_offset), Some(599));
         reads.end_round(Instant::now());
         assert!(reads.held.iter().all(|h| h.holding(560).is_none()));
         // A set of one never shares and keeps nothing.
         let mut own = Reads::new(false);
-        let a = own.read(&log, 0, usize::MAX, 10, limit).unwrap().to_vec();
-        let b = own.read(&log, 5, usize::MAX, 10, limit).unwrap().to_vec();
+        let a = own
+            .read(&log, 0, usize::MAX, 10, limit, Instant::now())
+            .unwrap()
+            .to_vec();
+        let b = own
+            .read(&log, 5, usize::MAX, 10, limit, Instant::now())
+            .unwrap()
+            .to_vec();
         assert!(!same(&a[0], &b[0]));
         own.end_round(Instant::now());
         assert!(own.held.is_empty());
