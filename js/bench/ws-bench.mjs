@@ -189,6 +189,24 @@ async function latency(kind, addr, rate, seconds) {
   return percentile(lat, 99);
 }
 
+/** Emits "tick" events to `room`, `window` in flight (each resolved once
+ * durable), while `more(sent)`; resolves with the number sent once all
+ * are confirmed. */
+async function emitInWindow(emitter, room, payload, window, more) {
+  let sent = 0;
+  const inflight = new Set();
+  while (more(sent)) {
+    while (inflight.size < window && more(sent)) {
+      const p = emitter.emit({ room }, "tick", payload).then(() => inflight.delete(p));
+      inflight.add(p);
+      sent++;
+    }
+    if (inflight.size > 0) await Promise.race(inflight);
+  }
+  await Promise.all(inflight);
+  return sent;
+}
+
 async function rooms(http, members, seconds, window) {
   const tag = Math.random().toString(36).slice(2, 7);
   const room = `bench-${tag}`;
@@ -209,17 +227,7 @@ async function rooms(http, members, seconds, window) {
   const before = delivered;
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
-  let emits = 0;
-  const inflight = new Set();
-  while (performance.now() < end) {
-    while (inflight.size < window) {
-      const p = emitter.emit({ room }, "tick", payload).then(() => inflight.delete(p));
-      inflight.add(p);
-      emits++;
-    }
-    await Promise.race(inflight);
-  }
-  await Promise.all(inflight);
+  const emits = await emitInWindow(emitter, room, payload, window, () => performance.now() < end);
   const want = before + emits * members;
   const deadline = performance.now() + 60000;
   while (delivered < want && performance.now() < deadline) await sleep(10);
@@ -243,17 +251,7 @@ async function catchup(http, members, count) {
   const emitter = await connect(url, { WebSocket, clientId: `e-${tag}` });
   const payload = new Uint8Array(100);
   const e0 = performance.now();
-  let sent = 0;
-  const inflight = new Set();
-  while (sent < count) {
-    while (inflight.size < 64 && sent < count) {
-      const p = emitter.emit({ room }, "tick", payload).then(() => inflight.delete(p));
-      inflight.add(p);
-      sent++;
-    }
-    await Promise.race(inflight);
-  }
-  await Promise.all(inflight);
+  await emitInWindow(emitter, room, payload, 64, (sent) => sent < count);
   const emitSecs = (performance.now() - e0) / 1000;
   await emitter.close({ timeoutMs: 1000 });
   let delivered = 0;
