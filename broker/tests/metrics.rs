@@ -158,23 +158,10 @@ async fn scrape_shows_appends_lag_errors_and_connections() {
     // without Hello.
     let bad = c.publish_seq("no spaces allowed", &[b"x"], 0, 0).await;
     assert_eq!(bad.unwrap_err().code, ErrorCode::InvalidArgument.as_u16());
-    let emit = |event: &str| Emit {
-        target: EmitTarget::Room("lobby".into()),
-        event: event.into(),
-        payload: Vec::new(),
-        correlation: 0,
-    };
-    let m = c
-        .request(Message::EmitBatch(EmitBatch {
-            emits: vec![emit("fine"), emit("join")],
-        }))
-        .await;
-    let Message::EmitBatchOk(ok) = &m else {
-        panic!("{m:?}")
-    };
+    let results = c.emit_batch(&[("lobby", "fine"), ("lobby", "join")]).await;
     assert!(
-        matches!(ok.results[..], [EmitOutcome::Ok(_), EmitOutcome::Err(_)]),
-        "{m:?}"
+        matches!(results[..], [EmitOutcome::Ok(_), EmitOutcome::Err(_)]),
+        "{results:?}"
     );
     let mut rude = Raw::unhandshaken(b.local_addr()).await;
     rude.send_no_reply(Message::Ping).await;

@@ -127,6 +127,24 @@ impl Raw {
         }
     }
 
+    /// Sends one EmitBatch, an emit per `(room, event)` (payload `x`), and
+    /// returns its outcomes, one per emit.
+    pub async fn emit_batch(&mut self, emits: &[(&str, &str)]) -> Vec<EmitOutcome> {
+        let emits = emits
+            .iter()
+            .map(|(room, event)| Emit {
+                target: EmitTarget::Room((*room).into()),
+                event: (*event).into(),
+                payload: b"x".to_vec(),
+                correlation: 0,
+            })
+            .collect();
+        match self.request(Message::EmitBatch(EmitBatch { emits })).await {
+            Message::EmitBatchOk(ok) => ok.results,
+            other => panic!("EmitBatch answered {other:?}"),
+        }
+    }
+
     pub async fn publish(&mut self, topic: &str, payloads: &[&[u8]]) -> PublishOk {
         self.publish_seq(topic, payloads, 0, 0).await.unwrap()
     }
