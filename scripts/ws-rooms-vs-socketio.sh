@@ -19,8 +19,15 @@
 #   SIO_COUNT=5000     events per Socket.IO run (SIO_COUNT x MEMBERS deliveries)
 #   WINDOW=64          emits in flight from the one emitter, each still
 #                      confirmed, on both sides
+#   THREADS=0          Herald's members spread over that many worker threads
+#                      of the bench process (0: on the emitter's thread,
+#                      which then bounds the run); "0 2" runs Herald both
+#                      ways in each round
+#   SIO_WORKERS=0      Socket.IO's members in that many forked processes
+#                      (0: in the emitter's process, its fastest layout here)
 #   HERALD_BIN=PATH    the broker (default: cargo build --release, target/release/herald)
-#   BASE_REF=REF       also run the JavaScript client of this commit (git archive)
+#   BASE_REF=REF       also run the JavaScript client of this commit (git archive),
+#                      its members on the emitter's thread
 #   BASE_BIN=PATH      the broker for the BASE_REF runs (default: HERALD_BIN)
 #   OUT=DIR            also keep every run's output there
 # Needs: cargo (unless HERALD_BIN), node >= 20, npm (installs the pinned ws and
@@ -32,6 +39,8 @@ MEMBERS=${MEMBERS:-100}
 SECONDS_RUN=${SECONDS_RUN:-10}
 SIO_COUNT=${SIO_COUNT:-5000}
 WINDOW=${WINDOW:-${SIO_WINDOW:-64}}
+THREADS=${THREADS:-0}
+SIO_WORKERS=${SIO_WORKERS:-0}
 HTTP_PORT=${HTTP_PORT:-7594}
 TCP_PORT=${TCP_PORT:-7593}
 SIO_PORT=${SIO_PORT:-7598}
@@ -40,6 +49,11 @@ PEER=benches/peers/socketio
 for v in ROUNDS MEMBERS SECONDS_RUN SIO_COUNT WINDOW; do
   case ${!v} in
     '' | *[!0-9]* | 0) echo "ws-rooms-vs-socketio: $v must be a whole number >= 1, not '${!v}'" >&2; exit 2 ;;
+  esac
+done
+for t in $THREADS $SIO_WORKERS; do
+  case $t in
+    *[!0-9]*) echo "ws-rooms-vs-socketio: THREADS and SIO_WORKERS take whole numbers, not '$t'" >&2; exit 2 ;;
   esac
 done
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
@@ -102,15 +116,16 @@ timed() {
   return "$rc"
 }
 
-# One Herald run: broker $1, JavaScript client folder $2; output in $DIR/line.
+# One Herald run: broker $1, JavaScript client folder $2, members on $3
+# worker threads; output in $DIR/line.
 run_herald() {
-  local bin=$1 js=$2 rc=0
+  local bin=$1 js=$2 threads=$3 rc=0
   rm -rf "$DIR/data"
   "$bin" serve --listen "127.0.0.1:$TCP_PORT" --http "127.0.0.1:$HTTP_PORT" --data-dir "$DIR/data" \
     --fsync always > "$DIR/serve.log" 2>&1 &
   SERVER_PID=$!
   wait_port "$HTTP_PORT" "$DIR/serve.log"
-  (cd "$js" && timed timeout 300 node bench/ws-bench.mjs rooms "127.0.0.1:$HTTP_PORT" "$MEMBERS" "$SECONDS_RUN" "$WINDOW") || rc=$?
+  (cd "$js" && timed timeout 300 node bench/ws-bench.mjs rooms "127.0.0.1:$HTTP_PORT" "$MEMBERS" "$SECONDS_RUN" "$WINDOW" "$threads") || rc=$?
   server_cpu > "$DIR/scpu"
   stop_server
   if [ "$rc" -ne 0 ]; then
@@ -127,7 +142,7 @@ run_socketio() {
   SERVER_PID=$!
   wait_port "$SIO_PORT" "$DIR/sio.log"
   timed node "$PEER/bench.js" --url "http://127.0.0.1:$SIO_PORT" --members "$MEMBERS" --count "$SIO_COUNT" \
-    --window "$WINDOW" --workers 0 || rc=$?
+    --window "$WINDOW" --workers "$SIO_WORKERS" || rc=$?
   server_cpu > "$DIR/scpu"
   stop_server
   if [ "$rc" -ne 0 ]; then
@@ -141,16 +156,23 @@ RESULTS="$DIR/results.txt"
 : > "$RESULTS"
 header="# $(date -u '+%F %T') UTC, $(nproc) cores, herald $(git rev-parse --short HEAD)${BASE_REF:+ against base $BASE_REF ($(git rev-parse --short "$BASE_REF"))},"
 header+=" socket.io $(node -p "require('./$PEER/node_modules/socket.io/package.json').version"), node $(node --version),"
-header+=" rounds $ROUNDS, room of $MEMBERS, herald $SECONDS_RUN s per run, socket.io $SIO_COUNT events, window $WINDOW"
+header+=" rounds $ROUNDS, room of $MEMBERS, herald $SECONDS_RUN s per run, socket.io $SIO_COUNT events, window $WINDOW,"
+header+=" herald member threads: $THREADS, socket.io member processes: $SIO_WORKERS"
 echo "$header" | tee "$RESULTS"
-peers="herald socketio"
-[ -n "$JS_BASE" ] && peers="base herald socketio"
+# herald: members on the emitter's thread; herald_tN: on N worker threads.
+peers=
+[ -n "$JS_BASE" ] && peers="base"
+for t in $THREADS; do
+  if [ "$t" -eq 0 ]; then peers+=" herald"; else peers+=" herald_t$t"; fi
+done
+peers+=" socketio"
 for round in $(seq "$ROUNDS"); do
   for peer in $peers; do
     load=$(uptime | sed 's/.*load average: //')
     case $peer in
-      base) run_herald "$BASE_BIN" "$JS_BASE" ;;
-      herald) run_herald "$HERALD_BIN" "$JS_NEW" ;;
+      base) run_herald "$BASE_BIN" "$JS_BASE" 0 ;;
+      herald) run_herald "$HERALD_BIN" "$JS_NEW" 0 ;;
+      herald_t*) run_herald "$HERALD_BIN" "$JS_NEW" "${peer#herald_t}" ;;
       socketio) run_socketio ;;
     esac
     line=$(grep -E "deliveries/s|msgs/s" "$DIR/line" | head -1)
@@ -188,8 +210,9 @@ for peer, v in runs.items():
         share = statistics.median(x[1] / (x[1] + x[2]) for x in cpu[peer])
         line += f"; CPU per delivery {statistics.median(us):.2f} us [{us[0]:.2f}-{us[-1]:.2f}], server's share {share:.0%}"
     print(line)
-if "herald" in med and "socketio" in med:
-    print(f"herald / socket.io = {med['herald'] / med['socketio']:.2f}x (target >= 10x)")
+for peer in med:
+    if peer.startswith("herald") and "socketio" in med:
+        print(f"{peer} / socket.io = {med[peer] / med['socketio']:.2f}x (target >= 10x)")
 if "base" in med and "socketio" in med:
     print(f"base   / socket.io = {med['base'] / med['socketio']:.2f}x")
 if "base" in med and "herald" in med:

@@ -6,11 +6,15 @@
 //     (after SETTLE_MS, default 40 s: jemalloc gives freed pages back after
 //     about 10 s, and the idle sessions have been pinged a few times). TRANSPORT=tcp with the TCP address: the same over TCP.
 //
-//   node bench/ws-bench.mjs rooms HTTP_ADDR MEMBERS SECONDS [WINDOW]
+//   node bench/ws-bench.mjs rooms HTTP_ADDR MEMBERS SECONDS [WINDOW] [THREADS]
 //     The rooms workload: one emitter (herald-client, WINDOW emits in flight,
 //     default 64, each resolved once durable) and a room of MEMBERS
 //     members, each its own herald-client WebSocket connection with an
-//     on() handler; prints deliveries per second.
+//     on() handler; prints deliveries per second. With THREADS >= 1 the
+//     members are spread round-robin over that many worker threads of
+//     this process, the emitter staying on the main thread (default 0:
+//     all on the main thread, which then bounds the run: see
+//     docs/performance.md).
 //
 //   node bench/ws-bench.mjs catchup HTTP_ADDR MEMBERS COUNT
 //     MEMBERS durable members of a room go away (their clients close), one
@@ -32,6 +36,7 @@
 
 import net from "node:net";
 import { readFileSync } from "node:fs";
+import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 import WebSocket from "ws";
 import { encodeFrame, FrameDecoder, decodeMessage } from "../src/codec.js";
 import { buildBatch } from "../src/batch.js";
@@ -207,35 +212,109 @@ async function emitInWindow(emitter, room, payload, window, more) {
   return sent;
 }
 
-async function rooms(http, members, seconds, window) {
+/** Room members with the client ids `ids`, each its own connection
+ * joined to `room`, counting the "tick" events they are handed. */
+async function joinMembers(url, room, ids) {
+  const m = { delivered: 0, clients: [] };
+  for (const id of ids) {
+    const c = await connect(url, { WebSocket, clientId: id });
+    c.on("tick", () => {
+      m.delivered++;
+    });
+    await c.join(room);
+    m.clients.push(c);
+  }
+  return m;
+}
+
+/** A worker thread holding some of the members: it joins them, then
+ * answers "count" with what they were handed and "close" by closing them. */
+async function memberThread({ url, room, ids }) {
+  const m = await joinMembers(url, room, ids);
+  parentPort.on("message", async (msg) => {
+    if (msg === "count") parentPort.postMessage(m.delivered);
+    if (msg === "close") {
+      for (const c of m.clients) await c.close({ timeoutMs: 1000 });
+      parentPort.postMessage("closed");
+    }
+  });
+  parentPort.postMessage("joined");
+}
+
+/** The members of `room`, on this thread (`threads` 0) or spread over
+ * `threads` worker threads: `count()` resolves with the events handed to
+ * all of them so far, `close()` closes them. */
+async function startMembers(url, room, ids, threads) {
+  if (threads === 0) {
+    const m = await joinMembers(url, room, ids);
+    return {
+      count: async () => m.delivered,
+      close: async () => {
+        for (const c of m.clients) await c.close({ timeoutMs: 1000 });
+      },
+    };
+  }
+  const reply = (w) =>
+    new Promise((resolve, reject) => {
+      const fail = (e) => reject(e);
+      w.once("error", fail);
+      w.once("message", (m) => {
+        w.off("error", fail);
+        resolve(m);
+      });
+    });
+  const workers = [];
+  for (let t = 0; t < threads; t++) {
+    const share = ids.filter((_, i) => i % threads === t);
+    const w = new Worker(new URL(import.meta.url), { workerData: { url, room, ids: share } });
+    await reply(w);
+    workers.push(w);
+  }
+  const ask = async (msg) =>
+    Promise.all(
+      workers.map((w) => {
+        const r = reply(w);
+        w.postMessage(msg);
+        return r;
+      }),
+    );
+  return {
+    count: async () => (await ask("count")).reduce((a, b) => a + b, 0),
+    close: async () => {
+      await ask("close");
+      await Promise.all(workers.map((w) => w.terminate()));
+    },
+  };
+}
+
+async function rooms(http, members, seconds, window, threads) {
   const tag = Math.random().toString(36).slice(2, 7);
   const room = `bench-${tag}`;
   const url = `ws://${http}/ws`;
-  let delivered = 0;
-  const clients = [];
-  for (let i = 0; i < members; i++) {
-    const c = await connect(url, { WebSocket, clientId: `m-${tag}-${i}` });
-    c.on("tick", () => {
-      delivered++;
-    });
-    await c.join(room);
-    clients.push(c);
-  }
+  const ids = Array.from({ length: members }, (_, i) => `m-${tag}-${i}`);
+  const group = await startMembers(url, room, ids, threads);
   const emitter = await connect(url, { WebSocket, clientId: `e-${tag}` });
   const payload = new Uint8Array(100);
   await sleep(1000); // presence of the joins delivered and acked
-  const before = delivered;
+  const before = await group.count();
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
   const emits = await emitInWindow(emitter, room, payload, window, () => performance.now() < end);
   const want = before + emits * members;
   const deadline = performance.now() + 60000;
-  while (delivered < want && performance.now() < deadline) await sleep(10);
+  let delivered = await group.count();
+  while (delivered < want && performance.now() < deadline) {
+    await sleep(10);
+    delivered = await group.count();
+  }
   const secs = (performance.now() - t0) / 1000;
+  const where = threads === 0 ? "members on the emitter's thread" : `members on ${threads} worker threads`;
   console.log(
-    `rooms over WebSocket: 1 emitter, room of ${members}, ${window} emits in flight: ${emits} durable emits, ${delivered - before} deliveries in ${secs.toFixed(1)} s = ${((delivered - before) / secs).toFixed(0)} deliveries/s (${(emits / secs).toFixed(0)} emits/s)`,
+    `rooms over WebSocket: 1 emitter, room of ${members}, ${window} emits in flight, ${where}: ${emits} durable emits, ${delivered - before} deliveries in ${secs.toFixed(1)} s = ${((delivered - before) / secs).toFixed(0)} deliveries/s (${(emits / secs).toFixed(0)} emits/s)`,
   );
-  for (const c of [...clients, emitter]) await c.close({ timeoutMs: 1000 });
+  await group.close();
+  await emitter.close({ timeoutMs: 1000 });
+  if (delivered !== want) process.exit(1);
 }
 
 async function catchup(http, members, count) {
@@ -281,14 +360,17 @@ async function catchup(http, members, count) {
   if (delivered !== want) process.exit(1);
 }
 
-const [cmd, ...args] = process.argv.slice(2);
-if (cmd === "idle") {
+const [cmd, ...args] = isMainThread ? process.argv.slice(2) : ["member-thread"];
+if (cmd === "member-thread") {
+  await memberThread(workerData);
+} else if (cmd === "idle") {
   const [http, pid, n, roomSize] = args;
   await idle(http, Number(pid), Number(n), roomSize ? Number(roomSize) : 0);
 } else if (cmd === "rooms") {
-  const [http, members, seconds, window = "64"] = args;
+  const [http, members, seconds, window = "64", threads = "0"] = args;
   if (!(Number(window) >= 1)) throw new Error(`WINDOW must be a number >= 1, not ${window}`);
-  await rooms(http, Number(members), Number(seconds), Number(window));
+  if (!Number.isInteger(Number(threads)) || Number(threads) < 0) throw new Error(`THREADS must be a whole number, not ${threads}`);
+  await rooms(http, Number(members), Number(seconds), Number(window), Number(threads));
 } else if (cmd === "catchup") {
   const [http, members, count] = args;
   await catchup(http, Number(members), Number(count));
@@ -298,7 +380,7 @@ if (cmd === "idle") {
   const w = await latency("ws", http, Number(rate), Number(seconds));
   console.log(`p99 WebSocket / TCP = ${(w / t).toFixed(2)}`);
 } else {
-  console.error("usage: ws-bench.mjs idle HTTP_ADDR BROKER_PID N [ROOM_SIZE] | rooms HTTP_ADDR MEMBERS SECONDS [WINDOW] | catchup HTTP_ADDR MEMBERS COUNT | latency TCP_ADDR HTTP_ADDR RATE SECONDS");
+  console.error("usage: ws-bench.mjs idle HTTP_ADDR BROKER_PID N [ROOM_SIZE] | rooms HTTP_ADDR MEMBERS SECONDS [WINDOW] [THREADS] | catchup HTTP_ADDR MEMBERS COUNT | latency TCP_ADDR HTTP_ADDR RATE SECONDS");
   process.exit(2);
 }
-process.exit(0);
+if (isMainThread) process.exit(0);
