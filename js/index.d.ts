@@ -139,6 +139,12 @@ export declare class RoomEvent {
   readonly emitId: string | null;
   readonly timestamp: number;
   readonly deliveryCount: number;
+  /** A request's correlation id (answered by `reply`), else 0. */
+  readonly correlation: number;
+  /** The client a request came from and a reply goes to, else null. */
+  readonly replyTo: string | null;
+  /** Whether it was a broadcast (emitted to the room but its sender). */
+  readonly exceptSender: boolean;
   readonly expectsReply: boolean;
   text(): string;
   json<T = unknown>(): T;
