@@ -270,6 +270,49 @@ async fn a_silent_websocket_peer_is_pinged_then_closed() {
     b.shutdown().await;
 }
 
+/// A WebSocket Ping control frame is answered with a Pong carrying the
+/// same payload (RFC 6455, 5.5.2-5.5.3), even while half of a Herald frame
+/// waits for its other half, and the session's frame stream goes on
+/// undisturbed. Proxies, load balancers and non-browser clients probe idle
+/// connections this way and drop those that do not answer; the broker
+/// leaves the answer to tungstenite (ws.rs ignores control messages), so
+/// this guards against a change of the WebSocket layer or of its reader
+/// that stops answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_ping_is_answered_with_a_pong_of_the_same_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = web_config(dir.path());
+    // No heartbeat of the broker's (a Herald Ping) in between.
+    cfg.heartbeat = Duration::from_secs(600);
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    let mut ws = session(b.http_addr().unwrap(), "pinger").await;
+
+    // The first half of a (Herald) Ping frame, then the WebSocket Ping.
+    let ping = encode(2, &Message::Ping);
+    let half = ping.len() / 2;
+    ws.ws.send(Ws::Binary(ping.slice(..half))).await.unwrap();
+    let payload = Bytes::from_static(b"are-you-there");
+    ws.ws.send(Ws::Ping(payload.clone())).await.unwrap();
+    let pong = tokio::time::timeout(T, async {
+        loop {
+            match ws.ws.next().await {
+                Some(Ok(Ws::Pong(p))) => return p,
+                Some(Ok(Ws::Binary(b))) => ws.buf.extend_from_slice(&b),
+                other => panic!("waiting for a Pong: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("no Pong to the WebSocket Ping");
+    assert_eq!(pong, payload);
+
+    // The control frame did not disturb the frame stream: the rest of the
+    // Herald Ping completes it.
+    ws.ws.send(Ws::Binary(ping.slice(half..))).await.unwrap();
+    assert_eq!(ws.message().await, (2, Message::Pong));
+    b.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_peer_that_stops_reading_is_cut_off_alone() {
     let dir = tempfile::tempdir().unwrap();
