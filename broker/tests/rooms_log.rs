@@ -7,9 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config, Child, T};
+use common::{config, Child, Raw, T};
 use futures::StreamExt;
 use herald_client::{Client, Error, Event, Inbox, Target};
+use herald_protocol::{AckKind, Batch, BatchBuilder, RecordRef, StartPosition};
 
 async fn client(addr: &str, id: &str) -> Client {
     Client::builder(addr)
@@ -252,6 +253,154 @@ async fn rooms_of_an_older_herald_keep_working() {
     let bob = client(&addr, "bob").await;
     let mut ib = bob.inbox().await.unwrap();
     assert_eq!(payloads(&mut ib, 1).await, ["after the upgrade"]);
+    b.shutdown().await;
+}
+
+/// Appends one record to an inbox the way Herald did before room logs
+/// (`rooms::inbox::Entry` then): one record per batch, producer id 0,
+/// key the event name, headers `herald-kind`, `herald-sender` and, for a
+/// room event or presence, `herald-room`. Written out here rather than
+/// with today's `Entry`: this is the layout of data already on disk, which
+/// must keep being read whatever the broker writes now.
+async fn append_as_an_older_herald(
+    inbox: &herald_broker::topic::Topic,
+    kind: &str,
+    event: &str,
+    sender: &str,
+    room: &str,
+    payload: &str,
+) {
+    let headers: [(&str, &[u8]); 3] = [
+        ("herald-kind", kind.as_bytes()),
+        ("herald-sender", sender.as_bytes()),
+        ("herald-room", room.as_bytes()),
+    ];
+    let mut b = BatchBuilder::new();
+    b.push(&RecordRef {
+        key: event.as_bytes(),
+        headers: &headers,
+        payload: payload.as_bytes(),
+        timestamp: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    });
+    inbox
+        .log
+        .append(Batch::validate(b.finish(0, 0)).unwrap())
+        .await
+        .unwrap();
+}
+
+/// Room events an older Herald left in a member's inbox (before room logs
+/// an emit to a room was one record in each member's inbox) are still
+/// delivered after the upgrade, as docs/rooms.md promises ("Data folders
+/// of older versions": "what the room was sent before is still in their
+/// inboxes, delivered as before"). The member had read and acked the
+/// first of them with an older client: after the upgrade its client gets
+/// the others, once, in order, with their name, sender and room, and the
+/// room's events sent from the upgrade on through the room's log (there is
+/// no order between the inbox and a room's log: each source is checked in
+/// its own order). Guards the migration path that
+/// `rooms_of_an_older_herald_keep_working` leaves out: an upgrade that
+/// moved the inbox's group to its end, or a client that ignored room
+/// events found in an inbox, would silently lose them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_left_in_an_older_heralds_inbox_are_still_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    // Bob's inbox as the older Herald left it: alice's join of "news",
+    // then five events emitted to "news" (event name, sender, payload).
+    let old = [
+        ("chat", "alice", "o0"),
+        ("chat", "carol", "o1"),
+        ("flash", "alice", "o2"),
+        ("chat", "carol", "o3"),
+        ("flash", "alice", "o4"),
+    ];
+    // A broker on the folder writes the inbox's topic and group; the
+    // older Herald's member file comes after it stopped, so that it is
+    // not migrated yet.
+    let b = herald_broker::server::start(cfg.clone()).await.unwrap();
+    let inbox = b
+        .registry()
+        .create(
+            "_inbox.bob",
+            &herald_broker::rooms::inbox::config(&cfg),
+            true,
+        )
+        .unwrap();
+    append_as_an_older_herald(&inbox, "presence", "join", "alice", "news", "").await;
+    for (event, sender, payload) in old {
+        append_as_an_older_herald(&inbox, "event", event, sender, "news", payload).await;
+    }
+    // Bob read his inbox (group `inbox`) and acked the join, o0 and o1.
+    let mut raw = Raw::connect_as(b.local_addr(), Some("bob")).await;
+    let sub = raw
+        .subscribe("_inbox.bob", Some("inbox"), StartPosition::Resume, 100)
+        .await;
+    let offsets: Vec<u64> = raw.take(6).await.iter().map(|(_, r)| r.offset).collect();
+    assert_eq!(offsets, [0, 1, 2, 3, 4, 5]);
+    raw.ack(sub, AckKind::AckUpTo, vec![(0, 2)]).await; // answered once durable
+    drop(raw);
+    drop(inbox);
+    b.shutdown().await;
+    let rooms = dir.path().join("rooms");
+    std::fs::create_dir_all(&rooms).unwrap();
+    let members = postcard::to_allocvec(&vec!["alice".to_owned(), "bob".to_owned()]).unwrap();
+    herald_broker::fsutil::write_atomic(&rooms.join("news.members"), &members, true).unwrap();
+
+    // The new Herald. Alice emits to the room before bob is back.
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    let addr = b.local_addr().to_string();
+    let alice = client(&addr, "alice").await;
+    alice
+        .emit(Target::room("news"), "chat", "l0")
+        .await
+        .unwrap();
+    let bob = client(&addr, "bob").await;
+    let mut ib = bob.inbox().await.unwrap();
+    let seen = |ev: &Event| {
+        [
+            ev.name(),
+            ev.sender(),
+            ev.room().unwrap_or("-"),
+            &String::from_utf8_lossy(ev.payload()),
+        ]
+        .map(str::to_owned)
+    };
+    // Three left in the inbox and one in the room's log, presence aside.
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        match tokio::time::timeout(T, ib.next()).await {
+            Ok(Some(Ok(ev))) => {
+                ev.ack().await.unwrap();
+                if !ev.is_presence() {
+                    got.push(seen(&ev));
+                }
+            }
+            other => panic!("4 events expected, got {got:?} then {other:?}"),
+        }
+    }
+    let (from_inbox, live): (Vec<_>, Vec<_>) = got.into_iter().partition(|s| s[3].starts_with('o'));
+    let want: Vec<[String; 4]> = old[2..]
+        .iter()
+        .map(|(event, sender, payload)| [*event, *sender, "news", *payload].map(str::to_owned))
+        .collect();
+    assert_eq!(from_inbox, want, "the events bob had not acked, in order");
+    assert_eq!(live, [["chat", "alice", "news", "l0"].map(str::to_owned)]);
+    alice
+        .emit(Target::room("news"), "chat", "l1")
+        .await
+        .unwrap();
+    let ev = next_event(&mut ib).await;
+    assert_eq!(
+        seen(&ev),
+        ["chat", "alice", "news", "l1"].map(str::to_owned)
+    );
+    quiet(&mut ib).await;
+    bob.close().await;
+    alice.close().await;
     b.shutdown().await;
 }
 

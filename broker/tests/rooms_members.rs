@@ -272,3 +272,168 @@ async fn an_ack_timeout_redelivers_to_its_member_only() {
     }
     b.shutdown().await;
 }
+
+/// Joins (or, with `durable` false, joins non-durably) `room`; the reply
+/// comes once the join's presence record is durable.
+async fn join_room(c: &mut Raw, room: &str, durable: bool) {
+    let r = c
+        .request(Message::Join(JoinRoom {
+            room: room.into(),
+            durable,
+            history: 0,
+        }))
+        .await;
+    assert_eq!(r, Message::Ok, "{} joins {room}", c.client_id);
+}
+
+/// The records of `log` from offset `from` to its end, each as (kind,
+/// event name, sender, room).
+fn records_from(log: &herald_broker::topic::Topic, from: u64) -> Vec<[String; 4]> {
+    let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+    let mut out = Vec::new();
+    for batch in log.log.read(from, 1 << 20, 1000).unwrap() {
+        for r in batch.records().filter(|r| r.offset >= from) {
+            let header = |name: &str| {
+                r.headers()
+                    .find(|(n, _)| *n == name)
+                    .map_or(String::new(), |(_, v)| text(v))
+            };
+            out.push([
+                header("herald-kind"),
+                text(&r.key),
+                header("herald-sender"),
+                header("herald-room"),
+            ]);
+        }
+    }
+    out
+}
+
+/// A presence record as [`records_from`] gives it.
+fn presence(event: &str, about: &str, room: &str) -> [String; 4] {
+    ["presence", event, about, room].map(str::to_owned)
+}
+
+/// The end of `log` once it has reached `at_least` (waited for, bounded)
+/// and nothing more came for a while: presence written by a grace timer
+/// or at a session's start is not awaited by any request, and a record
+/// per member would follow the first. Nothing else writes to the room
+/// meanwhile, so the quiet window can only let a wrong count through,
+/// never fail a right one.
+async fn settled_end(log: &herald_broker::topic::Topic, at_least: u64) -> u64 {
+    let mut end = log.log.watch_next_offset();
+    tokio::time::timeout(T, end.wait_for(|n| *n >= at_least))
+        .await
+        .unwrap_or_else(|_| panic!("the log never reached {at_least}"))
+        .expect("log open");
+    let _ = tokio::time::timeout(Duration::from_millis(300), end.wait_for(|n| *n > at_least)).await;
+    log.log.next_offset()
+}
+
+/// Presence is one append to the room's log per change, whatever the
+/// number of members (docs/rooms.md, "Presence"; rooms/presence.rs): a
+/// room of 20 members gets exactly one record for a newcomer's join,
+/// one for its leave, one `disconnect` when its grace period runs out
+/// (and, in a non-durable room, one `leave` more: two changes), and one
+/// `connect` when it comes back to its durable room. Presence written
+/// once per member (a record per member in the log; or in each member's
+/// inbox, as before room logs, which leaves the log without it) fails
+/// here: +20 or +0 where +1 is due. The room stays under
+/// `presence_max_members`, past which nothing is written (that limit is
+/// tested in client/tests/rooms.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_one_append_per_change_whatever_the_rooms_size() {
+    const MEMBERS: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.presence_grace = Duration::from_millis(200);
+    // With the newcomer the room has MEMBERS + 1: at most the limit.
+    assert!(
+        MEMBERS < cfg.presence_max_members,
+        "the room must stay under the presence limit"
+    );
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    // The members stay connected to the end: a member's own disconnect
+    // would be presence too.
+    let mut members = Vec::new();
+    for i in 0..MEMBERS {
+        let mut c = Raw::connect_as(b.local_addr(), Some(&format!("m{i:02}"))).await;
+        join_room(&mut c, "crowd", true).await;
+        join_room(&mut c, "lobby", false).await;
+        members.push(c);
+    }
+    let crowd = b.registry().get("_room.crowd").unwrap();
+    let lobby = b.registry().get("_room.lobby").unwrap();
+    let joins = crowd.log.next_offset();
+    assert_eq!(joins, MEMBERS as u64, "one join record per member joining");
+
+    // Join and leave: the reply waits for the presence record.
+    let mut x = Raw::connect_as(b.local_addr(), Some("x")).await;
+    let before = crowd.log.next_offset();
+    join_room(&mut x, "crowd", true).await;
+    assert_eq!(
+        crowd.log.next_offset(),
+        before + 1,
+        "a join in a room of {MEMBERS}"
+    );
+    assert_eq!(
+        records_from(&crowd, before),
+        [presence("join", "x", "crowd")]
+    );
+
+    let before = crowd.log.next_offset();
+    let r = x
+        .request(Message::Leave(RoomName {
+            room: "crowd".into(),
+        }))
+        .await;
+    assert_eq!(r, Message::Ok);
+    assert_eq!(
+        crowd.log.next_offset(),
+        before + 1,
+        "a leave from a room of {}",
+        MEMBERS + 1
+    );
+    assert_eq!(
+        records_from(&crowd, before),
+        [presence("leave", "x", "crowd")]
+    );
+
+    join_room(&mut x, "crowd", true).await;
+    join_room(&mut x, "lobby", false).await;
+
+    // Disconnected for good once the grace period runs out: `disconnect`
+    // in the durable room; `disconnect` and `leave` in the non-durable one.
+    let (c0, l0) = (crowd.log.next_offset(), lobby.log.next_offset());
+    drop(x);
+    assert_eq!(settled_end(&crowd, c0 + 1).await, c0 + 1, "a disconnect");
+    assert_eq!(
+        records_from(&crowd, c0),
+        [presence("disconnect", "x", "crowd")]
+    );
+    assert_eq!(
+        settled_end(&lobby, l0 + 2).await,
+        l0 + 2,
+        "a disconnect and a leave"
+    );
+    assert_eq!(
+        records_from(&lobby, l0),
+        [
+            presence("disconnect", "x", "lobby"),
+            presence("leave", "x", "lobby")
+        ]
+    );
+
+    // Back: `connect` in the durable room it is still a member of.
+    let (c0, l0) = (crowd.log.next_offset(), lobby.log.next_offset());
+    let x = Raw::connect_as(b.local_addr(), Some("x")).await;
+    assert_eq!(settled_end(&crowd, c0 + 1).await, c0 + 1, "a connect");
+    assert_eq!(
+        records_from(&crowd, c0),
+        [presence("connect", "x", "crowd")]
+    );
+    assert_eq!(lobby.log.next_offset(), l0, "x left the non-durable room");
+    drop(x);
+    drop(members);
+    b.shutdown().await;
+}
