@@ -10,7 +10,8 @@
 //!
 //! Shutdown order: stop accepting (TCP and HTTP); sessions (TCP and
 //! WebSocket alike) stop reading, wait for their
-//! in-flight publishes to be confirmed, send GoingAway and close; then every
+//! in-flight publishes to be confirmed, send GoingAway and close; the rooms
+//! record who was online (see [`Rooms::save_online`]); then every
 //! group persists its state and every log is fsynced and closed.
 
 use std::collections::HashMap;
@@ -48,6 +49,7 @@ pub struct BrokerHandle {
     shutdown: CancellationToken,
     sessions: TaskTracker,
     registry: Arc<Registry>,
+    rooms: Arc<Rooms>,
     /// This node's part in a cluster (`None`: running alone).
     cluster: Option<Arc<Cluster>>,
     background: tokio::task::JoinHandle<()>,
@@ -175,7 +177,7 @@ where
         cluster: cluster.clone(),
         config: config.clone(),
         registry: registry.clone(),
-        rooms,
+        rooms: rooms.clone(),
         shutdown: shutdown.clone(),
         next_member: AtomicU64::new(1),
         auth: Arc::new(authenticator),
@@ -210,6 +212,7 @@ where
         shutdown,
         sessions,
         registry,
+        rooms,
         cluster,
         background,
         _lock: lock,
@@ -422,6 +425,9 @@ impl BrokerHandle {
         }
         self.sessions.close();
         self.sessions.wait().await;
+        // Every session has ended: who was online is final.
+        let rooms = self.rooms.clone();
+        let _ = tokio::task::spawn_blocking(move || rooms.save_online()).await;
         self.registry.close_all().await;
         tracing::info!(addr = %self.addr, "broker stopped");
     }

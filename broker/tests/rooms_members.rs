@@ -437,3 +437,83 @@ async fn presence_is_one_append_per_change_whatever_the_rooms_size() {
     drop(members);
     b.shutdown().await;
 }
+
+/// A graceful restart of the broker is not a disconnect (docs/rooms.md,
+/// "Grace period"): the members online when it stopped get a grace period
+/// after it starts again. One back in time is announced nothing (no
+/// `connect`: it never was announced `disconnect`); one not back gets
+/// `disconnect`; one already disconnected before the restart gets nothing
+/// more. Before `Rooms::save_online` only members of non-durable rooms got
+/// that grace period: a member of durable rooms only came back as
+/// `connect` and, if it never came back, was never announced. After a
+/// crash (no record of who was online) every member gets the grace
+/// period, and one disconnected before is announced again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_restart_announces_only_the_members_that_stay_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.presence_grace = Duration::from_millis(1500);
+    let b = herald_broker::server::start(cfg.clone()).await.unwrap();
+    let mut clients = Vec::new();
+    for id in ["alice", "bob", "carol"] {
+        let mut c = Raw::connect_as(b.local_addr(), Some(id)).await;
+        join_room(&mut c, "club", true).await;
+        clients.push(c);
+    }
+    let club = b.registry().get("_room.club").unwrap();
+    // Bob goes away for good before the restart.
+    let before = club.log.next_offset();
+    drop(clients.remove(1));
+    assert_eq!(settled_end(&club, before + 1).await, before + 1);
+    assert_eq!(
+        records_from(&club, before),
+        [presence("disconnect", "bob", "club")]
+    );
+    drop(club);
+    // Alice and carol are online when the broker stops.
+    b.shutdown().await;
+    drop(clients);
+    let record = dir.path().join("rooms").join("online-clients");
+    assert!(record.exists(), "who was online is recorded");
+
+    let b = herald_broker::server::start(cfg.clone()).await.unwrap();
+    assert!(!record.exists(), "the record is read once");
+    let club = b.registry().get("_room.club").unwrap();
+    let start = club.log.next_offset();
+    // Alice comes back within the grace period; carol does not.
+    let alice = Raw::connect_as(b.local_addr(), Some("alice")).await;
+    assert_eq!(
+        settled_end(&club, start + 1).await,
+        start + 1,
+        "one record: carol's disconnect"
+    );
+    assert_eq!(
+        records_from(&club, start),
+        [presence("disconnect", "carol", "club")]
+    );
+    drop(club);
+    b.shutdown().await;
+    drop(alice);
+
+    // As after a crash: no record of who was online. Every member gets the
+    // grace period; alice is back in time, bob and carol are announced
+    // (again).
+    std::fs::remove_file(&record).unwrap();
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    let club = b.registry().get("_room.club").unwrap();
+    let start = club.log.next_offset();
+    let alice = Raw::connect_as(b.local_addr(), Some("alice")).await;
+    assert_eq!(settled_end(&club, start + 2).await, start + 2);
+    let mut got = records_from(&club, start);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            presence("disconnect", "bob", "club"),
+            presence("disconnect", "carol", "club")
+        ]
+    );
+    drop(club);
+    drop(alice);
+    b.shutdown().await;
+}

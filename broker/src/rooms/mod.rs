@@ -40,6 +40,37 @@ use crate::topic::{name, Registry};
 use crate::BrokerError;
 use presence::Notice;
 
+/// In `<data-dir>/rooms`: the clients online at the last graceful
+/// shutdown ([`Rooms::save_online`]), read and removed at start. Not a
+/// room file (those end in `.room`).
+const ONLINE_FILE: &str = "online-clients";
+
+/// The clients [`Rooms::save_online`] recorded, removing the record (it
+/// describes one shutdown only: after a later crash it would be stale).
+/// `None` when there is none (the broker crashed, or ran for the first
+/// time) or it cannot be read.
+fn take_online(dir: &std::path::Path) -> Option<HashSet<String>> {
+    let path = dir.join(ONLINE_FILE);
+    let read = crate::fsutil::read_checked(&path).and_then(|body| {
+        body.map(|b| postcard::from_bytes::<Vec<String>>(&b).map_err(std::io::Error::other))
+            .transpose()
+    });
+    let online = match read {
+        Ok(ids) => ids.map(|ids| ids.into_iter().collect()),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot read who was online at the last shutdown; every room member gets a grace period");
+            None
+        }
+    };
+    if path.exists() {
+        let removed = std::fs::remove_file(&path).and_then(|()| crate::fsutil::sync_dir(dir));
+        if let Err(e) = removed {
+            tracing::warn!(file = %path.display(), error = %e, "cannot remove the record of who was online");
+        }
+    }
+    online
+}
+
 /// One room.
 #[derive(Debug, Default)]
 struct Room {
@@ -271,8 +302,15 @@ impl Rooms {
     /// Work that needs the runtime, once after [`Rooms::open`]: members of
     /// rooms written by an older Herald get a position at the end of their
     /// room's log (they had none: their past events are in their inboxes),
-    /// and every member of a non-durable room, offline now that the broker
-    /// started, gets its grace period to come back.
+    /// and the members that were online when the broker stopped, offline
+    /// now that it started, get their grace period to come back (a
+    /// shutdown is not a disconnect): back in time, nobody hears of it;
+    /// late, their rooms get `disconnect` (and non-durable ones drop them).
+    /// Who was online comes from [`Rooms::save_online`]; after a crash
+    /// nobody knows, and every member gets the grace period (one already
+    /// disconnected before the crash gets a second `disconnect` if it is
+    /// not back in time). Members of non-durable rooms always get it: a
+    /// late one must be dropped.
     ///
     /// # Errors
     /// A member's position cannot be written.
@@ -288,12 +326,21 @@ impl Rooms {
             }
             tracing::info!(room = %room, "room from an older Herald: its members read its log from now on");
         }
+        let online_before = {
+            let dir = self.dir.clone();
+            tokio::task::spawn_blocking(move || take_online(&dir))
+                .await
+                .map_err(|e| BrokerError::Internal(e.to_string()))?
+        };
         let offline: Vec<String> = {
             let mut st = self.lock();
             let clients: Vec<String> = st
                 .memberships
                 .iter()
-                .filter(|(_, rooms)| rooms.iter().any(|r| !st.is_durable(r)))
+                .filter(|(c, rooms)| {
+                    online_before.as_ref().is_none_or(|o| o.contains(*c))
+                        || rooms.iter().any(|r| !st.is_durable(r))
+                })
                 .map(|(c, _)| c.clone())
                 .collect();
             for c in &clients {
@@ -311,6 +358,30 @@ impl Rooms {
             self.start_grace(c, 0);
         }
         Ok(())
+    }
+
+    /// At a graceful shutdown, once every session has ended: writes the
+    /// client ids that were online (or within their grace period) to
+    /// `rooms/online-clients`, for [`Rooms::start`] to give them, and only
+    /// them, a grace period. Without it a member online at the shutdown
+    /// and back at once was announced `connect` without ever having been
+    /// announced `disconnect`, and one that never came back was never
+    /// announced at all. A failure is logged: the next start then treats
+    /// the shutdown as a crash.
+    pub fn save_online(&self) {
+        let online: Vec<String> = {
+            let st = self.lock();
+            let mut ids: Vec<String> = st.online.keys().cloned().collect();
+            ids.sort_unstable();
+            ids
+        };
+        let path = self.dir.join(ONLINE_FILE);
+        let written = postcard::to_allocvec(&online)
+            .map_err(std::io::Error::other)
+            .and_then(|body| crate::fsutil::write_atomic(&path, &body, true));
+        if let Err(e) = written {
+            tracing::warn!(file = %path.display(), error = %e, "could not record who was online; after the restart every room member gets a grace period");
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
