@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 pub struct JoinRoom {
     pub room: String,
     /// A durable room keeps its member set on disk: a member stays a member
-    /// while offline (and across broker restarts) and its inbox collects
-    /// what the room is sent meanwhile.
+    /// while offline (and across broker restarts) and keeps its position in
+    /// the room's log, so it reads what the room was sent meanwhile when it
+    /// is back.
     pub durable: bool,
     /// How many of the room's most recent events (and presence records) a
     /// new member receives first; 0 starts it at the room's end. Ignored
@@ -32,8 +33,9 @@ pub struct RoomName {
     pub room: String,
 }
 
-/// Who an [`Emit`] goes to. The broker resolves it to a set of client ids
-/// (deduplicated) and appends the event once to each one's inbox.
+/// Who an [`Emit`] goes to. A room target is one append to each target
+/// room's log (its members read it there); a client target, and `All`,
+/// one append to each recipient's inbox (docs/rooms.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EmitTarget {
     /// Every member of the room (the room named after a client id also
@@ -52,8 +54,8 @@ pub enum EmitTarget {
     All,
 }
 
-/// Emits a named event (`0x42`). Reply: [`EmitOk`] once every inbox append
-/// is durable.
+/// Emits a named event (`0x42`). Reply: [`EmitOk`] once every append it
+/// made (to room logs and inboxes) is durable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Emit {
     pub target: EmitTarget,
@@ -70,9 +72,12 @@ pub struct Emit {
 /// The confirm of an [`Emit`] (`0x43`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmitOk {
-    /// Inboxes the event was appended to.
+    /// Clients reached, each once: the target rooms' members at the time
+    /// of the emit (less the sender for a broadcast) and the inbox
+    /// recipients.
     pub recipients: u32,
-    /// Room members left out because their inbox was at its pending limit.
+    /// `All` recipients left out because their inbox was at its pending
+    /// limit (a `Client` target fails with `Busy` instead).
     pub skipped: u32,
 }
 
@@ -141,14 +146,16 @@ pub struct ReplyTo {
     pub payload: Vec<u8>,
 }
 
-/// Header names of inbox records. Every inbox record has `herald-kind` and
-/// `herald-sender`; the key of the record is the event name.
+/// Header names of event records, in room logs and inboxes alike. Every
+/// such record has `herald-kind` and `herald-sender`; the key of the
+/// record is the event name.
 pub mod headers {
     /// `event`, `presence` or `reply`.
     pub const KIND: &str = "herald-kind";
     /// The client id that emitted (for presence: whose presence changed).
     pub const SENDER: &str = "herald-sender";
-    /// The room the event was sent to (absent for direct and `All` emits).
+    /// The room whose log holds the record (absent for direct and `All`
+    /// emits, which are in inboxes).
     pub const ROOM: &str = "herald-room";
     /// Where a reply should go (only on events that expect one).
     pub const REPLY_TO: &str = "herald-reply-to";
