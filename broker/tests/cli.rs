@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::Child;
-use common_cli::{herald, run, run_at, serve, Proc, T};
+use common_cli::{herald, http_listening, run, run_at, serve, Proc, T};
 use serde_json::Value;
 
 /// A broker in a fresh folder; the folder lives as long as the broker.
@@ -598,11 +598,7 @@ fn bench_pubsub_runs_over_websocket() {
         ],
         &[],
     );
-    let line = broker.line();
-    let http = line
-        .strip_prefix("http listening on ")
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{line}"));
+    let (http, _) = http_listening(&broker);
     let url = format!("ws://{http}/ws");
     let out = herald(&[
         "bench", "pubsub", "--server", &url, "--json", "--fsync", "never", "--count", "500",

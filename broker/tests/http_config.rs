@@ -27,13 +27,7 @@ fn serve_http(dir: &std::path::Path, extra: &[&str], envs: &[(&str, &str)]) -> (
     ];
     args.extend_from_slice(extra);
     let (p, _) = serve(&args, envs);
-    let line = p.line();
-    let http = line
-        .strip_prefix("http listening on ")
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{line}"))
-        .parse()
-        .unwrap();
+    let (http, _) = http_listening(&p);
     (p, http)
 }
 

@@ -33,13 +33,7 @@ fn serve_with(dir: &std::path::Path, extra: &[&str]) -> (Proc, SocketAddr, Socke
     ];
     args.extend_from_slice(extra);
     let (p, addr) = serve(&args, &[]);
-    let line = p.line();
-    let http = line
-        .strip_prefix("http listening on ")
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{line}"))
-        .parse()
-        .unwrap();
+    let (http, line) = http_listening(&p);
     assert!(line.contains(&format!("http://{http}/metrics")), "{line}");
     (p, addr, http)
 }

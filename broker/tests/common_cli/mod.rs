@@ -247,6 +247,19 @@ impl Drop for Proc {
     }
 }
 
+/// The address of `herald serve`'s HTTP listener, from its next line
+/// (`http listening on ADDR (...)`, printed right after `listening on`),
+/// with that line.
+pub fn http_listening(p: &Proc) -> (SocketAddr, String) {
+    let line = p.line();
+    let http = line
+        .strip_prefix("http listening on ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("not the HTTP listener's line: {line}"));
+    (http, line)
+}
+
 /// Starts `herald serve ARGS` with `envs` and returns it with the address
 /// from its `listening on` line.
 pub fn serve(args: &[&str], envs: &[(&str, &str)]) -> (Proc, SocketAddr) {
