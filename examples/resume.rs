@@ -66,18 +66,21 @@ async fn main() -> anyhow::Result<()> {
                     msg.offset(),
                     String::from_utf8_lossy(msg.payload())
                 );
-                msg.ack().await?;
                 handled += 1;
                 if Some(handled) == crash_after {
-                    // Give the batched acks a moment to reach the broker,
-                    // then die without any cleanup, like a killed process.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // The client batches acks, and a few may wait up to 2 s
+                    // (docs/client.md): this one goes at once, with every
+                    // ack still pending, and returns once the broker has
+                    // recorded them. Then die without any cleanup, like a
+                    // killed process.
+                    msg.ack_confirmed().await?;
                     println!(
                         "crashing after {}",
                         herald_examples::count(handled, "message")
                     );
                     std::process::exit(1);
                 }
+                msg.ack().await?;
             }
             client.close().await;
         }

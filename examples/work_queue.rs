@@ -1,7 +1,8 @@
 //! A work queue: one producer, several competing workers in one group, each
 //! job acked when done. Worker 0 "crashes" (panics) in the middle of its
 //! first job; since it never acked, the broker redelivers that job to
-//! another worker once the short ack timeout passes.
+//! another worker: at once, as the panic ends its subscription (a worker
+//! that hung instead would lose it after the short ack timeout).
 //!
 //! Run a broker (`cargo run --release --bin herald -- serve`), then:
 //!
