@@ -791,3 +791,35 @@ pub fn validate_room(room: &str) -> Result<(), BrokerError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The record of who was online is read once: a good one gives its
+    /// ids, a damaged one is treated as a crash (`None`, every member gets
+    /// the grace period, never a start refused), and either is removed so
+    /// that a later crash cannot read it stale.
+    #[test]
+    fn the_online_record_is_read_once_and_a_damaged_one_counts_as_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ONLINE_FILE);
+        assert_eq!(take_online(dir.path()), None, "no record: a crash");
+
+        let ids = vec!["alice".to_owned(), "bob".to_owned()];
+        let body = postcard::to_allocvec(&ids).unwrap();
+        crate::fsutil::write_atomic(&path, &body, false).unwrap();
+        let got = take_online(dir.path()).expect("the record");
+        assert_eq!(got, ids.into_iter().collect::<HashSet<_>>());
+        assert!(!path.exists(), "removed once read");
+        assert_eq!(take_online(dir.path()), None);
+
+        crate::fsutil::write_atomic(&path, &body, false).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(take_online(dir.path()), None, "damaged: as after a crash");
+        assert!(!path.exists(), "a damaged record is removed too");
+    }
+}
