@@ -308,7 +308,7 @@ async function rooms(http, members, seconds, window, threads) {
     delivered = await group.count();
   }
   const secs = (performance.now() - t0) / 1000;
-  const where = threads === 0 ? "members on the emitter's thread" : `members on ${threads} worker threads`;
+  const where = threads === 0 ? "members on the emitter's thread" : `members on ${threads} worker thread${threads === 1 ? "" : "s"}`;
   console.log(
     `rooms over WebSocket: 1 emitter, room of ${members}, ${window} emits in flight, ${where}: ${emits} durable emits, ${delivered - before} deliveries in ${secs.toFixed(1)} s = ${((delivered - before) / secs).toFixed(0)} deliveries/s (${(emits / secs).toFixed(0)} emits/s)`,
   );
