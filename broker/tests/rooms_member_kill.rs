@@ -6,17 +6,17 @@
 //! record of unconfirmed acks is what hides the events the restarted
 //! broker sends again.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{Child, T};
 use futures::StreamExt;
 use herald_client::{Client, Inbox, Target};
 
-/// How long any one wait of this test may take.
-const WAIT: Duration = Duration::from_secs(20);
-
-/// Runs `f` within [`WAIT`], failing the test on timeout.
+/// Runs `f` within [`T`], failing the test on timeout.
 async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    match tokio::time::timeout(WAIT, f).await {
+    match tokio::time::timeout(T, f).await {
         Ok(v) => v,
         Err(_) => panic!("timed out waiting for {what}"),
     }
@@ -50,136 +50,6 @@ const BEFORE_KILL: u8 = 0;
 const KILLED: u8 = 1;
 /// Set once the restarted broker listens.
 const RESTARTED: u8 = 2;
-
-/// A `herald serve` child on a fixed port and data folder, restartable on
-/// both. Dropping it SIGKILLs and reaps the child, then removes its folders
-/// (printing the broker's logs first if the test is failing).
-struct HeraldChild {
-    bin: std::path::PathBuf,
-    child: Option<std::process::Child>,
-    port: u16,
-    data: tempfile::TempDir,
-    /// The broker's stderr, one file per start (not in the data folder).
-    logs: tempfile::TempDir,
-    starts: u32,
-}
-
-impl HeraldChild {
-    /// Starts the broker on a port that was free a moment ago (another one
-    /// if that one got taken meanwhile).
-    async fn start(bin: std::path::PathBuf) -> HeraldChild {
-        let mut b = HeraldChild {
-            bin,
-            child: None,
-            port: 0,
-            data: tempfile::tempdir().expect("data folder"),
-            logs: tempfile::tempdir().expect("log folder"),
-            starts: 0,
-        };
-        for attempt in 1..=5 {
-            b.port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            match b.spawn().await {
-                Ok(()) => return b,
-                Err(e) if attempt < 5 => eprintln!("herald on port {}: {e}; another port", b.port),
-                Err(e) => panic!("herald did not start: {e}"),
-            }
-        }
-        unreachable!()
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Runs `herald serve` (fsync always, no HTTP listener, none of the
-    /// environment's HERALD_ settings) and waits for its `listening on`
-    /// line.
-    async fn spawn(&mut self) -> Result<(), String> {
-        use std::io::BufRead;
-        use std::process::Stdio;
-        assert!(self.child.is_none(), "herald is running already");
-        self.starts += 1;
-        let log_path = self.logs.path().join(format!("herald-{}.log", self.starts));
-        let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-        let mut cmd = std::process::Command::new(&self.bin);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("HERALD_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.args([
-            "serve",
-            "--listen",
-            &self.addr(),
-            "--fsync",
-            "always",
-            "--no-http",
-        ])
-        .arg("--data-dir")
-        .arg(self.data.path())
-        .env("HERALD_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", self.bin.display()))?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        self.child = Some(child);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        // Reads stdout until the broker exits, so it never blocks on it.
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.starts_with("listening on ") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            }
-        });
-        let outcome = match tokio::time::timeout(WAIT, rx).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(_)) => "exited before listening",
-            Err(_) => "not listening in time",
-        };
-        self.kill();
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        Err(format!("{outcome}; its log:\n{log}"))
-    }
-
-    /// SIGKILL, and reap.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts again on the same port and data folder.
-    async fn restart(&mut self) {
-        if let Err(e) = self.spawn().await {
-            panic!("herald did not start again on {}: {e}", self.addr());
-        }
-    }
-}
-
-impl Drop for HeraldChild {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            for n in 1..=self.starts {
-                let p = self.logs.path().join(format!("herald-{n}.log"));
-                let log = std::fs::read_to_string(&p).unwrap_or_default();
-                eprintln!("--- herald start {n}, its log:\n{log}");
-            }
-        }
-    }
-}
 
 /// What the member's app was handed, in order.
 #[derive(Debug, Clone)]
@@ -317,9 +187,8 @@ async fn emitter_app(
 /// by themselves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_member_is_never_handed_an_acked_event_again_after_a_broker_sigkill() {
-    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_herald"));
     let started = std::time::Instant::now();
-    if tokio::time::timeout(KILL_DEADLINE, member_through_a_sigkill(bin))
+    if tokio::time::timeout(KILL_DEADLINE, member_through_a_sigkill())
         .await
         .is_err()
     {
@@ -328,7 +197,7 @@ async fn a_live_member_is_never_handed_an_acked_event_again_after_a_broker_sigki
     eprintln!("run took {:?}", started.elapsed());
 }
 
-async fn member_through_a_sigkill(bin: std::path::PathBuf) {
+async fn member_through_a_sigkill() {
     use std::collections::{BTreeMap, HashMap, HashSet};
     use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
     use std::sync::Arc;
@@ -337,8 +206,11 @@ async fn member_through_a_sigkill(bin: std::path::PathBuf) {
     use rand::Rng;
 
     let t0 = std::time::Instant::now();
-    let mut broker = HeraldChild::start(bin).await;
-    let addr = broker.addr();
+    // The real binary (fsync always, the default), restarted on the same
+    // address and data folder after the SIGKILL; killed when dropped.
+    let dir = tempfile::tempdir().expect("data folder");
+    let broker = Child::spawn(dir.path(), &["--no-http"]);
+    let addr = broker.addr.to_string();
     let connect = |id: &'static str| {
         Client::builder(addr.as_str())
             .client_id(id)
@@ -375,7 +247,7 @@ async fn member_through_a_sigkill(bin: std::path::PathBuf) {
     let handled_at_kill = *handled.borrow();
     broker.kill();
     let killed = std::time::Instant::now();
-    broker.restart().await;
+    let _broker = Child::spawn_on(dir.path(), &addr, &["--no-http"]);
     phase.store(RESTARTED, SeqCst);
     let down = killed.elapsed();
     // Best effort, for the report: the member's position the restarted
@@ -448,8 +320,8 @@ async fn member_through_a_sigkill(bin: std::path::PathBuf) {
         .find(|g| g.name == "member")
         .expect("the member's group");
     emitter.close().await;
-    // `broker` is dropped (killed, its folders removed) at the end: after
-    // the assertions, so that a failure prints its logs.
+    // The restarted broker is killed, and its folder removed, when they
+    // are dropped at the end (its log went to this test's stderr).
 
     // What the app was handed, checked against what was confirmed.
     let mut problems = Vec::new();
