@@ -280,12 +280,16 @@ async fn accept_loop(
                 sessions.spawn(async move {
                     session::tune(&stream);
                     match tls {
-                        None => session::run(stream, Some(peer), s, Transport::Tcp).await,
+                        None => {
+                            let (read, write) = tokio::io::split(stream);
+                            session::run(read, write, Some(peer), s, Transport::Tcp).await;
+                        }
                         Some(acceptor) => {
                             let timeout = s.config.handshake_timeout;
                             if let Some(stream) = accept_tls(stream, &acceptor, timeout, peer).await
                             {
-                                session::run(stream, Some(peer), s, Transport::Tcp).await;
+                                let (read, write) = tokio::io::split(stream);
+                                session::run(read, write, Some(peer), s, Transport::Tcp).await;
                             }
                         }
                     }

@@ -18,7 +18,7 @@ use herald_protocol::codec::{CodecError, FrameCodec};
 use herald_protocol::{
     ErrorCode, Frame, Hello, HelloOk, Message, Opcode, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 };
-use tokio::io::{AsyncRead, AsyncWrite, ReadHalf};
+use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -179,16 +179,21 @@ pub(crate) struct Close;
 pub const TOKEN_EXPIRING: Duration = Duration::from_secs(30);
 
 /// Serves one connection until the peer leaves, misbehaves or the broker
-/// shuts down. `stream` is a TCP stream, or one wrapped in TLS (tune the
-/// TCP socket with [`tune`] first); `transport` says which, for the
-/// metrics.
-pub async fn run<S>(stream: S, peer: Option<SocketAddr>, shared: Arc<Shared>, transport: Transport)
-where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+/// shuts down. `read` and `write` are its two halves: of a TCP stream
+/// (tune the TCP socket with [`tune`] first), of one wrapped in TLS, or of
+/// a WebSocket ([`crate::ws`]); `transport` says which, for the metrics.
+pub async fn run<R, W>(
+    read: R,
+    write: W,
+    peer: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    transport: Transport,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: outbox::Sink,
 {
     let mut gauge = shared.metrics.connection(transport);
     let cfg = shared.config.clone();
-    let (read, write) = tokio::io::split(stream);
     let (outbox, writer) = outbox::spawn(
         write,
         cfg.write_queue_frames,
@@ -253,12 +258,12 @@ where
 }
 
 /// The read side of a connection, framed (cancel-safe in `select!`).
-type Frames<S> = FramedRead<ReadHalf<S>, FrameCodec>;
+type Frames<R> = FramedRead<R, FrameCodec>;
 
 /// Reads the first frame, which must be a Hello with a version we speak
 /// and, when authentication is on, a valid token for the client id it
 /// asks for.
-async fn handshake<S: AsyncRead>(
+async fn handshake<S: AsyncRead + Unpin>(
     frames: &mut Frames<S>,
     outbox: &Outbox,
     cfg: &BrokerConfig,
@@ -390,7 +395,7 @@ fn wire_error(e: &herald_protocol::WireError) -> Message {
 }
 
 impl Session {
-    async fn serve<S: AsyncRead>(&mut self, frames: &mut Frames<S>) {
+    async fn serve<S: AsyncRead + Unpin>(&mut self, frames: &mut Frames<S>) {
         let cfg = self.shared.config.clone();
         let shutdown = self.shared.shutdown.clone();
         let mut tick = tokio::time::interval(cfg.heartbeat);

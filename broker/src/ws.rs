@@ -5,7 +5,7 @@
 //! This module only adapts the socket: [`WsReader`] turns the incoming
 //! binary messages into one byte stream (`AsyncRead`) for the session's
 //! frame decoder, and [`WsWriter`] turns each write of the connection's
-//! outbox into one binary message (`AsyncWrite`). Message boundaries carry
+//! outbox into one binary message ([`crate::outbox::Sink`]). Message boundaries carry
 //! no meaning, exactly as TCP segment boundaries do not; in practice every
 //! message the broker sends holds whole frames.
 //!
@@ -24,8 +24,9 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::{Buf, Bytes, BytesMut};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 
+use crate::outbox::Sink;
 use crate::session::{self, Shared};
 
 /// WebSocket close codes (RFC 6455, section 7.4.1).
@@ -54,10 +55,10 @@ pub async fn serve(socket: WebSocket, peer: Option<std::net::SocketAddr>, shared
         sink,
         code,
         shutdown: shared.shutdown.clone(),
-        closing: false,
     };
     session::run(
-        tokio::io::join(reader, writer),
+        reader,
+        writer,
         peer,
         shared,
         crate::metrics::Transport::WebSocket,
@@ -131,15 +132,14 @@ impl AsyncRead for WsReader {
     }
 }
 
-/// The write half: each write of the outbox is one binary message.
+/// The write half: each write of the outbox is one binary message, made of
+/// the outbox's buffer without a copy (see [`crate::outbox::Sink`]).
 pub struct WsWriter {
     sink: SplitSink<WebSocket, Message>,
     /// Set by the reader when it found why the connection must close.
     code: Arc<AtomicU16>,
     /// Cancelled when the broker shuts down (close code 1001).
     shutdown: tokio_util::sync::CancellationToken,
-    /// The Close message has been queued.
-    closing: bool,
 }
 
 fn to_io(e: axum::Error) -> io::Error {
@@ -147,15 +147,6 @@ fn to_io(e: axum::Error) -> io::Error {
 }
 
 impl WsWriter {
-    fn send(&mut self, cx: &mut Context<'_>, message: Bytes) -> Poll<io::Result<usize>> {
-        ready!(self.sink.poll_ready_unpin(cx)).map_err(to_io)?;
-        let n = message.len();
-        self.sink
-            .start_send_unpin(Message::Binary(message))
-            .map_err(to_io)?;
-        Poll::Ready(Ok(n))
-    }
-
     fn close_code(&self) -> u16 {
         match self.code.load(Ordering::Relaxed) {
             0 if self.shutdown.is_cancelled() => close::GOING_AWAY,
@@ -165,50 +156,32 @@ impl WsWriter {
     }
 }
 
-impl AsyncWrite for WsWriter {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.send(cx, Bytes::copy_from_slice(buf))
-    }
-
-    /// The outbox writes a delivery's stored batch after the frames before
-    /// it as one vectored write; gathering them keeps them in one message.
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        ready!(self.sink.poll_ready_unpin(cx)).map_err(to_io)?;
-        let mut m = BytesMut::with_capacity(bufs.iter().map(|b| b.len()).sum());
-        for b in bufs {
-            m.extend_from_slice(b);
+impl Sink for WsWriter {
+    async fn send(&mut self, buf: &mut BytesMut, direct: Option<Bytes>) -> io::Result<()> {
+        // A stored batch the outbox kept out of its buffer (memory is
+        // short) joins the frames before it: every message holds whole
+        // frames.
+        if let Some(batch) = direct {
+            buf.extend_from_slice(&batch);
         }
-        self.send(cx, m.freeze())
+        let message = buf.split().freeze();
+        // `send` is ready, then start_send (tungstenite copies the message
+        // into its frame buffer and drops it), then flush.
+        self.sink
+            .send(Message::Binary(message))
+            .await
+            .map_err(to_io)
     }
 
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.sink.poll_flush_unpin(cx).map_err(to_io)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.closing {
-            ready!(self.sink.poll_ready_unpin(cx)).map_err(to_io)?;
-            let frame = CloseFrame {
-                code: self.close_code(),
-                reason: "".into(),
-            };
-            self.sink
-                .start_send_unpin(Message::Close(Some(frame)))
-                .map_err(to_io)?;
-            self.closing = true;
-        }
-        self.sink.poll_close_unpin(cx).map_err(to_io)
+    async fn close(&mut self) -> io::Result<()> {
+        let frame = CloseFrame {
+            code: self.close_code(),
+            reason: "".into(),
+        };
+        self.sink
+            .send(Message::Close(Some(frame)))
+            .await
+            .map_err(to_io)?;
+        self.sink.close().await.map_err(to_io)
     }
 }

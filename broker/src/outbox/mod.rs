@@ -19,6 +19,7 @@
 //! queued.
 
 mod pushes;
+mod sink;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -26,12 +27,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use herald_protocol::Message;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use pushes::{Pusher, Taker};
+pub use sink::Sink;
 use tokio_util::sync::CancellationToken;
 
 use crate::memory::{Level, MemoryBudget};
@@ -236,16 +237,13 @@ impl Drop for Gone {
 /// Starts the writer task for `sink`; it ends when every [`Outbox`] clone is
 /// dropped (after flushing), on a write error, or when the peer has not
 /// accepted bytes for `stall`.
-pub fn spawn<W>(
+pub fn spawn<W: Sink>(
     sink: W,
     queue: usize,
     stall: Duration,
     memory: Arc<MemoryBudget>,
     metrics: Arc<Metrics>,
-) -> (Outbox, tokio::task::JoinHandle<()>)
-where
-    W: AsyncWrite + Unpin + Send + 'static,
-{
+) -> (Outbox, tokio::task::JoinHandle<()>) {
     let (rtx, rrx) = mpsc::channel(queue.max(1));
     let (ptx, prx) = pushes::queue();
     let closed = CancellationToken::new();
@@ -370,7 +368,7 @@ impl Writer {
         }
     }
 
-    async fn run<W: AsyncWrite + Unpin>(mut self, mut sink: W) -> std::io::Result<()> {
+    async fn run<W: Sink>(mut self, mut sink: W) -> std::io::Result<()> {
         // No buffer until there is something to write: it grows to what the
         // connection's writes need (a few hundred bytes for one that only
         // answers its handshake and pings), so an idle connection holds
@@ -439,12 +437,8 @@ impl Writer {
                 }
             }
             held.raise_to(buf.capacity());
-            match direct {
-                None => self.write(&mut sink, &mut &buf[..]).await?,
-                Some(batch) => self.write(&mut sink, &mut (&buf[..]).chain(batch)).await?,
-            }
+            self.write(&mut sink, &mut buf, direct).await?;
             self.written(taken);
-            buf.clear();
             // Give a big buffer back, and any buffer past the idle size
             // once memory is getting short: a connection between bursts
             // should not keep what a burst needed.
@@ -455,26 +449,19 @@ impl Writer {
                 held = self.memory.charge(0);
             }
         }
-        let _ = tokio::time::timeout(self.stall, sink.shutdown()).await;
+        let _ = tokio::time::timeout(self.stall, sink.close()).await;
         Ok(())
     }
 
-    /// Writes all of `bytes` (vectored where the sink supports it) and
-    /// flushes, or fails once the peer has not taken it all within the
-    /// stall timeout. The flush is a no-op on a TCP socket; a WebSocket
-    /// sends its message there.
-    async fn write<W: AsyncWrite + Unpin, B: Buf>(
+    /// Writes `buf` (emptying it), then `direct`, and flushes, or fails
+    /// once the peer has not taken it all within the stall timeout.
+    async fn write<W: Sink>(
         &self,
         sink: &mut W,
-        bytes: &mut B,
+        buf: &mut BytesMut,
+        direct: Option<Bytes>,
     ) -> std::io::Result<()> {
-        // The flush matters for TLS: the TLS layer may keep encrypted
-        // records that the socket did not take yet, and nothing else would
-        // push them out if no further write came (a no-op for TCP).
-        let all = async {
-            sink.write_all_buf(bytes).await?;
-            sink.flush().await
-        };
+        let all = sink.send(buf, direct);
         tokio::pin!(all);
         // A peer that stops reading is cut off after the stall timeout, or
         // after PRESSURE_STALL while the memory budget is past its delivery
@@ -507,7 +494,7 @@ mod tests {
     use super::*;
     use herald_protocol::frame::decode_frame;
     use herald_protocol::Opcode;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWrite};
 
     /// The writer prefers replies, but a reply queued once
     /// [`Outbox::pushes_taken`] resolved comes after the pushes before it.
