@@ -18,6 +18,10 @@
 #   WINDOW=1              emits in flight from the one emitter, each still
 #                         confirmed: Herald --inflight WINDOW, Socket.IO
 #                         --window WINDOW (acknowledged emits)
+#   TRANSPORT=tcp         how Herald's bench client (the Rust client) talks
+#                         to the broker: tcp, or ws (WebSocket, through the
+#                         broker's HTTP listener at /ws); Socket.IO always
+#                         uses its websocket transport
 #   SIO_WORKERS=0         member processes for Socket.IO (0: in the
 #                         emitter's process), see the peer's README.md
 #   OUT=DIR               also keep the raw JSON lines there
@@ -34,7 +38,9 @@ MIN_EVENTS=${MIN_EVENTS:-20}
 PAYLOAD=${PAYLOAD:-100}
 WINDOW=${WINDOW:-1}
 SIO_WORKERS=${SIO_WORKERS:-0}
+TRANSPORT=${TRANSPORT:-tcp}
 HERALD_PORT=${HERALD_PORT:-7497}
+HERALD_HTTP_PORT=${HERALD_HTTP_PORT:-7499}
 SIO_PORT=${SIO_PORT:-7498}
 PEER=benches/peers/socketio
 
@@ -43,6 +49,11 @@ for v in ROUNDS ROOMS DELIVERIES MIN_EVENTS PAYLOAD WINDOW; do
     '' | *[!0-9]* | 0) echo "rooms-vs-socketio: $v must be a whole number >= 1, not '${!v}'" >&2; exit 2 ;;
   esac
 done
+case $TRANSPORT in
+  tcp) SERVER="127.0.0.1:$HERALD_PORT" ;;
+  ws) SERVER="ws://127.0.0.1:$HERALD_HTTP_PORT/ws" ;;
+  *) echo "rooms-vs-socketio: TRANSPORT must be tcp or ws, not '$TRANSPORT'" >&2; exit 2 ;;
+esac
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 if [ "$node_major" -lt 20 ]; then
   echo "rooms-vs-socketio: needs Node 20 or newer (found: $(node --version 2>/dev/null || echo none))" >&2
@@ -92,9 +103,13 @@ run_peer() {
   if [ "$peer" = herald ]; then
     log="$DIR/serve.log"
     rm -rf "$DIR/data"
-    start_server "$log" $H serve --listen "127.0.0.1:$HERALD_PORT" --data-dir "$DIR/data" \
+    start_server "$log" $H serve --listen "127.0.0.1:$HERALD_PORT" \
+      --http "127.0.0.1:$HERALD_HTTP_PORT" --data-dir "$DIR/data" \
       --fsync always --max-connections 20000 --max-connections-per-address 20000
-    $H bench rooms --server "127.0.0.1:$HERALD_PORT" --consumers "$((members * ROOMS))" \
+    if [ "$TRANSPORT" = ws ]; then
+      for _ in $(seq 50); do grep -q "http listening on" "$log" && break; sleep 0.1; done
+    fi
+    $H bench rooms --server "$SERVER" --consumers "$((members * ROOMS))" \
       --rooms "$ROOMS" --producers 1 --inflight "$WINDOW" --count "$events" --size "$PAYLOAD" \
       --fsync always --json > "$DIR/line" || rc=$?
   else
@@ -130,7 +145,7 @@ RESULTS="$DIR/results.txt"
 : > "$RESULTS"
 echo "# $(date -u '+%F %T') UTC, $(nproc) cores, herald $(git rev-parse --short HEAD)," \
   "socket.io $(node -p "require('./$PEER/node_modules/socket.io/package.json').version")," \
-  "node $(node --version), rounds $ROUNDS, payload $PAYLOAD B, window $WINDOW, socket.io member processes $SIO_WORKERS, rooms at once $ROOMS"
+  "node $(node --version), rounds $ROUNDS, payload $PAYLOAD B, window $WINDOW, herald transport $TRANSPORT, socket.io member processes $SIO_WORKERS, rooms at once $ROOMS"
 for members in $SIZES; do
   events=$((DELIVERIES / members))
   [ "$events" -ge "$MIN_EVENTS" ] || events=$MIN_EVENTS

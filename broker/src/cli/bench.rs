@@ -29,8 +29,9 @@ enum Mode {
     Pubsub,
     /// Publish to N ephemeral subscribers, each receiving everything.
     Fanout,
-    /// Emit events to a durable room of N members (each gets every event
-    /// in its inbox and acks it); deliveries/s and emit-to-deliver latency.
+    /// Emit events to durable rooms of N members (`--rooms`; each member
+    /// reads every event from its room's log and acks it); deliveries/s
+    /// and emit-to-deliver latency.
     Rooms,
     /// `--consumers` durable room members (default 1) go offline while
     /// `--count` events are emitted to their room, then all come back at
