@@ -45,6 +45,14 @@ const READ_BUFFER_INITIAL: usize = 512;
 /// loop see a shutdown or the heartbeat.
 const DRAIN_TURN: usize = 64;
 
+/// Requests of one connection answered later other than publishes and
+/// emits (topic and group admin, Join, Leave, acks that ask for a reply)
+/// that may wait for their answer at once. Past it the session stops
+/// reading, as it does at `max_inflight_publishes`: a peer that sends such
+/// requests and never reads the answers held one answer each, without
+/// end, before (700 MB for one connection flooding ListTopics).
+const MAX_PENDING_OTHERS: usize = 1024;
+
 /// Bytes the kernel may hold unsent for one connection
 /// (`TCP_NOTSENT_LOWAT`). Without it the send buffer grows to several MiB,
 /// and a peer that reads nothing could leave a hundred thousand confirms
@@ -412,7 +420,7 @@ impl Session {
         let auth_timer = tokio::time::sleep_until(auth_at.unwrap_or_else(far_future));
         tokio::pin!(auth_timer);
         loop {
-            let can_read = self.publishes.len() < cfg.max_inflight_publishes && parked.is_none();
+            let can_read = self.can_read(&cfg) && parked.is_none();
             let wake = self.token_deadline;
             if wake != auth_at {
                 auth_at = wake;
@@ -437,7 +445,7 @@ impl Session {
                     // which cost more than a small request itself when an
                     // emitter keeps hundreds in flight.
                     for _ in 0..DRAIN_TURN {
-                        if parked.is_some() || self.publishes.len() >= cfg.max_inflight_publishes {
+                        if parked.is_some() || !self.can_read(&cfg) {
                             break;
                         }
                         let Some(f) = frames.next().now_or_never() else { break };
@@ -483,6 +491,12 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Whether another request may be read: the answers waiting are within
+    /// bounds (a peer that does not read its answers stops being read).
+    fn can_read(&self, cfg: &BrokerConfig) -> bool {
+        self.publishes.len() < cfg.max_inflight_publishes && self.others.len() < MAX_PENDING_OTHERS
     }
 
     /// Serves what one read of the connection gave: a request, or the end

@@ -317,3 +317,54 @@ async fn pipelined_requests_are_answered_in_order_up_to_a_bad_frame() {
     );
     b.shutdown().await;
 }
+
+/// The broker's resident memory, from /proc (Linux).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("broker status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// A peer that pipelines requests answered later (ListTopics) and never
+/// reads the answers stops being read once a bounded number wait: the
+/// broker's memory stays flat, and another connection is served. Before,
+/// every request read was kept with its answer (one such peer made the
+/// broker hold 700 MB). The real binary, so that its memory is its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_its_answers_stops_being_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Child::spawn(dir.path(), &["--no-http"]);
+    let pid = broker.child.id();
+    let raw = Raw::connect(broker.addr).await;
+    let before = rss_kib(pid);
+    let mut flood = bytes::BytesMut::new();
+    for id in 1..=1_000_000u64 {
+        flood.extend_from_slice(&raw_frame(Opcode::ListTopics, id, &[]));
+    }
+    let mut socket = raw.framed.into_inner();
+    // 16 MB of requests; once the broker stops reading, the kernel's
+    // buffers fill and the write waits (until the deadline).
+    let written = tokio::time::timeout(Duration::from_secs(6), socket.write_all(&flood)).await;
+    let grown = rss_kib(pid).saturating_sub(before);
+    let mut other = Raw::connect(broker.addr).await;
+    assert!(
+        matches!(
+            other.request(Message::ListTopics).await,
+            Message::TopicList(_)
+        ),
+        "another connection is served"
+    );
+    assert!(
+        grown < 64 * 1024,
+        "the broker grew by {grown} KiB for one peer that reads nothing (the write {})",
+        if written.is_ok() {
+            "was all taken"
+        } else {
+            "waited"
+        }
+    );
+    drop(socket);
+}
