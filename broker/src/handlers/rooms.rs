@@ -87,10 +87,34 @@ impl Handler for Emit {
     }
 }
 
+/// Most emits in one EmitBatch (the Rust client sends at most this many):
+/// one frame's emits hold the session's loop for a bounded time, and their
+/// answer stays small. Without a bound, one 8 MB frame of 2,000,000 empty
+/// emits took a worker thread for over a second and got a 122 MB answer.
+pub(crate) const MAX_BATCH_EMITS: usize = 1024;
+
+/// The most one outcome takes in an EmitBatchOk besides its error text: the
+/// enum tag, two u32 varints (or a code and the text's length).
+const OUTCOME_BYTES: usize = 11;
+
+/// What a frame takes besides its body's outcomes: the header, and the
+/// outcome count's varint.
+const ANSWER_OVERHEAD: usize = 32;
+
 /// Several emits in one frame: each is checked and appended as a lone
 /// Emit would be, in order, before the next frame is read; one answer
 /// carries every outcome once all of them are durable (or refused).
 pub(super) async fn emit_batch(s: &mut Session, id: u64, b: EmitBatch) -> Result<(), Close> {
+    let max_frame = s.shared.config.max_frame_bytes;
+    // The answer must fit a frame even with every error text cut away.
+    let most = MAX_BATCH_EMITS.min(max_frame.saturating_sub(ANSWER_OVERHEAD) / OUTCOME_BYTES);
+    if b.emits.len() > most {
+        let e = BrokerError::InvalidArgument(format!(
+            "an EmitBatch holds at most {most} emits, got {}",
+            b.emits.len()
+        ));
+        return s.reply(id, e.to_message()).await;
+    }
     let rooms = s.shared.rooms.clone();
     let mut pending = Vec::with_capacity(b.emits.len());
     for e in b.emits {
@@ -115,9 +139,43 @@ pub(super) async fn emit_batch(s: &mut Session, id: u64, b: EmitBatch) -> Result
                 }),
             });
         }
+        fit_texts(&mut results, max_frame);
         (id, Message::EmitBatchOk(EmitBatchOk { results }))
     }));
     Ok(())
+}
+
+/// Cuts the error texts of `results` so that their answer fits a frame of
+/// `max_frame` bytes: each keeps an equal share of the room left (at a
+/// character boundary). The codes say what happened; the texts only explain.
+fn fit_texts(results: &mut [EmitOutcome], max_frame: usize) {
+    let texts: usize = results
+        .iter()
+        .map(|r| match r {
+            EmitOutcome::Err(e) => e.message.len(),
+            EmitOutcome::Ok(_) => 0,
+        })
+        .sum();
+    let room = max_frame.saturating_sub(ANSWER_OVERHEAD + results.len() * OUTCOME_BYTES);
+    if texts <= room {
+        return;
+    }
+    let errors = results
+        .iter()
+        .filter(|r| matches!(r, EmitOutcome::Err(_)))
+        .count();
+    let share = room / errors.max(1);
+    for r in results.iter_mut() {
+        if let EmitOutcome::Err(e) = r {
+            if e.message.len() > share {
+                let mut cut = share;
+                while !e.message.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                e.message.truncate(cut);
+            }
+        }
+    }
 }
 
 impl Handler for ReplyTo {
