@@ -261,8 +261,14 @@ async fn asset(uri: Uri) -> Response {
 }
 
 /// Whether a page from the request's `Origin` may open a session: no
-/// Origin (not a browser), a page of this very listener (the Origin's
-/// host is the Host the request was sent to), or one of `allowed`.
+/// Origin (not a browser), one of `allowed`, or a page of this very
+/// listener reached by an address (the Origin's host is the Host the
+/// request was sent to, and that is an IP address or `localhost`).
+///
+/// A page reached by any other name must be listed: a name proves nothing
+/// by itself. A page of `attacker.example`, once that name is made to
+/// resolve to the broker's address (DNS rebinding), sends Origin and Host
+/// both `attacker.example` and passed a bare "same host" check.
 fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
@@ -279,9 +285,29 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     }
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     match (origin.split_once("://"), host) {
-        (Some((_, origin_host)), Some(host)) => origin_host.eq_ignore_ascii_case(host),
+        (Some((_, origin_host)), Some(host)) => {
+            origin_host.eq_ignore_ascii_case(host) && names_an_address(host)
+        }
         _ => false,
     }
+}
+
+/// Whether a Host header (`name[:port]`) names an IP address or
+/// `localhost`: names no one else can point at this listener.
+fn names_an_address(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // [v6]:port
+        Some(rest) => {
+            return rest
+                .split_once(']')
+                .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
 async fn upgrade(
@@ -383,5 +409,39 @@ mod tests {
             &headers(Some("null"), "127.0.0.1:7480"),
             &none
         ));
+        // Pages of this listener reached by an address, or localhost.
+        for (origin, host) in [
+            ("http://localhost:7480", "localhost:7480"),
+            ("http://LocalHost", "localhost"),
+            ("http://[::1]:7480", "[::1]:7480"),
+            ("https://10.0.0.5", "10.0.0.5"),
+        ] {
+            assert!(
+                origin_allowed(&headers(Some(origin), host), &none),
+                "{origin}"
+            );
+        }
+        // DNS rebinding: a page of attacker.example, the name made to
+        // resolve to the broker, sends Origin and Host both with its name.
+        let rebound = headers(
+            Some("http://attacker.example:7480"),
+            "attacker.example:7480",
+        );
+        assert!(!origin_allowed(&rebound, &none));
+        // A site served by a name (behind a proxy) is listed to be let in.
+        let named = headers(Some("https://chat.example"), "chat.example");
+        assert!(!origin_allowed(&named, &none));
+        assert!(origin_allowed(
+            &named,
+            &["https://chat.example".to_string()]
+        ));
+        // Not addresses, whatever they look like.
+        for host in [
+            "127.0.0.1.attacker.example",
+            "localhost.attacker.example",
+            "[::1",
+        ] {
+            assert!(!names_an_address(host), "{host}");
+        }
     }
 }

@@ -379,6 +379,27 @@ async fn origins_other_than_the_page_s_own_are_refused_unless_allowed() {
         .await
         .is_ok());
     assert!(ws_connect(http, None).await.is_ok());
+    // DNS rebinding: a page of rebound.example, that name made to resolve
+    // to the broker, sends it as both Origin and Host. A name is trusted
+    // only when listed; this listener's address, and localhost, are not
+    // names anyone else can point here.
+    let port = http.port();
+    let with_host = |origin: String, host: String| {
+        let mut req = format!("ws://{http}/ws").into_client_request().unwrap();
+        req.headers_mut().insert("origin", origin.parse().unwrap());
+        req.headers_mut().insert("host", host.parse().unwrap());
+        async move {
+            let r = tokio::time::timeout(T, tokio_tungstenite::connect_async(req)).await;
+            r.expect("connect timed out").map(|_| ())
+        }
+    };
+    let rebound = format!("rebound.example:{port}");
+    match with_host(format!("http://{rebound}"), rebound).await {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("a rebound name was let in: {other:?}"),
+    }
+    let local = format!("localhost:{port}");
+    assert!(with_host(format!("http://{local}"), local).await.is_ok());
     b.shutdown().await;
 }
 
