@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::BrokerConfig;
+use crate::http_listener;
 use crate::ready::Readiness;
 use crate::server::PerAddress;
 use crate::session::{self, Shared};
@@ -181,18 +182,17 @@ pub(crate) fn spawn(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(get(asset))
-        .with_state(web)
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let stop = async move { shutdown.cancelled().await };
+        .with_state(web);
+    let limits = http_listener::Limits {
+        header_timeout: handshake_timeout,
+        max_open: max_pending,
+        per_address: per_address.clone(),
+    };
     tokio::spawn(async move {
-        // Both listeners go through `tap_io`, which also gives the
-        // handlers the peer address (ConnectInfo).
-        let served = match tls {
+        match tls {
             None => {
                 let listener = listener.tap_io(|tcp| session::tune(tcp));
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
+                http_listener::serve(listener, app, limits, shutdown).await;
             }
             Some(acceptor) => {
                 let listener = crate::https::TlsListener::new(
@@ -201,15 +201,9 @@ pub(crate) fn spawn(
                     handshake_timeout,
                     max_pending,
                     per_address,
-                )
-                .tap_io(|_| {});
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
+                );
+                http_listener::serve(listener, app, limits, shutdown).await;
             }
-        };
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP listener stopped");
         }
     })
 }

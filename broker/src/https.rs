@@ -2,16 +2,17 @@
 //! [`Listener`] that accepts TCP connections, runs each one's TLS
 //! handshake in a task of its own (see [`crate::tls::handshake`]: the
 //! broker's handshake timeout, a plaintext request answered with a 400
-//! saying the port wants HTTPS) and hands finished streams to
-//! `axum::serve`. A slow or failed handshake therefore never holds up
+//! saying the port wants HTTPS) and hands finished streams to the HTTP
+//! connection loop (`crate::http_listener`). A slow or failed handshake therefore never holds up
 //! the next connection.
 //!
 //! Limits: a connection in its handshake holds a place in the per-address
 //! cap shared with TCP and WebSocket sessions (one address cannot pile up
 //! half-open handshakes), and at most `max_connections` handshakes are
-//! under way at once; past either, the connection is closed at once. A
-//! WebSocket upgrade then counts against the connection limits as on
-//! plain HTTP (see `crate::http`).
+//! under way at once; past either, the connection is closed at once. The
+//! finished connection is then held to the limits of every HTTP
+//! connection (`crate::http_listener`), and a WebSocket upgrade counts
+//! against the connection limits as on plain HTTP (see `crate::http`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

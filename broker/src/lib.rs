@@ -11,7 +11,8 @@
 //!   over any transport.
 //! - [`http`]: the HTTP listener: WebSocket sessions at `/ws`, the
 //!   JavaScript client, the chat page, `/healthz`, `/readyz`, `/metrics`; [`ws`] adapts a
-//!   WebSocket to the session's byte streams.
+//!   WebSocket to the session's byte streams; `http_listener` accepts,
+//!   limits and times its connections.
 //! - [`metrics`]: `GET /metrics` (Prometheus): broker-wide event
 //!   counters, and a snapshot of live state read at scrape time;
 //!   [`ready`]: what `GET /readyz` checks.
@@ -46,6 +47,7 @@ pub mod fsutil;
 pub mod group;
 mod handlers;
 pub mod http;
+mod http_listener;
 mod https;
 pub mod lockfile;
 pub mod memory;

@@ -587,3 +587,88 @@ async fn a_websocket_peer_that_vanishes_is_noticed_at_once() {
     );
     b.shutdown().await;
 }
+
+/// Whether the broker closed `s` (EOF or reset) within `within`; bytes it
+/// sends first (a 408 answer) are read and dropped.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// An HTTP connection must send each request's header within the handshake
+/// timeout (a silent one, a half-sent request, and a kept-alive one that
+/// goes quiet after its answer are closed), and holds a place in the
+/// per-address cap shared with sessions while it is open. Before, idle
+/// HTTP connections lived for ever, outside every limit: twenty thousand
+/// took all of the broker's file descriptors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http_connections_are_timed_out_and_count_against_the_address_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = web_config(dir.path());
+    cfg.handshake_timeout = Duration::from_millis(300);
+    cfg.max_connections_per_address = 3;
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    let http = b.http_addr().unwrap();
+
+    let mut silent = TcpStream::connect(http).await.unwrap();
+    let mut half = TcpStream::connect(http).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut kept = TcpStream::connect(http).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 12];
+    kept.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    // Three open: a fourth from the same address is closed at once, and a
+    // TCP session from it is refused too (the cap is shared).
+    let mut fourth = TcpStream::connect(http).await.unwrap();
+    assert!(
+        closed_within(&mut fourth, Duration::from_millis(200)).await,
+        "a fourth HTTP connection from one address was kept"
+    );
+    let mut tcp = TcpStream::connect(b.local_addr()).await.unwrap();
+    assert!(
+        closed_within(&mut tcp, Duration::from_millis(200)).await,
+        "a session past the address cap was kept"
+    );
+    // Within a few handshake timeouts all three are closed.
+    for (what, s) in [
+        ("silent", &mut silent),
+        ("half-sent", &mut half),
+        ("kept-alive", &mut kept),
+    ] {
+        assert!(
+            closed_within(s, Duration::from_secs(3)).await,
+            "the {what} HTTP connection was not closed"
+        );
+    }
+    // Their places are free again (each is given back just after its
+    // socket closes): a WebSocket session opens.
+    let deadline = std::time::Instant::now() + T;
+    let mut ws = loop {
+        match ws_connect(http, None).await {
+            Ok(ws) => break ws,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no WebSocket after the cut: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await; // polling the cap
+            }
+        }
+    };
+    ws.close(None).await.unwrap();
+    b.shutdown().await;
+}
