@@ -147,3 +147,48 @@ fn a_damaged_group_file_is_loud_local_and_repairable_by_reset() {
     assert!(!text.contains("\"ERROR\""), "{text}");
     assert_eq!(find(&groups(b.addr, "t"), "g")["ack_floor"], 3);
 }
+
+/// A group state file that cannot be read now (here: a folder in its place;
+/// out of file descriptors is the usual case) is not damage: subscribing
+/// fails without the advice to reset, which would throw the group's
+/// position away, and once the file can be read the group carries on
+/// where it was. Before, the error said the group was unavailable until
+/// reset, and the log said so too.
+#[test]
+fn an_unreadable_group_file_is_not_called_damaged_and_needs_no_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let b = broker(&data, &dir.path().join("first.log"));
+    run_at(b.addr, &["pub", "t", "a", "b", "c"], b"").ok();
+    let sub_g = ["sub", "t", "--group", "g", "--count", "2"];
+    assert_eq!(run_at(b.addr, &sub_g, b"").ok().lines(), ["a", "b"]);
+    assert!(b.terminate().success());
+
+    let state = groups_dir(&data).join("g.state");
+    let aside = dir.path().join("g.state.kept");
+    std::fs::rename(&state, &aside).unwrap();
+    std::fs::create_dir(&state).unwrap();
+    let log = dir.path().join("second.log");
+    let b = broker(&data, &log);
+    let refused = run_at(b.addr, &sub_g, b"").failed();
+    assert!(
+        !refused.stderr.contains("GroupUnavailable") && !refused.stderr.contains("--reset-to"),
+        "an unreadable file is not damage: {}",
+        refused.stderr
+    );
+    assert!(
+        logged(&log, "ERROR", "g").is_empty(),
+        "no damage logged: {:?}",
+        logged(&log, "ERROR", "g")
+    );
+    assert!(
+        !logged(&log, "WARN", "g").is_empty(),
+        "the failed read is logged"
+    );
+
+    // Readable again: the group carries on after what it acked.
+    std::fs::remove_dir(&state).unwrap();
+    std::fs::rename(&aside, &state).unwrap();
+    let next = ["sub", "t", "--group", "g", "--count", "1"];
+    assert_eq!(run_at(b.addr, &next, b"").ok().lines(), ["c"]);
+}

@@ -250,11 +250,20 @@ impl Topic {
                 std::fs::create_dir_all(self.groups_dir())?;
                 Origin::New
             }
-            Err(e) => {
+            Err(e @ store::StoreError::Corrupt { .. }) => {
                 let reason = e.to_string();
                 tracing::error!(topic = %self.name, group = %name, file = %path.display(), error = %reason, "group state cannot be loaded; the group is unavailable until it is reset");
                 self.remember_damage(name, &e);
                 return Err(unavailable(name, reason));
+            }
+            // Not damage: the file could not be read now (out of file
+            // descriptors, an I/O error). The request fails (`Busy` when
+            // out of files: retry) and the next one reads the file again;
+            // a reset, which the damage message advises, would throw the
+            // group's position away for nothing.
+            Err(e) => {
+                tracing::warn!(topic = %self.name, group = %name, file = %path.display(), error = %e, "group state could not be read; the next request tries again");
+                return Err(BrokerError::GroupStore(e));
             }
         };
         let h = self.spawn_group(name, Target::File(path), origin)?;
@@ -329,9 +338,15 @@ impl Topic {
                 continue;
             }
             let path = self.state_path(&name);
-            if let Err(e) = store::load(&path) {
-                tracing::error!(topic = %self.name, group = %name, file = %path.display(), error = %e, "group state is damaged or unreadable; the group is unavailable until it is reset (`herald groups TOPIC GROUP --reset-to POSITION`)");
-                self.remember_damage(&name, &e);
+            match store::load(&path) {
+                Ok(_) => {}
+                Err(e @ store::StoreError::Corrupt { .. }) => {
+                    tracing::error!(topic = %self.name, group = %name, file = %path.display(), error = %e, "group state is damaged; the group is unavailable until it is reset (`herald groups TOPIC GROUP --reset-to POSITION`)");
+                    self.remember_damage(&name, &e);
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %self.name, group = %name, file = %path.display(), error = %e, "group state cannot be read now; it is read again when the group is used");
+                }
             }
         }
     }
