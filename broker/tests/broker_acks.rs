@@ -293,3 +293,60 @@ async fn an_acks_ok_never_overtakes_a_redelivery_queued_before_it() {
     .expect("in time");
     b.shutdown().await;
 }
+
+/// Dead letters are copied in batches a client can read: each copy carries
+/// five more headers than its original, so one full source batch made a
+/// dead-letter batch over the frame limit, and its Deliver a frame no
+/// client would take (a 56 MB one for a 1.8 MB publish). Here 2,000 small
+/// records in one publish, on a broker with a 64 KiB frame limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_of_a_full_batch_are_split_into_deliverable_batches() {
+    const N: u64 = 2_000;
+    const MAX_FRAME: usize = 64 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.max_frame_bytes = MAX_FRAME;
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    let mut c = Raw::connect(b.local_addr()).await;
+    let payloads: Vec<Vec<u8>> = (0..N).map(|i| format!("job-{i:06}").into_bytes()).collect();
+    let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+    c.publish("jobs", &refs).await;
+    // One delivery each, never acked: all dead-lettered after 200 ms.
+    c.subscribe_with(sub("jobs", "w", N as u32, 200, 1)).await;
+    assert_eq!(c.take(N as usize).await.len(), N as usize);
+    let deadline = Instant::now() + T;
+    loop {
+        match c
+            .request(Message::ListGroups(TopicName {
+                name: "jobs".into(),
+            }))
+            .await
+        {
+            Message::GroupList(l) if l.groups[0].dead_lettered == N => break,
+            Message::GroupList(_) => {}
+            m => panic!("{m:?}"),
+        }
+        assert!(Instant::now() < deadline, "not all dead-lettered");
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling the group's count
+    }
+    let mut d = Raw::connect(b.local_addr()).await;
+    d.subscribe("jobs.dlq", None, StartPosition::Earliest, N as u32)
+        .await;
+    let mut got = Vec::new();
+    while got.len() < N as usize {
+        let f = tokio::time::timeout(T, d.recv())
+            .await
+            .expect("dead letters delivered")
+            .expect("connection open");
+        let size = f.body.len() + HEADER_LEN;
+        if let Ok(Message::Deliver(del)) = Message::decode(&f) {
+            assert!(
+                size <= MAX_FRAME,
+                "a Deliver of {size} bytes, over the {MAX_FRAME}-byte frame limit"
+            );
+            got.extend(del.batch.records().map(|r| r.payload.to_vec()));
+        }
+    }
+    assert_eq!(got, payloads, "every dead letter, once, in order");
+    b.shutdown().await;
+}

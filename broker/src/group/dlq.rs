@@ -29,6 +29,12 @@ pub async fn forward(
     let reg = topic.registry().ok_or(BrokerError::ShuttingDown)?;
     let dlq_name = format!("{}{}", topic.name, suffix);
     let dlq = reg.for_publish_internal(&dlq_name)?;
+    // Each dead-letter batch must be deliverable: its copies carry five
+    // more headers than the originals, so a full source batch made one
+    // bigger than a frame (a 1.8 MB publish of 100,000 records became a
+    // 56 MB batch no client could read).
+    let max_bytes = reg.config().max_deliverable_batch();
+    let deliveries_s = deliveries.to_string();
     let mut next = first;
     while next <= last {
         let batches = topic.log.read(next, 1 << 20, (last - next + 1) as u32)?;
@@ -36,7 +42,6 @@ pub async fn forward(
             break;
         }
         let mut builder = BatchBuilder::new();
-        let deliveries_s = deliveries.to_string();
         for b in &batches {
             for r in b.records() {
                 if r.offset < next || r.offset > last {
@@ -49,21 +54,33 @@ pub async fn forward(
                 headers.push((H_OFFSET, off.as_bytes()));
                 headers.push((H_DELIVERIES, deliveries_s.as_bytes()));
                 headers.push((H_REASON, b"max deliveries exceeded"));
-                builder.push(&RecordRef {
+                let record = RecordRef {
                     key: &r.key,
                     headers: &headers,
                     payload: &r.payload,
                     timestamp: r.timestamp,
-                });
+                };
+                let size = BatchBuilder::record_size(&record);
+                let full = builder.encoded_len() + size > max_bytes
+                    || builder.len() == herald_protocol::batch::MAX_RECORDS_PER_BATCH;
+                if !builder.is_empty() && full {
+                    append(&dlq, std::mem::take(&mut builder)).await?;
+                }
+                builder.push(&record);
             }
             next = b.last_offset() + 1;
         }
         if !builder.is_empty() {
-            let bytes = builder.finish(0, 0);
-            let batch = herald_protocol::Batch::validate(bytes)
-                .map_err(|e| BrokerError::Internal(e.to_string()))?;
-            dlq.log.append(batch).await?;
+            append(&dlq, builder).await?;
         }
     }
+    Ok(())
+}
+
+/// Appends the dead letters in `builder` to the dead-letter topic.
+async fn append(dlq: &Topic, mut builder: BatchBuilder) -> Result<(), BrokerError> {
+    let batch = herald_protocol::Batch::validate(builder.finish(0, 0))
+        .map_err(|e| BrokerError::Internal(e.to_string()))?;
+    dlq.log.append(batch).await?;
     Ok(())
 }
