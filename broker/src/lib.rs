@@ -8,7 +8,8 @@
 //! - [`server`]: the listener, connection limit, shutdown order;
 //!   [`server::start`] returns a [`server::BrokerHandle`].
 //! - [`session`]: one connection: handshake, read loop, request dispatch,
-//!   over any transport.
+//!   over any transport; `frame_budget` counts the big frames it is
+//!   reading against the memory budget while they arrive.
 //! - [`http`]: the HTTP listener: WebSocket sessions at `/ws`, the
 //!   JavaScript client, the chat page, `/healthz`, `/readyz`, `/metrics`; [`ws`] adapts a
 //!   WebSocket to the session's byte streams; `http_listener` accepts,
@@ -43,6 +44,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 mod error;
+mod frame_budget;
 pub mod fsutil;
 pub mod group;
 mod handlers;

@@ -209,6 +209,8 @@ pub async fn run<R, W>(
         shared.registry.memory().clone(),
         shared.metrics.clone(),
     );
+    // Frames that arrive slowly are counted while they do.
+    let read = crate::frame_budget::Budgeted::new(read, shared.registry.memory().clone());
     let mut frames = FramedRead::with_capacity(
         read,
         FrameCodec::new(cfg.max_frame_bytes),

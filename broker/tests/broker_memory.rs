@@ -227,3 +227,75 @@ async fn a_publisher_that_never_reads_its_confirms_is_stopped() {
     );
     b.shutdown().await;
 }
+
+/// Frames that arrive slowly count against the budget while they do: 24
+/// connections each send all but the last byte of an 8 MiB frame and wait.
+/// Before, the broker held every byte of them outside its budget (a
+/// hundred such connections: 820 MB, the budget reading 4 KB); now the
+/// frames it reads in the meantime stay within the budget and the others
+/// wait in TCP.
+#[test]
+fn half_sent_frames_count_against_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, addr) = common_cli::serve(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--no-http",
+            "--max-memory",
+            "64MiB",
+        ],
+        &[],
+    );
+    let pid = broker.child.id();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let baseline = peak_rss(pid);
+        let total = DEFAULT_MAX_FRAME - 16;
+        let mut frame = BytesMut::new();
+        frame::put_header(&mut frame, Opcode::Publish, 0, 9, total - HEADER_LEN);
+        frame.resize(total - 1, b'x');
+        let frame = frame.freeze();
+        let mut sends = Vec::new();
+        for _ in 0..24 {
+            let frame = frame.clone();
+            sends.push(tokio::spawn(async move {
+                let s = TcpStream::connect(addr).await.expect("connect");
+                let mut w = FramedWrite::new(s, FrameCodec::default());
+                let hello = Message::Hello(Hello {
+                    min_version: 1,
+                    max_version: 1,
+                    client_name: "half".into(),
+                    client_id: None,
+                    token: None,
+                });
+                w.send((1, hello)).await.expect("hello");
+                let mut s = w.into_inner();
+                // Those the broker does not read wait here.
+                let _ = tokio::time::timeout(Duration::from_secs(3), s.write_all(&frame)).await;
+                s
+            }));
+        }
+        let mut held = Vec::new();
+        for s in sends {
+            held.push(s.await.unwrap());
+        }
+        let grown = peak_rss(pid).saturating_sub(baseline);
+        eprintln!(
+            "24 half-sent 8 MiB frames: the broker grew by {} MiB (budget 64 MiB)",
+            grown >> 20
+        );
+        assert!(
+            grown < 128 << 20,
+            "the broker grew by {} MiB holding half-sent frames past its 64 MiB budget",
+            grown >> 20
+        );
+        drop(held);
+    });
+}

@@ -1,0 +1,211 @@
+//! A connection's incoming frames, counted against the memory budget while
+//! they arrive.
+//!
+//! The frame decoder keeps a frame's bytes until its last one has come,
+//! and a peer may send all but the last byte of a `max_frame` frame and
+//! wait: a hundred such connections held 820 MB that the budget did not
+//! see (it counts a publish from when it is whole). [`Budgeted`] wraps the
+//! read side of a connection, follows the frames' length prefixes in the
+//! bytes it passes on, and charges a big frame's whole length from its
+//! prefix until its last byte is read. None of a big frame's body is read
+//! while the budget is spent past its publish level: such a peer then
+//! waits in TCP, as a publisher does whose complete publish does not fit.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::memory::{Charge, Level, MemoryBudget};
+
+/// Frames of at least this many bytes are counted while they arrive;
+/// smaller ones take little, and counting them would cost every request.
+pub const COUNTED_FROM: usize = 64 * 1024;
+
+/// Where the reader is in the byte stream.
+enum At {
+    /// At a frame boundary, with this many bytes of the next length prefix
+    /// seen.
+    Prefix { seen: usize, bytes: [u8; 4] },
+    /// Inside a frame: this many bytes of it to come. A big one carries
+    /// its charge once the budget admitted it (`charge`), and until then
+    /// nothing more is read (`admit`: its whole length).
+    Body {
+        left: usize,
+        charge: Option<Charge>,
+        admit: Option<usize>,
+    },
+}
+
+/// See the module docs.
+pub struct Budgeted<R> {
+    inner: R,
+    memory: Arc<MemoryBudget>,
+    at: At,
+    /// The wait for the budget, while a big frame waits to be admitted.
+    admitted: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+const BOUNDARY: At = At::Prefix {
+    seen: 0,
+    bytes: [0; 4],
+};
+
+impl<R> Budgeted<R> {
+    pub fn new(inner: R, memory: Arc<MemoryBudget>) -> Budgeted<R> {
+        Budgeted {
+            inner,
+            memory,
+            at: BOUNDARY,
+            admitted: None,
+        }
+    }
+
+    /// Follows the frames in `bytes`, just read.
+    fn follow(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match &mut self.at {
+                At::Prefix {
+                    seen,
+                    bytes: prefix,
+                } => {
+                    let n = (4 - *seen).min(bytes.len());
+                    prefix[*seen..*seen + n].copy_from_slice(&bytes[..n]);
+                    *seen += n;
+                    bytes = &bytes[n..];
+                    if *seen == 4 {
+                        let left = u32::from_le_bytes(*prefix) as usize;
+                        let total = left.saturating_add(4);
+                        // A length over the limit is the decoder's to
+                        // refuse; it closes the connection.
+                        let big = total >= COUNTED_FROM && left > bytes.len();
+                        let admitted = !big || self.memory.admits(Level::Publish);
+                        self.at = At::Body {
+                            left,
+                            charge: (big && admitted).then(|| self.memory.charge(total)),
+                            admit: (!admitted).then_some(total),
+                        };
+                        if left == 0 {
+                            self.at = BOUNDARY;
+                        }
+                    }
+                }
+                At::Body { left, .. } => {
+                    let n = (*left).min(bytes.len());
+                    *left -= n;
+                    bytes = &bytes[n..];
+                    if *left == 0 {
+                        // The frame is whole: its charge goes with it.
+                        self.at = BOUNDARY;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Budgeted<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if let At::Body { charge, admit, .. } = &mut this.at {
+            if let Some(total) = *admit {
+                if !this.memory.admits(Level::Publish) {
+                    let memory = this.memory.clone();
+                    let wait = this.admitted.get_or_insert_with(|| {
+                        Box::pin(async move { memory.until_admitted(Level::Publish).await })
+                    });
+                    ready!(wait.as_mut().poll(cx));
+                }
+                this.admitted = None;
+                *admit = None;
+                *charge = Some(this.memory.charge(total));
+            }
+        }
+        let start = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let end = buf.filled().len();
+        // A read stops at no boundary: what came after a big frame's
+        // prefix in the same read is read already; the next read waits.
+        let filled = buf.filled();
+        // Borrow apart from `this`: the bytes are in the caller's buffer.
+        let read: &[u8] = &filled[start..end];
+        this.follow(read);
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn frame(len: usize) -> Vec<u8> {
+        let mut f = ((len - 4) as u32).to_le_bytes().to_vec();
+        f.resize(len, 7);
+        f
+    }
+
+    /// A big frame counts in full from its prefix until its last byte is
+    /// read; small ones are not counted.
+    #[tokio::test]
+    async fn a_big_frame_is_charged_while_it_arrives() {
+        let memory = MemoryBudget::new(1 << 30);
+        let (mut peer, sock) = tokio::io::duplex(1 << 20);
+        let mut r = Budgeted::new(sock, memory.clone());
+        let mut buf = vec![0u8; 1 << 20];
+        let small = frame(100);
+        peer.write_all(&small).await.unwrap();
+        let n = r.read(&mut buf).await.unwrap();
+        assert_eq!((n, memory.used()), (100, 0));
+        let big = frame(200_000);
+        peer.write_all(&big[..150_000]).await.unwrap();
+        let mut got = 0;
+        while got < 150_000 {
+            got += r.read(&mut buf).await.unwrap();
+        }
+        assert_eq!(memory.used(), 200_000, "counted from its prefix");
+        peer.write_all(&big[150_000..]).await.unwrap();
+        peer.write_all(&small).await.unwrap();
+        while got < 200_100 {
+            got += r.read(&mut buf).await.unwrap();
+        }
+        assert_eq!(memory.used(), 0, "whole, it is the decoder's");
+    }
+
+    /// While the budget is spent, a big frame's prefix is read and nothing
+    /// more until memory is freed.
+    #[tokio::test]
+    async fn a_big_frame_waits_for_the_budget() {
+        let memory = MemoryBudget::new(1 << 20);
+        let spent = memory.charge(1 << 20);
+        let (mut peer, sock) = tokio::io::duplex(1 << 20);
+        let mut r = Budgeted::new(sock, memory.clone());
+        let big = frame(300_000);
+        peer.write_all(&big[..4]).await.unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        assert_eq!(r.read(&mut buf).await.unwrap(), 4);
+        peer.write_all(&big[4..]).await.unwrap();
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(100), r.read(&mut buf)).await;
+        assert!(
+            waiting.is_err(),
+            "its body is not read while the budget is spent"
+        );
+        drop(spent);
+        let mut got = 4;
+        while got < 300_000 {
+            got += tokio::time::timeout(std::time::Duration::from_secs(5), r.read(&mut buf))
+                .await
+                .expect("read once memory is freed")
+                .unwrap();
+        }
+        assert_eq!(memory.used(), 0);
+    }
+}
