@@ -223,6 +223,8 @@ export class Subscription {
     this._inflightAcks = 0;
     /** Ephemeral resume point: one past the last message handed out. */
     this._next = null;
+    /** A SubscribeOk came: a group resubscribes with Resume from then on. */
+    this._subscribed = false;
     this._credit = [0, 0];
     /** Set by `_handTo`: messages and Skipped notices go straight to it
      * instead of the iterator's queue. */
@@ -236,7 +238,13 @@ export class Subscription {
   _resubscribe() {
     if (this._ended) return;
     const epoch = ++this._epoch;
-    const start = this.group === null && this._next !== null ? { Offset: this._next } : this._start;
+    // After the first SubscribeOk the start position has done its work: a
+    // group resumes where it is (a Subscribe naming a start moves a group
+    // with no members there, and would hand acked messages out again), an
+    // ephemeral subscription carries on after the last message handed out.
+    let start = this._start;
+    if (this.group === null && this._next !== null) start = { Offset: this._next };
+    else if (this.group !== null && this._subscribed) start = "Resume";
     const body = {
       topic: this.topic,
       group: this.group,
@@ -261,6 +269,7 @@ export class Subscription {
       return;
     }
     this._brokerId = ok.subscription_id;
+    this._subscribed = true;
     this.client._byBrokerId.set(ok.subscription_id, this);
     if (this.group === null && this._next === null) this._next = ok.start_offset;
     this._ready.resolve(this);

@@ -163,6 +163,32 @@ test("a message acked before the connection dropped is never handed out again", 
   await proxy.close();
 });
 
+test("a group subscribed from the earliest record resumes after a reconnect, never from the start again", { timeout: 30000 }, async () => {
+  const proxy = await Proxy.start(broker.http);
+  const h = await connect(`ws://${proxy.address}/ws`, opts());
+  const admin = await connect(`ws://${broker.http}/ws`, opts());
+  const topic = uniq("earliest");
+  for (let i = 0; i < 20; i++) await h.publish(topic, `m${i}`);
+  const sub = h.subscribe(topic, { group: "g", start: "earliest", prefetch: 100 });
+  const first = await take(sub, 20, { ack: false });
+  await Promise.all(first.map((m) => m.ackConfirmed()));
+  // Down until the broker has dropped the member: the group then has no
+  // members, and a Subscribe naming a start position would move it there.
+  proxy.cut({ stayDown: true });
+  await until(async () => (await admin.listGroups(topic))[0].members.length === 0, 10000, "no member");
+  const reconnected = nextEvent(h, "reconnected");
+  proxy.up();
+  await reconnected;
+  await until(async () => (await admin.listGroups(topic))[0].members.length === 1, 10000, "one member");
+  await h.publish(topic, "after");
+  const [next] = await take(sub, 1);
+  assert.equal(next.text(), "after", "an acked message came back: the group was moved to the earliest record again");
+  await next.ackConfirmed();
+  await h.close();
+  await admin.close();
+  await proxy.close();
+});
+
 test("the connection events say what happens", { timeout: 30000 }, async () => {
   const proxy = await Proxy.start(broker.http);
   const h = await connect(`ws://${proxy.address}/ws`, opts());
