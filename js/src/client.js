@@ -277,7 +277,11 @@ export class Herald extends EventTarget {
       // already closing
     }
     if (!conn.live) {
-      conn.reject(err);
+      // Closed before its handshake: a connection that was never made
+      // (no broker there, a wrong path or port), said with its address,
+      // which browsers give no other word of.
+      const url = this._nodes.urls[conn.index];
+      conn.reject(err.code === "ConnectionLost" ? new HeraldError("Connect", `cannot connect to ${url}: ${err.detail}`) : err);
       return;
     }
     this._onDisconnected();

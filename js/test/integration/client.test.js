@@ -189,6 +189,19 @@ test("a group subscribed from the earliest record resumes after a reconnect, nev
   await proxy.close();
 });
 
+test("a first connection that cannot be made rejects with Connect, naming the address", { timeout: 30000 }, async () => {
+  const free = await Proxy.start(broker.http);
+  const address = free.address;
+  await free.close(); // nothing listens there now
+  for (const url of [`ws://${address}/ws`, `ws://${broker.http}/no-such-path`]) {
+    await assert.rejects(connect(url, opts({ maxReconnectAttempts: 0 })), (e) => {
+      assert.equal(e.code, "Connect", `${url}: ${e.message}`);
+      assert.ok(e.message.includes(url), e.message);
+      return true;
+    });
+  }
+});
+
 test("the connection events say what happens", { timeout: 30000 }, async () => {
   const proxy = await Proxy.start(broker.http);
   const h = await connect(`ws://${proxy.address}/ws`, opts());
