@@ -616,6 +616,22 @@ fn bench_pubsub_runs_over_websocket() {
     assert!(v["latency"]["p99_us"].as_u64().unwrap_or(0) > 0, "{v}");
     let topics = common_cli::run_cmd(herald(&["topics", "list", "--server", &url]), b"").ok();
     assert!(topics.stdout.contains("wsbench"), "{}", topics.stdout);
+    // The usual slips say what they are, not that no broker runs: the
+    // HTTP port given as the TCP one, and the WebSocket URL without /ws.
+    let http_port = run_at(http, &["topics", "list"], b"").failed();
+    assert!(
+        http_port.stderr.contains("answered in HTTP") && !http_port.stderr.contains("cannot reach"),
+        "{}",
+        http_port.stderr
+    );
+    let no_path = format!("ws://{http}");
+    let no_path =
+        common_cli::run_cmd(herald(&["topics", "list", "--server", &no_path]), b"").failed();
+    assert!(
+        no_path.stderr.contains("ws://HOST:PORT/ws") && !no_path.stderr.contains("cannot reach"),
+        "{}",
+        no_path.stderr
+    );
     broker.kill();
 }
 

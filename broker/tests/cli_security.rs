@@ -111,6 +111,14 @@ fn tokens_from_the_cli_open_exactly_what_they_allow() {
 
     let none = with_token(addr, None, &["topics", "list"]).failed();
     assert!(none.stderr.contains("requires a token"), "{}", none.stderr);
+    // A broker was reached: the CLI says what to pass, not to start one.
+    assert!(
+        none.stderr.contains("refused the connection")
+            && none.stderr.contains("--token")
+            && !none.stderr.contains("cannot reach"),
+        "{}",
+        none.stderr
+    );
     let leaked = "not-a-real-token-but-a-secret-all-the-same";
     let bad = with_token(addr, Some(leaked), &["topics", "list"]).failed();
     assert!(!bad.stderr.contains(leaked), "{}", bad.stderr);

@@ -79,13 +79,32 @@ impl ServerArgs {
         if let Some(t) = request_timeout {
             b = b.request_timeout(t);
         }
-        b.connect().await.with_context(|| {
-            format!(
-                "cannot reach a broker at {} (start one with `herald serve`, or pass --server)",
-                self.server
-            )
-        })
+        b.connect()
+            .await
+            .map_err(|e| connect_failed(&self.server, e))
     }
+}
+
+/// Says why the first connection to `server` failed in the words that
+/// help: "cannot reach a broker" only when none answered.
+fn connect_failed(server: &str, e: herald_client::Error) -> anyhow::Error {
+    // What a frame decoder makes of "HTTP/1.1 ...": a length of b"HTTP".
+    let http_as_length = format!("frame of {} bytes", u32::from_le_bytes(*b"HTTP") as u64 + 4);
+    let hint = match &e {
+        herald_client::Error::Connect { reason, .. } if reason.starts_with("handshake refused") => {
+            format!("the broker at {server} refused the connection (with authentication on, pass --token or set HERALD_TOKEN)")
+        }
+        herald_client::Error::Connect { reason, .. } if reason.contains(&http_as_length) => format!(
+            "{server} answered in HTTP: that is the broker's HTTP port; pass its TCP port (7400 by default) or ws://HOST:PORT/ws"
+        ),
+        herald_client::Error::Connect { reason, .. } if reason.contains("WebSocket upgrade") => format!(
+            "no WebSocket session at {server}: the broker's WebSocket endpoint is ws://HOST:PORT/ws on its HTTP port (7480 by default)"
+        ),
+        _ => format!(
+            "cannot reach a broker at {server} (start one with `herald serve`, or pass --server)"
+        ),
+    };
+    anyhow::Error::new(e).context(hint)
 }
 
 /// Checks that `s` is `HOST:PORT`, or a `ws://` / `wss://` URL with a
