@@ -11,8 +11,9 @@
 //!
 //! Close codes: 1000 when the session ends normally (the peer left, or sent
 //! a frame the broker refused, which the Error frame before the close
-//! explains), 1001 when the broker shuts down (after GoingAway), 1003 for a
-//! text message, 1009 for a message over the frame limit.
+//! explains), 1001 when the broker shuts down (after GoingAway), 1002 for
+//! a broken WebSocket protocol, 1003 for a text message, 1007 for a close
+//! reason that is not UTF-8, 1009 for a message over the frame limit.
 
 use std::io;
 use std::pin::Pin;
@@ -35,8 +36,12 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     /// The broker is shutting down.
     pub const GOING_AWAY: u16 = 1001;
+    /// The peer broke the WebSocket protocol.
+    pub const PROTOCOL_ERROR: u16 = 1002;
     /// A text message: the protocol is binary frames only.
     pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// Text that is not UTF-8 where the WebSocket protocol wants UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     /// A message above the frame limit.
     pub const TOO_BIG: u16 = 1009;
 }
@@ -82,12 +87,21 @@ impl WsReader {
     }
 }
 
-/// Whether a WebSocket error is a message or frame over the size limit.
-fn is_too_big(e: axum::Error) -> (bool, io::Error) {
+/// The close code a WebSocket read error calls for: 1009 for a message or
+/// frame over the size limit, 1002 for a broken WebSocket protocol (an
+/// unmasked frame, reserved bits or opcodes, a bad control frame), 1007
+/// for a close reason that is not UTF-8; 0 (1000 then) when the socket
+/// itself failed.
+fn close_code_for(e: axum::Error) -> (u16, io::Error) {
     use tokio_tungstenite::tungstenite::Error as WsError;
     let inner = e.into_inner();
-    let big = matches!(inner.downcast_ref::<WsError>(), Some(WsError::Capacity(_)));
-    (big, io::Error::other(inner))
+    let code = match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(_)) => close::TOO_BIG,
+        Some(WsError::Protocol(_)) => close::PROTOCOL_ERROR,
+        Some(WsError::Utf8(_)) => close::INVALID_DATA,
+        _ => 0,
+    };
+    (code, io::Error::other(inner))
 }
 
 impl AsyncRead for WsReader {
@@ -123,8 +137,7 @@ impl AsyncRead for WsReader {
                     return self.fail(close::UNSUPPORTED_DATA, e);
                 }
                 Some(Err(e)) => {
-                    let (big, e) = is_too_big(e);
-                    let code = if big { close::TOO_BIG } else { 0 };
+                    let (code, e) = close_code_for(e);
                     return self.fail(code, e);
                 }
             }

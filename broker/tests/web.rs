@@ -242,6 +242,18 @@ async fn text_and_oversized_messages_close_with_their_codes() {
     }
     assert_eq!(ws.close_code().await, Some(CloseCode::Normal));
 
+    // A frame of a reserved opcode breaks the WebSocket protocol: 1002.
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+    let mut ws = session(http, "reserved").await;
+    let reserved = WsFrame::message(
+        Bytes::from_static(b"x"),
+        OpCode::Data(Data::Reserved(3)),
+        true,
+    );
+    ws.ws.send(Ws::Frame(reserved)).await.unwrap();
+    assert_eq!(ws.close_code().await, Some(CloseCode::Protocol));
+
     // The broker goes on serving.
     let mut ok = session(http, "after").await;
     ok.send(2, &Message::Ping).await;
