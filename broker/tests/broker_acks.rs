@@ -350,3 +350,42 @@ async fn dead_letters_of_a_full_batch_are_split_into_deliverable_batches() {
     assert_eq!(got, payloads, "every dead letter, once, in order");
     b.shutdown().await;
 }
+
+/// A topic whose name has the longest length allowed still has a
+/// dead-letter topic (its name is 204 characters with `.dlq`), readable, and
+/// there after a restart. Before, every copy failed on the name's length,
+/// for ever, with an error line per range every second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_with_the_longest_name_still_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path()).await;
+    let topic = "L".repeat(200);
+    let dlq = format!("{topic}.dlq");
+    let mut c = Raw::connect(b.local_addr()).await;
+    c.publish(&topic, &[b"poison"]).await;
+    c.subscribe_with(sub(&topic, "w", 10, 100, 1)).await;
+    assert_eq!(c.take(1).await.len(), 1);
+    let deadline = Instant::now() + T;
+    loop {
+        match c
+            .request(Message::ListGroups(TopicName {
+                name: topic.clone(),
+            }))
+            .await
+        {
+            Message::GroupList(l) if l.groups[0].dead_lettered == 1 => break,
+            Message::GroupList(_) => {}
+            m => panic!("{m:?}"),
+        }
+        assert!(Instant::now() < deadline, "never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling the group's count
+    }
+    drop(c);
+    b.shutdown().await;
+    let b = start(dir.path()).await;
+    let mut d = Raw::connect(b.local_addr()).await;
+    d.subscribe(&dlq, None, StartPosition::Earliest, 10).await;
+    let got = d.take(1).await;
+    assert_eq!(&got[0].1.payload[..], b"poison");
+    b.shutdown().await;
+}

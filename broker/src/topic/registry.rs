@@ -275,9 +275,16 @@ impl Registry {
 
     /// Like [`Self::for_publish`] but creates even without auto-creation:
     /// the broker's own topics (dead letters) always exist when needed.
+    /// Its name may be longer than a client's may be
+    /// ([`name::MAX_INTERNAL_NAME_LEN`]: a topic's name and a suffix).
     pub fn for_publish_internal(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
         match self.get(name) {
-            Err(BrokerError::UnknownTopic(_)) => self.create(name, &TopicConfig::default(), true),
+            Err(BrokerError::UnknownTopic(_)) => self.create_up_to(
+                name,
+                &TopicConfig::default(),
+                true,
+                name::MAX_INTERNAL_NAME_LEN,
+            ),
             r => r,
         }
     }
@@ -292,7 +299,18 @@ impl Registry {
         cfg: &TopicConfig,
         existing_ok: bool,
     ) -> Result<Arc<Topic>, BrokerError> {
-        name::validate("topic", name)?;
+        self.create_up_to(name, cfg, existing_ok, name::MAX_NAME_LEN)
+    }
+
+    /// [`Self::create`], for a name of at most `max_name` characters.
+    fn create_up_to(
+        &self,
+        name: &str,
+        cfg: &TopicConfig,
+        existing_ok: bool,
+        max_name: usize,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        name::validate_up_to("topic", name, max_name)?;
         validate_config(cfg)?;
         if self.cancel.is_cancelled() {
             return Err(BrokerError::ShuttingDown);
