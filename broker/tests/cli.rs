@@ -216,6 +216,13 @@ fn pub_producer_id_makes_a_rerun_store_nothing_twice() {
     }
     assert!(p.finish(T).0.success());
     assert_eq!(describe(b.addr, "t")["next_offset"], 3);
+    // Without --json, the summary says nothing new was stored.
+    let text = run_at(b.addr, &["pub", "t", "--producer-id", "4242"], input).ok();
+    assert!(
+        text.stderr.contains("0 new, 3 stored before"),
+        "{}",
+        text.stderr
+    );
 
     // Without --producer-id each run is a new producer: stored again.
     run_at(b.addr, &["pub", "u"], input).ok();

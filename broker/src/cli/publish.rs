@@ -61,6 +61,9 @@ struct Out {
     json: bool,
     w: std::io::BufWriter<std::io::Stdout>,
     confirmed: u64,
+    /// Of those, messages the broker had stored already (a re-run with the
+    /// same producer id): stored once, not again.
+    duplicates: u64,
 }
 
 impl Out {
@@ -76,6 +79,7 @@ impl Out {
 
     fn confirmed(&mut self, seq: u64, r: herald_client::Receipt) -> anyhow::Result<()> {
         self.confirmed += 1;
+        self.duplicates += u64::from(r.duplicate);
         if self.json {
             writeln!(
                 self.w,
@@ -101,8 +105,19 @@ pub fn run(a: PubArgs) -> anyhow::Result<ExitCode> {
             r = publish(&a, &client) => r?,
             e = give_up => return Err(e),
         };
+        let (confirmed, duplicates) = confirmed;
         if !a.server.json {
-            eprintln!("published {} to {}", count(confirmed, "message"), a.topic);
+            if duplicates == 0 {
+                eprintln!("published {} to {}", count(confirmed, "message"), a.topic);
+            } else {
+                eprintln!(
+                    "published {} to {}: {} new, {} stored before with this producer id (not stored again)",
+                    count(confirmed, "message"),
+                    a.topic,
+                    confirmed - duplicates,
+                    duplicates
+                );
+            }
         }
         client.close().await;
         Ok(ExitCode::SUCCESS)
@@ -116,8 +131,9 @@ pub fn run(a: PubArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Publishes everything the arguments ask for; returns how many messages
-/// were confirmed (all of them: the first failure is an error).
-async fn publish(a: &PubArgs, client: &herald_client::Client) -> anyhow::Result<u64> {
+/// were confirmed (all of them: the first failure is an error), and how
+/// many of those the broker had stored before (a re-run, same producer id).
+async fn publish(a: &PubArgs, client: &herald_client::Client) -> anyhow::Result<(u64, u64)> {
     let producer = match a.producer_id {
         Some(id) => client.producer_with_id(&a.topic, id),
         None => client.producer(&a.topic),
@@ -137,6 +153,7 @@ async fn publish(a: &PubArgs, client: &herald_client::Client) -> anyhow::Result<
         json: a.server.json,
         w: std::io::BufWriter::new(std::io::stdout()),
         confirmed: 0,
+        duplicates: 0,
     };
     let mut pending = Pending::new();
     let mut seq = 0u64;
@@ -183,7 +200,7 @@ async fn publish(a: &PubArgs, client: &herald_client::Client) -> anyhow::Result<
     }
     drain(&mut pending, &mut out, 0).await?;
     out.w.flush()?;
-    Ok(out.confirmed)
+    Ok((out.confirmed, out.duplicates))
 }
 
 type Pending = FuturesOrdered<
