@@ -319,6 +319,11 @@ async fn handshake<S: AsyncRead + Unpin>(
             .await;
         return None;
     }
+    if let Some(refused) = pushed_by_client(&frame) {
+        metrics.refused(Refusal::Protocol);
+        outbox.reply(id, &refused).await;
+        return None;
+    }
     let hello: Hello = match Message::decode(&frame) {
         Ok(Message::Hello(h)) => h,
         Ok(_) => return None,
@@ -394,6 +399,17 @@ async fn handshake<S: AsyncRead + Unpin>(
         tracing::info!(?peer, %client_id, credential = %identity.name, "authenticated");
     }
     Some((client_id, identity))
+}
+
+/// A client's frame with the PUSH flag: only the broker pushes, and every
+/// frame a client sends has flags 0 (docs/protocol.md, section 3).
+fn pushed_by_client(frame: &Frame) -> Option<Message> {
+    (frame.header.flags & herald_protocol::frame::FLAG_PUSH != 0).then(|| {
+        Message::error(
+            ErrorCode::BadFrame,
+            "a client's frame has the PUSH flag; only the broker pushes",
+        )
+    })
 }
 
 fn wire_error(e: &herald_protocol::WireError) -> Message {
@@ -661,6 +677,10 @@ impl Session {
     async fn handle(&mut self, mut frame: Frame) -> Result<(), Close> {
         let id = frame.header.request_id;
         self.shared.metrics.frame(frame.header.opcode);
+        if let Some(refused) = pushed_by_client(&frame) {
+            self.reply(id, refused).await?;
+            return Err(Close);
+        }
         if frame.header.opcode == Opcode::Publish {
             // The batch is a slice of this body: counted until the last
             // reference (pending append, tail cache, delivery) is gone.

@@ -90,6 +90,19 @@ async fn hostile_peers_are_closed_alone() {
     let closed = tokio::time::timeout(T, bad.framed.next()).await.unwrap();
     assert!(closed.is_none() || closed.unwrap().is_err());
 
+    // A request with the PUSH flag: only the broker pushes.
+    let mut pushy = Raw::connect(addr).await;
+    let mut f = raw_frame(Opcode::Ping, 6, &[]);
+    f[5] = frame::FLAG_PUSH;
+    pushy.framed.get_mut().write_all(&f).await.unwrap();
+    let f = pushy.recv().await.expect("an error frame");
+    match Message::decode(&f).unwrap() {
+        Message::Error(e) => assert_eq!(ErrorCode::from_u16(e.code), ErrorCode::BadFrame),
+        m => panic!("a pushed Ping answered {m:?}"),
+    }
+    let closed = tokio::time::timeout(T, pushy.framed.next()).await.unwrap();
+    assert!(closed.is_none() || closed.unwrap().is_err());
+
     // Random bytes of every size.
     for n in [1usize, 3, 15, 16, 17, 100, 5000] {
         let mut s = TcpStream::connect(addr).await.unwrap();
