@@ -60,6 +60,8 @@ async fn main() -> anyhow::Result<()> {
     });
 
     let mut room = first_room.clone();
+    // The rooms joined, the last one joined last.
+    let mut joined = vec![room.clone()];
     client.join_durable(&room).await?;
     println!("* you are {user} in {room}; /msg USER TEXT, /join ROOM, /leave ROOM, /who, /quit");
 
@@ -102,9 +104,32 @@ async fn main() -> anyhow::Result<()> {
             },
             "/join" if !rest.is_empty() => {
                 room = rest.to_owned();
+                joined.retain(|r| r != rest);
+                joined.push(room.clone());
                 client.join_durable(&room).await
             }
-            "/leave" if !rest.is_empty() => client.leave(rest).await,
+            "/leave" if !rest.is_empty() => {
+                let left = client.leave(rest).await;
+                joined.retain(|r| r != rest);
+                // Lines go to the room joined last of those still joined.
+                if rest == room {
+                    match joined.last() {
+                        Some(r) => {
+                            room = r.clone();
+                            println!("* now in {room}");
+                        }
+                        None => {
+                            room.clear();
+                            println!("* in no room now; /join ROOM");
+                        }
+                    }
+                }
+                left
+            }
+            _ if room.is_empty() && !cmd.starts_with('/') => {
+                println!("* in no room: /join ROOM first");
+                Ok(())
+            }
             "/who" => client.members(&room).await.map(|members| {
                 for m in members {
                     let state = if m.online { "online" } else { "away" };
@@ -112,7 +137,9 @@ async fn main() -> anyhow::Result<()> {
                 }
             }),
             "/quit" => {
-                client.leave(&room).await?;
+                if !room.is_empty() {
+                    client.leave(&room).await?;
+                }
                 break;
             }
             _ => client

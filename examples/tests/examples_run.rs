@@ -338,13 +338,19 @@ fn chat_runs_as_the_readme_shows() {
     alice.expect_line("[lobby] <bob> hello alice");
     bob.send("/msg alice psst");
     alice.expect_line("(direct) <bob> psst");
+    // A room joined and left again: lines go to the room joined before.
+    bob.send("/join side");
+    bob.send("/leave side");
+    bob.expect_line("* now in lobby");
+    bob.send("back in lobby");
+    alice.expect_line("[lobby] <bob> back in lobby");
 
     // Ctrl-D: bob goes away but stays a member of lobby.
     bob.close_stdin();
     bob.expect_exit(0);
     assert_eq!(
         bob.seen,
-        [chat_banner("bob")],
+        [chat_banner("bob"), "* now in lobby".to_owned()],
         "bob: printed more than his banner\n{}",
         bob.context()
     );
@@ -380,7 +386,7 @@ fn chat_runs_as_the_readme_shows() {
     // Nothing else: no echo of her own line, no presence of her own.
     assert_eq!(
         alice.seen.len(),
-        8,
+        9,
         "alice: printed lines the README does not show\n{}",
         alice.context()
     );
