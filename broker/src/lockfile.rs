@@ -54,15 +54,28 @@ impl DataDirLock {
             .truncate(false)
             .open(&path)
             .map_err(failed)?;
-        match try_lock(&file) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(BrokerError::DataDirInUse {
-                    dir: dir.to_path_buf(),
-                    holder: holder(&mut file),
-                })
+        let mut waited = std::time::Duration::ZERO;
+        loop {
+            match try_lock(&file) {
+                Ok(true) => break,
+                // Held under this process's own pid: by a broker of this
+                // process, or by a lock it has just let go that a child is
+                // still holding. A process forked here keeps every open
+                // file of ours until it execs, so a broker restarted on its
+                // folder while another thread spawns a process (tests do)
+                // can find its own released lock held for a moment.
+                Ok(false) if waited < OWN_LOCK_WAIT && held_by_this_process(&mut file) => {
+                    std::thread::sleep(OWN_LOCK_POLL); // until the child has exec'd
+                    waited += OWN_LOCK_POLL;
+                }
+                Ok(false) => {
+                    return Err(BrokerError::DataDirInUse {
+                        dir: dir.to_path_buf(),
+                        holder: holder(&mut file),
+                    })
+                }
+                Err(e) => return Err(failed(e)),
             }
-            Err(e) => return Err(failed(e)),
         }
         // Ours now: replace whatever pid a previous holder left.
         let pid = format!("{}\n", std::process::id());
@@ -99,7 +112,21 @@ fn try_lock(file: &File) -> std::io::Result<bool> {
 
 /// Who holds the lock, from the pid the holder wrote ("pid unknown" while
 /// it has not written it yet, or if the file says something else).
+/// How long a lock held under this process's own pid is waited for.
+const OWN_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const OWN_LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Whether the lock file names this process as the holder.
+fn held_by_this_process(file: &mut File) -> bool {
+    let mut text = String::new();
+    let read = file
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| file.read_to_string(&mut text));
+    read.is_ok() && text.trim().parse::<u32>().ok() == Some(std::process::id())
+}
+
 fn holder(file: &mut File) -> String {
+    let _ = file.seek(SeekFrom::Start(0));
     let mut text = String::new();
     let read = file.read_to_string(&mut text);
     match (read, text.trim().parse::<u32>()) {
@@ -111,6 +138,25 @@ fn holder(file: &mut File) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lock this process let go, still held for a moment by a copy of
+    /// its file (a child between fork and exec holds one), is taken once
+    /// the copy is closed, not refused.
+    #[test]
+    fn a_released_lock_held_by_a_forked_copy_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = DataDirLock::acquire(dir.path()).unwrap();
+        // What fork does: another descriptor of the same open file.
+        let copy = lock._file.try_clone().unwrap();
+        drop(lock);
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100)); // the child's exec
+            drop(copy);
+        });
+        let again = DataDirLock::acquire(dir.path());
+        closer.join().unwrap();
+        assert!(again.is_ok(), "{again:?}");
+    }
 
     #[test]
     fn second_lock_is_refused_with_the_holders_pid_and_freed_on_drop() {
