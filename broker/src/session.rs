@@ -204,6 +204,7 @@ pub async fn run<R, W>(
     let cfg = shared.config.clone();
     let (outbox, writer) = outbox::spawn(
         write,
+        peer,
         cfg.write_queue_frames,
         cfg.write_stall_timeout,
         shared.registry.memory().clone(),

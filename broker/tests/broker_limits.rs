@@ -142,3 +142,67 @@ async fn a_peer_that_stops_reading_is_cut_off_alone() {
     assert_eq!(p.publish("t", &[b"still fine"]).await.base_offset, 40);
     b.shutdown().await;
 }
+
+/// Where the test's log lines go (a `MakeWriter` for tracing).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A peer cut off for not reading is logged at WARN with its address, so
+/// that an operator sees who (it was a debug line). One thread: the
+/// test's log subscriber is the thread's default.
+#[tokio::test]
+async fn a_peer_cut_off_for_not_reading_is_logged_with_its_address() {
+    let logs = Captured::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.write_stall_timeout = Duration::from_millis(300);
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    let mut p = Raw::connect(b.local_addr()).await;
+    let big = vec![b'z'; 256 * 1024];
+    for _ in 0..40 {
+        p.publish("t", &[&big]).await;
+    }
+    let mut stuck = Raw::connect(b.local_addr()).await;
+    stuck
+        .subscribe_with(Subscribe {
+            topic: "t".into(),
+            group: None,
+            start: StartPosition::Earliest,
+            prefetch_messages: 100_000,
+            prefetch_bytes: 64 << 20,
+            ack_timeout_ms: 0,
+            max_deliveries: 0,
+        })
+        .await;
+    let stuck_addr = stuck.framed.get_ref().local_addr().unwrap();
+    let deadline = Instant::now() + T;
+    loop {
+        let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+        if text.contains("the peer stopped reading") {
+            assert!(text.contains(&stuck_addr.to_string()), "{text}");
+            assert!(text.contains("WARN"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no log line for the cut: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling the log
+    }
+    drop(stuck);
+    b.shutdown().await;
+}

@@ -239,6 +239,7 @@ impl Drop for Gone {
 /// accepted bytes for `stall`.
 pub fn spawn<W: Sink>(
     sink: W,
+    peer: Option<std::net::SocketAddr>,
     queue: usize,
     stall: Duration,
     memory: Arc<MemoryBudget>,
@@ -275,8 +276,13 @@ pub fn spawn<W: Sink>(
             token: closed,
         };
         let _counted = counted;
-        if let Err(e) = writer.run(sink).await {
-            tracing::debug!(error = %e, "connection writer stopped");
+        match writer.run(sink).await {
+            // A slow consumer cut off: the operator should see who.
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                tracing::warn!(?peer, reason = %e, "connection cut off: the peer stopped reading");
+            }
+            Err(e) => tracing::debug!(?peer, error = %e, "connection writer stopped"),
+            Ok(()) => {}
         }
         drop(guard);
     });
@@ -503,6 +509,7 @@ mod tests {
         let (sink, mut peer) = tokio::io::duplex(1 << 20);
         let (outbox, writer) = spawn(
             sink,
+            None,
             8,
             Duration::from_secs(5),
             MemoryBudget::unlimited(),
@@ -531,6 +538,7 @@ mod tests {
         let (sink, writes) = CountingSink::new();
         let (outbox, writer) = spawn(
             sink,
+            None,
             8,
             Duration::from_secs(5),
             MemoryBudget::unlimited(),
@@ -627,6 +635,7 @@ mod tests {
         let (sink, mut peer) = tokio::io::duplex(1 << 20);
         let (outbox, _writer) = spawn(
             sink,
+            None,
             8,
             Duration::from_secs(5),
             memory.clone(),
@@ -651,6 +660,7 @@ mod tests {
         let (sink, mut peer) = tokio::io::duplex(4 << 20);
         let (outbox, _writer) = spawn(
             sink,
+            None,
             8,
             Duration::from_secs(5),
             memory.clone(),

@@ -291,6 +291,7 @@ mod tests {
             let (sink, peer) = tokio::io::duplex(1 << 20);
             let (outbox, _writer) = crate::outbox::spawn(
                 sink,
+                None,
                 8,
                 Duration::from_secs(60),
                 MemoryBudget::unlimited(),
