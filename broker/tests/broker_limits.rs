@@ -88,19 +88,16 @@ async fn a_silent_peer_is_pinged_then_closed_and_a_live_one_stays() {
     b.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_that_stops_reading_is_cut_off_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
-    cfg.write_stall_timeout = Duration::from_millis(300);
-    let b = herald_broker::server::start(cfg).await.unwrap();
-    let mut p = Raw::connect(b.local_addr()).await;
+/// 40 records of 256 KiB in topic "t" (published by the first connection
+/// returned), and a subscriber of it from the start with a huge window
+/// that never reads its socket (the second).
+async fn stalled_reader(addr: std::net::SocketAddr) -> (Raw, Raw) {
+    let mut p = Raw::connect(addr).await;
     let big = vec![b'z'; 256 * 1024];
     for _ in 0..40 {
         p.publish("t", &[&big]).await;
     }
-    // A subscriber with a huge window that never reads its socket.
-    let mut stuck = Raw::connect(b.local_addr()).await;
+    let mut stuck = Raw::connect(addr).await;
     stuck
         .subscribe_with(Subscribe {
             topic: "t".into(),
@@ -112,6 +109,16 @@ async fn a_peer_that_stops_reading_is_cut_off_alone() {
             max_deliveries: 0,
         })
         .await;
+    (p, stuck)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_is_cut_off_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.write_stall_timeout = Duration::from_millis(300);
+    let b = herald_broker::server::start(cfg).await.unwrap();
+    let (mut p, stuck) = stalled_reader(b.local_addr()).await;
     let mut raw = stuck.framed.into_inner();
     // Others keep working meanwhile.
     let mut other = Raw::connect(b.local_addr()).await;
@@ -174,23 +181,7 @@ async fn a_peer_cut_off_for_not_reading_is_logged_with_its_address() {
     let mut cfg = config(dir.path());
     cfg.write_stall_timeout = Duration::from_millis(300);
     let b = herald_broker::server::start(cfg).await.unwrap();
-    let mut p = Raw::connect(b.local_addr()).await;
-    let big = vec![b'z'; 256 * 1024];
-    for _ in 0..40 {
-        p.publish("t", &[&big]).await;
-    }
-    let mut stuck = Raw::connect(b.local_addr()).await;
-    stuck
-        .subscribe_with(Subscribe {
-            topic: "t".into(),
-            group: None,
-            start: StartPosition::Earliest,
-            prefetch_messages: 100_000,
-            prefetch_bytes: 64 << 20,
-            ack_timeout_ms: 0,
-            max_deliveries: 0,
-        })
-        .await;
+    let (_p, stuck) = stalled_reader(b.local_addr()).await;
     let stuck_addr = stuck.framed.get_ref().local_addr().unwrap();
     let deadline = Instant::now() + T;
     loop {

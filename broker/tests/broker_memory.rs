@@ -26,6 +26,35 @@ fn peak_rss(pid: u32) -> u64 {
     kb * 1024
 }
 
+/// `herald serve` on `dir` with a memory budget of `budget` (and `extra`
+/// flags), on a free port.
+fn serve_within(
+    dir: &std::path::Path,
+    budget: &str,
+    extra: &[&str],
+) -> (common_cli::Proc, std::net::SocketAddr) {
+    let dir = dir.to_str().unwrap();
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir,
+        "--max-memory",
+        budget,
+    ];
+    args.extend_from_slice(extra);
+    common_cli::serve(&args, &[])
+}
+
+/// The tests' own runtime: the broker is another process.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A subscriber that says Hello and Subscribe and then never reads its
 /// socket again (a stalled process, a hung browser tab).
 async fn stalled_subscriber(addr: std::net::SocketAddr, i: usize) -> TcpStream {
@@ -57,26 +86,9 @@ async fn stalled_subscriber(addr: std::net::SocketAddr, i: usize) -> TcpStream {
 fn a_thousand_stalled_subscribers_stay_within_the_memory_budget() {
     let dir = tempfile::tempdir().unwrap();
     let budget: u64 = 256 << 20;
-    let (broker, addr) = common_cli::serve(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--fsync",
-            "never",
-            "--max-memory",
-            "256MiB",
-        ],
-        &[],
-    );
+    let (broker, addr) = serve_within(dir.path(), "256MiB", &["--fsync", "never"]);
     let pid = broker.child.id();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
+    runtime().block_on(async move {
         let create = common_cli::run_at(addr, &["topics", "create", "t"], b"");
         assert!(create.status.success(), "{create:?}");
         let mut stalled = Vec::new();
@@ -237,25 +249,9 @@ async fn a_publisher_that_never_reads_its_confirms_is_stopped() {
 #[test]
 fn half_sent_frames_count_against_the_memory_budget() {
     let dir = tempfile::tempdir().unwrap();
-    let (broker, addr) = common_cli::serve(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--no-http",
-            "--max-memory",
-            "64MiB",
-        ],
-        &[],
-    );
+    let (broker, addr) = serve_within(dir.path(), "64MiB", &["--no-http"]);
     let pid = broker.child.id();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
+    runtime().block_on(async move {
         let baseline = peak_rss(pid);
         let total = DEFAULT_MAX_FRAME - 16;
         let mut frame = BytesMut::new();
