@@ -7,9 +7,11 @@
 //! see (it counts a publish from when it is whole). [`Budgeted`] wraps the
 //! read side of a connection, follows the frames' length prefixes in the
 //! bytes it passes on, and charges a big frame's whole length from its
-//! prefix until its last byte is read. None of a big frame's body is read
+//! prefix until its last byte is read. None of a big Publish's body is read
 //! while the budget is spent past its publish level: such a peer then
 //! waits in TCP, as a publisher does whose complete publish does not fit.
+//! Other frames are counted but never held back: an ack, say, may be what
+//! frees the memory.
 
 use std::future::Future;
 use std::io;
@@ -19,17 +21,22 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, ReadBuf};
 
+use herald_protocol::Opcode;
+
 use crate::memory::{Charge, Level, MemoryBudget};
 
 /// Frames of at least this many bytes are counted while they arrive;
 /// smaller ones take little, and counting them would cost every request.
 pub const COUNTED_FROM: usize = 64 * 1024;
 
+/// What is read of a frame before deciding: its length prefix and opcode.
+const HEAD: usize = 5;
+
 /// Where the reader is in the byte stream.
 enum At {
-    /// At a frame boundary, with this many bytes of the next length prefix
-    /// seen.
-    Prefix { seen: usize, bytes: [u8; 4] },
+    /// At a frame boundary, with this many bytes of the next frame's length
+    /// prefix and opcode seen.
+    Prefix { seen: usize, bytes: [u8; HEAD] },
     /// Inside a frame: this many bytes of it to come. A big one carries
     /// its charge once the budget admitted it (`charge`), and until then
     /// nothing more is read (`admit`: its whole length).
@@ -51,7 +58,7 @@ pub struct Budgeted<R> {
 
 const BOUNDARY: At = At::Prefix {
     seen: 0,
-    bytes: [0; 4],
+    bytes: [0; HEAD],
 };
 
 impl<R> Budgeted<R> {
@@ -72,17 +79,21 @@ impl<R> Budgeted<R> {
                     seen,
                     bytes: prefix,
                 } => {
-                    let n = (4 - *seen).min(bytes.len());
+                    let n = (HEAD - *seen).min(bytes.len());
                     prefix[*seen..*seen + n].copy_from_slice(&bytes[..n]);
                     *seen += n;
                     bytes = &bytes[n..];
-                    if *seen == 4 {
-                        let left = u32::from_le_bytes(*prefix) as usize;
-                        let total = left.saturating_add(4);
-                        // A length over the limit is the decoder's to
-                        // refuse; it closes the connection.
+                    if *seen == HEAD {
+                        let length =
+                            u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+                        let total = (length as usize).saturating_add(4);
+                        // The length counts the opcode, read already. A
+                        // length under the header's or over the limit is the
+                        // decoder's to refuse; it closes the connection.
+                        let left = (length as usize).saturating_sub(1);
                         let big = total >= COUNTED_FROM && left > bytes.len();
-                        let admitted = !big || self.memory.admits(Level::Publish);
+                        let publish = prefix[4] == Opcode::Publish as u8;
+                        let admitted = !(big && publish) || self.memory.admits(Level::Publish);
                         self.at = At::Body {
                             left,
                             charge: (big && admitted).then(|| self.memory.charge(total)),
@@ -146,8 +157,10 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    fn frame(len: usize) -> Vec<u8> {
+    /// A frame of `len` bytes in all, of opcode `op` (the rest filler).
+    fn frame(len: usize, op: Opcode) -> Vec<u8> {
         let mut f = ((len - 4) as u32).to_le_bytes().to_vec();
+        f.push(op as u8);
         f.resize(len, 7);
         f
     }
@@ -160,11 +173,11 @@ mod tests {
         let (mut peer, sock) = tokio::io::duplex(1 << 20);
         let mut r = Budgeted::new(sock, memory.clone());
         let mut buf = vec![0u8; 1 << 20];
-        let small = frame(100);
+        let small = frame(100, Opcode::Ping);
         peer.write_all(&small).await.unwrap();
         let n = r.read(&mut buf).await.unwrap();
         assert_eq!((n, memory.used()), (100, 0));
-        let big = frame(200_000);
+        let big = frame(200_000, Opcode::Publish);
         peer.write_all(&big[..150_000]).await.unwrap();
         let mut got = 0;
         while got < 150_000 {
@@ -179,19 +192,44 @@ mod tests {
         assert_eq!(memory.used(), 0, "whole, it is the decoder's");
     }
 
-    /// While the budget is spent, a big frame's prefix is read and nothing
-    /// more until memory is freed.
+    /// A big frame other than a Publish (an ack of many ranges, an emit) is
+    /// counted but read at once even while the budget is spent: it may be
+    /// what frees memory.
+    #[tokio::test]
+    async fn a_big_frame_other_than_a_publish_is_not_held_back() {
+        let memory = MemoryBudget::new(1 << 20);
+        let _spent = memory.charge(1 << 20);
+        let (mut peer, sock) = tokio::io::duplex(1 << 20);
+        let mut r = Budgeted::new(sock, memory.clone());
+        let big = frame(300_000, Opcode::Ack);
+        peer.write_all(&big[..5]).await.unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        assert_eq!(r.read(&mut buf).await.unwrap(), 5);
+        assert_eq!(memory.used(), (1 << 20) + 300_000, "counted");
+        peer.write_all(&big[5..]).await.unwrap();
+        let mut got = 5;
+        while got < 300_000 {
+            got += tokio::time::timeout(std::time::Duration::from_secs(5), r.read(&mut buf))
+                .await
+                .expect("read while the budget is spent")
+                .unwrap();
+        }
+        assert_eq!(memory.used(), 1 << 20);
+    }
+
+    /// While the budget is spent, a big Publish's prefix is read and
+    /// nothing more until memory is freed.
     #[tokio::test]
     async fn a_big_frame_waits_for_the_budget() {
         let memory = MemoryBudget::new(1 << 20);
         let spent = memory.charge(1 << 20);
         let (mut peer, sock) = tokio::io::duplex(1 << 20);
         let mut r = Budgeted::new(sock, memory.clone());
-        let big = frame(300_000);
-        peer.write_all(&big[..4]).await.unwrap();
+        let big = frame(300_000, Opcode::Publish);
+        peer.write_all(&big[..5]).await.unwrap();
         let mut buf = vec![0u8; 1 << 20];
-        assert_eq!(r.read(&mut buf).await.unwrap(), 4);
-        peer.write_all(&big[4..]).await.unwrap();
+        assert_eq!(r.read(&mut buf).await.unwrap(), 5);
+        peer.write_all(&big[5..]).await.unwrap();
         let waiting =
             tokio::time::timeout(std::time::Duration::from_millis(100), r.read(&mut buf)).await;
         assert!(
@@ -199,7 +237,7 @@ mod tests {
             "its body is not read while the budget is spent"
         );
         drop(spent);
-        let mut got = 4;
+        let mut got = 5;
         while got < 300_000 {
             got += tokio::time::timeout(std::time::Duration::from_secs(5), r.read(&mut buf))
                 .await
