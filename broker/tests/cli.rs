@@ -40,27 +40,46 @@ fn group(addr: SocketAddr, topic: &str, name: &str) -> Value {
         .unwrap_or_else(|| panic!("no group {name}"))
 }
 
+/// The subcommands `herald ARGS --help` lists under "Commands:".
+fn subcommands(args: &[&str]) -> Vec<String> {
+    let mut help: Vec<&str> = args.to_vec();
+    help.push("--help");
+    let out = run(&help).ok();
+    out.stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
 fn help_of_every_subcommand_has_examples() {
-    for args in [
-        &["--help"][..],
-        &["serve", "--help"],
-        &["pub", "--help"],
-        &["sub", "--help"],
-        &["topics", "--help"],
-        &["topics", "list", "--help"],
-        &["topics", "create", "--help"],
-        &["topics", "describe", "--help"],
-        &["topics", "delete", "--help"],
-        &["groups", "--help"],
-    ] {
-        let out = run(args).ok();
+    // Every command the help lists, to any depth: one added later is
+    // checked too.
+    let mut todo: Vec<Vec<String>> = vec![vec![]];
+    let mut checked = 0;
+    while let Some(path) = todo.pop() {
+        let args: Vec<&str> = path.iter().map(String::as_str).collect();
+        let mut help = args.clone();
+        help.push("--help");
+        let out = run(&help).ok();
         assert!(
             out.stdout.contains("Examples:"),
-            "{args:?} has no examples:\n{}",
+            "{help:?} has no examples:\n{}",
             out.stdout
         );
+        checked += 1;
+        for c in subcommands(&args) {
+            let mut next = path.clone();
+            next.push(c);
+            todo.push(next);
+        }
     }
+    assert!(checked > 15, "only {checked} commands found in the help");
     // A subcommand's --help names the shared flags.
     let out = run(&["sub", "--help"]).ok();
     assert!(out.stdout.contains("--server") && out.stdout.contains("HERALD_SERVER"));

@@ -22,11 +22,17 @@ pub struct ClusterArgs {
 enum ClusterCommand {
     /// Nodes, and each Raft group's leader, term, log and (asked of the
     /// leader) how far behind each replica is.
+    #[command(
+        after_help = "Examples:\n  herald cluster status --server 127.0.0.1:7501\n  herald cluster status --server 127.0.0.1:7501 --json"
+    )]
     Status {
         #[command(flatten)]
         server: ServerArgs,
     },
     /// Makes a node started with `--join` a member of the cluster.
+    #[command(
+        after_help = "Examples:\n  herald cluster add 4 127.0.0.1:7504 --server 127.0.0.1:7501"
+    )]
     Add {
         /// The new node's id (its --node-id).
         id: u64,
@@ -37,6 +43,9 @@ enum ClusterCommand {
     },
     /// Takes a node that holds no replica out of the cluster (move its
     /// topics away first); it can then be stopped.
+    #[command(
+        after_help = "Examples:\n  herald cluster move orders --to 2,3 --server 127.0.0.1:7501   # first, off node 1\n  herald cluster remove 1 --server 127.0.0.1:7502"
+    )]
     Remove {
         id: u64,
         #[command(flatten)]
@@ -45,6 +54,9 @@ enum ClusterCommand {
     /// Moves a replicated topic onto other nodes: the new ones copy it while
     /// the old ones serve, then the old ones let it go. Running the same
     /// move again finishes one that was cut short.
+    #[command(
+        after_help = "Examples:\n  herald cluster move orders --to 2,3,4 --server 127.0.0.1:7501\n  herald cluster move orders --to 2,3,4 --timeout 1h --server 127.0.0.1:7501"
+    )]
     Move {
         topic: String,
         /// The nodes that hold the topic afterwards, e.g. 2,3,4.
