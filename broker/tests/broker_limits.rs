@@ -197,3 +197,81 @@ async fn a_peer_cut_off_for_not_reading_is_logged_with_its_address() {
     drop(stuck);
     b.shutdown().await;
 }
+
+/// A dead-letter copy that keeps failing (here the dead-letter topic's
+/// folder cannot be made: a file is in its place) is logged as an ERROR
+/// once, not at every retry of every range (a lasting failure logged
+/// hundreds of lines a second), and once it works the records are dead-
+/// lettered and that is said once.
+#[tokio::test]
+async fn a_failing_dead_letter_copy_is_logged_once_until_it_works() {
+    let logs = Captured::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path()).await;
+    let mut c = Raw::connect(b.local_addr()).await;
+    c.publish("jobs", &[b"a"]).await;
+    c.publish("jobs", &[b"b"]).await;
+    c.publish("jobs", &[b"c"]).await;
+    let blocker = dir.path().join("topics").join("jobs.dlq");
+    assert!(
+        blocker.parent().unwrap().is_dir(),
+        "topics live in {:?}",
+        blocker.parent()
+    );
+    std::fs::write(&blocker, b"in the way").unwrap();
+    c.subscribe_with(Subscribe {
+        topic: "jobs".into(),
+        group: Some("w".into()),
+        start: StartPosition::Earliest,
+        prefetch_messages: 10,
+        prefetch_bytes: 1 << 20,
+        ack_timeout_ms: 50,
+        max_deliveries: 1,
+    })
+    .await;
+    let failures = |level: &str| {
+        let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+        text.lines()
+            .filter(|l| l.contains("dead-lettering failed") && l.contains(level))
+            .count()
+    };
+    let deadline = Instant::now() + T;
+    // Two rounds of retries at least (one a second).
+    while failures("") < 4 {
+        assert!(Instant::now() < deadline, "the copies were not retried");
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling the log
+    }
+    assert_eq!(failures("ERROR"), 1, "one ERROR for a lasting failure");
+    std::fs::remove_file(&blocker).unwrap();
+    loop {
+        match c
+            .request(Message::ListGroups(TopicName {
+                name: "jobs".into(),
+            }))
+            .await
+        {
+            Message::GroupList(l) if l.groups[0].dead_lettered == 3 => break,
+            Message::GroupList(_) => {}
+            m => panic!("{m:?}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never dead-lettered once it could be"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling the group's count
+    }
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert_eq!(
+        text.matches("dead-lettering works again").count(),
+        1,
+        "{text}"
+    );
+    b.shutdown().await;
+}

@@ -370,21 +370,35 @@ impl Group {
         let key = self.key;
         tokio::spawn(async move {
             let r = dlq::forward(&topic, &suffix, &group, first, last, deliveries).await;
-            if let Err(e) = &r {
-                tracing::error!(group = %group, error = %e, "dead-lettering failed; will retry");
-            }
             let _ = done.send(DeadLettered {
                 key,
                 first,
-                copied: r.is_ok(),
+                failed: r.err().map(|e| e.to_string()),
             });
         });
     }
 
     /// The copy of the range starting at `first` to the dead-letter topic
     /// ended: the offsets are done, or (it failed) redelivered or copied
-    /// again after a second.
-    pub fn on_dead_lettered(&mut self, first: u64, copied: bool) {
+    /// again after a second. A failure is logged as an ERROR once, not at
+    /// every retry of every range (a lasting one logged hundreds of lines
+    /// a second), and its end once.
+    pub fn on_dead_lettered(&mut self, first: u64, failed: Option<String>) {
+        match &failed {
+            Some(e) if !self.dead_letter_failing => {
+                self.dead_letter_failing = true;
+                tracing::error!(group = %self.name, error = %e, "dead-lettering failed; retrying every second (logged again once it works)");
+            }
+            Some(e) => {
+                tracing::debug!(group = %self.name, error = %e, "dead-lettering failed again")
+            }
+            None if self.dead_letter_failing => {
+                self.dead_letter_failing = false;
+                tracing::info!(group = %self.name, "dead-lettering works again");
+            }
+            None => {}
+        }
+        let copied = failed.is_none();
         let retry = Instant::now() + Duration::from_secs(1);
         if self.tracker.end_dead_letter(first, copied, retry) && copied {
             self.persist.mark_dirty();
@@ -399,7 +413,8 @@ pub struct DeadLettered {
     pub key: u64,
     /// The first offset of the range copied.
     pub first: u64,
-    pub copied: bool,
+    /// Why the copy failed; `None`: it is durable.
+    pub failed: Option<String>,
 }
 
 #[cfg(test)]

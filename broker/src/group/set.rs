@@ -249,7 +249,7 @@ impl Shell {
                 }
                 Some(d) = self.dead_letters.recv() => {
                     if let Some(g) = self.groups.get_mut(&d.key) {
-                        g.on_dead_lettered(d.first, d.copied);
+                        g.on_dead_lettered(d.first, d.failed);
                     }
                     self.touch(d.key);
                 }

@@ -109,6 +109,9 @@ pub(super) struct Group {
     /// The instant its set's timer heap holds for it (the earliest, if
     /// several): a later one need not be pushed.
     pub scheduled: Option<Instant>,
+    /// A copy to the dead-letter topic failed and none has worked since:
+    /// the failure was logged once, and is not again until one works.
+    pub dead_letter_failing: bool,
     /// Cancels the group's [`super::GroupHandle::stopped`] when the group
     /// is dropped, whoever drops it.
     _stopped: DropGuard,
@@ -161,6 +164,7 @@ impl Group {
             touched: false,
             memory_listed: false,
             scheduled: None,
+            dead_letter_failing: false,
             _stopped: stopped.drop_guard(),
         }
     }
