@@ -232,6 +232,8 @@ fn pub_producer_id_makes_a_rerun_store_nothing_twice() {
         stdin.flush().unwrap();
         let confirm: Value = serde_json::from_str(&p.line()).unwrap();
         assert_eq!(confirm["duplicate"], true, "{line:?}: {confirm}");
+        // The offset each record was stored at the first time.
+        assert_eq!(confirm["offset"], confirm["seq"], "{line:?}: {confirm}");
     }
     assert!(p.finish(T).0.success());
     assert_eq!(describe(b.addr, "t")["next_offset"], 3);

@@ -55,13 +55,20 @@ impl ProducerState {
             // Calling it a duplicate would confirm records never stored.
             return Verdict::Gap { expected };
         }
-        match self.window.iter().rev().find(|s| s.base_sequence == seq) {
+        // Within one stored batch (a retry cut at other boundaries than the
+        // first send, as `herald pub` re-run line by line does): its
+        // records have that batch's offsets, which are consecutive.
+        let end = seq + u64::from(count);
+        let within =
+            |s: &&Stored| s.base_sequence <= seq && end <= s.base_sequence + u64::from(s.count);
+        match self.window.iter().rev().find(within) {
             Some(s) => Verdict::Duplicate {
-                base_offset: s.base_offset,
-                count: s.count,
+                base_offset: s.base_offset + (seq - s.base_sequence),
+                count,
             },
-            // Older than the window, or not the start of a stored batch:
-            // certainly seen before, offsets unknown.
+            // Older than the window, or across stored batches (whose
+            // offsets need not follow each other): certainly seen before,
+            // offsets unknown.
             None => Verdict::Duplicate {
                 base_offset: u64::MAX,
                 count,
@@ -174,6 +181,40 @@ mod tests {
         // Overlapping the end of what is stored: refused, not a duplicate.
         assert_eq!(m.check(7, 104, 3), Verdict::Gap { expected: 105 });
         assert_eq!(m.check(8, 999, 1), Verdict::Accept);
+    }
+
+    /// A retry cut at other boundaries than the first send gets the offsets
+    /// of its records when they lie in one stored batch, and "unknown"
+    /// when they span two (their offsets need not follow each other).
+    #[test]
+    fn a_retry_inside_a_stored_batch_gets_its_offsets() {
+        let mut m = ProducerMap::default();
+        m.record(7, 0, 3, 1012);
+        m.record(7, 3, 2, 2000);
+        for (seq, count, base) in [
+            (0, 1, 1012),
+            (1, 1, 1013),
+            (1, 2, 1013),
+            (2, 1, 1014),
+            (4, 1, 2001),
+        ] {
+            assert_eq!(
+                m.check(7, seq, count),
+                Verdict::Duplicate {
+                    base_offset: base,
+                    count
+                },
+                "seq {seq} count {count}"
+            );
+        }
+        assert_eq!(
+            m.check(7, 2, 2),
+            Verdict::Duplicate {
+                base_offset: u64::MAX,
+                count: 2
+            },
+            "across two stored batches"
+        );
     }
 
     #[test]
