@@ -191,10 +191,13 @@ impl Sink for WsWriter {
             code: self.close_code(),
             reason: "".into(),
         };
-        self.sink
-            .send(Message::Close(Some(frame)))
-            .await
-            .map_err(to_io)?;
-        self.sink.close().await.map_err(to_io)
+        // After the peer's own Close, tungstenite has queued the answer
+        // itself and refuses this one: the close below still sends it.
+        let sent = self.sink.send(Message::Close(Some(frame))).await;
+        let closed = self.sink.close().await;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "no Close of ours: the peer closed first");
+        }
+        closed.map_err(to_io)
     }
 }

@@ -254,6 +254,18 @@ async fn text_and_oversized_messages_close_with_their_codes() {
     ws.ws.send(Ws::Frame(reserved)).await.unwrap();
     assert_eq!(ws.close_code().await, Some(CloseCode::Protocol));
 
+    // A client that closes gets the broker's Close back (the closing
+    // handshake), not a dropped connection.
+    let mut ws = session(http, "closer").await;
+    ws.ws.close(None).await.unwrap();
+    let answer = tokio::time::timeout(T, ws.ws.next())
+        .await
+        .expect("an answer to the Close");
+    assert!(
+        matches!(answer, Some(Ok(Ws::Close(_)))),
+        "the client's Close was answered with {answer:?}"
+    );
+
     // The broker goes on serving.
     let mut ok = session(http, "after").await;
     ok.send(2, &Message::Ping).await;
