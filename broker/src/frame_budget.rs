@@ -157,6 +157,24 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// Reads from `r` until `got` reaches `until` bytes (each read within
+    /// 5 s, or `what` failed); returns the new total.
+    async fn read_to<R: AsyncRead + Unpin>(
+        r: &mut R,
+        mut got: usize,
+        until: usize,
+        what: &str,
+    ) -> usize {
+        let mut buf = vec![0u8; 1 << 20];
+        while got < until {
+            got += tokio::time::timeout(std::time::Duration::from_secs(5), r.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("{what}"))
+                .unwrap();
+        }
+        got
+    }
+
     /// A frame of `len` bytes in all, of opcode `op` (the rest filler).
     fn frame(len: usize, op: Opcode) -> Vec<u8> {
         let mut f = ((len - 4) as u32).to_le_bytes().to_vec();
@@ -179,16 +197,11 @@ mod tests {
         assert_eq!((n, memory.used()), (100, 0));
         let big = frame(200_000, Opcode::Publish);
         peer.write_all(&big[..150_000]).await.unwrap();
-        let mut got = 0;
-        while got < 150_000 {
-            got += r.read(&mut buf).await.unwrap();
-        }
+        let got = read_to(&mut r, 0, 150_000, "the first part").await;
         assert_eq!(memory.used(), 200_000, "counted from its prefix");
         peer.write_all(&big[150_000..]).await.unwrap();
         peer.write_all(&small).await.unwrap();
-        while got < 200_100 {
-            got += r.read(&mut buf).await.unwrap();
-        }
+        read_to(&mut r, got, 200_100, "the rest").await;
         assert_eq!(memory.used(), 0, "whole, it is the decoder's");
     }
 
@@ -207,13 +220,7 @@ mod tests {
         assert_eq!(r.read(&mut buf).await.unwrap(), 5);
         assert_eq!(memory.used(), (1 << 20) + 300_000, "counted");
         peer.write_all(&big[5..]).await.unwrap();
-        let mut got = 5;
-        while got < 300_000 {
-            got += tokio::time::timeout(std::time::Duration::from_secs(5), r.read(&mut buf))
-                .await
-                .expect("read while the budget is spent")
-                .unwrap();
-        }
+        read_to(&mut r, 5, 300_000, "read while the budget is spent").await;
         assert_eq!(memory.used(), 1 << 20);
     }
 
@@ -237,13 +244,7 @@ mod tests {
             "its body is not read while the budget is spent"
         );
         drop(spent);
-        let mut got = 5;
-        while got < 300_000 {
-            got += tokio::time::timeout(std::time::Duration::from_secs(5), r.read(&mut buf))
-                .await
-                .expect("read once memory is freed")
-                .unwrap();
-        }
+        read_to(&mut r, 5, 300_000, "read once memory is freed").await;
         assert_eq!(memory.used(), 0);
     }
 }

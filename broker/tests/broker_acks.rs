@@ -100,26 +100,7 @@ async fn max_deliveries_moves_a_message_to_the_dead_letter_topic() {
     // Third delivery was the last: it is dead-lettered, not delivered again.
     // The copy runs beside the group (it waits for the dead-letter topic's
     // fsync): the group counts it once it is durable.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let l = match c
-            .request(Message::ListGroups(TopicName {
-                name: "jobs".into(),
-            }))
-            .await
-        {
-            Message::GroupList(l) => l,
-            m => panic!("{m:?}"),
-        };
-        if l.groups[0].dead_lettered == 1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never dead-lettered"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    c.until_dead_lettered("jobs", 1).await;
     let mut d = Raw::connect(b.local_addr()).await;
     d.subscribe("jobs.dlq", None, StartPosition::Earliest, 10)
         .await;
@@ -314,21 +295,7 @@ async fn dead_letters_of_a_full_batch_are_split_into_deliverable_batches() {
     // One delivery each, never acked: all dead-lettered after 200 ms.
     c.subscribe_with(sub("jobs", "w", N as u32, 200, 1)).await;
     assert_eq!(c.take(N as usize).await.len(), N as usize);
-    let deadline = Instant::now() + T;
-    loop {
-        match c
-            .request(Message::ListGroups(TopicName {
-                name: "jobs".into(),
-            }))
-            .await
-        {
-            Message::GroupList(l) if l.groups[0].dead_lettered == N => break,
-            Message::GroupList(_) => {}
-            m => panic!("{m:?}"),
-        }
-        assert!(Instant::now() < deadline, "not all dead-lettered");
-        tokio::time::sleep(Duration::from_millis(20)).await; // polling the group's count
-    }
+    c.until_dead_lettered("jobs", N).await;
     let mut d = Raw::connect(b.local_addr()).await;
     d.subscribe("jobs.dlq", None, StartPosition::Earliest, N as u32)
         .await;
@@ -365,21 +332,7 @@ async fn a_topic_with_the_longest_name_still_dead_letters() {
     c.publish(&topic, &[b"poison"]).await;
     c.subscribe_with(sub(&topic, "w", 10, 100, 1)).await;
     assert_eq!(c.take(1).await.len(), 1);
-    let deadline = Instant::now() + T;
-    loop {
-        match c
-            .request(Message::ListGroups(TopicName {
-                name: topic.clone(),
-            }))
-            .await
-        {
-            Message::GroupList(l) if l.groups[0].dead_lettered == 1 => break,
-            Message::GroupList(_) => {}
-            m => panic!("{m:?}"),
-        }
-        assert!(Instant::now() < deadline, "never dead-lettered");
-        tokio::time::sleep(Duration::from_millis(20)).await; // polling the group's count
-    }
+    c.until_dead_lettered(&topic, 1).await;
     drop(c);
     b.shutdown().await;
     let b = start(dir.path()).await;

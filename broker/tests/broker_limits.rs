@@ -154,6 +154,26 @@ async fn a_peer_that_stops_reading_is_cut_off_alone() {
 #[derive(Clone, Default)]
 struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
+impl Captured {
+    /// Makes this thread's log lines up to `level` go to a new `Captured`
+    /// while the guard lives (tests on one thread: the broker's tasks run
+    /// on it too).
+    fn install(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
+        let logs = Captured::default();
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_max_level(level)
+            .with_ansi(false)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
 impl std::io::Write for Captured {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(b);
@@ -169,14 +189,7 @@ impl std::io::Write for Captured {
 /// test's log subscriber is the thread's default.
 #[tokio::test]
 async fn a_peer_cut_off_for_not_reading_is_logged_with_its_address() {
-    let logs = Captured::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || sink.clone())
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (logs, _default) = Captured::install(tracing::Level::WARN);
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.write_stall_timeout = Duration::from_millis(300);
@@ -185,7 +198,7 @@ async fn a_peer_cut_off_for_not_reading_is_logged_with_its_address() {
     let stuck_addr = stuck.framed.get_ref().local_addr().unwrap();
     let deadline = Instant::now() + T;
     loop {
-        let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+        let text = logs.text();
         if text.contains("the peer stopped reading") {
             assert!(text.contains(&stuck_addr.to_string()), "{text}");
             assert!(text.contains("WARN"), "{text}");
@@ -205,14 +218,7 @@ async fn a_peer_cut_off_for_not_reading_is_logged_with_its_address() {
 /// lettered and that is said once.
 #[tokio::test]
 async fn a_failing_dead_letter_copy_is_logged_once_until_it_works() {
-    let logs = Captured::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || sink.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (logs, _default) = Captured::install(tracing::Level::DEBUG);
     let dir = tempfile::tempdir().unwrap();
     let b = start(dir.path()).await;
     let mut c = Raw::connect(b.local_addr()).await;
@@ -237,7 +243,7 @@ async fn a_failing_dead_letter_copy_is_logged_once_until_it_works() {
     })
     .await;
     let failures = |level: &str| {
-        let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+        let text = logs.text();
         text.lines()
             .filter(|l| l.contains("dead-lettering failed") && l.contains(level))
             .count()
@@ -250,24 +256,8 @@ async fn a_failing_dead_letter_copy_is_logged_once_until_it_works() {
     }
     assert_eq!(failures("ERROR"), 1, "one ERROR for a lasting failure");
     std::fs::remove_file(&blocker).unwrap();
-    loop {
-        match c
-            .request(Message::ListGroups(TopicName {
-                name: "jobs".into(),
-            }))
-            .await
-        {
-            Message::GroupList(l) if l.groups[0].dead_lettered == 3 => break,
-            Message::GroupList(_) => {}
-            m => panic!("{m:?}"),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never dead-lettered once it could be"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await; // polling the group's count
-    }
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    c.until_dead_lettered("jobs", 3).await;
+    let text = logs.text();
     assert_eq!(
         text.matches("dead-lettering works again").count(),
         1,

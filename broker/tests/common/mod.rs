@@ -252,6 +252,26 @@ impl Raw {
         assert!(r.is_err(), "unexpected delivery");
     }
 
+    /// Waits (up to [`T`]) until the first group of `topic` counts `n`
+    /// dead-lettered records: the copy runs beside the group, which counts
+    /// it once it is durable.
+    pub async fn until_dead_lettered(&mut self, topic: &str, n: u64) {
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let name = topic.to_owned();
+            match self.request(Message::ListGroups(TopicName { name })).await {
+                Message::GroupList(l) if l.groups[0].dead_lettered == n => return,
+                Message::GroupList(_) => {}
+                m => panic!("{m:?}"),
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{topic}: not {n} dead-lettered"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await; // polling the group's count
+        }
+    }
+
     pub async fn ack(&mut self, sub: u64, kind: AckKind, ranges: Vec<(u64, u64)>) {
         match self
             .request(Message::Ack(Ack {
