@@ -51,6 +51,10 @@ enum At {
 pub struct Budgeted<R> {
     inner: R,
     memory: Arc<MemoryBudget>,
+    /// The connection's frame limit: a longer frame is refused by the
+    /// decoder from its length, and must not be charged (a bogus length of
+    /// 4 GiB would spend the whole budget until the connection closes).
+    max_frame: usize,
     at: At,
     /// The wait for the budget, while a big frame waits to be admitted.
     admitted: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
@@ -62,10 +66,11 @@ const BOUNDARY: At = At::Prefix {
 };
 
 impl<R> Budgeted<R> {
-    pub fn new(inner: R, memory: Arc<MemoryBudget>) -> Budgeted<R> {
+    pub fn new(inner: R, memory: Arc<MemoryBudget>, max_frame: usize) -> Budgeted<R> {
         Budgeted {
             inner,
             memory,
+            max_frame,
             at: BOUNDARY,
             admitted: None,
         }
@@ -91,7 +96,8 @@ impl<R> Budgeted<R> {
                         // length under the header's or over the limit is the
                         // decoder's to refuse; it closes the connection.
                         let left = (length as usize).saturating_sub(1);
-                        let big = total >= COUNTED_FROM && left > bytes.len();
+                        let big =
+                            (COUNTED_FROM..=self.max_frame).contains(&total) && left > bytes.len();
                         let publish = prefix[4] == Opcode::Publish as u8;
                         let admitted = !(big && publish) || self.memory.admits(Level::Publish);
                         self.at = At::Body {
@@ -189,7 +195,7 @@ mod tests {
     async fn a_big_frame_is_charged_while_it_arrives() {
         let memory = MemoryBudget::new(1 << 30);
         let (mut peer, sock) = tokio::io::duplex(1 << 20);
-        let mut r = Budgeted::new(sock, memory.clone());
+        let mut r = Budgeted::new(sock, memory.clone(), 1 << 23);
         let mut buf = vec![0u8; 1 << 20];
         let small = frame(100, Opcode::Ping);
         peer.write_all(&small).await.unwrap();
@@ -205,6 +211,22 @@ mod tests {
         assert_eq!(memory.used(), 0, "whole, it is the decoder's");
     }
 
+    /// A length over the frame limit is the decoder's to refuse: it is not
+    /// charged (a bogus 4 GiB would spend the budget until the connection
+    /// closes).
+    #[tokio::test]
+    async fn a_length_over_the_frame_limit_is_not_charged() {
+        let memory = MemoryBudget::new(1 << 30);
+        let (mut peer, sock) = tokio::io::duplex(1 << 20);
+        let mut r = Budgeted::new(sock, memory.clone(), 1 << 23);
+        let mut head = u32::MAX.to_le_bytes().to_vec();
+        head.push(Opcode::Publish as u8);
+        head.resize(1000, 7);
+        peer.write_all(&head).await.unwrap();
+        read_to(&mut r, 0, 1000, "the bogus frame's start").await;
+        assert_eq!(memory.used(), 0);
+    }
+
     /// A big frame other than a Publish (an ack of many ranges, an emit) is
     /// counted but read at once even while the budget is spent: it may be
     /// what frees memory.
@@ -213,7 +235,7 @@ mod tests {
         let memory = MemoryBudget::new(1 << 20);
         let _spent = memory.charge(1 << 20);
         let (mut peer, sock) = tokio::io::duplex(1 << 20);
-        let mut r = Budgeted::new(sock, memory.clone());
+        let mut r = Budgeted::new(sock, memory.clone(), 1 << 23);
         let big = frame(300_000, Opcode::Ack);
         peer.write_all(&big[..5]).await.unwrap();
         let mut buf = vec![0u8; 1 << 20];
@@ -231,7 +253,7 @@ mod tests {
         let memory = MemoryBudget::new(1 << 20);
         let spent = memory.charge(1 << 20);
         let (mut peer, sock) = tokio::io::duplex(1 << 20);
-        let mut r = Budgeted::new(sock, memory.clone());
+        let mut r = Budgeted::new(sock, memory.clone(), 1 << 23);
         let big = frame(300_000, Opcode::Publish);
         peer.write_all(&big[..5]).await.unwrap();
         let mut buf = vec![0u8; 1 << 20];

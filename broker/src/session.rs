@@ -211,7 +211,11 @@ pub async fn run<R, W>(
         shared.metrics.clone(),
     );
     // Frames that arrive slowly are counted while they do.
-    let read = crate::frame_budget::Budgeted::new(read, shared.registry.memory().clone());
+    let read = crate::frame_budget::Budgeted::new(
+        read,
+        shared.registry.memory().clone(),
+        cfg.max_frame_bytes,
+    );
     let mut frames = FramedRead::with_capacity(
         read,
         FrameCodec::new(cfg.max_frame_bytes),
