@@ -75,6 +75,58 @@ test("no WebSocket class is a clear error", async () => {
   }
 });
 
+test("messages are taken as Node's ws hands them (Buffers) or as ArrayBuffers elsewhere", async () => {
+  // ws takes "nodebuffer" (and then hands out Buffers, views of what the
+  // socket read); a browser ignores a name it does not know, undici turns
+  // it into "blob": both then get "arraybuffer".
+  const kinds = {
+    ws: (t) => (["nodebuffer", "arraybuffer", "fragments"].includes(t) ? t : undefined),
+    browser: (t) => (["blob", "arraybuffer"].includes(t) ? t : undefined),
+    undici: (t) => (t === "arraybuffer" ? t : "blob"),
+  };
+  for (const [kind, accept] of Object.entries(kinds)) {
+    let socket;
+    class Fake {
+      constructor() {
+        this._type = "blob";
+        socket = this;
+        setTimeout(() => this.onopen?.(), 0);
+      }
+      get binaryType() {
+        return this._type;
+      }
+      set binaryType(t) {
+        this._type = accept(t) ?? this._type;
+      }
+      send(bytes) {
+        const d = new FrameDecoder();
+        d.push(bytes);
+        const m = decodeMessage(d.next());
+        if (m.op !== "Hello") return;
+        const ok = helloOk(m, "alice");
+        // The answer as this kind of socket hands it over: for ws, a view
+        // at an odd place in a bigger buffer, with the start of the next
+        // frame after it (which must not be taken for part of this one).
+        let data;
+        if (this._type === "nodebuffer") {
+          const big = Buffer.alloc(ok.length + 7);
+          big.set(ok, 3);
+          data = big.subarray(3, 3 + ok.length);
+        } else {
+          assert.equal(this._type, "arraybuffer", kind);
+          data = ok.slice().buffer;
+        }
+        setTimeout(() => this.onmessage?.({ data }), 0);
+      }
+      close() {}
+    }
+    const h = await connect("ws://x/ws", { WebSocket: Fake, clientId: "alice" });
+    assert.equal(socket.binaryType, kind === "ws" ? "nodebuffer" : "arraybuffer", kind);
+    assert.equal(h.clientId, "alice", kind);
+    await h.close({ timeoutMs: 0 });
+  }
+});
+
 test("acked offsets become ranges, in order or not, repeated or not", () => {
   const r = new Ranges();
   assert.ok(r.empty);

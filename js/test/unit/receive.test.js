@@ -95,7 +95,7 @@ test("the text cache gives the decoded text of the bytes it is shown, reused onl
   assert.equal(c.get(Uint8Array.of(0xff), 0, 1), "\ufffd");
 });
 
-test("a frame that is its whole buffer lends its body; one in a bigger buffer is copied", () => {
+test("a frame's body is a view of the received bytes, alone in its buffer or not", () => {
   const batch = buildBatch([{ payload: "hello", timestamp: 1 }]);
   const frame = encodeFrame("Deliver", 0, { subscription_id: 3, first_offset: 0, last_offset: 0, delivery_count: 1, batch });
   const d = new FrameDecoder();
@@ -106,16 +106,22 @@ test("a frame that is its whole buffer lends its body; one in a bigger buffer is
   assert.equal(dec.decode(m.body.parsed.records[0].payload), "hello");
   assert.equal(m.body.subscription_id, 3);
 
-  const two = new Uint8Array(frame.length * 2);
-  two.set(frame, 0);
-  two.set(frame, frame.length);
+  // Two frames in one message, at an odd place in a bigger buffer (as a
+  // Node Buffer from a socket read is): no copy either; a copy per frame
+  // was a tenth of the receive path.
+  const two = new Uint8Array(frame.length * 2 + 3);
+  two.set(frame, 3);
+  two.set(frame, 3 + frame.length);
   const d2 = new FrameDecoder();
-  d2.push(two);
+  d2.push(two.subarray(3));
   const a = d2.next();
   const b = d2.next();
-  assert.notEqual(a.body.buffer, two.buffer, "copied: the payload must not hold the whole buffer");
-  assert.notEqual(b.body.buffer, two.buffer);
+  assert.equal(a.body.buffer, two.buffer, "a view");
+  assert.equal(b.body.buffer, two.buffer);
+  assert.equal(b.body.byteOffset, 3 + frame.length + 16);
+  assert.equal(dec.decode(decodeMessage(a).body.parsed.records[0].payload), "hello");
   assert.equal(dec.decode(decodeMessage(b).body.parsed.records[0].payload), "hello");
+  assert.equal(d2.next(), null);
 });
 
 test("request ids and deliver offsets up to 2^53 - 1 are numbers; beyond, a BigInt or a refusal", () => {
