@@ -78,13 +78,39 @@ class EventReader {
     this.sender = new TextCache();
     this.room = new TextCache();
     this.ev = null;
+    // The headers read last (batch, position) and what they said: a
+    // record whose headers are the same bytes (Record._sameHeadersAs)
+    // takes those fields without reading its own.
+    this.lastB = null;
+    this.lastAt = -1;
+    this.last = { kind: undefined, sender: undefined, room: undefined, emitId: undefined, replyTo: undefined, _correlation: undefined, exceptSender: false };
   }
 
   read(ev, rec) {
     ev.name = rec._keyLen > 0 ? this.name.get(rec._b, rec._keyAt, rec._keyLen) : "";
+    const last = this.last;
+    if (rec._sameHeadersAs >= 0 && rec._sameHeadersAs === this.lastAt && rec._b === this.lastB) {
+      ev.kind = last.kind;
+      ev.sender = last.sender;
+      ev.room = last.room;
+      ev.emitId = last.emitId;
+      ev.replyTo = last.replyTo;
+      ev._correlation = last._correlation;
+      ev.exceptSender = last.exceptSender;
+      return;
+    }
     this.ev = ev;
     rec.scanHeaders(this);
     this.ev = null;
+    this.lastB = rec._b;
+    this.lastAt = rec._headersAt;
+    last.kind = ev.kind;
+    last.sender = ev.sender;
+    last.room = ev.room;
+    last.emitId = ev.emitId;
+    last.replyTo = ev.replyTo;
+    last._correlation = ev._correlation;
+    last.exceptSender = ev.exceptSender;
   }
 
   /** The header visitor: the first header of each name counts. */

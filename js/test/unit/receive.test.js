@@ -1,14 +1,15 @@
 // The receive path's shortcuts, each against the plain way it replaces:
 // the sliced CRC-32C against the byte-at-a-time one, records whose views
-// are made when asked for against the batch's bytes, the text cache
-// against decoding, and frame bodies lent without a copy only when the
-// frame is its whole buffer.
+// are made when asked for against the batch's bytes, headers that repeat
+// the record before's against reading them, the text cache against
+// decoding, and frame bodies lent as views of the received bytes.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { crc32c, crc32cBytewise, crc32cSliced, crc32cWords, buildBatch, parseBatch } from "../../src/batch.js";
 import { TextCache, isUtf8 } from "../../src/text.js";
 import { FrameDecoder, encodeFrame, decodeMessage } from "../../src/codec.js";
+import { RoomEvent, Rooms } from "../../src/rooms.js";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -63,6 +64,63 @@ test("a parsed record's key, payload and headers are the batch's bytes, made onc
       seen.push([dec.decode(bytes.subarray(nameAt, nameAt + nameLen)), dec.decode(bytes.subarray(valueAt, valueAt + valueLen))]),
   });
   assert.deepEqual(seen, [["a", "x"], ["bé", "y"], ["a", "second a"]]);
+});
+
+test("headers that repeat the record before's are taken from it, any other read anew", () => {
+  const h = (sender, extra = []) => [["herald-kind", "event"], ["herald-sender", sender], ["herald-room", "lobby"], ...extra];
+  const records = [
+    { key: "chat", headers: h("ann"), payload: "0", timestamp: 1 },
+    { key: "chat", headers: h("ann"), payload: "1", timestamp: 1 },
+    { key: "typing", headers: h("ann"), payload: "two", timestamp: 2 },
+    { key: "chat", headers: h("bob"), payload: "3", timestamp: 2 },
+    { key: "chat", headers: h("ann"), payload: "4", timestamp: 3 },
+    { key: "chat", headers: h("ann", [["herald-except-sender", "1"]]), payload: "5", timestamp: 3 },
+    { key: "chat", headers: h("ann", [["herald-except-sender", "1"]]), payload: "6", timestamp: 3 },
+    { key: "chat", headers: [], payload: "7", timestamp: 4 },
+    { key: "chat", headers: [], payload: "8", timestamp: 4 },
+    { key: "chat", headers: h("ann"), payload: "9", timestamp: 5 },
+  ];
+  const p = parseBatch(buildBatch(records));
+  // Taken from the record before: 1, 2 (another key, the same headers),
+  // 6; 4 repeats 0 but follows 3, so it is read.
+  assert.deepEqual(
+    p.records.map((r) => r._sameHeadersAs >= 0),
+    [false, true, true, false, false, false, true, false, false, false],
+  );
+  const rooms = new Rooms({ clientId: "me", _emit() {} });
+  const sub = { topic: "_room.lobby" };
+  p.records.forEach((r, i) => {
+    const want = records[i];
+    assert.deepEqual(
+      r.headers.map(([n, v]) => [n, dec.decode(v)]),
+      want.headers,
+      `record ${i}`,
+    );
+    const ev = new RoomEvent(rooms, sub, r, 1);
+    const sender = want.headers.find(([n]) => n === "herald-sender")?.[1] ?? "";
+    assert.equal(ev.name, want.key, `record ${i}`);
+    assert.equal(ev.sender, sender, `record ${i}`);
+    assert.equal(ev.room, "lobby", `record ${i}`);
+    assert.equal(ev.kind, "event", `record ${i}`);
+    assert.equal(ev.exceptSender, want.headers.length === 4, `record ${i}`);
+    assert.equal(ev.text(), want.payload, `record ${i}`);
+  });
+  // Events read out of order, or from another batch in between, are right.
+  const q = parseBatch(buildBatch([{ key: "x", headers: h("cy"), payload: "", timestamp: 1 }]));
+  assert.equal(new RoomEvent(rooms, sub, p.records[3], 1).sender, "bob");
+  assert.equal(new RoomEvent(rooms, sub, q.records[0], 1).sender, "cy");
+  assert.equal(new RoomEvent(rooms, sub, p.records[1], 1).sender, "ann");
+});
+
+test("headers that would repeat the record before's only past their record's end are checked, and refused", () => {
+  // Three records with the same header; the second's length is cut by one
+  // byte, so its header's value runs past its end (into the third).
+  const b = buildBatch([0, 1, 2].map((i) => ({ headers: [["n", "vv"]], payload: "", timestamp: i })));
+  const second = 56 + 4 + 23;
+  assert.equal(new DataView(b.buffer).getUint32(second, true), 23);
+  new DataView(b.buffer).setUint32(second, 22, true);
+  new DataView(b.buffer).setUint32(20, crc32c(b.subarray(24)), true);
+  assert.throws(() => parseBatch(b), /record 1: header past the record/);
 });
 
 test("a header name that is not UTF-8 is refused; ASCII and multibyte names are not", () => {
