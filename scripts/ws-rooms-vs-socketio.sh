@@ -19,10 +19,11 @@
 #   SIO_COUNT=5000     events per Socket.IO run (SIO_COUNT x MEMBERS deliveries)
 #   WINDOW=64          emits in flight from the one emitter, each still
 #                      confirmed, on both sides
-#   THREADS=0          Herald's members spread over that many worker threads
+#   THREADS=1          Herald's members spread over that many worker threads
 #                      of the bench process (0: on the emitter's thread,
-#                      which then bounds the run); "0 2" runs Herald both
-#                      ways in each round
+#                      which then bounds the run; 1, the default, was the
+#                      fastest in docs/performance.md); "1 2" runs Herald
+#                      both ways in each round
 #   SIO_WORKERS=0      Socket.IO's members in that many forked processes
 #                      (0: in the emitter's process, its fastest layout here)
 #   HERALD_BIN=PATH    the broker (default: cargo build --release, target/release/herald)
@@ -39,7 +40,7 @@ MEMBERS=${MEMBERS:-100}
 SECONDS_RUN=${SECONDS_RUN:-10}
 SIO_COUNT=${SIO_COUNT:-5000}
 WINDOW=${WINDOW:-${SIO_WINDOW:-64}}
-THREADS=${THREADS:-0}
+THREADS=${THREADS:-1}
 SIO_WORKERS=${SIO_WORKERS:-0}
 HTTP_PORT=${HTTP_PORT:-7594}
 TCP_PORT=${TCP_PORT:-7593}
