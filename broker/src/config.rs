@@ -45,6 +45,14 @@ pub struct BrokerConfig {
     /// `auto_create_topics`). Off by default: a typo in a subscriber's
     /// topic would create an empty topic and wait on it forever.
     pub auto_create_on_subscribe: bool,
+    /// Topics the broker holds at most, inboxes and room logs included;
+    /// creating one more (a publish to a new topic, a direct emit to a
+    /// client id that has no inbox yet, a join of a new room) is refused
+    /// with `Busy`. Each topic keeps a file open: without a bound, one
+    /// client emitting to made-up client ids took every file descriptor of
+    /// the process in seconds. `None`: half the open-files limit, at most
+    /// 100,000 ([`default_max_topics`]).
+    pub max_topics: Option<usize>,
     /// A connection must complete its Hello within this.
     pub handshake_timeout: Duration,
     /// Ping an idle peer after this; close it after three of them.
@@ -164,6 +172,7 @@ impl Default for BrokerConfig {
             max_frame_bytes: herald_protocol::DEFAULT_MAX_FRAME,
             auto_create_topics: true,
             auto_create_on_subscribe: false,
+            max_topics: None,
             handshake_timeout: Duration::from_secs(10),
             heartbeat: Duration::from_secs(10),
             max_inflight_publishes: 1024,
@@ -228,6 +237,7 @@ pub struct FileConfig {
     /// A size: `512MiB`, `2GiB`, or bytes.
     pub max_memory: Option<String>,
     pub max_connections_per_address: Option<usize>,
+    pub max_topics: Option<usize>,
     /// Authentication settings.
     pub auth: Option<FileAuth>,
     /// TLS on both listeners, TCP and HTTP.
@@ -299,9 +309,27 @@ pub fn fsync_name(p: FsyncPolicy) -> String {
     }
 }
 
+/// The topic limit when none is set: half of `open_files_limit` (the
+/// process's soft `RLIMIT_NOFILE`, which `herald serve` raises to the hard
+/// one), leaving the other half to connections and the files a topic opens
+/// for a while (a new segment, group state); at least 1,000, at most
+/// 100,000.
+pub fn default_max_topics(open_files_limit: Option<u64>) -> usize {
+    let half = open_files_limit.map_or(100_000, |n| n / 2);
+    half.clamp(1_000, 100_000) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_topic_limit_is_half_the_open_files_within_bounds() {
+        assert_eq!(default_max_topics(Some(20_000)), 10_000);
+        assert_eq!(default_max_topics(Some(1 << 20)), 100_000);
+        assert_eq!(default_max_topics(Some(1024)), 1_000);
+        assert_eq!(default_max_topics(None), 100_000);
+    }
 
     #[test]
     fn fsync_policies_parse() {

@@ -452,3 +452,118 @@ async fn an_emit_batch_is_bounded_and_its_answer_fits_a_frame() {
     // The connection goes on.
     assert!(matches!(c.request(Message::Ping).await, Message::Pong));
 }
+
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the broker's descriptors")
+        .count()
+}
+
+/// Direct emits to made-up client ids each create an inbox, publishes to
+/// made-up names each a topic, and every topic keeps a file open: one
+/// client took all 20,000 descriptors of the process in seven seconds, and
+/// then nobody could connect. Past `--max-topics` a new topic is refused
+/// with `Busy` naming the limit, and everything that exists goes on: the
+/// topics, their readers, new connections. The real binary, with the limit
+/// from the flag (the environment and the TOML file set the same field).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_making_up_topics_stops_at_the_topic_limit_and_nothing_else_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Child::spawn(dir.path(), &["--no-http", "--max-topics", "40"]);
+    let pid = broker.child.id();
+    let mut c = Raw::connect(broker.addr).await;
+    c.publish("orders", &[b"o1"]).await;
+    let files_before = open_files(pid);
+    let emits = (0..100)
+        .map(|i| Emit {
+            target: EmitTarget::Client(format!("nobody-{i}")),
+            event: "dm".into(),
+            payload: b"x".to_vec(),
+            correlation: 0,
+        })
+        .collect();
+    let results = match c.request(Message::EmitBatch(EmitBatch { emits })).await {
+        Message::EmitBatchOk(ok) => ok.results,
+        other => panic!("EmitBatch answered {other:?}"),
+    };
+    let ok = results
+        .iter()
+        .filter(|r| matches!(r, EmitOutcome::Ok(_)))
+        .count();
+    for r in &results {
+        if let EmitOutcome::Err(e) = r {
+            assert_eq!(ErrorCode::from_u16(e.code), ErrorCode::Busy, "{e:?}");
+            assert!(e.message.contains("--max-topics 40"), "{}", e.message);
+        }
+    }
+    let topics = match c.request(Message::ListTopics).await {
+        Message::TopicList(l) => l.topics.len(),
+        m => panic!("{m:?}"),
+    };
+    assert!(ok > 0 && ok < 100, "{ok} of 100 direct emits went through");
+    assert!(topics <= 40, "{topics} topics under a limit of 40");
+    assert!(
+        open_files(pid) <= files_before + 40,
+        "{} descriptors open, {files_before} before",
+        open_files(pid)
+    );
+    // A publish to a new name is refused the same way...
+    let e = c.publish_seq("fresh", &[b"x"], 0, 0).await.unwrap_err();
+    assert_eq!(ErrorCode::from_u16(e.code), ErrorCode::Busy);
+    assert!(
+        e.message.contains("\"fresh\" was not created"),
+        "{}",
+        e.message
+    );
+    // ...and a join of a new room (its log is a topic).
+    match c
+        .request(Message::Join(JoinRoom {
+            room: "new-room".into(),
+            durable: true,
+            history: 0,
+        }))
+        .await
+    {
+        Message::Error(e) => assert_eq!(ErrorCode::from_u16(e.code), ErrorCode::Busy, "{e:?}"),
+        m => panic!("a join past the topic limit: {m:?}"),
+    }
+    // The refused join is undone: the client is not a member.
+    match c.request(Message::MyRooms).await {
+        Message::RoomList(l) => assert!(l.rooms.is_empty(), "{l:?}"),
+        m => panic!("{m:?}"),
+    }
+    // ...while what exists goes on: a publish to an existing topic, a
+    // direct emit to an inbox made before the limit, a new connection
+    // and what it reads.
+    assert_eq!(c.publish("orders", &[b"o2"]).await.base_offset, 1);
+    let first_ok = results
+        .iter()
+        .position(|r| matches!(r, EmitOutcome::Ok(_)))
+        .expect("one emit went through");
+    let mut again = Raw::connect(broker.addr).await;
+    let out = again
+        .request(Message::Emit(Emit {
+            target: EmitTarget::Client(format!("nobody-{first_ok}")),
+            event: "dm".into(),
+            payload: b"y".to_vec(),
+            correlation: 0,
+        }))
+        .await;
+    assert!(matches!(out, Message::EmitOk(_)), "{out:?}");
+    again
+        .subscribe("orders", None, StartPosition::Earliest, 100)
+        .await;
+    let got = again.take(2).await;
+    assert_eq!(payloads(&got), vec![&b"o1"[..], &b"o2"[..]]);
+    // A topic deleted makes room for a new one.
+    assert_eq!(
+        c.request(Message::DeleteTopic(TopicName {
+            name: format!("_inbox.nobody-{first_ok}"),
+        }))
+        .await,
+        Message::Ok
+    );
+    c.publish_seq("fresh", &[b"x"], 0, 0)
+        .await
+        .expect("a topic once one was deleted");
+}

@@ -498,7 +498,7 @@ fn serve_takes_a_config_file_and_env_vars_and_rejects_bad_flags() {
     std::fs::write(
         &file,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata-dir = {:?}\nfsync = \"never\"\n",
+            "listen = \"127.0.0.1:0\"\ndata-dir = {:?}\nfsync = \"never\"\nmax-topics = 2\n",
             data
         ),
     )
@@ -509,6 +509,9 @@ fn serve_takes_a_config_file_and_env_vars_and_rejects_bad_flags() {
         std::fs::read_dir(&data).unwrap().count() > 0,
         "config data-dir unused"
     );
+    run_at(addr, &["pub", "cfg2", "x"], b"").ok();
+    let over = run_at(addr, &["pub", "cfg3", "x"], b"").failed();
+    assert!(over.stderr.contains("--max-topics 2"), "{}", over.stderr);
     p.kill();
 
     let env_data = dir.path().join("from-env");
@@ -517,6 +520,7 @@ fn serve_takes_a_config_file_and_env_vars_and_rejects_bad_flags() {
         &[
             ("HERALD_DATA_DIR", env_data.to_str().unwrap()),
             ("HERALD_FSYNC", "interval:5"),
+            ("HERALD_MAX_TOPICS", "1"),
         ],
     );
     run_at(addr, &["pub", "env", "x"], b"").ok();
@@ -524,6 +528,8 @@ fn serve_takes_a_config_file_and_env_vars_and_rejects_bad_flags() {
         std::fs::read_dir(&env_data).unwrap().count() > 0,
         "HERALD_DATA_DIR unused"
     );
+    let over = run_at(addr, &["pub", "env2", "x"], b"").failed();
+    assert!(over.stderr.contains("--max-topics 1"), "{}", over.stderr);
     p.kill();
 
     // A busy port: the address of a broker that is still running.
@@ -551,6 +557,7 @@ fn serve_takes_a_config_file_and_env_vars_and_rejects_bad_flags() {
     for args in [
         &["serve", "--bogus"][..],
         &["serve", "--fsync", "sometimes"],
+        &["serve", "--max-topics", "0"],
         &["serve", "--config", "/nonexistent/herald.toml"],
         &["serve", "--config", bad_file.to_str().unwrap()],
     ] {

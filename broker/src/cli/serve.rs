@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// Most simultaneous connections.
     #[arg(long, env = "HERALD_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Most topics, inboxes and room logs included (default: half the
+    /// open-files limit, at most 100000); creating more is refused with Busy.
+    #[arg(long, env = "HERALD_MAX_TOPICS")]
+    max_topics: Option<usize>,
     /// Largest frame accepted, in bytes.
     #[arg(long, env = "HERALD_MAX_FRAME_BYTES")]
     max_frame_bytes: Option<usize>,
@@ -122,6 +126,9 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<(BrokerConfig, String)> {
     if let Some(v) = file.max_connections {
         c.max_connections = v;
     }
+    if let Some(v) = file.max_topics {
+        c.max_topics = Some(v);
+    }
     if let Some(v) = file.max_frame_bytes {
         c.max_frame_bytes = v;
     }
@@ -188,6 +195,9 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<(BrokerConfig, String)> {
     if let Some(v) = a.max_connections {
         c.max_connections = v;
     }
+    if let Some(v) = a.max_topics {
+        c.max_topics = Some(v);
+    }
     if let Some(v) = a.max_frame_bytes {
         c.max_frame_bytes = v;
     }
@@ -223,6 +233,9 @@ fn build_config(a: &ServeArgs) -> anyhow::Result<(BrokerConfig, String)> {
     }
     if c.max_connections == 0 {
         anyhow::bail!("--max-connections must be at least 1");
+    }
+    if c.max_topics == Some(0) {
+        anyhow::bail!("--max-topics must be at least 1");
     }
     let node_id = a.node_id.or(file.node_id);
     let peers = a.peers.clone().or(file.peers.clone());

@@ -312,7 +312,7 @@ impl Cluster {
         let config = placement.map(|p| p.config.clone()).unwrap_or_default();
         let topic = match self.registry.get(name) {
             Ok(t) => t,
-            Err(BrokerError::UnknownTopic(_)) => self.registry.create(name, &config, true)?,
+            Err(BrokerError::UnknownTopic(_)) => self.registry.create_placed(name, &config)?,
             Err(e) => return Err(e),
         };
         let log = open_raft_log(

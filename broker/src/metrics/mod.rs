@@ -23,7 +23,7 @@
 mod encode;
 pub mod histogram;
 mod snapshot;
-mod system;
+pub(crate) mod system;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;

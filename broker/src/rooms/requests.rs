@@ -33,9 +33,13 @@ fn ok_after(rooms: Arc<Rooms>, notices: Vec<presence::Notice>) -> Pending {
 pub async fn join(rooms: &Arc<Rooms>, client: &str, j: JoinRoom) -> Result<Pending, BrokerError> {
     let joined = rooms.join(client, &j.room, j.durable).await?;
     if joined.new_member {
-        let topic = log::topic(rooms, &j.room)?;
-        if let Err(e) = log::place_member(&topic, client, j.history).await {
-            // Without a position the member would read from the start.
+        // Without a log (past the topic limit) or a position in it (the
+        // member would read from the start) the join is undone.
+        let placed = match log::topic(rooms, &j.room) {
+            Ok(topic) => log::place_member(&topic, client, j.history).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = placed {
             let _ = rooms.leave(client, &j.room).await;
             return Err(e);
         }

@@ -33,8 +33,11 @@ pub struct Registry {
     /// topic's closing writers and groups, so the name cannot be created
     /// again until it is gone (a create meanwhile gets `Busy`).
     deleting: DashMap<String, ()>,
-    /// Serialises creation and deletion (rare), not lookups.
-    admin: Mutex<()>,
+    /// Serialises creation and deletion (rare), not lookups; holds when a
+    /// creation refused for the topic limit was last logged.
+    admin: Mutex<Option<std::time::Instant>>,
+    /// Topics at most ([`BrokerConfig::max_topics`], resolved).
+    max_topics: usize,
     cancel: CancellationToken,
     me: Weak<Registry>,
     /// The broker's memory budget, shared by every log and session.
@@ -50,6 +53,8 @@ const META_FILE: &str = "topic.meta";
 /// restart would open as a half-deleted topic (topic names cannot start
 /// with a dot).
 const TOMBSTONE_PREFIX: &str = ".deleted-";
+/// A refusal for the topic limit is logged at most this often.
+const LIMIT_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// Smallest segment size a topic may be created with.
 const MIN_SEGMENT_BYTES: u64 = 4096;
 
@@ -71,7 +76,11 @@ impl Registry {
             ))
         })?;
         let memory = MemoryBudget::new(config.max_memory);
+        let max_topics = config.max_topics.unwrap_or_else(|| {
+            crate::config::default_max_topics(crate::metrics::system::max_open_files())
+        });
         let reg = Arc::new_cyclic(|me| Registry {
+            max_topics,
             syncer: Syncer::new(root.clone()),
             root: root.clone(),
             config,
@@ -79,7 +88,7 @@ impl Registry {
             topics: DashMap::new(),
             unavailable: DashMap::new(),
             deleting: DashMap::new(),
-            admin: Mutex::new(()),
+            admin: Mutex::new(None),
             cancel,
             me: me.clone(),
         });
@@ -279,11 +288,14 @@ impl Registry {
     /// ([`name::MAX_INTERNAL_NAME_LEN`]: a topic's name and a suffix).
     pub fn for_publish_internal(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
         match self.get(name) {
+            // Not under the topic limit: a topic's dead letters must have
+            // somewhere to go, and there is at most one such topic per topic.
             Err(BrokerError::UnknownTopic(_)) => self.create_up_to(
                 name,
                 &TopicConfig::default(),
                 true,
                 name::MAX_INTERNAL_NAME_LEN,
+                false,
             ),
             r => r,
         }
@@ -293,29 +305,48 @@ impl Registry {
     /// succeeds (idempotent); with other settings it is `TopicExists`, unless
     /// `existing_ok` (auto-creation races). One whose files failed to open
     /// is `TopicUnavailable`, with the reason, and its files stay as they are.
+    ///
+    /// A new topic past the topic limit ([`BrokerConfig::max_topics`]) is
+    /// `Busy`: whatever asked for it (a publish, a direct emit to a new
+    /// client id, a join of a new room) fails, and every topic there is
+    /// goes on serving.
     pub fn create(
         &self,
         name: &str,
         cfg: &TopicConfig,
         existing_ok: bool,
     ) -> Result<Arc<Topic>, BrokerError> {
-        self.create_up_to(name, cfg, existing_ok, name::MAX_NAME_LEN)
+        self.create_up_to(name, cfg, existing_ok, name::MAX_NAME_LEN, true)
     }
 
-    /// [`Self::create`], for a name of at most `max_name` characters.
+    /// [`Self::create`] without the topic limit, for a replica the
+    /// cluster's metadata already placed on this node: refusing it here
+    /// would leave the node out of a replica set the others count it in.
+    pub fn create_placed(&self, name: &str, cfg: &TopicConfig) -> Result<Arc<Topic>, BrokerError> {
+        self.create_up_to(name, cfg, true, name::MAX_NAME_LEN, false)
+    }
+
+    /// The topic limit in force.
+    pub fn max_topics(&self) -> usize {
+        self.max_topics
+    }
+
+    /// [`Self::create`], for a name of at most `max_name` characters, under
+    /// the topic limit if `capped`.
     fn create_up_to(
         &self,
         name: &str,
         cfg: &TopicConfig,
         existing_ok: bool,
         max_name: usize,
+        capped: bool,
     ) -> Result<Arc<Topic>, BrokerError> {
         name::validate_up_to("topic", name, max_name)?;
         validate_config(cfg)?;
         if self.cancel.is_cancelled() {
             return Err(BrokerError::ShuttingDown);
         }
-        let _g = self
+        let mut admin = self
             .admin
             .lock()
             .map_err(|_| BrokerError::Internal("admin lock poisoned".into()))?;
@@ -332,6 +363,21 @@ impl Registry {
         if self.deleting.contains_key(name) {
             return Err(BrokerError::Busy(format!(
                 "topic {name:?} is being deleted; try again"
+            )));
+        }
+        let held = self.topics.len();
+        if capped && held >= self.max_topics {
+            // Once a minute at most: a client asking for new topics in a
+            // loop must not flood the log as well.
+            let now = std::time::Instant::now();
+            if admin.is_none_or(|at| now.duration_since(at) >= LIMIT_LOG_EVERY) {
+                *admin = Some(now);
+                tracing::warn!(topic = %name, topics = held, max_topics = self.max_topics, "a new topic was refused: the broker holds its limit of topics (--max-topics); further refusals in the next minute are not logged");
+            }
+            return Err(BrokerError::Busy(format!(
+                "topic {name:?} was not created: the broker holds {held} topics, its limit \
+                 (--max-topics {}); delete topics or raise the limit (each topic keeps a file open)",
+                self.max_topics
             )));
         }
         let t = self.open_topic(name, Some(cfg))?;
