@@ -38,9 +38,10 @@
 //! checked under the same lock submitters send under, so nothing is sent
 //! to a task that is ending), closing the file; the next save starts
 //! another, which builds its entries again from the map. An idle room of
-//! 10 kept about 17 KiB of the broker's memory in it: the task, its queue
-//! (tokio allocates a block of 32 jobs at once, 4.8 KiB here), the encoded
-//! entries and the open file.
+//! 10 kept about 8 KiB of the broker's memory in it (measured: 10,000 idle
+//! WebSocket sessions in rooms of 10 took 0.8 KiB less each), and a file
+//! descriptor: the task, its queue (tokio allocates a block of 32 jobs at
+//! once, 4.8 KiB here), the encoded entries and the open file.
 //!
 //! ### Answers
 //! Each save is answered with the outcome of the write that carried it,
