@@ -742,7 +742,8 @@ export class Herald extends EventTarget {
     }
     for (const p of this._publishes.values()) p.reject(err);
     this._publishes.clear();
-    for (const r of this._pending.values()) r.reject(err);
+    // A Subscribe waits with no reject (its subscription ends below).
+    for (const r of this._pending.values()) r.reject?.(err);
     this._pending.clear();
     for (const w of this._space.splice(0)) w();
     for (const s of this._subs) s._end(null);

@@ -228,6 +228,35 @@ test("a room whose log lost events to retention is told as a skipped event namin
   await h.close({ timeoutMs: 0 });
 });
 
+test("closing while a Subscribe is unanswered ends the subscription and closes cleanly", async () => {
+  // Answers the Hello only: the Subscribe stays unanswered.
+  const { Fake, sent } = fakeSocket((m) => m.op === "Hello" && helloOk(m, "me"));
+  const h = await connect("ws://x/ws", { WebSocket: Fake });
+  const closed = new Promise((r) => h.addEventListener("closed", r, { once: true }));
+  const sub = h.subscribe("t", { group: "g" });
+  await until(() => sent.some((m) => m.op === "Subscribe"), "the Subscribe");
+  // It threw a TypeError (the pending Subscribe has no reject) and left
+  // the rest of the shutdown undone.
+  await h.close({ timeoutMs: 0 });
+  await closed;
+  assert.deepEqual(await sub.next(), { value: undefined, done: true });
+});
+
+test("rooms and the inbox are read with a prefetch window of 4096", async (t) => {
+  // With 256, a window that ran out inside a stored batch had the broker
+  // send that batch again for its rest: a quarter of what members received
+  // in the rooms benchmark (docs/performance.md).
+  const fake = fakeBroker({ rooms: [{ room: "news", durable: true }] });
+  const h = await connect("ws://x/ws", { WebSocket: fake.Fake });
+  t.after(() => h.close({ timeoutMs: 0 }));
+  h.on("chat", () => {});
+  await until(() => fake.subs.has("_room.news") && fake.subs.has("_inbox.me"), "both subscriptions");
+  for (const topic of ["_room.news", "_inbox.me"]) {
+    const sub = fake.sent.find((m) => m.op === "Subscribe" && m.body.topic === topic);
+    assert.equal(sub.body.prefetch_messages, 4096, topic);
+  }
+});
+
 test("a token provider is asked at connect and on TokenExpiring, and its token is sent in Refresh", async () => {
   const fake = fakeBroker();
   let n = 0;
