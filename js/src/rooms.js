@@ -66,6 +66,17 @@ const NAME = Object.freeze({
   emit: asciiCodes(H.emit),
 });
 
+/** The fields of an event that its headers give, from `from` to `to`. */
+function copyHeaderFields(to, from) {
+  to.kind = from.kind;
+  to.sender = from.sender;
+  to.room = from.room;
+  to.emitId = from.emitId;
+  to.replyTo = from.replyTo;
+  to._correlation = from._correlation;
+  to.exceptSender = from.exceptSender;
+}
+
 /**
  * Reads the event fields of records in one pass over their headers, with
  * the last text of each field kept (the same sender, room and kind come
@@ -90,13 +101,7 @@ class EventReader {
     ev.name = rec._keyLen > 0 ? this.name.get(rec._b, rec._keyAt, rec._keyLen) : "";
     const last = this.last;
     if (rec._sameHeadersAs >= 0 && rec._sameHeadersAs === this.lastAt && rec._b === this.lastB) {
-      ev.kind = last.kind;
-      ev.sender = last.sender;
-      ev.room = last.room;
-      ev.emitId = last.emitId;
-      ev.replyTo = last.replyTo;
-      ev._correlation = last._correlation;
-      ev.exceptSender = last.exceptSender;
+      copyHeaderFields(ev, last);
       return;
     }
     this.ev = ev;
@@ -104,13 +109,7 @@ class EventReader {
     this.ev = null;
     this.lastB = rec._b;
     this.lastAt = rec._headersAt;
-    last.kind = ev.kind;
-    last.sender = ev.sender;
-    last.room = ev.room;
-    last.emitId = ev.emitId;
-    last.replyTo = ev.replyTo;
-    last._correlation = ev._correlation;
-    last.exceptSender = ev.exceptSender;
+    copyHeaderFields(last, ev);
   }
 
   /** The header visitor: the first header of each name counts. */
