@@ -326,11 +326,6 @@ impl Registry {
         self.create_up_to(name, cfg, true, name::MAX_NAME_LEN, false)
     }
 
-    /// The topic limit in force.
-    pub fn max_topics(&self) -> usize {
-        self.max_topics
-    }
-
     /// [`Self::create`], for a name of at most `max_name` characters, under
     /// the topic limit if `capped`.
     fn create_up_to(
