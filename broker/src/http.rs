@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
+use futures::FutureExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -339,11 +340,12 @@ async fn upgrade(
         .max_frame_size(cfg.max_frame_bytes)
         .read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| async move {
-            crate::ws::serve(socket, Some(peer), shared).await;
-            drop(slot);
-            drop(permit);
-            drop(tracked);
+        .on_upgrade(move |socket| {
+            // A combinator, not an `async` block that awaits the session:
+            // that block would hold the session's future twice over (as
+            // what it captured and as what it awaits).
+            crate::ws::serve(socket, Some(peer), shared)
+                .map(move |()| drop((slot, permit, tracked)))
         })
 }
 

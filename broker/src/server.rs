@@ -20,6 +20,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use herald_protocol::{ErrorCode, Message};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -276,26 +277,34 @@ async fn accept_loop(
                     continue;
                 };
                 let s = shared.clone();
-                let tls = tls.clone();
-                sessions.spawn(async move {
-                    session::tune(&stream);
-                    match tls {
-                        None => {
-                            let (read, write) = tokio::io::split(stream);
-                            session::run(read, write, Some(peer), s, Transport::Tcp).await;
-                        }
-                        Some(acceptor) => {
+                // Each kind of connection gets a task sized for itself: one
+                // future for both kept every plain TCP session in the 7 KiB
+                // size class that the TLS handshake's state needs.
+                match tls.clone() {
+                    None => {
+                        session::tune(&stream);
+                        let (read, write) = tokio::io::split(stream);
+                        sessions.spawn(
+                            session::run(read, write, Some(peer), s, Transport::Tcp)
+                                .map(move |()| drop((slot, permit))),
+                        );
+                    }
+                    Some(acceptor) => {
+                        sessions.spawn(async move {
+                            session::tune(&stream);
                             let timeout = s.config.handshake_timeout;
-                            if let Some(stream) = accept_tls(stream, &acceptor, timeout, peer).await
-                            {
+                            // Boxed: the handshake's state is over once
+                            // the session starts.
+                            let tls = Box::pin(accept_tls(stream, &acceptor, timeout, peer)).await;
+                            if let Some(stream) = tls {
                                 let (read, write) = tokio::io::split(stream);
                                 session::run(read, write, Some(peer), s, Transport::Tcp).await;
                             }
-                        }
+                            drop(slot);
+                            drop(permit);
+                        });
                     }
-                    drop(slot);
-                    drop(permit);
-                });
+                }
             }
             Err(e) => {
                 // EMFILE and friends: log, back off a little, go on.

@@ -706,3 +706,47 @@ impl Session {
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{ReadHalf, WriteHalf};
+
+    use super::*;
+    use crate::ws::{self, WsReader, WsWriter};
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size5<A, B, C, D, E, F>(_: fn(A, B, C, D, E) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    fn future_size3<A, B, C, F>(_: fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// An idle connection is one task holding its session's future, and
+    /// each task is one allocation that jemalloc rounds up to a size
+    /// class. With the WebSocket upgrade's own state around it, a session
+    /// future of up to this many bytes keeps the task in the 3 KiB class;
+    /// a few hundred bytes more (the unsplit socket kept beside the
+    /// session, as an `async fn ws::serve` did) put it in the 4 KiB one:
+    /// 1 KiB more per idle connection (docs/performance.md, "Idle
+    /// WebSocket sessions").
+    const SESSION_FUTURE_MAX: usize = 2_700;
+
+    #[test]
+    fn a_session_future_stays_in_its_size_class() {
+        let tcp = future_size5(
+            run::<ReadHalf<TcpStream>, WriteHalf<TcpStream>> as fn(_, _, _, _, _) -> _,
+        );
+        let web = future_size5(run::<WsReader, WsWriter> as fn(_, _, _, _, _) -> _);
+        let upgraded = future_size3(ws::serve as fn(_, _, _) -> _);
+        eprintln!("session future: TCP {tcp} B, WebSocket {web} B, ws::serve {upgraded} B");
+        for (what, size) in [("TCP", tcp), ("WebSocket", web), ("ws::serve", upgraded)] {
+            assert!(
+                size <= SESSION_FUTURE_MAX,
+                "the {what} session's future is {size} bytes, over {SESSION_FUTURE_MAX}: \
+                 every idle connection's task moves to a bigger size class"
+            );
+        }
+    }
+}
