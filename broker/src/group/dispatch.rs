@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use herald_protocol::Batch;
 
 use super::dlq;
+use super::set::Event;
 use super::state::{Ctx, Group};
 use crate::memory::Level;
 use crate::outbox::Out;
@@ -366,15 +367,15 @@ impl Group {
         let topic = cx.topic.clone();
         let suffix = cx.defaults.dlq_suffix.clone();
         let group = self.name.clone();
-        let done = cx.dead_letters.clone();
+        let done = cx.events.clone();
         let key = self.key;
         tokio::spawn(async move {
             let r = dlq::forward(&topic, &suffix, &group, first, last, deliveries).await;
-            let _ = done.send(DeadLettered {
+            let _ = done.send(Event::DeadLettered(Box::new(DeadLettered {
                 key,
                 first,
                 failed: r.err().map(|e| e.to_string()),
-            });
+            })));
         });
     }
 

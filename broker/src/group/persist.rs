@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::positions::{Op, Positions};
+use super::set::Event;
 use super::store::{self, StoreError, StoredGroup};
 use crate::slotfile;
 use crate::syncer::Syncer;
@@ -55,7 +56,7 @@ pub struct Notify {
     /// Unbounded, yet bounded in practice: each group has at most one
     /// write running (or one creation write), so the channel holds at most
     /// one message per group of the set.
-    pub tx: mpsc::UnboundedSender<Written>,
+    pub tx: mpsc::UnboundedSender<Event>,
     /// The group's key in its set.
     pub key: u64,
 }
@@ -98,7 +99,7 @@ pub(super) struct Told(Option<Notify>, u64);
 impl Drop for Told {
     fn drop(&mut self) {
         if let Some(n) = &self.0 {
-            let _ = n.tx.send((n.key, self.1));
+            let _ = n.tx.send(Event::Written((n.key, self.1)));
         }
     }
 }

@@ -37,15 +37,30 @@ use crate::topic::Topic;
 /// Commands taken from the channel in one go before dispatching.
 const COMMAND_BATCH: usize = 1024;
 
+/// What reaches a set's task besides commands. One channel for the three
+/// kinds: tokio allocates a channel's first block of 32 slots when it is
+/// made, and every room's log has a set however idle the room is (three
+/// channels cost about 3.5 KiB more per room; docs/performance.md, "Idle
+/// sessions: where the bytes are"). Unbounded, yet bounded: at most one
+/// `Added` per group of the topic's table, one `Written` per group (one
+/// write runs at a time), one `DeadLettered` per range a group holds.
+pub(super) enum Event {
+    /// A group added to the set ([`GroupSet::add`]).
+    Added(u64, Box<Group>),
+    /// A group's write ended (see [`Notify`]).
+    Written(Written),
+    /// A copy to the dead-letter topic ended (see `Group::dead_letter`);
+    /// boxed, as it is rare and the largest.
+    DeadLettered(Box<DeadLettered>),
+}
+
 /// The handle of a set hosting every group of one topic (a room's log);
 /// the topic adds groups to it as they are first used.
 pub struct GroupSet {
     tx: mpsc::Sender<Envelope>,
-    /// Groups added, handed to the task. Unbounded, yet bounded by the
-    /// topic's table of groups: each entry is a group of that table.
-    adds: mpsc::UnboundedSender<(u64, Box<Group>)>,
-    /// Cloned into each group's [`Notify`].
-    written: mpsc::UnboundedSender<Written>,
+    /// Groups added are handed to the task here; cloned into each
+    /// group's [`Notify`].
+    events: mpsc::UnboundedSender<Event>,
     /// The next group's key; keys are never reused.
     next_key: u64,
     /// Cancelled when the task has ended.
@@ -71,7 +86,7 @@ impl GroupSet {
         self.next_key += 1;
         let (g, handle) = self.group(key, topic, name, target, defaults, origin);
         // A set that ended drops the group, which marks its handle stopped.
-        let _ = self.adds.send((key, Box::new(g)));
+        let _ = self.events.send(Event::Added(key, Box::new(g)));
         handle
     }
 
@@ -92,7 +107,7 @@ impl GroupSet {
     ) -> (Group, GroupHandle) {
         let stopped = CancellationToken::new();
         let notify = Notify {
-            tx: self.written.clone(),
+            tx: self.events.clone(),
             key,
         };
         let g = Group::new(
@@ -124,16 +139,14 @@ pub fn spawn(
 ) -> GroupHandle {
     let set = start(topic.clone(), defaults.clone(), true);
     let (g, handle) = set.group(0, &topic, name, Target::File(path), &defaults, origin);
-    let _ = set.adds.send((0, Box::new(g)));
+    let _ = set.events.send(Event::Added(0, Box::new(g)));
     handle
 }
 
 /// Starts a set's task; `single`: a set of one, that ends with its group.
 fn start(topic: Arc<Topic>, defaults: GroupDefaults, single: bool) -> GroupSet {
     let (tx, rx) = mpsc::channel(GROUP_QUEUE);
-    let (adds_tx, adds) = mpsc::unbounded_channel();
-    let (written_tx, written) = mpsc::unbounded_channel();
-    let (dead_tx, dead_letters) = mpsc::unbounded_channel();
+    let (events_tx, events) = mpsc::unbounded_channel();
     let ended = CancellationToken::new();
     let memory = topic
         .registry()
@@ -145,13 +158,11 @@ fn start(topic: Arc<Topic>, defaults: GroupDefaults, single: bool) -> GroupSet {
             topic,
             defaults,
             memory,
-            dead_letters: dead_tx,
+            events: events_tx.clone(),
         },
         groups: HashMap::new(),
         rx,
-        adds,
-        written,
-        dead_letters,
+        events,
         timers: BinaryHeap::new(),
         touched: Vec::new(),
         memory_waiters: Vec::new(),
@@ -167,8 +178,7 @@ fn start(topic: Arc<Topic>, defaults: GroupDefaults, single: bool) -> GroupSet {
     });
     GroupSet {
         tx,
-        adds: adds_tx,
-        written: written_tx,
+        events: events_tx,
         next_key: 1,
         ended,
     }
@@ -182,10 +192,7 @@ struct Shell {
     /// table of 8 KiB; boxed, it is 16 bytes a slot plus the groups.
     groups: HashMap<u64, Box<Group>>,
     rx: mpsc::Receiver<Envelope>,
-    adds: mpsc::UnboundedReceiver<(u64, Box<Group>)>,
-    written: mpsc::UnboundedReceiver<Written>,
-    /// Copies to the dead-letter topic that ended (see `Ctx::dead_letters`).
-    dead_letters: mpsc::UnboundedReceiver<DeadLettered>,
+    events: mpsc::UnboundedReceiver<Event>,
     /// When groups must wake (redeliveries, ack timeouts, due writes).
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Groups to dispatch before waiting again (each once: [`Group::touched`]).
@@ -227,8 +234,8 @@ impl Shell {
                         }
                     }
                 }
-                Some((key, g)) = self.adds.recv() => {
-                    self.groups.insert(key, g);
+                Some(ev) = self.events.recv() => {
+                    membership |= self.event(ev);
                 }
                 r = watch.changed(), if has_members => {
                     if r.is_err() { break }
@@ -246,15 +253,6 @@ impl Shell {
                         }
                         self.touch(key);
                     }
-                }
-                Some((key, seq)) = self.written.recv() => {
-                    membership |= self.on_written(key, seq);
-                }
-                Some(d) = self.dead_letters.recv() => {
-                    if let Some(g) = self.groups.get_mut(&d.key) {
-                        g.on_dead_lettered(d.first, d.failed);
-                    }
-                    self.touch(d.key);
                 }
             }
             // The log may have grown while commands (a room's acks) kept
@@ -279,17 +277,18 @@ impl Shell {
     /// Runs one command. Returns whether members may have come or gone.
     async fn command(&mut self, env: Envelope) -> bool {
         let key = env.group;
-        let membership = matches!(env.cmd, Cmd::Join(..) | Cmd::Leave(_) | Cmd::Delete(_));
+        let mut membership = matches!(env.cmd, Cmd::Join(..) | Cmd::Leave(_) | Cmd::Delete(_));
         if !self.groups.contains_key(&key) {
-            // Added just before its first command was sent.
-            while let Ok((k, g)) = self.adds.try_recv() {
-                self.groups.insert(k, g);
+            // Added just before its first command was sent: its `Added`
+            // waits in the other channel.
+            while let Ok(ev) = self.events.try_recv() {
+                membership |= self.event(ev);
             }
         }
         // A deleted group's commands are dropped: their callers hear that
         // it is gone, as they did from a group's own task that had ended.
         let Some(g) = self.groups.get_mut(&key) else {
-            return false;
+            return membership;
         };
         let delete = g.handle(&self.cx, env.cmd);
         self.touch(key);
@@ -297,6 +296,24 @@ impl Shell {
             self.delete(key, reply);
         }
         membership
+    }
+
+    /// Takes one [`Event`]. Returns whether members may have come or gone.
+    fn event(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::Added(key, g) => {
+                self.groups.insert(key, g);
+                false
+            }
+            Event::Written((key, seq)) => self.on_written(key, seq),
+            Event::DeadLettered(d) => {
+                if let Some(g) = self.groups.get_mut(&d.key) {
+                    g.on_dead_lettered(d.first, d.failed);
+                }
+                self.touch(d.key);
+                false
+            }
+        }
     }
 
     /// Group `key`'s write number `seq` ended.
@@ -401,8 +418,12 @@ impl Shell {
     /// every group saves a last time, all at once, so that their writes
     /// share the syncer's rounds.
     async fn shut(&mut self) {
-        while let Ok((k, g)) = self.adds.try_recv() {
-            self.groups.insert(k, g);
+        // Writes and copies that ended since are not heard of: each group
+        // waits for its own below.
+        while let Ok(ev) = self.events.try_recv() {
+            if let Event::Added(k, g) = ev {
+                self.groups.insert(k, g);
+            }
         }
         let groups = std::mem::take(&mut self.groups);
         futures::future::join_all(groups.into_values().map(|g| g.shut())).await;

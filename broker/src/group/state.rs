@@ -12,8 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::acks::{AckTracker, MemberId, Released};
-use super::dispatch::DeadLettered;
 use super::persist::{Notify, Persister, Target, Write};
+use super::set::Event;
 use super::store::StoredGroup;
 use super::{stored, Cmd, DoneReply, GroupDefaults, Join, JoinReply, Origin};
 use crate::memory::{Level, MemoryBudget};
@@ -29,9 +29,9 @@ pub(super) struct Ctx {
     /// The broker's memory budget: members are skipped while it is spent.
     pub memory: Arc<MemoryBudget>,
     /// Where copies to the dead-letter topic, which run beside the set,
-    /// say that they ended. Unbounded, yet bounded by the ranges the
-    /// set's groups hold: each range is copied at most once at a time.
-    pub dead_letters: mpsc::UnboundedSender<DeadLettered>,
+    /// say that they ended (`Event::DeadLettered`). Each range is copied
+    /// at most once at a time.
+    pub events: mpsc::UnboundedSender<Event>,
 }
 
 pub(super) struct Member {
