@@ -143,7 +143,7 @@ async function latency(kind, addr, rate, seconds) {
   const sub = await open(kind, addr);
   await request(pub, "Hello", 1, hello(null));
   await request(sub, "Hello", 1, hello(null));
-  await request(pub, "CreateTopic", 2, { name: topic, config: { retention_bytes: null, retention_ms: null, segment_bytes: null, fsync: null } });
+  await request(pub, "CreateTopic", 2, { name: topic, config: { retention_bytes: null, retention_ms: null, segment_bytes: null, fsync: null }, replicas: 0 });
   const lat = [];
   const total = rate * seconds;
   const warm = Math.min(rate, 2000); // the first second is not counted
