@@ -730,7 +730,7 @@ mod tests {
     /// a few hundred bytes more (the unsplit socket kept beside the
     /// session, as an `async fn ws::serve` did) put it in the 4 KiB one:
     /// 1 KiB more per idle connection (docs/performance.md, "Idle
-    /// WebSocket sessions").
+    /// sessions: where the bytes are").
     const SESSION_FUTURE_MAX: usize = 2_700;
 
     #[test]

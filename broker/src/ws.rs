@@ -54,7 +54,7 @@ pub mod close {
 /// connection's task would carry it. Splitting here, before the future
 /// exists, keeps the task of an idle WebSocket session in jemalloc's
 /// 3 KiB class rather than its 4 KiB one (see docs/performance.md, "Idle
-/// WebSocket sessions").
+/// sessions: where the bytes are").
 pub fn serve(
     socket: WebSocket,
     peer: Option<std::net::SocketAddr>,
