@@ -39,6 +39,8 @@ struct Cluster {
     /// With a partitionable network: `links[i][j]` is the proxy node `i`
     /// reaches node `j` through.
     links: Option<Vec<Vec<Option<Link>>>>,
+    /// Environment every node starts with, beside the test's defaults.
+    env: Vec<(&'static str, String)>,
 }
 
 impl Cluster {
@@ -85,6 +87,7 @@ impl Cluster {
             formed,
             http: None,
             links,
+            env: Vec::new(),
         }
     }
 
@@ -147,6 +150,9 @@ impl Cluster {
         // are noise (HERALD_TEST_LOG shows them when a test is studied).
         let log = std::env::var("HERALD_TEST_LOG").unwrap_or_else(|_| "warn,openraft=off".into());
         cmd.env("HERALD_LOG", log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
         Child::start(cmd)
     }
 
@@ -1001,6 +1007,53 @@ async fn describe_until(addr: SocketAddr, topic: &str, done: impl Fn(&Message) -
 
 fn unknown_topic(m: &Message) -> bool {
     matches!(m, Message::Error(e) if ErrorCode::from_u16(e.code) == ErrorCode::UnknownTopic)
+}
+
+/// The topic limit holds for replicated topics: past it, the node asked
+/// refuses a new topic (`Busy`, naming the limit) before the cluster's
+/// metadata places it anywhere, and the topics there go on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_topic_past_the_topic_limit_is_refused_on_the_node_asked() {
+    let mut cluster = Cluster::start_on(free_addrs(3), None);
+    cluster.env.push(("HERALD_MAX_TOPICS", "2".into()));
+    cluster.spawn_all();
+    let addrs = cluster.addrs.clone();
+    for t in ["kept-1", "kept-2"] {
+        create(&addrs, t).await;
+        for a in &addrs {
+            describe_until(*a, t, |m| matches!(m, Message::TopicInfo(_))).await;
+        }
+    }
+    for (i, a) in addrs.iter().enumerate() {
+        let mut c = Conn::open(*a).await.expect("node up");
+        let m = Message::CreateTopic(CreateTopic {
+            name: "one-too-many".into(),
+            config: TopicConfig::default(),
+            replicas: 0,
+        });
+        match c.request(m).await {
+            Some(Message::Error(e)) => {
+                assert_eq!(
+                    ErrorCode::from_u16(e.code),
+                    ErrorCode::Busy,
+                    "node {i}: {e:?}"
+                );
+                assert!(e.message.contains("--max-topics 2"), "node {i}: {e:?}");
+            }
+            other => panic!("node {i} created a topic past the limit: {other:?}"),
+        }
+        describe_until(*a, "one-too-many", unknown_topic).await;
+    }
+    // Creating one that exists is not a new topic, and the topics serve.
+    create(&addrs, "kept-1").await;
+    let mut p = Producer::new(&addrs);
+    p.publish("kept-2", b"still here", 0).await;
+    for a in &addrs {
+        assert_eq!(
+            read_all(*a, "kept-2", 1).await,
+            vec![b"still here".to_vec()]
+        );
+    }
 }
 
 /// A fourth node joins a running cluster (`herald cluster add`), a topic

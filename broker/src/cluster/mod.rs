@@ -509,13 +509,16 @@ impl Cluster {
     ///
     /// # Errors
     /// `TopicExists` with other settings; `Busy` while no leader can be
-    /// found; `Internal` otherwise.
+    /// found, or when this node holds its limit of topics (checked here,
+    /// before the metadata places the topic; see
+    /// [`crate::topic::Registry::check_limit`]); `Internal` otherwise.
     pub async fn create_topic(
         &self,
         name: &str,
         config: &TopicConfig,
         replicas: u32,
     ) -> Result<bool, BrokerError> {
+        self.registry.check_limit(name)?;
         let command = Command::CreateTopic {
             name: name.to_owned(),
             config: config.clone(),

@@ -326,6 +326,48 @@ impl Registry {
         self.create_up_to(name, cfg, true, name::MAX_NAME_LEN, false)
     }
 
+    /// Refuses, as [`Self::create`] would, a new topic `name` past the
+    /// topic limit. A replicated topic is checked here on the node a
+    /// client asks, before the cluster's metadata places it: its creation
+    /// on each node ([`Self::create_placed`]) cannot be refused, but
+    /// without this check a client could have every node open topics
+    /// without end. A topic that exists passes (creating it is idempotent).
+    pub fn check_limit(&self, name: &str) -> Result<(), BrokerError> {
+        let mut admin = self
+            .admin
+            .lock()
+            .map_err(|_| BrokerError::Internal("admin lock poisoned".into()))?;
+        if self.get(name).is_ok() {
+            return Ok(());
+        }
+        self.within_limit(name, &mut admin)
+    }
+
+    /// `Busy` if the broker holds its limit of topics; `last_warned`
+    /// (under the admin lock) spaces the WARN lines.
+    fn within_limit(
+        &self,
+        name: &str,
+        last_warned: &mut Option<std::time::Instant>,
+    ) -> Result<(), BrokerError> {
+        let held = self.topics.len();
+        if held < self.max_topics {
+            return Ok(());
+        }
+        // Once a minute at most: a client asking for new topics in a loop
+        // must not flood the log as well.
+        let now = std::time::Instant::now();
+        if last_warned.is_none_or(|at| now.duration_since(at) >= LIMIT_LOG_EVERY) {
+            *last_warned = Some(now);
+            tracing::warn!(topic = %name, topics = held, max_topics = self.max_topics, "a new topic was refused: the broker holds its limit of topics (--max-topics); further refusals in the next minute are not logged");
+        }
+        Err(BrokerError::Busy(format!(
+            "topic {name:?} was not created: the broker holds {held} topics, its limit \
+             (--max-topics {}); delete topics or raise the limit (each topic keeps a file open)",
+            self.max_topics
+        )))
+    }
+
     /// [`Self::create`], for a name of at most `max_name` characters, under
     /// the topic limit if `capped`.
     fn create_up_to(
@@ -360,20 +402,8 @@ impl Registry {
                 "topic {name:?} is being deleted; try again"
             )));
         }
-        let held = self.topics.len();
-        if capped && held >= self.max_topics {
-            // Once a minute at most: a client asking for new topics in a
-            // loop must not flood the log as well.
-            let now = std::time::Instant::now();
-            if admin.is_none_or(|at| now.duration_since(at) >= LIMIT_LOG_EVERY) {
-                *admin = Some(now);
-                tracing::warn!(topic = %name, topics = held, max_topics = self.max_topics, "a new topic was refused: the broker holds its limit of topics (--max-topics); further refusals in the next minute are not logged");
-            }
-            return Err(BrokerError::Busy(format!(
-                "topic {name:?} was not created: the broker holds {held} topics, its limit \
-                 (--max-topics {}); delete topics or raise the limit (each topic keeps a file open)",
-                self.max_topics
-            )));
+        if capped {
+            self.within_limit(name, &mut admin)?;
         }
         let t = self.open_topic(name, Some(cfg))?;
         self.topics.insert(name.to_owned(), t.clone());
